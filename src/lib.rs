@@ -1,0 +1,7 @@
+//! cloudmount: mount a WebDAV cloud account as a local drive.
+//!
+//! Layering (each module uses only those below it): `remote` (the server protocol, behind the
+//! [`remote::Remote`] trait) and `server` (the embedded WebDAV server for `serve`, the demo and
+//! tests). See `DESIGN.md`-style notes in each module's docs.
+
+pub mod remote;
