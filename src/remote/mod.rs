@@ -183,16 +183,16 @@ impl PutBody {
                 let path = path.clone();
                 let len = *len;
                 let fut = async move {
-                    let file = tokio::fs::File::open(&path).await.map_err(RemoteError::Io)?;
+                    let file = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(RemoteError::Io)?;
                     Ok::<_, RemoteError>(file)
                 };
                 let s = futures_util::stream::once(fut).flat_map(move |res| match res {
                     Ok(file) => {
                         use tokio::io::AsyncReadExt;
-                        let reader = tokio_util::io::ReaderStream::with_capacity(
-                            file.take(len),
-                            256 * 1024,
-                        );
+                        let reader =
+                            tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
                         reader.map(|r| r.map_err(RemoteError::Io)).boxed()
                     }
                     Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
@@ -254,6 +254,8 @@ pub struct PutOutcome {
 pub enum RemoteError {
     #[error("authentication refused by {url} (HTTP {status}): check user and password")]
     Auth { url: String, status: u16 },
+    #[error("permission denied by the server for {url} (HTTP 403)")]
+    Forbidden { url: String },
     #[error("not found: {url}")]
     NotFound { url: String },
     #[error("parent collection missing for {url} (HTTP 409)")]

@@ -154,7 +154,8 @@ impl fmt::Display for RemotePath {
 
 /// Normalises a base URL: http(s) only, no query or fragment, path ending with `/`.
 pub fn normalize_base(url: &str) -> Result<Url, RemoteError> {
-    let mut u = Url::parse(url).map_err(|e| RemoteError::Config(format!("bad URL {url:?}: {e}")))?;
+    let mut u =
+        Url::parse(url).map_err(|e| RemoteError::Config(format!("bad URL {url:?}: {e}")))?;
     if u.scheme() != "http" && u.scheme() != "https" {
         return Err(RemoteError::Config(format!(
             "URL {url:?} must start with http:// or https://"
@@ -270,8 +271,23 @@ mod tests {
     fn encode_decode_round_trip_for_odd_names() {
         let b = base();
         for name in [
-            "a b", "100%", "#hash", "what?", "a&b+c", "it's", "\"q\"", "é", "e\u{301}", "😀",
-            "中文", "semi;colon", "x=y", "[br]", "@at", "~t", "a,b",
+            "a b",
+            "100%",
+            "#hash",
+            "what?",
+            "a&b+c",
+            "it's",
+            "\"q\"",
+            "é",
+            "e\u{301}",
+            "😀",
+            "中文",
+            "semi;colon",
+            "x=y",
+            "[br]",
+            "@at",
+            "~t",
+            "a,b",
         ] {
             let p = RemotePath::root().join("dir").unwrap().join(name).unwrap();
             let url = p.to_url(&b, false);
@@ -296,7 +312,10 @@ mod tests {
         let b = base();
         let p = RemotePath::new("a/b").unwrap();
         assert_eq!(p.to_url(&b, true).path(), "/dav/my%20files/a/b/");
-        assert_eq!(RemotePath::root().to_url(&b, true).path(), "/dav/my%20files/");
+        assert_eq!(
+            RemotePath::root().to_url(&b, true).path(),
+            "/dav/my%20files/"
+        );
     }
 
     #[test]
