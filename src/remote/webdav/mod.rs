@@ -272,7 +272,18 @@ impl WebDavRemote {
 
     /// Checks that the base URL is a reachable WebDAV collection with working credentials.
     pub async fn check(&self) -> RemoteResult<()> {
-        let root = self.stat(&RemotePath::root()).await?;
+        let root = match self.stat(&RemotePath::root()).await {
+            Err(RemoteError::NotFound { url }) => {
+                // `file/` is 404 on most servers; ask for `file` to say what the URL names.
+                let mut bare = self.base.clone();
+                bare.set_path(self.base.path().trim_end_matches('/'));
+                match self.propfind(bare, "0", PROPFIND_ENTRY_BODY).await {
+                    Ok((u, raws)) if raws.len() == 1 => self.entry_from(&u, &raws[0])?,
+                    _ => return Err(RemoteError::NotFound { url }),
+                }
+            }
+            other => other?,
+        };
         if !root.is_dir() {
             return Err(RemoteError::NotADirectory {
                 url: self.base.to_string(),
