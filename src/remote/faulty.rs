@@ -93,7 +93,7 @@ pub enum FaultKind {
     Transient,
     /// A timeout: [`RemoteError::Transient`].
     Timeout,
-    /// An HTTP status, mapped as the WebDAV implementation maps it: 401/403 → `Auth`,
+    /// An HTTP status, mapped by [`RemoteError::from_status`] as for a real server: 401 → `Auth`, 403 → `Forbidden`,
     /// 404/410 → `NotFound`, 409 → `MissingParent`, 412 → `PreconditionFailed`, 423 → `Locked`,
     /// 507 → `InsufficientStorage`, other 5xx → `Transient`, anything else → `Status`.
     Status(u16),
@@ -115,24 +115,13 @@ impl FaultKind {
                 url,
                 reason: "operation timed out (injected)".into(),
             },
-            FaultKind::Status(status) => match status {
-                401 | 403 => RemoteError::Auth { url, status },
-                404 | 410 => RemoteError::NotFound { url },
-                409 => RemoteError::MissingParent { url },
-                412 => RemoteError::PreconditionFailed { url },
-                423 => RemoteError::Locked { url },
-                507 => RemoteError::InsufficientStorage { url },
-                500..=599 => RemoteError::Transient {
-                    method,
-                    url,
-                    reason: format!("HTTP {status} (injected)"),
-                },
-                _ => RemoteError::Status {
-                    method,
-                    url,
-                    status,
-                },
-            },
+            FaultKind::Status(status) => {
+                let mut e = RemoteError::from_status(&method, &url, status);
+                if let RemoteError::Transient { reason, .. } = &mut e {
+                    reason.push_str(" (injected)");
+                }
+                e
+            }
         }
     }
 }
@@ -765,7 +754,7 @@ mod tests {
     fn status_faults_map_to_typed_errors() {
         let e = |s| FaultKind::Status(s).to_error(Op::Put, "u");
         assert!(matches!(e(401), RemoteError::Auth { status: 401, .. }));
-        assert!(matches!(e(403), RemoteError::Auth { status: 403, .. }));
+        assert!(matches!(e(403), RemoteError::Forbidden { .. }));
         assert!(matches!(e(404), RemoteError::NotFound { .. }));
         assert!(matches!(e(410), RemoteError::NotFound { .. }));
         assert!(matches!(e(409), RemoteError::MissingParent { .. }));

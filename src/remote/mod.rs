@@ -305,6 +305,31 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
+    /// The error for an HTTP status. The one mapping of statuses to errors, used by the WebDAV
+    /// client and by the fault injector alike.
+    pub fn from_status(method: &str, url: &str, status: u16) -> RemoteError {
+        let url = url.to_string();
+        match status {
+            401 => RemoteError::Auth { url, status },
+            403 => RemoteError::Forbidden { url },
+            404 | 410 => RemoteError::NotFound { url },
+            409 => RemoteError::MissingParent { url },
+            412 => RemoteError::PreconditionFailed { url },
+            423 => RemoteError::Locked { url },
+            507 => RemoteError::InsufficientStorage { url },
+            408 | 429 | 500..=599 => RemoteError::Transient {
+                method: method.to_string(),
+                url,
+                reason: format!("HTTP {status}"),
+            },
+            status => RemoteError::Status {
+                method: method.to_string(),
+                url,
+                status,
+            },
+        }
+    }
+
     /// Transient errors (5xx, timeouts, connection failures) may succeed when tried again later.
     pub fn is_transient(&self) -> bool {
         matches!(self, RemoteError::Transient { .. })

@@ -171,31 +171,8 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
     s
 }
 
-/// Maps an HTTP status to the typed error. The one place statuses become errors.
 fn status_error(method: &Method, url: &Url, status: StatusCode) -> RemoteError {
-    let u = url.to_string();
-    match status.as_u16() {
-        401 => RemoteError::Auth {
-            url: u,
-            status: 401,
-        },
-        403 => RemoteError::Forbidden { url: u },
-        404 | 410 => RemoteError::NotFound { url: u },
-        409 => RemoteError::MissingParent { url: u },
-        412 => RemoteError::PreconditionFailed { url: u },
-        423 => RemoteError::Locked { url: u },
-        507 => RemoteError::InsufficientStorage { url: u },
-        408 | 429 | 500 | 502 | 503 | 504 => RemoteError::Transient {
-            method: method.to_string(),
-            url: u,
-            reason: format!("HTTP {status}"),
-        },
-        s => RemoteError::Status {
-            method: method.to_string(),
-            url: u,
-            status: s,
-        },
-    }
+    RemoteError::from_status(method.as_str(), url.as_str(), status.as_u16())
 }
 
 fn is_transient_status(s: StatusCode) -> bool {
@@ -1129,6 +1106,7 @@ mod tests {
         assert!(matches!(e(507), RemoteError::InsufficientStorage { .. }));
         assert!(e(503).is_transient());
         assert!(e(500).is_transient());
+        assert!(e(507).to_string().contains("507"));
         let other = e(418);
         assert!(matches!(other, RemoteError::Status { status: 418, .. }));
         assert!(other.to_string().contains("http://h/x"));
