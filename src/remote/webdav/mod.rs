@@ -250,7 +250,12 @@ impl WebDavRemote {
     /// Checks that the base URL is a reachable WebDAV collection with working credentials.
     pub async fn check(&self) -> RemoteResult<()> {
         let root = match self.stat(&RemotePath::root()).await {
-            Err(RemoteError::NotFound { url }) => {
+            Err(
+                RemoteError::NotFound { url }
+                | RemoteError::Status {
+                    url, status: 400, ..
+                },
+            ) => {
                 // `file/` is 404 on most servers; ask for `file` to say what the URL names.
                 let mut bare = self.base.clone();
                 bare.set_path(self.base.path().trim_end_matches('/'));
@@ -628,12 +633,36 @@ impl WebDavRemote {
         req.destination = Some(to.clone());
         let resp = self.send(req).await?;
         let url = resp.url().clone();
-        match resp.status() {
-            StatusCode::PRECONDITION_FAILED if !overwrite => Err(RemoteError::AlreadyExists {
-                url: self.url(to, false).to_string(),
-            }),
-            s => Self::ok_or_status(&m, &url, s),
+        let err = match resp.status() {
+            StatusCode::PRECONDITION_FAILED if !overwrite => {
+                return Err(RemoteError::AlreadyExists {
+                    url: self.url(to, false).to_string(),
+                })
+            }
+            s if s.is_success() && s != StatusCode::MULTI_STATUS => return Ok(()),
+            s => Self::ok_or_status(&m, &url, s).unwrap_err(),
+        };
+        // Servers disagree on the status for a missing source or target parent (Apache: 500,
+        // x/net/webdav: 403); find out which it is, so callers get NotFound / MissingParent.
+        if matches!(
+            err,
+            RemoteError::Forbidden { .. }
+                | RemoteError::Transient { .. }
+                | RemoteError::Status { .. }
+                | RemoteError::MissingParent { .. }
+        ) {
+            if let Err(RemoteError::NotFound { url }) = self.stat(from).await {
+                return Err(RemoteError::NotFound { url });
+            }
+            if let Some(parent) = to.parent().filter(|p| !p.is_root()) {
+                if let Err(RemoteError::NotFound { .. }) = self.stat(&parent).await {
+                    return Err(RemoteError::MissingParent {
+                        url: self.url(to, false).to_string(),
+                    });
+                }
+            }
         }
+        Err(err)
     }
 }
 
@@ -746,7 +775,12 @@ impl Remote for WebDavRemote {
             .propfind(self.url(path, true), "1", PROPFIND_ENTRY_BODY)
             .await;
         let (url, raws) = match res {
-            Err(RemoteError::NotFound { url }) if !path.is_root() => {
+            Err(
+                RemoteError::NotFound { url }
+                | RemoteError::Status {
+                    url, status: 400, ..
+                },
+            ) if !path.is_root() => {
                 // `file/` is 404 on most servers: tell "not a directory" from "missing".
                 return match self.stat(path).await {
                     Ok(e) if !e.is_dir() => Err(RemoteError::NotADirectory { url }),

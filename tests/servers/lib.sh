@@ -1,0 +1,331 @@
+# shellcheck shell=bash
+# Starts and stops the real WebDAV servers the cloudmount tests run against.
+# Sourced by tests/run.sh (which sets -euo pipefail); see tests/servers/README.md.
+#
+#   cm_ensure_packages   install missing Debian packages (apt-get, once)
+#   cm_start_servers     start Apache (Basic + Digest vhosts) and rclone, wait for them, export
+#                        CLOUDMOUNT_TEST_* variables
+#   cm_stop_servers      stop everything started here and remove the temp dir (idempotent)
+
+CM_SERVERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CM_TEST_USER=cmtest
+CM_REALM=cloudmount-test
+CM_READY_TIMEOUT=${CM_READY_TIMEOUT:-20}   # seconds each server gets to answer
+
+CM_TMP=""
+CM_APACHE_PID=""
+CM_RCLONE_PID=""
+CM_PICKED_PORTS=" "
+
+cm_log() { printf '[test-servers] %s\n' "$*" >&2; }
+cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# Packages
+
+# apache2-bin, not apache2: it has /usr/sbin/apache2 and every module we load, but no system
+# service and no /etc/apache2, so installing it starts nothing on port 80.
+CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux)
+
+cm_pkg_installed() {
+    [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
+}
+
+cm_ensure_packages() {
+    local missing=() p
+    for p in "${CM_PACKAGES[@]}"; do
+        cm_pkg_installed "$p" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    cm_log "installing missing packages: ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || cm_die "not root and no sudo: cannot install ${missing[*]}"
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" </dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# Ports
+
+# Every local TCP port in use (any state), from /proc: needs neither ss nor python.
+cm_used_ports() {
+    local f sl local_addr
+    for f in /proc/net/tcp /proc/net/tcp6; do
+        [ -r "$f" ] || continue
+        while read -r sl local_addr _; do
+            [ "$sl" = "sl" ] && continue
+            printf '%d\n' "$((16#${local_addr##*:}))"
+        done <"$f"
+    done
+}
+
+# A port that nothing uses now, below the ephemeral range (32768+) so outgoing connections do not
+# take it between the check and the bind. A lost race shows as a bind error; callers retry.
+# Sets CM_PORT (not echoed: a $(...) subshell would lose CM_PICKED_PORTS).
+cm_pick_port() {
+    local used port i
+    used=" $(cm_used_ports | tr '\n' ' ') "
+    for i in $(seq 1 200); do
+        port=$((20000 + RANDOM % 12000))
+        case "$used$CM_PICKED_PORTS" in *" $port "*) continue ;; esac
+        CM_PICKED_PORTS+="$port "
+        CM_PORT=$port
+        return 0
+    done
+    cm_die "no free port found"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# Run a server in the background, tied to this shell: with setpriv --pdeathsig it gets SIGTERM
+# even if this script is SIGKILLed. Its stdin is /dev/null (CI has no stdin).
+cm_spawn() { # logfile cmd...
+    local log=$1; shift
+    if [ -z "${CM_HAVE_PDEATHSIG:-}" ]; then
+        CM_HAVE_PDEATHSIG=no
+        case "$(setpriv --help 2>/dev/null || true)" in *--pdeathsig*) CM_HAVE_PDEATHSIG=yes ;; esac
+    fi
+    if [ "$CM_HAVE_PDEATHSIG" = yes ]; then
+        setpriv --pdeathsig TERM -- "$@" </dev/null >>"$log" 2>&1 &
+    else
+        "$@" </dev/null >>"$log" 2>&1 &
+    fi
+    CM_SPAWNED_PID=$!
+}
+
+cm_children_of() { # pid -> its direct children's pids (from /proc; no procps needed)
+    local parent=$1 p stat rest
+    for p in /proc/[0-9]*; do
+        stat=$(cat "$p/stat" 2>/dev/null) || continue
+        rest=${stat##*) }  # after "pid (comm) ": state ppid ...
+        # shellcheck disable=SC2086
+        set -- $rest
+        if [ "${2:-}" = "$parent" ]; then echo "${p#/proc/}"; fi
+    done
+    return 0
+}
+
+cm_stop_pid() { # name pid: TERM, wait up to 10 s, then KILL it and any children left
+    local name=$1 pid=$2 kids i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kids=$(cm_children_of "$pid" | tr '\n' ' ')
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        cm_log "$name (pid $pid) did not stop on SIGTERM; killing"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    for i in $kids; do
+        kill -KILL "$i" 2>/dev/null || true
+    done
+}
+
+# Wait until url answers PROPFIND Depth 0 with 207. Returns 0 ready, 2 process died, 1 timeout.
+cm_wait_ready() { # pid url curl-auth-args...
+    local pid=$1 url=$2 code="" deadline
+    shift 2
+    deadline=$((SECONDS + CM_READY_TIMEOUT))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        kill -0 "$pid" 2>/dev/null || return 2
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 -X PROPFIND -H 'Depth: 0' \
+            "$@" "$url" 2>/dev/null || true)
+        [ "$code" = "207" ] && return 0
+        sleep 0.2
+    done
+    CM_LAST_CODE=$code
+    return 1
+}
+
+cm_show_log() { # title file
+    printf '%s\n' "----- $1 ($2) -----" >&2
+    tail -n 60 "$2" >&2 2>/dev/null || true
+    printf '%s\n' "----- end of $1 -----" >&2
+}
+
+# ---------------------------------------------------------------------------------------------
+# Setup
+
+cm_make_tmp() {
+    local base=${CLOUDMOUNT_TEST_SERVERS_TMP:-/tmp} d
+    CM_TMP=$(mktemp -d "$base/cloudmount-servers.XXXXXX")
+    # Apache's workers run as www-data: they must be able to walk down to the data dirs.
+    chmod 0711 "$CM_TMP"
+    d=$CM_TMP
+    while [ "$d" != "/" ]; do
+        d=$(dirname "$d")
+        [ "$(stat -c '%A' "$d" | cut -c10)" = "x" ] || [ "$(stat -c '%A' "$d" | cut -c10)" = "t" ] \
+            || cm_die "$d is not world-searchable: www-data cannot reach $CM_TMP (set CLOUDMOUNT_TEST_SERVERS_TMP)"
+    done
+    mkdir -p "$CM_TMP"/{apache/run,apache/davlock,apache/empty,data/apache-basic,data/apache-digest,data/rclone,rclone-cache}
+    : >"$CM_TMP/rclone.conf"
+}
+
+cm_make_credentials() {
+    local ha1
+    # 24 characters from [A-Za-z0-9]: no ':' (htdigest separator) and nothing to escape.
+    CM_PASSWORD=$(head -c 64 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9')
+    CM_PASSWORD=${CM_PASSWORD:0:24}
+    [ ${#CM_PASSWORD} -ge 16 ] || cm_die "could not generate a password"
+    # Basic (Apache and rclone). Default htpasswd hash is apr1-MD5, which both understand.
+    htpasswd -c -i "$CM_TMP/htpasswd" "$CM_TEST_USER" <<<"$CM_PASSWORD" 2>/dev/null \
+        || cm_die "htpasswd failed"
+    # Digest: user:realm:md5(user:realm:password); htdigest has no batch mode.
+    ha1=$(printf '%s:%s:%s' "$CM_TEST_USER" "$CM_REALM" "$CM_PASSWORD" | md5sum | cut -d' ' -f1)
+    printf '%s:%s:%s\n' "$CM_TEST_USER" "$CM_REALM" "$ha1" >"$CM_TMP/htdigest"
+    # curl config files, so the password never appears on a command line.
+    (umask 077
+     printf 'user = "%s:%s"\n' "$CM_TEST_USER" "$CM_PASSWORD" >"$CM_TMP/curl-basic.conf"
+     printf 'user = "%s:%s"\ndigest\n' "$CM_TEST_USER" "$CM_PASSWORD" >"$CM_TMP/curl-digest.conf")
+    if [ "$(id -u)" -eq 0 ]; then
+        chown root:www-data "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
+        chmod 0640 "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
+        chown -R www-data:www-data "$CM_TMP/data/apache-basic" "$CM_TMP/data/apache-digest" \
+            "$CM_TMP/apache/davlock"
+    fi
+}
+
+cm_start_apache() {
+    local attempt types=/dev/null rc
+    [ -r /etc/mime.types ] && types=/etc/mime.types
+    for attempt in 1 2 3 4 5; do
+        cm_pick_port; CM_PORT_BASIC=$CM_PORT
+        cm_pick_port; CM_PORT_DIGEST=$CM_PORT
+        CM_APACHE_CONF="$CM_TMP/apache/httpd.conf"
+        sed -e "s|@APACHE_DIR@|$CM_TMP/apache|g" \
+            -e "s|@PORT_BASIC@|$CM_PORT_BASIC|g" \
+            -e "s|@PORT_DIGEST@|$CM_PORT_DIGEST|g" \
+            -e "s|@DATA_BASIC@|$CM_TMP/data/apache-basic|g" \
+            -e "s|@DATA_DIGEST@|$CM_TMP/data/apache-digest|g" \
+            -e "s|@HTPASSWD@|$CM_TMP/htpasswd|g" \
+            -e "s|@HTDIGEST@|$CM_TMP/htdigest|g" \
+            -e "s|@BASIC_ACCESS_LOG@|$CM_TMP/apache/basic-access.log|g" \
+            -e "s|@DIGEST_ACCESS_LOG@|$CM_TMP/apache/digest-access.log|g" \
+            -e "s|@TYPES_CONFIG@|$types|g" \
+            "$CM_SERVERS_DIR/apache-dav.conf.in" >"$CM_APACHE_CONF"
+        grep -q '@[A-Z_]*@' "$CM_APACHE_CONF" && cm_die "unfilled placeholder in $CM_APACHE_CONF"
+        /usr/sbin/apache2 -t -f "$CM_APACHE_CONF" >"$CM_TMP/apache/configtest.log" 2>&1 \
+            || { cm_show_log "apache2 -t" "$CM_TMP/apache/configtest.log"; cm_die "apache config invalid"; }
+        : >"$CM_TMP/apache/error.log"
+        cm_spawn "$CM_TMP/apache/stderr.log" /usr/sbin/apache2 -f "$CM_APACHE_CONF" -DFOREGROUND
+        CM_APACHE_PID=$CM_SPAWNED_PID
+        rc=0
+        cm_wait_ready "$CM_APACHE_PID" "http://127.0.0.1:$CM_PORT_BASIC/dav/" \
+            -K "$CM_TMP/curl-basic.conf" || rc=$?
+        if [ $rc -eq 0 ]; then
+            rc=0
+            cm_wait_ready "$CM_APACHE_PID" "http://127.0.0.1:$CM_PORT_DIGEST/dav/" \
+                -K "$CM_TMP/curl-digest.conf" || rc=$?
+        fi
+        [ $rc -eq 0 ] && return 0
+        if [ $rc -eq 2 ] && grep -qi 'address already in use' \
+            "$CM_TMP/apache/error.log" "$CM_TMP/apache/stderr.log" 2>/dev/null; then
+            cm_log "apache: port taken meanwhile, retrying with other ports"
+            wait "$CM_APACHE_PID" 2>/dev/null || true
+            CM_APACHE_PID=""
+            continue
+        fi
+        cm_show_log "apache error log" "$CM_TMP/apache/error.log"
+        cm_show_log "apache stderr" "$CM_TMP/apache/stderr.log"
+        if [ $rc -eq 2 ]; then
+            cm_die "apache exited during start-up"
+        fi
+        cm_die "apache did not answer PROPFIND with 207 within ${CM_READY_TIMEOUT}s (last HTTP status: ${CM_LAST_CODE:-none})"
+    done
+    cm_die "apache: could not bind free ports after 5 attempts"
+}
+
+cm_start_rclone() {
+    local attempt rc
+    for attempt in 1 2 3 4 5; do
+        cm_pick_port; CM_PORT_RCLONE=$CM_PORT
+        : >"$CM_TMP/rclone.log"
+        # --dir-cache-time 0s: rclone's VFS must not hide changes a test makes directly in the
+        # data dir. --config/--cache-dir: never look at or write to ~/.config, ~/.cache.
+        cm_spawn "$CM_TMP/rclone.log" rclone serve webdav "$CM_TMP/data/rclone" \
+            --addr "127.0.0.1:$CM_PORT_RCLONE" \
+            --htpasswd "$CM_TMP/htpasswd" \
+            --realm "$CM_REALM" \
+            --config "$CM_TMP/rclone.conf" \
+            --cache-dir "$CM_TMP/rclone-cache" \
+            --dir-cache-time 0s \
+            --log-level NOTICE
+        CM_RCLONE_PID=$CM_SPAWNED_PID
+        rc=0
+        cm_wait_ready "$CM_RCLONE_PID" "http://127.0.0.1:$CM_PORT_RCLONE/" \
+            -K "$CM_TMP/curl-basic.conf" || rc=$?
+        [ $rc -eq 0 ] && return 0
+        if [ $rc -eq 2 ] && grep -qi 'address already in use' "$CM_TMP/rclone.log"; then
+            cm_log "rclone: port taken meanwhile, retrying with another port"
+            wait "$CM_RCLONE_PID" 2>/dev/null || true
+            CM_RCLONE_PID=""
+            continue
+        fi
+        cm_show_log "rclone log" "$CM_TMP/rclone.log"
+        if [ $rc -eq 2 ]; then
+            cm_die "rclone exited during start-up"
+        fi
+        cm_die "rclone did not answer PROPFIND with 207 within ${CM_READY_TIMEOUT}s (last HTTP status: ${CM_LAST_CODE:-none})"
+    done
+    cm_die "rclone: could not bind a free port after 5 attempts"
+}
+
+cm_start_servers() {
+    local p
+    for p in /usr/sbin/apache2 htpasswd rclone curl md5sum; do
+        command -v "$p" >/dev/null || cm_die "$p not found (did package installation fail?)"
+    done
+    cm_make_tmp
+    cm_make_credentials
+    cm_start_apache
+    cm_start_rclone
+
+    export CLOUDMOUNT_TEST_SERVERS=1
+    export CLOUDMOUNT_TEST_USER="$CM_TEST_USER"
+    export CLOUDMOUNT_TEST_PASSWORD="$CM_PASSWORD"
+    export CLOUDMOUNT_TEST_APACHE_BASIC_URL="http://127.0.0.1:$CM_PORT_BASIC/dav/"
+    export CLOUDMOUNT_TEST_APACHE_DIGEST_URL="http://127.0.0.1:$CM_PORT_DIGEST/dav/"
+    export CLOUDMOUNT_TEST_RCLONE_URL="http://127.0.0.1:$CM_PORT_RCLONE/"
+    export CLOUDMOUNT_TEST_APACHE_ACCESS_LOG="$CM_TMP/apache/basic-access.log"
+    export CLOUDMOUNT_TEST_APACHE_DIGEST_ACCESS_LOG="$CM_TMP/apache/digest-access.log"
+    export CLOUDMOUNT_TEST_APACHE_BASIC_DIR="$CM_TMP/data/apache-basic"
+    export CLOUDMOUNT_TEST_APACHE_DIGEST_DIR="$CM_TMP/data/apache-digest"
+    export CLOUDMOUNT_TEST_RCLONE_DIR="$CM_TMP/data/rclone"
+    export CLOUDMOUNT_TEST_DIGEST_REALM="$CM_REALM"
+
+    cm_log "Apache mod_dav, Basic auth : $CLOUDMOUNT_TEST_APACHE_BASIC_URL (pid $CM_APACHE_PID)"
+    cm_log "Apache mod_dav, Digest auth: $CLOUDMOUNT_TEST_APACHE_DIGEST_URL (same httpd, realm $CM_REALM, nonce lifetime 2 s)"
+    cm_log "rclone serve webdav, Basic : $CLOUDMOUNT_TEST_RCLONE_URL (pid $CM_RCLONE_PID)"
+    cm_log "user $CM_TEST_USER, random password in \$CLOUDMOUNT_TEST_PASSWORD; logs under $CM_TMP"
+}
+
+cm_write_env_file() { # file: shell-sourceable exports (contains the password; mode 0600)
+    (umask 077
+     for v in $(compgen -e | grep '^CLOUDMOUNT_TEST_'); do
+         printf 'export %s=%q\n' "$v" "${!v}"
+     done >"$1")
+}
+
+cm_stop_servers() {
+    cm_stop_pid rclone "$CM_RCLONE_PID"
+    CM_RCLONE_PID=""
+    cm_stop_pid apache "$CM_APACHE_PID"
+    CM_APACHE_PID=""
+    if [ -n "$CM_TMP" ] && [ -d "$CM_TMP" ]; then
+        if [ -n "${CLOUDMOUNT_TEST_KEEP_LOGS:-}" ]; then
+            cm_log "keeping $CM_TMP (CLOUDMOUNT_TEST_KEEP_LOGS set)"
+        else
+            rm -rf "$CM_TMP"
+        fi
+    fi
+    CM_TMP=""
+}
