@@ -4,4 +4,7 @@
 //! [`remote::Remote`] trait) and `server` (the embedded WebDAV server for `serve`, the demo and
 //! tests). See `DESIGN.md`-style notes in each module's docs.
 
+pub mod cache;
+pub mod meta;
 pub mod remote;
+pub mod vfs;

@@ -1,0 +1,106 @@
+//! Errors of the filesystem layer and the one mapping of every error to an errno.
+//!
+//! Each error below the vfs (remote, cache, metadata, local I/O) arrives wrapped in
+//! [`VfsError`]; [`VfsError::errno`] is an exhaustive match, so a new error variant anywhere
+//! cannot silently become the wrong errno. Errors without a precise errno become `EIO`, and are
+//! logged with their full reason where they are mapped.
+
+use crate::cache::CacheError;
+use crate::meta::MetaError;
+use crate::remote::RemoteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VfsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("read-only area")]
+    ReadOnly,
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    #[error("no space left: {0}")]
+    NoSpace(String),
+    #[error("rename across areas")]
+    CrossDevice,
+    #[error("file name too long")]
+    NameTooLong,
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("not supported over WebDAV: {0}")]
+    NotSupported(&'static str),
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("the file changed on the server: {0}")]
+    Changed(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type VfsResult<T> = Result<T, VfsError>;
+
+impl VfsError {
+    /// The errno reported to the kernel. Logs the reason of errors that become EIO.
+    pub fn errno(&self) -> i32 {
+        use libc::*;
+        let errno = match self {
+            VfsError::NotFound => ENOENT,
+            VfsError::Exists => EEXIST,
+            VfsError::NotDir => ENOTDIR,
+            VfsError::IsDir => EISDIR,
+            VfsError::NotEmpty => ENOTEMPTY,
+            VfsError::ReadOnly => EROFS,
+            VfsError::NotPermitted(_) => EPERM,
+            VfsError::NoSpace(_) => ENOSPC,
+            VfsError::CrossDevice => EXDEV,
+            VfsError::NameTooLong => ENAMETOOLONG,
+            VfsError::Invalid(_) => EINVAL,
+            VfsError::NotSupported(_) => ENOTSUP,
+            VfsError::NoAttr => ENODATA,
+            VfsError::BadHandle => EBADF,
+            VfsError::Changed(_) => EIO,
+            VfsError::Remote(e) => match e {
+                RemoteError::NotFound { .. } => ENOENT,
+                RemoteError::MissingParent { .. } => ENOENT,
+                RemoteError::AlreadyExists { .. } => EEXIST,
+                RemoteError::Auth { .. } | RemoteError::Forbidden { .. } => EACCES,
+                RemoteError::InsufficientStorage { .. } => ENOSPC,
+                RemoteError::Locked { .. } => EBUSY,
+                RemoteError::IsADirectory { .. } => EISDIR,
+                RemoteError::NotADirectory { .. } => ENOTDIR,
+                RemoteError::InvalidPath { .. } => EINVAL,
+                RemoteError::PreconditionFailed { .. }
+                | RemoteError::VersionChanged { .. }
+                | RemoteError::Transient { .. }
+                | RemoteError::Status { .. }
+                | RemoteError::BadResponse { .. }
+                | RemoteError::Config(_)
+                | RemoteError::Io(_) => EIO,
+            },
+            VfsError::Cache(_) | VfsError::Meta(_) => EIO,
+            VfsError::Io(e) => match e.raw_os_error() {
+                Some(ENOSPC) => ENOSPC,
+                Some(EDQUOT) => EDQUOT,
+                _ => EIO,
+            },
+        };
+        if errno == EIO {
+            tracing::warn!(error = %self, "I/O error reported to the application");
+        }
+        errno
+    }
+}
