@@ -57,7 +57,7 @@ const NOT_YET: VfsError = VfsError::NotSupported("not implemented yet");
 
 impl Vfs {
     /// Opens the metadata store and block cache under `setup.cache_dir` (created if missing).
-    pub fn open(setup: VfsSetup) -> VfsResult<Arc<Vfs>> {
+    pub fn new(setup: VfsSetup) -> VfsResult<Arc<Vfs>> {
         Ok(Arc::new(Vfs { opts: setup.opts }))
     }
 
