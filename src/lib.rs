@@ -5,3 +5,4 @@
 //! tests). See `DESIGN.md`-style notes in each module's docs.
 
 pub mod remote;
+pub mod size;
