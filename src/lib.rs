@@ -5,4 +5,5 @@
 //! tests). See `DESIGN.md`-style notes in each module's docs.
 
 pub mod remote;
+pub mod server;
 pub mod size;
