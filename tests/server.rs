@@ -910,3 +910,105 @@ fn sigterm_stops_the_server_cleanly() {
         .unwrap();
     assert!(log.contains("SIGTERM"), "{log}");
 }
+
+#[tokio::test]
+async fn every_version_gets_its_own_etag() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    let mut seen = std::collections::HashSet::new();
+    // Same size, same file, as fast as possible: inode reuse and coarse clocks must not make
+    // two versions share an ETag.
+    for i in 0..30u8 {
+        let r = c.put(&srv.url("f"), vec![b'a' + i % 2; 16]).await;
+        assert!(r.status().is_success());
+        let etag = r
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            seen.insert(etag.clone()),
+            "ETag {etag} reused at version {i}"
+        );
+        let r = c
+            .req("COPY", &srv.url("f"))
+            .header("Destination", srv.url("g"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let r = c.req("HEAD", &srv.url("g")).send().await.unwrap();
+        let etag = r
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(seen.insert(etag.clone()), "ETag {etag} reused by a copy");
+    }
+}
+
+/// The library API on its own: port 0, url(), quota_used(), graceful shutdown.
+#[tokio::test]
+async fn library_start_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x"), b"12345").unwrap();
+    let handle = cloudmount::server::start(cloudmount::server::ServeConfig {
+        root: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Some(("u".into(), "p".into())),
+        quota: Some(1000),
+    })
+    .await
+    .unwrap();
+    let addr = handle.local_addr();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(handle.url(), format!("http://127.0.0.1:{}/", addr.port()));
+    assert_eq!(handle.quota_used(), Some(5));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .put(format!("{}y", handle.url()))
+        .basic_auth("u", Some("p"))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(handle.quota_used(), Some(8));
+    handle.shutdown().await;
+    assert!(http.get(format!("http://{addr}/x")).send().await.is_err());
+
+    // Start-up errors are typed.
+    use cloudmount::server::{start, ServeConfig, ServeError};
+    let cfg = |root: PathBuf, auth: Option<(&str, &str)>| ServeConfig {
+        root,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        quota: None,
+    };
+    let missing = dir.path().join("missing");
+    assert!(matches!(
+        start(cfg(missing, None)).await,
+        Err(ServeError::RootMissing(_))
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().join("x"), None)).await,
+        Err(ServeError::RootNotDirectory(_))
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().into(), Some(("u", "")))).await,
+        Err(ServeError::EmptyPassword)
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().into(), Some(("a:b", "p")))).await,
+        Err(ServeError::InvalidUser(_))
+    ));
+    let dbg = format!("{:?}", cfg(dir.path().into(), Some(("u", "hunter2"))));
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+}

@@ -16,13 +16,16 @@
 //!   left out of directory listings, 404 for reads, 403 for anything that would create one.
 //!
 //! Every other operation is `LocalFs`'s, so ETags (`<inode>-<size>-<mtime µs>` in hex, as Apache)
-//! are the same in GET, HEAD, PUT responses and PROPFIND.
+//! are the same in GET, HEAD, PUT responses and PROPFIND. Each version written through the server
+//! (PUT, COPY) gets a strictly increasing mtime, so it also gets its own ETag even when inode
+//! numbers are reused within one clock tick (see [`stamp_unique_mtime`]).
 
 use std::fmt;
 use std::io::{self, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
@@ -128,6 +131,50 @@ fn counted_len(path: &Path) -> u64 {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => m.len(),
         _ => 0,
+    }
+}
+
+/// Last modification time handed out by [`stamp_unique_mtime`], in µs since the epoch.
+static LAST_MTIME_US: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the file's mtime to "now", made strictly greater than any mtime this process set before.
+///
+/// LocalFs's ETag is `<inode>-<size>-<mtime µs>`. Kernel file timestamps advance in clock ticks
+/// (often milliseconds), and a rename-based PUT frees the old inode for reuse, so two uploads of
+/// the same size in one tick could otherwise get the same ETag for different content. With a
+/// unique mtime per written version, every version written through this server has its own ETag.
+fn stamp_unique_mtime(file: &std::fs::File) -> io::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let prev = LAST_MTIME_US
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(0);
+    let stamp = now.max(prev + 1);
+    file.set_modified(UNIX_EPOCH + Duration::from_micros(stamp))
+}
+
+/// Puts `tmp` at `target` only if `target` does not exist (for `If-None-Match: *`).
+///
+/// A hard link fails atomically with EEXIST, unlike rename(2), which replaces. On filesystems
+/// without hard links, falls back to check-then-rename (racy, but only against a concurrent
+/// creation of the same name).
+fn link_no_replace(tmp: &Path, target: &Path) -> FsResult<()> {
+    match std::fs::hard_link(tmp, target) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(tmp);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(FsError::Exists),
+        Err(e) => {
+            tracing::debug!(error = %e, "hard link failed, falling back to check-then-rename");
+            if std::fs::symlink_metadata(target).is_ok() {
+                return Err(FsError::Exists);
+            }
+            std::fs::rename(tmp, target).map_err(fs_err)
+        }
     }
 }
 
@@ -430,7 +477,10 @@ fn copy_atomic(src: &Path, dst: &Path, quota: Option<&Quota>) -> FsResult<()> {
     let result = (|| -> FsResult<()> {
         let (tmp, file) = create_temp(dir).map_err(fs_err)?;
         drop(file);
-        let copied = match std::fs::copy(src, &tmp) {
+        let copied = match std::fs::copy(src, &tmp).and_then(|n| {
+            stamp_unique_mtime(&std::fs::OpenOptions::new().write(true).open(&tmp)?)?;
+            Ok(n)
+        }) {
             Ok(n) => n,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -559,18 +609,18 @@ impl PutFile {
             self.state = PutState::Failed;
             return Err(fs_err(e));
         }
-        drop(file.into_std().await);
+        let file = file.into_std().await;
 
         let (tmp, target) = (self.tmp.clone(), self.target.clone());
         let (create_new, len, reserved) = (self.create_new, self.len, self.reserved);
         let quota = self.quota.clone();
         let result = blocking(move || {
+            stamp_unique_mtime(&file).map_err(fs_err)?;
+            drop(file);
             let guard = quota.as_ref().map(|q| q.lock());
             let replaced = counted_len(&target);
             if create_new {
-                // Never replaces an existing file, unlike rename(2).
-                std::fs::hard_link(&tmp, &target).map_err(fs_err)?;
-                let _ = std::fs::remove_file(&tmp);
+                link_no_replace(&tmp, &target)?;
             } else {
                 std::fs::rename(&tmp, &target).map_err(fs_err)?;
             }
