@@ -238,6 +238,8 @@ pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
         .filesystem(Box::new(CloudFs::new(root.clone(), quota.clone())))
         // Advertise (fake) locking: macOS Finder and Windows refuse to write without it.
         .locksystem(FakeLs::new())
+        // GET on a collection: an HTML listing, so the demo can be browsed in a web browser.
+        .autoindex(true)
         .build_handler();
     let state = Arc::new(State { dav, auth });
 
