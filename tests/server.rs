@@ -784,6 +784,14 @@ async fn temp_file_names_are_refused() {
         xml.contains("visible") && !xml.contains(".cloudmount-put-"),
         "{xml}"
     );
+    // Nor in the HTML index a browser gets.
+    let (st, html) = c.get(&srv.url("")).await;
+    let html = String::from_utf8_lossy(&html);
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        html.contains("visible") && !html.contains(".cloudmount-put-"),
+        "{html}"
+    );
     assert_eq!(
         c.put(&srv.url(".cloudmount-put-new"), b"x".to_vec())
             .await
