@@ -4,9 +4,9 @@
 //! - optional HTTP Basic auth ([`ServeConfig::auth`]; 401 with
 //!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise),
 //! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
-//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see [`etagfix`]),
+//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
-//!   (see [`fs`]),
+//!   (see the `fs` module),
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
 //!   `quota-available-bytes`, and 507 Insufficient Storage for a write that would exceed it,
 //!   leaving no partial file and the old content intact.
