@@ -1,0 +1,500 @@
+//! The embedded WebDAV server behind `cloudmount serve`, the demo and the test suites.
+//!
+//! A [`dav_server`] handler on hyper 1, serving one local directory, with:
+//! - optional HTTP Basic auth ([`ServeConfig::auth`]; 401 with
+//!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise),
+//! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
+//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
+//! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
+//!   (see the `fs` module),
+//! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
+//!   `quota-available-bytes`, and 507 Insufficient Storage for a write that would exceed it,
+//!   leaving no partial file and the old content intact.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cloudmount::server::ServeError> {
+//! use cloudmount::server::{start, ServeConfig};
+//! let handle = start(ServeConfig {
+//!     root: "/tmp/served".into(),
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     auth: Some(("alice".into(), "secret".into())),
+//!     quota: Some(10 << 20),
+//! })
+//! .await?;
+//! println!("serving at {}", handle.url());
+//! handle.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod etagfix;
+mod fs;
+mod quota;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dav_server::fakels::FakeLs;
+use dav_server::DavHandler;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::size::FormatSize;
+
+use self::auth::BasicAuth;
+use self::etagfix::EtagQuotedBody;
+use self::fs::CloudFs;
+use self::quota::Quota;
+
+/// How long [`ServerHandle::shutdown`] lets requests in flight finish before cutting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A connection that sends no complete request header within this time is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// After an error answer to a request whose body was not read (401, 507, …), up to this much of
+/// the body is read and discarded before answering, so the client sees the answer instead of a
+/// connection reset (closing a socket with unread data makes the kernel send RST).
+const DRAIN_MAX_BYTES: u64 = 32 << 20;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// What to serve and how.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// The directory served as the WebDAV root. Must exist.
+    pub root: PathBuf,
+    /// Address to listen on; port 0 picks a free port (see [`ServerHandle::local_addr`]).
+    pub listen: SocketAddr,
+    /// Basic auth user and password; `None` serves without authentication.
+    pub auth: Option<(String, String)>,
+    /// Quota in bytes for everything under `root`; `None` for no quota (and no quota properties).
+    pub quota: Option<u64>,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("root", &self.root)
+            .field("listen", &self.listen)
+            .field(
+                "auth",
+                &self.auth.as_ref().map(|(user, _)| (user, "<redacted>")),
+            )
+            .field("quota", &self.quota)
+            .finish()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{}: no such directory", .0.display())]
+    RootMissing(PathBuf),
+    #[error("{}: not a directory", .0.display())]
+    RootNotDirectory(PathBuf),
+    #[error("cannot access {}: {source}", path.display())]
+    RootAccess { path: PathBuf, source: io::Error },
+    #[error(
+        "invalid user name {0:?}: it must be non-empty and contain no ':' or control characters"
+    )]
+    InvalidUser(String),
+    #[error("the password is empty")]
+    EmptyPassword,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot measure the space used under {} for the quota: {source}", path.display())]
+    QuotaScan { path: PathBuf, source: io::Error },
+}
+
+/// A running server. Dropping it stops accepting connections (without waiting); prefer
+/// [`shutdown`](Self::shutdown).
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    root: PathBuf,
+    quota: Option<Arc<Quota>>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The address actually listened on (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL of the served root, e.g. `http://127.0.0.1:4918/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.local_addr)
+    }
+
+    /// The served directory (absolute).
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// Bytes counted against the quota, when a quota is set.
+    pub fn quota_used(&self) -> Option<u64> {
+        self.quota.as_ref().map(|q| q.used())
+    }
+
+    /// Stops accepting connections, lets requests in flight finish (idle keep-alive connections
+    /// are closed at once; busy ones get up to 10 s) and returns when all are closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts serving `cfg.root` on `cfg.listen`. Returns once the socket is bound.
+pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
+    let root = check_root(&cfg.root)?;
+
+    let auth = match &cfg.auth {
+        Some((user, password)) => {
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                return Err(ServeError::InvalidUser(user.clone()));
+            }
+            if password.is_empty() {
+                return Err(ServeError::EmptyPassword);
+            }
+            Some(BasicAuth::new(user, password))
+        }
+        None => None,
+    };
+
+    let quota = match cfg.quota {
+        Some(limit) => {
+            let scan_root = root.clone();
+            let started = Instant::now();
+            let used = tokio::task::spawn_blocking(move || quota::scan(&scan_root))
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|r| r)
+                .map_err(|source| ServeError::QuotaScan {
+                    path: root.clone(),
+                    source,
+                })?;
+            tracing::info!(
+                used = %FormatSize(used),
+                limit = %FormatSize(limit),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "quota: measured the served directory"
+            );
+            if used > limit {
+                tracing::warn!(
+                    used,
+                    limit,
+                    "the served directory already exceeds the quota: every upload will be refused"
+                );
+            }
+            Some(Arc::new(Quota::new(limit, used)))
+        }
+        None => None,
+    };
+
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+
+    let dav = DavHandler::builder()
+        .filesystem(Box::new(CloudFs::new(root.clone(), quota.clone())))
+        // Advertise (fake) locking: macOS Finder and Windows refuse to write without it.
+        .locksystem(FakeLs::new())
+        // GET on a collection: an HTML listing, so the demo can be browsed in a web browser.
+        .autoindex(true)
+        .build_handler();
+    let state = Arc::new(State { dav, auth });
+
+    if state.auth.is_none() && !local_addr.ip().is_loopback() {
+        tracing::warn!(%local_addr, "serving without authentication on a non-loopback address");
+    }
+    tracing::info!(root = %root.display(), %local_addr, auth = state.auth.is_some(),
+        quota = ?cfg.quota, "WebDAV server listening");
+
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, state, stop_rx));
+    Ok(ServerHandle {
+        local_addr,
+        root,
+        quota,
+        stop,
+        task: Some(task),
+    })
+}
+
+/// The root must exist and be a directory; returns it absolute.
+fn check_root(root: &std::path::Path) -> Result<PathBuf, ServeError> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(ServeError::RootNotDirectory(root.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ServeError::RootMissing(root.to_path_buf()))
+        }
+        Err(source) => {
+            return Err(ServeError::RootAccess {
+                path: root.to_path_buf(),
+                source,
+            })
+        }
+    }
+    std::fs::canonicalize(root).map_err(|source| ServeError::RootAccess {
+        path: root.to_path_buf(),
+        source,
+    })
+}
+
+struct State {
+    dav: DavHandler,
+    auth: Option<BasicAuth>,
+}
+
+type RespBody = UnsyncBoxBody<Bytes, io::Error>;
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let open = conns.len();
+    tracing::info!(open_connections = open, "WebDAV server stopping");
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = conns.len(),
+            "requests still running after the grace period: cut"
+        );
+        conns.shutdown().await;
+    }
+    tracing::info!("WebDAV server stopped");
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let svc = service_fn(move |req| handle_request(state.clone(), req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+async fn handle_request(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let expect_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (parts, body) = req.into_parts();
+    let body = SharedBody::new(body);
+
+    let response = if state
+        .auth
+        .as_ref()
+        .is_some_and(|a| !a.check(parts.headers.get(header::AUTHORIZATION)))
+    {
+        unauthorized()
+    } else {
+        let is_propfind = parts.method.as_str() == "PROPFIND";
+        let resp = state
+            .dav
+            .handle(Request::from_parts(parts, body.clone()))
+            .await;
+        let (mut head, dav_body) = resp.into_parts();
+        let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
+            head.headers.remove(header::CONTENT_LENGTH);
+            EtagQuotedBody::new(dav_body).boxed_unsync()
+        } else {
+            dav_body.boxed_unsync()
+        };
+        Response::from_parts(head, body)
+    };
+
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        body.drain(expect_continue).await;
+    }
+
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    if status.is_server_error() && status != StatusCode::INSUFFICIENT_STORAGE {
+        tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms, "request");
+    }
+    Ok(response)
+}
+
+fn unauthorized() -> Response<RespBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(
+            b"401 Unauthorized: credentials required\n",
+        ))
+        .map_err(|never| match never {})
+        .boxed_unsync(),
+    );
+    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(auth::CHALLENGE),
+    );
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The request body, shared between dav-server (which may stop reading it early) and the
+/// service, which can then drain what is left (see [`DRAIN_MAX_BYTES`]).
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<SharedBodyState>>);
+
+struct SharedBodyState {
+    body: Incoming,
+    done: bool,
+    polled: bool,
+}
+
+impl SharedBody {
+    fn new(body: Incoming) -> SharedBody {
+        SharedBody(Arc::new(Mutex::new(SharedBodyState {
+            body,
+            done: false,
+            polled: false,
+        })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBodyState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads and discards the rest of the body, within limits. With `Expect: 100-continue` and
+    /// nothing read yet, the client is waiting for our answer and will not send the body: then
+    /// there is nothing to drain.
+    async fn drain(&self, expect_continue: bool) {
+        {
+            let st = self.lock();
+            if st.done || st.body.is_end_stream() || (expect_continue && !st.polled) {
+                return;
+            }
+        }
+        let mut body = self.clone();
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async move {
+            let mut left = DRAIN_MAX_BYTES;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    match left.checked_sub(data.len() as u64) {
+                        Some(l) => left = l,
+                        None => return,
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl Body for SharedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut st = self.lock();
+        if st.done {
+            return Poll::Ready(None);
+        }
+        st.polled = true;
+        let polled = Pin::new(&mut st.body).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
+            st.done = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let st = self.lock();
+        st.done || st.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.lock().body.size_hint()
+    }
+}

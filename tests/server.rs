@@ -1,0 +1,1022 @@
+//! `cloudmount serve` end to end: the real binary on a temp dir, spoken to over HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use reqwest::{Method, StatusCode};
+
+const USER: &str = "alice";
+const PASSWORD: &str = "s3cret: with spaces & ünïcode";
+
+/// Everything but RFC 3986 unreserved characters is encoded in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// A running `cloudmount serve`; killed (and its log shown, if the test failed) on drop.
+struct Server {
+    child: Child,
+    url: String,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+struct Opts {
+    auth: bool,
+    quota: Option<&'static str>,
+}
+
+impl Server {
+    fn start(opts: Opts) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(dir, opts)
+    }
+
+    fn start_in(dir: tempfile::TempDir, opts: Opts) -> Server {
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("server.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudmount"));
+        cmd.arg("serve")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "debug")
+            .env_remove("CLOUDMOUNT_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if opts.auth {
+            cmd.args(["--user", USER])
+                .env("CLOUDMOUNT_PASSWORD", PASSWORD);
+        }
+        if let Some(q) = opts.quota {
+            cmd.args(["--quota", q]);
+        }
+        let mut child = cmd.spawn().expect("spawn cloudmount");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not announce itself; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let prefix = format!("cloudmount serve: serving {} at ", dir.path().display());
+        let url = line
+            .trim_end()
+            .strip_prefix(&prefix)
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected announcement {line:?}; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+            "{url}"
+        );
+        Server {
+            child,
+            url,
+            dir,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path.trim_start_matches('/'))
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn client(&self) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            auth: Some((USER.to_string(), PASSWORD.to_string())),
+        }
+    }
+
+    /// Names of upload temp files anywhere under the served dir.
+    fn temp_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".cloudmount-put-")
+                {
+                    out.push(e.path());
+                }
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- server log ----\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    auth: Option<(String, String)>,
+}
+
+impl Client {
+    fn req(&self, method: &str, url: &str) -> reqwest::RequestBuilder {
+        let rb = self
+            .http
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), url);
+        match &self.auth {
+            Some((u, p)) => rb.basic_auth(u, Some(p)),
+            None => rb,
+        }
+    }
+
+    async fn put(&self, url: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.req("PUT", url).body(body).send().await.unwrap()
+    }
+
+    async fn get(&self, url: &str) -> (StatusCode, Bytes) {
+        let r = self.req("GET", url).send().await.unwrap();
+        let st = r.status();
+        (st, r.bytes().await.unwrap())
+    }
+
+    async fn propfind(&self, url: &str, depth: &str, props: &[&str]) -> (StatusCode, String) {
+        let body = if props.is_empty() {
+            String::new()
+        } else {
+            let p: String = props.iter().map(|p| format!("<D:{p}/>")).collect();
+            format!(
+                r#"<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:"><D:prop>{p}</D:prop></D:propfind>"#
+            )
+        };
+        let r = self
+            .req("PROPFIND", url)
+            .header("Depth", depth)
+            .header("Content-Type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status();
+        (st, r.text().await.unwrap())
+    }
+
+    /// (quota-used-bytes, quota-available-bytes) of the root.
+    async fn quota(&self, url: &str) -> (u64, u64) {
+        let (st, xml) = self
+            .propfind(url, "0", &["quota-used-bytes", "quota-available-bytes"])
+            .await;
+        assert_eq!(st, StatusCode::MULTI_STATUS, "{xml}");
+        let used = elements(&xml, "D:quota-used-bytes");
+        let avail = elements(&xml, "D:quota-available-bytes");
+        assert_eq!((used.len(), avail.len()), (1, 1), "{xml}");
+        (used[0].parse().unwrap(), avail[0].parse().unwrap())
+    }
+}
+
+/// Texts of every `<tag>…</tag>` in `xml` (entity-decoded; enough for dav-server's output).
+fn elements(xml: &str, tag: &str) -> Vec<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find(&open) {
+        rest = &rest[i + open.len()..];
+        let j = rest.find(&close).expect("unclosed element");
+        out.push(
+            rest[..j]
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        );
+        rest = &rest[j + close.len()..];
+    }
+    out
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+/// A body of unknown length (sent chunked), in pieces of `piece` bytes.
+fn chunked(content: Vec<u8>, piece: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Bytes, std::io::Error>> = content
+        .chunks(piece)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn auth_is_required_and_checked() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    std::fs::write(srv.path("f.txt"), b"secret data").unwrap();
+    let good = srv.client();
+    let anonymous = Client {
+        http: good.http.clone(),
+        auth: None,
+    };
+    let wrong = Client {
+        http: good.http.clone(),
+        auth: Some((USER.into(), "not the password".into())),
+    };
+    let wrong_user = Client {
+        http: good.http.clone(),
+        auth: Some(("bob".into(), PASSWORD.into())),
+    };
+
+    for client in [&anonymous, &wrong, &wrong_user] {
+        for method in ["GET", "PROPFIND", "OPTIONS", "DELETE"] {
+            let r = client.req(method, &srv.url("f.txt")).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method}");
+            assert_eq!(
+                r.headers().get("www-authenticate").unwrap(),
+                r#"Basic realm="cloudmount""#
+            );
+            assert!(!r.text().await.unwrap().contains("secret data"));
+        }
+        let r = client.put(&srv.url("new.txt"), vec![7u8; 100_000]).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(!srv.path("new.txt").exists());
+    assert!(srv.path("f.txt").exists());
+
+    let (st, body) = good.get(&srv.url("f.txt")).await;
+    assert_eq!((st, &body[..]), (StatusCode::OK, &b"secret data"[..]));
+    let log = std::fs::read_to_string(&srv.log).unwrap();
+    assert!(!log.contains(PASSWORD), "password in the log");
+}
+
+#[test]
+fn user_without_password_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for env in [None, Some("")] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudmount"));
+        cmd.arg("serve")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--user", USER])
+            .env_remove("CLOUDMOUNT_PASSWORD");
+        if let Some(v) = env {
+            cmd.env("CLOUDMOUNT_PASSWORD", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty(), "must not announce an address");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("CLOUDMOUNT_PASSWORD"), "{err}");
+    }
+}
+
+#[test]
+fn missing_or_non_directory_root_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    for (root, want) in [
+        (dir.path().join("missing"), "no such directory"),
+        (file, "not a directory"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+            .arg("serve")
+            .arg(&root)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+        assert!(!root.is_dir());
+    }
+}
+
+#[tokio::test]
+async fn put_get_round_trip_and_etags_agree() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    let c = srv.client();
+    let content = data(300_000, 1);
+    let r = c.put(&srv.url("dir-less.bin"), content.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let put_etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        put_etag.starts_with('"') && put_etag.ends_with('"'),
+        "{put_etag}"
+    );
+    assert_eq!(std::fs::read(srv.path("dir-less.bin")).unwrap(), content);
+
+    let r = c.req("GET", &srv.url("dir-less.bin")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let get_etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.bytes().await.unwrap(), content);
+    let r = c
+        .req("HEAD", &srv.url("dir-less.bin"))
+        .send()
+        .await
+        .unwrap();
+    let head_etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let (st, xml) = c
+        .propfind(&srv.url("dir-less.bin"), "0", &["getetag"])
+        .await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    let prop_etag = elements(&xml, "D:getetag");
+    assert_eq!(prop_etag, vec![put_etag.clone()], "{xml}");
+    assert_eq!(get_etag, put_etag);
+    assert_eq!(head_etag, put_etag);
+    // Also in an allprop listing of the parent.
+    let (_, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert!(elements(&xml, "D:getetag").contains(&put_etag), "{xml}");
+
+    // Overwrite: 204, new ETag, new content.
+    let r = c.put(&srv.url("dir-less.bin"), b"short".to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let new_etag = r
+        .headers()
+        .get("etag")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(new_etag, put_etag);
+    let (st, body) = c.get(&srv.url("dir-less.bin")).await;
+    assert_eq!((st, &body[..]), (StatusCode::OK, &b"short"[..]));
+
+    // A body of unknown length (chunked) works too.
+    let content = data(1_000_000, 2);
+    let r = c
+        .req("PUT", &srv.url("chunked.bin"))
+        .body(chunked(content.clone(), 65_536))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(srv.path("chunked.bin")).unwrap(), content);
+
+    // Empty file.
+    let r = c.put(&srv.url("empty"), Vec::new()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(srv.path("empty")).unwrap(), b"");
+    assert!(srv.temp_files().is_empty());
+}
+
+#[tokio::test]
+async fn range_get_gives_206_with_exact_bytes() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let content = data(200_000, 3);
+    std::fs::write(srv.path("r.bin"), &content).unwrap();
+    let c = srv.client();
+    for (range, start, end) in [
+        ("bytes=0-0", 0, 0),
+        ("bytes=0-65535", 0, 65_535),
+        ("bytes=65536-131071", 65_536, 131_071),
+        ("bytes=199990-199999", 199_990, 199_999),
+        ("bytes=199990-", 199_990, 199_999),
+        ("bytes=199990-250000", 199_990, 199_999),
+        ("bytes=-10", 199_990, 199_999),
+    ] {
+        let r = c
+            .req("GET", &srv.url("r.bin"))
+            .header("Range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            r.headers().get("content-range").unwrap(),
+            &format!("bytes {start}-{end}/200000"),
+            "{range}"
+        );
+        assert_eq!(
+            &r.bytes().await.unwrap()[..],
+            &content[start..=end],
+            "{range}"
+        );
+    }
+    let r = c
+        .req("GET", &srv.url("r.bin"))
+        .header("Range", "bytes=200000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers().get("content-range").unwrap(), "bytes */200000");
+}
+
+#[tokio::test]
+async fn propfind_shows_quota_and_delete_lowers_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+    std::fs::write(dir.path().join("x"), vec![1u8; 1000]).unwrap();
+    std::fs::write(dir.path().join("a/b/y"), vec![1u8; 3000]).unwrap();
+    // A temp file left by a crash: removed at start, never counted.
+    let stale = dir.path().join("a/.cloudmount-put-feedfacefeedface.tmp");
+    std::fs::write(&stale, vec![1u8; 5000]).unwrap();
+    let srv = Server::start_in(
+        dir,
+        Opts {
+            auth: true,
+            quota: Some("1M"),
+        },
+    );
+    assert!(!stale.exists());
+    let c = srv.client();
+    assert_eq!(c.quota(&srv.url("")).await, (4000, 1_048_576 - 4000));
+    // Every collection reports the account's numbers.
+    assert_eq!(c.quota(&srv.url("a/b/")).await, (4000, 1_048_576 - 4000));
+
+    assert_eq!(
+        c.put(&srv.url("a/new"), vec![2u8; 10_000]).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(c.quota(&srv.url("")).await.0, 14_000);
+    // Overwrite with a smaller file.
+    assert_eq!(
+        c.put(&srv.url("a/new"), vec![2u8; 500]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.quota(&srv.url("")).await.0, 4_500);
+
+    let r = c.req("DELETE", &srv.url("a/b/y")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(c.quota(&srv.url("")).await, (1_500, 1_048_576 - 1_500));
+
+    // COPY adds, MOVE over a file frees the replaced one, DELETE of a tree frees it all.
+    let r = c
+        .req("COPY", &srv.url("x"))
+        .header("Destination", srv.url("a/x2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(c.quota(&srv.url("")).await.0, 2_500);
+    let r = c
+        .req("MOVE", &srv.url("a/x2"))
+        .header("Destination", srv.url("a/new"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(c.quota(&srv.url("")).await.0, 2_000);
+    let r = c.req("DELETE", &srv.url("a/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(c.quota(&srv.url("")).await, (1_000, 1_048_576 - 1_000));
+
+    // Without --quota there are no quota properties.
+    drop(srv);
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let (st, xml) = srv
+        .client()
+        .propfind(&srv.url(""), "0", &["quota-used-bytes"])
+        .await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    assert!(elements(&xml, "D:quota-used-bytes").is_empty(), "{xml}");
+}
+
+#[tokio::test]
+async fn put_over_quota_is_507_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = data(40_000, 4);
+    std::fs::write(dir.path().join("old.bin"), &old).unwrap();
+    let srv = Server::start_in(
+        dir,
+        Opts {
+            auth: true,
+            quota: Some("100K"),
+        },
+    );
+    let c = srv.client();
+    let too_big = data(80_000, 5); // 40_000 + 80_000 > 102_400
+
+    // New file, with Content-Length: refused before the body is read.
+    let r = c.put(&srv.url("new.bin"), too_big.clone()).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(!srv.path("new.bin").exists());
+
+    // New file, chunked: refused while streaming.
+    let r = c
+        .req("PUT", &srv.url("new.bin"))
+        .body(chunked(too_big.clone(), 8192))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(!srv.path("new.bin").exists());
+
+    // Overwrite that would exceed the quota (net growth 100_000 - 40_000 > 62_400 free):
+    // the old content stays, both ways.
+    let bigger = data(110_000, 6);
+    let r = c.put(&srv.url("old.bin"), bigger.clone()).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(std::fs::read(srv.path("old.bin")).unwrap(), old);
+    let r = c
+        .req("PUT", &srv.url("old.bin"))
+        .body(chunked(bigger, 8192))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(std::fs::read(srv.path("old.bin")).unwrap(), old);
+
+    assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
+    assert_eq!(c.quota(&srv.url("")).await, (40_000, 102_400 - 40_000));
+
+    // An overwrite counts only its growth: replacing 40_000 bytes by 100_000 fits.
+    let fits = data(100_000, 7);
+    let r = c.put(&srv.url("old.bin"), fits.clone()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("old.bin")).unwrap(), fits);
+    assert_eq!(c.quota(&srv.url("")).await, (100_000, 2_400));
+
+    // Exactly filling the quota is allowed; one byte more is not.
+    let r = c.put(&srv.url("fill"), vec![0u8; 2_400]).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c.put(&srv.url("one-more"), vec![0u8; 1]).await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    // COPY is held to the quota too.
+    let r = c
+        .req("COPY", &srv.url("fill"))
+        .header("Destination", srv.url("fill2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(!srv.path("fill2").exists());
+    assert!(srv.temp_files().is_empty(), "{:?}", srv.temp_files());
+    assert_eq!(c.quota(&srv.url("")).await, (102_400, 0));
+}
+
+#[tokio::test]
+async fn put_is_atomic_for_readers_and_aborted_uploads_leave_nothing() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: Some("10M"),
+    });
+    let c = srv.client();
+    let old = data(50_000, 8);
+    std::fs::write(srv.path("f.bin"), &old).unwrap();
+
+    // A slow upload over f.bin: while it is in flight, readers see the old file and no temp.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let put = tokio::spawn(c.req("PUT", &srv.url("f.bin")).body(body).send());
+    let new = data(120_000, 9);
+    tx.send(Ok(Bytes::copy_from_slice(&new[..60_000])))
+        .await
+        .unwrap();
+    // Wait until the server has the first half on disk.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let temps = srv.temp_files();
+        if temps.len() == 1 && std::fs::metadata(&temps[0]).unwrap().len() >= 60_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upload never reached the disk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, body) = c.get(&srv.url("f.bin")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(&body[..], &old[..], "a reader saw a half-written file");
+    let (_, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert!(!xml.contains(".cloudmount-put-"), "{xml}");
+    tx.send(Ok(Bytes::copy_from_slice(&new[60_000..])))
+        .await
+        .unwrap();
+    drop(tx);
+    let r = put.await.unwrap().unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let (_, body) = c.get(&srv.url("f.bin")).await;
+    assert_eq!(&body[..], &new[..]);
+
+    // A client that dies mid-body: the target keeps its content, the temp file goes away.
+    let addr = srv
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        sock,
+        "PUT /f.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .unwrap();
+    sock.write_all(&[0u8; 30_000]).unwrap();
+    sock.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sock);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.temp_files().is_empty() {
+        assert!(Instant::now() < deadline, "temp file left behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(std::fs::read(srv.path("f.bin")).unwrap(), new);
+    assert_eq!(c.quota(&srv.url("")).await.0, 120_000);
+}
+
+#[tokio::test]
+async fn odd_names_round_trip() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    let c = srv.client();
+    let names = [
+        "with space.txt",
+        "100% sure.txt",
+        "hash#tag.txt",
+        "what?.txt",
+        "a&b+c=d;e,f'g\"h.txt",
+        "ünïcödé–ñ.txt",
+        "日本語のファイル.txt",
+        "emoji 🎉.txt",
+        "e\u{301}.txt", // NFD
+        "é.txt",        // NFC
+    ];
+    let r = c
+        .req("MKCOL", &srv.url(&format!("{}/", enc("dir # % ü"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    for (i, name) in names.iter().enumerate() {
+        let url = srv.url(&format!("{}/{}", enc("dir # % ü"), enc(name)));
+        let body = format!("content {i} of {name}");
+        let r = c.put(&url, body.clone()).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{name}");
+        assert_eq!(
+            std::fs::read_to_string(srv.path("dir # % ü").join(name)).unwrap(),
+            body,
+            "{name}"
+        );
+        let (st, got) = c.get(&url).await;
+        assert_eq!((st, &got[..]), (StatusCode::OK, body.as_bytes()), "{name}");
+    }
+    let (st, xml) = c
+        .propfind(
+            &srv.url(&format!("{}/", enc("dir # % ü"))),
+            "1",
+            &["resourcetype"],
+        )
+        .await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    let mut listed: Vec<String> = elements(&xml, "D:href")
+        .iter()
+        .map(|h| {
+            percent_encoding::percent_decode_str(h)
+                .decode_utf8()
+                .unwrap()
+                .into_owned()
+        })
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = names.iter().map(|n| format!("/dir # % ü/{n}")).collect();
+    want.push("/dir # % ü/".to_string());
+    want.sort();
+    assert_eq!(listed, want);
+}
+
+#[tokio::test]
+async fn temp_file_names_are_refused() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    let hidden = ".cloudmount-put-0000000000000000.tmp";
+    std::fs::write(srv.path(hidden), b"in flight").unwrap();
+    std::fs::write(srv.path("visible"), b"x").unwrap();
+    let (st, _) = c.get(&srv.url(hidden)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = c.get(&srv.url(&enc(hidden).replace('.', "%2E"))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = c.propfind(&srv.url(hidden), "0", &[]).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert!(
+        xml.contains("visible") && !xml.contains(".cloudmount-put-"),
+        "{xml}"
+    );
+    // Nor in the HTML index a browser gets.
+    let (st, html) = c.get(&srv.url("")).await;
+    let html = String::from_utf8_lossy(&html);
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        html.contains("visible") && !html.contains(".cloudmount-put-"),
+        "{html}"
+    );
+    assert_eq!(
+        c.put(&srv.url(".cloudmount-put-new"), b"x".to_vec())
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let st = c
+        .req("DELETE", &srv.url(hidden))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let st = c
+        .req("MOVE", &srv.url("visible"))
+        .header("Destination", srv.url(".cloudmount-put-x"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let st = c
+        .req("MKCOL", &srv.url(".cloudmount-put-dir/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(std::fs::read(srv.path(hidden)).unwrap(), b"in flight");
+    assert!(srv.path("visible").exists());
+}
+
+#[tokio::test]
+async fn conditional_put_and_overwrite_header() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    let r = c.put(&srv.url("f"), b"one".to_vec()).await;
+    let etag1 = r.headers().get("etag").unwrap().clone();
+    let r = c
+        .req("PUT", &srv.url("f"))
+        .header("If-Match", etag1.clone())
+        .body("two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // Stale If-Match.
+    let r = c
+        .req("PUT", &srv.url("f"))
+        .header("If-Match", etag1)
+        .body("three")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    // If-None-Match: * on an existing file, and on a new one.
+    let r = c
+        .req("PUT", &srv.url("f"))
+        .header("If-None-Match", "*")
+        .body("four")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(std::fs::read(srv.path("f")).unwrap(), b"two");
+    let r = c
+        .req("PUT", &srv.url("g"))
+        .header("If-None-Match", "*")
+        .body("five")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(srv.path("g")).unwrap(), b"five");
+
+    // PUT into a missing collection: 409.
+    let r = c.put(&srv.url("no/such/dir/f"), b"x".to_vec()).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    for method in ["COPY", "MOVE"] {
+        let r = c
+            .req(method, &srv.url("f"))
+            .header("Destination", srv.url("g"))
+            .header("Overwrite", "F")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED, "{method}");
+        assert_eq!(std::fs::read(srv.path("g")).unwrap(), b"five");
+    }
+    let r = c
+        .req("COPY", &srv.url("f"))
+        .header("Destination", srv.url("g"))
+        .header("Overwrite", "T")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("g")).unwrap(), b"two");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let mut srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let st = Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = srv
+        .wait_exit(Duration::from_secs(15))
+        .expect("still running");
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::fs::File::open(&srv.log)
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(log.contains("SIGTERM"), "{log}");
+}
+
+#[tokio::test]
+async fn every_version_gets_its_own_etag() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    let mut seen = std::collections::HashSet::new();
+    // Same size, same file, as fast as possible: inode reuse and coarse clocks must not make
+    // two versions share an ETag.
+    for i in 0..30u8 {
+        let r = c.put(&srv.url("f"), vec![b'a' + i % 2; 16]).await;
+        assert!(r.status().is_success());
+        let etag = r
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            seen.insert(etag.clone()),
+            "ETag {etag} reused at version {i}"
+        );
+        let r = c
+            .req("COPY", &srv.url("f"))
+            .header("Destination", srv.url("g"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let r = c.req("HEAD", &srv.url("g")).send().await.unwrap();
+        let etag = r
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(seen.insert(etag.clone()), "ETag {etag} reused by a copy");
+    }
+}
+
+/// The library API on its own: port 0, url(), quota_used(), graceful shutdown.
+#[tokio::test]
+async fn library_start_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x"), b"12345").unwrap();
+    let handle = cloudmount::server::start(cloudmount::server::ServeConfig {
+        root: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: Some(("u".into(), "p".into())),
+        quota: Some(1000),
+    })
+    .await
+    .unwrap();
+    let addr = handle.local_addr();
+    assert_ne!(addr.port(), 0);
+    assert_eq!(handle.url(), format!("http://127.0.0.1:{}/", addr.port()));
+    assert_eq!(handle.quota_used(), Some(5));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .put(format!("{}y", handle.url()))
+        .basic_auth("u", Some("p"))
+        .body("abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(handle.quota_used(), Some(8));
+    handle.shutdown().await;
+    assert!(http.get(format!("http://{addr}/x")).send().await.is_err());
+
+    // Start-up errors are typed.
+    use cloudmount::server::{start, ServeConfig, ServeError};
+    let cfg = |root: PathBuf, auth: Option<(&str, &str)>| ServeConfig {
+        root,
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        quota: None,
+    };
+    let missing = dir.path().join("missing");
+    assert!(matches!(
+        start(cfg(missing, None)).await,
+        Err(ServeError::RootMissing(_))
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().join("x"), None)).await,
+        Err(ServeError::RootNotDirectory(_))
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().into(), Some(("u", "")))).await,
+        Err(ServeError::EmptyPassword)
+    ));
+    assert!(matches!(
+        start(cfg(dir.path().into(), Some(("a:b", "p")))).await,
+        Err(ServeError::InvalidUser(_))
+    ));
+    let dbg = format!("{:?}", cfg(dir.path().into(), Some(("u", "hunter2"))));
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+}
