@@ -298,7 +298,6 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
     mounts::check_fuse_available()?;
-    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
     let has_cache = cfg.cache_dir.join("meta.db").exists();
 
     let creds = cfg.credentials.as_ref();
@@ -316,6 +315,9 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             read_only: area.read_only,
         });
     }
+
+    // After the server checks, so that their errors come first.
+    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
 
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
