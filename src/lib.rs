@@ -2,6 +2,8 @@
 //!
 //! Layering (each module uses only those below it): `remote` (the server protocol, behind the
 //! [`remote::Remote`] trait) and `server` (the embedded WebDAV server for `serve`, the demo and
-//! tests). See `DESIGN.md`-style notes in each module's docs.
+//! tests); `meta` (the persistent metadata store, SQLite) and `cache` (the on-demand block cache,
+//! whose index lives in the metadata store). See `DESIGN.md`-style notes in each module's docs.
 
+pub mod meta;
 pub mod remote;
