@@ -5,5 +5,6 @@
 //! tests); `meta` (the persistent metadata store, SQLite) and `cache` (the on-demand block cache,
 //! whose index lives in the metadata store). See `DESIGN.md`-style notes in each module's docs.
 
+pub mod cache;
 pub mod meta;
 pub mod remote;

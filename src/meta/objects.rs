@@ -279,8 +279,9 @@ impl MetaStore {
         })
     }
 
-    /// Up to `limit` objects holding data, least recently used first, after `after`
-    /// (keyset pagination on `(last_access, id)`).
+    /// Up to `limit` objects, least recently used first, after `after` (keyset pagination on
+    /// `(last_access, id)`). The stored byte counts may lag for loaded objects, so rows with
+    /// none are listed too.
     pub(crate) fn obj_lru_page(
         &self,
         after: Option<(i64, i64)>,
@@ -290,7 +291,7 @@ impl MetaStore {
         let (a, i) = after.unwrap_or((i64::MIN, i64::MIN));
         let mut st = conn.prepare_cached(&format!(
             "SELECT {BRIEF_COLUMNS} FROM objects
-             WHERE (last_access, id) > (?1, ?2) AND present_bytes > 0
+             WHERE (last_access, id) > (?1, ?2)
              ORDER BY last_access, id LIMIT ?3"
         ))?;
         let mut rows = st.query(params![a, i, limit as i64])?;
