@@ -2,16 +2,24 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use cloudmount::config::{ConfigError, MountRequest};
+
 /// The environment variable `serve --user` reads the password from.
-pub const PASSWORD_ENV: &str = "CLOUDMOUNT_PASSWORD";
+pub const PASSWORD_ENV: &str = cloudmount::config::PASSWORD_ENV;
 
 /// Mount a WebDAV cloud account (CloudMe, Nextcloud, ownCloud, any RFC 4918 server) as a local
 /// folder tree.
 #[derive(Debug, Parser)]
-#[command(name = "cloudmount", version, propagate_version = true)]
+#[command(
+    name = "cloudmount",
+    version,
+    propagate_version = true,
+    after_help = "Try it without an account: cloudmount demo"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,6 +27,63 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Mount a WebDAV URL or a profile of the config file
+    #[command(
+        long_about = "Mount a WebDAV URL or a profile of the config file at MOUNTPOINT.\n\n\
+            SOURCE is an http:// or https:// URL (its folder becomes the root of the mount) or \
+            the name of a profile in the config file (~/.config/cloudmount/config.toml, or \
+            --config FILE); a profile with several areas shows each as a folder at the root.\n\n\
+            File contents are fetched on demand into a disk cache (CACHE_DIR, at most \
+            CACHE_SIZE of clean data, least recently used evicted first); the metadata is kept \
+            there too, so a mount can start offline when the server is unreachable. Directory \
+            listings are trusted for DIR_CACHE_TIME, then checked with the server again.\n\n\
+            Without --foreground the command returns once the mount is live (exit status 0), \
+            and the daemon goes on in the background, logging to \
+            ~/.local/state/cloudmount/NAME.log. It fails with one line on stderr and a \
+            non-zero status when the mount point is missing, not a directory or already \
+            mounted, FUSE is not installed, the credentials are refused, the URL is not a \
+            WebDAV collection, or the server is unreachable and nothing is cached.\n\n\
+            Stop it with: cloudmount unmount MOUNTPOINT",
+        after_help = "The password is never taken from the command line. It comes from \
+            --password-file FILE, the profile (password_file, password_env or password), or \
+            the environment variable CLOUDMOUNT_PASSWORD. A password file (or a config file \
+            holding a password) must be readable by its owner only (chmod 600).\n\n\
+            -o takes comma-separated fstab-style options: ro, rw, allow_other, user=USER, \
+            password_file=FILE, cache_dir=DIR, cache_size=SIZE, dir_cache_time=DURATION, \
+            config=FILE; options mount(8) passes (defaults, noauto, nofail, _netdev, x-*, \
+            user, users, exec, suid, dev, ...) are ignored. A flag wins over the same -o \
+            option.\n\n\
+            Examples:\n  \
+            CLOUDMOUNT_PASSWORD=secret cloudmount mount https://dav.example.com/alice/ ~/Cloud --user alice\n  \
+            cloudmount mount work ~/Cloud --cache-size 20G\n  \
+            cloudmount mount https://dav.example.com/alice/ /mnt/cloud -o user=alice,password_file=/etc/cloudmount/alice.pw,ro"
+    )]
+    Mount(MountArgs),
+
+    /// Unmount a cloudmount mount, waiting for uploads in flight
+    #[command(
+        visible_alias = "umount",
+        long_about = "Unmount the cloudmount mount at MOUNTPOINT and wait until its daemon has \
+            finished the uploads in flight and exited.\n\n\
+            Fails when MOUNTPOINT is not a cloudmount mount, or when it is busy (a file is \
+            open there, or a shell's working directory is inside): close those, or use --lazy \
+            to detach it at once (the kernel finishes the unmount when the last file is \
+            closed)."
+    )]
+    Unmount(UnmountArgs),
+
+    /// Run a local demo cloud and mount it (three areas), in the foreground
+    #[command(
+        long_about = "Run a local demo cloud and mount it, in the foreground.\n\n\
+            Starts the embedded WebDAV server on 127.0.0.1 (a random port and password) over \
+            ~/.local/share/cloudmount/demo, seeds it with sample files the first time, and \
+            mounts it at MOUNTPOINT (default ~/cloudmount-demo, created if missing) with three \
+            areas as folders: Cloud Drive, Shared and Following (read-only). It prints what to \
+            try and stays in the foreground; Ctrl-C unmounts and stops it.\n\n\
+            Needs FUSE (apt install fuse3)."
+    )]
+    Demo(DemoArgs),
+
     /// Serve a local directory over WebDAV (a test server and the demo's backend)
     #[command(
         long_about = "Serve a local directory over WebDAV.\n\n\
@@ -36,6 +101,98 @@ pub enum Command {
             CLOUDMOUNT_PASSWORD=secret cloudmount serve ~/served --user alice --quota 1G"
     )]
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An http(s):// URL of a WebDAV folder, or the name of a profile in the config file
+    pub source: String,
+
+    /// An existing empty directory; may be omitted when the profile sets `mountpoint`
+    pub mountpoint: Option<PathBuf>,
+
+    /// User name on the server (the password is never an argument: see below)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Read the password from FILE (first line; the file must be chmod 600)
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Cache directory [default: ~/.cache/cloudmount/<profile, or user@host-path>]
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Budget of cached file contents, e.g. 512M, 10G (binary units) [default: 10G]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub cache_size: Option<u64>,
+
+    /// How long a directory listing is trusted before it is checked with the server again,
+    /// e.g. 30s, 5m, 1h, or seconds [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub dir_cache_time: Option<Duration>,
+
+    /// Mount read-only
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// Stay in the foreground (logs on stderr) instead of running as a background daemon
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+
+    /// Let other users see the mount (without root, needs user_allow_other in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// fstab-style options, comma-separated (see below); may be repeated
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+
+    /// Config file [default: $XDG_CONFIG_HOME/cloudmount/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Internal: run as the background daemon started by `mount`, report readiness on stdout
+    #[arg(long, hide = true)]
+    pub daemon_child: bool,
+}
+
+impl MountArgs {
+    /// The request of these arguments: flags first, then `-o` options for what is still unset.
+    pub fn request(&self) -> Result<MountRequest, ConfigError> {
+        let mut req = MountRequest {
+            source: self.source.clone(),
+            mountpoint: self.mountpoint.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            cache_dir: self.cache_dir.clone(),
+            cache_size: self.cache_size,
+            dir_cache_time: self.dir_cache_time,
+            read_only: self.read_only.then_some(true),
+            allow_other: self.allow_other.then_some(true),
+            config: self.config.clone(),
+        };
+        for opts in &self.options {
+            req.apply_options(opts)?;
+        }
+        Ok(req)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    /// Where the cloudmount mount is
+    pub mountpoint: PathBuf,
+
+    /// Detach at once even if busy; the kernel finishes when the last file is closed
+    #[arg(long, short = 'z')]
+    pub lazy: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to mount the demo [default: ~/cloudmount-demo]
+    pub mountpoint: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +216,10 @@ pub struct ServeArgs {
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     cloudmount::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    cloudmount::config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -85,7 +246,9 @@ mod tests {
             "1.5G",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(args.dir, PathBuf::from("/srv/x"));
         assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(args.user.as_deref(), Some("alice"));
@@ -97,5 +260,87 @@ mod tests {
         assert!(Cli::try_parse_from(["cloudmount", "serve", "/x", "--quota", "10X"]).is_err());
         // There is deliberately no way to pass the password as an argument.
         assert!(Cli::try_parse_from(["cloudmount", "serve", "/x", "--password", "p"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cloudmount", "mount", "w", "/m", "--password", "p"]).is_err()
+        );
+    }
+
+    fn mount_args(argv: &[&str]) -> MountArgs {
+        let mut full = vec!["cloudmount", "mount"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full).unwrap().command {
+            Command::Mount(m) => m,
+            other => panic!("not mount: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_mount_flags_and_options() {
+        let m = mount_args(&[
+            "https://h/dav/",
+            "/mnt/c",
+            "--user",
+            "alice",
+            "--cache-size",
+            "512M",
+            "--dir-cache-time",
+            "5m",
+            "-f",
+            "-o",
+            "ro,cache_dir=/var/c,user=ignored",
+            "-o",
+            "allow_other",
+        ]);
+        assert!(m.foreground);
+        let r = m.request().unwrap();
+        assert_eq!(r.source, "https://h/dav/");
+        assert_eq!(r.mountpoint, Some(PathBuf::from("/mnt/c")));
+        assert_eq!(r.user.as_deref(), Some("alice"));
+        assert_eq!(r.cache_size, Some(512 << 20));
+        assert_eq!(r.dir_cache_time, Some(Duration::from_secs(300)));
+        assert_eq!(r.read_only, Some(true));
+        assert_eq!(r.allow_other, Some(true));
+        assert_eq!(r.cache_dir, Some(PathBuf::from("/var/c")));
+
+        // mount(8) order: SOURCE DIR -o OPTS, with its own options mixed in.
+        let m = mount_args(&[
+            "work",
+            "/mnt/w",
+            "-o",
+            "rw,noauto,_netdev,x-systemd.automount",
+        ]);
+        let r = m.request().unwrap();
+        assert_eq!(r.read_only, Some(false));
+        assert!(!m.daemon_child);
+
+        let m = mount_args(&["work"]);
+        assert_eq!(m.mountpoint, None);
+        assert!(mount_args(&["w", "/m", "-o", "bogus"]).request().is_err());
+    }
+
+    #[test]
+    fn mount_rejects_bad_size_and_duration() {
+        for argv in [
+            ["cloudmount", "mount", "w", "/m", "--cache-size", "10X"],
+            ["cloudmount", "mount", "w", "/m", "--dir-cache-time", "soon"],
+        ] {
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        }
+    }
+
+    #[test]
+    fn unmount_and_demo() {
+        let cli = Cli::try_parse_from(["cloudmount", "umount", "-z", "/mnt/c"]).unwrap();
+        let Command::Unmount(u) = cli.command else {
+            panic!("not unmount")
+        };
+        assert!(u.lazy);
+        assert_eq!(u.mountpoint, PathBuf::from("/mnt/c"));
+        let cli = Cli::try_parse_from(["cloudmount", "demo"]).unwrap();
+        let Command::Demo(d) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(d.mountpoint, None);
     }
 }

@@ -1,6 +1,10 @@
 //! cloudmount: mount a WebDAV cloud account as a local drive.
 //!
 //! Layering (each module uses only those below it):
+//! - `daemon` — wires config, remotes, vfs and the mount together (`mount`, `unmount`, `demo`);
+//! - `config` — TOML profiles, XDG paths, passwords: plain data;
+//! - `fuse` — the fuser adapter over `vfs` (the only module that imports fuser) and kernel
+//!   mount mechanics;
 //! - `vfs` — the filesystem logic (inodes, areas, handles, read and write paths), free of fuser;
 //! - `cache` (block cache of file contents) and `meta` (persistent metadata, SQLite);
 //! - `remote` — the server protocol behind the [`remote::Remote`] trait (WebDAV, a fake, a
@@ -9,6 +13,9 @@
 //! - `size` — human sizes (`512M`, `10G`).
 
 pub mod cache;
+pub mod config;
+pub mod daemon;
+pub mod fuse;
 pub mod meta;
 pub mod remote;
 pub mod server;

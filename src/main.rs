@@ -1,20 +1,44 @@
 //! The `cloudmount` command.
+//!
+//! `mount` without `--foreground` daemonizes by re-executing itself with a hidden
+//! `--daemon-child` flag: the child (new session, stdin closed, stderr appended to the log
+//! file) re-reads the same arguments, config and environment — so the password travels by
+//! inheritance, never on a command line — mounts, and reports on its stdout, a pipe to the
+//! parent: `warning: …` lines, then `ready` or `error: …`. The parent relays them and exits 0
+//! only on `ready`.
 
 mod cli;
 
-use std::io::Write;
-use std::process::ExitCode;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
 
 use clap::Parser;
+use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, ServeArgs, PASSWORD_ENV};
+use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, UnmountArgs, PASSWORD_ENV};
+use cloudmount::config::{self, Dirs, MountConfig};
+use cloudmount::daemon::{self, demo, state, UnmountOptions, WebDavFactory};
+use cloudmount::fuse::mounts;
 use cloudmount::server::{self, ServeConfig};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Command::Mount(m) = &cli.command {
+        if m.daemon_child {
+            // SAFETY: setsid has no memory-safety preconditions; it fails harmlessly if this
+            // process already leads a process group.
+            unsafe { libc::setsid() };
+        }
+    }
+    init_tracing(match &cli.command {
+        Command::Demo(_) | Command::Unmount(_) => "warn",
+        Command::Mount(_) | Command::Serve(_) => "info",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,20 +50,39 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Mount(args) => mount(args, &runtime),
+        Command::Unmount(args) => unmount(args),
+        Command::Demo(args) => demo(args, &runtime),
         Command::Serve(args) => runtime.block_on(serve(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
+        Err(Failure::Reported) => ExitCode::FAILURE,
+        Err(Failure::Message(msg)) => {
             eprintln!("cloudmount: error: {msg}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// A failed command: a message for stderr, or one already reported elsewhere.
+enum Failure {
+    Message(String),
+    Reported,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Message(e.to_string())
+    }
+}
+
+type CmdResult = Result<(), Failure>;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
+fn init_tracing(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -47,7 +90,219 @@ fn init_tracing() {
         .init();
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+fn mount(args: MountArgs, rt: &Runtime) -> CmdResult {
+    let dirs = Dirs::from_env()?;
+    let req = args.request()?;
+    let cwd = std::env::current_dir()?;
+    let cfg = config::resolve(&req, &dirs, &cwd, &|k| std::env::var(k).ok())?;
+    if args.daemon_child {
+        daemon_child(cfg, rt)
+    } else if args.foreground {
+        rt.block_on(async {
+            let stop = daemon::stop_signals()?;
+            let running = daemon::start(&cfg, &WebDavFactory).await?;
+            for w in running.warnings() {
+                eprintln!("cloudmount: warning: {w}");
+            }
+            running.serve(stop).await?;
+            Ok(())
+        })
+    } else {
+        spawn_daemon(&cfg, &dirs)
+    }
+}
+
+/// Starts the background daemon and relays its report; returns once the mount is live.
+fn spawn_daemon(cfg: &MountConfig, dirs: &Dirs) -> CmdResult {
+    state::ensure_private_dir(&dirs.state)
+        .map_err(|e| format!("cannot create {}: {e}", dirs.state.display()))?;
+    let log = dirs.state.join(format!("{}.log", cfg.name));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log)
+        .map_err(|e| format!("cannot open the log file {}: {e}", log.display()))?;
+
+    let exe = std::env::current_exe()?;
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let at = args
+        .iter()
+        .position(|a| a == "mount")
+        .map_or(args.len(), |p| p + 1);
+    args.insert(at, "--daemon-child".into());
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .spawn()
+        .map_err(|e| format!("cannot start the background daemon: {e}"))?;
+    let Some(out) = child.stdout.take() else {
+        return Err("the background daemon has no report pipe".into());
+    };
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        if line == "ready" {
+            return Ok(());
+        } else if let Some(w) = line.strip_prefix("warning: ") {
+            eprintln!("cloudmount: warning: {w}");
+        } else if let Some(e) = line.strip_prefix("error: ") {
+            let _ = child.wait();
+            return Err(Failure::Message(e.to_string()));
+        }
+    }
+    let status = child.wait()?;
+    Err(format!(
+        "the background daemon stopped ({status}) before the mount was ready; see {}",
+        log.display()
+    )
+    .into())
+}
+
+/// The background daemon: mounts, reports on stdout (the parent's pipe), then serves.
+fn daemon_child(cfg: MountConfig, rt: &Runtime) -> CmdResult {
+    // Hold no directory busy (it would keep another filesystem from being unmounted).
+    let _ = std::env::set_current_dir("/");
+    let mut report = std::io::stdout();
+    let started = rt.block_on(async {
+        let stop = daemon::stop_signals()?;
+        let running = daemon::start(&cfg, &WebDavFactory).await?;
+        Ok::<_, daemon::DaemonError>((stop, running))
+    });
+    let (stop, running) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            let _ = writeln!(report, "error: {e}");
+            let _ = report.flush();
+            return Err(Failure::Reported);
+        }
+    };
+    for w in running.warnings() {
+        tracing::warn!("{w}");
+        let _ = writeln!(report, "warning: {w}");
+    }
+    let _ = writeln!(report, "ready");
+    let _ = report.flush();
+    detach_stdout();
+    rt.block_on(running.serve(stop)).map_err(|e| {
+        tracing::error!("{e}");
+        Failure::Reported
+    })
+}
+
+/// Points stdout at /dev/null, closing the report pipe (the parent has exited or will).
+fn detach_stdout() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: both descriptors are valid; dup2 atomically replaces fd 1.
+        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
+    }
+}
+
+fn unmount(args: UnmountArgs) -> CmdResult {
+    let dirs = Dirs::from_env()?;
+    daemon::unmount(
+        &dirs.runtime,
+        &args.mountpoint,
+        UnmountOptions { lazy: args.lazy },
+        &mut |pid| {
+            eprintln!(
+                "cloudmount: waiting for the daemon (pid {pid}) to finish its uploads and exit..."
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// Quotes a path for a shell command line shown to the user.
+fn sh_quote(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c))
+    {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn demo(args: DemoArgs, rt: &Runtime) -> CmdResult {
+    let dirs = Dirs::from_env()?;
+    mounts::check_fuse_available()?;
+    let data = demo::data_dir(&dirs);
+    let seeded = demo::prepare(&data)
+        .map_err(|e| format!("cannot prepare the demo files in {}: {e}", data.display()))?;
+    let mountpoint = match args.mountpoint {
+        Some(p) => std::env::current_dir()?.join(p),
+        None => demo::default_mountpoint(&dirs),
+    };
+    if !mountpoint.exists() {
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
+    }
+    rt.block_on(async {
+        let stop = daemon::stop_signals()?;
+        let password = demo::random_password()?;
+        let server = demo::start_server(&data, &password).await?;
+        let cfg = demo::mount_config(&dirs, &server.url(), &password, mountpoint)?;
+        let running = match daemon::start(&cfg, &WebDavFactory).await {
+            Ok(r) => r,
+            Err(e) => {
+                server.shutdown().await;
+                return Err(Failure::from(e));
+            }
+        };
+        print_demo_intro(
+            running.mountpoint(),
+            &data,
+            &server.url(),
+            !seeded.is_empty(),
+        );
+        for w in running.warnings() {
+            eprintln!("cloudmount: warning: {w}");
+        }
+        let served = running.serve(stop).await;
+        server.shutdown().await;
+        served?;
+        println!("cloudmount demo: unmounted and stopped.");
+        Ok(())
+    })
+}
+
+fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
+    let q = |rel: &str| sh_quote(&mp.join(rel));
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "cloudmount demo: a local cloud is mounted at {mp}\n\
+         \n  Cloud Drive/   your files\n  \
+         Shared/        folders you share with others\n  \
+         Following/     folders others share with you (read-only)\n\
+         \n\
+         The cloud is the embedded WebDAV server at {url}, serving {data}{seeded}.\n\
+         \n\
+         Try, in another terminal:\n  \
+         ls -l {root}\n  \
+         cat {readme}\n  \
+         cp /etc/hostname {drive}/\n  \
+         getfattr -n user.cloudmount.state {readme}\n  \
+         df -h {root}\n\
+         \n\
+         Press Ctrl-C here to unmount and stop.",
+        mp = mp.display(),
+        url = url,
+        data = data.display(),
+        seeded = if fresh { " (sample files added)" } else { "" },
+        root = sh_quote(mp),
+        readme = q("Cloud Drive/README.txt"),
+        drive = q("Cloud Drive"),
+    );
+    let _ = out.flush();
+}
+
+async fn serve(args: ServeArgs) -> CmdResult {
     let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
     let auth = match (&args.user, password) {
         (Some(user), Some(password)) => Some((user.clone(), password)),
@@ -56,7 +311,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 "--user was given but {PASSWORD_ENV} is not set or empty; \
                  set the password in that environment variable (it is never taken from the \
                  command line)"
-            ))
+            )
+            .into())
         }
         (None, Some(_)) => {
             tracing::warn!(
@@ -69,8 +325,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     // Install the handlers before announcing the address, so a signal sent right after the
     // announcement is never lost.
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
 
     let handle = server::start(ServeConfig {
         root: args.dir.clone(),
@@ -78,8 +334,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         auth,
         quota: args.quota,
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
 
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(
@@ -98,7 +353,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!("{name} received, shutting down (send it again to stop at once)");
     tokio::select! {
         _ = handle.shutdown() => Ok(()),
-        _ = sigterm.recv() => Err("stopped by a second signal".to_string()),
-        _ = sigint.recv() => Err("stopped by a second signal".to_string()),
+        _ = sigterm.recv() => Err("stopped by a second signal".into()),
+        _ = sigint.recv() => Err("stopped by a second signal".into()),
     }
 }

@@ -1,0 +1,1233 @@
+//! Configuration: the TOML config file and its profiles, XDG directories, the password lookup,
+//! and the resolution of a `mount` request (command line, `-o` options, profile, defaults) into
+//! a [`MountConfig`]. Plain data and pure functions; the only I/O is reading the config and
+//! password files.
+//!
+//! ```toml
+//! [profiles.work]
+//! url = "https://webdav.example.com/alice/"   # one URL: its folder is the mount's root
+//! user = "alice"
+//! password_file = "~/.config/cloudmount/work.password"  # or password_env = "WORK_PW"
+//! cache_dir = "~/.cache/cloudmount/work"      # default $XDG_CACHE_HOME/cloudmount/<profile>
+//! cache_size = "10G"                          # default 10G
+//! dir_cache_time = "30s"                      # default 30s
+//! read_only = false
+//! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
+//!
+//! [[profiles.cloudme.areas]]                  # or areas: each one a folder at the root
+//! name = "Cloud Drive"
+//! url = "https://webdav.cloudme.com/alice/xios/"
+//! read_only = false
+//! ```
+//!
+//! Secrets: a password is taken, in this order, from `--password-file`, the profile's
+//! `password`, `password_file` or `password_env`, and the `CLOUDMOUNT_PASSWORD` environment
+//! variable; never from the command line. A password file, or a config file holding a
+//! `password`, that other users can read (any group/other permission bit) is **refused**, with
+//! the `chmod 600` that fixes it — the same rule ssh applies to private keys.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::remote::webdav::auth::Credentials;
+use crate::size::{parse_size, SizeError};
+
+/// The environment variable holding the password when no other source gives one.
+pub const PASSWORD_ENV: &str = "CLOUDMOUNT_PASSWORD";
+/// Default budget of the block cache.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+/// Default time a directory listing is trusted before it is revalidated with the server.
+pub const DEFAULT_DIR_CACHE_TIME: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{name:?} is not an http(s):// URL, and there is no config file {} to define it as a profile", path.display())]
+    NoConfigFile { name: String, path: PathBuf },
+    #[error("{name:?} is not an http(s):// URL nor a profile in {} (profiles: {known})", path.display())]
+    NoProfile {
+        name: String,
+        path: PathBuf,
+        known: String,
+    },
+    #[error("profile {profile:?}: {message}")]
+    Profile { profile: String, message: String },
+    #[error("{} holds a password but other users can read it (mode {mode:04o}); fix it with: chmod 600 {}", path.display(), path.display())]
+    Insecure { path: PathBuf, mode: u32 },
+    #[error("password file {} is empty", .0.display())]
+    EmptyPassword(PathBuf),
+    #[error("no password for user {user:?}: set {PASSWORD_ENV}, or use --password-file FILE (a password is never taken from the command line)")]
+    NoPassword { user: String },
+    #[error("environment variable {0} (password_env of the profile) is not set or empty")]
+    PasswordEnvUnset(String),
+    #[error("a password file was given but no user: add --user USER (or user=USER)")]
+    PasswordWithoutUser,
+    #[error("invalid {what}: {source}")]
+    Size {
+        what: &'static str,
+        source: SizeError,
+    },
+    #[error("invalid duration {0:?}: use a number with an optional unit: 30s, 5m, 1h, 1d, 500ms, 90 (seconds)")]
+    Duration(String),
+    #[error("unknown mount option {0:?}")]
+    UnknownOption(String),
+    #[error("mount option {0:?} needs a value ({0}=…)")]
+    OptionNeedsValue(String),
+    #[error("invalid URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("no mount point: give MOUNTPOINT, or set `mountpoint` in the profile")]
+    NoMountPoint,
+    #[error("cannot find the home directory: set HOME")]
+    NoHome,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+
+/// Parses `30s`, `5m`, `1h`, `1d`, `500ms`, `1m30s`, or plain seconds (`90`).
+pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Duration(input.to_string());
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+            "d" => Duration::from_secs(n.checked_mul(86400).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(part).ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// XDG directories
+
+/// Where cloudmount keeps its files (each already ends in `cloudmount`, except `home`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    pub home: PathBuf,
+    /// `$XDG_CONFIG_HOME/cloudmount` (default `~/.config/cloudmount`).
+    pub config: PathBuf,
+    /// `$XDG_CACHE_HOME/cloudmount` (default `~/.cache/cloudmount`).
+    pub cache: PathBuf,
+    /// `$XDG_STATE_HOME/cloudmount` (default `~/.local/state/cloudmount`): logs.
+    pub state: PathBuf,
+    /// `$XDG_DATA_HOME/cloudmount` (default `~/.local/share/cloudmount`): the demo's files.
+    pub data: PathBuf,
+    /// `$XDG_RUNTIME_DIR/cloudmount`, else `/run/user/UID/cloudmount` when that exists, else
+    /// `/tmp/cloudmount-UID`: daemon state files (pid per mount point).
+    pub runtime: PathBuf,
+}
+
+impl Dirs {
+    /// From the process environment (HOME falls back to the password database).
+    pub fn from_env() -> Result<Dirs, ConfigError> {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let home = std::env::var_os("HOME")
+            .filter(|h| Path::new(h).is_absolute())
+            .or_else(|| home_from_passwd(uid));
+        Self::from_lookup(|k| std::env::var_os(k), home, uid, |p| p.is_dir())
+    }
+
+    /// From a variable lookup, for tests. `dir_exists` is asked about `/run/user/UID`.
+    pub fn from_lookup(
+        var: impl Fn(&str) -> Option<OsString>,
+        home: Option<OsString>,
+        uid: u32,
+        dir_exists: impl Fn(&Path) -> bool,
+    ) -> Result<Dirs, ConfigError> {
+        let home = PathBuf::from(home.ok_or(ConfigError::NoHome)?);
+        // The XDG spec says relative values are invalid and must be ignored.
+        let xdg = |name: &str, default: &str| -> PathBuf {
+            var(name)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| home.join(default))
+                .join("cloudmount")
+        };
+        let runtime = match var("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+        {
+            Some(p) => p.join("cloudmount"),
+            None => {
+                let run_user = PathBuf::from(format!("/run/user/{uid}"));
+                if dir_exists(&run_user) {
+                    run_user.join("cloudmount")
+                } else {
+                    PathBuf::from(format!("/tmp/cloudmount-{uid}"))
+                }
+            }
+        };
+        Ok(Dirs {
+            config: xdg("XDG_CONFIG_HOME", ".config"),
+            cache: xdg("XDG_CACHE_HOME", ".cache"),
+            state: xdg("XDG_STATE_HOME", ".local/state"),
+            data: xdg("XDG_DATA_HOME", ".local/share"),
+            runtime,
+            home,
+        })
+    }
+
+    /// The default config file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config.join("config.toml")
+    }
+
+    /// `~` and `~/…` expanded; other paths unchanged.
+    pub fn expand(&self, p: &Path) -> PathBuf {
+        match p.strip_prefix("~") {
+            Ok(rest) => self.home.join(rest),
+            Err(_) => p.to_path_buf(),
+        }
+    }
+}
+
+fn home_from_passwd(uid: u32) -> Option<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd`'s fields.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points into `buf`, NUL-terminated, as getpwuid_r guarantees.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+    let dir = std::ffi::OsStr::from_bytes(dir.to_bytes()).to_os_string();
+    Path::new(&dir).is_absolute().then_some(dir)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The config file
+
+/// A size as a string (`"10G"`) or a number of bytes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self, what: &'static str) -> Result<u64, ConfigError> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(s) => {
+                parse_size(s).map_err(|source| ConfigError::Size { what, source })
+            }
+        }
+    }
+}
+
+/// A duration as a string (`"30s"`) or a number of seconds.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn duration(&self) -> Result<Duration, ConfigError> {
+        match self {
+            DurationValue::Seconds(n) => Ok(Duration::from_secs(*n)),
+            DurationValue::Text(s) => parse_duration(s),
+        }
+    }
+}
+
+/// One area of a profile: a folder at the mount's root.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AreaEntry {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A profile as written in the config file.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub areas: Vec<AreaEntry>,
+    pub user: Option<String>,
+    /// Inline password: allowed only in a config file only its owner can read.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<SizeValue>,
+    pub dir_cache_time: Option<DurationValue>,
+    pub read_only: Option<bool>,
+    pub allow_other: Option<bool>,
+    pub mountpoint: Option<PathBuf>,
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("url", &self.url)
+            .field("areas", &self.areas)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_size", &self.cache_size)
+            .field("dir_cache_time", &self.dir_cache_time)
+            .field("read_only", &self.read_only)
+            .field("allow_other", &self.allow_other)
+            .field("mountpoint", &self.mountpoint)
+            .finish()
+    }
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+impl ConfigFile {
+    pub fn parse(text: &str, path: &Path) -> Result<ConfigFile, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    /// Reads and parses `path`; refuses it when it holds a password and others can read it.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = Self::parse(&text, path)?;
+        if file.profiles.values().any(|p| p.password.is_some()) {
+            check_private(path)?;
+        }
+        Ok(file)
+    }
+}
+
+/// Refuses a file holding a secret that anyone but its owner may access.
+fn check_private(path: &Path) -> Result<(), ConfigError> {
+    let mode = std::fs::metadata(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::Insecure {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Reads a password file (private to its owner); one trailing newline is not part of it.
+pub fn read_password_file(path: &Path) -> Result<String, ConfigError> {
+    check_private(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let pw = text
+        .strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(&text);
+    if pw.is_empty() {
+        return Err(ConfigError::EmptyPassword(path.to_path_buf()));
+    }
+    Ok(pw.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mount request and `-o` options
+
+/// What the command line asked for (flags, then `-o` options filling what flags left unset).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountRequest {
+    /// An `http(s)://` URL or a profile name.
+    pub source: String,
+    pub mountpoint: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: Option<u64>,
+    pub dir_cache_time: Option<Duration>,
+    pub read_only: Option<bool>,
+    pub allow_other: Option<bool>,
+    pub config: Option<PathBuf>,
+}
+
+/// Options that mount(8) passes to helpers and that mean nothing to cloudmount.
+fn is_ignored_option(opt: &str) -> bool {
+    matches!(
+        opt,
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "nofail"
+            | "_netdev"
+            | "user"
+            | "nouser"
+            | "users"
+            | "owner"
+            | "group"
+            | "exec"
+            | "noexec"
+            | "suid"
+            | "nosuid"
+            | "dev"
+            | "nodev"
+            | "atime"
+            | "noatime"
+            | "relatime"
+            | "nodiratime"
+            | "async"
+            | "loud"
+            | "silent"
+    ) || opt.starts_with("x-")
+        || opt.starts_with("comment=")
+}
+
+impl MountRequest {
+    /// Applies fstab-style options (`ro,allow_other,cache_size=5G,user=alice,…`) to the fields
+    /// the command line left unset (a flag wins over the same `-o` option).
+    pub fn apply_options(&mut self, opts: &str) -> Result<(), ConfigError> {
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            let need = |v: Option<&str>| -> Result<String, ConfigError> {
+                match v {
+                    Some(v) if !v.is_empty() => Ok(v.to_string()),
+                    _ => Err(ConfigError::OptionNeedsValue(key.to_string())),
+                }
+            };
+            match key {
+                "ro" if value.is_none() => {
+                    self.read_only.get_or_insert(true);
+                }
+                "rw" if value.is_none() => {
+                    self.read_only.get_or_insert(false);
+                }
+                "allow_other" if value.is_none() => {
+                    self.allow_other.get_or_insert(true);
+                }
+                "user" | "username" if value.is_some() => {
+                    let v = need(value)?;
+                    self.user.get_or_insert(v);
+                }
+                "password_file" => {
+                    let v = need(value)?;
+                    self.password_file.get_or_insert(PathBuf::from(v));
+                }
+                "cache_dir" => {
+                    let v = need(value)?;
+                    self.cache_dir.get_or_insert(PathBuf::from(v));
+                }
+                "cache_size" => {
+                    let v = parse_size(&need(value)?).map_err(|source| ConfigError::Size {
+                        what: "cache_size",
+                        source,
+                    })?;
+                    self.cache_size.get_or_insert(v);
+                }
+                "dir_cache_time" => {
+                    let v = parse_duration(&need(value)?)?;
+                    self.dir_cache_time.get_or_insert(v);
+                }
+                "config" => {
+                    let v = need(value)?;
+                    self.config.get_or_insert(PathBuf::from(v));
+                }
+                "password" => {
+                    // Options are visible in `ps` and /proc/mounts-adjacent logs.
+                    return Err(ConfigError::UnknownOption(
+                        "password (never pass a password as an option: use password_file=FILE)"
+                            .into(),
+                    ));
+                }
+                _ if value.is_none() && is_ignored_option(key) => {}
+                _ if key.starts_with("x-") || key == "comment" => {}
+                _ => return Err(ConfigError::UnknownOption(opt.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The resolved configuration
+
+/// One remote root of the mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AreaConfig {
+    /// Folder name at the root (unused when the single area is the root).
+    pub name: String,
+    /// The base URL (http or https).
+    pub url: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to mount, resolved. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct MountConfig {
+    /// The profile name, or a name made from the mount point: names the log file.
+    pub name: String,
+    pub profile: Option<String>,
+    /// The SOURCE as given (URL or profile), for messages.
+    pub source: String,
+    /// Absolute (made absolute against the working directory; `~` expanded).
+    pub mountpoint: PathBuf,
+    pub areas: Vec<AreaConfig>,
+    /// Show each area as a folder at the root (a profile with `areas`).
+    pub areas_as_folders: bool,
+    pub credentials: Option<Credentials>,
+    pub cache_dir: PathBuf,
+    pub cache_size: u64,
+    pub dir_cache_time: Duration,
+    pub read_only: bool,
+    pub allow_other: bool,
+    /// Where the daemon's state file goes (see [`Dirs::runtime`]).
+    pub runtime_dir: PathBuf,
+}
+
+impl fmt::Debug for MountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MountConfig")
+            .field("name", &self.name)
+            .field("profile", &self.profile)
+            .field("source", &self.source)
+            .field("mountpoint", &self.mountpoint)
+            .field("areas", &self.areas)
+            .field("areas_as_folders", &self.areas_as_folders)
+            .field("credentials", &self.credentials)
+            .field("cache_dir", &self.cache_dir)
+            .field("cache_size", &self.cache_size)
+            .field("dir_cache_time", &self.dir_cache_time)
+            .field("read_only", &self.read_only)
+            .field("allow_other", &self.allow_other)
+            .field("runtime_dir", &self.runtime_dir)
+            .finish()
+    }
+}
+
+/// Whether SOURCE is a URL (rather than a profile name).
+pub fn is_url(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
+}
+
+fn check_url(url: &str) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url).map_err(|e| ConfigError::Url {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ConfigError::Url {
+            url: url.to_string(),
+            reason: "only http:// and https:// URLs with a host are supported".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A file-name-safe form of `s`: ASCII letters, digits, `.`, `_`, `@` and `-`; runs of other
+/// characters become one `-`.
+pub fn sanitize_name(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_matches(|c| c == '-' || c == '.').to_string();
+    if out.is_empty() {
+        "root".to_string()
+    } else {
+        out
+    }
+}
+
+/// Cache directory name for a URL mount: user and URL without the scheme, so a remount of the
+/// same account reuses the cache wherever it is mounted.
+fn url_cache_name(url: &str, user: Option<&str>) -> String {
+    let no_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match user {
+        Some(u) => sanitize_name(&format!("{u}@{no_scheme}")),
+        None => sanitize_name(no_scheme),
+    }
+}
+
+/// Reads the config file for `req` when SOURCE is a profile, or when `--config` names one.
+fn load_profile(req: &MountRequest, dirs: &Dirs) -> Result<Option<(String, Profile)>, ConfigError> {
+    if is_url(&req.source) {
+        return Ok(None);
+    }
+    let path = match &req.config {
+        Some(p) => dirs.expand(p),
+        None => dirs.config_file(),
+    };
+    if !path.exists() {
+        return Err(ConfigError::NoConfigFile {
+            name: req.source.clone(),
+            path,
+        });
+    }
+    let mut file = ConfigFile::load(&path)?;
+    match file.profiles.remove(&req.source) {
+        Some(p) => Ok(Some((req.source.clone(), p))),
+        None => Err(ConfigError::NoProfile {
+            name: req.source.clone(),
+            path,
+            known: if file.profiles.is_empty() {
+                "none".into()
+            } else {
+                file.profiles.keys().cloned().collect::<Vec<_>>().join(", ")
+            },
+        }),
+    }
+}
+
+/// Resolves a mount request: command line over `-o` (already in `req`) over profile over
+/// defaults. `env` looks up environment variables (the password variables); relative paths are
+/// taken against `cwd`.
+pub fn resolve(
+    req: &MountRequest,
+    dirs: &Dirs,
+    cwd: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<MountConfig, ConfigError> {
+    let loaded = load_profile(req, dirs)?;
+    let (profile_name, profile) = match loaded {
+        Some((n, p)) => (Some(n), p),
+        None => (None, Profile::default()),
+    };
+    let perr = |message: String| ConfigError::Profile {
+        profile: req.source.clone(),
+        message,
+    };
+    let abs = |p: &Path| -> PathBuf {
+        let p = dirs.expand(p);
+        if p.is_absolute() {
+            p
+        } else {
+            cwd.join(p)
+        }
+    };
+
+    // Areas.
+    let (areas, areas_as_folders) = if profile_name.is_none() {
+        check_url(&req.source)?;
+        let area = AreaConfig {
+            name: String::new(),
+            url: req.source.clone(),
+            read_only: false,
+        };
+        (vec![area], false)
+    } else {
+        match (&profile.url, profile.areas.is_empty()) {
+            (Some(_), false) => {
+                return Err(perr("give either `url` or `areas`, not both".into()));
+            }
+            (None, true) => return Err(perr("no `url` and no `areas`".into())),
+            (Some(url), true) => {
+                check_url(url)?;
+                let area = AreaConfig {
+                    name: String::new(),
+                    url: url.clone(),
+                    read_only: false,
+                };
+                (vec![area], false)
+            }
+            (None, false) => {
+                let mut seen = std::collections::HashSet::new();
+                let mut areas = Vec::new();
+                for a in &profile.areas {
+                    crate::remote::path::check_name(&a.name)
+                        .map_err(|why| perr(format!("area name {:?}: {why}", a.name)))?;
+                    if !seen.insert(a.name.as_str()) {
+                        return Err(perr(format!("two areas are named {:?}", a.name)));
+                    }
+                    check_url(&a.url)?;
+                    areas.push(AreaConfig {
+                        name: a.name.clone(),
+                        url: a.url.clone(),
+                        read_only: a.read_only,
+                    });
+                }
+                (areas, true)
+            }
+        }
+    };
+
+    // Credentials.
+    let user = req.user.clone().or_else(|| profile.user.clone());
+    let credentials = match &user {
+        None if req.password_file.is_some() => return Err(ConfigError::PasswordWithoutUser),
+        None => None,
+        Some(user) => {
+            let password = if let Some(f) = &req.password_file {
+                read_password_file(&abs(f))?
+            } else if let Some(p) = &profile.password {
+                p.clone()
+            } else if let Some(f) = &profile.password_file {
+                read_password_file(&abs(f))?
+            } else if let Some(var) = &profile.password_env {
+                env(var)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| ConfigError::PasswordEnvUnset(var.clone()))?
+            } else {
+                env(PASSWORD_ENV)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| ConfigError::NoPassword { user: user.clone() })?
+            };
+            Some(Credentials {
+                user: user.clone(),
+                password,
+            })
+        }
+    };
+
+    let mountpoint = req
+        .mountpoint
+        .as_deref()
+        .or(profile.mountpoint.as_deref())
+        .map(abs)
+        .ok_or(ConfigError::NoMountPoint)?;
+
+    let name = match &profile_name {
+        Some(p) => sanitize_name(p),
+        None => sanitize_name(&mountpoint.to_string_lossy()),
+    };
+    let cache_dir = match req.cache_dir.as_deref().or(profile.cache_dir.as_deref()) {
+        Some(d) => abs(d),
+        None => match &profile_name {
+            Some(p) => dirs.cache.join(sanitize_name(p)),
+            None => dirs
+                .cache
+                .join(url_cache_name(&req.source, user.as_deref())),
+        },
+    };
+    let cache_size = match (req.cache_size, &profile.cache_size) {
+        (Some(n), _) => n,
+        (None, Some(v)) => v.bytes("cache_size")?,
+        (None, None) => DEFAULT_CACHE_SIZE,
+    };
+    let dir_cache_time = match (req.dir_cache_time, &profile.dir_cache_time) {
+        (Some(d), _) => d,
+        (None, Some(v)) => v.duration()?,
+        (None, None) => DEFAULT_DIR_CACHE_TIME,
+    };
+
+    Ok(MountConfig {
+        name,
+        profile: profile_name,
+        source: req.source.clone(),
+        mountpoint,
+        areas,
+        areas_as_folders,
+        credentials,
+        cache_dir,
+        cache_size,
+        dir_cache_time,
+        read_only: req.read_only.or(profile.read_only).unwrap_or(false),
+        allow_other: req.allow_other.or(profile.allow_other).unwrap_or(false),
+        runtime_dir: dirs.runtime.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn dirs_in(home: &Path) -> Dirs {
+        Dirs::from_lookup(|_| None, Some(home.into()), 1000, |_| false).unwrap()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn write_private(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    fn req(source: &str, mp: &str) -> MountRequest {
+        MountRequest {
+            source: source.into(),
+            mountpoint: Some(mp.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration(" 0 ").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        for bad in ["", "s", "10x", "-5s", "1.5s", "m5", "10 s"] {
+            assert!(
+                matches!(parse_duration(bad), Err(ConfigError::Duration(_))),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn xdg_defaults_and_overrides() {
+        let d = Dirs::from_lookup(|_| None, Some("/home/a".into()), 1000, |_| false).unwrap();
+        assert_eq!(d.config, PathBuf::from("/home/a/.config/cloudmount"));
+        assert_eq!(d.cache, PathBuf::from("/home/a/.cache/cloudmount"));
+        assert_eq!(d.state, PathBuf::from("/home/a/.local/state/cloudmount"));
+        assert_eq!(d.data, PathBuf::from("/home/a/.local/share/cloudmount"));
+        assert_eq!(d.runtime, PathBuf::from("/tmp/cloudmount-1000"));
+        assert_eq!(
+            d.config_file(),
+            PathBuf::from("/home/a/.config/cloudmount/config.toml")
+        );
+
+        let d = Dirs::from_lookup(
+            |_| None,
+            Some("/home/a".into()),
+            1000,
+            |p| p == Path::new("/run/user/1000"),
+        )
+        .unwrap();
+        assert_eq!(d.runtime, PathBuf::from("/run/user/1000/cloudmount"));
+
+        let vars: HashMap<&str, &str> = [
+            ("XDG_CONFIG_HOME", "/x/conf"),
+            ("XDG_CACHE_HOME", "relative/ignored"),
+            ("XDG_STATE_HOME", "/x/state"),
+            ("XDG_DATA_HOME", "/x/data"),
+            ("XDG_RUNTIME_DIR", "/x/run"),
+        ]
+        .into();
+        let d = Dirs::from_lookup(
+            |k| vars.get(k).map(OsString::from),
+            Some("/home/a".into()),
+            1000,
+            |_| true,
+        )
+        .unwrap();
+        assert_eq!(d.config, PathBuf::from("/x/conf/cloudmount"));
+        assert_eq!(d.cache, PathBuf::from("/home/a/.cache/cloudmount"));
+        assert_eq!(d.state, PathBuf::from("/x/state/cloudmount"));
+        assert_eq!(d.data, PathBuf::from("/x/data/cloudmount"));
+        assert_eq!(d.runtime, PathBuf::from("/x/run/cloudmount"));
+
+        assert!(matches!(
+            Dirs::from_lookup(|_| None, None, 0, |_| false),
+            Err(ConfigError::NoHome)
+        ));
+        assert_eq!(d.expand(Path::new("~/x")), PathBuf::from("/home/a/x"));
+        assert_eq!(d.expand(Path::new("~")), PathBuf::from("/home/a"));
+        assert_eq!(d.expand(Path::new("/abs")), PathBuf::from("/abs"));
+        assert_eq!(d.expand(Path::new("~other/x")), PathBuf::from("~other/x"));
+    }
+
+    #[test]
+    fn options_fill_unset_fields_and_ignore_mount8_noise() {
+        let mut r = MountRequest {
+            user: Some("flag-user".into()),
+            ..Default::default()
+        };
+        r.apply_options(
+            "defaults,noauto,nofail,_netdev,x-systemd.automount,x-gvfs-show,user,users,exec,\
+             noexec,suid,nosuid,dev,nodev,auto,ro,allow_other,cache_size=5G,\
+             cache_dir=/var/cache/cm,user=opt-user,password_file=/etc/cm.pw,\
+             dir_cache_time=2m,config=/etc/cm.toml,comment=x",
+        )
+        .unwrap();
+        assert_eq!(r.read_only, Some(true));
+        assert_eq!(r.allow_other, Some(true));
+        assert_eq!(r.cache_size, Some(5 << 30));
+        assert_eq!(r.cache_dir, Some(PathBuf::from("/var/cache/cm")));
+        assert_eq!(r.user.as_deref(), Some("flag-user"), "a flag wins over -o");
+        assert_eq!(r.password_file, Some(PathBuf::from("/etc/cm.pw")));
+        assert_eq!(r.dir_cache_time, Some(Duration::from_secs(120)));
+        assert_eq!(r.config, Some(PathBuf::from("/etc/cm.toml")));
+
+        let mut r = MountRequest::default();
+        r.apply_options("rw,username=bob").unwrap();
+        assert_eq!(r.read_only, Some(false));
+        assert_eq!(r.user.as_deref(), Some("bob"));
+
+        let mut r = MountRequest {
+            read_only: Some(true),
+            ..Default::default()
+        };
+        r.apply_options("rw").unwrap();
+        assert_eq!(r.read_only, Some(true), "--read-only wins over -o rw");
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_the_option_named() {
+        for (opts, needle) in [
+            ("frobnicate", "frobnicate"),
+            ("ro,colour=blue", "colour=blue"),
+            ("password=secret", "password_file"),
+        ] {
+            let e = MountRequest::default().apply_options(opts).unwrap_err();
+            assert!(matches!(e, ConfigError::UnknownOption(_)), "{opts}: {e}");
+            assert!(e.to_string().contains(needle), "{opts}: {e}");
+        }
+        let e = MountRequest::default()
+            .apply_options("cache_size=lots")
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Size { .. }), "{e}");
+        let e = MountRequest::default()
+            .apply_options("cache_dir=")
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::OptionNeedsValue(_)), "{e}");
+        let e = MountRequest::default()
+            .apply_options("dir_cache_time=soon")
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::Duration(_)), "{e}");
+    }
+
+    #[test]
+    fn url_mount_defaults() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        let mut r = req(
+            "https://dav.example.com/remote.php/dav/files/alice/",
+            "Cloud",
+        );
+        r.user = Some("alice".into());
+        let env = |k: &str| (k == PASSWORD_ENV).then(|| "s3cret".to_string());
+        let c = resolve(&r, &dirs, Path::new("/work"), &env).unwrap();
+        assert_eq!(c.mountpoint, PathBuf::from("/work/Cloud"));
+        assert_eq!(c.name, "work-Cloud");
+        assert_eq!(c.profile, None);
+        assert_eq!(c.areas.len(), 1);
+        assert_eq!(c.areas[0].url, r.source);
+        assert!(!c.areas_as_folders);
+        let creds = c.credentials.as_ref().unwrap();
+        assert_eq!(
+            (creds.user.as_str(), creds.password.as_str()),
+            ("alice", "s3cret")
+        );
+        assert_eq!(
+            c.cache_dir,
+            dirs.cache
+                .join("alice@dav.example.com-remote.php-dav-files-alice")
+        );
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+        assert_eq!(c.dir_cache_time, DEFAULT_DIR_CACHE_TIME);
+        assert!(!c.read_only && !c.allow_other);
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "Debug must not show it"
+        );
+
+        // A user without any password source is an error naming the ways to give one.
+        let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();
+        assert!(e.to_string().contains(PASSWORD_ENV), "{e}");
+        // Anonymous: no user, no credentials.
+        let anon = resolve(
+            &req("http://127.0.0.1:8080/", "/mnt"),
+            &dirs,
+            Path::new("/"),
+            &env,
+        )
+        .unwrap();
+        assert!(anon.credentials.is_none());
+        assert!(matches!(
+            resolve(&req("http://", "/mnt"), &dirs, Path::new("/"), &no_env),
+            Err(ConfigError::Url { .. })
+        ));
+    }
+
+    #[test]
+    fn password_file_must_be_private() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        let pw = home.path().join("pw");
+        write_private(&pw, "hunter2\n");
+        let mut r = req("https://dav.example.com/", "/mnt");
+        r.user = Some("alice".into());
+        r.password_file = Some(pw.clone());
+        let env = |_: &str| Some("from-env".to_string());
+        let c = resolve(&r, &dirs, Path::new("/"), &env).unwrap();
+        assert_eq!(c.credentials.unwrap().password, "hunter2", "file beats env");
+
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = resolve(&r, &dirs, Path::new("/"), &env).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Insecure { mode: 0o644, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&pw, "\n").unwrap();
+        assert!(matches!(
+            resolve(&r, &dirs, Path::new("/"), &env),
+            Err(ConfigError::EmptyPassword(_))
+        ));
+
+        r.user = None;
+        assert!(matches!(
+            resolve(&r, &dirs, Path::new("/"), &env),
+            Err(ConfigError::PasswordWithoutUser)
+        ));
+    }
+
+    #[test]
+    fn profile_with_url_and_its_sources() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        write_private(
+            &home.path().join(".config/cloudmount/work.password"),
+            "pw-file\n",
+        );
+        let cfg = dirs.config_file();
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        std::fs::write(
+            &cfg,
+            r#"
+[profiles.work]
+url = "https://webdav.example.com/alice/"
+user = "alice"
+password_file = "~/.config/cloudmount/work.password"
+cache_size = "2G"
+dir_cache_time = "5m"
+read_only = true
+mountpoint = "~/Cloud"
+
+[profiles.env]
+url = "https://webdav.example.com/bob/"
+user = "bob"
+password_env = "BOB_PW"
+cache_dir = "/var/cache/bob"
+cache_size = 1048576
+dir_cache_time = 10
+"#,
+        )
+        .unwrap();
+        // World-readable is fine: the file holds no password.
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let r = MountRequest {
+            source: "work".into(),
+            ..Default::default()
+        };
+        let c = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap();
+        assert_eq!(c.profile.as_deref(), Some("work"));
+        assert_eq!(c.name, "work");
+        assert_eq!(c.mountpoint, home.path().join("Cloud"));
+        assert_eq!(c.credentials.unwrap().password, "pw-file");
+        assert_eq!(c.cache_dir, dirs.cache.join("work"));
+        assert_eq!(c.cache_size, 2 << 30);
+        assert_eq!(c.dir_cache_time, Duration::from_secs(300));
+        assert!(c.read_only);
+        assert!(!c.areas_as_folders);
+
+        // Command line over profile.
+        let r = MountRequest {
+            source: "work".into(),
+            mountpoint: Some("/mnt/w".into()),
+            cache_size: Some(512 << 20),
+            read_only: Some(false),
+            ..Default::default()
+        };
+        let c = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap();
+        assert_eq!(c.mountpoint, PathBuf::from("/mnt/w"));
+        assert_eq!(c.cache_size, 512 << 20);
+        assert!(!c.read_only);
+
+        let r = req("env", "/mnt/b");
+        let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::PasswordEnvUnset(ref v) if v == "BOB_PW"),
+            "{e}"
+        );
+        let env = |k: &str| (k == "BOB_PW").then(|| "bob-pw".to_string());
+        let c = resolve(&r, &dirs, Path::new("/"), &env).unwrap();
+        assert_eq!(c.credentials.unwrap().password, "bob-pw");
+        assert_eq!(c.cache_dir, PathBuf::from("/var/cache/bob"));
+        assert_eq!(c.cache_size, 1 << 20);
+        assert_eq!(c.dir_cache_time, Duration::from_secs(10));
+
+        let e = resolve(&req("nope", "/m"), &dirs, Path::new("/"), &no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::NoProfile { .. }), "{e}");
+        assert!(e.to_string().contains("env, work"), "{e}");
+    }
+
+    #[test]
+    fn profile_with_areas() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        let cfg = home.path().join("custom.toml");
+        write_private(
+            &cfg,
+            r#"
+[profiles.cloudme]
+user = "alice"
+password = "inline-secret"
+[[profiles.cloudme.areas]]
+name = "Cloud Drive"
+url = "https://webdav.cloudme.com/alice/xios/"
+[[profiles.cloudme.areas]]
+name = "Following"
+url = "https://webdav.cloudme.com/alice/following/"
+read_only = true
+"#,
+        );
+        let mut r = req("cloudme", "/mnt/c");
+        r.config = Some(cfg.clone());
+        let c = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap();
+        assert!(c.areas_as_folders);
+        assert_eq!(
+            c.areas,
+            vec![
+                AreaConfig {
+                    name: "Cloud Drive".into(),
+                    url: "https://webdav.cloudme.com/alice/xios/".into(),
+                    read_only: false
+                },
+                AreaConfig {
+                    name: "Following".into(),
+                    url: "https://webdav.cloudme.com/alice/following/".into(),
+                    read_only: true
+                },
+            ]
+        );
+        assert_eq!(c.credentials.unwrap().password, "inline-secret");
+
+        // An inline password in a file others can read: refused.
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::Insecure { .. }), "{e}");
+    }
+
+    #[test]
+    fn bad_profiles_are_explained() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        let cases = [
+            (
+                "[profiles.p]\nurl = \"https://a/\"\n[[profiles.p.areas]]\nname = \"A\"\nurl = \"https://b/\"\n",
+                "not both",
+            ),
+            ("[profiles.p]\nuser = \"x\"\n", "no `url`"),
+            (
+                "[profiles.p]\n[[profiles.p.areas]]\nname = \"A\"\nurl = \"https://a/\"\n[[profiles.p.areas]]\nname = \"A\"\nurl = \"https://b/\"\n",
+                "two areas",
+            ),
+            (
+                "[profiles.p]\n[[profiles.p.areas]]\nname = \"a/b\"\nurl = \"https://a/\"\n",
+                "area name",
+            ),
+            ("[profiles.p]\nurl = \"https://a/\"\ncolour = 1\n", "colour"),
+            ("[profiles.p]\nurl = \"ftp://a/\"\n", "http"),
+        ];
+        for (text, needle) in cases {
+            let cfg = home.path().join("c.toml");
+            write_private(&cfg, text);
+            let mut r = req("p", "/m");
+            r.config = Some(cfg);
+            let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+        // No config file at all for a profile name.
+        let e = resolve(&req("p", "/m"), &dirs, Path::new("/"), &no_env).unwrap_err();
+        assert!(matches!(e, ConfigError::NoConfigFile { .. }), "{e}");
+        // No mount point anywhere.
+        let e = resolve(
+            &MountRequest {
+                source: "http://h/".into(),
+                ..Default::default()
+            },
+            &dirs,
+            Path::new("/"),
+            &no_env,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::NoMountPoint), "{e}");
+    }
+
+    #[test]
+    fn sanitized_names() {
+        assert_eq!(sanitize_name("/home/alice/My Cloud"), "home-alice-My-Cloud");
+        assert_eq!(sanitize_name("work"), "work");
+        assert_eq!(sanitize_name("/"), "root");
+        assert_eq!(sanitize_name("../.."), "root");
+        assert_eq!(sanitize_name("a//b"), "a-b");
+        assert_eq!(
+            url_cache_name("https://h.example:8443/dav/", Some("bob")),
+            "bob@h.example-8443-dav"
+        );
+    }
+}

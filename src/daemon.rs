@@ -1,0 +1,728 @@
+//! The mount daemon: wires config, remotes, the vfs and the FUSE mount together.
+//!
+//! [`start`] runs the checks that must fail with one clear line (mount point, FUSE, each area's
+//! server: credentials, WebDAV collection, reachability), opens the [`Vfs`], mounts it and
+//! returns once the mount is live. [`Running::serve`] then waits for a stop request (SIGINT /
+//! SIGTERM, see [`stop_signals`]) or for the kernel unmount (`cloudmount unmount`,
+//! `fusermount3 -u`), and shuts down in order: unmount (lazily if busy), let requests in flight
+//! finish, `Vfs::shutdown` (uploads in flight), remove the state file. [`run`] is both.
+//!
+//! Remotes come from a [`RemoteFactory`], so tests mount the in-memory fake through the same
+//! path as the real WebDAV client.
+//!
+//! [`unmount`] is the `cloudmount unmount` command: it unmounts and waits for the daemon to
+//! exit, so uploads in flight have finished when it returns.
+
+pub mod demo;
+pub mod state;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::config::{AreaConfig, MountConfig};
+use crate::fuse::mounts::{self, FuseUnavailable, UnmountError};
+use crate::fuse::{MountError, MountHandle, MountOptions};
+use crate::remote::webdav::auth::Credentials;
+use crate::remote::webdav::{WebDavConfig, WebDavRemote};
+use crate::remote::{Remote, RemoteError, RemoteResult};
+use crate::vfs::{AreaSpec, Vfs, VfsError, VfsOptions, VfsSetup};
+
+/// How long a normal unmount waits for the session to end.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(10);
+/// How long requests in flight may take to finish after the unmount.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+
+/// A remote, built for one area, and the result of checking it.
+pub struct Connected {
+    pub remote: Arc<dyn Remote>,
+    /// `Ok` when the area's root is a reachable collection that accepts the credentials.
+    pub check: RemoteResult<()>,
+}
+
+/// Builds the remote of each area.
+#[async_trait]
+pub trait RemoteFactory: Send + Sync {
+    /// Builds the remote for `area` (an error here is a configuration error) and checks it
+    /// (the result goes in [`Connected::check`]: an unreachable server may still be mounted
+    /// offline from the cache).
+    async fn connect(
+        &self,
+        area: &AreaConfig,
+        credentials: Option<&Credentials>,
+    ) -> RemoteResult<Connected>;
+}
+
+/// The real factory: a [`WebDavRemote`] per area, checked with [`WebDavRemote::check`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WebDavFactory;
+
+#[async_trait]
+impl RemoteFactory for WebDavFactory {
+    async fn connect(
+        &self,
+        area: &AreaConfig,
+        credentials: Option<&Credentials>,
+    ) -> RemoteResult<Connected> {
+        let mut cfg = WebDavConfig::new(area.url.clone());
+        cfg.credentials = credentials.cloned();
+        let remote = Arc::new(WebDavRemote::new(cfg)?);
+        let check = remote.check().await;
+        Ok(Connected { remote, check })
+    }
+}
+
+/// Why the daemon could not mount, or stopped badly. Each message is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("mount point {} does not exist; create it with: mkdir -p {}", .0.display(), .0.display())]
+    MountPointMissing(PathBuf),
+    #[error("mount point {} is not a directory", .0.display())]
+    MountPointNotDir(PathBuf),
+    #[error("cannot use mount point {}: {source}", path.display())]
+    MountPointAccess { path: PathBuf, source: io::Error },
+    #[error("{} is already mounted (cloudmount); unmount it first with: cloudmount unmount {}", .0.display(), .0.display())]
+    AlreadyMounted(PathBuf),
+    #[error("{} is already a mount point ({fs_type}); choose another directory", path.display())]
+    IsMountPoint { path: PathBuf, fs_type: String },
+    #[error(transparent)]
+    FuseUnavailable(#[from] FuseUnavailable),
+    #[error("credentials refused by {url}: check the user name and password")]
+    AuthRefused { url: String },
+    #[error("{url} asks for a login: give --user USER (the password comes from CLOUDMOUNT_PASSWORD or --password-file)")]
+    AuthRequired { url: String },
+    #[error("access to {url} is forbidden for this account (HTTP 403)")]
+    Forbidden { url: String },
+    #[error("{url} does not exist on the server (HTTP 404)")]
+    NotFound { url: String },
+    #[error("{url} is not a WebDAV collection: {reason}")]
+    NotCollection { url: String, reason: String },
+    #[error("cannot reach {url} ({reason}), and nothing is cached for an offline mount")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Remote(RemoteError),
+    #[error("cache directory {}: {source}", path.display())]
+    CacheDir { path: PathBuf, source: io::Error },
+    #[error("cache directory {} is in use by another cloudmount process (one cache per mount)", .0.display())]
+    CacheInUse(PathBuf),
+    #[error("cannot open the filesystem: {0}")]
+    Vfs(#[from] VfsError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("cannot write the state file {}: {source}", path.display())]
+    StateFile { path: PathBuf, source: io::Error },
+    #[error("cannot listen for signals: {0}")]
+    Signals(io::Error),
+    #[error("stopped by a second {0} before the shutdown finished")]
+    Interrupted(&'static str),
+    #[error("{} is not mounted", .0.display())]
+    NotMounted(PathBuf),
+    #[error("{} is not a cloudmount mount (it is {fs_type})", path.display())]
+    NotCloudmount { path: PathBuf, fs_type: String },
+    #[error(transparent)]
+    Unmount(#[from] UnmountError),
+}
+
+/// Turns the check of one area into an error, or a warning when the mount can go on offline.
+fn classify(
+    area: &AreaConfig,
+    credentials: Option<&Credentials>,
+    err: RemoteError,
+    has_cache: bool,
+) -> Result<String, DaemonError> {
+    let url = area.url.clone();
+    Err(match err {
+        RemoteError::Auth { .. } if credentials.is_none() => DaemonError::AuthRequired { url },
+        RemoteError::Auth { .. } => DaemonError::AuthRefused { url },
+        RemoteError::Forbidden { .. } => DaemonError::Forbidden { url },
+        RemoteError::NotFound { .. } => DaemonError::NotFound { url },
+        RemoteError::NotADirectory { .. } => DaemonError::NotCollection {
+            url,
+            reason: "it is a file".into(),
+        },
+        RemoteError::Status { status, method, .. } => DaemonError::NotCollection {
+            url,
+            reason: format!("the server answers {method} with HTTP {status}"),
+        },
+        RemoteError::BadResponse { reason, .. } => DaemonError::NotCollection { url, reason },
+        RemoteError::Transient { reason, .. } if has_cache => {
+            return Ok(format!(
+                "cannot reach {url} ({reason}): mounting from the cache, offline until it is back"
+            ))
+        }
+        RemoteError::Transient { reason, .. } => DaemonError::Unreachable { url, reason },
+        other => DaemonError::Remote(other),
+    })
+}
+
+/// Checks the mount point: an existing directory that is not a mount point yet. A dead
+/// cloudmount mount left by a crashed daemon (ENOTCONN) is detached, with a warning. Returns
+/// the canonical path. The mount table is read before the path is touched: a live mount point
+/// is recognised without sending it a request.
+fn check_mountpoint(path: &Path, warnings: &mut Vec<String>) -> Result<PathBuf, DaemonError> {
+    let abs = mounts::absolute_mount_path(path)
+        .map_err(|_| DaemonError::MountPointMissing(path.to_path_buf()))?;
+    check_not_mounted(&abs, warnings)?;
+    let meta = match std::fs::metadata(&abs) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DaemonError::MountPointMissing(abs))
+        }
+        Err(source) => return Err(DaemonError::MountPointAccess { path: abs, source }),
+        Ok(m) => m,
+    };
+    if !meta.is_dir() {
+        return Err(DaemonError::MountPointNotDir(abs));
+    }
+    let canonical = abs
+        .canonicalize()
+        .map_err(|source| DaemonError::MountPointAccess {
+            path: abs.clone(),
+            source,
+        })?;
+    if canonical != abs {
+        check_not_mounted(&canonical, warnings)?; // the last component was a symlink
+    }
+    Ok(canonical)
+}
+
+/// Fails if something is mounted at `abs`, except a dead cloudmount mount, which is detached.
+fn check_not_mounted(abs: &Path, warnings: &mut Vec<String>) -> Result<(), DaemonError> {
+    let entry = mounts::mount_at(abs).map_err(|source| DaemonError::MountPointAccess {
+        path: abs.to_path_buf(),
+        source,
+    })?;
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    if !entry.is_cloudmount() {
+        return Err(DaemonError::IsMountPoint {
+            path: abs.to_path_buf(),
+            fs_type: entry.fs_type,
+        });
+    }
+    match std::fs::symlink_metadata(abs) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            mounts::unmount(abs, true)?;
+            warnings.push(format!(
+                "{} held a dead cloudmount mount (its daemon had stopped); it was detached",
+                abs.display()
+            ));
+            Ok(())
+        }
+        _ => Err(DaemonError::AlreadyMounted(abs.to_path_buf())),
+    }
+}
+
+/// Creates the cache directory (0700) and takes its lock for the life of the daemon.
+fn lock_cache_dir(dir: &Path) -> Result<File, DaemonError> {
+    let io_err = |source| DaemonError::CacheDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err)?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("daemon.lock"))
+        .map_err(io_err)?;
+    // SAFETY: the descriptor is valid for the life of `lock`.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            DaemonError::CacheInUse(dir.to_path_buf())
+        } else {
+            io_err(e)
+        });
+    }
+    Ok(lock)
+}
+
+/// Stop requests: the name of the signal (or any label, in tests).
+pub type StopRequests = mpsc::UnboundedReceiver<&'static str>;
+
+/// Forwards SIGINT and SIGTERM as stop requests. Install it before [`start`], so a signal sent
+/// as soon as the mount is live is not lost. Must run inside a tokio runtime.
+pub fn stop_signals() -> Result<StopRequests, DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if tx.send(name).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// A live mount and what it needs until it stops.
+pub struct Running {
+    vfs: Arc<Vfs>,
+    mount: MountHandle,
+    state_file: PathBuf,
+    warnings: Vec<String>,
+    _cache_lock: File,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("mount", &self.mount)
+            .field("state_file", &self.state_file)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks everything, opens the filesystem and mounts it; returns once the mount is live.
+pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Running, DaemonError> {
+    let mut warnings = Vec::new();
+    let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
+    mounts::check_fuse_available()?;
+    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
+    let has_cache = cfg.cache_dir.join("meta.db").exists();
+
+    let creds = cfg.credentials.as_ref();
+    let connected =
+        futures_util::future::join_all(cfg.areas.iter().map(|a| factory.connect(a, creds))).await;
+    let mut areas = Vec::with_capacity(cfg.areas.len());
+    for (area, conn) in cfg.areas.iter().zip(connected) {
+        let conn = conn.map_err(DaemonError::Remote)?;
+        if let Err(e) = conn.check {
+            warnings.push(classify(area, creds, e, has_cache)?);
+        }
+        areas.push(AreaSpec {
+            name: area.name.clone(),
+            remote: conn.remote,
+            read_only: area.read_only,
+        });
+    }
+
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let vfs = Vfs::new(VfsSetup {
+        areas,
+        opts: VfsOptions {
+            dir_ttl: cfg.dir_cache_time,
+            uid,
+            gid,
+            read_only: cfg.read_only,
+            areas_as_folders: cfg.areas_as_folders,
+        },
+        cache_dir: cfg.cache_dir.clone(),
+        cache_size: cfg.cache_size,
+    })?;
+
+    let options = MountOptions {
+        allow_other: cfg.allow_other,
+        read_only: cfg.read_only,
+    };
+    let (vfs2, mp) = (vfs.clone(), mountpoint.clone());
+    let mount = tokio::task::spawn_blocking(move || crate::fuse::mount(vfs2, &mp, &options))
+        .await
+        .map_err(|e| MountError::Thread(io::Error::other(e.to_string())))??;
+
+    let state_file = state::state_file(&cfg.runtime_dir, &mountpoint);
+    if let Err(source) = state::write(&state_file, &cfg.source, &mountpoint) {
+        // `mount` is dropped here, which detaches it: no mount is left behind.
+        return Err(DaemonError::StateFile {
+            path: state_file,
+            source,
+        });
+    }
+    tracing::info!(
+        source = %cfg.source,
+        mountpoint = %mountpoint.display(),
+        areas = cfg.areas.len(),
+        cache_dir = %cfg.cache_dir.display(),
+        "mount is live"
+    );
+    Ok(Running {
+        vfs,
+        mount,
+        state_file,
+        warnings,
+        _cache_lock: cache_lock,
+    })
+}
+
+impl Running {
+    /// What the user should know (offline mount, dead mount cleaned up).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        self.mount.mountpoint()
+    }
+
+    /// Serves until a stop request or the kernel unmount, then shuts down cleanly. A second
+    /// stop request during the shutdown gives up on it ([`DaemonError::Interrupted`]).
+    pub async fn serve(mut self, mut stop: StopRequests) -> Result<(), DaemonError> {
+        let mut stop_open = true;
+        let signal = loop {
+            tokio::select! {
+                _ = self.mount.ended() => break None,
+                s = stop.recv(), if stop_open => match s {
+                    Some(s) => break Some(s),
+                    None => stop_open = false,
+                },
+            }
+        };
+        match signal {
+            Some(s) => tracing::info!("{s} received: unmounting (send it again to stop at once)"),
+            None => tracing::info!("unmounted: shutting down"),
+        }
+        let result = tokio::select! {
+            r = self.shutdown(signal.is_some()) => r,
+            Some(s) = stop.recv(), if stop_open => Err(DaemonError::Interrupted(s)),
+        };
+        state::remove_own(&self.state_file);
+        result
+    }
+
+    async fn shutdown(&mut self, unmount: bool) -> Result<(), DaemonError> {
+        if unmount {
+            match self.mount.unmount(false, UNMOUNT_WAIT).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "unmount failed: detaching the mount lazily");
+                    self.mount.unmount(true, UNMOUNT_WAIT).await?;
+                }
+            }
+        }
+        if tokio::time::timeout(IDLE_WAIT, self.mount.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after {IDLE_WAIT:?}; shutting down anyway");
+        }
+        self.vfs.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Checks, mounts, and serves until SIGINT/SIGTERM or the kernel unmount.
+pub async fn run(cfg: MountConfig, factory: &dyn RemoteFactory) -> Result<(), DaemonError> {
+    let stop = stop_signals()?;
+    let running = start(&cfg, factory).await?;
+    for w in running.warnings() {
+        tracing::warn!("{w}");
+    }
+    running.serve(stop).await
+}
+
+/// Options of [`unmount`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnmountOptions {
+    /// Detach at once even if busy; the kernel finishes when the last file is closed.
+    pub lazy: bool,
+}
+
+/// What [`unmount`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmounted {
+    pub mountpoint: PathBuf,
+    /// The daemon that was waited for, if one was found.
+    pub daemon_pid: Option<u32>,
+}
+
+/// Unmounts the cloudmount mount at `path` and waits for its daemon to exit (it finishes the
+/// uploads in flight first). `waiting` is called once if that takes more than a second.
+pub fn unmount(
+    runtime_dir: &Path,
+    path: &Path,
+    options: UnmountOptions,
+    waiting: &mut dyn FnMut(u32),
+) -> Result<Unmounted, DaemonError> {
+    let abs = mounts::absolute_mount_path(path)
+        .map_err(|_| DaemonError::NotMounted(path.to_path_buf()))?;
+    // A live mount point canonicalises (it may have been given through a symlink); a dead one
+    // fails, and `abs` is the best name for it.
+    let mp = abs.canonicalize().unwrap_or(abs);
+    let entry = mounts::mount_at(&mp)
+        .map_err(|source| DaemonError::MountPointAccess {
+            path: mp.clone(),
+            source,
+        })?
+        .ok_or_else(|| DaemonError::NotMounted(mp.clone()))?;
+    if !entry.is_cloudmount() {
+        return Err(DaemonError::NotCloudmount {
+            path: mp,
+            fs_type: entry.fs_type,
+        });
+    }
+    let state_file = state::state_file(runtime_dir, &mp);
+    let pid = state::read_pid(&state_file).filter(|p| state::is_cloudmount_alive(*p));
+    mounts::unmount(&mp, options.lazy)?;
+    if let Some(pid) = pid {
+        let started = Instant::now();
+        let mut told = false;
+        while state::is_cloudmount_alive(pid) {
+            if !told && started.elapsed() > Duration::from_secs(1) {
+                waiting(pid);
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if pid.is_none() || !state_file.exists() {
+        let _ = std::fs::remove_file(&state_file);
+    }
+    Ok(Unmounted {
+        mountpoint: mp,
+        daemon_pid: pid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::mem::MemRemote;
+
+    /// Gives each area the same in-memory remote, checked like the real factory would.
+    struct MemFactory(MemRemote);
+
+    #[async_trait]
+    impl RemoteFactory for MemFactory {
+        async fn connect(
+            &self,
+            _area: &AreaConfig,
+            _credentials: Option<&Credentials>,
+        ) -> RemoteResult<Connected> {
+            let remote: Arc<dyn Remote> = Arc::new(self.0.clone());
+            let check = remote
+                .stat(&crate::remote::RemotePath::root())
+                .await
+                .map(|_| ());
+            Ok(Connected { remote, check })
+        }
+    }
+
+    /// A factory whose check fails with the given error.
+    struct FailingFactory(fn() -> RemoteError);
+
+    #[async_trait]
+    impl RemoteFactory for FailingFactory {
+        async fn connect(
+            &self,
+            _area: &AreaConfig,
+            _credentials: Option<&Credentials>,
+        ) -> RemoteResult<Connected> {
+            Ok(Connected {
+                remote: Arc::new(MemRemote::new()),
+                check: Err((self.0)()),
+            })
+        }
+    }
+
+    fn config(dir: &Path) -> MountConfig {
+        let mp = dir.join("mnt");
+        std::fs::create_dir_all(&mp).unwrap();
+        MountConfig {
+            name: "test".into(),
+            profile: None,
+            source: "mem".into(),
+            mountpoint: mp,
+            areas: vec![AreaConfig {
+                name: String::new(),
+                url: "http://127.0.0.1:9/".into(),
+                read_only: false,
+            }],
+            areas_as_folders: false,
+            credentials: None,
+            cache_dir: dir.join("cache"),
+            cache_size: 1 << 20,
+            dir_cache_time: Duration::from_secs(1),
+            read_only: false,
+            allow_other: false,
+            runtime_dir: dir.join("run"),
+        }
+    }
+
+    fn transient() -> RemoteError {
+        RemoteError::Transient {
+            method: "PROPFIND".into(),
+            url: "http://127.0.0.1:9/".into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn classify_turns_check_errors_into_one_line_each() {
+        let area = AreaConfig {
+            name: String::new(),
+            url: "https://h/dav/".into(),
+            read_only: false,
+        };
+        let creds = Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        };
+        let auth = || RemoteError::Auth {
+            url: "https://h/dav/".into(),
+            status: 401,
+        };
+        let e = classify(&area, Some(&creds), auth(), false).unwrap_err();
+        assert!(matches!(e, DaemonError::AuthRefused { .. }), "{e}");
+        assert!(e.to_string().contains("check the user name and password"));
+        let e = classify(&area, None, auth(), false).unwrap_err();
+        assert!(e.to_string().contains("--user"), "{e}");
+        let e = classify(
+            &area,
+            None,
+            RemoteError::NotADirectory { url: "x".into() },
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a WebDAV collection"), "{e}");
+        let e = classify(
+            &area,
+            None,
+            RemoteError::Status {
+                method: "PROPFIND".into(),
+                url: "x".into(),
+                status: 405,
+            },
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("HTTP 405"), "{e}");
+        let e = classify(&area, None, transient(), false).unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains("nothing is cached"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        let w = classify(&area, None, transient(), true).unwrap();
+        assert!(w.contains("offline"), "{w}");
+    }
+
+    #[test]
+    fn mount_point_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Vec::new();
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            check_mountpoint(&missing, &mut w),
+            Err(DaemonError::MountPointMissing(_))
+        ));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            check_mountpoint(&file, &mut w),
+            Err(DaemonError::MountPointNotDir(_))
+        ));
+        let ok = check_mountpoint(dir.path(), &mut w).unwrap();
+        assert_eq!(ok, dir.path().canonicalize().unwrap());
+        // `/proc` is always a mount point.
+        let e = check_mountpoint(Path::new("/proc"), &mut w).unwrap_err();
+        assert!(
+            matches!(e, DaemonError::IsMountPoint { ref fs_type, .. } if fs_type == "proc"),
+            "{e}"
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn cache_dir_is_locked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("a/b");
+        let first = lock_cache_dir(&cache).unwrap();
+        assert!(matches!(
+            lock_cache_dir(&cache),
+            Err(DaemonError::CacheInUse(_))
+        ));
+        drop(first);
+        lock_cache_dir(&cache).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unreachable_without_cache_fails_before_mounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let e = start(&cfg, &FailingFactory(transient)).await.unwrap_err();
+        assert!(matches!(e, DaemonError::Unreachable { .. }), "{e}");
+        assert_eq!(
+            mounts::mount_at(&cfg.mountpoint.canonicalize().unwrap()).unwrap(),
+            None,
+            "no mount left behind"
+        );
+    }
+
+    /// Mounts the in-memory fake for real, then unmounts from outside like `fusermount3 -u`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mounts_and_stops_on_kernel_unmount() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let mem = MemRemote::new();
+        let running = start(&cfg, &MemFactory(mem)).await.expect("mount");
+        let mp = running.mountpoint().to_path_buf();
+        let entry = mounts::mount_at(&mp).unwrap().expect("mounted");
+        assert!(entry.is_cloudmount(), "{entry:?}");
+        let state_file = state::state_file(&cfg.runtime_dir, &mp);
+        assert_eq!(state::read_pid(&state_file), Some(std::process::id()));
+        // A second mount at the same place is refused.
+        let e = start(&cfg, &MemFactory(MemRemote::new()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DaemonError::AlreadyMounted(_) | DaemonError::CacheInUse(_)
+            ),
+            "{e}"
+        );
+
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let served = tokio::spawn(running.serve(rx));
+        let mp2 = mp.clone();
+        tokio::task::spawn_blocking(move || mounts::unmount(&mp2, false))
+            .await
+            .unwrap()
+            .expect("unmount");
+        tokio::time::timeout(Duration::from_secs(20), served)
+            .await
+            .expect("serve returns after the unmount")
+            .unwrap()
+            .expect("clean stop");
+        assert_eq!(mounts::mount_at(&mp).unwrap(), None);
+        assert!(!state_file.exists(), "state file removed");
+    }
+
+    /// A stop request unmounts and stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_request_unmounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path());
+        let running = start(&cfg, &MemFactory(MemRemote::new()))
+            .await
+            .expect("mount");
+        let mp = running.mountpoint().to_path_buf();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send("test-stop").unwrap();
+        tokio::time::timeout(Duration::from_secs(20), running.serve(rx))
+            .await
+            .expect("serve returns")
+            .expect("clean stop");
+        assert_eq!(mounts::mount_at(&mp).unwrap(), None);
+    }
+}

@@ -1,0 +1,931 @@
+//! The FUSE adapter: the only module that imports fuser.
+//!
+//! [`FuseFs`] implements `fuser::Filesystem` as a thin shell around [`Vfs`]: each request gets a
+//! `tracing` span (operation, request id, inode, handle, name) and is spawned onto the tokio
+//! runtime with its reply moved in. The FUSE thread only decodes, spawns and returns: it never
+//! waits on the network, so a slow download of one file never stalls `ls` or reads of others.
+//! Errors are mapped to errno by [`crate::vfs::VfsError::errno`] (the one mapping).
+//!
+//! What is not supported, and the errno an application sees:
+//! - symlinks and hard links (`symlink`, `link`): `EPERM` — WebDAV has neither;
+//! - device nodes, FIFOs and sockets (`mknod` of anything but a regular file): `EPERM`;
+//! - setting or removing extended attributes (`setxattr`, `removexattr`): `ENOTSUP` — the only
+//!   attribute is the read-only `user.cloudmount.state`;
+//! - permission checks are the kernel's (`default_permissions`), against the owner and mode the
+//!   vfs reports; `access` therefore always allows.
+//!
+//! [`mount`] mounts a [`Vfs`] and gives back a [`MountHandle`] to wait for the end of the session
+//! or to unmount it.
+
+mod convert;
+pub mod mounts;
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, SessionACL, TimeOrNow, WriteFlags,
+};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::vfs::{OpenMode, Vfs, VfsError};
+use convert::{errno, file_attr, file_type, utf8_name, xattr_answer, XattrAnswer};
+
+pub use mounts::{FuseUnavailable, UnmountError};
+
+/// Largest write the kernel sends in one request (it still clamps to its own limit).
+const MAX_WRITE: u32 = 1 << 20;
+/// Read-ahead asked of the kernel (it clamps to what it offered, 128 KiB by default).
+const MAX_READAHEAD: u32 = 1 << 20;
+/// Background requests (read-ahead, async reads) the kernel keeps in flight to us.
+const MAX_BACKGROUND: u16 = 64;
+/// Inodes are never reused for another file, so the generation stays 0.
+const GENERATION: Generation = Generation(0);
+
+/// Counts requests being handled, so shutdown can wait for the last reply.
+#[derive(Clone)]
+struct Inflight(Arc<watch::Sender<usize>>);
+
+struct InflightGuard(Arc<watch::Sender<usize>>);
+
+impl Inflight {
+    fn new() -> Self {
+        Inflight(Arc::new(watch::channel(0).0))
+    }
+    fn enter(&self) -> InflightGuard {
+        self.0.send_modify(|n| *n += 1);
+        InflightGuard(self.0.clone())
+    }
+    async fn idle(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The `fuser::Filesystem` over a [`Vfs`].
+pub struct FuseFs {
+    vfs: Arc<Vfs>,
+    rt: Handle,
+    inflight: Inflight,
+}
+
+/// A span for one request: operation name plus request id and the given fields.
+macro_rules! op_span {
+    ($op:literal, $req:expr $(, $($field:tt)*)?) => {
+        tracing::warn_span!($op, req = $req.unique().0 $(, $($field)*)?)
+    };
+}
+
+impl FuseFs {
+    pub fn new(vfs: Arc<Vfs>, rt: Handle) -> Self {
+        FuseFs {
+            vfs,
+            rt,
+            inflight: Inflight::new(),
+        }
+    }
+
+    /// Runs `fut` on the runtime inside `span`; the FUSE thread returns at once.
+    fn spawn<F>(&self, span: tracing::Span, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let guard = self.inflight.enter();
+        self.rt.spawn(
+            async move {
+                fut.await;
+                drop(guard);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Logs a failed request (at debug: ENOENT on lookup is routine; EIO is logged with its reason
+/// where the vfs maps it) and gives its errno.
+fn fail(e: &VfsError) -> Errno {
+    let code = errno(e);
+    tracing::debug!(errno = code.code(), error = %e, "request failed");
+    code
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        use fuser::InitFlags as F;
+        // Not asked: FUSE_AUTO_INVAL_DATA (the vfs decides with keep_cache), writeback cache
+        // (writes must reach the vfs in order to be staged and uploaded), export support.
+        for cap in [
+            F::FUSE_ASYNC_READ,
+            F::FUSE_BIG_WRITES,
+            F::FUSE_ATOMIC_O_TRUNC,
+            F::FUSE_DO_READDIRPLUS,
+            F::FUSE_READDIRPLUS_AUTO,
+            F::FUSE_PARALLEL_DIROPS,
+        ] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                tracing::debug!(?missing, "capability not offered by the kernel");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let span = op_span!("lookup", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.vfs.forget(ino.0, nlookup);
+    }
+
+    // batch_forget: fuser's default calls `forget` for each node (its `ForgetOne` type is not
+    // exported, so it cannot be overridden; `forget` is cheap and synchronous anyway).
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let span = op_span!("getattr", req, ino = ino.0, fh = fh.map(|f| f.0));
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let span = op_span!("setattr", req, ino = ino.0, fh = fh.map(|f| f.0), ?size);
+        let set = convert::set_attr(mode, uid, gid, size, atime, mtime, SystemTime::now());
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.setattr(ino.0, fh.map(|f| f.0), set).await {
+                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // Regular files only (mknod(2) with S_IFREG): created empty, like create + close.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        let span = op_span!("mknod", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            let mode = OpenMode {
+                write: true,
+                ..OpenMode::default()
+            };
+            match vfs.create(parent.0, &name, mode).await {
+                Ok((attr, opened)) => match vfs.release(attr.ino, opened.fh).await {
+                    Ok(()) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
+                    Err(e) => reply.error(fail(&e)),
+                },
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let span = op_span!("mkdir", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.mkdir(parent.0, &name).await {
+                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = op_span!("unlink", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let span = op_span!("rmdir", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let span = op_span!(
+            "rename",
+            req,
+            ino = parent.0,
+            name = %name.to_string_lossy(),
+            new_ino = newparent.0,
+            new_name = %newname.to_string_lossy()
+        );
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let Some(newname) = utf8_name(newname) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let flags = match convert::rename_flags(flags) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs
+                .rename(parent.0, &name, newparent.0, &newname, flags)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let span = op_span!("open", req, ino = ino.0, flags = flags.0);
+        let mode = OpenMode::from_flags(flags.0);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.open(ino.0, mode).await {
+                Ok(o) => reply.opened(FileHandle(o.fh), convert::fopen_flags(&o)),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let span = op_span!("read", req, ino = ino.0, fh = fh.0, offset, size);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.read(ino.0, fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let span = op_span!(
+            "write",
+            req,
+            ino = ino.0,
+            fh = fh.0,
+            offset,
+            size = data.len()
+        );
+        let data = data.to_vec();
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.write(ino.0, fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let span = op_span!("flush", req, ino = ino.0, fh = fh.0);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.flush(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = op_span!("release", req, ino = ino.0, fh = fh.0);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            let flushed = if flush {
+                vfs.flush(ino.0, fh.0).await
+            } else {
+                Ok(())
+            };
+            // The handle is released even when the flush failed; the first error is reported
+            // (the kernel does not pass it on to close(), but it is logged).
+            let released = vfs.release(ino.0, fh.0).await;
+            match flushed.and(released) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let span = op_span!("fsync", req, ino = ino.0, fh = fh.0);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.fsync(ino.0, fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let span = op_span!("opendir", req, ino = ino.0);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let span = op_span!("readdir", req, ino = ino.0, fh = fh.0, offset);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.readdir(ino.0, fh.0, offset).await {
+                Ok(entries) => {
+                    for (next, e) in &entries {
+                        let kind = file_type(e.attr.kind);
+                        if reply.add(INodeNo(e.attr.ino), *next, kind, &e.name) {
+                            break; // buffer full: the kernel asks again from `next`
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let span = op_span!("readdirplus", req, ino = ino.0, fh = fh.0, offset);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            let entries = match vfs.readdir(ino.0, fh.0, offset).await {
+                Ok(entries) => entries,
+                Err(e) => return reply.error(fail(&e)),
+            };
+            let ttl = vfs.ttl();
+            let mut sent = 0usize;
+            for (next, e) in entries {
+                // Every entry the kernel receives here (but `.` and `..`) counts as a lookup
+                // and will be forgotten later; `Vfs::lookup` takes that reference.
+                let counted = !convert::is_dot_or_dotdot(&e.name);
+                let attr = if counted {
+                    match vfs.lookup(ino.0, &e.name).await {
+                        Ok(attr) => attr,
+                        Err(err) => {
+                            let code = fail(&err);
+                            if code == Errno::ENOENT {
+                                continue; // gone since the listing: leave it out
+                            }
+                            if sent == 0 {
+                                return reply.error(code);
+                            }
+                            break; // send what we have; the kernel asks again from here
+                        }
+                    }
+                } else {
+                    e.attr
+                };
+                let full = reply.add(
+                    INodeNo(attr.ino),
+                    next,
+                    &e.name,
+                    &ttl,
+                    &file_attr(&attr),
+                    GENERATION,
+                );
+                if full {
+                    if counted {
+                        vfs.forget(attr.ino, 1); // not sent: give the reference back
+                    }
+                    break;
+                }
+                sent += 1;
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory changes are made on the server before their request is answered.
+        reply.ok();
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let span = op_span!("statfs", req);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.blocks,
+                    s.blocks_free,
+                    s.blocks_avail,
+                    s.files,
+                    s.files_free,
+                    s.block_size,
+                    s.name_max,
+                    s.block_size,
+                ),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let span = op_span!("getxattr", req, ino = ino.0, name = %name.to_string_lossy(), size);
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::NO_XATTR);
+        };
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.getxattr(ino.0, &name).await {
+                Ok(value) => send_xattr(reply, &value, size),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let span = op_span!("listxattr", req, ino = ino.0, size);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.listxattr(ino.0).await {
+                Ok(names) => send_xattr(reply, &convert::xattr_list(&names), size),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOTSUP);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Not called with `default_permissions`; the kernel checks the mode bits itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let span = op_span!("create", req, ino = parent.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let mode = OpenMode::from_flags(flags);
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match vfs.create(parent.0, &name, mode).await {
+                Ok((attr, o)) => reply.created(
+                    &vfs.ttl(),
+                    &file_attr(&attr),
+                    GENERATION,
+                    FileHandle(o.fh),
+                    convert::fopen_flags(&o),
+                ),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+}
+
+fn send_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    match xattr_answer(value, size) {
+        XattrAnswer::Size(n) => reply.size(n),
+        XattrAnswer::Data(d) => reply.data(d),
+        XattrAnswer::Error(e) => reply.error(e),
+    }
+}
+
+/// How to mount.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Let other users (and root) in; needs `user_allow_other` in /etc/fuse.conf without root.
+    pub allow_other: bool,
+    /// Mount read-only (the kernel refuses writes with EROFS before they reach us).
+    pub read_only: bool,
+}
+
+/// Why a mount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    Unavailable(#[from] FuseUnavailable),
+    #[error("cannot mount at {}: {source}", path.display())]
+    Mount { path: PathBuf, source: io::Error },
+    #[error("cannot start the FUSE session thread: {0}")]
+    Thread(io::Error),
+}
+
+/// The fuser options of a cloudmount mount.
+fn fuser_config(options: &MountOptions) -> fuser::Config {
+    let mut mount_options = vec![
+        MountOption::FSName(mounts::FS_NAME.into()),
+        // As `subtype=…` rather than `MountOption::Subtype`: fuser sends `Subtype` only to
+        // fusermount, so a mount made directly by root would show plain `fuse`; the kernel and
+        // fusermount3 both take `subtype=` and show `fuse.cloudmount`.
+        MountOption::CUSTOM("subtype=cloudmount".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if options.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = mount_options;
+    config.acl = if options.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config
+}
+
+/// Mounts `vfs` at `mountpoint`. Blocks while the kernel mounts and sends its first request
+/// (call it from `spawn_blocking` in async code); must run inside a tokio runtime, onto which
+/// every request is spawned. Returns once the mount is live.
+pub fn mount(
+    vfs: Arc<Vfs>,
+    mountpoint: &Path,
+    options: &MountOptions,
+) -> Result<MountHandle, MountError> {
+    mounts::check_fuse_available()?;
+    let rt = Handle::current();
+    let fs = FuseFs::new(vfs, rt);
+    let inflight = fs.inflight.clone();
+    let session = fuser::Session::new(fs, mountpoint, &fuser_config(options)).map_err(|e| {
+        MountError::Mount {
+            path: mountpoint.to_path_buf(),
+            source: e,
+        }
+    })?;
+    let (ended_tx, ended_rx) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let result = session.run();
+            let _ = ended_tx.send(true);
+            result
+        })
+        .map_err(MountError::Thread)?;
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    Ok(MountHandle {
+        mountpoint: mountpoint.to_path_buf(),
+        ended: ended_rx,
+        thread: Some(thread),
+        inflight,
+    })
+}
+
+/// A live mount. Dropping it without [`MountHandle::unmount`] detaches the mount lazily.
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    ended: watch::Receiver<bool>,
+    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    inflight: Inflight,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle")
+            .field("mountpoint", &self.mountpoint)
+            .field("ended", &*self.ended.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Whether the session has ended (the filesystem was unmounted).
+    pub fn has_ended(&self) -> bool {
+        *self.ended.borrow()
+    }
+
+    /// Resolves when the session ends: after an unmount by anyone (`cloudmount unmount`,
+    /// `fusermount3 -u`, `umount`). Cancel-safe.
+    pub async fn ended(&mut self) {
+        let _ = self.ended.wait_for(|e| *e).await;
+    }
+
+    /// Unmounts (lazily if asked: detached at once, finished by the kernel when the last file
+    /// is closed) and, unless lazy, waits up to `wait` for the session to end.
+    pub async fn unmount(&mut self, lazy: bool, wait: Duration) -> Result<(), UnmountError> {
+        if !self.has_ended() {
+            let path = self.mountpoint.clone();
+            let res = tokio::task::spawn_blocking(move || mounts::unmount(&path, lazy))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(UnmountError::Failed {
+                        path: self.mountpoint.clone(),
+                        reason: e.to_string(),
+                    })
+                });
+            match res {
+                Ok(()) | Err(UnmountError::NotMounted(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !lazy {
+            let _ = tokio::time::timeout(wait, self.ended()).await;
+        }
+        Ok(())
+    }
+
+    /// Waits until no request is being handled (after the session ended, the replies of
+    /// requests in flight are still being worked on).
+    pub async fn idle(&self) {
+        self.inflight.idle().await;
+    }
+
+    /// Joins the session thread once it ended, giving its final error, if any.
+    pub fn finish(mut self) -> io::Result<()> {
+        match self.thread.take() {
+            Some(t) if t.is_finished() => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked"))),
+            Some(t) => {
+                self.thread = Some(t);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() && !self.has_ended() {
+            if let Err(e) = mounts::unmount(&self.mountpoint, true) {
+                tracing::warn!(error = %e, "unmount on drop failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_name_the_filesystem_and_follow_flags() {
+        let c = fuser_config(&MountOptions::default());
+        assert!(c
+            .mount_options
+            .contains(&MountOption::FSName("cloudmount".into())));
+        assert!(c
+            .mount_options
+            .contains(&MountOption::CUSTOM("subtype=cloudmount".into())));
+        assert!(c.mount_options.contains(&MountOption::DefaultPermissions));
+        assert!(c.mount_options.contains(&MountOption::NoAtime));
+        assert!(!c.mount_options.contains(&MountOption::RO));
+        assert_eq!(c.acl, SessionACL::Owner);
+
+        let c = fuser_config(&MountOptions {
+            allow_other: true,
+            read_only: true,
+        });
+        assert!(c.mount_options.contains(&MountOption::RO));
+        assert_eq!(c.acl, SessionACL::All);
+    }
+
+    #[tokio::test]
+    async fn inflight_counts_and_idles() {
+        let inflight = Inflight::new();
+        inflight.idle().await; // nothing in flight: returns at once
+        let g1 = inflight.enter();
+        let g2 = inflight.enter();
+        let waiter = {
+            let inflight = inflight.clone();
+            tokio::spawn(async move { inflight.idle().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(g1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(g2);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("idle after the last guard")
+            .unwrap();
+    }
+}
