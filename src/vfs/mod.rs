@@ -1,20 +1,45 @@
 //! The filesystem logic, free of fuser types: inodes, areas, handles, the read path (block
 //! cache) and the write path (staging, upload). The FUSE adapter (`fuse/`) calls these async
-//! methods from tasks spawned per request; none of them blocks a FUSE thread.
+//! methods from tasks spawned per request; none of them blocks a FUSE thread, and blocking file
+//! and database work runs on tokio's blocking pool.
+//!
+//! - **Tree** (`tree.rs`): inodes in memory, each with parent and name. A directory's listing
+//!   is trusted for `dir_ttl`; after that the next access lists it again (PROPFIND Depth 1), and
+//!   the listing is saved in the metadata store so a restart or an outage still shows the tree.
+//!   Only a positive 404 from the server removes an entry; an unreachable server never does.
+//! - **Reads**: a handle reads one version (the ETag at open) through the block cache; missing
+//!   blocks are fetched by ranged GET with `If-Match`, so old and new bytes never mix.
+//! - **Writes** (`write.rs`): staged whole locally, uploaded on flush/fsync/close with a
+//!   conditional PUT; the uploaded file then becomes the cached copy of the new version.
+//!
+//! Lock order: a directory's listing lock or a node's staging lock (async, per inode) → `tree`
+//! (sync, never held across `.await`) → `Staged::state`.
 
 pub mod error;
+mod tree;
 pub mod types;
+mod write;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 
 pub use error::{VfsError, VfsResult};
 pub use types::*;
 
-use crate::remote::Remote;
+use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
+use crate::meta::{AreaId, EntryRecord, MetaStore};
+use crate::remote::{
+    ByteRange, ETag, Entry, EntryKind, PutBody, PutCondition, Quota, Remote, RemoteError,
+    RemotePath,
+};
+use tree::{Node, Tree};
+use write::{Staged, StagedState};
 
 /// One remote root shown in the mount.
 pub struct AreaSpec {
@@ -48,101 +73,1499 @@ pub struct VfsSetup {
     pub cache_size: u64,
 }
 
+/// Default block size of the cache.
+pub const BLOCK_SIZE: u64 = 1 << 20;
+/// How long statfs trusts the last quota answer.
+const QUOTA_TTL: Duration = Duration::from_secs(30);
+/// After a failed listing, how long a stale listing is served before asking again.
+const OFFLINE_RETRY: Duration = Duration::from_secs(5);
+
+struct Area {
+    name: String,
+    remote: Arc<dyn Remote>,
+    read_only: bool,
+}
+
+/// An open file.
+struct Handle {
+    ino: Ino,
+    write: bool,
+    /// The cached version a read handle reads (None for write handles: they read the staging).
+    object: Option<(Arc<CacheObject>, OpenGuard)>,
+}
+
 /// The filesystem.
 pub struct Vfs {
     opts: VfsOptions,
+    areas: Vec<Area>,
+    tree: Mutex<Tree>,
+    meta: Arc<MetaStore>,
+    cache: Arc<BlockCache>,
+    staging_dir: PathBuf,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    next_fh: AtomicU64,
+    next_staging: AtomicU64,
+    /// Per-inode async locks: one listing refresh or one staging at a time.
+    inode_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-object fetch locks: one download of a block range at a time.
+    fetch_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    quota: Mutex<Option<(Instant, Quota)>>,
 }
 
-const NOT_YET: VfsError = VfsError::NotSupported("not implemented yet");
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn instant_of(t: SystemTime) -> Option<Instant> {
+    let age = SystemTime::now().duration_since(t).unwrap_or_default();
+    Instant::now().checked_sub(age)
+}
+
+fn check_name(name: &str) -> VfsResult<()> {
+    if name.len() > crate::remote::path::NAME_MAX {
+        return Err(VfsError::NameTooLong);
+    }
+    crate::remote::path::check_name(name).map_err(VfsError::Invalid)
+}
+
+fn record_of(e: &Entry) -> EntryRecord {
+    EntryRecord {
+        name: e.name().to_string(),
+        kind: e.kind,
+        size: e.size,
+        mtime: e.mtime,
+        etag: e.etag.clone(),
+    }
+}
+
+fn kind_of(k: EntryKind) -> FileKind {
+    match k {
+        EntryKind::File => FileKind::File,
+        EntryKind::Dir => FileKind::Dir,
+    }
+}
+
+/// The version key of a file: its ETag, or a stand-in from size and mtime when the server gives
+/// none (then reads are not conditional).
+fn version_of(node: &Node) -> (ETag, bool) {
+    match &node.etag {
+        Some(e) => (e.clone(), true),
+        None => {
+            let secs = node
+                .mtime
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            (
+                ETag::strong(format!("cloudmount-size{}-mtime{secs}", node.size)),
+                false,
+            )
+        }
+    }
+}
+
+async fn meta_op<T: Send + 'static>(
+    meta: &Arc<MetaStore>,
+    f: impl FnOnce(&MetaStore) -> Result<T, crate::meta::MetaError> + Send + 'static,
+) -> VfsResult<T> {
+    let m = meta.clone();
+    tokio::task::spawn_blocking(move || f(&m))
+        .await
+        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))?
+        .map_err(VfsError::from)
+}
 
 impl Vfs {
     /// Opens the metadata store and block cache under `setup.cache_dir` (created if missing).
     pub fn new(setup: VfsSetup) -> VfsResult<Arc<Vfs>> {
-        Ok(Arc::new(Vfs { opts: setup.opts }))
+        if setup.areas.is_empty() {
+            return Err(VfsError::Invalid("no area to mount"));
+        }
+        std::fs::create_dir_all(&setup.cache_dir)?;
+        let staging_dir = setup.cache_dir.join("staging");
+        std::fs::create_dir_all(&staging_dir)?;
+        let meta = Arc::new(MetaStore::open(&setup.cache_dir.join("meta.db"))?);
+        let cache = Arc::new(BlockCache::open(
+            &setup.cache_dir.join("objects"),
+            setup.cache_size,
+            BLOCK_SIZE,
+            meta.clone(),
+        )?);
+        Self::with_parts(setup.areas, setup.opts, meta, cache, staging_dir)
+    }
+
+    /// Builds the filesystem on an open store and cache (tests use small block sizes).
+    pub fn with_parts(
+        areas: Vec<AreaSpec>,
+        opts: VfsOptions,
+        meta: Arc<MetaStore>,
+        cache: Arc<BlockCache>,
+        staging_dir: PathBuf,
+    ) -> VfsResult<Arc<Vfs>> {
+        // Leftovers of an earlier run that stopped before uploading (the durable upload queue
+        // will re-queue them): never delete user data; move it aside and say where.
+        if let Ok(rd) = std::fs::read_dir(&staging_dir) {
+            let recovered = staging_dir.with_file_name("recovered");
+            for e in rd.flatten() {
+                let _ = std::fs::create_dir_all(&recovered);
+                let to = recovered.join(e.file_name());
+                tracing::warn!(from = %e.path().display(), to = %to.display(), "a file written in an earlier run was not uploaded; kept here");
+                let _ = std::fs::rename(e.path(), to);
+            }
+        }
+        let as_folders = opts.areas_as_folders || areas.len() > 1;
+        let t0 = now();
+        let mut root = Node::new(ROOT_INO, "", None, FileKind::Dir);
+        root.mtime = t0;
+        let tree = if as_folders {
+            root.dir.as_mut().expect("dir").listed_at = Some(Instant::now());
+            let mut tree = Tree::new(root);
+            for (i, a) in areas.iter().enumerate() {
+                let mut n = Node::new(ROOT_INO, &a.name, Some(i as AreaId), FileKind::Dir);
+                n.is_area_root = true;
+                n.mtime = t0;
+                tree.insert_at(ROOT_INO + 1 + i as u64, n);
+            }
+            tree
+        } else {
+            root.area = Some(0);
+            root.is_area_root = true;
+            Tree::new(root)
+        };
+        Ok(Arc::new(Vfs {
+            opts,
+            areas: areas
+                .into_iter()
+                .map(|a| Area {
+                    name: a.name,
+                    remote: a.remote,
+                    read_only: a.read_only,
+                })
+                .collect(),
+            tree: Mutex::new(tree),
+            meta,
+            cache,
+            staging_dir,
+            handles: Mutex::new(HashMap::new()),
+            dir_handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            next_staging: AtomicU64::new(1),
+            inode_locks: Mutex::new(HashMap::new()),
+            fetch_locks: Mutex::new(HashMap::new()),
+            quota: Mutex::new(None),
+        }))
     }
 
     pub fn ttl(&self) -> Duration {
         self.opts.dir_ttl
     }
-    pub async fn lookup(&self, _parent: Ino, _name: &str) -> VfsResult<Attr> {
-        Err(NOT_YET)
+
+    /// Names of the areas, in order.
+    pub fn area_names(&self) -> Vec<String> {
+        self.areas.iter().map(|a| a.name.clone()).collect()
     }
+
+    fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
+        self.tree.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn inode_lock(&self, ino: Ino) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.inode_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 4096 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(ino).or_default().clone()
+    }
+
+    fn fetch_lock(&self, obj: &CacheObject) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.fetch_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 1024 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(obj.file_path().to_path_buf()).or_default().clone()
+    }
+
+    fn remote(&self, area: AreaId) -> &Arc<dyn Remote> {
+        &self.areas[area as usize].remote
+    }
+
+    /// Fails with EROFS when `ino`'s area (or the mount) is read-only; EPERM at the virtual root.
+    fn check_writable(&self, ino: Ino) -> VfsResult<AreaId> {
+        if self.opts.read_only {
+            return Err(VfsError::ReadOnly);
+        }
+        let t = self.tree();
+        let n = t.get(ino).ok_or(VfsError::NotFound)?;
+        let area = n
+            .area
+            .ok_or(VfsError::NotPermitted("the root holds only the areas"))?;
+        if self.areas[area as usize].read_only {
+            return Err(VfsError::ReadOnly);
+        }
+        Ok(area)
+    }
+
+    fn node_path(&self, ino: Ino) -> VfsResult<(AreaId, RemotePath)> {
+        self.tree().path(ino).ok_or(VfsError::NotFound)
+    }
+
+    fn attr_of(&self, ino: Ino, n: &Node) -> Attr {
+        let read_only = self.opts.read_only
+            || n.area.is_none()
+            || n.area.is_some_and(|a| self.areas[a as usize].read_only);
+        let (size, mtime) = match &n.staged {
+            Some(s) => (s.state().size, n.mtime),
+            None => (n.size, n.mtime),
+        };
+        let mtime = n.local_mtime.unwrap_or(mtime);
+        let perm = match (n.kind, read_only) {
+            (FileKind::Dir, false) => 0o755,
+            (FileKind::Dir, true) => 0o555,
+            (FileKind::File, false) => 0o644,
+            (FileKind::File, true) => 0o444,
+        };
+        Attr {
+            ino,
+            kind: n.kind,
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            perm,
+            nlink: if n.kind == FileKind::Dir { 2 } else { 1 },
+            uid: self.opts.uid,
+            gid: self.opts.gid,
+            blksize: 128 * 1024,
+        }
+    }
+
+    fn attr(&self, ino: Ino) -> VfsResult<Attr> {
+        let t = self.tree();
+        let n = t.get(ino).ok_or(VfsError::NotFound)?;
+        Ok(self.attr_of(ino, n))
+    }
+
+    // ---- listings -------------------------------------------------------------------------
+
+    fn is_fresh(&self, n: &Node) -> bool {
+        n.dir
+            .as_ref()
+            .and_then(|d| d.listed_at)
+            .is_some_and(|t| t.elapsed() < self.opts.dir_ttl)
+    }
+
+    /// Makes sure `dir`'s children are known and no older than the TTL.
+    async fn ensure_listed(&self, dir: Ino) -> VfsResult<()> {
+        {
+            let t = self.tree();
+            let n = t.get(dir).ok_or(VfsError::NotFound)?;
+            if n.kind != FileKind::Dir {
+                return Err(VfsError::NotDir);
+            }
+            if n.area.is_none() || self.is_fresh(n) {
+                return Ok(());
+            }
+        }
+        let lock = self.inode_lock(dir);
+        let _g = lock.lock().await;
+        let (area, path, known) = {
+            let t = self.tree();
+            let n = t.get(dir).ok_or(VfsError::NotFound)?;
+            if self.is_fresh(n) {
+                return Ok(());
+            }
+            let (area, path) = t.path(dir).ok_or(VfsError::NotFound)?;
+            (
+                area,
+                path,
+                n.dir.as_ref().is_some_and(|d| d.listed_at.is_some()),
+            )
+        };
+        // Nothing in memory yet: a listing saved by an earlier run may still be fresh.
+        let mut saved = None;
+        if !known {
+            let p = path.clone();
+            if let Some((at, entries)) =
+                meta_op(&self.meta, move |m| m.load_listing(area, &p)).await?
+            {
+                let fresh = SystemTime::now()
+                    .duration_since(at)
+                    .is_ok_and(|age| age < self.opts.dir_ttl);
+                if fresh {
+                    self.merge_listing(dir, &entries, instant_of(at));
+                    return Ok(());
+                }
+                saved = Some(entries);
+            }
+        }
+        match self.remote(area).list(&path).await {
+            Ok(listing) => {
+                let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
+                {
+                    let mut t = self.tree();
+                    if let Some(n) = t.get_mut(dir) {
+                        if let Some(m) = listing.dir.mtime {
+                            n.mtime = m;
+                        }
+                    }
+                }
+                self.merge_listing(dir, &records, Some(Instant::now()));
+                let listed = SystemTime::now();
+                meta_op(&self.meta, move |m| {
+                    m.save_listing(area, &path, listed, &records)
+                })
+                .await?;
+                Ok(())
+            }
+            Err(RemoteError::NotFound { .. }) | Err(RemoteError::NotADirectory { .. }) => {
+                let mut t = self.tree();
+                let (parent, name) = match t.get(dir) {
+                    Some(n) if !n.is_area_root => (n.parent, n.name.clone()),
+                    _ => return Err(VfsError::NotFound),
+                };
+                t.unlink(parent, &name);
+                Err(VfsError::NotFound)
+            }
+            Err(e) if e.is_transient() => {
+                // Offline: serve what we know, and ask again a little later.
+                if let Some(entries) = saved {
+                    self.merge_listing(dir, &entries, None);
+                }
+                let mut t = self.tree();
+                let ttl = self.opts.dir_ttl;
+                let n = t.get_mut(dir).ok_or(VfsError::NotFound)?;
+                let d = n.dir.as_mut().ok_or(VfsError::NotDir)?;
+                if known || d.listed_at.is_some() || !d.children.is_empty() {
+                    tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
+                    d.listed_at = Instant::now()
+                        .checked_sub(ttl.saturating_sub(OFFLINE_RETRY))
+                        .or(Some(Instant::now()));
+                    Ok(())
+                } else {
+                    Err(e.into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies a listing to `dir`: updates and adds children, drops those the server no longer
+    /// has (unless they hold local changes).
+    fn merge_listing(&self, dir: Ino, entries: &[EntryRecord], listed_at: Option<Instant>) {
+        let mut t = self.tree();
+        let Some(area) = t.get(dir).and_then(|n| n.area) else {
+            return;
+        };
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(entries.len());
+        for e in entries {
+            seen.insert(&e.name);
+            let kind = kind_of(e.kind);
+            if let Some(ino) = t.child(dir, &e.name) {
+                let n = t.get_mut(ino).expect("child exists");
+                if n.has_local_state() {
+                    continue;
+                }
+                if n.kind == kind {
+                    if n.etag.is_some() && n.etag != e.etag {
+                        n.local_mtime = None;
+                    }
+                    n.size = e.size;
+                    n.etag = e.etag.clone();
+                    n.mtime = e.mtime.unwrap_or(n.mtime);
+                    continue;
+                }
+                // A file became a directory or the reverse: a new inode.
+                t.unlink(dir, &e.name);
+            }
+            let mut n = Node::new(dir, &e.name, Some(area), kind);
+            n.size = e.size;
+            n.etag = e.etag.clone();
+            n.mtime = e.mtime.unwrap_or(SystemTime::UNIX_EPOCH);
+            t.insert(n);
+        }
+        let gone: Vec<Box<str>> = t
+            .get(dir)
+            .and_then(|n| n.dir.as_ref())
+            .map(|d| {
+                d.children
+                    .iter()
+                    .filter(|(name, _)| !seen.contains(&***name))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for name in gone {
+            let keep = t
+                .child(dir, &name)
+                .and_then(|c| t.get(c))
+                .is_some_and(|c| c.has_local_state());
+            if !keep {
+                t.unlink(dir, &name);
+            }
+        }
+        if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
+            d.listed_at = listed_at.or(d.listed_at);
+        }
+    }
+
+    /// Refreshes the parent listing of `ino` when it is older than the TTL (errors ignored:
+    /// the last known state is served).
+    async fn revalidate(&self, ino: Ino) {
+        let parent = {
+            let t = self.tree();
+            match t.get(ino) {
+                Some(n) if n.linked && !n.is_area_root && n.parent != ino => n.parent,
+                _ => return,
+            }
+        };
+        if let Err(e) = self.ensure_listed(parent).await {
+            tracing::debug!(error = %e, "revalidation failed");
+        }
+    }
+
+    // ---- lookups and attributes -------------------------------------------------------------
+
+    pub async fn lookup(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        if name.len() > crate::remote::path::NAME_MAX {
+            return Err(VfsError::NameTooLong);
+        }
+        self.ensure_listed(parent).await?;
+        let mut t = self.tree();
+        let ino = t.child(parent, name).ok_or(VfsError::NotFound)?;
+        let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
+        n.lookups += 1;
+        let n = t.get(ino).ok_or(VfsError::NotFound)?;
+        Ok(self.attr_of(ino, n))
+    }
+
     /// The kernel dropped `nlookup` references to `ino`.
-    pub fn forget(&self, _ino: Ino, _nlookup: u64) {}
-    pub async fn getattr(&self, _ino: Ino) -> VfsResult<Attr> {
-        Err(NOT_YET)
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        let mut t = self.tree();
+        if let Some(n) = t.get_mut(ino) {
+            n.lookups = n.lookups.saturating_sub(nlookup);
+        }
+        t.maybe_drop(ino);
     }
-    pub async fn setattr(&self, _ino: Ino, _fh: Option<u64>, _set: SetAttr) -> VfsResult<Attr> {
-        Err(NOT_YET)
+
+    pub async fn getattr(&self, ino: Ino) -> VfsResult<Attr> {
+        self.revalidate(ino).await;
+        self.attr(ino)
     }
-    pub async fn opendir(&self, _ino: Ino) -> VfsResult<u64> {
-        Err(NOT_YET)
+
+    pub async fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> VfsResult<Attr> {
+        let current = self.attr(ino)?;
+        if let Some(mode) = set.mode {
+            if (mode & 0o7777) as u16 != current.perm {
+                return Err(VfsError::NotPermitted(
+                    "WebDAV has no permissions; modes are fixed",
+                ));
+            }
+        }
+        if set.uid.is_some_and(|u| u != self.opts.uid)
+            || set.gid.is_some_and(|g| g != self.opts.gid)
+        {
+            return Err(VfsError::NotPermitted("WebDAV has no file owners"));
+        }
+        if let Some(size) = set.size {
+            if current.kind == FileKind::Dir {
+                return Err(VfsError::IsDir);
+            }
+            self.check_writable(ino)?;
+            let staged = self.stage(ino, size == 0).await?;
+            {
+                let st = staged.clone();
+                write::blocking(move || st.file.set_len(size)).await?;
+            }
+            {
+                let mut s = staged.state();
+                s.size = size;
+                s.version += 1;
+            }
+            self.touch_mtime(ino);
+            let has_writer = fh.is_some_and(|fh| {
+                self.handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&fh)
+                    .is_some_and(|h| h.write)
+            }) || staged.state().writers > 0;
+            if !has_writer {
+                // truncate(2) on a path: nothing will close it, upload now.
+                let r = self.upload(ino, &staged).await;
+                self.unstage_if_idle(ino);
+                r?;
+            }
+        }
+        if let Some(mtime) = set.mtime {
+            let path = {
+                let mut t = self.tree();
+                let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
+                n.local_mtime = Some(mtime);
+                t.path(ino)
+            };
+            if let Some((area, p)) = path {
+                meta_op(&self.meta, move |m| {
+                    m.set_local_mtime(area, &p, Some(mtime))
+                })
+                .await?;
+            }
+        }
+        self.attr(ino)
     }
+
+    fn touch_mtime(&self, ino: Ino) {
+        let mut t = self.tree();
+        if let Some(n) = t.get_mut(ino) {
+            n.mtime = now();
+            n.local_mtime = None;
+        }
+    }
+
+    // ---- directories ------------------------------------------------------------------------
+
+    pub async fn opendir(&self, ino: Ino) -> VfsResult<u64> {
+        self.ensure_listed(ino).await?;
+        let entries = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
+            let mut v = Vec::with_capacity(d.children.len() + 2);
+            v.push(DirEntry {
+                name: ".".into(),
+                attr: self.attr_of(ino, n),
+            });
+            let parent = t.get(n.parent).unwrap_or(n);
+            v.push(DirEntry {
+                name: "..".into(),
+                attr: self.attr_of(n.parent, parent),
+            });
+            let mut kids: Vec<(&Box<str>, &Ino)> = d.children.iter().collect();
+            kids.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (name, &c) in kids {
+                if let Some(cn) = t.get(c) {
+                    v.push(DirEntry {
+                        name: name.to_string(),
+                        attr: self.attr_of(c, cn),
+                    });
+                }
+            }
+            v
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(entries));
+        Ok(fh)
+    }
+
     /// Entries of an open directory after `offset` (0 = from the start, including `.` and
     /// `..`); each comes with the offset of the entry after it.
     pub async fn readdir(
         &self,
         _ino: Ino,
-        _fh: u64,
-        _offset: u64,
+        fh: u64,
+        offset: u64,
     ) -> VfsResult<Vec<(u64, DirEntry)>> {
-        Err(NOT_YET)
+        let entries = self
+            .dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(VfsError::BadHandle)?;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
     }
-    pub fn releasedir(&self, _fh: u64) {}
-    pub async fn open(&self, _ino: Ino, _mode: OpenMode) -> VfsResult<Opened> {
-        Err(NOT_YET)
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
     }
-    pub async fn read(&self, _ino: Ino, _fh: u64, _offset: u64, _size: u32) -> VfsResult<Bytes> {
-        Err(NOT_YET)
+
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> VfsResult<Attr> {
+        check_name(name)?;
+        let area = self.check_writable(parent)?;
+        self.ensure_listed(parent).await?;
+        if self.tree().child(parent, name).is_some() {
+            return Err(VfsError::Exists);
+        }
+        let (_, ppath) = self.node_path(parent)?;
+        let path = ppath.join(name)?;
+        self.remote(area).mkdir(&path).await.map_err(|e| match e {
+            RemoteError::AlreadyExists { .. } => VfsError::Exists,
+            e => e.into(),
+        })?;
+        let ino = {
+            let mut t = self.tree();
+            let mut n = Node::new(parent, name, Some(area), FileKind::Dir);
+            n.mtime = now();
+            n.dir.as_mut().expect("dir").listed_at = Some(Instant::now());
+            n.lookups = 1;
+            t.insert(n)
+        };
+        let rec = EntryRecord {
+            name: name.to_string(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime: Some(now()),
+            etag: None,
+        };
+        meta_op(&self.meta, move |m| m.upsert_entry(area, &path, &rec)).await?;
+        self.attr(ino)
     }
-    pub async fn write(&self, _ino: Ino, _fh: u64, _offset: u64, _data: &[u8]) -> VfsResult<u32> {
-        Err(NOT_YET)
+
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        let area = self.check_writable(parent)?;
+        self.ensure_listed(parent).await?;
+        let ino = self.tree().child(parent, name).ok_or(VfsError::NotFound)?;
+        {
+            let t = self.tree();
+            if t.get(ino).map(|n| n.kind) != Some(FileKind::Dir) {
+                return Err(VfsError::NotDir);
+            }
+        }
+        self.ensure_listed(ino).await?;
+        let (_, path) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.dir.as_ref().is_some_and(|d| !d.children.is_empty()) {
+                return Err(VfsError::NotEmpty);
+            }
+            t.path(ino).ok_or(VfsError::NotFound)?
+        };
+        match self.remote(area).delete(&path).await {
+            Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.tree().unlink(parent, name);
+        self.forget_remote_path(area, path).await
     }
+
+    /// Drops metadata and cached blocks of a removed path (and below).
+    async fn forget_remote_path(&self, area: AreaId, path: RemotePath) -> VfsResult<()> {
+        let p = path.clone();
+        meta_op(&self.meta, move |m| m.remove_entry(area, &p)).await?;
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || cache.remove_path(area, &path))
+            .await
+            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(())
+    }
+
+    // ---- files --------------------------------------------------------------------------------
+
+    pub async fn open(&self, ino: Ino, mode: OpenMode) -> VfsResult<Opened> {
+        {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir {
+                return Err(VfsError::IsDir);
+            }
+        }
+        let handle = if mode.write {
+            self.check_writable(ino)?;
+            let staged = self.stage(ino, mode.truncate).await?;
+            staged.state().writers += 1;
+            Handle {
+                ino,
+                write: true,
+                object: None,
+            }
+        } else {
+            self.revalidate(ino).await;
+            let object = self.object_for(ino)?;
+            Handle {
+                ino,
+                write: false,
+                object,
+            }
+        };
+        {
+            let mut t = self.tree();
+            if let Some(n) = t.get_mut(ino) {
+                n.open_handles += 1;
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, handle);
+        Ok(Opened {
+            fh,
+            keep_cache: false,
+        })
+    }
+
+    /// The cache object of the node's current version (None while the node is staged).
+    fn object_for(&self, ino: Ino) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
+        let key = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.staged.is_some() || n.pending_create {
+                return Ok(None);
+            }
+            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
+            let (etag, _) = version_of(n);
+            ObjectKey {
+                area,
+                path,
+                etag,
+                size: n.size,
+            }
+        };
+        let obj = self.cache.object(&key)?;
+        let guard = obj.open_guard();
+        Ok(Some((obj, guard)))
+    }
+
+    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let object = {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
+            if h.ino != ino {
+                return Err(VfsError::BadHandle);
+            }
+            h.object.as_ref().map(|(o, _)| o.clone())
+        };
+        // Staged content wins: it is what this mount last wrote.
+        let staged = self.tree().get(ino).and_then(|n| n.staged.clone());
+        if let Some(st) = staged {
+            let len = {
+                let s = st.state();
+                s.size.saturating_sub(offset).min(u64::from(size)) as usize
+            };
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            return Ok(Bytes::from(write::pread(st, offset, len).await?));
+        }
+        let obj = match object {
+            Some(o) => o,
+            None => match self.object_for(ino)? {
+                Some((o, _)) => o,
+                None => return Ok(Bytes::new()),
+            },
+        };
+        self.read_object(ino, &obj, offset, u64::from(size)).await
+    }
+
+    /// Reads from a cached version, fetching the missing blocks first.
+    async fn read_object(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        len: u64,
+    ) -> VfsResult<Bytes> {
+        let end = offset.saturating_add(len).min(obj.size());
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        if !obj.missing(offset, end - offset).is_empty() {
+            self.fetch(ino, obj, offset, end - offset).await?;
+        }
+        obj.touch();
+        let o = obj.clone();
+        let n = (end - offset) as usize;
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n];
+            let got = o.read_at(offset, &mut buf)?;
+            buf.truncate(got);
+            Ok::<_, crate::cache::CacheError>(buf)
+        })
+        .await
+        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Downloads the missing blocks of `[offset, offset+len)` into `obj` (one download per
+    /// object at a time; blocks fetched meanwhile by another reader are not fetched again).
+    async fn fetch(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        len: u64,
+    ) -> VfsResult<()> {
+        let lock = self.fetch_lock(obj);
+        let _g = lock.lock().await;
+        let runs = obj.missing(offset, len);
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let key = obj.key().clone();
+        let conditional = {
+            let t = self.tree();
+            t.get(ino).is_some_and(|n| n.etag.is_some())
+        };
+        let remote = self.remote(key.area).clone();
+        let bs = self.cache.block_size();
+        for run in runs {
+            let expect = conditional.then_some(&key.etag);
+            let resp = remote
+                .read_range(
+                    &key.path,
+                    ByteRange::new(run.start, run.end - run.start),
+                    expect,
+                )
+                .await
+                .map_err(|e| self.read_error(ino, e))?;
+            let mut body = resp.body;
+            let mut pos = run.start;
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
+                buf.extend_from_slice(&chunk);
+                let whole = (buf.len() as u64 / bs) * bs;
+                if whole > 0 {
+                    let data = buf.split_to(whole as usize).freeze();
+                    self.store_blocks(obj, pos, data).await?;
+                    pos += whole;
+                }
+            }
+            if !buf.is_empty() {
+                let data = buf.freeze();
+                let n = data.len() as u64;
+                self.store_blocks(obj, pos, data).await?;
+                pos += n;
+            }
+            if pos < run.end {
+                return Err(self.read_error(
+                    ino,
+                    RemoteError::BadResponse {
+                        method: "GET".into(),
+                        url: key.path.to_string(),
+                        reason: format!(
+                            "the file is shorter on the server than listed ({pos} < {})",
+                            run.end
+                        ),
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn store_blocks(
+        &self,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        data: Bytes,
+    ) -> VfsResult<()> {
+        let o = obj.clone();
+        tokio::task::spawn_blocking(move || o.write_blocks(offset, &data))
+            .await
+            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(())
+    }
+
+    /// A read that failed because the server has another version: forget the listing so the
+    /// next access sees the new version, and report EIO.
+    fn read_error(&self, ino: Ino, e: RemoteError) -> VfsError {
+        if matches!(
+            e,
+            RemoteError::VersionChanged { .. } | RemoteError::BadResponse { .. }
+        ) {
+            let mut t = self.tree();
+            let parent = t.get(ino).map(|n| n.parent);
+            if let Some(d) = parent
+                .and_then(|p| t.get_mut(p))
+                .and_then(|p| p.dir.as_mut())
+            {
+                d.listed_at = None;
+            }
+            tracing::warn!(error = %e, "file changed on the server while reading");
+            return VfsError::Changed(e.to_string());
+        }
+        e.into()
+    }
+
+    /// Gets (or makes) the staged copy of a file. Without `truncate`, the current content is
+    /// downloaded into it first.
+    async fn stage(&self, ino: Ino, truncate: bool) -> VfsResult<Arc<Staged>> {
+        let lock = self.inode_lock(ino);
+        let _g = lock.lock().await;
+        let existing = self.tree().get(ino).and_then(|n| n.staged.clone());
+        if let Some(st) = existing {
+            if truncate {
+                let s2 = st.clone();
+                write::blocking(move || s2.file.set_len(0)).await?;
+                let mut s = st.state();
+                if s.size != 0 {
+                    s.size = 0;
+                    s.version += 1;
+                }
+            }
+            return Ok(st);
+        }
+        let (size, etag, pending) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            (n.size, n.etag.clone(), n.pending_create)
+        };
+        let path = self.staging_dir.join(format!(
+            "{ino}-{}",
+            self.next_staging.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fill = !truncate && size > 0 && !pending;
+        if fill {
+            // The whole current version, through the cache.
+            let (obj, _guard) = self.object_for(ino)?.ok_or(VfsError::NotFound)?;
+            self.fetch(ino, &obj, 0, size).await?;
+            let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
+            write::blocking(move || {
+                std::fs::copy(&src, &dst)?;
+                let f = std::fs::OpenOptions::new().write(true).open(&dst)?;
+                f.set_len(size)?;
+                Ok(())
+            })
+            .await?;
+        }
+        let p2 = path.clone();
+        let file = write::blocking(move || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p2)
+        })
+        .await?;
+        let changed = truncate && size > 0;
+        let st = Arc::new(Staged::new(
+            path,
+            file,
+            StagedState {
+                size: if fill { size } else { 0 },
+                base: etag,
+                exists_remote: !pending,
+                version: u64::from(changed || pending),
+                uploaded: 0,
+                uploading: false,
+                error: None,
+                writers: 0,
+            },
+        ));
+        let mut t = self.tree();
+        let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
+        n.staged = Some(st.clone());
+        Ok(st)
+    }
+
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
+            if !h.write || h.ino != ino {
+                return Err(VfsError::BadHandle);
+            }
+        }
+        let st = self
+            .tree()
+            .get(ino)
+            .and_then(|n| n.staged.clone())
+            .ok_or(VfsError::BadHandle)?;
+        write::pwrite(st.clone(), offset, data.to_vec()).await?;
+        {
+            let mut s = st.state();
+            s.size = s.size.max(offset + data.len() as u64);
+            s.version += 1;
+        }
+        self.touch_mtime(ino);
+        Ok(data.len() as u32)
+    }
+
     pub async fn create(
         &self,
-        _parent: Ino,
-        _name: &str,
-        _mode: OpenMode,
+        parent: Ino,
+        name: &str,
+        mode: OpenMode,
     ) -> VfsResult<(Attr, Opened)> {
-        Err(NOT_YET)
+        check_name(name)?;
+        let area = self.check_writable(parent)?;
+        self.ensure_listed(parent).await?;
+        let ino = {
+            let mut t = self.tree();
+            if t.child(parent, name).is_some() {
+                return Err(VfsError::Exists);
+            }
+            let mut n = Node::new(parent, name, Some(area), FileKind::File);
+            n.mtime = now();
+            n.pending_create = true;
+            n.lookups = 1;
+            t.insert(n)
+        };
+        let staged = match self.stage(ino, true).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.tree().unlink(parent, name);
+                return Err(e);
+            }
+        };
+        staged.state().writers += 1;
+        let _ = mode;
+        {
+            let mut t = self.tree();
+            if let Some(n) = t.get_mut(ino) {
+                n.open_handles += 1;
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                fh,
+                Handle {
+                    ino,
+                    write: true,
+                    object: None,
+                },
+            );
+        Ok((
+            self.attr(ino)?,
+            Opened {
+                fh,
+                keep_cache: false,
+            },
+        ))
     }
-    pub async fn mkdir(&self, _parent: Ino, _name: &str) -> VfsResult<Attr> {
-        Err(NOT_YET)
+
+    /// Uploads a staged file if it changed since its last upload.
+    async fn upload(&self, ino: Ino, st: &Arc<Staged>) -> VfsResult<()> {
+        let _u = st.upload_lock.lock().await;
+        let snap = st.snapshot();
+        if !snap.dirty() {
+            return Ok(());
+        }
+        let (area, path, linked) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            let linked = n.linked;
+            match t.path(ino) {
+                Some((a, p)) => (a, p, linked),
+                None => return Ok(()),
+            }
+        };
+        if !linked {
+            // Deleted while open: nothing to upload.
+            let mut s = st.state();
+            s.uploaded = snap.version;
+            return Ok(());
+        }
+        let s2 = st.clone();
+        write::blocking(move || s2.file.sync_data()).await?;
+        let cond = if snap.exists_remote {
+            match &snap.base {
+                Some(e) => PutCondition::IfMatch(e.clone()),
+                None => PutCondition::None,
+            }
+        } else {
+            PutCondition::IfNoneMatch
+        };
+        st.state().uploading = true;
+        tracing::debug!(path = %path, size = snap.size, ?cond, "uploading");
+        let res = self
+            .remote(area)
+            .put(
+                &path,
+                PutBody::File {
+                    path: st.path.clone(),
+                    len: snap.size,
+                },
+                cond,
+            )
+            .await;
+        match res {
+            Ok(out) => {
+                {
+                    let mut s = st.state();
+                    s.uploading = false;
+                    s.base = out.etag.clone();
+                    s.exists_remote = true;
+                    s.uploaded = snap.version;
+                    s.error = None;
+                }
+                {
+                    let mut t = self.tree();
+                    if let Some(n) = t.get_mut(ino) {
+                        n.pending_create = false;
+                        n.etag = out.etag.clone();
+                        n.size = snap.size;
+                    }
+                }
+                let rec = EntryRecord {
+                    name: path.name().to_string(),
+                    kind: EntryKind::File,
+                    size: snap.size,
+                    mtime: Some(now()),
+                    etag: out.etag,
+                };
+                meta_op(&self.meta, move |m| m.upsert_entry(area, &path, &rec)).await?;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(path = %path, error = %e, "upload failed; the file stays dirty in the cache");
+                {
+                    let mut s = st.state();
+                    s.uploading = false;
+                    s.error = Some(e.to_string());
+                }
+                Err(match e {
+                    RemoteError::PreconditionFailed { .. } => VfsError::Changed(format!(
+                        "{path} was changed on the server by someone else; your version is kept locally"
+                    )),
+                    e => e.into(),
+                })
+            }
+        }
     }
-    pub async fn unlink(&self, _parent: Ino, _name: &str) -> VfsResult<()> {
-        Err(NOT_YET)
+
+    /// Drops the staging of a node that has no writer and no pending changes, moving its
+    /// content into the block cache as the uploaded version.
+    fn unstage_if_idle(&self, ino: Ino) {
+        let mut t = self.tree();
+        let Some(n) = t.get_mut(ino) else {
+            return;
+        };
+        let Some(st) = n.staged.clone() else {
+            return;
+        };
+        let s = st.snapshot();
+        if s.writers > 0 || s.dirty() || s.uploading {
+            return;
+        }
+        n.staged = None;
+        let key = match (t.path(ino), s.base.clone()) {
+            (Some((area, path)), Some(etag)) => Some(ObjectKey {
+                area,
+                path,
+                etag,
+                size: s.size,
+            }),
+            _ => None,
+        };
+        t.maybe_drop(ino);
+        drop(t);
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(key) = key {
+                if let Err(e) = cache.adopt(&key, &st.path) {
+                    tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
+                }
+            }
+            let _ = std::fs::remove_file(&st.path);
+        });
     }
-    pub async fn rmdir(&self, _parent: Ino, _name: &str) -> VfsResult<()> {
-        Err(NOT_YET)
+
+    pub async fn flush(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        let write = {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            h.get(&fh).ok_or(VfsError::BadHandle)?.write
+        };
+        if !write {
+            return Ok(());
+        }
+        let st = self.tree().get(ino).and_then(|n| n.staged.clone());
+        match st {
+            Some(st) => self.upload(ino, &st).await,
+            None => Ok(()),
+        }
     }
+
+    pub async fn fsync(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        self.flush(ino, fh).await
+    }
+
+    pub async fn release(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        let h = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh)
+            .ok_or(VfsError::BadHandle)?;
+        let staged = {
+            let mut t = self.tree();
+            let st = t.get(ino).and_then(|n| n.staged.clone());
+            if let Some(n) = t.get_mut(ino) {
+                n.open_handles = n.open_handles.saturating_sub(1);
+            }
+            st
+        };
+        let mut result = Ok(());
+        if h.write {
+            if let Some(st) = staged {
+                let last = {
+                    let mut s = st.state();
+                    s.writers = s.writers.saturating_sub(1);
+                    s.writers == 0
+                };
+                if last {
+                    result = self.upload(ino, &st).await;
+                }
+            }
+            self.unstage_if_idle(ino);
+        }
+        self.tree().maybe_drop(ino);
+        result
+    }
+
+    pub async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
+        let area = self.check_writable(parent)?;
+        self.ensure_listed(parent).await?;
+        let (ino, path, pending) = {
+            let t = self.tree();
+            let ino = t.child(parent, name).ok_or(VfsError::NotFound)?;
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir {
+                return Err(VfsError::IsDir);
+            }
+            (
+                ino,
+                t.path(ino).ok_or(VfsError::NotFound)?.1,
+                n.pending_create,
+            )
+        };
+        if !pending {
+            match self.remote(area).delete(&path).await {
+                Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        {
+            let mut t = self.tree();
+            t.unlink(parent, name);
+            // A staged copy nobody writes any more has nothing left to upload.
+            if let Some(n) = t.get_mut(ino) {
+                if let Some(st) = n.staged.clone() {
+                    let mut s = st.state();
+                    s.uploaded = s.version;
+                }
+            }
+        }
+        self.unstage_if_idle(ino);
+        self.forget_remote_path(area, path).await
+    }
+
     pub async fn rename(
         &self,
-        _parent: Ino,
-        _name: &str,
-        _new_parent: Ino,
-        _new_name: &str,
-        _flags: RenameFlags,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        flags: RenameFlags,
     ) -> VfsResult<()> {
-        Err(NOT_YET)
+        if flags.exchange {
+            return Err(VfsError::Invalid(
+                "RENAME_EXCHANGE is not supported over WebDAV",
+            ));
+        }
+        check_name(new_name)?;
+        let area = self.check_writable(parent)?;
+        let new_area = self.check_writable(new_parent)?;
+        if area != new_area {
+            return Err(VfsError::CrossDevice);
+        }
+        self.ensure_listed(parent).await?;
+        self.ensure_listed(new_parent).await?;
+        let (src, dst) = {
+            let t = self.tree();
+            let src = t.child(parent, name).ok_or(VfsError::NotFound)?;
+            (src, t.child(new_parent, new_name))
+        };
+        if dst == Some(src) {
+            return Ok(());
+        }
+        let (src_kind, src_pending) = {
+            let t = self.tree();
+            let n = t.get(src).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir && t.is_within(new_parent, src) {
+                return Err(VfsError::Invalid("cannot move a directory into itself"));
+            }
+            (n.kind, n.pending_create)
+        };
+        let mut dst_on_server = false;
+        let mut dst_etag = None;
+        if let Some(d) = dst {
+            if flags.noreplace {
+                return Err(VfsError::Exists);
+            }
+            let (dkind, dpending, detag) = {
+                let t = self.tree();
+                let n = t.get(d).ok_or(VfsError::NotFound)?;
+                (n.kind, n.pending_create, n.etag.clone())
+            };
+            match (src_kind, dkind) {
+                (FileKind::Dir, FileKind::File) => return Err(VfsError::NotDir),
+                (FileKind::File, FileKind::Dir) => return Err(VfsError::IsDir),
+                (FileKind::Dir, FileKind::Dir) => {
+                    self.ensure_listed(d).await?;
+                    let t = self.tree();
+                    if t.get(d)
+                        .and_then(|n| n.dir.as_ref())
+                        .is_some_and(|dd| !dd.children.is_empty())
+                    {
+                        return Err(VfsError::NotEmpty);
+                    }
+                }
+                _ => {}
+            }
+            dst_on_server = !dpending;
+            dst_etag = detag;
+        }
+        let from = self.node_path(src)?.1;
+        let to = self.node_path(new_parent)?.1.join(new_name)?;
+        if src_pending {
+            // Not on the server yet: a local rename; the upload goes to the new name, over
+            // whatever the server has there.
+            if let Some(st) = self.tree().get(src).and_then(|n| n.staged.clone()) {
+                let mut s = st.state();
+                if dst_on_server {
+                    s.exists_remote = true;
+                    s.base = dst_etag.clone();
+                }
+            }
+            if dst_on_server {
+                let mut t = self.tree();
+                if let Some(n) = t.get_mut(src) {
+                    n.pending_create = false;
+                }
+            }
+        } else {
+            self.remote(area)
+                .rename(&from, &to, dst.is_some())
+                .await
+                .map_err(|e| match e {
+                    RemoteError::AlreadyExists { .. } => VfsError::Exists,
+                    e => e.into(),
+                })?;
+        }
+        {
+            let mut t = self.tree();
+            t.rename(src, new_parent, new_name);
+        }
+        let (f2, t2) = (from.clone(), to.clone());
+        meta_op(&self.meta, move |m| m.rename_entry(area, &f2, &t2)).await?;
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || cache.rename_path(area, &from, &to))
+            .await
+            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(())
     }
-    pub async fn flush(&self, _ino: Ino, _fh: u64) -> VfsResult<()> {
-        Err(NOT_YET)
-    }
-    pub async fn fsync(&self, _ino: Ino, _fh: u64) -> VfsResult<()> {
-        Err(NOT_YET)
-    }
-    pub async fn release(&self, _ino: Ino, _fh: u64) -> VfsResult<()> {
-        Err(NOT_YET)
-    }
+
     pub async fn statfs(&self) -> VfsResult<FsStats> {
-        Err(NOT_YET)
+        let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        let quota = match cached {
+            Some((at, q)) if at.elapsed() < QUOTA_TTL => q,
+            _ => match self.areas[0].remote.quota().await {
+                Ok(q) => {
+                    *self.quota.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now(), q));
+                    q
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "quota unavailable");
+                    cached.map(|(_, q)| q).unwrap_or_default()
+                }
+            },
+        };
+        const BS: u64 = 4096;
+        let (total, avail) = match (quota.used, quota.available) {
+            (Some(u), Some(a)) => (u + a, a),
+            (None, Some(a)) => (a, a),
+            // Unknown: a large, honest-looking number rather than "full".
+            _ => (1 << 50, 1 << 50),
+        };
+        Ok(FsStats {
+            block_size: BS as u32,
+            blocks: total / BS,
+            blocks_free: avail / BS,
+            blocks_avail: avail / BS,
+            files: 1 << 32,
+            files_free: 1 << 31,
+            name_max: crate::remote::path::NAME_MAX as u32,
+        })
     }
-    pub async fn getxattr(&self, _ino: Ino, _name: &str) -> VfsResult<Vec<u8>> {
-        Err(NOT_YET)
+
+    /// The state of a file, as shown in `user.cloudmount.state`.
+    pub fn state_of(&self, ino: Ino) -> VfsResult<&'static str> {
+        let (staged, key) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir {
+                return Ok("online");
+            }
+            let key = t.path(ino).map(|(a, p)| (a, p, version_of(n).0));
+            (n.staged.clone(), key)
+        };
+        if let Some(st) = staged {
+            let s = st.snapshot();
+            return Ok(if s.uploading {
+                "uploading"
+            } else if s.error.is_some() && s.dirty() {
+                "error"
+            } else if s.dirty() {
+                "dirty"
+            } else {
+                "cached"
+            });
+        }
+        let Some((area, path, etag)) = key else {
+            return Ok("online");
+        };
+        Ok(match self.cache.existing(area, &path)? {
+            Some(o) if o.key().etag == etag => match o.state() {
+                ObjectState::Cached => "cached",
+                ObjectState::Partial => "partial",
+                ObjectState::Online => "online",
+            },
+            _ => "online",
+        })
     }
-    pub async fn listxattr(&self, _ino: Ino) -> VfsResult<Vec<String>> {
-        Err(NOT_YET)
+
+    pub async fn getxattr(&self, ino: Ino, name: &str) -> VfsResult<Vec<u8>> {
+        if name != STATE_XATTR {
+            return Err(VfsError::NoAttr);
+        }
+        Ok(self.state_of(ino)?.as_bytes().to_vec())
     }
+
+    pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
+        self.attr(ino)?;
+        Ok(vec![STATE_XATTR.to_string()])
+    }
+
     /// Finishes uploads in flight and persists state; called once at unmount.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        let staged = self.tree().staged_nodes();
+        for (ino, st) in staged {
+            if let Err(e) = self.upload(ino, &st).await {
+                tracing::error!(error = %e, file = %st.path.display(), "upload at unmount failed; the changed file is kept in the cache's recovered/ folder");
+            }
+        }
+        if let Err(e) = self.cache.flush() {
+            tracing::warn!(error = %e, "cache flush at unmount failed");
+        }
+    }
+
+    /// Area name of an area id (for logs).
+    pub fn area_name(&self, area: AreaId) -> &str {
+        &self.areas[area as usize].name
+    }
+
+    /// Number of inodes in memory (for tests and status).
+    pub fn inode_count(&self) -> usize {
+        self.tree().len()
+    }
 }

@@ -1,0 +1,286 @@
+//! Dirty files: the durable records of the upload queue.
+//!
+//! A record says "the content of `(area, path)` is the staging file `staging` (relative to the
+//! cache dir), based on the server version `base_etag`, not yet uploaded". There is at most one
+//! record per path.
+//!
+//! **An id names one (path, content) pair and is never reused.** Rewriting a dirty file
+//! ([`MetaStore::insert_dirty`] again) or renaming it ([`MetaStore::update_dirty_path`]) gives
+//! the record a new id; only state changes keep it. An uploader that finishes the upload of id
+//! N therefore calls [`MetaStore::remove_dirty`]`(N)`, which removes nothing if the file was
+//! rewritten or renamed meanwhile: the newer record stays queued and is uploaded in its turn.
+//! Nothing closed is ever dropped by a stale upload.
+//!
+//! Every write here is committed with `synchronous=FULL` (see the module docs of
+//! [`crate::meta`]): when the call returns, the record survives a power cut.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use rusqlite::{params, Transaction};
+
+use super::{
+    descendant_bounds, etag_from_sql, ns_to_time, path_from_sql, time_to_ns, u64_from_sql,
+    u64_to_sql, AreaId, MetaError, MetaStore,
+};
+use crate::remote::{ETag, RemotePath};
+
+/// Where a dirty file is in its upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirtyState {
+    /// Waiting for an upload.
+    Pending,
+    /// An upload is in flight.
+    Uploading,
+    /// The last attempt failed; the reason, for `status`.
+    Error(String),
+    /// The server copy changed meanwhile; a conflict copy was made.
+    Conflict,
+}
+
+/// One dirty file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyRecord {
+    pub id: i64,
+    pub area: AreaId,
+    pub path: RemotePath,
+    /// The staged content, relative to the cache dir.
+    pub staging: PathBuf,
+    /// The server version the change is based on (`None` for a new file).
+    pub base_etag: Option<ETag>,
+    pub size: u64,
+    pub state: DirtyState,
+    pub updated_at: SystemTime,
+}
+
+/// What [`MetaStore::update_dirty_path`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirtyRename {
+    /// The moved records, under their new paths and new ids.
+    pub moved: Vec<DirtyRecord>,
+    /// Records that were at or below the target and are now removed (their content was
+    /// replaced by the rename): the caller deletes their staging files.
+    pub displaced: Vec<DirtyRecord>,
+}
+
+const COLUMNS: &str = "id, area, path, staging, base_etag, size, state, error, updated_at_ns";
+
+fn state_to_sql(s: &DirtyState) -> (i64, Option<&str>) {
+    match s {
+        DirtyState::Pending => (0, None),
+        DirtyState::Uploading => (1, None),
+        DirtyState::Error(e) => (2, Some(e.as_str())),
+        DirtyState::Conflict => (3, None),
+    }
+}
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> Result<DirtyRecord, MetaError> {
+    let staging: Vec<u8> = r.get(3)?;
+    let state = match (r.get::<_, i64>(6)?, r.get::<_, Option<String>>(7)?) {
+        (0, _) => DirtyState::Pending,
+        (1, _) => DirtyState::Uploading,
+        (2, e) => DirtyState::Error(e.unwrap_or_default()),
+        (3, _) => DirtyState::Conflict,
+        (s, _) => return Err(MetaError::Corrupt(format!("dirty state {s}"))),
+    };
+    let staging = PathBuf::from(OsStr::from_bytes(&staging));
+    check_staging(&staging)
+        .map_err(|_| MetaError::Corrupt(format!("staging path {}", staging.display())))?;
+    Ok(DirtyRecord {
+        id: r.get(0)?,
+        area: r.get(1)?,
+        path: path_from_sql(r.get(2)?)?,
+        staging,
+        base_etag: etag_from_sql(r.get(4)?)?,
+        size: u64_from_sql(r.get(5)?, "dirty size")?,
+        state,
+        updated_at: ns_to_time(r.get(8)?),
+    })
+}
+
+fn check_staging(p: &Path) -> Result<(), MetaError> {
+    let ok = !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::InvalidStaging {
+            path: p.to_path_buf(),
+        })
+    }
+}
+
+fn select_where(
+    tx: &Transaction<'_>,
+    cond: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<DirtyRecord>, MetaError> {
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM dirty WHERE {cond} ORDER BY id"
+    ))?;
+    let mut rows = st.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(record_from_row(r)?);
+    }
+    Ok(out)
+}
+
+/// The records at or below `path`.
+fn select_subtree(
+    tx: &Transaction<'_>,
+    area: AreaId,
+    path: &RemotePath,
+) -> Result<Vec<DirtyRecord>, MetaError> {
+    if path.is_root() {
+        return select_where(tx, "area = ?1", params![area]);
+    }
+    let (lo, hi) = descendant_bounds(path.as_str());
+    select_where(
+        tx,
+        "area = ?1 AND (path = ?2 OR (path >= ?3 AND path < ?4))",
+        params![area, path.as_str(), lo, hi],
+    )
+}
+
+fn insert_row(tx: &Transaction<'_>, r: &DirtyRecord) -> Result<i64, MetaError> {
+    let (state, error) = state_to_sql(&r.state);
+    tx.prepare_cached(
+        "INSERT INTO dirty (area, path, staging, base_etag, size, state, error, updated_at_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        r.area,
+        r.path.as_str(),
+        r.staging.as_os_str().as_bytes(),
+        r.base_etag.as_ref().map(|t| t.header_value()),
+        u64_to_sql(r.size)?,
+        state,
+        error,
+        time_to_ns(r.updated_at),
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn delete_id(tx: &Transaction<'_>, id: i64) -> Result<usize, MetaError> {
+    Ok(tx
+        .prepare_cached("DELETE FROM dirty WHERE id = ?1")?
+        .execute(params![id])?)
+}
+
+impl MetaStore {
+    /// Records that `path` is dirty with the content staged at `staging` (relative to the cache
+    /// dir), state [`DirtyState::Pending`]. Replaces any record of the same path; returns the new
+    /// record and the replaced one (whose staging file the caller may now delete, if it differs).
+    pub fn insert_dirty(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        staging: &Path,
+        base_etag: Option<&ETag>,
+        size: u64,
+    ) -> Result<(DirtyRecord, Option<DirtyRecord>), MetaError> {
+        check_staging(staging)?;
+        let mut rec = DirtyRecord {
+            id: 0,
+            area,
+            path: path.clone(),
+            staging: staging.to_path_buf(),
+            base_etag: base_etag.cloned(),
+            size,
+            state: DirtyState::Pending,
+            updated_at: SystemTime::now(),
+        };
+        self.durable(|tx| {
+            let old =
+                select_where(tx, "area = ?1 AND path = ?2", params![area, path.as_str()])?.pop();
+            if let Some(o) = &old {
+                delete_id(tx, o.id)?;
+            }
+            rec.id = insert_row(tx, &rec)?;
+            Ok((rec, old))
+        })
+    }
+
+    /// Moves the dirty records at or below `from` to the same place below `to` (a file or
+    /// directory rename), giving them new ids. Records at or below `to` are removed first and
+    /// returned in [`DirtyRename::displaced`].
+    pub fn update_dirty_path(
+        &self,
+        area: AreaId,
+        from: &RemotePath,
+        to: &RemotePath,
+    ) -> Result<DirtyRename, MetaError> {
+        super::check_rename(from, to)?;
+        if from == to {
+            return Ok(DirtyRename::default());
+        }
+        self.durable(|tx| {
+            let displaced = select_subtree(tx, area, to)?;
+            for d in &displaced {
+                delete_id(tx, d.id)?;
+            }
+            let mut moved = select_subtree(tx, area, from)?;
+            let now = SystemTime::now();
+            for m in &mut moved {
+                delete_id(tx, m.id)?;
+                let rest = &m.path.as_str()[from.as_str().len()..];
+                let new = format!("{}{rest}", to.as_str());
+                m.path = path_from_sql(new)?;
+                m.updated_at = now;
+                m.id = insert_row(tx, m)?;
+            }
+            Ok(DirtyRename { moved, displaced })
+        })
+    }
+
+    /// Sets the state of record `id`; false if there is no such record (rewritten, renamed or
+    /// removed meanwhile).
+    pub fn set_dirty_state(&self, id: i64, state: &DirtyState) -> Result<bool, MetaError> {
+        let (s, error) = state_to_sql(state);
+        let now = time_to_ns(SystemTime::now());
+        self.durable(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE dirty SET state = ?2, error = ?3, updated_at_ns = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, s, error, now])?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Removes record `id` and returns it; `None` if it no longer exists (the file was
+    /// rewritten or renamed since this id was read: the newer record stays queued).
+    pub fn remove_dirty(&self, id: i64) -> Result<Option<DirtyRecord>, MetaError> {
+        self.durable(|tx| {
+            let rec = select_where(tx, "id = ?1", params![id])?.pop();
+            if rec.is_some() {
+                delete_id(tx, id)?;
+            }
+            Ok(rec)
+        })
+    }
+
+    /// All dirty records, oldest id first.
+    pub fn list_dirty(&self) -> Result<Vec<DirtyRecord>, MetaError> {
+        self.tx(|tx| select_where(tx, "1", params![]))
+    }
+
+    /// The dirty record of `path`, if any (for the file's state).
+    pub fn dirty_for(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+    ) -> Result<Option<DirtyRecord>, MetaError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM dirty WHERE area = ?1 AND path = ?2"
+        ))?;
+        let mut rows = st.query(params![area, path.as_str()])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(record_from_row(r)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The SQLite schema of `meta.db` and its migrations.
+//!
+//! The version lives in `PRAGMA user_version`; `PRAGMA application_id` marks the file as ours.
+//! [`migrate`] runs in one exclusive transaction: it creates the schema in an empty file, brings
+//! an older one up to [`SCHEMA_VERSION`] step by step, and refuses a newer one or a foreign
+//! database with a clear error (nothing is written then).
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::MetaError;
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
+pub const APPLICATION_ID: i64 = 0x436c_4d74;
+
+/// Version 1. Paths are `RemotePath` strings (`a/b/c`, `""` for the area root). Times are
+/// nanoseconds since the Unix epoch (negative before it) unless named otherwise.
+const V1: &str = r#"
+-- The remote tree as last seen. `parent` is NULL only for the area root ('').
+CREATE TABLE entries (
+    area      INTEGER NOT NULL,
+    path      TEXT    NOT NULL,
+    parent    TEXT,
+    name      TEXT    NOT NULL,
+    kind      INTEGER NOT NULL CHECK (kind IN (0, 1)),   -- 0 file, 1 directory
+    size      INTEGER NOT NULL CHECK (size >= 0),
+    mtime_ns  INTEGER,
+    etag      TEXT,                                      -- ETag::header_value()
+    PRIMARY KEY (area, path)
+) WITHOUT ROWID;
+CREATE INDEX entries_by_parent ON entries (area, parent, name);
+
+-- Directories whose children were listed, and when (0 = invalidated).
+CREATE TABLE listings (
+    area          INTEGER NOT NULL,
+    path          TEXT    NOT NULL,
+    listed_at_ns  INTEGER NOT NULL,
+    PRIMARY KEY (area, path)
+) WITHOUT ROWID;
+
+-- mtimes set by the user (utimens), which WebDAV cannot store.
+CREATE TABLE local_mtimes (
+    area      INTEGER NOT NULL,
+    path      TEXT    NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    PRIMARY KEY (area, path)
+) WITHOUT ROWID;
+
+-- Files with local changes not yet uploaded (the upload queue). Ids are never reused.
+CREATE TABLE dirty (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    area           INTEGER NOT NULL,
+    path           TEXT    NOT NULL,
+    staging        BLOB    NOT NULL,                     -- relative to the cache dir, raw bytes
+    base_etag      TEXT,
+    size           INTEGER NOT NULL CHECK (size >= 0),
+    state          INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3)),
+    error          TEXT,
+    updated_at_ns  INTEGER NOT NULL,
+    UNIQUE (area, path)
+);
+
+-- Block cache objects: one sparse file per (area, path, etag). Ids are never reused, so a
+-- late update for a dropped object can never land on a newer one.
+CREATE TABLE objects (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    area           INTEGER NOT NULL,
+    path           TEXT    NOT NULL,
+    etag           TEXT    NOT NULL,
+    size           INTEGER NOT NULL CHECK (size >= 0),
+    block_size     INTEGER NOT NULL CHECK (block_size > 0),
+    file           TEXT    NOT NULL UNIQUE,              -- name under objects/<2 hex>/
+    present        BLOB    NOT NULL,                     -- bitmap, bit i = block i, LSB first
+    present_bytes  INTEGER NOT NULL CHECK (present_bytes >= 0),
+    last_access    INTEGER NOT NULL,                     -- LRU clock, milliseconds
+    UNIQUE (area, path)
+);
+CREATE INDEX objects_lru ON objects (last_access, id);
+
+-- Pinned paths (files or directories: a pin covers everything below).
+CREATE TABLE pins (
+    area  INTEGER NOT NULL,
+    path  TEXT    NOT NULL,
+    PRIMARY KEY (area, path)
+) WITHOUT ROWID;
+"#;
+
+/// Steps from version N to N+1, indexed by N-1. Empty while only version 1 exists.
+const MIGRATIONS: &[&str] = &[];
+
+/// Creates, migrates or checks the schema, in one exclusive transaction.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let app: i64 = tx.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if app == 0 && version == 0 {
+        let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables != 0 {
+            return Err(MetaError::NotOurs {
+                path: path.to_path_buf(),
+                application_id: app,
+            });
+        }
+        tx.execute_batch(V1)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
+        tracing::debug!(path = %path.display(), "created metadata schema v{SCHEMA_VERSION}");
+        return Ok(());
+    }
+    if app != APPLICATION_ID {
+        return Err(MetaError::NotOurs {
+            path: path.to_path_buf(),
+            application_id: app,
+        });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(MetaError::NewerSchema {
+            path: path.to_path_buf(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        return Err(MetaError::Corrupt(format!(
+            "{}: schema version {version} is invalid",
+            path.display()
+        )));
+    }
+    let mut v = version;
+    while v < SCHEMA_VERSION {
+        let step = MIGRATIONS
+            .get((v - 1) as usize)
+            .expect("a migration exists for every older version");
+        tx.execute_batch(step)?;
+        v += 1;
+        tracing::info!(path = %path.display(), "migrated metadata schema to v{v}");
+    }
+    if v != version {
+        tx.pragma_update(None, "user_version", v)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,562 @@
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+
+fn p(s: &str) -> RemotePath {
+    RemotePath::new(s).unwrap()
+}
+
+fn file(name: &str, size: u64, etag: &str) -> EntryRecord {
+    EntryRecord {
+        name: name.into(),
+        kind: EntryKind::File,
+        size,
+        mtime: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789)),
+        etag: ETag::parse(etag),
+    }
+}
+
+fn dir(name: &str) -> EntryRecord {
+    EntryRecord {
+        name: name.into(),
+        kind: EntryKind::Dir,
+        size: 0,
+        mtime: None,
+        etag: None,
+    }
+}
+
+fn names(m: &MetaStore, area: AreaId, d: &str) -> Vec<String> {
+    m.load_listing(area, &p(d))
+        .unwrap()
+        .map(|(_, v)| v.into_iter().map(|e| e.name).collect())
+        .unwrap_or_default()
+}
+
+fn t(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+const ODD: &[&str] = &[
+    "a",
+    "ab",
+    "a b",
+    "a0",
+    "a.",
+    "a-",
+    "100%",
+    "under_score",
+    "it's",
+    "\"q\"",
+    "é",
+    "e\u{301}",
+    "😀 emoji",
+    "中文",
+    "%_%",
+];
+
+#[test]
+fn listing_round_trip_with_odd_names() {
+    let m = MetaStore::open_in_memory().unwrap();
+    assert!(m.load_listing(0, &RemotePath::root()).unwrap().is_none());
+    let mut entries: Vec<EntryRecord> = ODD.iter().map(|n| file(n, 7, "\"x\"")).collect();
+    entries.push(dir("sub dir"));
+    m.save_listing(0, &RemotePath::root(), t(100), &entries)
+        .unwrap();
+    let (at, got) = m.load_listing(0, &RemotePath::root()).unwrap().unwrap();
+    assert_eq!(at, t(100));
+    let mut want = entries.clone();
+    want.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    assert_eq!(got, want);
+    // Each entry is reachable by path, with the exact stored values.
+    for e in &entries {
+        assert_eq!(m.get_entry(0, &p(&e.name)).unwrap().as_ref(), Some(e));
+    }
+    // Another area is separate.
+    assert!(m.load_listing(1, &RemotePath::root()).unwrap().is_none());
+    assert!(m.get_entry(1, &p("a")).unwrap().is_none());
+}
+
+#[test]
+fn bad_names_are_refused() {
+    let m = MetaStore::open_in_memory().unwrap();
+    for bad in ["", "a/b", ".", ".."] {
+        let r = m.save_listing(0, &RemotePath::root(), t(1), &[file(bad, 1, "x")]);
+        assert!(matches!(r, Err(MetaError::InvalidName { .. })), "{bad:?}");
+    }
+}
+
+/// Builds `prefix/{a,ab,a b,a0,a.}/{x, y/z}` with listings and local mtimes everywhere.
+fn populate(m: &MetaStore, area: AreaId) {
+    let names: Vec<&str> = ["a", "ab", "a b", "a0", "a."].to_vec();
+    let top: Vec<EntryRecord> = names.iter().map(|n| dir(n)).collect();
+    m.save_listing(area, &RemotePath::root(), t(1), &top)
+        .unwrap();
+    for n in &names {
+        m.save_listing(area, &p(n), t(2), &[file("x", 1, "e1"), dir("y")])
+            .unwrap();
+        m.save_listing(area, &p(&format!("{n}/y")), t(3), &[file("z", 2, "e2")])
+            .unwrap();
+        m.set_local_mtime(area, &p(&format!("{n}/y/z")), Some(t(42)))
+            .unwrap();
+        m.set_local_mtime(area, &p(n), Some(t(43))).unwrap();
+    }
+}
+
+fn all_paths(m: &MetaStore, area: AreaId) -> Vec<String> {
+    let conn = m.lock();
+    let mut st = conn
+        .prepare("SELECT path FROM entries WHERE area = ?1 ORDER BY path")
+        .unwrap();
+    let v = st
+        .query_map([area], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    v
+}
+
+fn table_paths(m: &MetaStore, table: &str, area: AreaId) -> Vec<String> {
+    let conn = m.lock();
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT path FROM {table} WHERE area = ?1 ORDER BY path"
+        ))
+        .unwrap();
+    let v = st
+        .query_map([area], |r| r.get::<_, String>(0))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    v
+}
+
+#[test]
+fn remove_subtree_spares_prefix_siblings() {
+    let m = MetaStore::open_in_memory().unwrap();
+    populate(&m, 0);
+    populate(&m, 1);
+    m.remove_entry(0, &p("a")).unwrap();
+    for path in all_paths(&m, 0) {
+        assert!(path != "a" && !path.starts_with("a/"), "{path} survived");
+    }
+    for sib in ["ab", "a b", "a0", "a."] {
+        assert_eq!(names(&m, 0, sib), vec!["x", "y"], "{sib}");
+        assert_eq!(names(&m, 0, &format!("{sib}/y")), vec!["z"]);
+        assert_eq!(
+            m.local_mtime(0, &p(&format!("{sib}/y/z"))).unwrap(),
+            Some(t(42))
+        );
+    }
+    assert!(m.load_listing(0, &p("a")).unwrap().is_none());
+    assert!(m.load_listing(0, &p("a/y")).unwrap().is_none());
+    assert_eq!(m.local_mtime(0, &p("a/y/z")).unwrap(), None);
+    assert_eq!(m.local_mtime(0, &p("a")).unwrap(), None);
+    // The other area is untouched.
+    assert_eq!(all_paths(&m, 1).len(), 5 * 4);
+    // The root: everything of the area goes.
+    m.remove_entry(0, &RemotePath::root()).unwrap();
+    assert!(all_paths(&m, 0).is_empty());
+    assert!(table_paths(&m, "listings", 0).is_empty());
+    assert!(table_paths(&m, "local_mtimes", 0).is_empty());
+    assert_eq!(all_paths(&m, 1).len(), 5 * 4);
+}
+
+#[test]
+fn save_listing_drops_vanished_children_with_subtrees() {
+    let m = MetaStore::open_in_memory().unwrap();
+    populate(&m, 0);
+    // `a` vanished, `ab` became a file, the rest stays.
+    m.save_listing(
+        0,
+        &RemotePath::root(),
+        t(10),
+        &[file("ab", 5, "new"), dir("a b"), dir("a0"), dir("a.")],
+    )
+    .unwrap();
+    assert_eq!(names(&m, 0, ""), vec!["a b", "a.", "a0", "ab"]);
+    assert!(m.get_entry(0, &p("a/x")).unwrap().is_none());
+    assert!(m.load_listing(0, &p("a")).unwrap().is_none());
+    assert_eq!(m.local_mtime(0, &p("a")).unwrap(), None);
+    // `ab` is a file now: nothing below it, its listing gone, its own local mtime kept.
+    assert!(m.get_entry(0, &p("ab/x")).unwrap().is_none());
+    assert!(m.load_listing(0, &p("ab")).unwrap().is_none());
+    assert_eq!(m.local_mtime(0, &p("ab/y/z")).unwrap(), None);
+    assert_eq!(m.local_mtime(0, &p("ab")).unwrap(), Some(t(43)));
+    assert_eq!(m.get_entry(0, &p("ab")).unwrap().unwrap().size, 5);
+    // Directories that stayed keep their subtrees.
+    for sib in ["a b", "a0", "a."] {
+        assert_eq!(names(&m, 0, &format!("{sib}/y")), vec!["z"]);
+    }
+}
+
+#[test]
+fn entries_added_after_a_listing_appear_in_it() {
+    let m = MetaStore::open_in_memory().unwrap();
+    m.save_listing(0, &p("d"), t(1), &[file("old", 1, "a")])
+        .unwrap();
+    m.upsert_entry(0, &p("d/new"), &file("ignored", 3, "b"))
+        .unwrap();
+    assert_eq!(names(&m, 0, "d"), vec!["new", "old"]);
+    assert_eq!(m.get_entry(0, &p("d/new")).unwrap().unwrap().name, "new");
+    // Without a listing of the parent, the entry is stored but no listing appears.
+    m.upsert_entry(0, &p("e/f/g"), &file("g", 1, "c")).unwrap();
+    assert!(m.get_entry(0, &p("e/f/g")).unwrap().is_some());
+    assert!(m.load_listing(0, &p("e/f")).unwrap().is_none());
+    // The root entry can be stored, and is nobody's child.
+    m.upsert_entry(0, &RemotePath::root(), &dir("")).unwrap();
+    assert_eq!(
+        m.get_entry(0, &RemotePath::root()).unwrap().unwrap().kind,
+        EntryKind::Dir
+    );
+    m.save_listing(0, &RemotePath::root(), t(1), &[dir("d")])
+        .unwrap();
+    assert_eq!(names(&m, 0, ""), vec!["d"]);
+}
+
+#[test]
+fn upserting_a_file_over_a_directory_drops_its_subtree() {
+    let m = MetaStore::open_in_memory().unwrap();
+    populate(&m, 0);
+    m.upsert_entry(0, &p("a"), &file("a", 1, "f")).unwrap();
+    assert!(m.get_entry(0, &p("a/x")).unwrap().is_none());
+    assert!(m.load_listing(0, &p("a")).unwrap().is_none());
+    assert_eq!(names(&m, 0, "ab"), vec!["x", "y"]);
+}
+
+#[test]
+fn invalidate_keeps_children_but_forces_revalidation() {
+    let m = MetaStore::open_in_memory().unwrap();
+    m.save_listing(0, &p("d"), t(1000), &[file("f", 1, "a")])
+        .unwrap();
+    m.invalidate_listing(0, &p("d")).unwrap();
+    let (at, v) = m.load_listing(0, &p("d")).unwrap().unwrap();
+    assert_eq!(at, UNIX_EPOCH);
+    assert_eq!(v.len(), 1);
+    // Invalidating a directory never listed creates nothing.
+    m.invalidate_listing(0, &p("nope")).unwrap();
+    assert!(m.load_listing(0, &p("nope")).unwrap().is_none());
+}
+
+#[test]
+fn rename_moves_subtree_listings_and_local_mtimes() {
+    let m = MetaStore::open_in_memory().unwrap();
+    populate(&m, 0);
+    m.rename_entry(0, &p("a"), &p("ab")).unwrap(); // replaces `ab`
+    assert_eq!(names(&m, 0, ""), vec!["a b", "a.", "a0", "ab"]);
+    assert_eq!(names(&m, 0, "ab"), vec!["x", "y"]);
+    assert_eq!(names(&m, 0, "ab/y"), vec!["z"]);
+    assert_eq!(m.local_mtime(0, &p("ab/y/z")).unwrap(), Some(t(42)));
+    assert!(m.load_listing(0, &p("a")).unwrap().is_none());
+    for path in all_paths(&m, 0) {
+        assert!(path != "a" && !path.starts_with("a/"), "{path}");
+    }
+    // Parents and names were rewritten, so listings agree with paths.
+    let e = m.get_entry(0, &p("ab/y/z")).unwrap().unwrap();
+    assert_eq!(e.name, "z");
+    // Into another directory, with unicode in both names (substr counts characters).
+    m.save_listing(0, &p("ü/ñ"), t(5), &[dir("😀"), file("f", 1, "x")])
+        .unwrap();
+    m.save_listing(0, &p("ü/ñ/😀"), t(5), &[file("g", 2, "y")])
+        .unwrap();
+    m.rename_entry(0, &p("ü/ñ"), &p("a b/中文")).unwrap();
+    assert_eq!(names(&m, 0, "a b/中文"), vec!["f", "😀"]);
+    assert_eq!(names(&m, 0, "a b/中文/😀"), vec!["g"]);
+    assert!(m.get_entry(0, &p("a b/中文/😀/g")).unwrap().is_some());
+    assert!(m.load_listing(0, &p("ü/ñ")).unwrap().is_none());
+    // Renaming a file entry onto itself does nothing.
+    m.rename_entry(0, &p("ab/x"), &p("ab/x")).unwrap();
+    assert!(m.get_entry(0, &p("ab/x")).unwrap().is_some());
+}
+
+#[test]
+fn impossible_renames_are_refused() {
+    let m = MetaStore::open_in_memory().unwrap();
+    populate(&m, 0);
+    for (f, to) in [("a", "a/y/n"), ("a/y", "a"), ("", "x"), ("a", "")] {
+        assert!(
+            matches!(
+                m.rename_entry(0, &p(f), &p(to)),
+                Err(MetaError::InvalidRename { .. })
+            ),
+            "{f} -> {to}"
+        );
+    }
+    assert_eq!(all_paths(&m, 0).len(), 20);
+}
+
+#[test]
+fn big_subtree_operations_are_fast_and_complete() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let dirs: Vec<EntryRecord> = (0..100).map(|i| dir(&format!("d{i}"))).collect();
+    m.save_listing(0, &p("big"), t(1), &dirs).unwrap();
+    for i in 0..100 {
+        let files: Vec<EntryRecord> = (0..100).map(|j| file(&format!("f{j}"), j, "e")).collect();
+        m.save_listing(0, &p(&format!("big/d{i}")), t(1), &files)
+            .unwrap();
+    }
+    m.save_listing(0, &RemotePath::root(), t(1), &[dir("big"), dir("big0")])
+        .unwrap();
+    let start = std::time::Instant::now();
+    m.rename_entry(0, &p("big"), &p("moved")).unwrap();
+    assert_eq!(names(&m, 0, "moved/d57").len(), 100);
+    assert!(m.get_entry(0, &p("moved/d99/f99")).unwrap().is_some());
+    m.remove_entry(0, &p("moved")).unwrap();
+    assert_eq!(all_paths(&m, 0), vec!["big0"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn subtree_statements_use_the_primary_key() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let conn = m.lock();
+    for table in ["entries", "listings", "local_mtimes", "pins"] {
+        let mut st = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN DELETE FROM {table} WHERE area = 1 AND path >= 'a/' AND path < 'a0'"
+            ))
+            .unwrap();
+        let plan: Vec<String> = st
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let plan = plan.join(" | ");
+        assert!(
+            plan.contains("SEARCH") && plan.contains("path>? AND path<?"),
+            "{table}: {plan}"
+        );
+    }
+    let mut st = conn
+        .prepare("EXPLAIN QUERY PLAN SELECT name FROM entries WHERE area = 1 AND parent = 'x' ORDER BY name")
+        .unwrap();
+    let plan: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter().any(|l| l.contains("entries_by_parent")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|l| l.contains("TEMP B-TREE")), "{plan:?}");
+}
+
+#[test]
+fn times_round_trip() {
+    let m = MetaStore::open_in_memory().unwrap();
+    for time in [
+        UNIX_EPOCH,
+        UNIX_EPOCH + Duration::new(1, 1),
+        UNIX_EPOCH - Duration::new(86_400 * 365, 5),
+        UNIX_EPOCH + Duration::new(4_000_000_000, 999_999_999),
+    ] {
+        m.set_local_mtime(0, &p("f"), Some(time)).unwrap();
+        assert_eq!(m.local_mtime(0, &p("f")).unwrap(), Some(time));
+        let mut e = file("f", 1, "x");
+        e.mtime = Some(time);
+        m.upsert_entry(0, &p("f"), &e).unwrap();
+        assert_eq!(m.get_entry(0, &p("f")).unwrap().unwrap().mtime, Some(time));
+    }
+    m.set_local_mtime(0, &p("f"), None).unwrap();
+    assert_eq!(m.local_mtime(0, &p("f")).unwrap(), None);
+}
+
+#[test]
+fn weak_etags_keep_their_weakness() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let mut e = file("f", 1, "W/\"abc\"");
+    m.upsert_entry(0, &p("f"), &e).unwrap();
+    let got = m.get_entry(0, &p("f")).unwrap().unwrap();
+    assert!(got.etag.as_ref().unwrap().is_weak());
+    assert_eq!(got, e);
+    e.etag = None;
+    m.upsert_entry(0, &p("f"), &e).unwrap();
+    assert_eq!(m.get_entry(0, &p("f")).unwrap().unwrap().etag, None);
+}
+
+#[test]
+fn persists_across_reopen_and_checks_version() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.db");
+    {
+        let m = MetaStore::open(&path).unwrap();
+        m.save_listing(3, &p("x"), t(9), &[file("y", 1, "e")])
+            .unwrap();
+        // A second process (here: a second connection) is refused while this one is open.
+        match MetaStore::open(&path) {
+            Err(MetaError::InUse { .. }) => {}
+            other => panic!("second open: {other:?}"),
+        }
+    }
+    {
+        let m = MetaStore::open(&path).unwrap();
+        assert_eq!(names(&m, 3, "x"), vec!["y"]);
+        m.lock()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+    }
+    match MetaStore::open(&path) {
+        Err(e @ MetaError::NewerSchema { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("meta.db") && msg.contains("newer"), "{msg}");
+        }
+        other => panic!("newer schema: {other:?}"),
+    }
+}
+
+#[test]
+fn foreign_databases_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("other.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    assert!(matches!(
+        MetaStore::open(&path),
+        Err(MetaError::NotOurs { .. })
+    ));
+    // Nothing was changed.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 0);
+}
+
+#[test]
+fn corrupt_values_are_errors_not_data() {
+    let m = MetaStore::open_in_memory().unwrap();
+    m.upsert_entry(0, &p("f"), &file("f", 1, "x")).unwrap();
+    m.lock()
+        .execute("UPDATE entries SET etag = '\"\"' WHERE path = 'f'", [])
+        .unwrap();
+    assert!(matches!(
+        m.get_entry(0, &p("f")),
+        Err(MetaError::Corrupt(_))
+    ));
+}
+
+// ---- dirty records ----
+
+#[test]
+fn dirty_insert_replace_remove() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let base = ETag::parse("\"v1\"").unwrap();
+    let (r1, old) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), Some(&base), 10)
+        .unwrap();
+    assert!(old.is_none());
+    assert_eq!(r1.state, DirtyState::Pending);
+    assert_eq!(m.dirty_for(0, &p("d/f")).unwrap().unwrap(), r1);
+    // Rewritten before upload: one record, new id, the old one handed back.
+    let (r2, old) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/2"), Some(&base), 20)
+        .unwrap();
+    assert_eq!(old.unwrap().id, r1.id);
+    assert!(r2.id > r1.id);
+    assert_eq!(m.list_dirty().unwrap(), vec![r2.clone()]);
+    // The uploader of r1 finishing late removes nothing.
+    assert!(!m.set_dirty_state(r1.id, &DirtyState::Uploading).unwrap());
+    assert!(m.remove_dirty(r1.id).unwrap().is_none());
+    assert_eq!(m.list_dirty().unwrap().len(), 1);
+    assert!(m
+        .set_dirty_state(r2.id, &DirtyState::Error("HTTP 507".into()))
+        .unwrap());
+    assert_eq!(
+        m.dirty_for(0, &p("d/f")).unwrap().unwrap().state,
+        DirtyState::Error("HTTP 507".into())
+    );
+    assert_eq!(
+        m.remove_dirty(r2.id).unwrap().unwrap().staging,
+        Path::new("staging/2")
+    );
+    assert!(m.list_dirty().unwrap().is_empty());
+}
+
+#[test]
+fn dirty_staging_must_be_relative() {
+    let m = MetaStore::open_in_memory().unwrap();
+    for bad in ["/tmp/x", "../x", "a/../../x", ""] {
+        assert!(matches!(
+            m.insert_dirty(0, &p("f"), Path::new(bad), None, 0),
+            Err(MetaError::InvalidStaging { .. })
+        ));
+    }
+}
+
+#[test]
+fn dirty_rename_moves_subtree_with_new_ids() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let (a, _) = m
+        .insert_dirty(0, &p("a/x"), Path::new("s/1"), None, 1)
+        .unwrap();
+    let (b, _) = m
+        .insert_dirty(0, &p("a/y/z"), Path::new("s/2"), None, 2)
+        .unwrap();
+    let (c, _) = m
+        .insert_dirty(0, &p("ab/x"), Path::new("s/3"), None, 3)
+        .unwrap();
+    let (d, _) = m
+        .insert_dirty(0, &p("b/x"), Path::new("s/4"), None, 4)
+        .unwrap();
+    let r = m.update_dirty_path(0, &p("a"), &p("b")).unwrap();
+    assert_eq!(r.displaced, vec![d.clone()]);
+    let mut moved: Vec<(String, PathBuf)> = r
+        .moved
+        .iter()
+        .map(|x| (x.path.as_str().to_string(), x.staging.clone()))
+        .collect();
+    moved.sort();
+    assert_eq!(
+        moved,
+        vec![
+            ("b/x".to_string(), PathBuf::from("s/1")),
+            ("b/y/z".to_string(), PathBuf::from("s/2"))
+        ]
+    );
+    assert!(r.moved.iter().all(|x| x.id > d.id));
+    // Stale ids are gone; `ab/x` untouched.
+    assert!(m.remove_dirty(a.id).unwrap().is_none());
+    assert!(m.remove_dirty(b.id).unwrap().is_none());
+    let all = m.list_dirty().unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.contains(&c));
+    // A single file rename.
+    let r = m
+        .update_dirty_path(0, &p("ab/x"), &p("ab/renamed"))
+        .unwrap();
+    assert_eq!(r.moved.len(), 1);
+    assert!(r.displaced.is_empty());
+    assert_eq!(m.dirty_for(0, &p("ab/renamed")).unwrap().unwrap().size, 3);
+}
+
+#[test]
+fn dirty_records_survive_reopen_and_leave_sync_normal() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.db");
+    let rec = {
+        let m = MetaStore::open(&path).unwrap();
+        let (r, _) = m
+            .insert_dirty(2, &p("doc.txt"), Path::new("staging/x"), None, 5)
+            .unwrap();
+        let sync: i64 = m
+            .lock()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            sync, 1,
+            "synchronous is back to NORMAL after a durable commit"
+        );
+        r
+    };
+    let m = MetaStore::open(&path).unwrap();
+    assert_eq!(m.list_dirty().unwrap(), vec![rec]);
+}

@@ -1,0 +1,509 @@
+//! The filesystem logic without a kernel: the `Vfs` on the in-memory fake (and the fault
+//! injector), checking what reaches the "server" and what the application sees.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudmount::remote::faulty::{FaultKind, FaultyRemote, Op};
+use cloudmount::remote::mem::MemRemote;
+use cloudmount::remote::Remote;
+use cloudmount::vfs::{
+    AreaSpec, FileKind, Ino, OpenMode, RenameFlags, SetAttr, Vfs, VfsOptions, VfsSetup, ROOT_INO,
+};
+
+struct Fixture {
+    vfs: Arc<Vfs>,
+    _dir: tempfile::TempDir,
+}
+
+fn opts(ttl: Duration) -> VfsOptions {
+    VfsOptions {
+        dir_ttl: ttl,
+        uid: 1000,
+        gid: 1000,
+        read_only: false,
+        areas_as_folders: false,
+    }
+}
+
+fn mount_on(remote: Arc<dyn Remote>, ttl: Duration, dir: tempfile::TempDir) -> Fixture {
+    let vfs = Vfs::new(VfsSetup {
+        areas: vec![AreaSpec {
+            name: "Cloud Drive".into(),
+            remote,
+            read_only: false,
+        }],
+        opts: opts(ttl),
+        cache_dir: dir.path().join("cache"),
+        cache_size: 64 << 20,
+    })
+    .unwrap();
+    Fixture { vfs, _dir: dir }
+}
+
+fn mount(remote: Arc<dyn Remote>) -> Fixture {
+    mount_on(
+        remote,
+        Duration::from_secs(60),
+        tempfile::tempdir().unwrap(),
+    )
+}
+
+const W: OpenMode = OpenMode {
+    write: true,
+    truncate: false,
+    append: false,
+};
+const R: OpenMode = OpenMode {
+    write: false,
+    truncate: false,
+    append: false,
+};
+
+async fn read_all(vfs: &Vfs, ino: Ino) -> Vec<u8> {
+    let o = vfs.open(ino, R).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let chunk = vfs
+            .read(ino, o.fh, out.len() as u64, 128 * 1024)
+            .await
+            .unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    vfs.release(ino, o.fh).await.unwrap();
+    out
+}
+
+async fn write_file(vfs: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
+    let (attr, o) = vfs.create(parent, name, W).await.unwrap();
+    vfs.write(attr.ino, o.fh, 0, data).await.unwrap();
+    vfs.flush(attr.ino, o.fh).await.unwrap();
+    vfs.release(attr.ino, o.fh).await.unwrap();
+    attr.ino
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn listing_and_reading_what_the_server_has() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("docs/a.txt", b"hello".to_vec());
+    mem.insert_file("big.bin", pattern(3 << 20));
+    let f = mount(mem.clone());
+    let docs = f.vfs.lookup(ROOT_INO, "docs").await.unwrap();
+    assert_eq!(docs.kind, FileKind::Dir);
+    let a = f.vfs.lookup(docs.ino, "a.txt").await.unwrap();
+    assert_eq!(a.size, 5);
+    assert_eq!(read_all(&f.vfs, a.ino).await, b"hello");
+    let big = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap();
+    assert_eq!(read_all(&f.vfs, big.ino).await, pattern(3 << 20));
+    // A second read is served from the cache: no more GETs.
+    let gets = mem.counters().read_range;
+    assert_eq!(read_all(&f.vfs, big.ino).await, pattern(3 << 20));
+    assert_eq!(mem.counters().read_range, gets);
+    // readdir shows . .. and the children, sorted.
+    let fh = f.vfs.opendir(ROOT_INO).await.unwrap();
+    let names: Vec<String> = f
+        .vfs
+        .readdir(ROOT_INO, fh, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    assert_eq!(names, [".", "..", "big.bin", "docs"]);
+    f.vfs.releasedir(fh);
+    assert!(f.vfs.lookup(ROOT_INO, "nope").await.is_err());
+}
+
+#[tokio::test]
+async fn a_random_read_fetches_only_the_blocks_it_needs() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("big.bin", pattern(16 << 20));
+    let f = mount(mem.clone());
+    let big = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap();
+    let o = f.vfs.open(big.ino, R).await.unwrap();
+    let got = f.vfs.read(big.ino, o.fh, 9_000_000, 4096).await.unwrap();
+    assert_eq!(&got[..], &pattern(16 << 20)[9_000_000..9_004_096]);
+    assert!(
+        mem.counters().bytes_read <= 2 << 20,
+        "read {} bytes",
+        mem.counters().bytes_read
+    );
+    assert_eq!(
+        f.vfs
+            .getxattr(big.ino, "user.cloudmount.state")
+            .await
+            .unwrap(),
+        b"partial"
+    );
+    f.vfs.release(big.ino, o.fh).await.unwrap();
+}
+
+#[tokio::test]
+async fn created_files_reach_the_server_on_close() {
+    let mem = Arc::new(MemRemote::new());
+    let f = mount(mem.clone());
+    let ino = write_file(&f.vfs, ROOT_INO, "new file #1.txt", b"contents").await;
+    assert_eq!(mem.file_bytes("new file #1.txt").unwrap(), b"contents");
+    assert_eq!(f.vfs.getattr(ino).await.unwrap().size, 8);
+    // Listed at once, and readable back.
+    assert_eq!(read_all(&f.vfs, ino).await, b"contents");
+    assert_eq!(
+        f.vfs.getxattr(ino, "user.cloudmount.state").await.unwrap(),
+        b"cached"
+    );
+}
+
+#[tokio::test]
+async fn overwrite_in_the_middle_across_a_block_edge() {
+    let mem = Arc::new(MemRemote::new());
+    let data = pattern((1 << 20) + 100);
+    mem.insert_file("f", data.clone());
+    let f = mount(mem.clone());
+    let ino = f.vfs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let o = f.vfs.open(ino, W).await.unwrap();
+    f.vfs
+        .write(ino, o.fh, (1 << 20) - 3, b"XXXXXX")
+        .await
+        .unwrap();
+    f.vfs.release(ino, o.fh).await.unwrap();
+    let mut want = data;
+    want[(1 << 20) - 3..(1 << 20) + 3].copy_from_slice(b"XXXXXX");
+    assert_eq!(mem.file_bytes("f").unwrap(), want);
+    assert_eq!(read_all(&f.vfs, ino).await, want);
+}
+
+#[tokio::test]
+async fn append_and_truncate() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("log", b"line1\n".to_vec());
+    let f = mount(mem.clone());
+    let ino = f.vfs.lookup(ROOT_INO, "log").await.unwrap().ino;
+    let o = f.vfs.open(ino, W).await.unwrap();
+    f.vfs.write(ino, o.fh, 6, b"line2\n").await.unwrap();
+    f.vfs.release(ino, o.fh).await.unwrap();
+    assert_eq!(mem.file_bytes("log").unwrap(), b"line1\nline2\n");
+    // truncate(2) without an open handle uploads at once.
+    f.vfs
+        .setattr(
+            ino,
+            None,
+            SetAttr {
+                size: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(mem.file_bytes("log").unwrap(), b"lin");
+    // O_TRUNC.
+    let o = f
+        .vfs
+        .open(
+            ino,
+            OpenMode {
+                write: true,
+                truncate: true,
+                append: false,
+            },
+        )
+        .await
+        .unwrap();
+    f.vfs.release(ino, o.fh).await.unwrap();
+    assert_eq!(mem.file_bytes("log").unwrap(), b"");
+}
+
+#[tokio::test]
+async fn mkdir_rename_unlink_rmdir_reach_the_server() {
+    let mem = Arc::new(MemRemote::new());
+    let f = mount(mem.clone());
+    let d = f.vfs.mkdir(ROOT_INO, "dir a").await.unwrap();
+    write_file(&f.vfs, d.ino, "f1", b"1").await;
+    f.vfs
+        .rename(ROOT_INO, "dir a", ROOT_INO, "dir b", RenameFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(mem.file_bytes("dir b/f1").unwrap(), b"1");
+    assert!(!mem.exists("dir a"));
+    // Rename a file over another.
+    write_file(&f.vfs, d.ino, "f2", b"22").await;
+    f.vfs
+        .rename(d.ino, "f2", d.ino, "f1", RenameFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(mem.file_bytes("dir b/f1").unwrap(), b"22");
+    assert!(!mem.exists("dir b/f2"));
+    // noreplace.
+    write_file(&f.vfs, d.ino, "f3", b"3").await;
+    let err = f
+        .vfs
+        .rename(
+            d.ino,
+            "f3",
+            d.ino,
+            "f1",
+            RenameFlags {
+                noreplace: true,
+                exchange: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    // rmdir of a non-empty dir, then empty it.
+    assert_eq!(
+        f.vfs.rmdir(ROOT_INO, "dir b").await.unwrap_err().errno(),
+        libc::ENOTEMPTY
+    );
+    f.vfs.unlink(d.ino, "f1").await.unwrap();
+    f.vfs.unlink(d.ino, "f3").await.unwrap();
+    f.vfs.rmdir(ROOT_INO, "dir b").await.unwrap();
+    assert_eq!(mem.paths(), Vec::<String>::new());
+    assert_eq!(
+        f.vfs.lookup(ROOT_INO, "dir b").await.unwrap_err().errno(),
+        libc::ENOENT
+    );
+}
+
+#[tokio::test]
+async fn changes_on_the_server_show_after_the_ttl() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("a", b"old".to_vec());
+    let f = mount_on(
+        mem.clone(),
+        Duration::from_millis(300),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = f.vfs.lookup(ROOT_INO, "a").await.unwrap();
+    assert_eq!(read_all(&f.vfs, a.ino).await, b"old");
+    mem.insert_file("a", b"newer".to_vec());
+    mem.insert_file("b", b"b".to_vec());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(f.vfs.getattr(a.ino).await.unwrap().size, 5);
+    assert_eq!(read_all(&f.vfs, a.ino).await, b"newer");
+    assert!(f.vfs.lookup(ROOT_INO, "b").await.is_ok());
+}
+
+#[tokio::test]
+async fn the_tree_is_browsable_offline_after_a_restart() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("docs/a.txt", b"hello".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().to_path_buf();
+    // First run: browse and read, then stop.
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let vfs = Vfs::new(VfsSetup {
+        areas: vec![AreaSpec {
+            name: "x".into(),
+            remote: faulty.clone(),
+            read_only: false,
+        }],
+        opts: opts(Duration::from_millis(1)),
+        cache_dir: cache_dir.join("c"),
+        cache_size: 1 << 30,
+    })
+    .unwrap();
+    let docs = vfs.lookup(ROOT_INO, "docs").await.unwrap();
+    let a = vfs.lookup(docs.ino, "a.txt").await.unwrap();
+    assert_eq!(read_all(&vfs, a.ino).await, b"hello");
+    vfs.shutdown().await;
+    drop(vfs);
+    // Second run with the server down: the tree and the cached file are still there.
+    faulty.fail_fraction(Op::Any, 1.0, 1, FaultKind::Transient);
+    let vfs = Vfs::new(VfsSetup {
+        areas: vec![AreaSpec {
+            name: "x".into(),
+            remote: faulty.clone(),
+            read_only: false,
+        }],
+        opts: opts(Duration::from_millis(1)),
+        cache_dir: cache_dir.join("c"),
+        cache_size: 1 << 30,
+    })
+    .unwrap();
+    let docs = vfs.lookup(ROOT_INO, "docs").await.unwrap();
+    let a = vfs.lookup(docs.ino, "a.txt").await.unwrap();
+    assert_eq!(read_all(&vfs, a.ino).await, b"hello");
+}
+
+#[tokio::test]
+async fn a_file_changed_on_the_server_is_never_read_from_old_blocks() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("f", pattern(3 << 20));
+    let f = mount_on(
+        mem.clone(),
+        Duration::from_millis(200),
+        tempfile::tempdir().unwrap(),
+    );
+    let ino = f.vfs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let o = f.vfs.open(ino, R).await.unwrap();
+    f.vfs.read(ino, o.fh, 0, 4096).await.unwrap();
+    // Same size, other bytes.
+    let other: Vec<u8> = pattern(3 << 20).iter().map(|b| b ^ 0xff).collect();
+    mem.insert_file("f", other.clone());
+    // The open handle's version is gone: reading blocks not yet cached fails, never mixes.
+    let err = f.vfs.read(ino, o.fh, 2 << 20, 4096).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    f.vfs.release(ino, o.fh).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(read_all(&f.vfs, ino).await, other);
+}
+
+#[tokio::test]
+async fn read_only_areas_refuse_writes() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("Following/shared.txt", b"s".to_vec());
+    let d = tempfile::tempdir().unwrap();
+    let vfs = Vfs::new(VfsSetup {
+        areas: vec![
+            AreaSpec {
+                name: "Cloud Drive".into(),
+                remote: Arc::new(MemRemote::new()),
+                read_only: false,
+            },
+            AreaSpec {
+                name: "Following".into(),
+                remote: mem.clone(),
+                read_only: true,
+            },
+        ],
+        opts: opts(Duration::from_secs(60)),
+        cache_dir: d.path().join("c"),
+        cache_size: 1 << 30,
+    })
+    .unwrap();
+    let fh = vfs.opendir(ROOT_INO).await.unwrap();
+    let names: Vec<String> = vfs
+        .readdir(ROOT_INO, fh, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    assert_eq!(names, [".", "..", "Cloud Drive", "Following"]);
+    let fol = vfs.lookup(ROOT_INO, "Following").await.unwrap();
+    let inner = vfs.lookup(fol.ino, "Following").await.unwrap();
+    let s = vfs.lookup(inner.ino, "shared.txt").await.unwrap();
+    assert_eq!(s.perm, 0o444);
+    assert_eq!(
+        vfs.create(fol.ino, "x", W).await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(
+        vfs.mkdir(fol.ino, "x").await.unwrap_err().errno(),
+        libc::EROFS
+    );
+    assert_eq!(vfs.open(s.ino, W).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(
+        vfs.unlink(inner.ino, "shared.txt")
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+    // The virtual root holds only the areas.
+    assert_eq!(
+        vfs.mkdir(ROOT_INO, "x").await.unwrap_err().errno(),
+        libc::EPERM
+    );
+    // Renames across areas.
+    let cd = vfs.lookup(ROOT_INO, "Cloud Drive").await.unwrap();
+    write_file(&vfs, cd.ino, "mine", b"m").await;
+    let err = vfs
+        .rename(cd.ino, "mine", fol.ino, "mine", RenameFlags::default())
+        .await
+        .unwrap_err();
+    assert!(err.errno() == libc::EXDEV || err.errno() == libc::EROFS);
+}
+
+#[tokio::test]
+async fn upload_errors_reach_close_and_keep_the_data() {
+    let mem = Arc::new(MemRemote::with_quota(100));
+    let f = mount(mem.clone());
+    let (attr, o) = f.vfs.create(ROOT_INO, "too big", W).await.unwrap();
+    f.vfs.write(attr.ino, o.fh, 0, &[1u8; 1000]).await.unwrap();
+    let err = f.vfs.flush(attr.ino, o.fh).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOSPC);
+    // Still readable on the mount, and marked.
+    assert_eq!(f.vfs.read(attr.ino, o.fh, 0, 10).await.unwrap().len(), 10);
+    assert_eq!(
+        f.vfs
+            .getxattr(attr.ino, "user.cloudmount.state")
+            .await
+            .unwrap(),
+        b"error"
+    );
+    mem.set_quota(None);
+    f.vfs.release(attr.ino, o.fh).await.unwrap();
+    assert_eq!(mem.file_bytes("too big").unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn a_concurrent_change_on_the_server_is_not_overwritten() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("doc", b"v1".to_vec());
+    let f = mount(mem.clone());
+    let ino = f.vfs.lookup(ROOT_INO, "doc").await.unwrap().ino;
+    let o = f.vfs.open(ino, W).await.unwrap();
+    mem.insert_file("doc", b"someone else's".to_vec());
+    f.vfs.write(ino, o.fh, 0, b"mine").await.unwrap();
+    let err = f.vfs.flush(ino, o.fh).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(mem.file_bytes("doc").unwrap(), b"someone else's");
+    let _ = f.vfs.release(ino, o.fh).await;
+}
+
+#[tokio::test]
+async fn a_slow_download_does_not_stall_other_requests() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("slow.bin", pattern(1 << 20));
+    mem.insert_file("dir/x", b"x".to_vec());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    faulty.delay(Op::ReadRange, Duration::from_secs(3));
+    let f = mount(faulty.clone());
+    let slow = f.vfs.lookup(ROOT_INO, "slow.bin").await.unwrap();
+    let vfs = f.vfs.clone();
+    let reader = tokio::spawn(async move { read_all(&vfs, slow.ino).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While the GET hangs, listing works.
+    let started = std::time::Instant::now();
+    let dir = f.vfs.lookup(ROOT_INO, "dir").await.unwrap();
+    f.vfs.lookup(dir.ino, "x").await.unwrap();
+    assert!(!reader.is_finished(), "the slow read finished early");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(reader.await.unwrap(), pattern(1 << 20));
+}
+
+#[tokio::test]
+async fn odd_names_round_trip_through_the_vfs() {
+    let mem = Arc::new(MemRemote::new());
+    let f = mount(mem.clone());
+    for name in [
+        "a b",
+        "100%",
+        "#x",
+        "q?",
+        "&",
+        "\"q\"",
+        "é",
+        "😀",
+        &"n".repeat(255),
+    ] {
+        write_file(&f.vfs, ROOT_INO, name, name.as_bytes()).await;
+        assert_eq!(mem.file_bytes(name).unwrap(), name.as_bytes());
+    }
+    assert_eq!(
+        f.vfs
+            .create(ROOT_INO, &"n".repeat(256), W)
+            .await
+            .unwrap_err()
+            .errno(),
+        libc::ENAMETOOLONG
+    );
+}
