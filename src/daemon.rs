@@ -406,6 +406,14 @@ impl Running {
         if unmount {
             match self.mount.unmount(false, UNMOUNT_WAIT).await {
                 Ok(()) => {}
+                Err(UnmountError::Busy(p)) => {
+                    tracing::warn!(
+                        "{} is busy (a file is open there, or a working directory is inside): \
+                         detaching it lazily; programs still using it get errors from now on",
+                        p.display()
+                    );
+                    self.mount.unmount(true, UNMOUNT_WAIT).await?;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "unmount failed: detaching the mount lazily");
                     self.mount.unmount(true, UNMOUNT_WAIT).await?;

@@ -776,20 +776,22 @@ pub fn mount(
         }
     })?;
     let (ended_tx, ended_rx) = watch::channel(false);
-    let thread = std::thread::Builder::new()
+    let path = mountpoint.to_path_buf();
+    std::thread::Builder::new()
         .name("fuse-session".into())
         .spawn(move || {
-            let result = session.run();
+            if let Err(e) = session.run() {
+                tracing::error!(mountpoint = %path.display(), error = %e, "FUSE session failed");
+            }
             let _ = ended_tx.send(true);
-            result
         })
         .map_err(MountError::Thread)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         ended: ended_rx,
-        thread: Some(thread),
         inflight,
+        detached: false,
     })
 }
 
@@ -797,8 +799,9 @@ pub fn mount(
 pub struct MountHandle {
     mountpoint: PathBuf,
     ended: watch::Receiver<bool>,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
     inflight: Inflight,
+    /// Unmounted (maybe lazily) by [`MountHandle::unmount`]: nothing left to do on drop.
+    detached: bool,
 }
 
 impl std::fmt::Debug for MountHandle {
@@ -840,7 +843,7 @@ impl MountHandle {
                     })
                 });
             match res {
-                Ok(()) | Err(UnmountError::NotMounted(_)) => {}
+                Ok(()) | Err(UnmountError::NotMounted(_)) => self.detached = true,
                 Err(e) => return Err(e),
             }
         }
@@ -855,25 +858,11 @@ impl MountHandle {
     pub async fn idle(&self) {
         self.inflight.idle().await;
     }
-
-    /// Joins the session thread once it ended, giving its final error, if any.
-    pub fn finish(mut self) -> io::Result<()> {
-        match self.thread.take() {
-            Some(t) if t.is_finished() => t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked"))),
-            Some(t) => {
-                self.thread = Some(t);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
 }
 
 impl Drop for MountHandle {
     fn drop(&mut self) {
-        if self.thread.is_some() && !self.has_ended() {
+        if !self.detached && !self.has_ended() {
             if let Err(e) = mounts::unmount(&self.mountpoint, true) {
                 tracing::warn!(error = %e, "unmount on drop failed");
             }
