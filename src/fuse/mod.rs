@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::vfs::{OpenMode, Vfs, VfsError};
+use crate::vfs::{Attr, OpenMode, Vfs, VfsError, VfsResult};
 use convert::{errno, file_attr, file_type, utf8_name, xattr_answer, XattrAnswer};
 
 pub use mounts::{FuseUnavailable, UnmountError};
@@ -114,6 +114,47 @@ impl FuseFs {
             .instrument(span),
         );
     }
+
+    /// Spawns a request answered with an empty reply.
+    fn spawn_empty<F>(&self, span: tracing::Span, reply: ReplyEmpty, fut: F)
+    where
+        F: Future<Output = VfsResult<()>> + Send + 'static,
+    {
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    /// Spawns a request answered with an entry (lookup, mkdir, mknod).
+    fn spawn_entry<F>(&self, span: tracing::Span, reply: ReplyEntry, fut: F)
+    where
+        F: Future<Output = VfsResult<Attr>> + Send + 'static,
+    {
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    /// Spawns a request answered with attributes (getattr, setattr).
+    fn spawn_attr<F>(&self, span: tracing::Span, reply: ReplyAttr, fut: F)
+    where
+        F: Future<Output = VfsResult<Attr>> + Send + 'static,
+    {
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
 }
 
 /// Logs a failed request (at debug: ENOENT on lookup is routine; EIO is logged with its reason
@@ -158,12 +199,11 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_entry(
+            span,
+            reply,
+            async move { vfs.lookup(parent.0, &name).await },
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -176,12 +216,7 @@ impl Filesystem for FuseFs {
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = op_span!("getattr", req, ino = ino.0, fh = fh.map(|f| f.0));
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_attr(span, reply, async move { vfs.getattr(ino.0).await });
     }
 
     fn setattr(
@@ -205,11 +240,8 @@ impl Filesystem for FuseFs {
         let span = op_span!("setattr", req, ino = ino.0, fh = fh.map(|f| f.0), ?size);
         let set = convert::set_attr(mode, uid, gid, size, atime, mtime, SystemTime::now());
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.setattr(ino.0, fh.map(|f| f.0), set).await {
-                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
-                Err(e) => reply.error(fail(&e)),
-            }
+        self.spawn_attr(span, reply, async move {
+            vfs.setattr(ino.0, fh.map(|f| f.0), set).await
         });
     }
 
@@ -232,18 +264,14 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
+        self.spawn_entry(span, reply, async move {
             let mode = OpenMode {
                 write: true,
                 ..OpenMode::default()
             };
-            match vfs.create(parent.0, &name, mode).await {
-                Ok((attr, opened)) => match vfs.release(attr.ino, opened.fh).await {
-                    Ok(()) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                    Err(e) => reply.error(fail(&e)),
-                },
-                Err(e) => reply.error(fail(&e)),
-            }
+            let (attr, opened) = vfs.create(parent.0, &name, mode).await?;
+            vfs.release(attr.ino, opened.fh).await?;
+            Ok(attr)
         });
     }
 
@@ -261,12 +289,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.mkdir(parent.0, &name).await {
-                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_entry(span, reply, async move { vfs.mkdir(parent.0, &name).await });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -275,12 +298,11 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(
+            span,
+            reply,
+            async move { vfs.unlink(parent.0, &name).await },
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -289,12 +311,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.rmdir(parent.0, &name).await });
     }
 
     fn symlink(
@@ -337,14 +354,9 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs
-                .rename(parent.0, &name, newparent.0, &newname, flags)
+        self.spawn_empty(span, reply, async move {
+            vfs.rename(parent.0, &name, newparent.0, &newname, flags)
                 .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
         });
     }
 
@@ -432,12 +444,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("flush", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.flush(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.flush(ino.0, fh.0).await });
     }
 
     fn release(
@@ -452,7 +459,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("release", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
+        self.spawn_empty(span, reply, async move {
             let flushed = if flush {
                 vfs.flush(ino.0, fh.0).await
             } else {
@@ -461,10 +468,7 @@ impl Filesystem for FuseFs {
             // The handle is released even when the flush failed; the first error is reported
             // (the kernel does not pass it on to close(), but it is logged).
             let released = vfs.release(ino.0, fh.0).await;
-            match flushed.and(released) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
+            flushed.and(released)
         });
     }
 
@@ -478,12 +482,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("fsync", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.fsync(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.fsync(ino.0, fh.0).await });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
