@@ -496,7 +496,8 @@ pub fn unmount(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    if pid.is_none() || !state_file.exists() {
+    // Left behind by a daemon that died without cleaning up.
+    if state::read_pid(&state_file).is_some_and(|p| !state::is_cloudmount_alive(p)) {
         let _ = std::fs::remove_file(&state_file);
     }
     Ok(Unmounted {
