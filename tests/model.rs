@@ -473,6 +473,46 @@ fn regression_noreplace_into_own_subdirectory() {
     check(&[
         Op::Mkdir { path: vec![0] },
         Op::Mkdir { path: vec![0, 0] },
-        Op::Rename { from: vec![0], to: vec![0, 0], noreplace: true },
+        Op::Rename {
+            from: vec![0],
+            to: vec![0, 0],
+            noreplace: true,
+        },
+    ]);
+}
+
+/// A file renamed onto its own parent directory: the kernel says ENOTEMPTY (target is an
+/// ancestor of the source) before any type check.
+#[test]
+fn regression_rename_file_onto_its_parent() {
+    check(&[
+        Op::Mkdir { path: vec![0] },
+        Op::Write {
+            path: vec![0, 3],
+            data: data(748),
+        },
+        Op::Rename {
+            from: vec![0, 3],
+            to: vec![0],
+            noreplace: false,
+        },
+    ]);
+}
+
+/// Write, read, patch: the uploaded file is adopted into the cache before the next open, so
+/// the read handle and the staging agree (this raced once).
+#[test]
+fn regression_patch_after_read_of_a_new_file() {
+    check(&[
+        Op::Write {
+            path: vec![1],
+            data: data(2000),
+        },
+        Op::Read { path: vec![1] },
+        Op::Patch {
+            path: vec![1],
+            offset: 1802,
+            data: data(313),
+        },
     ]);
 }

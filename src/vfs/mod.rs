@@ -16,6 +16,7 @@
 //! (sync, never held across `.await`) → `Staged::state`.
 
 pub mod error;
+mod read;
 mod tree;
 pub mod types;
 mod write;
@@ -92,6 +93,7 @@ struct Handle {
     write: bool,
     /// The cached version a read handle reads (None for write handles: they read the staging).
     object: Option<(Arc<CacheObject>, OpenGuard)>,
+    readahead: read::ReadAhead,
 }
 
 /// The filesystem.
@@ -108,8 +110,12 @@ pub struct Vfs {
     next_staging: AtomicU64,
     /// Per-inode async locks: one listing refresh or one staging at a time.
     inode_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
-    /// Per-object fetch locks: one download of a block range at a time.
-    fetch_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Blocks being downloaded (single flight).
+    inflight: read::Inflight,
+    /// Bytes of background read-ahead in flight, for the whole mount.
+    ra_budget: Arc<tokio::sync::Semaphore>,
+    /// Itself, for spawning read-ahead tasks.
+    me: std::sync::Weak<Vfs>,
     quota: Mutex<Option<(Instant, Quota)>>,
 }
 
@@ -233,7 +239,8 @@ impl Vfs {
             root.is_area_root = true;
             Tree::new(root)
         };
-        Ok(Arc::new(Vfs {
+        Ok(Arc::new_cyclic(|me| Vfs {
+            me: me.clone(),
             opts,
             areas: areas
                 .into_iter()
@@ -252,7 +259,8 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             next_staging: AtomicU64::new(1),
             inode_locks: Mutex::new(HashMap::new()),
-            fetch_locks: Mutex::new(HashMap::new()),
+            inflight: read::Inflight::default(),
+            ra_budget: read::budget(),
             quota: Mutex::new(None),
         }))
     }
@@ -276,14 +284,6 @@ impl Vfs {
             m.retain(|_, l| Arc::strong_count(l) > 1);
         }
         m.entry(ino).or_default().clone()
-    }
-
-    fn fetch_lock(&self, obj: &CacheObject) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.fetch_locks.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() > 1024 {
-            m.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        m.entry(obj.file_path().to_path_buf()).or_default().clone()
     }
 
     fn remote(&self, area: AreaId) -> &Arc<dyn Remote> {
@@ -595,7 +595,7 @@ impl Vfs {
             if !has_writer {
                 // truncate(2) on a path: nothing will close it, upload now.
                 let r = self.upload(ino, &staged).await;
-                self.unstage_if_idle(ino);
+                self.unstage_if_idle(ino).await;
                 r?;
             }
         }
@@ -780,6 +780,7 @@ impl Vfs {
                 ino,
                 write: true,
                 object: None,
+                readahead: Default::default(),
             }
         } else {
             self.revalidate(ino).await;
@@ -788,6 +789,7 @@ impl Vfs {
                 ino,
                 write: false,
                 object,
+                readahead: Default::default(),
             }
         };
         {
@@ -857,6 +859,15 @@ impl Vfs {
                 None => return Ok(Bytes::new()),
             },
         };
+        let end = offset.saturating_add(u64::from(size)).min(obj.size());
+        let ahead = {
+            let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            h.get_mut(&fh)
+                .and_then(|h| h.readahead.on_read(offset, end, obj.size()))
+        };
+        if let Some(range) = ahead {
+            self.prefetch(ino, &obj, range);
+        }
         self.read_object(ino, &obj, offset, u64::from(size)).await
     }
 
@@ -872,9 +883,7 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        if !obj.missing(offset, end - offset).is_empty() {
-            self.fetch(ino, obj, offset, end - offset).await?;
-        }
+        self.ensure_blocks(ino, obj, offset, end - offset).await?;
         obj.touch();
         let o = obj.clone();
         let n = (end - offset) as usize;
@@ -889,21 +898,97 @@ impl Vfs {
         Ok(Bytes::from(buf))
     }
 
-    /// Downloads the missing blocks of `[offset, offset+len)` into `obj` (one download per
-    /// object at a time; blocks fetched meanwhile by another reader are not fetched again).
-    async fn fetch(
+    /// Starts background downloads of `range` (read-ahead), in pieces, within the mount's
+    /// read-ahead budget; pieces that do not fit are left to the demand reads.
+    fn prefetch(&self, ino: Ino, obj: &Arc<CacheObject>, range: std::ops::Range<u64>) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let bs = self.cache.block_size();
+        let mut pos = range.start / bs * bs;
+        while pos < range.end {
+            let piece_end = (pos + read::CHUNK).min(range.end);
+            if obj.missing(pos, piece_end - pos).is_empty() {
+                pos = piece_end;
+                continue;
+            }
+            let Ok(permit) = self
+                .ra_budget
+                .clone()
+                .try_acquire_many_owned(read::permits(piece_end - pos))
+            else {
+                tracing::trace!("read-ahead budget exhausted");
+                return;
+            };
+            let (me, obj) = (me.clone(), obj.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.ensure_blocks(ino, &obj, pos, piece_end - pos).await {
+                    tracing::debug!(error = %e, "read-ahead failed");
+                }
+                drop(permit);
+            });
+            pos = piece_end;
+        }
+    }
+
+    /// Makes sure the blocks of `[offset, offset+len)` are in `obj`: downloads the missing
+    /// ones not already being downloaded (several GETs at once), and waits for the others.
+    async fn ensure_blocks(
         &self,
         ino: Ino,
         obj: &Arc<CacheObject>,
         offset: u64,
         len: u64,
     ) -> VfsResult<()> {
-        let lock = self.fetch_lock(obj);
-        let _g = lock.lock().await;
-        let runs = obj.missing(offset, len);
-        if runs.is_empty() {
-            return Ok(());
+        let bs = self.cache.block_size();
+        loop {
+            let runs = obj.missing(offset, len);
+            if runs.is_empty() {
+                return Ok(());
+            }
+            let plan =
+                self.inflight
+                    .plan(&obj.file_path().to_path_buf(), &runs, bs, 2 * read::CHUNK);
+            let mut waits = plan.waits;
+            if !plan.claimed.is_empty() {
+                let results: Vec<VfsResult<()>> = futures_util::stream::iter(
+                    plan.claimed
+                        .into_iter()
+                        .map(|claim| self.fetch_claimed(ino, obj, claim)),
+                )
+                .buffer_unordered(4)
+                .collect()
+                .await;
+                for r in results {
+                    r?;
+                }
+            }
+            for w in waits.iter_mut() {
+                // Woken when the other download ends, whatever its outcome; the loop re-checks.
+                let _ = w.wait_for(|done| *done).await;
+            }
         }
+    }
+
+    /// Downloads a claimed run; the claim is released (waking waiters) when this ends.
+    async fn fetch_claimed(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        claim: read::Claim,
+    ) -> VfsResult<()> {
+        let r = self.fetch_run(ino, obj, claim.bytes.clone()).await;
+        drop(claim);
+        r
+    }
+
+    /// Downloads one block-aligned byte run into `obj`.
+    async fn fetch_run(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        run: std::ops::Range<u64>,
+    ) -> VfsResult<()> {
         let key = obj.key().clone();
         let conditional = {
             let t = self.tree();
@@ -911,48 +996,46 @@ impl Vfs {
         };
         let remote = self.remote(key.area).clone();
         let bs = self.cache.block_size();
-        for run in runs {
-            let expect = conditional.then_some(&key.etag);
-            let resp = remote
-                .read_range(
-                    &key.path,
-                    ByteRange::new(run.start, run.end - run.start),
-                    expect,
-                )
-                .await
-                .map_err(|e| self.read_error(ino, e))?;
-            let mut body = resp.body;
-            let mut pos = run.start;
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
-                buf.extend_from_slice(&chunk);
-                let whole = (buf.len() as u64 / bs) * bs;
-                if whole > 0 {
-                    let data = buf.split_to(whole as usize).freeze();
-                    self.store_blocks(obj, pos, data).await?;
-                    pos += whole;
-                }
-            }
-            if !buf.is_empty() {
-                let data = buf.freeze();
-                let n = data.len() as u64;
+        let expect = conditional.then_some(&key.etag);
+        let resp = remote
+            .read_range(
+                &key.path,
+                ByteRange::new(run.start, run.end - run.start),
+                expect,
+            )
+            .await
+            .map_err(|e| self.read_error(ino, e))?;
+        let mut body = resp.body;
+        let mut pos = run.start;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
+            buf.extend_from_slice(&chunk);
+            let whole = (buf.len() as u64 / bs) * bs;
+            if whole > 0 {
+                let data = buf.split_to(whole as usize).freeze();
                 self.store_blocks(obj, pos, data).await?;
-                pos += n;
+                pos += whole;
             }
-            if pos < run.end {
-                return Err(self.read_error(
-                    ino,
-                    RemoteError::BadResponse {
-                        method: "GET".into(),
-                        url: key.path.to_string(),
-                        reason: format!(
-                            "the file is shorter on the server than listed ({pos} < {})",
-                            run.end
-                        ),
-                    },
-                ));
-            }
+        }
+        if !buf.is_empty() {
+            let data = buf.freeze();
+            let n = data.len() as u64;
+            self.store_blocks(obj, pos, data).await?;
+            pos += n;
+        }
+        if pos < run.end {
+            return Err(self.read_error(
+                ino,
+                RemoteError::BadResponse {
+                    method: "GET".into(),
+                    url: key.path.to_string(),
+                    reason: format!(
+                        "the file is shorter on the server than listed ({pos} < {})",
+                        run.end
+                    ),
+                },
+            ));
         }
         Ok(())
     }
@@ -1022,7 +1105,7 @@ impl Vfs {
         if fill {
             // The whole current version, through the cache.
             let (obj, _guard) = self.object_for(ino)?.ok_or(VfsError::NotFound)?;
-            self.fetch(ino, &obj, 0, size).await?;
+            self.ensure_blocks(ino, &obj, 0, size).await?;
             let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
             write::blocking(move || {
                 std::fs::copy(&src, &dst)?;
@@ -1131,6 +1214,7 @@ impl Vfs {
                     ino,
                     write: true,
                     object: None,
+                    readahead: Default::default(),
                 },
             );
         Ok((
@@ -1234,39 +1318,43 @@ impl Vfs {
 
     /// Drops the staging of a node that has no writer and no pending changes, moving its
     /// content into the block cache as the uploaded version.
-    fn unstage_if_idle(&self, ino: Ino) {
-        let mut t = self.tree();
-        let Some(n) = t.get_mut(ino) else {
-            return;
+    async fn unstage_if_idle(&self, ino: Ino) {
+        let (st, key) = {
+            let mut t = self.tree();
+            let Some(n) = t.get_mut(ino) else {
+                return;
+            };
+            let Some(st) = n.staged.clone() else {
+                return;
+            };
+            let s = st.snapshot();
+            if s.writers > 0 || s.dirty() || s.uploading {
+                return;
+            }
+            n.staged = None;
+            let key = match (t.path(ino), s.base.clone()) {
+                (Some((area, path)), Some(etag)) => Some(ObjectKey {
+                    area,
+                    path,
+                    etag,
+                    size: s.size,
+                }),
+                _ => None,
+            };
+            t.maybe_drop(ino);
+            (st, key)
         };
-        let Some(st) = n.staged.clone() else {
-            return;
-        };
-        let s = st.snapshot();
-        if s.writers > 0 || s.dirty() || s.uploading {
-            return;
-        }
-        n.staged = None;
-        let key = match (t.path(ino), s.base.clone()) {
-            (Some((area, path)), Some(etag)) => Some(ObjectKey {
-                area,
-                path,
-                etag,
-                size: s.size,
-            }),
-            _ => None,
-        };
-        t.maybe_drop(ino);
-        drop(t);
         let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || {
+        // Awaited: the next open must find the adopted version, not race with it.
+        let _ = tokio::task::spawn_blocking(move || {
             if let Some(key) = key {
                 if let Err(e) = cache.adopt(&key, &st.path) {
                     tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
                 }
             }
             let _ = std::fs::remove_file(&st.path);
-        });
+        })
+        .await;
     }
 
     pub async fn flush(&self, ino: Ino, fh: u64) -> VfsResult<()> {
@@ -1315,7 +1403,7 @@ impl Vfs {
                     result = self.upload(ino, &st).await;
                 }
             }
-            self.unstage_if_idle(ino);
+            self.unstage_if_idle(ino).await;
         }
         self.tree().maybe_drop(ino);
         result
@@ -1354,7 +1442,7 @@ impl Vfs {
                 }
             }
         }
-        self.unstage_if_idle(ino);
+        self.unstage_if_idle(ino).await;
         self.forget_remote_path(area, path).await
     }
 
@@ -1396,6 +1484,12 @@ impl Vfs {
         // moved below itself.
         if dst.is_some() && flags.noreplace {
             return Err(VfsError::Exists);
+        }
+        if let Some(d) = dst {
+            if self.tree().is_within(src, d) {
+                // The target is an ancestor of the source (a non-empty directory).
+                return Err(VfsError::NotEmpty);
+            }
         }
         let (src_kind, src_pending) = {
             let t = self.tree();

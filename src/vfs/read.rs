@@ -1,0 +1,234 @@
+//! The read path's download side: single-flight block fetches and sequential read-ahead.
+//!
+//! - **Single flight**: a block being downloaded is *claimed* in [`Inflight`]; another reader
+//!   that needs it waits for that download instead of starting its own, and re-checks the cache
+//!   when it ends (if the download failed, the waiter claims and fetches it itself).
+//! - **Read-ahead** ([`ReadAhead`], one per handle): a read that continues where the last one
+//!   ended doubles the window, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's
+//!   own read-ahead) up to `MAX_WINDOW`; any other read resets it. The window beyond the read is
+//!   fetched in the background in `CHUNK`-sized pieces, several GETs in parallel.
+//! - **Budget**: all background read-ahead of the mount shares one budget of bytes in flight
+//!   (`BUDGET`); a piece that does not fit is simply not prefetched (the demand read will fetch
+//!   it), so memory and connections stay bounded however many files are read at once.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Semaphore};
+
+/// First read-ahead window.
+pub(crate) const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
+/// Largest read-ahead window of one handle.
+pub(crate) const MAX_WINDOW: u64 = 64 << 20;
+/// Size of one background GET.
+pub(crate) const CHUNK: u64 = 4 << 20;
+/// Bytes of background read-ahead in flight for the whole mount.
+pub(crate) const BUDGET: u64 = 256 << 20;
+/// Budget accounting unit.
+pub(crate) const BUDGET_UNIT: u64 = 64 << 10;
+
+/// Blocks being downloaded, per object file.
+type Claims = Arc<Mutex<HashMap<(PathBuf, u64), watch::Receiver<bool>>>>;
+
+#[derive(Default)]
+pub(crate) struct Inflight {
+    claims: Claims,
+}
+
+/// A claimed run of blocks: dropping it releases the claim and wakes the waiters.
+pub(crate) struct Claim {
+    claims: Claims,
+    file: PathBuf,
+    blocks: Range<u64>,
+    done: Option<watch::Sender<bool>>,
+    /// Byte range of the claimed blocks (clipped to the file size by the caller).
+    pub bytes: Range<u64>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        for b in self.blocks.clone() {
+            m.remove(&(self.file.clone(), b));
+        }
+        drop(m);
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// What a reader must do for a set of missing byte runs.
+pub(crate) struct Plan {
+    /// Runs this reader claimed and must download.
+    pub claimed: Vec<Claim>,
+    /// Downloads by others to wait for.
+    pub waits: Vec<watch::Receiver<bool>>,
+}
+
+impl Inflight {
+    /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
+    /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
+    pub fn plan(&self, file: &PathBuf, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
+        let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = Vec::new();
+        let mut waits: Vec<watch::Receiver<bool>> = Vec::new();
+        let max_blocks = (max_run / block).max(1);
+        for run in runs {
+            let first = run.start / block;
+            let last = run.end.div_ceil(block); // exclusive
+            let mut b = first;
+            while b < last {
+                if let Some(rx) = m.get(&(file.clone(), b)) {
+                    if !waits.iter().any(|w| w.same_channel(rx)) {
+                        waits.push(rx.clone());
+                    }
+                    b += 1;
+                    continue;
+                }
+                // Claim a stretch of unclaimed blocks.
+                let start = b;
+                let (tx, rx) = watch::channel(false);
+                while b < last && b - start < max_blocks && !m.contains_key(&(file.clone(), b)) {
+                    m.insert((file.clone(), b), rx.clone());
+                    b += 1;
+                }
+                claimed.push(Claim {
+                    claims: self.claims.clone(),
+                    file: file.clone(),
+                    blocks: start..b,
+                    done: Some(tx),
+                    bytes: (start * block).max(run.start)..(b * block).min(run.end),
+                });
+            }
+        }
+        Plan { claimed, waits }
+    }
+}
+
+/// Sequential-read detection of one handle.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadAhead {
+    next: u64,
+    window: u64,
+    /// Read-ahead was scheduled up to here.
+    scheduled_to: u64,
+}
+
+impl Default for ReadAhead {
+    fn default() -> Self {
+        ReadAhead {
+            next: 0,
+            window: INITIAL_WINDOW,
+            scheduled_to: 0,
+        }
+    }
+}
+
+impl ReadAhead {
+    /// Records a read of `[offset, end)` and returns the byte range to prefetch now, if any.
+    pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
+        if offset == self.next && offset != 0 {
+            self.window = (self.window * 2).min(MAX_WINDOW);
+        } else if offset != self.next {
+            // A jump: start over.
+            self.window = INITIAL_WINDOW;
+            self.scheduled_to = end;
+        }
+        self.next = end;
+        let target = end.saturating_add(self.window).min(size);
+        // Top up when less than half the window is scheduled ahead.
+        if target > self.scheduled_to && self.scheduled_to < end + self.window / 2 {
+            let from = self.scheduled_to.max(end);
+            self.scheduled_to = target;
+            if from < target {
+                return Some(from..target);
+            }
+        }
+        None
+    }
+}
+
+/// The shared read-ahead budget.
+pub(crate) fn budget() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new((BUDGET / BUDGET_UNIT) as usize))
+}
+
+/// Permits needed for `bytes` of read-ahead.
+pub(crate) fn permits(bytes: u64) -> u32 {
+    bytes.div_ceil(BUDGET_UNIT).max(1) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_doubles_on_sequential_reads_and_resets_on_jumps() {
+        let size = 1 << 30;
+        let mut ra = ReadAhead::default();
+        let first = ra.on_read(0, 128 << 10, size).unwrap();
+        assert_eq!(first, (128 << 10)..(128 << 10) + INITIAL_WINDOW);
+        let mut pos = 128 << 10;
+        let mut max_seen = 0;
+        for _ in 0..2000 {
+            let end = pos + (128 << 10);
+            if let Some(r) = ra.on_read(pos, end, size) {
+                assert!(r.start >= end, "prefetch starts after the read");
+                assert!(r.end - end <= MAX_WINDOW);
+            }
+            max_seen = max_seen.max(ra.window);
+            pos = end;
+        }
+        assert_eq!(max_seen, MAX_WINDOW);
+        // A random read resets the window.
+        ra.on_read(5, 4096 + 5, size);
+        assert_eq!(ra.window, INITIAL_WINDOW);
+    }
+
+    #[test]
+    fn nothing_past_the_end_of_the_file() {
+        let mut ra = ReadAhead::default();
+        assert_eq!(ra.on_read(0, 100, 100), None);
+        let mut ra = ReadAhead::default();
+        assert_eq!(ra.on_read(0, 4096, 10_000), Some(4096..10_000));
+        assert_eq!(ra.on_read(4096, 8192, 10_000), None);
+    }
+
+    #[test]
+    fn plan_claims_once_and_others_wait() {
+        let inf = Inflight::default();
+        let f = PathBuf::from("/x");
+        let bs = 1 << 20;
+        let p1 = inf.plan(&f, &[0..(3 << 20)], bs, 8 << 20);
+        assert_eq!(p1.claimed.len(), 1);
+        assert_eq!(p1.claimed[0].bytes, 0..(3 << 20));
+        assert!(p1.waits.is_empty());
+        // A second reader wanting blocks 2..4 waits for the first and claims block 3.
+        let p2 = inf.plan(&f, &[(2 << 20)..(4 << 20)], bs, 8 << 20);
+        assert_eq!(p2.waits.len(), 1);
+        assert_eq!(p2.claimed.len(), 1);
+        assert_eq!(p2.claimed[0].bytes, (3 << 20)..(4 << 20));
+        let mut w = p2.waits[0].clone();
+        drop(p1);
+        assert!(*w.borrow_and_update());
+        // Released: a new plan claims again.
+        let p3 = inf.plan(&f, &[0..(1 << 20)], bs, 8 << 20);
+        assert_eq!(p3.claimed.len(), 1);
+    }
+
+    #[test]
+    fn claims_are_cut_at_max_run() {
+        let inf = Inflight::default();
+        let f = PathBuf::from("/y");
+        let p = inf.plan(&f, &[0..(10 << 20)], 1 << 20, 4 << 20);
+        let sizes: Vec<u64> = p
+            .claimed
+            .iter()
+            .map(|c| c.bytes.end - c.bytes.start)
+            .collect();
+        assert_eq!(sizes, vec![4 << 20, 4 << 20, 2 << 20]);
+    }
+}
