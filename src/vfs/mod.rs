@@ -946,9 +946,9 @@ impl Vfs {
             if runs.is_empty() {
                 return Ok(());
             }
-            let plan =
-                self.inflight
-                    .plan(&obj.file_path().to_path_buf(), &runs, bs, 2 * read::CHUNK);
+            let plan = self
+                .inflight
+                .plan(obj.file_path(), &runs, bs, 2 * read::CHUNK);
             let mut waits = plan.waits;
             if !plan.claimed.is_empty() {
                 let results: Vec<VfsResult<()>> = futures_util::stream::iter(

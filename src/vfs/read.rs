@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Semaphore};
@@ -71,7 +71,7 @@ pub(crate) struct Plan {
 impl Inflight {
     /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
     /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
-    pub fn plan(&self, file: &PathBuf, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
+    pub fn plan(&self, file: &Path, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
         let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = Vec::new();
         let mut waits: Vec<watch::Receiver<bool>> = Vec::new();
@@ -81,7 +81,7 @@ impl Inflight {
             let last = run.end.div_ceil(block); // exclusive
             let mut b = first;
             while b < last {
-                if let Some(rx) = m.get(&(file.clone(), b)) {
+                if let Some(rx) = m.get(&(file.to_path_buf(), b)) {
                     if !waits.iter().any(|w| w.same_channel(rx)) {
                         waits.push(rx.clone());
                     }
@@ -91,13 +91,16 @@ impl Inflight {
                 // Claim a stretch of unclaimed blocks.
                 let start = b;
                 let (tx, rx) = watch::channel(false);
-                while b < last && b - start < max_blocks && !m.contains_key(&(file.clone(), b)) {
-                    m.insert((file.clone(), b), rx.clone());
+                while b < last
+                    && b - start < max_blocks
+                    && !m.contains_key(&(file.to_path_buf(), b))
+                {
+                    m.insert((file.to_path_buf(), b), rx.clone());
                     b += 1;
                 }
                 claimed.push(Claim {
                     claims: self.claims.clone(),
-                    file: file.clone(),
+                    file: file.to_path_buf(),
                     blocks: start..b,
                     done: Some(tx),
                     bytes: (start * block).max(run.start)..(b * block).min(run.end),
@@ -162,6 +165,7 @@ pub(crate) fn permits(bytes: u64) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
