@@ -507,3 +507,33 @@ async fn odd_names_round_trip_through_the_vfs() {
         libc::ENAMETOOLONG
     );
 }
+
+#[tokio::test]
+async fn the_kernel_keeps_its_page_cache_only_for_an_unchanged_version() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("f", b"one".to_vec());
+    let f = mount_on(
+        mem.clone(),
+        Duration::from_millis(200),
+        tempfile::tempdir().unwrap(),
+    );
+    let ino = f.vfs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let o1 = f.vfs.open(ino, R).await.unwrap();
+    assert!(!o1.keep_cache, "first open: the kernel has nothing of ours");
+    f.vfs.release(ino, o1.fh).await.unwrap();
+    let o2 = f.vfs.open(ino, R).await.unwrap();
+    assert!(o2.keep_cache, "same version: keep the page cache");
+    f.vfs.release(ino, o2.fh).await.unwrap();
+    mem.insert_file("f", b"two!".to_vec());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let o3 = f.vfs.open(ino, R).await.unwrap();
+    assert!(!o3.keep_cache, "changed on the server: drop the page cache");
+    f.vfs.release(ino, o3.fh).await.unwrap();
+    // Our own upload: the kernel's pages are what we wrote.
+    let o4 = f.vfs.open(ino, W).await.unwrap();
+    f.vfs.write(ino, o4.fh, 0, b"mine").await.unwrap();
+    f.vfs.release(ino, o4.fh).await.unwrap();
+    let o5 = f.vfs.open(ino, R).await.unwrap();
+    assert!(o5.keep_cache, "after our own upload");
+    f.vfs.release(ino, o5.fh).await.unwrap();
+}

@@ -792,21 +792,25 @@ impl Vfs {
                 readahead: Default::default(),
             }
         };
-        {
+        // The kernel may keep its pages when they hold the version the server still has.
+        let keep_cache = {
             let mut t = self.tree();
-            if let Some(n) = t.get_mut(ino) {
-                n.open_handles += 1;
+            match t.get_mut(ino) {
+                Some(n) => {
+                    n.open_handles += 1;
+                    let keep = n.etag.is_some() && n.kernel_etag == n.etag;
+                    n.kernel_etag = n.etag.clone();
+                    keep
+                }
+                None => false,
             }
-        }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, handle);
-        Ok(Opened {
-            fh,
-            keep_cache: false,
-        })
+        Ok(Opened { fh, keep_cache })
     }
 
     /// The cache object of the node's current version (None while the node is staged).
@@ -1285,6 +1289,10 @@ impl Vfs {
                     let mut t = self.tree();
                     if let Some(n) = t.get_mut(ino) {
                         n.pending_create = false;
+                        // Every write went through the kernel's page cache: it holds this version.
+                        if n.kernel_etag == n.etag || n.kernel_etag.is_none() {
+                            n.kernel_etag = out.etag.clone();
+                        }
                         n.etag = out.etag.clone();
                         n.size = snap.size;
                     }

@@ -52,6 +52,8 @@ pub(crate) struct Node {
     pub staged: Option<Arc<Staged>>,
     /// Open read handles.
     pub open_handles: u32,
+    /// The version the kernel's page cache holds for this inode (what the last open showed).
+    pub kernel_etag: Option<ETag>,
 }
 
 impl Node {
@@ -72,6 +74,7 @@ impl Node {
             pending_create: false,
             staged: None,
             open_handles: 0,
+            kernel_etag: None,
         }
     }
 
