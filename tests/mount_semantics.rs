@@ -339,3 +339,34 @@ fn fallocate_is_not_supported() {
     drop(f);
     assert_eq!(dav.get("f"), b"abc");
 }
+
+/// An unlinked file that is still open stays usable through its descriptor, and closing it
+/// does not bring it back on the server.
+#[test]
+fn an_unlinked_open_file_stays_usable() {
+    let (dav, m) = setup("unlinked");
+    dav.put("f", b"on the server");
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    fs::remove_file(m.path("f")).unwrap();
+    assert!(dav.stat("f").is_none(), "unlink reached the server");
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b", and more").unwrap();
+    let mut back = String::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "on the server, and more");
+    f.sync_all()
+        .unwrap_or_else(|e| panic!("fsync of an unlinked file: {e}"));
+    drop(f);
+    assert!(
+        dav.stat("f").is_none(),
+        "closing an unlinked file re-created it"
+    );
+    assert_eq!(dav.names(""), Vec::<String>::new());
+    assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
+}

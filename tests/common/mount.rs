@@ -5,6 +5,10 @@
 //! File operations on a mount block in the kernel until the daemon answers: do them from plain
 //! `#[test]` functions (or `spawn_blocking`), never from an async runtime thread. [`Dav`] runs
 //! its own small runtime and blocks on it, so tests stay synchronous.
+//!
+//! Each mount's daemon logs to its own file (printed when the test fails); its level is
+//! `CLOUDMOUNT_TEST_MOUNT_LOG` (a `RUST_LOG` filter, default `info`), e.g.
+//! `CLOUDMOUNT_TEST_MOUNT_LOG=cloudmount=debug tests/run.sh mount::apache_basic`.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
