@@ -620,13 +620,24 @@ fn url_cache_name(url: &str, user: Option<&str>) -> String {
     }
 }
 
-/// Reads the config file for `req` when SOURCE is a profile, or when `--config` names one.
-fn load_profile(req: &MountRequest, dirs: &Dirs) -> Result<Option<(String, Profile)>, ConfigError> {
+/// A profile and the directory of its config file (its relative paths are taken from there).
+struct LoadedProfile {
+    name: String,
+    profile: Profile,
+    dir: PathBuf,
+}
+
+/// Reads the config file for `req` when SOURCE is a profile name.
+fn load_profile(
+    req: &MountRequest,
+    dirs: &Dirs,
+    cwd: &Path,
+) -> Result<Option<LoadedProfile>, ConfigError> {
     if is_url(&req.source) {
         return Ok(None);
     }
     let path = match &req.config {
-        Some(p) => dirs.expand(p),
+        Some(p) => cwd.join(dirs.expand(p)),
         None => dirs.config_file(),
     };
     if !path.exists() {
@@ -637,7 +648,13 @@ fn load_profile(req: &MountRequest, dirs: &Dirs) -> Result<Option<(String, Profi
     }
     let mut file = ConfigFile::load(&path)?;
     match file.profiles.remove(&req.source) {
-        Some(p) => Ok(Some((req.source.clone(), p))),
+        Some(profile) => Ok(Some(LoadedProfile {
+            name: req.source.clone(),
+            profile,
+            dir: path
+                .parent()
+                .map_or_else(|| cwd.to_path_buf(), Path::to_path_buf),
+        })),
         None => Err(ConfigError::NoProfile {
             name: req.source.clone(),
             path,
@@ -651,31 +668,26 @@ fn load_profile(req: &MountRequest, dirs: &Dirs) -> Result<Option<(String, Profi
 }
 
 /// Resolves a mount request: command line over `-o` (already in `req`) over profile over
-/// defaults. `env` looks up environment variables (the password variables); relative paths are
-/// taken against `cwd`.
+/// defaults. `env` looks up environment variables (the password variables). Relative paths of
+/// the command line are taken against `cwd`, those of the config file against its directory;
+/// `~/` is the home directory in both.
 pub fn resolve(
     req: &MountRequest,
     dirs: &Dirs,
     cwd: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<MountConfig, ConfigError> {
-    let loaded = load_profile(req, dirs)?;
-    let (profile_name, profile) = match loaded {
-        Some((n, p)) => (Some(n), p),
-        None => (None, Profile::default()),
+    let (profile_name, profile, profile_dir) = match load_profile(req, dirs, cwd)? {
+        Some(l) => (Some(l.name), l.profile, l.dir),
+        None => (None, Profile::default(), cwd.to_path_buf()),
     };
     let perr = |message: String| ConfigError::Profile {
         profile: req.source.clone(),
         message,
     };
-    let abs = |p: &Path| -> PathBuf {
-        let p = dirs.expand(p);
-        if p.is_absolute() {
-            p
-        } else {
-            cwd.join(p)
-        }
-    };
+    // `join` keeps an absolute path as it is.
+    let abs = |p: &Path| cwd.join(dirs.expand(p));
+    let abs_profile = |p: &Path| profile_dir.join(dirs.expand(p));
 
     // Areas.
     let (areas, areas_as_folders) = if profile_name.is_none() {
@@ -733,7 +745,7 @@ pub fn resolve(
             } else if let Some(p) = &profile.password {
                 p.clone()
             } else if let Some(f) = &profile.password_file {
-                read_password_file(&abs(f))?
+                read_password_file(&abs_profile(f))?
             } else if let Some(var) = &profile.password_env {
                 env(var)
                     .filter(|v| !v.is_empty())
@@ -750,20 +762,20 @@ pub fn resolve(
         }
     };
 
-    let mountpoint = req
-        .mountpoint
-        .as_deref()
-        .or(profile.mountpoint.as_deref())
-        .map(abs)
-        .ok_or(ConfigError::NoMountPoint)?;
+    let mountpoint = match (&req.mountpoint, &profile.mountpoint) {
+        (Some(m), _) => abs(m),
+        (None, Some(m)) => abs_profile(m),
+        (None, None) => return Err(ConfigError::NoMountPoint),
+    };
 
     let name = match &profile_name {
         Some(p) => sanitize_name(p),
         None => sanitize_name(&mountpoint.to_string_lossy()),
     };
-    let cache_dir = match req.cache_dir.as_deref().or(profile.cache_dir.as_deref()) {
-        Some(d) => abs(d),
-        None => match &profile_name {
+    let cache_dir = match (&req.cache_dir, &profile.cache_dir) {
+        (Some(d), _) => abs(d),
+        (None, Some(d)) => abs_profile(d),
+        (None, None) => match &profile_name {
             Some(p) => dirs.cache.join(sanitize_name(p)),
             None => dirs
                 .cache
@@ -1170,6 +1182,47 @@ read_only = true
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();
         assert!(matches!(e, ConfigError::Insecure { .. }), "{e}");
+    }
+
+    #[test]
+    fn profile_paths_are_relative_to_the_config_file() {
+        let home = tempfile::tempdir().unwrap();
+        let dirs = dirs_in(home.path());
+        let etc = home.path().join("etc/cm");
+        write_private(&etc.join("alice.pw"), "pw\n");
+        write_private(
+            &etc.join("config.toml"),
+            "[profiles.p]\nurl = \"https://h/\"\nuser = \"alice\"\n\
+             password_file = \"alice.pw\"\ncache_dir = \"cache\"\nmountpoint = \"mnt\"\n",
+        );
+        // --config relative to the working directory; the file's paths relative to the file.
+        let r = MountRequest {
+            source: "p".into(),
+            config: Some("etc/cm/config.toml".into()),
+            ..Default::default()
+        };
+        let c = resolve(&r, &dirs, home.path(), &no_env).unwrap();
+        assert_eq!(c.credentials.unwrap().password, "pw");
+        assert_eq!(c.cache_dir, etc.join("cache"));
+        assert_eq!(c.mountpoint, etc.join("mnt"));
+        // The command line's own paths stay relative to the working directory.
+        let r = MountRequest {
+            mountpoint: Some("here".into()),
+            cache_dir: Some("c2".into()),
+            ..r
+        };
+        let c = resolve(&r, &dirs, Path::new("/w"), &no_env);
+        assert!(
+            matches!(c, Err(ConfigError::NoConfigFile { .. })),
+            "config is cwd-relative"
+        );
+        let r = MountRequest {
+            config: Some(etc.join("config.toml")),
+            ..r
+        };
+        let c = resolve(&r, &dirs, Path::new("/w"), &no_env).unwrap();
+        assert_eq!(c.mountpoint, PathBuf::from("/w/here"));
+        assert_eq!(c.cache_dir, PathBuf::from("/w/c2"));
     }
 
     #[test]

@@ -298,7 +298,6 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
     mounts::check_fuse_available()?;
-    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
     let has_cache = cfg.cache_dir.join("meta.db").exists();
 
     let creds = cfg.credentials.as_ref();
@@ -316,6 +315,9 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             read_only: area.read_only,
         });
     }
+
+    // After the server checks, so that their errors come first.
+    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
 
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -404,6 +406,14 @@ impl Running {
         if unmount {
             match self.mount.unmount(false, UNMOUNT_WAIT).await {
                 Ok(()) => {}
+                Err(UnmountError::Busy(p)) => {
+                    tracing::warn!(
+                        "{} is busy (a file is open there, or a working directory is inside): \
+                         detaching it lazily; programs still using it get errors from now on",
+                        p.display()
+                    );
+                    self.mount.unmount(true, UNMOUNT_WAIT).await?;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "unmount failed: detaching the mount lazily");
                     self.mount.unmount(true, UNMOUNT_WAIT).await?;
@@ -486,7 +496,8 @@ pub fn unmount(
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    if pid.is_none() || !state_file.exists() {
+    // Left behind by a daemon that died without cleaning up.
+    if state::read_pid(&state_file).is_some_and(|p| !state::is_cloudmount_alive(p)) {
         let _ = std::fs::remove_file(&state_file);
     }
     Ok(Unmounted {

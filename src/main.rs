@@ -286,7 +286,7 @@ fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
          Try, in another terminal:\n  \
          ls -l {root}\n  \
          cat {readme}\n  \
-         cp /etc/hostname {drive}/\n  \
+         cp /etc/hostname {drive}\n  \
          getfattr -n user.cloudmount.state {readme}\n  \
          df -h {root}\n\
          \n\
@@ -297,7 +297,7 @@ fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
         seeded = if fresh { " (sample files added)" } else { "" },
         root = sh_quote(mp),
         readme = q("Cloud Drive/README.txt"),
-        drive = q("Cloud Drive"),
+        drive = q("Cloud Drive/"),
     );
     let _ = out.flush();
 }

@@ -37,7 +37,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::vfs::{OpenMode, Vfs, VfsError};
+use crate::vfs::{Attr, OpenMode, Vfs, VfsError, VfsResult};
 use convert::{errno, file_attr, file_type, utf8_name, xattr_answer, XattrAnswer};
 
 pub use mounts::{FuseUnavailable, UnmountError};
@@ -114,6 +114,47 @@ impl FuseFs {
             .instrument(span),
         );
     }
+
+    /// Spawns a request answered with an empty reply.
+    fn spawn_empty<F>(&self, span: tracing::Span, reply: ReplyEmpty, fut: F)
+    where
+        F: Future<Output = VfsResult<()>> + Send + 'static,
+    {
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    /// Spawns a request answered with an entry (lookup, mkdir, mknod).
+    fn spawn_entry<F>(&self, span: tracing::Span, reply: ReplyEntry, fut: F)
+    where
+        F: Future<Output = VfsResult<Attr>> + Send + 'static,
+    {
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
+
+    /// Spawns a request answered with attributes (getattr, setattr).
+    fn spawn_attr<F>(&self, span: tracing::Span, reply: ReplyAttr, fut: F)
+    where
+        F: Future<Output = VfsResult<Attr>> + Send + 'static,
+    {
+        let vfs = self.vfs.clone();
+        self.spawn(span, async move {
+            match fut.await {
+                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
+    }
 }
 
 /// Logs a failed request (at debug: ENOENT on lookup is routine; EIO is logged with its reason
@@ -158,12 +199,11 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_entry(
+            span,
+            reply,
+            async move { vfs.lookup(parent.0, &name).await },
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -176,12 +216,7 @@ impl Filesystem for FuseFs {
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let span = op_span!("getattr", req, ino = ino.0, fh = fh.map(|f| f.0));
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.getattr(ino.0).await {
-                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_attr(span, reply, async move { vfs.getattr(ino.0).await });
     }
 
     fn setattr(
@@ -205,11 +240,8 @@ impl Filesystem for FuseFs {
         let span = op_span!("setattr", req, ino = ino.0, fh = fh.map(|f| f.0), ?size);
         let set = convert::set_attr(mode, uid, gid, size, atime, mtime, SystemTime::now());
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.setattr(ino.0, fh.map(|f| f.0), set).await {
-                Ok(attr) => reply.attr(&vfs.ttl(), &file_attr(&attr)),
-                Err(e) => reply.error(fail(&e)),
-            }
+        self.spawn_attr(span, reply, async move {
+            vfs.setattr(ino.0, fh.map(|f| f.0), set).await
         });
     }
 
@@ -232,18 +264,14 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
+        self.spawn_entry(span, reply, async move {
             let mode = OpenMode {
                 write: true,
                 ..OpenMode::default()
             };
-            match vfs.create(parent.0, &name, mode).await {
-                Ok((attr, opened)) => match vfs.release(attr.ino, opened.fh).await {
-                    Ok(()) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                    Err(e) => reply.error(fail(&e)),
-                },
-                Err(e) => reply.error(fail(&e)),
-            }
+            let (attr, opened) = vfs.create(parent.0, &name, mode).await?;
+            vfs.release(attr.ino, opened.fh).await?;
+            Ok(attr)
         });
     }
 
@@ -261,12 +289,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.mkdir(parent.0, &name).await {
-                Ok(attr) => reply.entry(&vfs.ttl(), &file_attr(&attr), GENERATION),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_entry(span, reply, async move { vfs.mkdir(parent.0, &name).await });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -275,12 +298,11 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(
+            span,
+            reply,
+            async move { vfs.unlink(parent.0, &name).await },
+        );
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -289,12 +311,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENOENT);
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.rmdir(parent.0, &name).await });
     }
 
     fn symlink(
@@ -337,14 +354,9 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs
-                .rename(parent.0, &name, newparent.0, &newname, flags)
+        self.spawn_empty(span, reply, async move {
+            vfs.rename(parent.0, &name, newparent.0, &newname, flags)
                 .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
         });
     }
 
@@ -432,12 +444,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("flush", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.flush(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.flush(ino.0, fh.0).await });
     }
 
     fn release(
@@ -452,7 +459,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("release", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
+        self.spawn_empty(span, reply, async move {
             let flushed = if flush {
                 vfs.flush(ino.0, fh.0).await
             } else {
@@ -461,10 +468,7 @@ impl Filesystem for FuseFs {
             // The handle is released even when the flush failed; the first error is reported
             // (the kernel does not pass it on to close(), but it is logged).
             let released = vfs.release(ino.0, fh.0).await;
-            match flushed.and(released) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
+            flushed.and(released)
         });
     }
 
@@ -478,12 +482,7 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("fsync", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.fsync(ino.0, fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+        self.spawn_empty(span, reply, async move { vfs.fsync(ino.0, fh.0).await });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -776,20 +775,22 @@ pub fn mount(
         }
     })?;
     let (ended_tx, ended_rx) = watch::channel(false);
-    let thread = std::thread::Builder::new()
+    let path = mountpoint.to_path_buf();
+    std::thread::Builder::new()
         .name("fuse-session".into())
         .spawn(move || {
-            let result = session.run();
+            if let Err(e) = session.run() {
+                tracing::error!(mountpoint = %path.display(), error = %e, "FUSE session failed");
+            }
             let _ = ended_tx.send(true);
-            result
         })
         .map_err(MountError::Thread)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         ended: ended_rx,
-        thread: Some(thread),
         inflight,
+        detached: false,
     })
 }
 
@@ -797,8 +798,9 @@ pub fn mount(
 pub struct MountHandle {
     mountpoint: PathBuf,
     ended: watch::Receiver<bool>,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
     inflight: Inflight,
+    /// Unmounted (maybe lazily) by [`MountHandle::unmount`]: nothing left to do on drop.
+    detached: bool,
 }
 
 impl std::fmt::Debug for MountHandle {
@@ -840,7 +842,7 @@ impl MountHandle {
                     })
                 });
             match res {
-                Ok(()) | Err(UnmountError::NotMounted(_)) => {}
+                Ok(()) | Err(UnmountError::NotMounted(_)) => self.detached = true,
                 Err(e) => return Err(e),
             }
         }
@@ -855,25 +857,11 @@ impl MountHandle {
     pub async fn idle(&self) {
         self.inflight.idle().await;
     }
-
-    /// Joins the session thread once it ended, giving its final error, if any.
-    pub fn finish(mut self) -> io::Result<()> {
-        match self.thread.take() {
-            Some(t) if t.is_finished() => t
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("FUSE session thread panicked"))),
-            Some(t) => {
-                self.thread = Some(t);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
 }
 
 impl Drop for MountHandle {
     fn drop(&mut self) {
-        if self.thread.is_some() && !self.has_ended() {
+        if !self.detached && !self.has_ended() {
             if let Err(e) = mounts::unmount(&self.mountpoint, true) {
                 tracing::warn!(error = %e, "unmount on drop failed");
             }
@@ -905,6 +893,96 @@ mod tests {
         });
         assert!(c.mount_options.contains(&MountOption::RO));
         assert_eq!(c.acl, SessionACL::All);
+    }
+
+    /// A download held up by a slow server must not stall other requests: `ls` and `stat`
+    /// answer while a read of another file waits (requests are spawned, not run in the FUSE
+    /// thread).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_slow_download_does_not_stall_listing() {
+        use crate::remote::faulty::{FaultyRemote, Op};
+        use crate::remote::mem::MemRemote;
+        use crate::vfs::{AreaSpec, VfsOptions, VfsSetup};
+        use std::time::Instant;
+
+        const DELAY: Duration = Duration::from_secs(3);
+        let dir = tempfile::tempdir().unwrap();
+        let mem = MemRemote::new();
+        mem.insert_file("big.bin", vec![7u8; 256 << 10]);
+        mem.insert_file("small.txt", &b"hi"[..]);
+        let remote = Arc::new(FaultyRemote::new(mem));
+        remote.delay(Op::ReadRange, DELAY);
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let vfs = Vfs::new(VfsSetup {
+            areas: vec![AreaSpec {
+                name: String::new(),
+                remote: remote.clone(),
+                read_only: false,
+            }],
+            opts: VfsOptions {
+                dir_ttl: Duration::from_secs(1),
+                uid,
+                gid,
+                read_only: false,
+                areas_as_folders: false,
+            },
+            cache_dir: dir.path().join("cache"),
+            cache_size: 64 << 20,
+        })
+        .unwrap();
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir(&mp).unwrap();
+        let mp2 = mp.clone();
+        let mut handle =
+            tokio::task::spawn_blocking(move || mount(vfs, &mp2, &MountOptions::default()))
+                .await
+                .unwrap()
+                .expect("mount");
+
+        let big = mp.join("big.bin");
+        let reader = std::thread::spawn(move || {
+            let t = Instant::now();
+            let n = std::fs::read(big).map(|d| d.len());
+            (n, t.elapsed())
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            remote.calls(Op::ReadRange) >= 1,
+            "the slow read has started"
+        );
+
+        let mp3 = mp.clone();
+        let t = Instant::now();
+        let (names, small) = tokio::task::spawn_blocking(move || {
+            let mut names: Vec<String> = std::fs::read_dir(&mp3)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            (
+                names,
+                std::fs::metadata(mp3.join("small.txt")).unwrap().len(),
+            )
+        })
+        .await
+        .unwrap();
+        let listing_took = t.elapsed();
+        let (read, read_took) = reader.join().unwrap();
+
+        let unmounted = handle.unmount(false, Duration::from_secs(10)).await;
+        assert_eq!(names, ["big.bin", "small.txt"]);
+        assert_eq!(small, 2);
+        assert_eq!(read.expect("read big.bin"), 256 << 10);
+        assert!(
+            read_took >= DELAY - Duration::from_millis(500),
+            "{read_took:?}"
+        );
+        assert!(
+            listing_took < Duration::from_secs(1),
+            "ls and stat took {listing_took:?} while a read was held up for {DELAY:?}"
+        );
+        unmounted.expect("unmount");
     }
 
     #[tokio::test]

@@ -32,6 +32,11 @@ pub enum FuseUnavailable {
          Install it with `apt install fuse3`"
     )]
     NoFusermount,
+    #[error(
+        "FUSE is not usable by this user: {DEV_FUSE} is not readable and writable (it is \
+         normally mode 0666: as root, run `chmod 666 {DEV_FUSE}`)"
+    )]
+    NoDeviceAccess,
 }
 
 /// Checks that a FUSE mount can be attempted: the device exists and, without root, the setuid
@@ -42,8 +47,16 @@ pub fn check_fuse_available() -> Result<(), FuseUnavailable> {
         Ok(_) => return Err(FuseUnavailable::NotADevice),
         Err(_) => return Err(FuseUnavailable::NoDevice),
     }
-    if !is_root() && fusermount_bin().is_none() {
-        return Err(FuseUnavailable::NoFusermount);
+    if !is_root() {
+        if fusermount_bin().is_none() {
+            return Err(FuseUnavailable::NoFusermount);
+        }
+        // fuser opens the device itself before it hands the mount to fusermount3.
+        let dev = CString::new(DEV_FUSE).expect("no NUL in a constant");
+        // SAFETY: `dev` is a valid NUL-terminated path; access has no other preconditions.
+        if unsafe { libc::access(dev.as_ptr(), libc::R_OK | libc::W_OK) } != 0 {
+            return Err(FuseUnavailable::NoDeviceAccess);
+        }
     }
     Ok(())
 }

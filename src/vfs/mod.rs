@@ -1385,7 +1385,17 @@ impl Vfs {
             (src, t.child(new_parent, new_name))
         };
         if dst == Some(src) {
-            return Ok(());
+            // rename(2) of a name onto itself does nothing — unless told not to replace.
+            return if flags.noreplace {
+                Err(VfsError::Exists)
+            } else {
+                Ok(())
+            };
+        }
+        // The kernel's order: an existing target with RENAME_NOREPLACE first, then a directory
+        // moved below itself.
+        if dst.is_some() && flags.noreplace {
+            return Err(VfsError::Exists);
         }
         let (src_kind, src_pending) = {
             let t = self.tree();

@@ -304,7 +304,13 @@ impl WebDavRemote {
                 Ok(())
             }
             Some(Chosen::Basic) => {
-                if self.base.scheme() == "http" {
+                let loopback = match self.base.host() {
+                    Some(url::Host::Ipv4(a)) => a.is_loopback(),
+                    Some(url::Host::Ipv6(a)) => a.is_loopback(),
+                    Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                    None => false,
+                };
+                if self.base.scheme() == "http" && !loopback {
                     tracing::warn!(url = %self.base, "server wants Basic auth over plain http: the password crosses the network readable");
                 }
                 self.set_auth(AuthState::Basic);

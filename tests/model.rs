@@ -1,0 +1,478 @@
+//! Reference-model test: random sequences of file operations applied to the `Vfs` (on the
+//! in-memory fake) and to a plain local directory; after every step both must agree on the
+//! result (success or the same errno), and at the end on the whole tree — and the fake server
+//! must hold exactly what the local directory holds.
+//!
+//! Shrunk failures are kept below as named regression tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudmount::remote::mem::MemRemote;
+use cloudmount::vfs::{
+    AreaSpec, FileKind, Ino, OpenMode, RenameFlags, SetAttr, Vfs, VfsOptions, VfsSetup, ROOT_INO,
+};
+use proptest::prelude::*;
+
+/// Paths are drawn from a small pool so operations collide often.
+const NAMES: &[&str] = &["a", "b", "c d", "é"];
+
+#[derive(Clone)]
+enum Op {
+    /// Create (or truncate) a file with content.
+    Write {
+        path: Vec<u8>,
+        data: Vec<u8>,
+    },
+    /// Write into an existing file at an offset (extends it when past the end).
+    Patch {
+        path: Vec<u8>,
+        offset: u16,
+        data: Vec<u8>,
+    },
+    Truncate {
+        path: Vec<u8>,
+        len: u16,
+    },
+    Mkdir {
+        path: Vec<u8>,
+    },
+    Rmdir {
+        path: Vec<u8>,
+    },
+    Unlink {
+        path: Vec<u8>,
+    },
+    Rename {
+        from: Vec<u8>,
+        to: Vec<u8>,
+        noreplace: bool,
+    },
+    Read {
+        path: Vec<u8>,
+    },
+}
+
+/// Compact: data as its length and first byte, so a failing sequence stays readable.
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = |d: &Vec<u8>| format!("{}B#{}", d.len(), d.first().copied().unwrap_or(0));
+        let p = |p: &Vec<u8>| names(p).join("/");
+        match self {
+            Op::Write { path, data } => write!(f, "Write({:?}, {})", p(path), d(data)),
+            Op::Patch { path, offset, data } => {
+                write!(f, "Patch({:?}, @{offset}, {})", p(path), d(data))
+            }
+            Op::Truncate { path, len } => write!(f, "Truncate({:?}, {len})", p(path)),
+            Op::Mkdir { path } => write!(f, "Mkdir({:?})", p(path)),
+            Op::Rmdir { path } => write!(f, "Rmdir({:?})", p(path)),
+            Op::Unlink { path } => write!(f, "Unlink({:?})", p(path)),
+            Op::Rename {
+                from,
+                to,
+                noreplace,
+            } => {
+                write!(
+                    f,
+                    "Rename({:?} -> {:?}, noreplace={noreplace})",
+                    p(from),
+                    p(to)
+                )
+            }
+            Op::Read { path } => write!(f, "Read({:?})", p(path)),
+        }
+    }
+}
+
+fn path_strategy() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(0u8..NAMES.len() as u8, 1..=3)
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let data = proptest::collection::vec(any::<u8>(), 0..3000);
+    prop_oneof![
+        3 => (path_strategy(), data.clone()).prop_map(|(path, data)| Op::Write { path, data }),
+        2 => (path_strategy(), 0u16..4000, proptest::collection::vec(any::<u8>(), 1..500))
+            .prop_map(|(path, offset, data)| Op::Patch { path, offset, data }),
+        1 => (path_strategy(), 0u16..4000).prop_map(|(path, len)| Op::Truncate { path, len }),
+        3 => path_strategy().prop_map(|path| Op::Mkdir { path }),
+        1 => path_strategy().prop_map(|path| Op::Rmdir { path }),
+        1 => path_strategy().prop_map(|path| Op::Unlink { path }),
+        2 => (path_strategy(), path_strategy(), any::<bool>())
+            .prop_map(|(from, to, noreplace)| Op::Rename { from, to, noreplace }),
+        2 => path_strategy().prop_map(|path| Op::Read { path }),
+    ]
+}
+
+fn names(path: &[u8]) -> Vec<&'static str> {
+    path.iter().map(|&i| NAMES[i as usize]).collect()
+}
+
+fn local(root: &Path, path: &[u8]) -> PathBuf {
+    let mut p = root.to_path_buf();
+    for n in names(path) {
+        p.push(n);
+    }
+    p
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+/// Applies an op to the plain directory: Ok(read data) or Err(errno).
+fn apply_local(root: &Path, op: &Op) -> Result<Option<Vec<u8>>, i32> {
+    use std::fs;
+    use std::os::unix::fs::FileExt;
+    let r: std::io::Result<Option<Vec<u8>>> = (|| match op {
+        Op::Write { path, data } => {
+            fs::write(local(root, path), data)?;
+            Ok(None)
+        }
+        Op::Patch { path, offset, data } => {
+            let f = fs::OpenOptions::new().write(true).open(local(root, path))?;
+            f.write_all_at(data, u64::from(*offset))?;
+            Ok(None)
+        }
+        Op::Truncate { path, len } => {
+            let f = fs::OpenOptions::new().write(true).open(local(root, path))?;
+            f.set_len(u64::from(*len))?;
+            Ok(None)
+        }
+        Op::Mkdir { path } => fs::create_dir(local(root, path)).map(|_| None),
+        Op::Rmdir { path } => fs::remove_dir(local(root, path)).map(|_| None),
+        Op::Unlink { path } => fs::remove_file(local(root, path)).map(|_| None),
+        Op::Rename {
+            from,
+            to,
+            noreplace,
+        } => {
+            let (f, t) = (local(root, from), local(root, to));
+            let cf = std::ffi::CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
+            let ct = std::ffi::CString::new(t.as_os_str().as_encoded_bytes()).unwrap();
+            let flags = if *noreplace {
+                libc::RENAME_NOREPLACE
+            } else {
+                0
+            };
+            // SAFETY: both are valid NUL-terminated paths.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    cf.as_ptr(),
+                    libc::AT_FDCWD,
+                    ct.as_ptr(),
+                    flags,
+                )
+            };
+            if rc == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        Op::Read { path } => fs::read(local(root, path)).map(Some),
+    })();
+    r.map_err(|e| errno_of(&e))
+}
+
+const W: OpenMode = OpenMode {
+    write: true,
+    truncate: false,
+    append: false,
+};
+
+/// Walks to the parent of `path`, returning (parent ino, last name).
+async fn parent_of(vfs: &Vfs, path: &[u8]) -> Result<(Ino, &'static str), i32> {
+    let ns = names(path);
+    let mut ino = ROOT_INO;
+    for n in &ns[..ns.len() - 1] {
+        let a = vfs.lookup(ino, n).await.map_err(|e| e.errno())?;
+        if a.kind != FileKind::Dir {
+            return Err(libc::ENOTDIR);
+        }
+        ino = a.ino;
+    }
+    Ok((ino, ns[ns.len() - 1]))
+}
+
+async fn resolve(vfs: &Vfs, path: &[u8]) -> Result<cloudmount::vfs::Attr, i32> {
+    let (p, n) = parent_of(vfs, path).await?;
+    vfs.lookup(p, n).await.map_err(|e| e.errno())
+}
+
+async fn apply_vfs(vfs: &Vfs, op: &Op) -> Result<Option<Vec<u8>>, i32> {
+    let e = |e: cloudmount::vfs::VfsError| e.errno();
+    match op {
+        Op::Write { path, data } => {
+            let (p, n) = parent_of(vfs, path).await?;
+            let (ino, fh) = match vfs.lookup(p, n).await {
+                Ok(a) if a.kind == FileKind::Dir => return Err(libc::EISDIR),
+                Ok(a) => {
+                    let o = vfs
+                        .open(
+                            a.ino,
+                            OpenMode {
+                                write: true,
+                                truncate: true,
+                                append: false,
+                            },
+                        )
+                        .await
+                        .map_err(e)?;
+                    (a.ino, o.fh)
+                }
+                Err(err) if err.errno() == libc::ENOENT => {
+                    let (a, o) = vfs.create(p, n, W).await.map_err(e)?;
+                    (a.ino, o.fh)
+                }
+                Err(err) => return Err(err.errno()),
+            };
+            if !data.is_empty() {
+                vfs.write(ino, fh, 0, data).await.map_err(e)?;
+            }
+            vfs.flush(ino, fh).await.map_err(e)?;
+            vfs.release(ino, fh).await.map_err(e)?;
+            Ok(None)
+        }
+        Op::Patch { path, offset, data } => {
+            let a = resolve(vfs, path).await?;
+            if a.kind == FileKind::Dir {
+                return Err(libc::EISDIR);
+            }
+            let o = vfs.open(a.ino, W).await.map_err(e)?;
+            vfs.write(a.ino, o.fh, u64::from(*offset), data)
+                .await
+                .map_err(e)?;
+            vfs.flush(a.ino, o.fh).await.map_err(e)?;
+            vfs.release(a.ino, o.fh).await.map_err(e)?;
+            Ok(None)
+        }
+        Op::Truncate { path, len } => {
+            let a = resolve(vfs, path).await?;
+            if a.kind == FileKind::Dir {
+                return Err(libc::EISDIR);
+            }
+            let o = vfs.open(a.ino, W).await.map_err(e)?;
+            vfs.setattr(
+                a.ino,
+                Some(o.fh),
+                SetAttr {
+                    size: Some(u64::from(*len)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(e)?;
+            vfs.flush(a.ino, o.fh).await.map_err(e)?;
+            vfs.release(a.ino, o.fh).await.map_err(e)?;
+            Ok(None)
+        }
+        Op::Mkdir { path } => {
+            let (p, n) = parent_of(vfs, path).await?;
+            vfs.mkdir(p, n).await.map(|_| None).map_err(e)
+        }
+        Op::Rmdir { path } => {
+            let (p, n) = parent_of(vfs, path).await?;
+            vfs.rmdir(p, n).await.map(|_| None).map_err(e)
+        }
+        Op::Unlink { path } => {
+            let (p, n) = parent_of(vfs, path).await?;
+            vfs.unlink(p, n).await.map(|_| None).map_err(e)
+        }
+        Op::Rename {
+            from,
+            to,
+            noreplace,
+        } => {
+            let (fp, fname) = parent_of(vfs, from).await?;
+            let (tp, tname) = parent_of(vfs, to).await?;
+            let flags = RenameFlags {
+                noreplace: *noreplace,
+                exchange: false,
+            };
+            vfs.rename(fp, fname, tp, tname, flags)
+                .await
+                .map(|_| None)
+                .map_err(e)
+        }
+        Op::Read { path } => {
+            let a = resolve(vfs, path).await?;
+            if a.kind == FileKind::Dir {
+                return Err(libc::EISDIR);
+            }
+            let o = vfs.open(a.ino, OpenMode::default()).await.map_err(e)?;
+            let mut out = Vec::new();
+            loop {
+                let c = vfs
+                    .read(a.ino, o.fh, out.len() as u64, 65536)
+                    .await
+                    .map_err(e)?;
+                if c.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&c);
+            }
+            vfs.release(a.ino, o.fh).await.map_err(e)?;
+            Ok(Some(out))
+        }
+    }
+}
+
+/// The tree as (path → content, or None for a directory).
+type Snapshot = BTreeMap<String, Option<Vec<u8>>>;
+
+fn snapshot_local(root: &Path) -> Snapshot {
+    fn walk(dir: &Path, prefix: &str, out: &mut Snapshot) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let p = format!("{prefix}{name}");
+            if e.file_type().unwrap().is_dir() {
+                out.insert(p.clone(), None);
+                walk(&e.path(), &format!("{p}/"), out);
+            } else {
+                out.insert(p, Some(std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    let mut out = Snapshot::new();
+    walk(root, "", &mut out);
+    out
+}
+
+async fn snapshot_vfs(vfs: &Vfs) -> Snapshot {
+    let mut out = Snapshot::new();
+    let mut stack = vec![(ROOT_INO, String::new())];
+    while let Some((ino, prefix)) = stack.pop() {
+        let fh = vfs.opendir(ino).await.unwrap();
+        let entries = vfs.readdir(ino, fh, 0).await.unwrap();
+        vfs.releasedir(fh);
+        for (_, e) in entries.into_iter().skip(2) {
+            let p = format!("{prefix}{}", e.name);
+            if e.attr.kind == FileKind::Dir {
+                out.insert(p.clone(), None);
+                stack.push((e.attr.ino, format!("{p}/")));
+            } else {
+                let o = vfs.open(e.attr.ino, OpenMode::default()).await.unwrap();
+                let mut data = Vec::new();
+                loop {
+                    let c = vfs
+                        .read(e.attr.ino, o.fh, data.len() as u64, 65536)
+                        .await
+                        .unwrap();
+                    if c.is_empty() {
+                        break;
+                    }
+                    data.extend_from_slice(&c);
+                }
+                vfs.release(e.attr.ino, o.fh).await.unwrap();
+                out.insert(p, Some(data));
+            }
+        }
+    }
+    out
+}
+
+fn snapshot_mem(mem: &MemRemote) -> Snapshot {
+    mem.paths()
+        .into_iter()
+        .map(|p| match p.strip_suffix('/') {
+            Some(d) => (d.to_string(), None),
+            None => {
+                let data = mem.file_bytes(&p);
+                (p, data)
+            }
+        })
+        .collect()
+}
+
+/// Runs a sequence on both sides and checks they agree.
+fn check(ops: &[Op]) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plain = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemRemote::new());
+        let vfs = Vfs::new(VfsSetup {
+            areas: vec![AreaSpec {
+                name: "m".into(),
+                remote: mem.clone(),
+                read_only: false,
+            }],
+            opts: VfsOptions {
+                dir_ttl: Duration::from_secs(3600),
+                uid: 0,
+                gid: 0,
+                read_only: false,
+                areas_as_folders: false,
+            },
+            cache_dir: cache.path().to_path_buf(),
+            cache_size: 64 << 20,
+        })
+        .unwrap();
+        for (i, op) in ops.iter().enumerate() {
+            let want = apply_local(plain.path(), op);
+            let got = apply_vfs(&vfs, op).await;
+            assert_eq!(got, want, "step {i}: {op:?}\nops: {ops:?}");
+        }
+        let want = snapshot_local(plain.path());
+        assert_eq!(
+            snapshot_vfs(&vfs).await,
+            want,
+            "tree through the vfs\nops: {ops:?}"
+        );
+        assert_eq!(snapshot_mem(&mem), want, "tree on the server\nops: {ops:?}");
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, .. ProptestConfig::default() })]
+    #[test]
+    fn vfs_behaves_like_a_local_directory(ops in proptest::collection::vec(op_strategy(), 1..40)) {
+        check(&ops);
+    }
+}
+
+// ---- Shrunk failures, kept as regressions -------------------------------------------------
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
+}
+
+/// renameat2(x, x, RENAME_NOREPLACE) is EEXIST on Linux, not a no-op.
+#[test]
+fn regression_rename_onto_itself_with_noreplace() {
+    check(&[
+        Op::Write {
+            path: vec![2],
+            data: data(10),
+        },
+        Op::Rename {
+            from: vec![2],
+            to: vec![2],
+            noreplace: true,
+        },
+        Op::Rename {
+            from: vec![2],
+            to: vec![2],
+            noreplace: false,
+        },
+    ]);
+}
+
+/// The kernel reports EEXIST for RENAME_NOREPLACE before EINVAL for a move below itself.
+#[test]
+fn regression_noreplace_into_own_subdirectory() {
+    check(&[
+        Op::Mkdir { path: vec![0] },
+        Op::Mkdir { path: vec![0, 0] },
+        Op::Rename { from: vec![0], to: vec![0, 0], noreplace: true },
+    ]);
+}
