@@ -473,6 +473,10 @@ fn regression_noreplace_into_own_subdirectory() {
     check(&[
         Op::Mkdir { path: vec![0] },
         Op::Mkdir { path: vec![0, 0] },
-        Op::Rename { from: vec![0], to: vec![0, 0], noreplace: true },
+        Op::Rename {
+            from: vec![0],
+            to: vec![0, 0],
+            noreplace: true,
+        },
     ]);
 }

@@ -553,10 +553,13 @@ mod cases {
 
         let m = Mounted::new(&dav.url, &opts);
         let first = local_tree(&m.dir);
-        fs::write(m.path("written"), pattern(MIB + 2, 4)).unwrap();
+        // Files written just before the unmount are uploaded and kept in the cache too.
+        for i in 0..5 {
+            fs::write(m.path(&format!("written {i}")), pattern(MIB + i, i as u8)).unwrap();
+        }
         m.unmount();
         let server = dav.tree();
-        assert_eq!(first.len() + 1, server.len());
+        assert_eq!(first.len() + 5, server.len());
 
         let gets_before = count_gets(&dav);
         let m = Mounted::new(&dav.url, &opts);

@@ -257,6 +257,17 @@ fn writes_reach_the_server_at_fsync_and_close() {
     f.write_all(b", third").unwrap();
     drop(f);
     assert_eq!(dav.get("f"), b"first, second, third", "after close");
+    // Right after close() the content is uploaded and kept in the cache: `cached`, never
+    // `online` (a read would fetch it again). Several files: the state must hold every time.
+    for i in 0..10 {
+        let name = format!("g{i}");
+        fs::write(m.path(&name), format!("file {i}")).unwrap();
+        assert_eq!(
+            String::from_utf8(getxattr(&m.path(&name), "user.cloudmount.state").unwrap()).unwrap(),
+            "cached",
+            "state of {name} right after it was written and closed"
+        );
+    }
     assert_eq!(
         getxattr(&m.path("f"), "user.cloudmount.state").as_deref(),
         Ok(&b"cached"[..]),
