@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cloudmount's test command.
 #
-#   tests/run.sh [ARGS...]   install missing Debian packages, start the real WebDAV test servers
+#   tests/run.sh [ARGS...]   install missing Debian packages and the external suites fsx and
+#                            pjdfstest (cargo install), start the real WebDAV test servers
 #                            on 127.0.0.1 (Apache mod_dav with Basic and with Digest auth, rclone
 #                            serve webdav), run the Rust tests against them, stop the servers.
 #                            ARGS go to `cargo nextest run` (if installed) or `cargo test`,
@@ -45,6 +46,9 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; the
 fi
 if [ "$SERVE_ONLY" -eq 0 ] && ! command -v cargo >/dev/null 2>&1; then
     cm_die "cargo not found on PATH (install a Rust toolchain >= the crate's rust-version via rustup)"
+fi
+if [ "$SERVE_ONLY" -eq 0 ]; then
+    cm_ensure_test_tools
 fi
 
 cm_start_servers

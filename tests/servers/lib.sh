@@ -3,6 +3,7 @@
 # Sourced by tests/run.sh (which sets -euo pipefail); see tests/servers/README.md.
 #
 #   cm_ensure_packages   install missing Debian packages (apt-get, once)
+#   cm_ensure_test_tools install the external test suites fsx and pjdfstest (cargo, once)
 #   cm_start_servers     start Apache (Basic + Digest vhosts) and rclone, wait for them, export
 #                        CLOUDMOUNT_TEST_* variables
 #   cm_stop_servers      stop everything started here and remove the temp dir (idempotent)
@@ -46,6 +47,34 @@ cm_ensure_packages() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${missing[@]}" </dev/null
+}
+
+# ---------------------------------------------------------------------------------------------
+# External test suites
+
+# Run on a real mount by tests/mount_fsx.rs and tests/mount_pjdfstest.rs; from crates.io,
+# installed with `cargo install --locked` into $CARGO_HOME/bin (~/.cargo/bin) when missing or of
+# another version. Versions are pinned: tests/pjdfstest/pjdfstest.toml names pjdfstest's cases,
+# tests/fsx/fsx.toml uses fsx's config keys. At run time they need nothing beyond Debian's
+# essential packages (pjdfstest switches to the users nobody and daemon of base-passwd; on
+# Linux it does not link libacl).
+CM_CARGO_TOOLS=(fsx@0.3.2 pjdfstest@0.2.2)
+
+cm_ensure_test_tools() {
+    local bin="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin" spec name version have
+    case ":$PATH:" in *":$bin:"*) ;; *) export PATH="$bin:$PATH" ;; esac
+    for spec in "${CM_CARGO_TOOLS[@]}"; do
+        name=${spec%@*}
+        version=${spec#*@}
+        have=$("$name" --version 2>/dev/null || true)
+        [ "$have" = "$name $version" ] && continue
+        cm_log "installing $name $version: cargo install --locked $name@$version (once; a minute or two)"
+        cargo install --locked --quiet --force "$name@$version" </dev/null \
+            || cm_die "cargo install $name@$version failed"
+        have=$("$name" --version 2>/dev/null || true)
+        [ "$have" = "$name $version" ] \
+            || cm_die "$name $version was installed but \`$name --version\` says \"$have\" (is $bin first on PATH?)"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,785 @@
+//! Real FUSE mounts for the integration tests: [`Mounted`] runs the built `cloudmount mount`,
+//! checks that the mount is live, and unmounts on drop; [`Dav`] is a WebDAV client on a fresh
+//! folder of one test server, to check through the protocol what the mount did.
+//!
+//! File operations on a mount block in the kernel until the daemon answers: do them from plain
+//! `#[test]` functions (or `spawn_blocking`), never from an async runtime thread. [`Dav`] runs
+//! its own small runtime and blocks on it, so tests stay synchronous.
+//!
+//! Each mount's daemon logs to its own file (printed when the test fails); its level is
+//! `CLOUDMOUNT_TEST_MOUNT_LOG` (a `RUST_LOG` filter, default `info`), e.g.
+//! `CLOUDMOUNT_TEST_MOUNT_LOG=cloudmount=debug tests/run.sh mount::apache_basic`.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudmount::remote::{ByteRange, Entry, PutBody, PutCondition, Quota, Remote, RemotePath};
+
+use super::{sha256, test_password, test_user, unique, webdav};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_cloudmount");
+
+/// How long `cloudmount mount` / `unmount` may take before the test gives up on them.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+/// One of the real servers started by `tests/run.sh`, or an embedded one.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub name: &'static str,
+    /// Base URL, ending with `/`.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// Access log (Apache only): one line per request, see tests/servers/README.md.
+    pub access_log: Option<PathBuf>,
+}
+
+impl Server {
+    pub fn apache_basic() -> Server {
+        Server {
+            name: "apache_basic",
+            url: super::env("CLOUDMOUNT_TEST_APACHE_BASIC_URL"),
+            user: test_user(),
+            password: test_password(),
+            access_log: Some(PathBuf::from(super::env(
+                "CLOUDMOUNT_TEST_APACHE_ACCESS_LOG",
+            ))),
+        }
+    }
+
+    pub fn apache_digest() -> Server {
+        Server {
+            name: "apache_digest",
+            url: super::env("CLOUDMOUNT_TEST_APACHE_DIGEST_URL"),
+            user: test_user(),
+            password: test_password(),
+            access_log: Some(PathBuf::from(super::env(
+                "CLOUDMOUNT_TEST_APACHE_DIGEST_ACCESS_LOG",
+            ))),
+        }
+    }
+
+    pub fn rclone() -> Server {
+        Server {
+            name: "rclone",
+            url: super::env("CLOUDMOUNT_TEST_RCLONE_URL"),
+            user: test_user(),
+            password: test_password(),
+            access_log: None,
+        }
+    }
+
+    pub fn embedded(s: &super::EmbeddedServer) -> Server {
+        Server {
+            name: "embedded",
+            url: s.url.clone(),
+            user: "cmtest".into(),
+            password: super::EMBEDDED_PASSWORD.into(),
+            access_log: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The WebDAV side
+
+/// A file or directory of a tree, as seen through the mount or through WebDAV.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File { size: u64, sha256: String },
+}
+
+/// A whole tree: relative path (`a/b`) → node.
+pub type Tree = BTreeMap<String, Node>;
+
+/// A WebDAV client on a fresh folder of a server, blocking (it owns its runtime).
+pub struct Dav {
+    rt: tokio::runtime::Runtime,
+    pub remote: Arc<dyn Remote>,
+    /// The test's folder below the server's base.
+    pub root: RemotePath,
+    /// URL of that folder, ending with `/`: what a test mounts.
+    pub url: String,
+    pub server: Server,
+}
+
+impl Dav {
+    /// Creates `t-<label>-<random>` on `server` and a client for it.
+    pub fn fresh(server: &Server, label: &str) -> Dav {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let remote: Arc<dyn Remote> = Arc::new(webdav(&server.url, &server.user, &server.password));
+        let name = format!("t-{label}-{}", unique());
+        let root = RemotePath::new(&name).unwrap();
+        rt.block_on(remote.mkdir(&root))
+            .unwrap_or_else(|e| panic!("mkdir {name} on {}: {e}", server.name));
+        let url = format!("{}{name}/", server.url);
+        Dav {
+            rt,
+            remote,
+            root,
+            url,
+            server: server.clone(),
+        }
+    }
+
+    /// The remote path of `rel` (`a/b/c`, relative to the test's folder).
+    pub fn p(&self, rel: &str) -> RemotePath {
+        let mut p = self.root.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            p = p
+                .join(seg)
+                .unwrap_or_else(|e| panic!("bad name {seg:?}: {e}"));
+        }
+        p
+    }
+
+    /// The path of `rel` as the server's URL path (for matching access log lines).
+    pub fn url_path(&self, rel: &str) -> String {
+        let base = url::Url::parse(&self.server.url).unwrap();
+        self.p(rel).to_url(&base, false).path().to_string()
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn put(&self, rel: &str, data: &[u8]) {
+        self.rt
+            .block_on(self.remote.put(
+                &self.p(rel),
+                PutBody::from(data.to_vec()),
+                PutCondition::None,
+            ))
+            .unwrap_or_else(|e| panic!("PUT {rel}: {e}"));
+    }
+
+    pub fn mkdir(&self, rel: &str) {
+        self.rt
+            .block_on(self.remote.mkdir(&self.p(rel)))
+            .unwrap_or_else(|e| panic!("MKCOL {rel}: {e}"));
+    }
+
+    pub fn delete(&self, rel: &str) {
+        self.rt
+            .block_on(self.remote.delete(&self.p(rel)))
+            .unwrap_or_else(|e| panic!("DELETE {rel}: {e}"));
+    }
+
+    /// The whole content of a file on the server.
+    pub fn get(&self, rel: &str) -> Vec<u8> {
+        self.rt.block_on(async {
+            self.remote
+                .read_range(&self.p(rel), ByteRange::whole(), None)
+                .await
+                .unwrap_or_else(|e| panic!("GET {rel}: {e}"))
+                .bytes()
+                .await
+                .unwrap_or_else(|e| panic!("GET body {rel}: {e}"))
+                .to_vec()
+        })
+    }
+
+    /// Metadata of `rel`, or `None` when the server says it does not exist.
+    pub fn stat(&self, rel: &str) -> Option<Entry> {
+        match self.rt.block_on(self.remote.stat(&self.p(rel))) {
+            Ok(e) => Some(e),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => panic!("PROPFIND {rel}: {e}"),
+        }
+    }
+
+    /// Names of the direct children of `rel`, sorted.
+    pub fn names(&self, rel: &str) -> Vec<String> {
+        let l = self
+            .rt
+            .block_on(self.remote.list(&self.p(rel)))
+            .unwrap_or_else(|e| panic!("PROPFIND {rel}: {e}"));
+        let mut v: Vec<String> = l.children.iter().map(|c| c.name().to_string()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.rt
+            .block_on(self.remote.quota())
+            .unwrap_or_else(|e| panic!("quota: {e}"))
+    }
+
+    /// The server's tree below the test's folder: names, kinds, sizes, sha256 of the content
+    /// fetched by GET. Also checks that each listed size equals the fetched length.
+    pub fn tree(&self) -> Tree {
+        let mut out = Tree::new();
+        let mut todo = vec![String::new()];
+        while let Some(rel) = todo.pop() {
+            let l = self
+                .rt
+                .block_on(self.remote.list(&self.p(&rel)))
+                .unwrap_or_else(|e| panic!("PROPFIND {rel:?}: {e}"));
+            for c in &l.children {
+                let child = if rel.is_empty() {
+                    c.name().to_string()
+                } else {
+                    format!("{rel}/{}", c.name())
+                };
+                if c.is_dir() {
+                    out.insert(child.clone(), Node::Dir);
+                    todo.push(child);
+                } else {
+                    let data = self.get(&child);
+                    assert_eq!(
+                        data.len() as u64,
+                        c.size,
+                        "{}: listed size of {child:?} differs from its content",
+                        self.server.name
+                    );
+                    out.insert(
+                        child,
+                        Node::File {
+                            size: c.size,
+                            sha256: sha256(&data),
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Access log lines of this test's own paths (Apache only).
+    pub fn log_lines(&self) -> Vec<String> {
+        let log = self
+            .server
+            .access_log
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no access log", self.server.name));
+        let text = std::fs::read_to_string(log)
+            .unwrap_or_else(|e| panic!("read access log {}: {e}", log.display()));
+        let prefix = self.url_path("");
+        text.lines()
+            .filter(|l| {
+                l.split('"')
+                    .nth(1)
+                    .and_then(|req| req.split(' ').nth(1))
+                    .is_some_and(|p| p.starts_with(&prefix))
+            })
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
+/// The tree below `root` as seen through the filesystem: names, kinds, sizes and the sha256 of
+/// the content read with `std::fs::read`.
+pub fn local_tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let dir = root.join(&rel);
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("readdir {dir:?}: {e}")) {
+            let e = e.unwrap_or_else(|e| panic!("readdir entry in {dir:?}: {e}"));
+            let child = rel.join(e.file_name());
+            let key = child
+                .to_str()
+                .unwrap_or_else(|| panic!("non-UTF-8 name {child:?}"))
+                .to_string();
+            let path = root.join(&child);
+            let md =
+                std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {path:?}: {e}"));
+            if md.is_dir() {
+                out.insert(key, Node::Dir);
+                todo.push(child);
+            } else {
+                assert!(md.is_file(), "{path:?} is neither a file nor a directory");
+                let data = std::fs::read(&path).unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+                assert_eq!(
+                    data.len() as u64,
+                    md.len(),
+                    "{path:?}: st_size differs from the bytes read"
+                );
+                out.insert(
+                    key,
+                    Node::File {
+                        size: md.len(),
+                        sha256: sha256(&data),
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two trees are equal, listing the differences readably.
+pub fn assert_trees_equal(what: &str, mount: &Tree, server: &Tree) {
+    if mount == server {
+        return;
+    }
+    let mut diff = String::new();
+    for (k, v) in mount {
+        match server.get(k) {
+            None => diff.push_str(&format!("  only in the mount:  {k:?} {v:?}\n")),
+            Some(s) if s != v => diff.push_str(&format!(
+                "  differs: {k:?}\n    mount:  {v:?}\n    server: {s:?}\n"
+            )),
+            _ => {}
+        }
+    }
+    for (k, v) in server {
+        if !mount.contains_key(k) {
+            diff.push_str(&format!("  only on the server: {k:?} {v:?}\n"));
+        }
+    }
+    panic!("{what}: the mounted tree differs from the server's:\n{diff}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts
+
+/// Options of one `cloudmount mount`.
+#[derive(Clone, Debug)]
+pub struct MountOpts {
+    /// `--user`; `None` leaves it out (a profile gives it).
+    pub user: Option<String>,
+    /// Put in `CLOUDMOUNT_PASSWORD` (never on the command line).
+    pub password: Option<String>,
+    /// `--cache-dir`; `None`: a fresh directory owned by the [`Mounted`].
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: String,
+    pub dir_cache_time: String,
+    /// More arguments (`--allow-other`, `--config FILE`, ...).
+    pub extra: Vec<OsString>,
+}
+
+impl MountOpts {
+    /// Credentials of `server`, a 256 MiB cache, listings trusted for 1 s.
+    pub fn for_server(server: &Server) -> MountOpts {
+        MountOpts {
+            user: Some(server.user.clone()),
+            password: Some(server.password.clone()),
+            cache_dir: None,
+            cache_size: "256M".into(),
+            dir_cache_time: "1s".into(),
+            extra: vec![],
+        }
+    }
+
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn cache_size(mut self, s: &str) -> Self {
+        self.cache_size = s.into();
+        self
+    }
+
+    pub fn dir_cache_time(mut self, s: &str) -> Self {
+        self.dir_cache_time = s.into();
+        self
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.extra.push(a.into());
+        self
+    }
+}
+
+/// A live `cloudmount` mount, unmounted on drop (`cloudmount unmount`, then `fusermount3 -u -z`
+/// if that fails). Its XDG directories are private, so tests mount in parallel and each one's
+/// daemon log is its own (printed when the test fails).
+pub struct Mounted {
+    /// The mount point.
+    pub dir: PathBuf,
+    pub cache_dir: PathBuf,
+    xdg: PathBuf,
+    mounted: bool,
+    // Dropped after the unmount in `Drop::drop`.
+    _mount_parent: tempfile::TempDir,
+    _home: tempfile::TempDir,
+}
+
+impl Mounted {
+    /// Mounts `source` (a URL or a profile name) and asserts that `cloudmount mount` exits 0
+    /// and that the mount is live.
+    pub fn new(source: &str, opts: &MountOpts) -> Mounted {
+        let home = tempfile::Builder::new()
+            .prefix("cm-mount-home.")
+            .tempdir()
+            .expect("tempdir");
+        let xdg = home.path().to_path_buf();
+        for d in ["state", "run", "config", "cache"] {
+            std::fs::create_dir_all(xdg.join(d)).unwrap();
+        }
+        std::fs::set_permissions(xdg.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        // The parent of the mount point is world-searchable: other users (pjdfstest switches
+        // users) must be able to reach an --allow-other mount.
+        let mount_parent = tempfile::Builder::new()
+            .prefix("cm-mnt.")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::set_permissions(mount_parent.path(), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let dir = mount_parent.path().join("mnt");
+        std::fs::create_dir(&dir).unwrap();
+        let cache_dir = opts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| xdg.join("cache").join("blocks"));
+
+        let mut m = Mounted {
+            dir: dir.clone(),
+            cache_dir: cache_dir.clone(),
+            xdg,
+            mounted: false,
+            _mount_parent: mount_parent,
+            _home: home,
+        };
+        let mut cmd = m.command();
+        cmd.arg("mount").arg(source).arg(&dir);
+        if let Some(u) = &opts.user {
+            cmd.arg("--user").arg(u);
+        }
+        cmd.arg("--cache-dir")
+            .arg(&cache_dir)
+            .arg("--cache-size")
+            .arg(&opts.cache_size)
+            .arg("--dir-cache-time")
+            .arg(&opts.dir_cache_time)
+            .args(&opts.extra);
+        if let Some(p) = &opts.password {
+            cmd.env("CLOUDMOUNT_PASSWORD", p);
+        }
+        let out = run(cmd, "cloudmount mount");
+        if !out.status.success() {
+            let log = m.daemon_log();
+            panic!(
+                "cloudmount mount {source} {} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{log}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+        }
+        m.mounted = true;
+        let info = mount_info(&dir).unwrap_or_else(|| {
+            panic!(
+                "cloudmount mount exited 0 but {} is not in /proc/self/mountinfo",
+                dir.display()
+            )
+        });
+        assert_eq!(
+            info.fs_type,
+            "fuse.cloudmount",
+            "{} is mounted, but as {info:?}",
+            dir.display()
+        );
+        m
+    }
+
+    /// A command of the binary with this mount's environment.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("CLOUDMOUNT_PASSWORD")
+            .env("XDG_STATE_HOME", self.xdg.join("state"))
+            .env("XDG_RUNTIME_DIR", self.xdg.join("run"))
+            .env("XDG_CONFIG_HOME", self.xdg.join("config"))
+            .env("XDG_CACHE_HOME", self.xdg.join("cache"))
+            .env(
+                "RUST_LOG",
+                std::env::var("CLOUDMOUNT_TEST_MOUNT_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `self.dir.join(rel)`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.
+    pub fn unmount(mut self) {
+        let out = self.run_unmount();
+        assert!(
+            out.status.success(),
+            "cloudmount unmount {} failed ({}): {}\ndaemon log:\n{}",
+            self.dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        assert!(
+            mount_info(&self.dir).is_none(),
+            "{} is still mounted after cloudmount unmount",
+            self.dir.display()
+        );
+        self.mounted = false;
+    }
+
+    fn run_unmount(&self) -> Output {
+        let mut cmd = self.command();
+        cmd.arg("unmount").arg(&self.dir);
+        run(cmd, "cloudmount unmount")
+    }
+
+    /// The daemon's log files (last 200 lines of each).
+    pub fn daemon_log(&self) -> String {
+        let mut s = String::new();
+        let dir = self.xdg.join("state").join("cloudmount");
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let from = lines.len().saturating_sub(200);
+                s.push_str(&format!("--- {} ---\n", e.path().display()));
+                for l in &lines[from..] {
+                    s.push_str(l);
+                    s.push('\n');
+                }
+            }
+        }
+        if s.is_empty() {
+            s = format!("(no log under {})", dir.display());
+        }
+        s
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "daemon log of the mount at {}:\n{}",
+                self.dir.display(),
+                self.daemon_log()
+            );
+        }
+        let out = self.run_unmount();
+        if out.status.success() && mount_info(&self.dir).is_none() {
+            return;
+        }
+        eprintln!(
+            "cloudmount unmount {} failed ({}): {}; detaching with fusermount3 -u -z",
+            self.dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.dir)
+            .status();
+        if !std::thread::panicking() {
+            panic!(
+                "cloudmount unmount {} failed: {}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+}
+
+/// Runs `cmd` to completion with a timeout; its output goes through files (a daemon that
+/// inherited a pipe would keep it open forever).
+fn run(mut cmd: Command, what: &str) -> Output {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let stdout = out_dir.path().join("stdout");
+    let stderr = out_dir.path().join("stderr");
+    cmd.stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {COMMAND_TIMEOUT:?}; stderr: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(&stdout).unwrap_or_default(),
+        stderr: std::fs::read(&stderr).unwrap_or_default(),
+    }
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub fs_type: String,
+    pub source: String,
+    /// Per-mount options (`rw,nosuid,...`).
+    pub options: String,
+    /// Per-superblock options (`rw,user_id=0,...`).
+    pub super_options: String,
+}
+
+/// The mount at exactly `path`, from `/proc/self/mountinfo` (the last one, if stacked).
+pub fn mount_info(path: &Path) -> Option<MountInfo> {
+    let want = path.as_os_str().as_bytes();
+    let text = std::fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    let mut found = None;
+    for line in text.split(|&b| b == b'\n') {
+        let line = String::from_utf8_lossy(line);
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.len() < sep + 4 || sep < 6 {
+            continue;
+        }
+        if unescape_mountinfo(fields[4]) != want {
+            continue;
+        }
+        found = Some(MountInfo {
+            fs_type: fields[sep + 1].to_string(),
+            source: fields[sep + 2].to_string(),
+            options: fields[5].to_string(),
+            super_options: fields[sep + 3].to_string(),
+        });
+    }
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            let oct = &b[i + 1..i + 4];
+            if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
+                out.push((oct[0] - b'0') * 64 + (oct[1] - b'0') * 8 + (oct[2] - b'0'));
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("{what}: not the case after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The value of extended attribute `name` of `path` (follows symlinks), or the errno.
+pub fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// `statvfs(2)` of `path`.
+pub fn statvfs(path: &Path) -> libc::statvfs {
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: zeroed is a valid statvfs; the pointer is valid for the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::statvfs(p.as_ptr(), &mut st) };
+    assert_eq!(
+        r,
+        0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    st
+}
+
+/// An external test tool (fsx, pjdfstest): on PATH, or in ~/.cargo/bin; fails loudly otherwise.
+pub fn find_tool(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed (not on PATH nor in ~/.cargo/bin). The test command \
+                 tests/run.sh installs it; by hand: cargo install --locked {name}"
+            )
+        })
+}
+
+/// Reads a whole file through the mount.
+pub fn read(path: &Path) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path:?}: {e}"));
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)
+        .unwrap_or_else(|e| panic!("read {path:?}: {e}"));
+    v
+}
+
+/// The errno of an I/O result that must have failed.
+pub fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>, what: &str) -> i32 {
+    match r {
+        Ok(v) => panic!("{what}: succeeded ({v:?}) but must fail"),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("{what}: error without errno: {e}")),
+    }
+}
+
+/// `OsStr` of raw bytes (for names that are not UTF-8).
+pub fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}

@@ -1,0 +1,383 @@
+//! What POSIX behaviour holds on a cloudmount mount and what WebDAV cannot carry: each claim of
+//! SEMANTICS.md that pjdfstest does not already check is checked here, through a real mount of
+//! Apache mod_dav (Basic auth).
+
+mod common;
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::mount::*;
+use common::pattern;
+
+const MIB: usize = 1 << 20;
+
+fn setup(label: &str) -> (Dav, Mounted) {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, label);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
+    (dav, m)
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// The errno of a libc call's -1 return.
+fn check(r: libc::c_int, what: &str) -> Result<(), i32> {
+    if r == 0 {
+        Ok(())
+    } else {
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap();
+        eprintln!("{what}: errno {e}");
+        Err(e)
+    }
+}
+
+/// Modes are fixed (0644 files, 0755 directories), every entry belongs to the mounting user;
+/// chmod to the same mode and chown to the same owner succeed, anything else is EPERM.
+#[test]
+fn permissions_and_owners_are_fixed() {
+    let (_dav, m) = setup("perm");
+    fs::write(m.path("f"), b"x").unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    // SAFETY: no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    for (name, mode) in [("f", 0o100644), ("d", 0o040755)] {
+        let md = fs::metadata(m.path(name)).unwrap();
+        assert_eq!(md.mode(), mode, "mode of {name}");
+        assert_eq!((md.uid(), md.gid()), (uid, gid), "owner of {name}");
+    }
+    let root = fs::metadata(&m.dir).unwrap();
+    assert_eq!(root.mode(), 0o040755);
+    // A mode given at creation is not kept.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(m.path("private"))
+            .unwrap();
+    }
+    assert_eq!(fs::metadata(m.path("private")).unwrap().mode(), 0o100644);
+
+    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, mode) in [("f", 0o600), ("f", 0o755), ("d", 0o700), ("f", 0o4644)] {
+        assert_eq!(
+            errno_of(
+                fs::set_permissions(m.path(name), fs::Permissions::from_mode(mode)),
+                "chmod"
+            ),
+            libc::EPERM,
+            "chmod {mode:o} {name}"
+        );
+    }
+    let p = cstr(&m.path("f"));
+    // SAFETY: valid path.
+    check(
+        unsafe { libc::chown(p.as_ptr(), uid, gid) },
+        "chown to self",
+    )
+    .unwrap();
+    assert_eq!(
+        check(unsafe { libc::chown(p.as_ptr(), 65534, u32::MAX) }, "chown"),
+        Err(libc::EPERM)
+    );
+    assert_eq!(
+        check(unsafe { libc::chown(p.as_ptr(), u32::MAX, 65534) }, "chgrp"),
+        Err(libc::EPERM)
+    );
+}
+
+/// No symlinks, hard links, FIFOs, sockets or device nodes: EPERM, nothing reaches the server.
+#[test]
+fn special_files_are_refused() {
+    let (dav, m) = setup("special");
+    fs::write(m.path("f"), b"x").unwrap();
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("f", m.path("link")), "symlink"),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno_of(fs::hard_link(m.path("f"), m.path("hard")), "link"),
+        libc::EPERM
+    );
+    for (what, mode) in [
+        ("mkfifo", libc::S_IFIFO | 0o644),
+        ("mknod chr", libc::S_IFCHR | 0o644),
+        ("mknod blk", libc::S_IFBLK | 0o644),
+        ("mknod sock", libc::S_IFSOCK | 0o644),
+    ] {
+        let p = cstr(&m.path("node"));
+        // SAFETY: valid path.
+        assert_eq!(
+            check(unsafe { libc::mknod(p.as_ptr(), mode, 0) }, what),
+            Err(libc::EPERM),
+            "{what}"
+        );
+    }
+    // mknod of a regular file is a create.
+    let p = cstr(&m.path("regular"));
+    // SAFETY: valid path.
+    check(
+        unsafe { libc::mknod(p.as_ptr(), libc::S_IFREG | 0o644, 0) },
+        "mknod reg",
+    )
+    .unwrap();
+    assert_eq!(dav.names(""), vec!["f".to_string(), "regular".to_string()]);
+    assert_eq!(dav.get("regular"), b"");
+}
+
+/// rename(2) is a WebDAV MOVE: RENAME_NOREPLACE works, RENAME_EXCHANGE is EINVAL.
+#[test]
+fn rename_flags() {
+    let (dav, m) = setup("renflags");
+    fs::write(m.path("a"), b"a").unwrap();
+    fs::write(m.path("b"), b"b").unwrap();
+    let (a, b) = (cstr(&m.path("a")), cstr(&m.path("b")));
+    let renameat2 = |flags: libc::c_uint| -> Result<(), i32> {
+        // SAFETY: valid paths.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                a.as_ptr(),
+                libc::AT_FDCWD,
+                b.as_ptr(),
+                flags,
+            )
+        };
+        check(r, "renameat2")
+    };
+    assert_eq!(renameat2(libc::RENAME_EXCHANGE), Err(libc::EINVAL));
+    assert_eq!(renameat2(libc::RENAME_NOREPLACE), Err(libc::EEXIST));
+    assert_eq!(dav.get("a"), b"a");
+    assert_eq!(dav.get("b"), b"b");
+    renameat2(0).unwrap();
+    assert!(dav.stat("a").is_none());
+    assert_eq!(dav.get("b"), b"a");
+}
+
+/// Names: any byte but `/` and NUL, as long as the name is UTF-8 and at most 255 bytes.
+#[test]
+fn name_rules() {
+    let (dav, m) = setup("names");
+    let ok = "ü".repeat(127) + "x"; // 255 bytes
+    fs::write(m.path(&ok), b"ok").unwrap();
+    assert_eq!(dav.get(&ok), b"ok");
+    let long = "x".repeat(256);
+    assert_eq!(
+        errno_of(fs::write(m.path(&long), b"x"), "create a 256-byte name"),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(
+        errno_of(fs::create_dir(m.path(&long)), "mkdir a 256-byte name"),
+        libc::ENAMETOOLONG
+    );
+    let bad = m.dir.join(os(b"latin1-\xe9.txt"));
+    assert_eq!(
+        errno_of(fs::write(&bad, b"x"), "create a non-UTF-8 name"),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(fs::create_dir(&bad), "mkdir a non-UTF-8 name"),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno_of(fs::metadata(&bad), "stat a non-UTF-8 name"),
+        libc::ENOENT
+    );
+    assert_eq!(statvfs(&m.dir).f_namemax, 255);
+    assert_eq!(dav.names(""), vec![ok]);
+}
+
+/// The only extended attribute is the read-only `user.cloudmount.state`.
+#[test]
+fn xattrs() {
+    let (_dav, m) = setup("xattrs");
+    fs::write(m.path("f"), b"x").unwrap();
+    let p = cstr(&m.path("f"));
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: valid path and buffer.
+    let n = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr() as *mut libc::c_char, 1024) };
+    assert!(n > 0, "listxattr: {}", std::io::Error::last_os_error());
+    assert_eq!(&buf[..n as usize], b"user.cloudmount.state\0");
+    let name = CString::new("user.cloudmount.state").unwrap();
+    let other = CString::new("user.mine").unwrap();
+    for n in [&name, &other] {
+        // SAFETY: valid path, name and value.
+        let r = unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                n.as_ptr(),
+                b"v".as_ptr() as *const libc::c_void,
+                1,
+                0,
+            )
+        };
+        assert_eq!(check(r, "setxattr"), Err(libc::ENOTSUP), "setxattr {n:?}");
+        // SAFETY: valid path and name.
+        let r = unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) };
+        assert_eq!(
+            check(r, "removexattr"),
+            Err(libc::ENOTSUP),
+            "removexattr {n:?}"
+        );
+    }
+    assert_eq!(getxattr(&m.path("f"), "user.mine"), Err(libc::ENODATA));
+    assert_eq!(
+        getxattr(&m.dir, "user.cloudmount.state").as_deref(),
+        Ok(&b"online"[..]),
+        "a directory's state"
+    );
+}
+
+/// A changed file is uploaded whole at close and at fsync; while it is open and not yet
+/// synced its state is `dirty`.
+#[test]
+fn writes_reach_the_server_at_fsync_and_close() {
+    let (dav, m) = setup("fsync");
+    let mut f = File::create(m.path("f")).unwrap();
+    f.write_all(b"first").unwrap();
+    assert_eq!(
+        getxattr(&m.path("f"), "user.cloudmount.state").as_deref(),
+        Ok(&b"dirty"[..])
+    );
+    f.sync_all().unwrap();
+    assert_eq!(dav.get("f"), b"first", "after fsync, still open");
+    f.write_all(b", second").unwrap();
+    f.sync_data().unwrap();
+    assert_eq!(dav.get("f"), b"first, second", "after fdatasync");
+    f.write_all(b", third").unwrap();
+    drop(f);
+    assert_eq!(dav.get("f"), b"first, second, third", "after close");
+    // Right after close() the content is uploaded and kept in the cache: `cached`, never
+    // `online` (a read would fetch it again). Several files: the state must hold every time.
+    for i in 0..10 {
+        let name = format!("g{i}");
+        fs::write(m.path(&name), format!("file {i}")).unwrap();
+        assert_eq!(
+            String::from_utf8(getxattr(&m.path(&name), "user.cloudmount.state").unwrap()).unwrap(),
+            "cached",
+            "state of {name} right after it was written and closed"
+        );
+    }
+    assert_eq!(
+        getxattr(&m.path("f"), "user.cloudmount.state").as_deref(),
+        Ok(&b"cached"[..]),
+        "a file written and closed"
+    );
+}
+
+/// An mtime set with utimensat/touch is shown (and survives revalidation of the listing), but
+/// is not sent to the server: WebDAV servers do not let clients set getlastmodified.
+#[test]
+fn touch_mtime_is_kept_locally() {
+    let (dav, m) = setup("mtime");
+    fs::write(m.path("f"), b"x").unwrap();
+    let when = UNIX_EPOCH + Duration::from_secs(978_307_200); // 2001-01-01
+    File::options()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    assert_eq!(fs::metadata(m.path("f")).unwrap().modified().unwrap(), when);
+    // After the listing was revalidated (--dir-cache-time 1s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = fs::read_dir(&m.dir).unwrap().count();
+    assert_eq!(
+        fs::metadata(m.path("f")).unwrap().modified().unwrap(),
+        when,
+        "the local mtime survives revalidation"
+    );
+    let server = dav.stat("f").unwrap().mtime.expect("server mtime");
+    assert!(
+        server > SystemTime::now() - Duration::from_secs(3600),
+        "the server's mtime is its own ({server:?}), not the one set locally"
+    );
+}
+
+/// An open file reads the version it opened: if the server's copy changes, a block not cached
+/// yet is EIO (never the new version's bytes); a new open after the listing TTL reads the new
+/// version.
+#[test]
+fn an_open_file_never_mixes_versions() {
+    let (dav, m) = setup("versions");
+    let old = pattern(3 * MIB, 1);
+    let new = pattern(3 * MIB + 100, 2);
+    dav.put("f", &old);
+    let f = File::open(m.path("f")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    use std::os::unix::fs::FileExt;
+    f.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, old[..4096]);
+    dav.put("f", &new);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The third block was never read: the old version's bytes or EIO, never the new ones.
+    match f.read_exact_at(&mut buf, (2 * MIB + 10) as u64) {
+        Ok(()) => assert_eq!(
+            buf,
+            old[2 * MIB + 10..2 * MIB + 10 + 4096],
+            "an open file read bytes of another version"
+        ),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+    }
+    drop(f);
+    eventually(
+        Duration::from_secs(20),
+        "a new open reads the new version",
+        || (fs::read(m.path("f")).ok()? == new).then_some(()),
+    );
+}
+
+/// fallocate is not supported (EOPNOTSUPP); the file is unchanged.
+#[test]
+fn fallocate_is_not_supported() {
+    let (dav, m) = setup("fallocate");
+    fs::write(m.path("f"), b"abc").unwrap();
+    let f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: a valid descriptor.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) };
+    assert_eq!(check(r, "fallocate"), Err(libc::EOPNOTSUPP));
+    drop(f);
+    assert_eq!(dav.get("f"), b"abc");
+}
+
+/// An unlinked file that is still open stays usable through its descriptor, and closing it
+/// does not bring it back on the server.
+#[test]
+fn an_unlinked_open_file_stays_usable() {
+    let (dav, m) = setup("unlinked");
+    dav.put("f", b"on the server");
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    fs::remove_file(m.path("f")).unwrap();
+    assert!(dav.stat("f").is_none(), "unlink reached the server");
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b", and more").unwrap();
+    let mut back = String::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "on the server, and more");
+    f.sync_all()
+        .unwrap_or_else(|e| panic!("fsync of an unlinked file: {e}"));
+    drop(f);
+    assert!(
+        dav.stat("f").is_none(),
+        "closing an unlinked file re-created it"
+    );
+    assert_eq!(dav.names(""), Vec::<String>::new());
+    assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
+}
