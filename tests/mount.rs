@@ -580,12 +580,23 @@ mod cases {
 
     fn count_gets(dav: &Dav) -> Option<Vec<String>> {
         dav.server.access_log.as_ref()?;
-        Some(
+        let gets = || -> Vec<String> {
             dav.log_lines()
                 .into_iter()
                 .filter(|l| l.contains("\"GET "))
-                .collect(),
-        )
+                .collect()
+        };
+        // Apache writes a log line after it sent the response: wait until the log is quiet, so
+        // the test's own last requests are not counted on the wrong side.
+        let mut last = gets();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = gets();
+            if now.len() == last.len() {
+                return Some(now);
+            }
+            last = now;
+        }
     }
 
     /// Changes made on the server by another client show through the mount once the listing

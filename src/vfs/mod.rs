@@ -123,6 +123,22 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// The time to show when the server reports `server` for a node we knew as `known`: servers
+/// keep whole seconds (getlastmodified), so within the same second our finer time stays and
+/// times never step backwards by a fraction.
+fn server_time(known: SystemTime, server: SystemTime) -> SystemTime {
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    if secs(known) == secs(server) {
+        known
+    } else {
+        server
+    }
+}
+
 fn instant_of(t: SystemTime) -> Option<Instant> {
     let age = SystemTime::now().duration_since(t).unwrap_or_default();
     Instant::now().checked_sub(age)
@@ -334,7 +350,11 @@ impl Vfs {
             mtime,
             ctime: mtime,
             perm,
-            nlink: if n.kind == FileKind::Dir { 2 } else { 1 },
+            nlink: match (n.kind, n.linked) {
+                (_, false) => 0,
+                (FileKind::Dir, true) => 2,
+                (FileKind::File, true) => 1,
+            },
             uid: self.opts.uid,
             gid: self.opts.gid,
             blksize: 128 * 1024,
@@ -407,7 +427,7 @@ impl Vfs {
                     let mut t = self.tree();
                     if let Some(n) = t.get_mut(dir) {
                         if let Some(m) = listing.dir.mtime {
-                            n.mtime = m;
+                            n.mtime = server_time(n.mtime, m);
                         }
                     }
                 }
@@ -469,12 +489,16 @@ impl Vfs {
                     continue;
                 }
                 if n.kind == kind {
-                    if n.etag.is_some() && n.etag != e.etag {
+                    let same_version = n.etag.is_some() && n.etag == e.etag;
+                    if n.etag.is_some() && !same_version {
                         n.local_mtime = None;
                     }
                     n.size = e.size;
                     n.etag = e.etag.clone();
-                    n.mtime = e.mtime.unwrap_or(n.mtime);
+                    // The version we know (often our own upload): keep the time we showed.
+                    if let (Some(m), false) = (e.mtime, same_version) {
+                        n.mtime = server_time(n.mtime, m);
+                    }
                     continue;
                 }
                 // A file became a directory or the reverse: a new inode.
@@ -574,16 +598,19 @@ impl Vfs {
                 return Err(VfsError::IsDir);
             }
             self.check_writable(ino)?;
+            // stage() counts us as a writer until the size is set.
             let staged = self.stage(ino, size == 0).await?;
-            {
-                let st = staged.clone();
-                write::blocking(move || st.file.set_len(size)).await?;
-            }
+            let st = staged.clone();
+            let resized = write::blocking(move || st.file.set_len(size)).await;
             {
                 let mut s = staged.state();
-                s.size = size;
-                s.version += 1;
+                s.writers -= 1;
+                if resized.is_ok() {
+                    s.size = size;
+                    s.version += 1;
+                }
             }
+            resized?;
             self.touch_mtime(ino);
             let has_writer = fh.is_some_and(|fh| {
                 self.handles
@@ -614,6 +641,14 @@ impl Vfs {
             }
         }
         self.attr(ino)
+    }
+
+    /// A directory's entries changed here: its mtime is now (until the server says otherwise).
+    fn touch_dir(&self, dir: Ino) {
+        let mut t = self.tree();
+        if let Some(n) = t.get_mut(dir) {
+            n.mtime = now();
+        }
     }
 
     fn touch_mtime(&self, ino: Ino) {
@@ -713,6 +748,7 @@ impl Vfs {
             n.lookups = 1;
             t.insert(n)
         };
+        self.touch_dir(parent);
         let rec = EntryRecord {
             name: name.to_string(),
             kind: EntryKind::Dir,
@@ -748,6 +784,7 @@ impl Vfs {
             Err(e) => return Err(e.into()),
         }
         self.tree().unlink(parent, name);
+        self.touch_dir(parent);
         self.forget_remote_path(area, path).await
     }
 
@@ -774,8 +811,10 @@ impl Vfs {
         }
         let handle = if mode.write {
             self.check_writable(ino)?;
-            let staged = self.stage(ino, mode.truncate).await?;
-            staged.state().writers += 1;
+            self.stage(ino, mode.truncate).await?;
+            if mode.truncate {
+                self.touch_mtime(ino);
+            }
             Handle {
                 ino,
                 write: true,
@@ -1078,8 +1117,9 @@ impl Vfs {
         e.into()
     }
 
-    /// Gets (or makes) the staged copy of a file. Without `truncate`, the current content is
-    /// downloaded into it first.
+    /// Gets (or makes) the staged copy of a file, counting the caller as one more writer (the
+    /// caller must take that back: `release` for handles, `setattr` itself). Without
+    /// `truncate`, the current content is downloaded into it first.
     async fn stage(&self, ino: Ino, truncate: bool) -> VfsResult<Arc<Staged>> {
         let lock = self.inode_lock(ino);
         let _g = lock.lock().await;
@@ -1094,6 +1134,7 @@ impl Vfs {
                     s.version += 1;
                 }
             }
+            st.state().writers += 1;
             return Ok(st);
         }
         let (size, etag, pending) = {
@@ -1141,7 +1182,9 @@ impl Vfs {
                 uploaded: 0,
                 uploading: false,
                 error: None,
-                writers: 0,
+                // The caller is the first writer (under the inode lock, so unstaging cannot
+                // slip in between).
+                writers: 1,
             },
         ));
         let mut t = self.tree();
@@ -1193,6 +1236,7 @@ impl Vfs {
             n.lookups = 1;
             t.insert(n)
         };
+        self.touch_dir(parent);
         let staged = match self.stage(ino, true).await {
             Ok(s) => s,
             Err(e) => {
@@ -1200,8 +1244,7 @@ impl Vfs {
                 return Err(e);
             }
         };
-        staged.state().writers += 1;
-        let _ = mode;
+        let _ = (mode, staged);
         {
             let mut t = self.tree();
             if let Some(n) = t.get_mut(ino) {
@@ -1327,9 +1370,13 @@ impl Vfs {
     /// Drops the staging of a node that has no writer and no pending changes, moving its
     /// content into the block cache as the uploaded version.
     async fn unstage_if_idle(&self, ino: Ino) {
+        // Under the inode lock: no new writer can stage (and write to the file being moved
+        // into the cache) until this is done.
+        let lock = self.inode_lock(ino);
+        let _g = lock.lock().await;
         let (st, key) = {
-            let mut t = self.tree();
-            let Some(n) = t.get_mut(ino) else {
+            let t = self.tree();
+            let Some(n) = t.get(ino) else {
                 return;
             };
             let Some(st) = n.staged.clone() else {
@@ -1339,7 +1386,6 @@ impl Vfs {
             if s.writers > 0 || s.dirty() || s.uploading {
                 return;
             }
-            n.staged = None;
             let key = match (t.path(ino), s.base.clone()) {
                 (Some((area, path)), Some(etag)) => Some(ObjectKey {
                     area,
@@ -1349,20 +1395,41 @@ impl Vfs {
                 }),
                 _ => None,
             };
-            t.maybe_drop(ino);
             (st, key)
         };
-        let cache = self.cache.clone();
-        // Awaited: the next open must find the adopted version, not race with it.
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(key) = key {
-                if let Err(e) = cache.adopt(&key, &st.path) {
-                    tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
-                }
+        // Move the content into the cache first, then let go of the staging: in between, the
+        // file is readable and its state is right, whichever of the two a reader finds.
+        if let Some(key) = key {
+            let (cache, path) = (self.cache.clone(), st.path.clone());
+            let adopted = tokio::task::spawn_blocking(move || cache.adopt(&key, &path)).await;
+            if let Ok(Err(e)) = adopted {
+                tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
             }
-            let _ = std::fs::remove_file(&st.path);
-        })
-        .await;
+        }
+        let still_idle = {
+            let mut t = self.tree();
+            let idle = match t.get_mut(ino) {
+                Some(n) if n.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, &st)) => {
+                    let s = st.snapshot();
+                    let idle = s.writers == 0 && !s.dirty() && !s.uploading;
+                    if idle {
+                        n.staged = None;
+                    }
+                    idle
+                }
+                _ => false,
+            };
+            t.maybe_drop(ino);
+            idle
+        };
+        if still_idle {
+            let path = st.path.clone();
+            let _ = write::blocking(move || match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            })
+            .await;
+        }
     }
 
     pub async fn flush(&self, ino: Ino, fh: u64) -> VfsResult<()> {
@@ -1439,6 +1506,7 @@ impl Vfs {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.touch_dir(parent);
         {
             let mut t = self.tree();
             t.unlink(parent, name);
@@ -1567,6 +1635,8 @@ impl Vfs {
             let mut t = self.tree();
             t.rename(src, new_parent, new_name);
         }
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
         let (f2, t2) = (from.clone(), to.clone());
         meta_op(&self.meta, move |m| m.rename_entry(area, &f2, &t2)).await?;
         let cache = self.cache.clone();
