@@ -59,7 +59,7 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 log_lines() { wc -l <"$LOG"; }
 # Bytes and requests the server sent since line $1 of the access log (status=$9, bytes=$10).
 log_since() { tail -n +"$(( $1 + 1 ))" "$LOG" | awk -v m="${2:-}" '
-    { if (m == "" || $6 == "\"" m) { n++; b += $10 } } END { printf "%d %d", n, b }'; }
+    { if (m == "" || $6 == "\"" m) { n++; b += $10 } } END { printf "%d %d\n", n, b }'; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 cm_log "creating the data set on the server's disk"
@@ -167,8 +167,8 @@ umount_rc
 mount_cm; drop_caches
 find "$CM_MNT/wide" | wc -l >/dev/null
 # The daemon records itself in a state file: pid=... and mountpoint=...
-pid=$(grep -l "mountpoint=$CM_MNT\$" "${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"/cloudmount/*.pid /tmp/cloudmount-"$(id -u)"/*.pid 2>/dev/null \
-      | head -1 | xargs -r sed -n 's/^pid=//p')
+pid=$( { grep -l "mountpoint=$CM_MNT\$" "${XDG_RUNTIME_DIR:-/run/user/$(id -u)}"/cloudmount/*.pid \
+          /tmp/cloudmount-"$(id -u)"/*.pid 2>/dev/null || true; } | head -1 | xargs -r sed -n 's/^pid=//p')
 [ -n "$pid" ] || pid=$(pgrep -n -f "$CM_BIN") || true
 RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
 umount_cm

@@ -92,12 +92,18 @@ fn odd_names() -> Vec<String> {
 }
 
 /// The sizes around the interesting edges: empty, one byte, a page, the cache block (1 MiB).
+/// The cache's block size: sizes around it and around 1 MiB (the small-file limit).
+const BLOCK: usize = cloudmount::vfs::BLOCK_SIZE as usize;
+
 fn edge_sizes() -> Vec<usize> {
     vec![
         0,
         1,
         4095,
         4096,
+        BLOCK - 1,
+        BLOCK,
+        BLOCK + 1,
         MIB - 1,
         MIB,
         MIB + 1,

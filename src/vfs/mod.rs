@@ -74,8 +74,12 @@ pub struct VfsSetup {
     pub cache_size: u64,
 }
 
-/// Default block size of the cache.
-pub const BLOCK_SIZE: u64 = 1 << 20;
+/// Block size of the cache: the unit of presence and of the smallest download. Small, so a
+/// random 4 KiB read costs one 128 KiB GET (the kernel's own read size); sequential reads
+/// download many blocks per GET anyway.
+pub const BLOCK_SIZE: u64 = 128 << 10;
+/// Files up to this size are downloaded whole on their first read (one GET).
+pub const SMALL_FILE: u64 = 1 << 20;
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
 /// After a failed listing, how long a stale listing is served before asking again.
@@ -926,7 +930,12 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        self.ensure_blocks(ino, obj, offset, end - offset).await?;
+        if obj.size() <= SMALL_FILE {
+            // One GET for the whole small file rather than one per block.
+            self.ensure_blocks(ino, obj, 0, obj.size()).await?;
+        } else {
+            self.ensure_blocks(ino, obj, offset, end - offset).await?;
+        }
         obj.touch();
         let o = obj.clone();
         let n = (end - offset) as usize;

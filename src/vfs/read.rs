@@ -3,9 +3,10 @@
 //! - **Single flight**: a block being downloaded is *claimed* in [`Inflight`]; another reader
 //!   that needs it waits for that download instead of starting its own, and re-checks the cache
 //!   when it ends (if the download failed, the waiter claims and fetches it itself).
-//! - **Read-ahead** ([`ReadAhead`], one per handle): a read that continues where the last one
-//!   ended doubles the window, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's
-//!   own read-ahead) up to `MAX_WINDOW`; any other read resets it. The window beyond the read is
+//! - **Read-ahead** ([`ReadAhead`], one per handle): a read at the start of the file, or one
+//!   that continues where the last one ended, prefetches a window that doubles on each
+//!   sequential read, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's own
+//!   read-ahead) up to `MAX_WINDOW`; a jump (random access) prefetches nothing and resets it. The window beyond the read is
 //!   fetched in the background in `CHUNK`-sized pieces, several GETs in parallel.
 //! - **Budget**: all background read-ahead of the mount shares one budget of bytes in flight
 //!   (`BUDGET`); a piece that does not fit is simply not prefetched (the demand read will fetch
@@ -136,9 +137,11 @@ impl ReadAhead {
         if offset == self.next && offset != 0 {
             self.window = (self.window * 2).min(MAX_WINDOW);
         } else if offset != self.next {
-            // A jump: start over.
+            // A jump: random access. No read-ahead until reads are sequential again.
             self.window = INITIAL_WINDOW;
             self.scheduled_to = end;
+            self.next = end;
+            return None;
         }
         self.next = end;
         let target = end.saturating_add(self.window).min(size);
@@ -187,9 +190,12 @@ mod tests {
             pos = end;
         }
         assert_eq!(max_seen, MAX_WINDOW);
-        // A random read resets the window.
-        ra.on_read(5, 4096 + 5, size);
+        // A random read resets the window and prefetches nothing.
+        assert_eq!(ra.on_read(5, 4096 + 5, size), None);
         assert_eq!(ra.window, INITIAL_WINDOW);
+        assert_eq!(ra.on_read(900_000, 904_096, size), None);
+        // Sequential again: read-ahead resumes.
+        assert!(ra.on_read(904_096, 908_192, size).is_some());
     }
 
     #[test]
