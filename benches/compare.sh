@@ -147,7 +147,7 @@ cat "$DATA/big.bin" >/dev/null
 t0=$(now); cat "$DATA/big.bin" >/dev/null; T[disk.warm]=$(secs "$t0" "$(now)")
 cm_log "baselines: curl GET ${T[curl.get]} s, page-cache read ${T[disk.warm]} s"
 
-for tool in cm rc; do
+for tool in ${BENCH_TOOLS:-cm rc}; do
     m=$(mnt_of $tool)
     # Cold sequential read, then warm re-read.
     mount_tool $tool; drop_caches
@@ -181,8 +181,9 @@ echo
 echo "cloudmount vs rclone mount --vfs-cache-mode full — Apache mod_dav on loopback, ${BIG_MIB} MiB file"
 printf '%-44s %10s %10s %8s  %-28s %s\n' workload cloudmount rclone ratio goal verdict
 row() { # label key goal-ratio
-    local r; r=$(ratio "${T[cm.$2]}" "${T[rc.$2]}")
-    printf '%-44s %9ss %9ss %8s  %-28s %s\n' "$1" "${T[cm.$2]}" "${T[rc.$2]}" "$r" "<= $3 x rclone" "$(verdict "$r" "$3")"
+    local c=${T[cm.$2]:-0} o=${T[rc.$2]:-0} r
+    r=$(ratio "$c" "$o")
+    printf '%-44s %9ss %9ss %8s  %-28s %s\n' "$1" "$c" "$o" "$r" "<= $3 x rclone" "$(verdict "$r" "$3")"
 }
 row "cold sequential read (cat)" seqcold 0.25
 row "warm re-read" seqwarm 999
@@ -196,7 +197,7 @@ printf '%-44s %s (goal >= 0.5: %s)\n' "cold read throughput / curl GET throughpu
 warm=$(ratio "${T[cm.seqwarm]}" "${T[disk.warm]}")
 printf '%-44s %s (goal <= 2: %s)\n' "warm re-read / page-cache read of the file" "$warm" "$(verdict "$warm" 2)"
 printf '%-44s %s cloudmount, %s rclone (goal cloudmount <= 64 MiB)\n' "server bytes for the random reads" \
-    "$(mib "${B[cm.random]}")" "$(mib "${B[rc.random]}")"
-printf '%-44s %s cloudmount, %s rclone\n' "requests for the cold find" "${N[cm.find]}" "${N[rc.find]}"
+    "$(mib "${B[cm.random]:-0}")" "$(mib "${B[rc.random]:-0}")"
+printf '%-44s %s cloudmount, %s rclone\n' "requests for the cold find" "${N[cm.find]:-0}" "${N[rc.find]:-0}"
 printf '%-44s %s MiB (goal <= 150 MiB)\n' "daemon RSS after listing $RSS_ENTRIES entries" "$((RSS_KB / 1024))"
 printf '%-44s curl GET %ss, page-cache read %ss\n' "baselines" "${T[curl.get]}" "${T[disk.warm]}"

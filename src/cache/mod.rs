@@ -84,7 +84,7 @@
 //! 4. the `MetaStore` connection (innermost).
 //!
 //! File I/O of block data happens with no lock held. A background thread flushes every
-//! `flush_interval` (default 1 s) and evicts when a write pushed usage over the budget (at most
+//! `flush_interval` (default 5 s) and evicts when a write pushed usage over the budget (at most
 //! every 100 ms); dropping the [`BlockCache`] flushes a last time.
 
 mod bitmap;
@@ -116,7 +116,7 @@ pub use crate::meta::AreaId;
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 
 /// Default interval between flushes of block presence and access times.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 const OBJECTS_DIR: &str = "objects";
 const NAME_DOMAIN: &[u8] = b"cloudmount-object-v1\0";

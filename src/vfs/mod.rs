@@ -1060,9 +1060,15 @@ impl Vfs {
         let mut body = resp.body;
         let mut pos = run.start;
         let mut buf = BytesMut::new();
+        // Written to the cache file in batches of whole blocks (about 1 MiB): waiters are woken
+        // when the whole claimed run is in, so smaller writes would only cost more syscalls.
+        let batch = bs.max(1 << 20);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
             buf.extend_from_slice(&chunk);
+            if (buf.len() as u64) < batch {
+                continue;
+            }
             let whole = (buf.len() as u64 / bs) * bs;
             if whole > 0 {
                 let data = buf.split_to(whole as usize).freeze();
