@@ -16,7 +16,7 @@
 //! (sync, never held across `.await`) → `Staged::state`.
 
 pub mod error;
-mod read;
+pub mod read;
 mod tree;
 pub mod types;
 mod write;

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
 /// First read-ahead window.
-pub(crate) const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
+pub const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
 /// Largest read-ahead window of one handle.
-pub(crate) const MAX_WINDOW: u64 = 64 << 20;
+pub const MAX_WINDOW: u64 = 64 << 20;
 /// Size of one background GET.
 pub(crate) const CHUNK: u64 = 4 << 20;
 /// Bytes of background read-ahead in flight for the whole mount.
@@ -114,7 +114,7 @@ impl Inflight {
 
 /// Sequential-read detection of one handle.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ReadAhead {
+pub struct ReadAhead {
     next: u64,
     window: u64,
     /// Read-ahead was scheduled up to here.
