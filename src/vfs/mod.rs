@@ -827,7 +827,7 @@ impl Vfs {
             }
         } else {
             self.revalidate(ino).await;
-            let object = self.object_for(ino)?;
+            let object = self.object_for(ino).await?;
             Handle {
                 ino,
                 write: false,
@@ -856,8 +856,9 @@ impl Vfs {
         Ok(Opened { fh, keep_cache })
     }
 
-    /// The cache object of the node's current version (None while the node is staged).
-    fn object_for(&self, ino: Ino) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
+    /// The cache object of the node's current version (None while the node is staged). The
+    /// cache's index lives in SQLite: looked up on the blocking pool.
+    async fn object_for(&self, ino: Ino) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
         let key = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -873,9 +874,15 @@ impl Vfs {
                 size: n.size,
             }
         };
-        let obj = self.cache.object(&key)?;
-        let guard = obj.open_guard();
-        Ok(Some((obj, guard)))
+        let cache = self.cache.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let obj = cache.object(&key)?;
+            let guard = obj.open_guard();
+            Ok::<_, crate::cache::CacheError>((obj, guard))
+        })
+        .await
+        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(Some(found))
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
@@ -901,7 +908,7 @@ impl Vfs {
         }
         let obj = match object {
             Some(o) => o,
-            None => match self.object_for(ino)? {
+            None => match self.object_for(ino).await? {
                 Some((o, _)) => o,
                 None => return Ok(Bytes::new()),
             },
@@ -1164,7 +1171,7 @@ impl Vfs {
         let fill = !truncate && size > 0 && !pending;
         if fill {
             // The whole current version, through the cache.
-            let (obj, _guard) = self.object_for(ino)?.ok_or(VfsError::NotFound)?;
+            let (obj, _guard) = self.object_for(ino).await?.ok_or(VfsError::NotFound)?;
             self.ensure_blocks(ino, &obj, 0, size).await?;
             let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
             write::blocking(move || {
@@ -1696,7 +1703,7 @@ impl Vfs {
     }
 
     /// The state of a file, as shown in `user.cloudmount.state`.
-    pub fn state_of(&self, ino: Ino) -> VfsResult<&'static str> {
+    pub async fn state_of(&self, ino: Ino) -> VfsResult<&'static str> {
         let (staged, key) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -1721,7 +1728,11 @@ impl Vfs {
         let Some((area, path, etag)) = key else {
             return Ok("online");
         };
-        Ok(match self.cache.existing(area, &path)? {
+        let cache = self.cache.clone();
+        let existing = tokio::task::spawn_blocking(move || cache.existing(area, &path))
+            .await
+            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(match existing {
             Some(o) if o.key().etag == etag => match o.state() {
                 ObjectState::Cached => "cached",
                 ObjectState::Partial => "partial",
@@ -1735,7 +1746,7 @@ impl Vfs {
         if name != STATE_XATTR {
             return Err(VfsError::NoAttr);
         }
-        Ok(self.state_of(ino)?.as_bytes().to_vec())
+        Ok(self.state_of(ino).await?.as_bytes().to_vec())
     }
 
     pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
