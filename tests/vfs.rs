@@ -537,3 +537,31 @@ async fn the_kernel_keeps_its_page_cache_only_for_an_unchanged_version() {
     assert!(o5.keep_cache, "after our own upload");
     f.vfs.release(ino, o5.fh).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_new_version_on_the_server_invalidates_the_kernels_pages() {
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("f", b"one".to_vec());
+    mem.insert_file("g", b"never opened".to_vec());
+    let f = mount_on(
+        mem.clone(),
+        Duration::from_millis(200),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut inval = f.vfs.take_invalidations().expect("first taker");
+    assert!(f.vfs.take_invalidations().is_none(), "taken once");
+    let ino = f.vfs.lookup(ROOT_INO, "f").await.unwrap().ino;
+    let g = f.vfs.lookup(ROOT_INO, "g").await.unwrap().ino;
+    assert_eq!(read_all(&f.vfs, ino).await, b"one");
+    mem.insert_file("f", b"two!".to_vec());
+    mem.insert_file("g", b"changed too".to_vec());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.vfs.getattr(ino).await.unwrap();
+    // Only the file whose pages the kernel may hold.
+    assert_eq!(inval.try_recv().ok(), Some(ino));
+    assert!(
+        inval.try_recv().is_err(),
+        "g was never opened: nothing to drop"
+    );
+    let _ = g;
+}

@@ -766,7 +766,8 @@ pub fn mount(
 ) -> Result<MountHandle, MountError> {
     mounts::check_fuse_available()?;
     let rt = Handle::current();
-    let fs = FuseFs::new(vfs, rt);
+    let invalidations = vfs.take_invalidations();
+    let fs = FuseFs::new(vfs, rt.clone());
     let inflight = fs.inflight.clone();
     let session = fuser::Session::new(fs, mountpoint, &fuser_config(options)).map_err(|e| {
         MountError::Mount {
@@ -774,6 +775,24 @@ pub fn mount(
             source: e,
         }
     })?;
+    if let Some(mut rx) = invalidations {
+        // Page-cache invalidations, from a task of their own: never inside a request handler
+        // (the kernel may wait on a request while handling the notification).
+        let notifier = session.notifier();
+        rt.spawn(async move {
+            while let Some(ino) = rx.recv().await {
+                let n = notifier.clone();
+                let r =
+                    tokio::task::spawn_blocking(move || n.inval_inode(INodeNo(ino), 0, -1)).await;
+                match r {
+                    Ok(Ok(())) => tracing::debug!(ino, "kernel page cache invalidated"),
+                    // ENOENT: the kernel no longer knows the inode; nothing to drop.
+                    Ok(Err(e)) => tracing::debug!(ino, error = %e, "inval_inode"),
+                    Err(e) => tracing::debug!(ino, error = %e, "inval_inode task"),
+                }
+            }
+        });
+    }
     let (ended_tx, ended_rx) = watch::channel(false);
     let path = mountpoint.to_path_buf();
     std::thread::Builder::new()

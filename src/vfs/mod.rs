@@ -120,6 +120,10 @@ pub struct Vfs {
     ra_budget: Arc<tokio::sync::Semaphore>,
     /// Itself, for spawning read-ahead tasks.
     me: std::sync::Weak<Vfs>,
+    /// Inodes whose kernel page cache holds a version the server no longer has; the FUSE
+    /// adapter drains this and tells the kernel (outside any request handler).
+    invalidate_tx: tokio::sync::mpsc::UnboundedSender<Ino>,
+    invalidate_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ino>>>,
     quota: Mutex<Option<(Instant, Quota)>>,
 }
 
@@ -259,8 +263,11 @@ impl Vfs {
             root.is_area_root = true;
             Tree::new(root)
         };
+        let (invalidate_tx, invalidate_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
+            invalidate_tx,
+            invalidate_rx: Mutex::new(Some(invalidate_rx)),
             opts,
             areas: areas
                 .into_iter()
@@ -287,6 +294,15 @@ impl Vfs {
 
     pub fn ttl(&self) -> Duration {
         self.opts.dir_ttl
+    }
+
+    /// The stream of inodes whose kernel page cache must be dropped because the server has a
+    /// new version (taken once, by the FUSE adapter, which sends `inval_inode` for each).
+    pub fn take_invalidations(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Ino>> {
+        self.invalidate_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Names of the areas, in order.
@@ -494,6 +510,11 @@ impl Vfs {
                 }
                 if n.kind == kind {
                     let same_version = n.etag.is_some() && n.etag == e.etag;
+                    if !same_version && n.kernel_etag.is_some() && n.kernel_etag != e.etag {
+                        // The kernel caches pages of the old version: have them dropped.
+                        n.kernel_etag = None;
+                        let _ = self.invalidate_tx.send(ino);
+                    }
                     if n.etag.is_some() && !same_version {
                         n.local_mtime = None;
                     }
