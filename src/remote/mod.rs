@@ -433,3 +433,28 @@ impl<R: Remote + ?Sized> Remote for Arc<R> {
         (**self).quota().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RemoteError;
+
+    #[test]
+    fn every_status_maps_to_its_typed_error() {
+        let e = |s| RemoteError::from_status("PUT", "http://h/x", s);
+        assert!(matches!(e(401), RemoteError::Auth { status: 401, .. }));
+        assert!(matches!(e(403), RemoteError::Forbidden { .. }));
+        assert!(matches!(e(404), RemoteError::NotFound { .. }));
+        assert!(matches!(e(410), RemoteError::NotFound { .. }));
+        assert!(matches!(e(409), RemoteError::MissingParent { .. }));
+        assert!(matches!(e(412), RemoteError::PreconditionFailed { .. }));
+        assert!(matches!(e(423), RemoteError::Locked { .. }));
+        assert!(matches!(e(507), RemoteError::InsufficientStorage { .. }));
+        assert!(e(507).to_string().contains("507"));
+        for s in [408, 429, 500, 502, 503, 504, 599] {
+            assert!(e(s).is_transient(), "{s}");
+        }
+        let other = e(418);
+        assert!(matches!(other, RemoteError::Status { status: 418, .. }));
+        assert!(other.to_string().contains("http://h/x"));
+    }
+}

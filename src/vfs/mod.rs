@@ -86,7 +86,6 @@ const QUOTA_TTL: Duration = Duration::from_secs(30);
 const OFFLINE_RETRY: Duration = Duration::from_secs(5);
 
 struct Area {
-    name: String,
     remote: Arc<dyn Remote>,
     read_only: bool,
 }
@@ -178,21 +177,32 @@ fn kind_of(k: EntryKind) -> FileKind {
 
 /// The version key of a file: its ETag, or a stand-in from size and mtime when the server gives
 /// none (then reads are not conditional).
-fn version_of(node: &Node) -> (ETag, bool) {
+fn version_of(node: &Node) -> ETag {
     match &node.etag {
-        Some(e) => (e.clone(), true),
+        Some(e) => e.clone(),
         None => {
             let secs = node
                 .mtime
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            (
-                ETag::strong(format!("cloudmount-size{}-mtime{secs}", node.size)),
-                false,
-            )
+            ETag::strong(format!("cloudmount-size{}-mtime{secs}", node.size))
         }
     }
+}
+
+/// Runs blocking work (SQLite, the cache's files) on tokio's blocking pool, never on an async
+/// worker, and maps its error into the vfs's.
+async fn off_thread<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> VfsResult<T>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    VfsError: From<E>,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| VfsError::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
+        .map_err(VfsError::from)
 }
 
 async fn meta_op<T: Send + 'static>(
@@ -200,10 +210,7 @@ async fn meta_op<T: Send + 'static>(
     f: impl FnOnce(&MetaStore) -> Result<T, crate::meta::MetaError> + Send + 'static,
 ) -> VfsResult<T> {
     let m = meta.clone();
-    tokio::task::spawn_blocking(move || f(&m))
-        .await
-        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))?
-        .map_err(VfsError::from)
+    off_thread(move || f(&m)).await
 }
 
 impl Vfs {
@@ -272,7 +279,6 @@ impl Vfs {
             areas: areas
                 .into_iter()
                 .map(|a| Area {
-                    name: a.name,
                     remote: a.remote,
                     read_only: a.read_only,
                 })
@@ -303,11 +309,6 @@ impl Vfs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-    }
-
-    /// Names of the areas, in order.
-    pub fn area_names(&self) -> Vec<String> {
-        self.areas.iter().map(|a| a.name.clone()).collect()
     }
 
     fn tree(&self) -> std::sync::MutexGuard<'_, Tree> {
@@ -818,9 +819,7 @@ impl Vfs {
         let p = path.clone();
         meta_op(&self.meta, move |m| m.remove_entry(area, &p)).await?;
         let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || cache.remove_path(area, &path))
-            .await
-            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        off_thread(move || cache.remove_path(area, &path)).await?;
         Ok(())
     }
 
@@ -887,7 +886,7 @@ impl Vfs {
                 return Ok(None);
             }
             let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
-            let (etag, _) = version_of(n);
+            let etag = version_of(n);
             ObjectKey {
                 area,
                 path,
@@ -896,13 +895,12 @@ impl Vfs {
             }
         };
         let cache = self.cache.clone();
-        let found = tokio::task::spawn_blocking(move || {
+        let found = off_thread(move || {
             let obj = cache.object(&key)?;
             let guard = obj.open_guard();
             Ok::<_, crate::cache::CacheError>((obj, guard))
         })
-        .await
-        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        .await?;
         Ok(Some(found))
     }
 
@@ -967,14 +965,13 @@ impl Vfs {
         obj.touch();
         let o = obj.clone();
         let n = (end - offset) as usize;
-        let buf = tokio::task::spawn_blocking(move || {
+        let buf = off_thread(move || {
             let mut buf = vec![0u8; n];
             let got = o.read_at(offset, &mut buf)?;
             buf.truncate(got);
             Ok::<_, crate::cache::CacheError>(buf)
         })
-        .await
-        .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        .await?;
         Ok(Bytes::from(buf))
     }
 
@@ -1133,9 +1130,7 @@ impl Vfs {
         data: Bytes,
     ) -> VfsResult<()> {
         let o = obj.clone();
-        tokio::task::spawn_blocking(move || o.write_blocks(offset, &data))
-            .await
-            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        off_thread(move || o.write_blocks(offset, &data)).await?;
         Ok(())
     }
 
@@ -1444,8 +1439,7 @@ impl Vfs {
         // file is readable and its state is right, whichever of the two a reader finds.
         if let Some(key) = key {
             let (cache, path) = (self.cache.clone(), st.path.clone());
-            let adopted = tokio::task::spawn_blocking(move || cache.adopt(&key, &path)).await;
-            if let Ok(Err(e)) = adopted {
+            if let Err(e) = off_thread(move || cache.adopt(&key, &path)).await {
                 tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
             }
         }
@@ -1683,9 +1677,7 @@ impl Vfs {
         let (f2, t2) = (from.clone(), to.clone());
         meta_op(&self.meta, move |m| m.rename_entry(area, &f2, &t2)).await?;
         let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || cache.rename_path(area, &from, &to))
-            .await
-            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        off_thread(move || cache.rename_path(area, &from, &to)).await?;
         Ok(())
     }
 
@@ -1731,7 +1723,7 @@ impl Vfs {
             if n.kind == FileKind::Dir {
                 return Ok("online");
             }
-            let key = t.path(ino).map(|(a, p)| (a, p, version_of(n).0));
+            let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
         };
         if let Some(st) = staged {
@@ -1750,9 +1742,7 @@ impl Vfs {
             return Ok("online");
         };
         let cache = self.cache.clone();
-        let existing = tokio::task::spawn_blocking(move || cache.existing(area, &path))
-            .await
-            .map_err(|e| VfsError::Io(std::io::Error::other(e.to_string())))??;
+        let existing = off_thread(move || cache.existing(area, &path)).await?;
         Ok(match existing {
             Some(o) if o.key().etag == etag => match o.state() {
                 ObjectState::Cached => "cached",
@@ -1786,15 +1776,5 @@ impl Vfs {
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }
-    }
-
-    /// Area name of an area id (for logs).
-    pub fn area_name(&self, area: AreaId) -> &str {
-        &self.areas[area as usize].name
-    }
-
-    /// Number of inodes in memory (for tests and status).
-    pub fn inode_count(&self) -> usize {
-        self.tree().len()
     }
 }

@@ -107,10 +107,6 @@ impl Tree {
         self.nodes.get_mut(&ino)
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Nodes with a staged (being written or not yet uploaded) file.
     pub fn staged_nodes(&self) -> Vec<(Ino, Arc<Staged>)> {
         self.nodes
