@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod read;
+pub mod status;
 mod tree;
 pub mod types;
 mod write;
@@ -1763,6 +1764,51 @@ impl Vfs {
     pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
         self.attr(ino)?;
         Ok(vec![STATE_XATTR.to_string()])
+    }
+
+    /// A snapshot for `cloudmount status`.
+    pub fn status(&self) -> status::VfsStatus {
+        let quota = self
+            .quota
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(_, q)| status::QuotaStatus {
+                used: q.used,
+                available: q.available,
+            });
+        let usage = self.cache.usage();
+        let mut queue = status::QueueStatus::default();
+        for (_, st) in self.tree().staged_nodes() {
+            let s = st.snapshot();
+            if s.dirty() {
+                queue.files += 1;
+                queue.bytes += s.size;
+                if s.uploading {
+                    queue.in_flight += 1;
+                    queue.in_flight_bytes += s.size;
+                }
+            }
+        }
+        status::VfsStatus {
+            connection: status::Connection::Unknown,
+            last_error: None,
+            cache: status::CacheStatus {
+                used_bytes: usage.used_bytes,
+                budget_bytes: usage.budget_bytes,
+                dirty_bytes: queue.bytes,
+            },
+            queue,
+            errors: Vec::new(),
+            conflicts: Vec::new(),
+            quota,
+        }
+    }
+
+    /// Returns once the upload queue is empty (every closed file is on the server).
+    pub async fn wait_idle(&self) {
+        while self.status().queue.files > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Finishes uploads in flight and persists state; called once at unmount.

@@ -1,0 +1,80 @@
+//! What `cloudmount status` shows: a snapshot of the mount's connection, upload queue,
+//! problems, conflicts, quota and cache, serialisable as JSON for `--json` and the control
+//! socket. Paths are relative to the mount point (`Cloud Drive/notes.txt` when areas are shown
+//! as folders).
+
+use serde::{Deserialize, Serialize};
+
+/// Whether the server answered lately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connection {
+    /// The last request reached the server.
+    Online,
+    /// The last request could not reach the server (network, timeout, 5xx).
+    Offline,
+    /// Nothing was asked yet.
+    Unknown,
+}
+
+/// The upload queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Files with local changes not yet on the server.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Uploads running now.
+    pub in_flight: u64,
+    /// Bytes of the running uploads.
+    pub in_flight_bytes: u64,
+    /// Set while uploads are paused, with the reason (the server is out of space).
+    pub paused: Option<String>,
+}
+
+/// A file whose last upload failed; it stays queued and is retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileProblem {
+    pub path: String,
+    pub reason: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// Both versions were kept: the server's under `path`, ours under `copy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    pub path: String,
+    pub copy: String,
+    /// When it was found, seconds since the Unix epoch.
+    pub at: i64,
+}
+
+/// Space on the server, when it says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaStatus {
+    pub used: Option<u64>,
+    pub available: Option<u64>,
+}
+
+/// The local block cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStatus {
+    pub used_bytes: u64,
+    pub budget_bytes: u64,
+    /// Bytes of changed files kept locally until uploaded (outside the budget).
+    pub dirty_bytes: u64,
+}
+
+/// Everything `cloudmount status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfsStatus {
+    pub connection: Connection,
+    /// The last error that made the mount offline.
+    pub last_error: Option<String>,
+    pub queue: QueueStatus,
+    pub errors: Vec<FileProblem>,
+    pub conflicts: Vec<ConflictInfo>,
+    pub quota: Option<QuotaStatus>,
+    pub cache: CacheStatus,
+}
