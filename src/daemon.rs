@@ -329,6 +329,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             gid,
             read_only: cfg.read_only,
             areas_as_folders: cfg.areas_as_folders,
+            upload: crate::vfs::UploadOptions::default(),
         },
         cache_dir: cfg.cache_dir.clone(),
         cache_size: cfg.cache_size,

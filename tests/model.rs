@@ -412,6 +412,7 @@ fn check(ops: &[Op]) {
                 gid: 0,
                 read_only: false,
                 areas_as_folders: false,
+                upload: cloudmount::vfs::UploadOptions::immediate(),
             },
             cache_dir: cache.path().to_path_buf(),
             cache_size: 64 << 20,
@@ -428,6 +429,9 @@ fn check(ops: &[Op]) {
             want,
             "tree through the vfs\nops: {ops:?}"
         );
+        tokio::time::timeout(Duration::from_secs(30), vfs.wait_idle())
+            .await
+            .expect("the upload queue drains");
         assert_eq!(snapshot_mem(&mem), want, "tree on the server\nops: {ops:?}");
     });
 }

@@ -23,6 +23,7 @@ fn opts(ttl: Duration) -> VfsOptions {
         gid: 1000,
         read_only: false,
         areas_as_folders: false,
+        upload: cloudmount::vfs::UploadOptions::immediate(),
     }
 }
 
@@ -82,7 +83,15 @@ async fn write_file(vfs: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
     vfs.write(attr.ino, o.fh, 0, data).await.unwrap();
     vfs.flush(attr.ino, o.fh).await.unwrap();
     vfs.release(attr.ino, o.fh).await.unwrap();
+    settle(vfs).await;
     attr.ino
+}
+
+/// Waits until the upload queue is empty.
+async fn settle(vfs: &Vfs) {
+    tokio::time::timeout(Duration::from_secs(20), vfs.wait_idle())
+        .await
+        .expect("uploads finish");
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -173,6 +182,7 @@ async fn overwrite_in_the_middle_across_a_block_edge() {
         .await
         .unwrap();
     f.vfs.release(ino, o.fh).await.unwrap();
+    settle(&f.vfs).await;
     let mut want = data;
     want[(1 << 20) - 3..(1 << 20) + 3].copy_from_slice(b"XXXXXX");
     assert_eq!(mem.file_bytes("f").unwrap(), want);
@@ -188,8 +198,9 @@ async fn append_and_truncate() {
     let o = f.vfs.open(ino, W).await.unwrap();
     f.vfs.write(ino, o.fh, 6, b"line2\n").await.unwrap();
     f.vfs.release(ino, o.fh).await.unwrap();
+    settle(&f.vfs).await;
     assert_eq!(mem.file_bytes("log").unwrap(), b"line1\nline2\n");
-    // truncate(2) without an open handle uploads at once.
+    // truncate(2) without an open handle is committed at once.
     f.vfs
         .setattr(
             ino,
@@ -201,6 +212,7 @@ async fn append_and_truncate() {
         )
         .await
         .unwrap();
+    settle(&f.vfs).await;
     assert_eq!(mem.file_bytes("log").unwrap(), b"lin");
     // O_TRUNC.
     let o = f
@@ -216,6 +228,7 @@ async fn append_and_truncate() {
         .await
         .unwrap();
     f.vfs.release(ino, o.fh).await.unwrap();
+    settle(&f.vfs).await;
     assert_eq!(mem.file_bytes("log").unwrap(), b"");
 }
 
@@ -423,15 +436,25 @@ async fn read_only_areas_refuse_writes() {
 }
 
 #[tokio::test]
-async fn upload_errors_reach_close_and_keep_the_data() {
+async fn a_full_server_keeps_the_data_and_says_so() {
     let mem = Arc::new(MemRemote::with_quota(100));
     let f = mount(mem.clone());
     let (attr, o) = f.vfs.create(ROOT_INO, "too big", W).await.unwrap();
     f.vfs.write(attr.ino, o.fh, 0, &[1u8; 1000]).await.unwrap();
-    let err = f.vfs.flush(attr.ino, o.fh).await.unwrap_err();
-    assert_eq!(err.errno(), libc::ENOSPC);
+    // close() succeeds: the data is durable locally; the upload fails later with 507.
+    f.vfs.flush(attr.ino, o.fh).await.unwrap();
+    f.vfs.release(attr.ino, o.fh).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.vfs.status().queue.paused.is_none() {
+        assert!(std::time::Instant::now() < deadline, "upload never paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = f.vfs.status();
+    assert_eq!(st.queue.files, 1);
+    assert!(st.queue.paused.unwrap().contains("507"));
+    assert_eq!(st.errors[0].path, "too big");
     // Still readable on the mount, and marked.
-    assert_eq!(f.vfs.read(attr.ino, o.fh, 0, 10).await.unwrap().len(), 10);
+    assert_eq!(read_all(&f.vfs, attr.ino).await, vec![1u8; 1000]);
     assert_eq!(
         f.vfs
             .getxattr(attr.ino, "user.cloudmount.state")
@@ -439,24 +462,55 @@ async fn upload_errors_reach_close_and_keep_the_data() {
             .unwrap(),
         b"error"
     );
+    // statfs says full, and a write that grows a file is refused.
+    assert_eq!(f.vfs.statfs().await.unwrap().blocks_avail, 0);
+    let (a2, o2) = f.vfs.create(ROOT_INO, "more", W).await.unwrap();
+    let err = f.vfs.write(a2.ino, o2.fh, 0, b"x").await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOSPC);
+    f.vfs.release(a2.ino, o2.fh).await.unwrap();
+    // Space freed on the server: the queue resumes by itself.
     mem.set_quota(None);
-    f.vfs.release(attr.ino, o.fh).await.unwrap();
-    assert_eq!(mem.file_bytes("too big").unwrap().len(), 1000);
+    settle(&f.vfs).await;
+    assert_eq!(mem.file_bytes("too big").unwrap(), vec![1u8; 1000]);
+    assert!(f.vfs.status().queue.paused.is_none());
 }
 
 #[tokio::test]
-async fn a_concurrent_change_on_the_server_is_not_overwritten() {
+async fn a_concurrent_change_on_the_server_is_kept_beside_ours() {
     let mem = Arc::new(MemRemote::new());
-    mem.insert_file("doc", b"v1".to_vec());
+    mem.insert_file("doc.txt", b"v1".to_vec());
     let f = mount(mem.clone());
-    let ino = f.vfs.lookup(ROOT_INO, "doc").await.unwrap().ino;
+    let ino = f.vfs.lookup(ROOT_INO, "doc.txt").await.unwrap().ino;
     let o = f.vfs.open(ino, W).await.unwrap();
-    mem.insert_file("doc", b"someone else's".to_vec());
+    mem.insert_file("doc.txt", b"someone else's".to_vec());
     f.vfs.write(ino, o.fh, 0, b"mine").await.unwrap();
-    let err = f.vfs.flush(ino, o.fh).await.unwrap_err();
-    assert_eq!(err.errno(), libc::EIO);
-    assert_eq!(mem.file_bytes("doc").unwrap(), b"someone else's");
-    let _ = f.vfs.release(ino, o.fh).await;
+    f.vfs.flush(ino, o.fh).await.unwrap();
+    f.vfs.release(ino, o.fh).await.unwrap();
+    settle(&f.vfs).await;
+    // The server's version keeps the name; ours is a conflict copy; both are on the mount.
+    assert_eq!(mem.file_bytes("doc.txt").unwrap(), b"someone else's");
+    let copies: Vec<String> = mem
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("doc (conflicted copy "))
+        .collect();
+    assert_eq!(copies.len(), 1, "{:?}", mem.paths());
+    assert!(copies[0].ends_with(").txt"));
+    assert_eq!(mem.file_bytes(&copies[0]).unwrap(), b"mine");
+    assert_eq!(read_all(&f.vfs, ino).await, b"someone else's");
+    let copy = f.vfs.lookup(ROOT_INO, &copies[0]).await.unwrap();
+    assert_eq!(read_all(&f.vfs, copy.ino).await, b"mine");
+    assert_eq!(
+        f.vfs
+            .getxattr(copy.ino, "user.cloudmount.state")
+            .await
+            .unwrap(),
+        b"conflict"
+    );
+    let st = f.vfs.status();
+    assert_eq!(st.conflicts.len(), 1);
+    assert_eq!(st.conflicts[0].path, "doc.txt");
+    assert_eq!(st.conflicts[0].copy, copies[0]);
 }
 
 #[tokio::test]

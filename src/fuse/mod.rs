@@ -945,6 +945,7 @@ mod tests {
                 gid,
                 read_only: false,
                 areas_as_folders: false,
+                upload: crate::vfs::UploadOptions::immediate(),
             },
             cache_dir: dir.path().join("cache"),
             cache_size: 64 << 20,

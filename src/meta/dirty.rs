@@ -48,11 +48,26 @@ pub struct DirtyRecord {
     pub path: RemotePath,
     /// The staged content, relative to the cache dir.
     pub staging: PathBuf,
-    /// The server version the change is based on (`None` for a new file).
+    /// The server version the change is based on (`None` for a new file, or a server that
+    /// gives no ETags).
     pub base_etag: Option<ETag>,
+    /// Whether the file existed on the server when the change began (decides `If-Match`
+    /// against `If-None-Match: *`).
+    pub on_server: bool,
     pub size: u64,
     pub state: DirtyState,
     pub updated_at: SystemTime,
+}
+
+/// A conflict the upload queue resolved by keeping both versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub area: AreaId,
+    /// Where the server's version stayed.
+    pub path: RemotePath,
+    /// Where our version was uploaded.
+    pub copy: RemotePath,
+    pub at: SystemTime,
 }
 
 /// What [`MetaStore::update_dirty_path`] did.
@@ -65,7 +80,8 @@ pub struct DirtyRename {
     pub displaced: Vec<DirtyRecord>,
 }
 
-const COLUMNS: &str = "id, area, path, staging, base_etag, size, state, error, updated_at_ns";
+const COLUMNS: &str =
+    "id, area, path, staging, base_etag, size, state, error, updated_at_ns, on_server";
 
 fn state_to_sql(s: &DirtyState) -> (i64, Option<&str>) {
     match s {
@@ -97,6 +113,7 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> Result<DirtyRecord, MetaError> {
         size: u64_from_sql(r.get(5)?, "dirty size")?,
         state,
         updated_at: ns_to_time(r.get(8)?),
+        on_server: r.get::<_, i64>(9)? != 0,
     })
 }
 
@@ -147,8 +164,9 @@ fn select_subtree(
 fn insert_row(tx: &Transaction<'_>, r: &DirtyRecord) -> Result<i64, MetaError> {
     let (state, error) = state_to_sql(&r.state);
     tx.prepare_cached(
-        "INSERT INTO dirty (area, path, staging, base_etag, size, state, error, updated_at_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO dirty (area, path, staging, base_etag, size, state, error, updated_at_ns,
+                            on_server)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         r.area,
@@ -159,6 +177,7 @@ fn insert_row(tx: &Transaction<'_>, r: &DirtyRecord) -> Result<i64, MetaError> {
         state,
         error,
         time_to_ns(r.updated_at),
+        i64::from(r.on_server),
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -179,6 +198,7 @@ impl MetaStore {
         path: &RemotePath,
         staging: &Path,
         base_etag: Option<&ETag>,
+        on_server: bool,
         size: u64,
     ) -> Result<(DirtyRecord, Option<DirtyRecord>), MetaError> {
         check_staging(staging)?;
@@ -188,6 +208,7 @@ impl MetaStore {
             path: path.clone(),
             staging: staging.to_path_buf(),
             base_etag: base_etag.cloned(),
+            on_server,
             size,
             state: DirtyState::Pending,
             updated_at: SystemTime::now(),
@@ -259,6 +280,99 @@ impl MetaStore {
                 delete_id(tx, id)?;
             }
             Ok(rec)
+        })
+    }
+
+    /// Sets the base of the record of `path` (same id: the content did not change): after an
+    /// upload of an earlier version finished, or when a rename put the file over one on the
+    /// server. Returns the updated record, if there is one.
+    pub fn set_dirty_base(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        base_etag: Option<&ETag>,
+        on_server: bool,
+    ) -> Result<Option<DirtyRecord>, MetaError> {
+        self.durable(|tx| {
+            tx.prepare_cached(
+                "UPDATE dirty SET base_etag = ?3, on_server = ?4 WHERE area = ?1 AND path = ?2",
+            )?
+            .execute(params![
+                area,
+                path.as_str(),
+                base_etag.map(|t| t.header_value()),
+                i64::from(on_server)
+            ])?;
+            Ok(select_where(tx, "area = ?1 AND path = ?2", params![area, path.as_str()])?.pop())
+        })
+    }
+
+    /// Removes the records at or below `path` (a deleted file or directory) and returns them.
+    pub fn remove_dirty_subtree(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+    ) -> Result<Vec<DirtyRecord>, MetaError> {
+        self.durable(|tx| {
+            let gone = select_subtree(tx, area, path)?;
+            for g in &gone {
+                delete_id(tx, g.id)?;
+            }
+            Ok(gone)
+        })
+    }
+
+    /// Remembers a conflict: the server's version kept `path`, ours was uploaded as `copy`.
+    pub fn add_conflict(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        copy: &RemotePath,
+        at: SystemTime,
+    ) -> Result<(), MetaError> {
+        self.durable(|tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO conflicts (area, copy, path, at_ns) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![area, copy.as_str(), path.as_str(), time_to_ns(at)])?;
+            Ok(())
+        })
+    }
+
+    /// Forgets the conflicts whose copy is at or below `copy` (deleted by the user).
+    pub fn remove_conflicts(&self, area: AreaId, copy: &RemotePath) -> Result<usize, MetaError> {
+        self.durable(|tx| {
+            let n = if copy.is_root() {
+                tx.prepare_cached("DELETE FROM conflicts WHERE area = ?1")?
+                    .execute(params![area])?
+            } else {
+                let (lo, hi) = descendant_bounds(copy.as_str());
+                tx.prepare_cached(
+                    "DELETE FROM conflicts WHERE area = ?1 AND (copy = ?2 OR (copy >= ?3 AND copy < ?4))",
+                )?
+                .execute(params![area, copy.as_str(), lo, hi])?
+            };
+            Ok(n)
+        })
+    }
+
+    /// The remembered conflicts, oldest first: `(area, path, copy, at)`.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>, MetaError> {
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT area, path, copy, at_ns FROM conflicts ORDER BY at_ns, copy",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(Conflict {
+                    area: r.get(0)?,
+                    path: path_from_sql(r.get(1)?)?,
+                    copy: path_from_sql(r.get(2)?)?,
+                    at: ns_to_time(r.get(3)?),
+                });
+            }
+            Ok(out)
         })
     }
 

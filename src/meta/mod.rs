@@ -79,7 +79,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::remote::path::check_name;
 use crate::remote::{ETag, EntryKind, RemotePath};
 
-pub use dirty::{DirtyRecord, DirtyRename, DirtyState};
+pub use dirty::{Conflict, DirtyRecord, DirtyRename, DirtyState};
 pub use schema::SCHEMA_VERSION;
 
 /// Index of a configured area (one remote root shown by the mount).

@@ -12,14 +12,14 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
 
 /// Version 1. Paths are `RemotePath` strings (`a/b/c`, `""` for the area root). Times are
 /// nanoseconds since the Unix epoch (negative before it) unless named otherwise.
-const V1: &str = r#"
+pub(super) const V1: &str = r#"
 -- The remote tree as last seen. `parent` is NULL only for the area root ('').
 CREATE TABLE entries (
     area      INTEGER NOT NULL,
@@ -89,8 +89,24 @@ CREATE TABLE pins (
 ) WITHOUT ROWID;
 "#;
 
-/// Steps from version N to N+1, indexed by N-1. Empty while only version 1 exists.
-const MIGRATIONS: &[&str] = &[];
+/// Version 2: the upload queue knows whether a dirty file exists on the server (so a file
+/// without an ETag is overwritten, not refused as new), and conflicts are remembered.
+const V2: &str = r#"
+ALTER TABLE dirty ADD COLUMN on_server INTEGER NOT NULL DEFAULT 1 CHECK (on_server IN (0, 1));
+
+-- Conflicts found by the upload queue: the server's version kept `path`, ours went to `copy`.
+CREATE TABLE conflicts (
+    area   INTEGER NOT NULL,
+    copy   TEXT    NOT NULL,
+    path   TEXT    NOT NULL,
+    at_ns  INTEGER NOT NULL,
+    PRIMARY KEY (area, copy)
+) WITHOUT ROWID;
+"#;
+
+/// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
+/// brought up through every step, so new and migrated files are the same.
+const MIGRATIONS: &[&str] = &[V2];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {
@@ -106,6 +122,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {
             });
         }
         tx.execute_batch(V1)?;
+        for step in MIGRATIONS {
+            tx.execute_batch(step)?;
+        }
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()?;

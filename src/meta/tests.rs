@@ -451,14 +451,14 @@ fn dirty_insert_replace_remove() {
     let m = MetaStore::open_in_memory().unwrap();
     let base = ETag::parse("\"v1\"").unwrap();
     let (r1, old) = m
-        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), Some(&base), 10)
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), Some(&base), true, 10)
         .unwrap();
     assert!(old.is_none());
     assert_eq!(r1.state, DirtyState::Pending);
     assert_eq!(m.dirty_for(0, &p("d/f")).unwrap().unwrap(), r1);
     // Rewritten before upload: one record, new id, the old one handed back.
     let (r2, old) = m
-        .insert_dirty(0, &p("d/f"), Path::new("staging/2"), Some(&base), 20)
+        .insert_dirty(0, &p("d/f"), Path::new("staging/2"), Some(&base), true, 20)
         .unwrap();
     assert_eq!(old.unwrap().id, r1.id);
     assert!(r2.id > r1.id);
@@ -486,7 +486,7 @@ fn dirty_staging_must_be_relative() {
     let m = MetaStore::open_in_memory().unwrap();
     for bad in ["/tmp/x", "../x", "a/../../x", ""] {
         assert!(matches!(
-            m.insert_dirty(0, &p("f"), Path::new(bad), None, 0),
+            m.insert_dirty(0, &p("f"), Path::new(bad), None, true, 0),
             Err(MetaError::InvalidStaging { .. })
         ));
     }
@@ -496,16 +496,16 @@ fn dirty_staging_must_be_relative() {
 fn dirty_rename_moves_subtree_with_new_ids() {
     let m = MetaStore::open_in_memory().unwrap();
     let (a, _) = m
-        .insert_dirty(0, &p("a/x"), Path::new("s/1"), None, 1)
+        .insert_dirty(0, &p("a/x"), Path::new("s/1"), None, true, 1)
         .unwrap();
     let (b, _) = m
-        .insert_dirty(0, &p("a/y/z"), Path::new("s/2"), None, 2)
+        .insert_dirty(0, &p("a/y/z"), Path::new("s/2"), None, true, 2)
         .unwrap();
     let (c, _) = m
-        .insert_dirty(0, &p("ab/x"), Path::new("s/3"), None, 3)
+        .insert_dirty(0, &p("ab/x"), Path::new("s/3"), None, true, 3)
         .unwrap();
     let (d, _) = m
-        .insert_dirty(0, &p("b/x"), Path::new("s/4"), None, 4)
+        .insert_dirty(0, &p("b/x"), Path::new("s/4"), None, true, 4)
         .unwrap();
     let r = m.update_dirty_path(0, &p("a"), &p("b")).unwrap();
     assert_eq!(r.displaced, vec![d.clone()]);
@@ -545,7 +545,7 @@ fn dirty_records_survive_reopen_and_leave_sync_normal() {
     let rec = {
         let m = MetaStore::open(&path).unwrap();
         let (r, _) = m
-            .insert_dirty(2, &p("doc.txt"), Path::new("staging/x"), None, 5)
+            .insert_dirty(2, &p("doc.txt"), Path::new("staging/x"), None, false, 5)
             .unwrap();
         let sync: i64 = m
             .lock()
@@ -559,4 +559,80 @@ fn dirty_records_survive_reopen_and_leave_sync_normal() {
     };
     let m = MetaStore::open(&path).unwrap();
     assert_eq!(m.list_dirty().unwrap(), vec![rec]);
+}
+
+#[test]
+fn dirty_subtree_removal_and_conflicts() {
+    let m = MetaStore::open_in_memory().unwrap();
+    for (path, s) in [("a/x", "s/1"), ("a/y/z", "s/2"), ("ab/x", "s/3")] {
+        m.insert_dirty(0, &p(path), Path::new(s), None, false, 1)
+            .unwrap();
+    }
+    let gone = m.remove_dirty_subtree(0, &p("a")).unwrap();
+    let mut names: Vec<_> = gone.iter().map(|r| r.path.as_str().to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["a/x", "a/y/z"]);
+    assert_eq!(m.list_dirty().unwrap().len(), 1, "ab/x is not below a");
+    assert!(!m.list_dirty().unwrap()[0].on_server);
+    let e = ETag::parse("\"v9\"").unwrap();
+    let before = m.list_dirty().unwrap()[0].id;
+    let r = m
+        .set_dirty_base(0, &p("ab/x"), Some(&e), true)
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.id, r.base_etag, r.on_server), (before, Some(e), true));
+    assert!(m
+        .set_dirty_base(0, &p("nope"), None, true)
+        .unwrap()
+        .is_none());
+
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    m.add_conflict(
+        0,
+        &p("d/f.txt"),
+        &p("d/f (conflicted copy h 2027-01-15 080000).txt"),
+        at,
+    )
+    .unwrap();
+    m.add_conflict(
+        1,
+        &p("g"),
+        &p("g (conflicted copy h 2027-01-15 080001)"),
+        at,
+    )
+    .unwrap();
+    let c = m.conflicts().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[0].path, p("d/f.txt"));
+    assert_eq!(c[0].at, at);
+    assert_eq!(m.remove_conflicts(0, &p("d")).unwrap(), 1);
+    assert_eq!(m.conflicts().unwrap().len(), 1);
+}
+
+#[test]
+fn version_1_database_is_migrated_keeping_dirty_records() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::schema::V1).unwrap();
+        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO dirty (area, path, staging, base_etag, size, state, updated_at_ns)
+             VALUES (0, 'old/file.txt', x'73746167696e672f31', '\"e\"', 3, 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+    let m = MetaStore::open(&path).unwrap();
+    let recs = m.list_dirty().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].path, p("old/file.txt"));
+    assert!(
+        recs[0].on_server,
+        "records of v1 were for files on the server"
+    );
+    assert!(m.conflicts().unwrap().is_empty());
 }

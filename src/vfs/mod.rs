@@ -9,18 +9,24 @@
 //!   Only a positive 404 from the server removes an entry; an unreachable server never does.
 //! - **Reads**: a handle reads one version (the ETag at open) through the block cache; missing
 //!   blocks are fetched by ranged GET with `If-Match`, so old and new bytes never mix.
-//! - **Writes** (`write.rs`): staged whole locally, uploaded on flush/fsync/close with a
-//!   conditional PUT; the uploaded file then becomes the cached copy of the new version.
+//! - **Writes** (`write.rs`, `writeback.rs`): staged whole locally; flush/fsync/close make the
+//!   file durable on local disk and queue it (`queue.rs`); upload workers send it later with
+//!   conditional requests (`upload.rs`), keeping both versions on a conflict (`conflict.rs`).
+//!   The uploaded file then becomes the cached copy of the new version.
 //!
 //! Lock order: a directory's listing lock or a node's staging lock (async, per inode) → `tree`
 //! (sync, never held across `.await`) → `Staged::state`.
 
+mod conflict;
 pub mod error;
+pub mod queue;
 pub mod read;
 pub mod status;
 mod tree;
 pub mod types;
+mod upload;
 mod write;
+mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,14 +38,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 pub use error::{VfsError, VfsResult};
+pub use queue::UploadOptions;
 pub use types::*;
 
 use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
 use crate::meta::{AreaId, EntryRecord, MetaStore};
-use crate::remote::{
-    ByteRange, ETag, Entry, EntryKind, PutBody, PutCondition, Quota, Remote, RemoteError,
-    RemotePath,
-};
+use crate::remote::{ByteRange, ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
 use tree::{Node, Tree};
 use write::{Staged, StagedState};
 
@@ -63,6 +67,8 @@ pub struct VfsOptions {
     pub read_only: bool,
     /// Show each area as a folder at the root (profiles); with false, the single area is the root.
     pub areas_as_folders: bool,
+    /// The upload queue.
+    pub upload: UploadOptions,
 }
 
 /// Everything needed to open the filesystem.
@@ -87,6 +93,7 @@ const QUOTA_TTL: Duration = Duration::from_secs(30);
 const OFFLINE_RETRY: Duration = Duration::from_secs(5);
 
 struct Area {
+    name: String,
     remote: Arc<dyn Remote>,
     read_only: bool,
 }
@@ -125,6 +132,22 @@ pub struct Vfs {
     invalidate_tx: tokio::sync::mpsc::UnboundedSender<Ino>,
     invalidate_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Ino>>>,
     quota: Mutex<Option<(Instant, Quota)>>,
+    /// The upload queue's schedule (its records are in `meta`).
+    queue: Arc<queue::UploadQueue>,
+    /// The root inode of each area.
+    area_roots: Vec<Ino>,
+    /// Changed files of an earlier run whose folder was not listed yet (so not in the tree).
+    recovered: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
+    /// Files whose changes were lost before this run (shown by `status`).
+    problems: Mutex<Vec<(AreaId, RemotePath, String)>>,
+    /// Random per run: staging file names never repeat across runs.
+    run_id: u64,
+}
+
+impl Drop for Vfs {
+    fn drop(&mut self) {
+        self.queue.stop();
+    }
 }
 
 fn now() -> SystemTime {
@@ -241,17 +264,6 @@ impl Vfs {
         cache: Arc<BlockCache>,
         staging_dir: PathBuf,
     ) -> VfsResult<Arc<Vfs>> {
-        // Leftovers of an earlier run that stopped before uploading (the durable upload queue
-        // will re-queue them): never delete user data; move it aside and say where.
-        if let Ok(rd) = std::fs::read_dir(&staging_dir) {
-            let recovered = staging_dir.with_file_name("recovered");
-            for e in rd.flatten() {
-                let _ = std::fs::create_dir_all(&recovered);
-                let to = recovered.join(e.file_name());
-                tracing::warn!(from = %e.path().display(), to = %to.display(), "a file written in an earlier run was not uploaded; kept here");
-                let _ = std::fs::rename(e.path(), to);
-            }
-        }
         let as_folders = opts.areas_as_folders || areas.len() > 1;
         let t0 = now();
         let mut root = Node::new(ROOT_INO, "", None, FileKind::Dir);
@@ -272,7 +284,15 @@ impl Vfs {
             Tree::new(root)
         };
         let (invalidate_tx, invalidate_rx) = tokio::sync::mpsc::unbounded_channel();
-        Ok(Arc::new_cyclic(|me| Vfs {
+        let area_roots = if as_folders {
+            (0..areas.len() as u64).map(|i| ROOT_INO + 1 + i).collect()
+        } else {
+            vec![ROOT_INO]
+        };
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let queue = Arc::new(queue::UploadQueue::new(opts.upload.clone()));
+        let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             invalidate_tx,
             invalidate_rx: Mutex::new(Some(invalidate_rx)),
@@ -280,6 +300,7 @@ impl Vfs {
             areas: areas
                 .into_iter()
                 .map(|a| Area {
+                    name: a.name,
                     remote: a.remote,
                     read_only: a.read_only,
                 })
@@ -296,7 +317,15 @@ impl Vfs {
             inflight: read::Inflight::default(),
             ra_budget: read::budget(),
             quota: Mutex::new(None),
-        }))
+            queue,
+            area_roots,
+            recovered: Mutex::new(HashMap::new()),
+            problems: Mutex::new(Vec::new()),
+            run_id: u64::from_le_bytes(seed),
+        });
+        vfs.recover()?;
+        vfs.spawn_upload_workers();
+        Ok(vfs)
     }
 
     pub fn ttl(&self) -> Duration {
@@ -444,6 +473,7 @@ impl Vfs {
         }
         match self.remote(area).list(&path).await {
             Ok(listing) => {
+                self.queue.online();
                 let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
                 {
                     let mut t = self.tree();
@@ -471,6 +501,7 @@ impl Vfs {
                 Err(VfsError::NotFound)
             }
             Err(e) if e.is_transient() => {
+                self.queue.offline(e.to_string());
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
                     self.merge_listing(dir, &entries, None);
@@ -503,6 +534,10 @@ impl Vfs {
         let mut seen: std::collections::HashSet<&str> =
             std::collections::HashSet::with_capacity(entries.len());
         for e in entries {
+            if e.name.starts_with(upload::TEMP_PREFIX) {
+                // Our own upload in progress (or one a crash left behind).
+                continue;
+            }
             seen.insert(&e.name);
             let kind = kind_of(e.kind);
             if let Some(ino) = t.child(dir, &e.name) {
@@ -557,6 +592,7 @@ impl Vfs {
                 t.unlink(dir, &name);
             }
         }
+        self.attach_recovered(&mut t, dir);
         if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
             d.listed_at = listed_at.or(d.listed_at);
         }
@@ -647,10 +683,8 @@ impl Vfs {
                     .is_some_and(|h| h.write)
             }) || staged.state().writers > 0;
             if !has_writer {
-                // truncate(2) on a path: nothing will close it, upload now.
-                let r = self.upload(ino, &staged).await;
-                self.unstage_if_idle(ino).await;
-                r?;
+                // truncate(2) on a path: nothing will close it; commit now.
+                self.commit(ino, &staged).await?;
             }
         }
         if let Some(mtime) = set.mtime {
@@ -806,6 +840,10 @@ impl Vfs {
             }
             t.path(ino).ok_or(VfsError::NotFound)?
         };
+        if self.queue.has_under(area, &path) {
+            // Changed files below, not yet uploaded.
+            return Err(VfsError::NotEmpty);
+        }
         match self.remote(area).delete(&path).await {
             Ok(()) | Err(RemoteError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -1182,7 +1220,8 @@ impl Vfs {
             (n.size, n.etag.clone(), n.pending_create)
         };
         let path = self.staging_dir.join(format!(
-            "{ino}-{}",
+            "{:016x}-{ino}-{}",
+            self.run_id,
             self.next_staging.fetch_add(1, Ordering::Relaxed)
         ));
         let fill = !truncate && size > 0 && !pending;
@@ -1218,6 +1257,7 @@ impl Vfs {
                 base: etag,
                 exists_remote: !pending,
                 version: u64::from(changed || pending),
+                committed: 0,
                 uploaded: 0,
                 uploading: false,
                 error: None,
@@ -1240,11 +1280,16 @@ impl Vfs {
                 return Err(VfsError::BadHandle);
             }
         }
-        let st = self
-            .tree()
-            .get(ino)
-            .and_then(|n| n.staged.clone())
-            .ok_or(VfsError::BadHandle)?;
+        let (st, area) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::BadHandle)?;
+            (n.staged.clone().ok_or(VfsError::BadHandle)?, n.area)
+        };
+        let grows = offset + data.len() as u64 > st.state().size;
+        if let Some(reason) = area.filter(|_| grows).and_then(|a| self.queue.paused(a)) {
+            // The server is full: what cannot be uploaded is refused now, not lost later.
+            return Err(VfsError::NoSpace(reason));
+        }
         write::pwrite(st.clone(), offset, data.to_vec()).await?;
         {
             let mut s = st.state();
@@ -1310,100 +1355,6 @@ impl Vfs {
                 keep_cache: false,
             },
         ))
-    }
-
-    /// Uploads a staged file if it changed since its last upload.
-    async fn upload(&self, ino: Ino, st: &Arc<Staged>) -> VfsResult<()> {
-        let _u = st.upload_lock.lock().await;
-        let snap = st.snapshot();
-        if !snap.dirty() {
-            return Ok(());
-        }
-        let (area, path, linked) = {
-            let t = self.tree();
-            let n = t.get(ino).ok_or(VfsError::NotFound)?;
-            let linked = n.linked;
-            match t.path(ino) {
-                Some((a, p)) => (a, p, linked),
-                None => return Ok(()),
-            }
-        };
-        if !linked {
-            // Deleted while open: nothing to upload.
-            let mut s = st.state();
-            s.uploaded = snap.version;
-            return Ok(());
-        }
-        let s2 = st.clone();
-        write::blocking(move || s2.file.sync_data()).await?;
-        let cond = if snap.exists_remote {
-            match &snap.base {
-                Some(e) => PutCondition::IfMatch(e.clone()),
-                None => PutCondition::None,
-            }
-        } else {
-            PutCondition::IfNoneMatch
-        };
-        st.state().uploading = true;
-        tracing::debug!(path = %path, size = snap.size, ?cond, "uploading");
-        let res = self
-            .remote(area)
-            .put(
-                &path,
-                PutBody::File {
-                    path: st.path.clone(),
-                    len: snap.size,
-                },
-                cond,
-            )
-            .await;
-        match res {
-            Ok(out) => {
-                {
-                    let mut s = st.state();
-                    s.uploading = false;
-                    s.base = out.etag.clone();
-                    s.exists_remote = true;
-                    s.uploaded = snap.version;
-                    s.error = None;
-                }
-                {
-                    let mut t = self.tree();
-                    if let Some(n) = t.get_mut(ino) {
-                        n.pending_create = false;
-                        // Every write went through the kernel's page cache: it holds this version.
-                        if n.kernel_etag == n.etag || n.kernel_etag.is_none() {
-                            n.kernel_etag = out.etag.clone();
-                        }
-                        n.etag = out.etag.clone();
-                        n.size = snap.size;
-                    }
-                }
-                let rec = EntryRecord {
-                    name: path.name().to_string(),
-                    kind: EntryKind::File,
-                    size: snap.size,
-                    mtime: Some(now()),
-                    etag: out.etag,
-                };
-                meta_op(&self.meta, move |m| m.upsert_entry(area, &path, &rec)).await?;
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(path = %path, error = %e, "upload failed; the file stays dirty in the cache");
-                {
-                    let mut s = st.state();
-                    s.uploading = false;
-                    s.error = Some(e.to_string());
-                }
-                Err(match e {
-                    RemoteError::PreconditionFailed { .. } => VfsError::Changed(format!(
-                        "{path} was changed on the server by someone else; your version is kept locally"
-                    )),
-                    e => e.into(),
-                })
-            }
-        }
     }
 
     /// Drops the staging of a node that has no writer and no pending changes, moving its
@@ -1480,7 +1431,7 @@ impl Vfs {
         }
         let st = self.tree().get(ino).and_then(|n| n.staged.clone());
         match st {
-            Some(st) => self.upload(ino, &st).await,
+            Some(st) => self.commit(ino, &st).await,
             None => Ok(()),
         }
     }
@@ -1513,7 +1464,9 @@ impl Vfs {
                     s.writers == 0
                 };
                 if last {
-                    result = self.upload(ino, &st).await;
+                    result = self.commit(ino, &st).await;
+                    // A deferred upload may go now.
+                    self.queue.wake.notify_waiters();
                 }
             }
             self.unstage_if_idle(ino).await;
@@ -1538,6 +1491,13 @@ impl Vfs {
                 n.pending_create,
             )
         };
+        // An upload of this file in flight must end first (or it would put the file back).
+        let _block = if self.queue.has_under(area, &path) {
+            Some(self.queue.block(area, vec![path.clone()]).await)
+        } else {
+            None
+        };
+        let pending = pending && self.tree().get(ino).is_some_and(|n| n.pending_create);
         if !pending {
             match self.remote(area).delete(&path).await {
                 Ok(()) | Err(RemoteError::NotFound { .. }) => {}
@@ -1556,6 +1516,7 @@ impl Vfs {
                 }
             }
         }
+        self.forget_dirty(area, &path).await?;
         self.unstage_if_idle(ino).await;
         self.forget_remote_path(area, path).await
     }
@@ -1644,6 +1605,20 @@ impl Vfs {
         }
         let from = self.node_path(src)?.1;
         let to = self.node_path(new_parent)?.1.join(new_name)?;
+        // Uploads of the source or the target in flight end first; none starts until done.
+        let _block = if self.queue.has_under(area, &from) || self.queue.has_under(area, &to) {
+            Some(self.queue.block(area, vec![from.clone(), to.clone()]).await)
+        } else {
+            None
+        };
+        // An upload that just ended may have put the source or the target on the server.
+        let src_pending = src_pending && self.tree().get(src).is_some_and(|n| n.pending_create);
+        if let Some(d) = dst {
+            if let Some(n) = self.tree().get(d) {
+                dst_on_server = !n.pending_create;
+                dst_etag = n.etag.clone();
+            }
+        }
         if src_pending {
             // Not on the server yet: a local rename; the upload goes to the new name, over
             // whatever the server has there.
@@ -1671,12 +1646,20 @@ impl Vfs {
         }
         {
             let mut t = self.tree();
+            // A replaced file that was changed here has nothing left to upload.
+            if let Some(st) = dst.and_then(|d| t.get(d)).and_then(|n| n.staged.clone()) {
+                let mut s = st.state();
+                s.committed = s.version;
+                s.uploaded = s.version;
+            }
             t.rename(src, new_parent, new_name);
         }
         self.touch_dir(parent);
         self.touch_dir(new_parent);
         let (f2, t2) = (from.clone(), to.clone());
         meta_op(&self.meta, move |m| m.rename_entry(area, &f2, &t2)).await?;
+        self.move_dirty(area, &from, &to, src_pending && dst_on_server, dst_etag)
+            .await?;
         let cache = self.cache.clone();
         off_thread(move || cache.rename_path(area, &from, &to)).await?;
         Ok(())
@@ -1699,12 +1682,16 @@ impl Vfs {
             },
         };
         const BS: u64 = 4096;
-        let (total, avail) = match (quota.used, quota.available) {
+        let (total, mut avail) = match (quota.used, quota.available) {
             (Some(u), Some(a)) => (u + a, a),
             (None, Some(a)) => (a, a),
             // Unknown: a large, honest-looking number rather than "full".
             _ => (1 << 50, 1 << 50),
         };
+        if (0..self.areas.len() as AreaId).any(|a| self.queue.paused(a).is_some()) {
+            // The server refused an upload for lack of space: say so until one succeeds.
+            avail = 0;
+        }
         Ok(FsStats {
             block_size: BS as u32,
             blocks: total / BS,
@@ -1727,6 +1714,11 @@ impl Vfs {
             let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
         };
+        if let Some((area, path, _)) = &key {
+            if self.queue.is_conflict_copy(*area, path) {
+                return Ok("conflict");
+            }
+        }
         if let Some(st) = staged {
             let s = st.snapshot();
             return Ok(if s.uploading {
@@ -1777,48 +1769,73 @@ impl Vfs {
                 available: q.available,
             });
         let usage = self.cache.usage();
-        let mut queue = status::QueueStatus::default();
-        for (_, st) in self.tree().staged_nodes() {
-            let s = st.snapshot();
-            if s.dirty() {
-                queue.files += 1;
-                queue.bytes += s.size;
-                if s.uploading {
-                    queue.in_flight += 1;
-                    queue.in_flight_bytes += s.size;
-                }
-            }
+        let (queue, mut errors, conflicts, connection, last_error) =
+            self.queue.report(&|a, p| self.display_path(a, p));
+        for (a, p, reason) in self
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            errors.push(status::FileProblem {
+                path: self.display_path(*a, p),
+                reason: reason.clone(),
+                attempts: 0,
+            });
         }
         status::VfsStatus {
-            connection: status::Connection::Unknown,
-            last_error: None,
+            connection,
+            last_error,
             cache: status::CacheStatus {
                 used_bytes: usage.used_bytes,
                 budget_bytes: usage.budget_bytes,
                 dirty_bytes: queue.bytes,
             },
             queue,
-            errors: Vec::new(),
-            conflicts: Vec::new(),
+            errors,
+            conflicts,
             quota,
+        }
+    }
+
+    /// `path` of `area` as seen below the mount point.
+    fn display_path(&self, area: AreaId, path: &RemotePath) -> String {
+        if self.area_roots.first() == Some(&ROOT_INO) {
+            return path.as_str().to_string();
+        }
+        let name = self
+            .areas
+            .get(area as usize)
+            .map_or("?", |a| a.name.as_str());
+        if path.is_root() {
+            name.to_string()
+        } else {
+            format!("{name}/{}", path.as_str())
         }
     }
 
     /// Returns once the upload queue is empty (every closed file is on the server).
     pub async fn wait_idle(&self) {
-        while self.status().queue.files > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.queue.wait_empty().await;
     }
 
-    /// Finishes uploads in flight and persists state; called once at unmount.
+    /// Makes files still open for writing durable and stops the upload workers; called once
+    /// at unmount. What is not uploaded yet stays queued for the next mount.
     pub async fn shutdown(&self) {
         let staged = self.tree().staged_nodes();
         for (ino, st) in staged {
-            if let Err(e) = self.upload(ino, &st).await {
-                tracing::error!(error = %e, file = %st.path.display(), "upload at unmount failed; the changed file is kept in the cache's recovered/ folder");
+            if let Err(e) = self.commit(ino, &st).await {
+                tracing::error!(error = %e, file = %st.path.display(), "a changed file could not be made durable at unmount; it is kept in the cache's staging folder");
             }
         }
+        let left = self.queue.len();
+        if left > 0 {
+            tracing::info!(
+                files = left,
+                "changed files not uploaded yet stay queued for the next mount"
+            );
+        }
+        self.queue.stop();
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }

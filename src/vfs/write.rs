@@ -1,11 +1,11 @@
-//! The write path: a file open for writing is staged whole in a local file, and uploaded with a
-//! conditional PUT on flush, fsync and the last close.
+//! The write path: a file open for writing is staged whole in a local file; flush, fsync and
+//! close commit it to the durable upload queue (`writeback.rs`), which uploads it later.
 //!
 //! A [`Staged`] file belongs to an inode, not to a handle: every handle of the inode reads and
 //! writes the same bytes, so readers on the mount see writes at once. It knows the version it was
 //! based on (`base`, sent as `If-Match`), or that the file is new (`If-None-Match: *`).
 //!
-//! Lock order: `Vfs::tree` → `Staged::state`; `Staged::upload_lock` (async) is taken before
+//! Lock order: `Vfs::tree` → `Staged::state`; `Staged::commit_lock` (async) is taken before
 //! either and never while holding them.
 
 use std::fs::File;
@@ -23,8 +23,10 @@ pub(crate) struct StagedState {
     pub base: Option<ETag>,
     /// Whether the path exists on the server (decides If-Match vs If-None-Match).
     pub exists_remote: bool,
-    /// Bumped on every change; `uploaded` is the version last uploaded.
+    /// Bumped on every change; `committed` is the version last made durable and queued,
+    /// `uploaded` the version last uploaded (`uploaded <= committed <= version`).
     pub version: u64,
+    pub committed: u64,
     pub uploaded: u64,
     /// An upload is running.
     pub uploading: bool,
@@ -46,7 +48,10 @@ pub(crate) struct Staged {
     pub path: PathBuf,
     pub file: File,
     pub state: Mutex<StagedState>,
-    pub upload_lock: tokio::sync::Mutex<()>,
+    /// Serialises commits and the bookkeeping after an upload of this file.
+    pub commit_lock: tokio::sync::Mutex<()>,
+    /// The staging directory was fsynced after this file was created.
+    pub dir_synced: std::sync::atomic::AtomicBool,
 }
 
 impl Staged {
@@ -55,7 +60,8 @@ impl Staged {
             path,
             file,
             state: Mutex::new(state),
-            upload_lock: tokio::sync::Mutex::new(()),
+            commit_lock: tokio::sync::Mutex::new(()),
+            dir_synced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

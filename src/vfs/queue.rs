@@ -1,0 +1,726 @@
+//! The schedule of the durable upload queue: which dirty file is uploaded next, when a failed
+//! one is retried, and what `status` shows.
+//!
+//! The queue's truth is the `dirty` table of the metadata store (see [`crate::meta`]): a record
+//! is written (fsynced) before `close()` returns and removed only after the server has the
+//! content. This module keeps an in-memory mirror of those records with what is not worth a
+//! disk write: attempts, the next retry time, the last error, which uploads are running.
+//!
+//! Rules:
+//! - a record becomes ready `delay` after it was committed (the write-back delay, which lets a
+//!   file rewritten or deleted right away be uploaded once or not at all);
+//! - a failure retries after `retry_min · 2^(attempts-1)`, capped at `retry_max`; when the server
+//!   answers again after being unreachable, every waiting record is ready at once;
+//! - a 507 (server out of space) pauses the whole area; one record probes every `space_retry`
+//!   and a success resumes the rest;
+//! - at most one upload per path runs, and none below a path that a rename or unlink has
+//!   blocked ([`UploadQueue::block`]) until that operation is done.
+//!
+//! Lock order: `Vfs::tree` is never held while taking this queue's lock, and this lock is never
+//! held across an `.await`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::status::{ConflictInfo, Connection, FileProblem, QueueStatus};
+use crate::meta::{AreaId, DirtyRecord};
+use crate::remote::RemotePath;
+
+/// Settings of the upload queue.
+#[derive(Debug, Clone)]
+pub struct UploadOptions {
+    /// Uploads running at the same time.
+    pub workers: usize,
+    /// How long after its last close a file waits before its upload starts.
+    pub delay: Duration,
+    /// First retry delay after a failure; doubles per attempt.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How often an area paused by a full server is probed.
+    pub space_retry: Duration,
+    /// Upload to a temporary name and MOVE it into place, so that an interrupted upload can
+    /// never truncate the server's copy (some servers, rclone's among them, do on a cut PUT).
+    pub via_temp: bool,
+    /// The name of this machine in conflict copies.
+    pub device: String,
+}
+
+impl UploadOptions {
+    /// No write-back delay and quick retries (tests, and anyone who wants uploads at once).
+    pub fn immediate() -> UploadOptions {
+        UploadOptions {
+            delay: Duration::ZERO,
+            retry_min: Duration::from_millis(50),
+            retry_max: Duration::from_millis(500),
+            space_retry: Duration::from_millis(500),
+            ..UploadOptions::default()
+        }
+    }
+}
+
+impl Default for UploadOptions {
+    fn default() -> Self {
+        UploadOptions {
+            workers: 4,
+            delay: Duration::from_millis(500),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            space_retry: Duration::from_secs(30),
+            via_temp: true,
+            device: super::conflict::device_name(),
+        }
+    }
+}
+
+struct Item {
+    rec: DirtyRecord,
+    ready_at: Instant,
+    attempts: u32,
+    error: Option<String>,
+    running: bool,
+    /// A newer record of the path was queued while this one was uploading: it only waits for
+    /// its upload to end (so two uploads of one path never overlap).
+    superseded: bool,
+}
+
+struct Paused {
+    reason: String,
+    probe_at: Instant,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: BTreeMap<i64, Item>,
+    by_path: HashMap<(AreaId, RemotePath), i64>,
+    paused: HashMap<AreaId, Paused>,
+    /// Paths (and everything below) no upload may start under, with a count per block.
+    blocked: Vec<(AreaId, RemotePath)>,
+    conflicts: Vec<(AreaId, RemotePath, RemotePath, SystemTime)>,
+    connection: Option<Result<(), String>>,
+    stopping: bool,
+}
+
+/// What a worker should do next.
+pub(crate) enum Next {
+    Run(DirtyRecord),
+    /// Nothing ready; wait for a wake-up or until this time.
+    Wait(Option<Instant>),
+    Stop,
+}
+
+/// How an upload attempt ended.
+pub(crate) enum Finish {
+    /// Uploaded, or no longer needed (removed from the store by the caller).
+    Done,
+    /// Could not start now (the file is open for writing); a release wakes the queue.
+    Deferred,
+    /// Failed; retried later. `offline` when the server could not be reached.
+    Failed { reason: String, offline: bool },
+    /// The server is out of space: pause the area.
+    NoSpace(String),
+}
+
+fn under(path: &RemotePath, top: &RemotePath) -> bool {
+    path.starts_with(top)
+}
+
+/// The in-memory side of the upload queue, shared by the vfs and its upload workers.
+pub(crate) struct UploadQueue {
+    opts: UploadOptions,
+    state: Mutex<QueueState>,
+    /// Wakes the workers (new record, retry time changed, block lifted, stop).
+    pub wake: Notify,
+    /// Wakes those waiting for a change of the queue (wait_idle, blocks).
+    changed: Notify,
+}
+
+impl UploadQueue {
+    pub fn new(opts: UploadOptions) -> UploadQueue {
+        UploadQueue {
+            opts,
+            state: Mutex::new(QueueState::default()),
+            wake: Notify::new(),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn options(&self) -> &UploadOptions {
+        &self.opts
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changed.notify_waiters();
+        self.wake.notify_waiters();
+    }
+
+    /// Queues a committed record, replacing the older record of the same path. `delay`: the
+    /// write-back delay (zero for records found at start).
+    pub fn push(&self, rec: DirtyRecord, delay: Duration) {
+        {
+            let mut st = self.st();
+            let key = (rec.area, rec.path.clone());
+            if let Some(old) = st.by_path.insert(key, rec.id) {
+                if old != rec.id {
+                    match st.items.get_mut(&old) {
+                        Some(it) if it.running => it.superseded = true,
+                        _ => {
+                            st.items.remove(&old);
+                        }
+                    }
+                }
+            }
+            st.items.insert(
+                rec.id,
+                Item {
+                    rec,
+                    ready_at: Instant::now() + delay,
+                    attempts: 0,
+                    error: None,
+                    running: false,
+                    superseded: false,
+                },
+            );
+        }
+        self.changed();
+    }
+
+    /// Forgets records (removed from the store: deleted, replaced or renamed files).
+    pub fn remove(&self, ids: impl IntoIterator<Item = i64>) {
+        {
+            let mut st = self.st();
+            for id in ids {
+                if let Some(it) = st.items.remove(&id) {
+                    let key = (it.rec.area, it.rec.path.clone());
+                    if st.by_path.get(&key) == Some(&id) {
+                        st.by_path.remove(&key);
+                    }
+                }
+            }
+        }
+        self.changed();
+    }
+
+    /// Forgets the records at or below `path` (their store records were moved or removed).
+    pub fn remove_under(&self, area: AreaId, path: &RemotePath) {
+        let ids: Vec<i64> = self
+            .st()
+            .items
+            .values()
+            .filter(|it| it.rec.area == area && under(&it.rec.path, path))
+            .map(|it| it.rec.id)
+            .collect();
+        self.remove(ids);
+    }
+
+    /// Updates the queued copy of a record whose base changed (same id).
+    pub fn update(&self, rec: &DirtyRecord) {
+        let mut st = self.st();
+        if let Some(it) = st.items.get_mut(&rec.id) {
+            it.rec = rec.clone();
+        }
+    }
+
+    /// Whether any record is at or below `path`.
+    pub fn has_under(&self, area: AreaId, path: &RemotePath) -> bool {
+        self.st()
+            .items
+            .values()
+            .any(|it| it.rec.area == area && under(&it.rec.path, path))
+    }
+
+    /// Picks the next record to upload and marks it running. `deferred` says whether a record
+    /// must wait for its writers to close.
+    pub fn next(&self, deferred: &dyn Fn(&DirtyRecord) -> bool) -> Next {
+        let now = Instant::now();
+        let mut st = self.st();
+        if st.stopping {
+            return Next::Stop;
+        }
+        let mut wait: Option<Instant> = None;
+        let mut earliest = |t: Instant| {
+            wait = Some(wait.map_or(t, |w| w.min(t)));
+        };
+        let running: Vec<(AreaId, RemotePath)> = st
+            .items
+            .values()
+            .filter(|it| it.running)
+            .map(|it| (it.rec.area, it.rec.path.clone()))
+            .collect();
+        let mut pick = None;
+        let mut probe_area = None;
+        for (id, it) in &st.items {
+            if it.running
+                || running
+                    .iter()
+                    .any(|(a, p)| *a == it.rec.area && *p == it.rec.path)
+            {
+                continue;
+            }
+            if st
+                .blocked
+                .iter()
+                .any(|(a, p)| *a == it.rec.area && under(&it.rec.path, p))
+            {
+                continue;
+            }
+            if let Some(p) = st.paused.get(&it.rec.area) {
+                if p.probe_at > now {
+                    earliest(p.probe_at);
+                    continue;
+                }
+            }
+            if it.ready_at > now {
+                earliest(it.ready_at);
+                continue;
+            }
+            if deferred(&it.rec) {
+                continue;
+            }
+            if st.paused.contains_key(&it.rec.area) {
+                probe_area = Some(it.rec.area);
+            }
+            pick = Some(*id);
+            break;
+        }
+        if let Some(area) = probe_area {
+            let next_probe = now + self.opts.space_retry;
+            if let Some(p) = st.paused.get_mut(&area) {
+                p.probe_at = next_probe;
+            }
+        }
+        match pick {
+            Some(id) => {
+                let it = st.items.get_mut(&id).expect("picked from the map");
+                it.running = true;
+                Next::Run(it.rec.clone())
+            }
+            None => Next::Wait(wait),
+        }
+    }
+
+    /// Records how the upload of `rec` ended.
+    pub fn finish(&self, rec: &DirtyRecord, how: Finish) {
+        {
+            let mut st = self.st();
+            if st.items.get(&rec.id).is_some_and(|it| it.superseded) {
+                st.items.remove(&rec.id);
+                if let Finish::NoSpace(reason) = how {
+                    let probe_at = Instant::now() + self.opts.space_retry;
+                    st.paused.insert(rec.area, Paused { reason, probe_at });
+                }
+                drop(st);
+                self.changed();
+                return;
+            }
+            match how {
+                Finish::Done => {
+                    if let Some(it) = st.items.remove(&rec.id) {
+                        let key = (it.rec.area, it.rec.path.clone());
+                        if st.by_path.get(&key) == Some(&rec.id) {
+                            st.by_path.remove(&key);
+                        }
+                    }
+                    st.paused.remove(&rec.area);
+                }
+                Finish::Deferred => {
+                    if let Some(it) = st.items.get_mut(&rec.id) {
+                        it.running = false;
+                    }
+                }
+                Finish::Failed { reason, offline } => {
+                    let backoff = |attempts: u32| {
+                        let f = 1u32 << attempts.saturating_sub(1).min(16);
+                        (self.opts.retry_min * f).min(self.opts.retry_max)
+                    };
+                    if let Some(it) = st.items.get_mut(&rec.id) {
+                        it.running = false;
+                        it.attempts += 1;
+                        it.ready_at = Instant::now() + backoff(it.attempts);
+                        it.error = Some(reason.clone());
+                    }
+                    if offline {
+                        st.connection = Some(Err(reason));
+                    }
+                }
+                Finish::NoSpace(reason) => {
+                    let probe_at = Instant::now() + self.opts.space_retry;
+                    if let Some(it) = st.items.get_mut(&rec.id) {
+                        it.running = false;
+                        it.attempts += 1;
+                        it.error = Some(reason.clone());
+                    }
+                    st.paused.insert(rec.area, Paused { reason, probe_at });
+                }
+            }
+        }
+        self.changed();
+    }
+
+    /// The server answered: clears "offline" and, coming back from it, makes every waiting
+    /// record ready now.
+    pub fn online(&self) {
+        let was_offline = {
+            let mut st = self.st();
+            let was = matches!(st.connection, Some(Err(_)));
+            st.connection = Some(Ok(()));
+            if was {
+                let now = Instant::now();
+                for it in st.items.values_mut() {
+                    if it.attempts > 0 {
+                        it.ready_at = it.ready_at.min(now);
+                    }
+                }
+            }
+            was
+        };
+        if was_offline {
+            self.changed();
+        }
+    }
+
+    /// The server could not be reached (outside an upload).
+    pub fn offline(&self, reason: String) {
+        self.st().connection = Some(Err(reason));
+    }
+
+    /// Whether uploads to `area` are paused for lack of space, and why.
+    pub fn paused(&self, area: AreaId) -> Option<String> {
+        self.st().paused.get(&area).map(|p| p.reason.clone())
+    }
+
+    /// Remembers a conflict for `status`.
+    pub fn add_conflict(&self, area: AreaId, path: RemotePath, copy: RemotePath, at: SystemTime) {
+        let mut st = self.st();
+        st.conflicts
+            .retain(|(a, _, c, _)| !(*a == area && *c == copy));
+        st.conflicts.push((area, path, copy, at));
+    }
+
+    /// Forgets conflicts whose copy is at or below `copy` (the user deleted it).
+    pub fn remove_conflicts(&self, area: AreaId, copy: &RemotePath) -> bool {
+        let mut st = self.st();
+        let before = st.conflicts.len();
+        st.conflicts
+            .retain(|(a, _, c, _)| !(*a == area && under(c, copy)));
+        st.conflicts.len() != before
+    }
+
+    /// Moves remembered conflict copies on a rename.
+    pub fn rename_conflicts(&self, area: AreaId, from: &RemotePath, to: &RemotePath) {
+        let mut st = self.st();
+        for (a, _, c, _) in st.conflicts.iter_mut() {
+            if *a == area && under(c, from) {
+                let rest = &c.as_str()[from.as_str().len()..];
+                if let Ok(p) = RemotePath::new(&format!("{}{rest}", to.as_str())) {
+                    *c = p;
+                }
+            }
+        }
+    }
+
+    /// Whether `path` is a conflict copy made by this queue.
+    pub fn is_conflict_copy(&self, area: AreaId, path: &RemotePath) -> bool {
+        self.st()
+            .conflicts
+            .iter()
+            .any(|(a, _, c, _)| *a == area && c == path)
+    }
+
+    /// Blocks uploads at or below `paths` and waits until none of them is running. Uploads
+    /// resume when the guard is dropped.
+    pub async fn block(self: &Arc<Self>, area: AreaId, paths: Vec<RemotePath>) -> BlockGuard {
+        {
+            let mut st = self.st();
+            for p in &paths {
+                st.blocked.push((area, p.clone()));
+            }
+        }
+        let guard = BlockGuard {
+            queue: self.clone(),
+            area,
+            paths,
+        };
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let busy = self.st().items.values().any(|it| {
+                it.running
+                    && it.rec.area == area
+                    && guard.paths.iter().any(|p| under(&it.rec.path, p))
+            });
+            if !busy {
+                return guard;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops the workers (at unmount); records stay in the store for the next mount.
+    pub fn stop(&self) {
+        self.st().stopping = true;
+        self.changed();
+    }
+
+    /// Number of queued records.
+    pub fn len(&self) -> usize {
+        self.st().items.len()
+    }
+
+    /// Waits until the queue is empty.
+    pub async fn wait_empty(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.st().items.is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The queue part of `status`; `name` turns an (area, path) into a mount-relative path.
+    pub fn report(
+        &self,
+        name: &dyn Fn(AreaId, &RemotePath) -> String,
+    ) -> (
+        QueueStatus,
+        Vec<FileProblem>,
+        Vec<ConflictInfo>,
+        Connection,
+        Option<String>,
+    ) {
+        let st = self.st();
+        let mut q = QueueStatus::default();
+        let mut problems = Vec::new();
+        for it in st.items.values().filter(|it| !it.superseded) {
+            q.files += 1;
+            q.bytes += it.rec.size;
+            if it.running {
+                q.in_flight += 1;
+                q.in_flight_bytes += it.rec.size;
+            }
+            if let Some(e) = &it.error {
+                problems.push(FileProblem {
+                    path: name(it.rec.area, &it.rec.path),
+                    reason: e.clone(),
+                    attempts: it.attempts,
+                });
+            }
+        }
+        q.paused = st.paused.values().next().map(|p| p.reason.clone());
+        let conflicts = st
+            .conflicts
+            .iter()
+            .map(|(a, p, c, at)| ConflictInfo {
+                path: name(*a, p),
+                copy: name(*a, c),
+                at: at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+            })
+            .collect();
+        let (conn, last) = match &st.connection {
+            None => (Connection::Unknown, None),
+            Some(Ok(())) => (Connection::Online, None),
+            Some(Err(e)) => (Connection::Offline, Some(e.clone())),
+        };
+        (q, problems, conflicts, conn, last)
+    }
+}
+
+/// Uploads at or below some paths wait while this lives.
+pub(crate) struct BlockGuard {
+    queue: Arc<UploadQueue>,
+    area: AreaId,
+    paths: Vec<RemotePath>,
+}
+
+impl Drop for BlockGuard {
+    fn drop(&mut self) {
+        {
+            let mut st = self.queue.st();
+            for p in &self.paths {
+                if let Some(i) = st
+                    .blocked
+                    .iter()
+                    .position(|(a, q)| *a == self.area && q == p)
+                {
+                    st.blocked.remove(i);
+                }
+            }
+        }
+        self.queue.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::DirtyState;
+
+    fn rec(id: i64, path: &str) -> DirtyRecord {
+        DirtyRecord {
+            id,
+            area: 0,
+            path: RemotePath::new(path).unwrap(),
+            staging: "staging/x".into(),
+            base_etag: None,
+            on_server: false,
+            size: 10,
+            state: DirtyState::Pending,
+            updated_at: SystemTime::now(),
+        }
+    }
+
+    fn opts() -> UploadOptions {
+        UploadOptions {
+            workers: 2,
+            delay: Duration::ZERO,
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_millis(400),
+            space_retry: Duration::from_secs(60),
+            via_temp: true,
+            device: "t".into(),
+        }
+    }
+
+    fn run(q: &UploadQueue) -> Option<i64> {
+        match q.next(&|_| false) {
+            Next::Run(r) => Some(r.id),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_rewrite_replaces_the_queued_record() {
+        let q = UploadQueue::new(opts());
+        q.push(rec(1, "a"), Duration::ZERO);
+        q.push(rec(2, "a"), Duration::ZERO);
+        assert_eq!(q.len(), 1);
+        assert_eq!(run(&q), Some(2));
+        assert_eq!(run(&q), None, "one upload per path at a time");
+    }
+
+    #[test]
+    fn a_rewrite_during_an_upload_waits_for_it() {
+        let q = UploadQueue::new(opts());
+        q.push(rec(1, "a"), Duration::ZERO);
+        assert_eq!(run(&q), Some(1));
+        q.push(rec(2, "a"), Duration::ZERO);
+        assert_eq!(
+            run(&q),
+            None,
+            "record 1 of the same path is still uploading"
+        );
+        assert_eq!(q.report(&|_, p| p.to_string()).0.files, 1);
+        q.finish(&rec(1, "a"), Finish::Done);
+        assert_eq!(run(&q), Some(2));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_cap() {
+        let q = UploadQueue::new(opts());
+        let r = rec(1, "a");
+        q.push(r.clone(), Duration::ZERO);
+        let mut delays = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(run(&q), Some(1));
+            q.finish(
+                &r,
+                Finish::Failed {
+                    reason: "x".into(),
+                    offline: true,
+                },
+            );
+            match q.next(&|_| false) {
+                Next::Wait(Some(t)) => delays.push(t.duration_since(Instant::now())),
+                _ => panic!("expected a wait"),
+            }
+            // Make it ready again without sleeping.
+            q.st().items.get_mut(&1).unwrap().ready_at = Instant::now();
+        }
+        let ms: Vec<u128> = delays
+            .iter()
+            .map(|d| (d.as_millis() + 50) / 100 * 100)
+            .collect();
+        assert_eq!(ms, vec![100, 200, 400, 400, 400]);
+        let (_, problems, _, conn, last) = q.report(&|_, p| p.to_string());
+        assert_eq!(problems[0].attempts, 5);
+        assert_eq!(conn, Connection::Offline);
+        assert_eq!(last.as_deref(), Some("x"));
+        q.online();
+        assert_eq!(run(&q), Some(1), "back online: retried at once");
+    }
+
+    #[test]
+    fn no_space_pauses_the_area_until_a_probe_succeeds() {
+        let q = UploadQueue::new(opts());
+        q.push(rec(1, "a"), Duration::ZERO);
+        q.push(rec(2, "b"), Duration::ZERO);
+        let r1 = rec(1, "a");
+        assert_eq!(run(&q), Some(1));
+        q.finish(&r1, Finish::NoSpace("full".into()));
+        assert_eq!(run(&q), None, "paused");
+        assert_eq!(q.paused(0).as_deref(), Some("full"));
+        q.st().paused.get_mut(&0).unwrap().probe_at = Instant::now();
+        let probe = run(&q).expect("one probe");
+        assert_eq!(run(&q), None, "only one probe at a time");
+        q.finish(
+            &rec(probe, if probe == 1 { "a" } else { "b" }),
+            Finish::Done,
+        );
+        assert!(q.paused(0).is_none());
+        assert!(run(&q).is_some(), "resumed");
+    }
+
+    #[tokio::test]
+    async fn blocks_wait_for_running_uploads_and_hold_new_ones() {
+        let q = Arc::new(UploadQueue::new(opts()));
+        q.push(rec(1, "d/a"), Duration::ZERO);
+        q.push(rec(2, "d/b"), Duration::ZERO);
+        q.push(rec(3, "e"), Duration::ZERO);
+        assert_eq!(run(&q), Some(1));
+        let q2 = q.clone();
+        let blocker = tokio::spawn(async move {
+            let g = q2.block(0, vec![RemotePath::new("d").unwrap()]).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(g);
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !blocker.is_finished(),
+            "waits for the running upload below d"
+        );
+        assert_eq!(run(&q), Some(3), "d/b is blocked, e is not");
+        q.finish(&rec(1, "d/a"), Finish::Done);
+        blocker.await.unwrap();
+        assert_eq!(run(&q), Some(2));
+    }
+
+    #[test]
+    fn deferred_records_wait_and_writers_do_not_block_others() {
+        let q = UploadQueue::new(opts());
+        q.push(rec(1, "open"), Duration::ZERO);
+        q.push(rec(2, "closed"), Duration::ZERO);
+        let got = match q.next(&|r| r.path.as_str() == "open") {
+            Next::Run(r) => r.id,
+            _ => 0,
+        };
+        assert_eq!(got, 2);
+        assert!(matches!(
+            q.next(&|r| r.path.as_str() == "open"),
+            Next::Wait(None)
+        ));
+    }
+}

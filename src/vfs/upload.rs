@@ -1,0 +1,377 @@
+//! Sending one dirty file to the server, without ever destroying the server's copy.
+//!
+//! - **Via a temporary name** (default): the content is PUT to `.cloudmount-upload-<id>.part`
+//!   beside the target and MOVEd over it. A PUT cut midway then leaves only a stray temporary
+//!   file, never a truncated target (rclone's server truncates the target on an aborted PUT).
+//!   `Overwrite: F` on the MOVE makes "the file is new" a server-side check.
+//! - **Directly**: one conditional PUT (`If-Match` / `If-None-Match: *`), for servers whose PUT
+//!   is atomic.
+//!
+//! Conflicts: when the server's copy is not the version the change was based on (or a file
+//! appeared where ours is new), both are kept: the server's version keeps the name and ours
+//! goes to a conflict copy (see [`super::conflict`]). A file that is itself a conflict copy is
+//! never copied again: the newer version wins. A false conflict (the server already has exactly
+//! our bytes, e.g. our own upload whose confirmation was lost in a crash) is recognised by
+//! comparing sizes and then the bytes, and counts as uploaded.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+
+use super::conflict;
+use super::queue::UploadOptions;
+use crate::meta::DirtyRecord;
+use crate::remote::{
+    ByteRange, ETag, PutBody, PutCondition, Remote, RemoteError, RemotePath, RemoteResult,
+};
+
+/// How a dirty file reached the server.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// Under its own name, as this version.
+    Uploaded(Option<ETag>),
+    /// The server had another version: ours went to `copy`.
+    Conflict {
+        copy: RemotePath,
+        copy_etag: Option<ETag>,
+    },
+}
+
+/// The temporary name an upload of record `id` uses beside `path`.
+pub(crate) fn temp_path(path: &RemotePath, id: i64) -> RemoteResult<RemotePath> {
+    let parent = path.parent().unwrap_or_else(RemotePath::root);
+    parent.join(&format!("{TEMP_PREFIX}{id}.part"))
+}
+
+/// Names starting with this are our uploads in progress: hidden from listings.
+pub(crate) const TEMP_PREFIX: &str = ".cloudmount-upload-";
+
+/// Uploads `file` (`size` bytes) as the content of `rec.path`.
+pub(crate) async fn send(
+    remote: &dyn Remote,
+    rec: &DirtyRecord,
+    file: &Path,
+    size: u64,
+    opts: &UploadOptions,
+) -> RemoteResult<Sent> {
+    let path = &rec.path;
+    let is_copy = conflict::is_conflict_copy(path.name());
+    // Whether the target may be replaced, and whether we already know it conflicts.
+    let mut overwrite = false;
+    let mut conflicting = false;
+    if rec.on_server {
+        match remote.stat(path).await {
+            Ok(e) if e.is_dir() => {
+                return Err(RemoteError::IsADirectory {
+                    url: path.to_string(),
+                })
+            }
+            Ok(e) => {
+                overwrite = true;
+                conflicting =
+                    !is_copy && matches!((&rec.base_etag, &e.etag), (Some(b), Some(s)) if b != s);
+            }
+            // Deleted on the server meanwhile: the change wins, uploaded as a new file.
+            Err(RemoteError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    } else if is_copy {
+        overwrite = true;
+    }
+    let body = || PutBody::File {
+        path: file.to_path_buf(),
+        len: size,
+    };
+    if conflicting {
+        if same_content(remote, path, file, size).await? {
+            return Ok(Sent::Uploaded(remote.stat(path).await?.etag));
+        }
+        return to_conflict_copy(remote, rec, file, size, opts, None).await;
+    }
+    if opts.via_temp {
+        let temp = temp_path(path, rec.id)?;
+        remote.put(&temp, body(), PutCondition::None).await?;
+        match remote.rename(&temp, path, overwrite).await {
+            Ok(()) => Ok(Sent::Uploaded(stat_etag(remote, path).await)),
+            Err(RemoteError::AlreadyExists { .. })
+            | Err(RemoteError::PreconditionFailed { .. }) => {
+                // A file appeared where ours is new.
+                if same_content(remote, path, file, size).await? {
+                    let _ = remote.delete(&temp).await;
+                    return Ok(Sent::Uploaded(stat_etag(remote, path).await));
+                }
+                to_conflict_copy(remote, rec, file, size, opts, Some(&temp)).await
+            }
+            Err(e) => {
+                if let Err(d) = remote.delete(&temp).await {
+                    tracing::debug!(error = %d, temp = %temp, "could not remove the temporary upload");
+                }
+                Err(e)
+            }
+        }
+    } else {
+        let cond = if overwrite {
+            match (&rec.base_etag, rec.on_server && !is_copy) {
+                (Some(b), true) => PutCondition::IfMatch(b.clone()),
+                _ => PutCondition::None,
+            }
+        } else {
+            PutCondition::IfNoneMatch
+        };
+        match remote.put(path, body(), cond).await {
+            Ok(out) => Ok(Sent::Uploaded(out.etag)),
+            Err(RemoteError::PreconditionFailed { .. }) => {
+                if same_content(remote, path, file, size).await? {
+                    return Ok(Sent::Uploaded(stat_etag(remote, path).await));
+                }
+                to_conflict_copy(remote, rec, file, size, opts, None).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn stat_etag(remote: &dyn Remote, path: &RemotePath) -> Option<ETag> {
+    match remote.stat(path).await {
+        Ok(e) => e.etag,
+        Err(e) => {
+            tracing::debug!(error = %e, path = %path, "no ETag after upload");
+            None
+        }
+    }
+}
+
+/// Puts our version under a free conflict-copy name (from `temp` when it is already on the
+/// server).
+async fn to_conflict_copy(
+    remote: &dyn Remote,
+    rec: &DirtyRecord,
+    file: &Path,
+    size: u64,
+    opts: &UploadOptions,
+    temp: Option<&RemotePath>,
+) -> RemoteResult<Sent> {
+    let parent = rec.path.parent().unwrap_or_else(RemotePath::root);
+    let stamp = conflict::timestamp(SystemTime::now());
+    for n in 1..=20 {
+        let name = conflict::conflict_name(rec.path.name(), &opts.device, &stamp, n);
+        let copy = parent.join(&name)?;
+        let placed = match temp {
+            Some(t) => remote.rename(t, &copy, false).await,
+            None => remote
+                .put(
+                    &copy,
+                    PutBody::File {
+                        path: file.to_path_buf(),
+                        len: size,
+                    },
+                    PutCondition::IfNoneMatch,
+                )
+                .await
+                .map(|_| ()),
+        };
+        match placed {
+            Ok(()) => {
+                tracing::warn!(path = %rec.path, copy = %copy, "conflict: the server's version keeps the name, ours was uploaded as a conflict copy");
+                return Ok(Sent::Conflict {
+                    copy_etag: stat_etag(remote, &copy).await,
+                    copy,
+                });
+            }
+            Err(RemoteError::AlreadyExists { .. })
+            | Err(RemoteError::PreconditionFailed { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RemoteError::BadResponse {
+        method: "MOVE".into(),
+        url: rec.path.to_string(),
+        reason: "no free conflict-copy name".into(),
+    })
+}
+
+/// Whether the server's `path` holds exactly the `size` bytes of `file`.
+async fn same_content(
+    remote: &dyn Remote,
+    path: &RemotePath,
+    file: &Path,
+    size: u64,
+) -> RemoteResult<bool> {
+    let server = match remote.stat(path).await {
+        Ok(e) => e,
+        Err(RemoteError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if server.is_dir() || server.size != size {
+        return Ok(false);
+    }
+    if size == 0 {
+        return Ok(true);
+    }
+    let f = std::fs::File::open(file).map_err(RemoteError::Io)?;
+    let resp = remote
+        .read_range(path, ByteRange::from(0), server.etag.as_ref())
+        .await?;
+    let mut body = resp.body;
+    let mut pos = 0u64;
+    let mut local = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if pos + chunk.len() as u64 > size {
+            return Ok(false);
+        }
+        local.resize(chunk.len(), 0);
+        f.read_exact_at(&mut local, pos).map_err(RemoteError::Io)?;
+        if local != chunk {
+            return Ok(false);
+        }
+        pos += chunk.len() as u64;
+    }
+    Ok(pos == size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::DirtyState;
+    use crate::remote::mem::MemRemote;
+    use std::time::Duration;
+
+    fn opts(via_temp: bool) -> UploadOptions {
+        UploadOptions {
+            workers: 1,
+            delay: Duration::ZERO,
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(10),
+            space_retry: Duration::from_millis(10),
+            via_temp,
+            device: "box".into(),
+        }
+    }
+
+    fn rec(path: &str, base: Option<ETag>, on_server: bool) -> DirtyRecord {
+        DirtyRecord {
+            id: 7,
+            area: 0,
+            path: RemotePath::new(path).unwrap(),
+            staging: "staging/x".into(),
+            base_etag: base,
+            on_server,
+            size: 0,
+            state: DirtyState::Pending,
+            updated_at: SystemTime::now(),
+        }
+    }
+
+    fn local(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, content).unwrap();
+        (d, p)
+    }
+
+    #[tokio::test]
+    async fn new_and_changed_files_land_under_their_name_both_ways() {
+        for via_temp in [true, false] {
+            let m = MemRemote::new();
+            let (_d, f) = local(b"hello");
+            let r = rec("a.txt", None, false);
+            let Sent::Uploaded(etag) = send(&m, &r, &f, 5, &opts(via_temp)).await.unwrap() else {
+                panic!("conflict")
+            };
+            assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"hello");
+            std::fs::write(&f, b"world!").unwrap();
+            let r2 = rec("a.txt", etag, true);
+            assert!(matches!(
+                send(&m, &r2, &f, 6, &opts(via_temp)).await.unwrap(),
+                Sent::Uploaded(_)
+            ));
+            assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"world!");
+            let names = m.paths();
+            assert!(
+                !names.iter().any(|n| n.contains(TEMP_PREFIX)),
+                "no temporary file left: {names:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_changed_server_copy_keeps_its_name_and_ours_becomes_a_copy() {
+        for via_temp in [true, false] {
+            let m = MemRemote::new();
+            let p = RemotePath::new("notes.txt").unwrap();
+            m.insert_file(p.as_str(), &b"base"[..]);
+            let base = m.stat(&p).await.unwrap().etag;
+            m.insert_file(p.as_str(), &b"theirs"[..]);
+            let (_d, f) = local(b"ours");
+            let sent = send(&m, &rec("notes.txt", base, true), &f, 4, &opts(via_temp))
+                .await
+                .unwrap();
+            let Sent::Conflict { copy, .. } = sent else {
+                panic!("expected a conflict")
+            };
+            assert!(copy.name().starts_with("notes (conflicted copy box "));
+            assert!(copy.name().ends_with(").txt"));
+            assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"theirs");
+            assert_eq!(m.file_bytes(copy.as_str()).unwrap(), b"ours");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_created_elsewhere_meanwhile_is_a_conflict_unless_identical() {
+        for via_temp in [true, false] {
+            let m = MemRemote::new();
+            let p = RemotePath::new("n").unwrap();
+            m.insert_file(p.as_str(), &b"same"[..]);
+            let (_d, f) = local(b"same");
+            assert!(matches!(
+                send(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
+                    .await
+                    .unwrap(),
+                Sent::Uploaded(_)
+            ));
+            m.insert_file(p.as_str(), &b"else"[..]);
+            let sent = send(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
+                .await
+                .unwrap();
+            let Sent::Conflict { copy, .. } = sent else {
+                panic!("expected a conflict")
+            };
+            assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"else");
+            assert_eq!(m.file_bytes(copy.as_str()).unwrap(), b"same");
+            let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();
+            assert_eq!(left, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conflict_copy_is_never_copied_again() {
+        let m = MemRemote::new();
+        let p = RemotePath::new("a (conflicted copy x 2026-01-01 000000).txt").unwrap();
+        m.insert_file(p.as_str(), &b"v1"[..]);
+        let base = m.stat(&p).await.unwrap().etag;
+        m.insert_file(p.as_str(), &b"v2 elsewhere"[..]);
+        let (_d, f) = local(b"mine");
+        let r = rec(p.as_str(), base, true);
+        assert!(matches!(
+            send(&m, &r, &f, 4, &opts(true)).await.unwrap(),
+            Sent::Uploaded(_)
+        ));
+        assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"mine");
+        assert_eq!(m.paths().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn deleted_on_the_server_meanwhile_is_uploaded_again() {
+        let m = MemRemote::new();
+        let (_d, f) = local(b"kept");
+        let r = rec("gone.txt", ETag::parse("\"old\""), true);
+        assert!(matches!(
+            send(&m, &r, &f, 4, &opts(true)).await.unwrap(),
+            Sent::Uploaded(_)
+        ));
+        assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"kept");
+    }
+}

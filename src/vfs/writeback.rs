@@ -1,0 +1,641 @@
+//! Write-back: committing staged files to the durable upload queue, the upload workers, and
+//! what an upload's end does to the tree (clean file, conflict copy, retry).
+//!
+//! The invariant: **a file whose `close()` or `fsync()` returned success is on local disk
+//! (staging file fsynced) and has a record in the `dirty` table (committed with
+//! `synchronous=FULL`) until the server has its content.** Only an upload that succeeded, or
+//! the user deleting or replacing the file, removes the record. A record names its staging
+//! file, so after a crash the next start finds and uploads every record (`recover`).
+//!
+//! Lock order: `Staged::commit_lock` (async) → inode lock (async) → `tree` → `recovered` →
+//! `Staged::state`; the queue's own lock is never held with any of them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use super::queue::{Finish, Next, UploadQueue};
+use super::upload::{self, Sent};
+use super::write::{self, Staged, StagedState};
+use super::{meta_op, now, off_thread, tree::Node, FileKind, Ino, Vfs, VfsResult};
+use crate::cache::ObjectKey;
+use crate::meta::{AreaId, DirtyRecord, EntryRecord};
+use crate::remote::{ETag, EntryKind, RemoteError, RemotePath};
+
+impl Vfs {
+    /// The staging file's name relative to the cache dir, as stored in a dirty record.
+    pub(super) fn staging_rel(&self, file: &Path) -> PathBuf {
+        let dir = self.staging_dir.file_name().unwrap_or_default();
+        PathBuf::from(dir).join(file.file_name().unwrap_or_default())
+    }
+
+    fn staging_abs(&self, rel: &Path) -> PathBuf {
+        match self.staging_dir.parent() {
+            Some(p) => p.join(rel),
+            None => rel.to_path_buf(),
+        }
+    }
+
+    /// Finds the records of an earlier run and queues them; moves staging files no record
+    /// names (written, never closed) to `recovered/`. Runs once, at start.
+    pub(super) fn recover(&self) -> VfsResult<()> {
+        let records = self.meta.list_dirty()?;
+        let named: std::collections::HashSet<PathBuf> = records
+            .iter()
+            .map(|r| self.staging_abs(&r.staging))
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(&self.staging_dir) {
+            let recovered = self.staging_dir.with_file_name("recovered");
+            for e in rd.flatten() {
+                if named.contains(&e.path()) {
+                    continue;
+                }
+                let _ = std::fs::create_dir_all(&recovered);
+                let to = recovered.join(e.file_name());
+                tracing::warn!(from = %e.path().display(), to = %to.display(), "a file being written when cloudmount stopped was never closed; kept here");
+                let _ = std::fs::rename(e.path(), to);
+            }
+        }
+        for rec in records {
+            let path = self.staging_abs(&rec.staging);
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path);
+            let file = match file {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(file = %rec.path, staging = %path.display(), error = %e, "the local copy of a changed file is gone; it cannot be uploaded");
+                    self.problems
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((rec.area, rec.path.clone(), format!("local copy lost: {e}")));
+                    self.meta.remove_dirty(rec.id)?;
+                    continue;
+                }
+            };
+            // Normally the committed size; larger or smaller when it was written again after
+            // its last close and before the crash: those newer bytes are the user's latest.
+            let size = file.metadata()?.len();
+            if size != rec.size {
+                tracing::warn!(file = %rec.path, committed = rec.size, found = size, "a changed file was written again after its last close; uploading what is on disk");
+            }
+            let st = Arc::new(Staged::new(
+                path,
+                file,
+                StagedState {
+                    size,
+                    base: rec.base_etag.clone(),
+                    exists_remote: rec.on_server,
+                    version: 1,
+                    committed: 1,
+                    uploaded: 0,
+                    uploading: false,
+                    error: None,
+                    writers: 0,
+                },
+            ));
+            tracing::info!(file = %rec.path, size, "uploading a file changed before the last stop");
+            self.recovered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((rec.area, rec.path.clone()), st);
+            self.queue.push(rec, Duration::ZERO);
+        }
+        for c in self.meta.conflicts()? {
+            self.queue.add_conflict(c.area, c.path, c.copy, c.at);
+        }
+        Ok(())
+    }
+
+    /// Starts the upload workers on the current tokio runtime (none outside one).
+    pub(super) fn spawn_upload_workers(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!("no async runtime: uploads will not run");
+            return;
+        };
+        for _ in 0..self.queue.options().workers.max(1) {
+            rt.spawn(upload_worker(Arc::downgrade(self), self.queue.clone()));
+        }
+    }
+
+    /// The inode of `path`, if it is in the tree.
+    pub(super) fn find_ino(&self, area: AreaId, path: &RemotePath) -> Option<Ino> {
+        let t = self.tree();
+        let mut ino = *self.area_roots.get(area as usize)?;
+        for seg in path.segments() {
+            ino = t.child(ino, seg)?;
+        }
+        Some(ino)
+    }
+
+    /// The staged content of `path`: on its node, or recovered and not yet in the tree.
+    fn find_staged(&self, area: AreaId, path: &RemotePath) -> Option<(Option<Ino>, Arc<Staged>)> {
+        if let Some(ino) = self.find_ino(area, path) {
+            if let Some(st) = self.tree().get(ino).and_then(|n| n.staged.clone()) {
+                return Some((Some(ino), st));
+            }
+        }
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(area, path.clone()))
+            .map(|st| (None, st.clone()))
+    }
+
+    /// Whether the upload of `rec` must wait (its file is open for writing).
+    fn upload_deferred(&self, rec: &DirtyRecord) -> bool {
+        self.find_staged(rec.area, &rec.path)
+            .is_some_and(|(_, st)| st.state().writers > 0)
+    }
+
+    /// Makes the staged content of `ino` durable and queues its upload: fsync, then the dirty
+    /// record. What `close()` and `fsync()` wait for.
+    pub(super) async fn commit(&self, ino: Ino, st: &Arc<Staged>) -> VfsResult<()> {
+        let _c = st.commit_lock.lock().await;
+        let snap = st.snapshot();
+        if snap.version == snap.committed {
+            return Ok(());
+        }
+        let (loc, linked) = {
+            let t = self.tree();
+            let linked = t.get(ino).is_some_and(|n| n.linked);
+            (t.path(ino), linked)
+        };
+        let Some((area, path)) = loc.filter(|_| linked) else {
+            // Deleted while open: nothing to keep.
+            st.state().committed = snap.version;
+            return Ok(());
+        };
+        let (s2, dir) = (st.clone(), self.staging_dir.clone());
+        write::blocking(move || {
+            s2.file.sync_data()?;
+            if !s2
+                .dir_synced
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                std::fs::File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await?;
+        let rel = self.staging_rel(&st.path);
+        let (base, on_server, size) = (snap.base.clone(), snap.exists_remote, snap.size);
+        let p2 = path.clone();
+        let (rec, _) = meta_op(&self.meta, move |m| {
+            m.insert_dirty(area, &p2, &rel, base.as_ref(), on_server, size)
+        })
+        .await?;
+        st.state().committed = snap.version;
+        tracing::debug!(file = %path, size, id = rec.id, "committed; upload queued");
+        self.queue.push(rec, self.queue.options().delay);
+        Ok(())
+    }
+
+    /// One upload attempt of `rec`.
+    async fn upload_record(&self, rec: &DirtyRecord) -> Finish {
+        let found = match self.find_staged(rec.area, &rec.path) {
+            Some(f) => f,
+            None => match self.adopt_orphan(rec) {
+                Some(st) => (None, st),
+                None => return Finish::Done,
+            },
+        };
+        let (ino, st) = found;
+        let (version, size) = {
+            let mut s = st.state();
+            if s.writers > 0 {
+                return Finish::Deferred;
+            }
+            s.uploading = true;
+            (s.version, s.size)
+        };
+        let remote = self.remote(rec.area).clone();
+        let opts = self.queue.options().clone();
+        tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
+        let mut res = upload::send(&*remote, rec, &st.path, size, &opts).await;
+        if let Err(RemoteError::MissingParent { .. }) = res {
+            // The folder was deleted on the server meanwhile: the change wins, recreate it.
+            if self.make_parents(rec.area, &rec.path).await.is_ok() {
+                res = upload::send(&*remote, rec, &st.path, size, &opts).await;
+            }
+        }
+        st.state().uploading = false;
+        match res {
+            Ok(sent) => {
+                self.queue.online();
+                match self.uploaded(rec, ino, &st, version, size, sent).await {
+                    Ok(()) => Finish::Done,
+                    Err(e) => Finish::Failed {
+                        reason: format!("recording the upload failed: {e}"),
+                        offline: false,
+                    },
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %rec.path, error = %e, "upload failed; the file stays queued");
+                st.state().error = Some(e.to_string());
+                match e {
+                    RemoteError::InsufficientStorage { .. } => {
+                        Finish::NoSpace("the server is out of space (HTTP 507)".into())
+                    }
+                    e if e.is_transient() => Finish::Failed {
+                        reason: e.to_string(),
+                        offline: true,
+                    },
+                    e => {
+                        self.queue.online();
+                        Finish::Failed {
+                            reason: e.to_string(),
+                            offline: false,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A record whose content is on disk but on no node (cannot normally happen): open it as
+    /// recovered, so it is uploaded rather than lost.
+    fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
+        let path = self.staging_abs(&rec.staging);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        let size = file.metadata().ok()?.len();
+        let st = Arc::new(Staged::new(
+            path,
+            file,
+            StagedState {
+                size,
+                base: rec.base_etag.clone(),
+                exists_remote: rec.on_server,
+                version: 1,
+                committed: 1,
+                uploaded: 0,
+                uploading: false,
+                error: None,
+                writers: 0,
+            },
+        ));
+        self.recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((rec.area, rec.path.clone()), st.clone());
+        Some(st)
+    }
+
+    async fn make_parents(&self, area: AreaId, path: &RemotePath) -> Result<(), RemoteError> {
+        let remote = self.remote(area).clone();
+        let mut dirs = Vec::new();
+        let mut p = path.parent();
+        while let Some(d) = p.filter(|d| !d.is_root()) {
+            p = d.parent();
+            dirs.push(d);
+        }
+        for d in dirs.iter().rev() {
+            match remote.mkdir(d).await {
+                Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The server has our content (as `rec.path`, or as a conflict copy): update the record,
+    /// the node, the cache.
+    async fn uploaded(
+        &self,
+        rec: &DirtyRecord,
+        ino: Option<Ino>,
+        st: &Arc<Staged>,
+        version: u64,
+        size: u64,
+        sent: Sent,
+    ) -> VfsResult<()> {
+        let area = rec.area;
+        let commit = st.commit_lock.lock().await;
+        let id = rec.id;
+        let removed = meta_op(&self.meta, move |m| m.remove_dirty(id)).await?;
+        match sent {
+            Sent::Uploaded(etag) => {
+                {
+                    let mut s = st.state();
+                    s.base = etag.clone();
+                    s.exists_remote = true;
+                    s.error = None;
+                    if removed.is_some() && s.version == version {
+                        s.uploaded = version;
+                    }
+                }
+                if removed.is_none() {
+                    // Rewritten while uploading: the newer record is now based on this version.
+                    let (p, e) = (rec.path.clone(), etag.clone());
+                    let newer = meta_op(&self.meta, move |m| {
+                        m.set_dirty_base(area, &p, e.as_ref(), true)
+                    })
+                    .await?;
+                    if let Some(n) = newer {
+                        self.queue.update(&n);
+                    }
+                }
+                if let Some(ino) = ino {
+                    let mut t = self.tree();
+                    if let Some(n) = t.get_mut(ino) {
+                        n.pending_create = false;
+                        // Every write went through the kernel's page cache: it holds this version.
+                        if n.kernel_etag == n.etag || n.kernel_etag.is_none() {
+                            n.kernel_etag = etag.clone();
+                        }
+                        n.etag = etag.clone();
+                        n.size = size;
+                    }
+                }
+                let record = EntryRecord {
+                    name: rec.path.name().to_string(),
+                    kind: EntryKind::File,
+                    size,
+                    mtime: Some(now()),
+                    etag: etag.clone(),
+                };
+                let p = rec.path.clone();
+                meta_op(&self.meta, move |m| m.upsert_entry(area, &p, &record)).await?;
+                drop(commit);
+                tracing::debug!(file = %rec.path, size, "uploaded");
+                match ino {
+                    Some(ino) => self.unstage_if_idle(ino).await,
+                    None => {
+                        let keep = etag.map(|e| (rec.path.clone(), e));
+                        self.settle_recovered(area, &rec.path, st, keep, size).await
+                    }
+                }
+                Ok(())
+            }
+            Sent::Conflict { copy, copy_etag } => {
+                let at = SystemTime::now();
+                let (p, c) = (rec.path.clone(), copy.clone());
+                meta_op(&self.meta, move |m| m.add_conflict(area, &p, &c, at)).await?;
+                self.queue
+                    .add_conflict(area, rec.path.clone(), copy.clone(), at);
+                let idle = {
+                    let s = st.state();
+                    s.writers == 0 && s.version == version && removed.is_some()
+                };
+                if !idle {
+                    // Written again meanwhile: the newer content stays queued (and will find
+                    // the server's version changed too).
+                    return Ok(());
+                }
+                {
+                    let mut s = st.state();
+                    s.uploaded = version;
+                }
+                let server = self.remote(area).stat(&rec.path).await.ok();
+                if let Some(ino) = ino {
+                    let mut t = self.tree();
+                    let parent = t.get(ino).map(|n| n.parent);
+                    if let Some(n) = t.get_mut(ino) {
+                        if n.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, st)) {
+                            n.staged = None;
+                        }
+                        n.pending_create = false;
+                        match &server {
+                            Some(e) => {
+                                n.etag = e.etag.clone();
+                                n.size = e.size;
+                            }
+                            None => n.etag = None,
+                        }
+                        n.local_mtime = None;
+                        if n.kernel_etag.is_some() {
+                            n.kernel_etag = None;
+                            let _ = self.invalidate_tx.send(ino);
+                        }
+                    }
+                    // The copy appears with the next listing.
+                    if let Some(d) = parent
+                        .and_then(|p| t.get_mut(p))
+                        .and_then(|n| n.dir.as_mut())
+                    {
+                        d.listed_at = None;
+                    }
+                } else if let Some(parent) = rec.path.parent() {
+                    if let Some(pino) = self.find_ino(area, &parent) {
+                        if let Some(d) = self.tree().get_mut(pino).and_then(|n| n.dir.as_mut()) {
+                            d.listed_at = None;
+                        }
+                    }
+                }
+                let p = rec.path.clone();
+                let _ = meta_op(&self.meta, move |m| {
+                    m.invalidate_listing(area, &p.parent().unwrap_or_else(RemotePath::root))
+                })
+                .await;
+                self.settle_recovered(area, &rec.path, st, copy_etag.map(|e| (copy, e)), size)
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A staged file no node uses any more is done: its content becomes the cached copy of
+    /// `keep` (path and version on the server), or is deleted.
+    async fn settle_recovered(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        st: &Arc<Staged>,
+        keep: Option<(RemotePath, ETag)>,
+        size: u64,
+    ) {
+        {
+            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            if rec
+                .get(&(area, path.clone()))
+                .is_some_and(|s| Arc::ptr_eq(s, st))
+            {
+                rec.remove(&(area, path.clone()));
+            }
+        }
+        let in_tree = self
+            .find_ino(area, path)
+            .and_then(|i| self.tree().get(i).and_then(|n| n.staged.clone()))
+            .is_some_and(|s| Arc::ptr_eq(&s, st));
+        if in_tree {
+            return;
+        }
+        if let Some((p, etag)) = keep {
+            let key = ObjectKey {
+                area,
+                path: p,
+                etag,
+                size,
+            };
+            let (cache, file) = (self.cache.clone(), st.path.clone());
+            if off_thread(move || cache.adopt(&key, &file)).await.is_ok() {
+                return;
+            }
+        }
+        let file = st.path.clone();
+        let _ = write::blocking(move || match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await;
+    }
+
+    /// Puts recovered files of `dir` (not yet in the tree) on their nodes. Called with the
+    /// tree locked, from `merge_listing`.
+    pub(super) fn attach_recovered(&self, t: &mut super::tree::Tree, dir: Ino) {
+        let Some((area, dir_path)) = t.path(dir) else {
+            return;
+        };
+        let mine: Vec<(RemotePath, Arc<Staged>)> = {
+            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            if rec.is_empty() {
+                return;
+            }
+            let keys: Vec<(AreaId, RemotePath)> = rec
+                .keys()
+                .filter(|(a, p)| {
+                    *a == area
+                        && p.parent().unwrap_or_else(RemotePath::root) == dir_path
+                        && !p.is_root()
+                })
+                .cloned()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| rec.remove(&k).map(|st| (k.1, st)))
+                .collect()
+        };
+        for (path, st) in mine {
+            let name = path.name();
+            let ino = match t.child(dir, name) {
+                Some(ino) if t.get(ino).is_some_and(|n| n.kind == FileKind::File) => ino,
+                other => {
+                    if other.is_some() {
+                        t.unlink(dir, name);
+                    }
+                    let mut n = Node::new(dir, name, Some(area), FileKind::File);
+                    n.mtime = now();
+                    n.pending_create = true;
+                    t.insert(n)
+                }
+            };
+            if let Some(n) = t.get_mut(ino) {
+                if n.staged.is_none() {
+                    n.staged = Some(st);
+                }
+            }
+        }
+    }
+
+    /// A rename moved `from` to `to`: the queued files below move with it (new records, same
+    /// content); those it replaced are dropped. With `over_server`, a file not yet uploaded
+    /// now replaces the server's file `to` (version `dst_etag`).
+    pub(super) async fn move_dirty(
+        &self,
+        area: AreaId,
+        from: &RemotePath,
+        to: &RemotePath,
+        over_server: bool,
+        dst_etag: Option<ETag>,
+    ) -> VfsResult<()> {
+        self.queue.rename_conflicts(area, from, to);
+        if !self.queue.has_under(area, from) && !self.queue.has_under(area, to) {
+            return Ok(());
+        }
+        let (f, t) = (from.clone(), to.clone());
+        let mv = meta_op(&self.meta, move |m| m.update_dirty_path(area, &f, &t)).await?;
+        self.queue.remove_under(area, from);
+        self.queue.remove_under(area, to);
+        let keep: std::collections::HashSet<&Path> =
+            mv.moved.iter().map(|m| m.staging.as_path()).collect();
+        for d in &mv.displaced {
+            if !keep.contains(d.staging.as_path()) {
+                // Replaced by the rename; an open handle keeps its descriptor.
+                let _ = std::fs::remove_file(self.staging_abs(&d.staging));
+            }
+        }
+        for m in mv.moved {
+            self.queue.push(m, self.queue.options().delay);
+        }
+        if over_server {
+            let (t, e) = (to.clone(), dst_etag);
+            let rec = meta_op(&self.meta, move |m| {
+                m.set_dirty_base(area, &t, e.as_ref(), true)
+            })
+            .await?;
+            if let Some(r) = rec {
+                self.queue.update(&r);
+            }
+        }
+        let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+        let moved: Vec<(AreaId, RemotePath)> = rec
+            .keys()
+            .filter(|(a, p)| *a == area && (p.starts_with(from) || p.starts_with(to)))
+            .cloned()
+            .collect();
+        for k in moved {
+            if let Some(st) = rec.remove(&k) {
+                if k.1.starts_with(from) {
+                    let rest = &k.1.as_str()[from.as_str().len()..];
+                    if let Ok(p) = RemotePath::new(&format!("{}{rest}", to.as_str())) {
+                        rec.insert((area, p), st);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the queue records at or below `path` (deleted by the user).
+    pub(super) async fn forget_dirty(&self, area: AreaId, path: &RemotePath) -> VfsResult<()> {
+        let p = path.clone();
+        let gone = meta_op(&self.meta, move |m| m.remove_dirty_subtree(area, &p)).await?;
+        self.queue.remove(gone.iter().map(|r| r.id));
+        {
+            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            rec.retain(|(a, p), _| !(*a == area && p.starts_with(path)));
+        }
+        if self.queue.remove_conflicts(area, path) {
+            let p = path.clone();
+            meta_op(&self.meta, move |m| m.remove_conflicts(area, &p)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One upload worker: takes the next ready record, uploads it, reports how it went.
+async fn upload_worker(vfs: Weak<Vfs>, queue: Arc<UploadQueue>) {
+    loop {
+        let notified = queue.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = {
+            let Some(v) = vfs.upgrade() else {
+                return;
+            };
+            queue.next(&|r| v.upload_deferred(r))
+        };
+        match next {
+            Next::Stop => return,
+            Next::Run(rec) => {
+                let how = match vfs.upgrade() {
+                    Some(v) => v.upload_record(&rec).await,
+                    None => return,
+                };
+                queue.finish(&rec, how);
+            }
+            Next::Wait(Some(until)) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+            Next::Wait(None) => notified.await,
+        }
+    }
+}
