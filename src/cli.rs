@@ -49,7 +49,7 @@ pub enum Command {
             the environment variable CLOUDMOUNT_PASSWORD. A password file (or a config file \
             holding a password) must be readable by its owner only (chmod 600).\n\n\
             -o takes comma-separated fstab-style options: ro, rw, allow_other, user=USER, \
-            password_file=FILE, cache_dir=DIR, cache_size=SIZE, dir_cache_time=DURATION, \
+            password_file=FILE, cache_dir=DIR, cache_size=SIZE, dir_cache_time=DURATION, write_back_delay=DURATION, \
             config=FILE; options mount(8) passes (defaults, noauto, nofail, _netdev, x-*, \
             user, users, exec, suid, dev, ...) are ignored. A flag wins over the same -o \
             option.\n\n\
@@ -132,6 +132,12 @@ pub struct MountArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub dir_cache_time: Option<Duration>,
 
+    /// How long a closed file waits before its upload starts, so that a file rewritten or
+    /// deleted right away is uploaded once or not at all, e.g. 0, 1s, 5s [default: 1s]. The
+    /// data is on local disk when close() returns either way.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub write_back_delay: Option<Duration>,
+
     /// Mount read-only
     #[arg(long)]
     pub read_only: bool,
@@ -168,6 +174,7 @@ impl MountArgs {
             cache_dir: self.cache_dir.clone(),
             cache_size: self.cache_size,
             dir_cache_time: self.dir_cache_time,
+            write_back_delay: self.write_back_delay,
             read_only: self.read_only.then_some(true),
             allow_other: self.allow_other.then_some(true),
             config: self.config.clone(),

@@ -11,6 +11,7 @@
 //! cache_dir = "~/.cache/cloudmount/work"      # default $XDG_CACHE_HOME/cloudmount/<profile>
 //! cache_size = "10G"                          # default 10G
 //! dir_cache_time = "30s"                      # default 30s
+//! write_back_delay = "1s"                     # default 1s: wait after close before uploading
 //! read_only = false
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
@@ -44,6 +45,8 @@ pub const PASSWORD_ENV: &str = "CLOUDMOUNT_PASSWORD";
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 /// Default time a directory listing is trusted before it is revalidated with the server.
 pub const DEFAULT_DIR_CACHE_TIME: Duration = Duration::from_secs(30);
+/// Default wait after the last close of a changed file before its upload starts.
+pub const DEFAULT_WRITE_BACK_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -307,6 +310,7 @@ pub struct Profile {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<SizeValue>,
     pub dir_cache_time: Option<DurationValue>,
+    pub write_back_delay: Option<DurationValue>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
     pub mountpoint: Option<PathBuf>,
@@ -324,6 +328,7 @@ impl fmt::Debug for Profile {
             .field("cache_dir", &self.cache_dir)
             .field("cache_size", &self.cache_size)
             .field("dir_cache_time", &self.dir_cache_time)
+            .field("write_back_delay", &self.write_back_delay)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
             .field("mountpoint", &self.mountpoint)
@@ -411,6 +416,7 @@ pub struct MountRequest {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: Option<u64>,
     pub dir_cache_time: Option<Duration>,
+    pub write_back_delay: Option<Duration>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
     pub config: Option<PathBuf>,
@@ -495,6 +501,10 @@ impl MountRequest {
                     let v = parse_duration(&need(value)?)?;
                     self.dir_cache_time.get_or_insert(v);
                 }
+                "write_back_delay" => {
+                    let v = parse_duration(&need(value)?)?;
+                    self.write_back_delay.get_or_insert(v);
+                }
                 "config" => {
                     let v = need(value)?;
                     self.config.get_or_insert(PathBuf::from(v));
@@ -545,6 +555,8 @@ pub struct MountConfig {
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub dir_cache_time: Duration,
+    /// How long after its last close a changed file waits before its upload starts.
+    pub write_back_delay: Duration,
     pub read_only: bool,
     pub allow_other: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
@@ -564,6 +576,7 @@ impl fmt::Debug for MountConfig {
             .field("cache_dir", &self.cache_dir)
             .field("cache_size", &self.cache_size)
             .field("dir_cache_time", &self.dir_cache_time)
+            .field("write_back_delay", &self.write_back_delay)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
             .field("runtime_dir", &self.runtime_dir)
@@ -792,6 +805,11 @@ pub fn resolve(
         (None, Some(v)) => v.duration()?,
         (None, None) => DEFAULT_DIR_CACHE_TIME,
     };
+    let write_back_delay = match (req.write_back_delay, &profile.write_back_delay) {
+        (Some(d), _) => d,
+        (None, Some(v)) => v.duration()?,
+        (None, None) => DEFAULT_WRITE_BACK_DELAY,
+    };
 
     Ok(MountConfig {
         name,
@@ -804,6 +822,7 @@ pub fn resolve(
         cache_dir,
         cache_size,
         dir_cache_time,
+        write_back_delay,
         read_only: req.read_only.or(profile.read_only).unwrap_or(false),
         allow_other: req.allow_other.or(profile.allow_other).unwrap_or(false),
         runtime_dir: dirs.runtime.clone(),

@@ -329,7 +329,10 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             gid,
             read_only: cfg.read_only,
             areas_as_folders: cfg.areas_as_folders,
-            upload: crate::vfs::UploadOptions::default(),
+            upload: crate::vfs::UploadOptions {
+                delay: cfg.write_back_delay,
+                ..crate::vfs::UploadOptions::default()
+            },
         },
         cache_dir: cfg.cache_dir.clone(),
         cache_size: cfg.cache_size,
@@ -566,6 +569,7 @@ mod tests {
             cache_dir: dir.join("cache"),
             cache_size: 1 << 20,
             dir_cache_time: Duration::from_secs(1),
+            write_back_delay: Duration::ZERO,
             read_only: false,
             allow_other: false,
             runtime_dir: dir.join("run"),

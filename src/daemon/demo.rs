@@ -220,6 +220,7 @@ pub fn mount_config(
         cache_dir: dirs.cache.join("demo"),
         cache_size: CACHE_SIZE,
         dir_cache_time: DIR_CACHE_TIME,
+        write_back_delay: crate::config::DEFAULT_WRITE_BACK_DELAY,
         read_only: false,
         allow_other: false,
         runtime_dir: dirs.runtime.clone(),

@@ -87,6 +87,8 @@ struct State {
     next_tag: u64,
     quota_limit: Option<u64>,
     counters: MemCounters,
+    /// Like some real servers (rclone's): a PUT whose body breaks leaves the target empty.
+    truncate_on_failed_put: bool,
 }
 
 impl State {
@@ -96,6 +98,7 @@ impl State {
             next_tag: 1,
             quota_limit,
             counters: MemCounters::default(),
+            truncate_on_failed_put: false,
         };
         let root = s.new_node(Content::Dir);
         s.nodes.insert(String::new(), root);
@@ -353,6 +356,12 @@ impl MemRemote {
         }
     }
 
+    /// Makes a PUT whose body breaks midway truncate its target, as `rclone serve webdav` does:
+    /// the server behaviour a careful client must survive.
+    pub fn set_truncate_on_failed_put(&self, on: bool) {
+        self.lock().truncate_on_failed_put = on;
+    }
+
     /// Sets or removes the quota limit. Existing content is kept even above a new limit.
     pub fn set_quota(&self, limit: Option<u64>) {
         self.lock().quota_limit = limit;
@@ -559,7 +568,17 @@ impl Remote for MemRemote {
             s.counters.put += 1;
             s.check_put(path, &cond, len)?;
         }
-        let data = Self::read_body(path, &body).await?;
+        let data = match Self::read_body(path, &body).await {
+            Ok(d) => d,
+            Err(e) => {
+                let mut s = self.lock();
+                if s.truncate_on_failed_put && s.check_put(path, &PutCondition::None, 0).is_ok() {
+                    let node = s.new_node(Content::File(Bytes::new()));
+                    s.nodes.insert(path.as_str().to_string(), node);
+                }
+                return Err(e);
+            }
+        };
         let mut s = self.lock();
         // The tree may have changed while the body was read: check again, then store at once.
         s.check_put(path, &cond, len)?;

@@ -92,7 +92,12 @@ pub(crate) async fn send(
     }
     if opts.via_temp {
         let temp = temp_path(path, rec.id)?;
-        remote.put(&temp, body(), PutCondition::None).await?;
+        if let Err(e) = remote.put(&temp, body(), PutCondition::None).await {
+            // A broken PUT may leave a partial temporary file; the retry overwrites it, but
+            // do not leave it if we can help it.
+            let _ = remote.delete(&temp).await;
+            return Err(e);
+        }
         match remote.rename(&temp, path, overwrite).await {
             Ok(()) => Ok(Sent::Uploaded(stat_etag(remote, path).await)),
             Err(RemoteError::AlreadyExists { .. })

@@ -1,0 +1,386 @@
+//! The durable upload queue, through the vfs, on the in-memory server and the fault injector:
+//! crash recovery, injected failures, outages, coalescing, and never damaging the server's copy.
+//! (The same behaviours over real servers and real network faults: `mount_writeback.rs`.)
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudmount::remote::faulty::{FaultKind, FaultyRemote, Op};
+use cloudmount::remote::mem::MemRemote;
+use cloudmount::remote::Remote;
+use cloudmount::vfs::{
+    AreaSpec, Ino, OpenMode, RenameFlags, UploadOptions, Vfs, VfsOptions, VfsSetup, ROOT_INO,
+};
+
+const W: OpenMode = OpenMode {
+    write: true,
+    truncate: false,
+    append: false,
+};
+const R: OpenMode = OpenMode {
+    write: false,
+    truncate: false,
+    append: false,
+};
+
+fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> {
+    Vfs::new(VfsSetup {
+        areas: vec![AreaSpec {
+            name: "Cloud Drive".into(),
+            remote,
+            read_only: false,
+        }],
+        opts: VfsOptions {
+            dir_ttl: Duration::from_secs(60),
+            uid: 0,
+            gid: 0,
+            read_only: false,
+            areas_as_folders: false,
+            upload: UploadOptions {
+                delay,
+                ..UploadOptions::immediate()
+            },
+        },
+        cache_dir: cache.to_path_buf(),
+        cache_size: 64 << 20,
+    })
+    .unwrap()
+}
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn write_file(vfs: &Vfs, name: &str, data: &[u8]) -> Ino {
+    let ino = match vfs.lookup(ROOT_INO, name).await {
+        Ok(a) => {
+            let o = vfs
+                .open(
+                    a.ino,
+                    OpenMode {
+                        write: true,
+                        truncate: true,
+                        append: false,
+                    },
+                )
+                .await
+                .unwrap();
+            vfs.write(a.ino, o.fh, 0, data).await.unwrap();
+            vfs.flush(a.ino, o.fh).await.unwrap();
+            vfs.release(a.ino, o.fh).await.unwrap();
+            return a.ino;
+        }
+        Err(_) => {
+            let (a, o) = vfs.create(ROOT_INO, name, W).await.unwrap();
+            vfs.write(a.ino, o.fh, 0, data).await.unwrap();
+            vfs.flush(a.ino, o.fh).await.unwrap();
+            vfs.release(a.ino, o.fh).await.unwrap();
+            a.ino
+        }
+    };
+    ino
+}
+
+async fn read_all(vfs: &Vfs, ino: Ino) -> Vec<u8> {
+    let o = vfs.open(ino, R).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let chunk = vfs
+            .read(ino, o.fh, out.len() as u64, 128 * 1024)
+            .await
+            .unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    vfs.release(ino, o.fh).await.unwrap();
+    out
+}
+
+async fn settle(vfs: &Vfs) {
+    tokio::time::timeout(Duration::from_secs(30), vfs.wait_idle())
+        .await
+        .unwrap_or_else(|_| panic!("uploads did not finish: {:?}", vfs.status()));
+}
+
+/// The files a test wrote: name → content.
+fn files(n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let size = match i % 5 {
+                0 => 0,
+                1 => 1,
+                2 => 4096,
+                3 => 300_000,
+                _ => 1 << 20,
+            };
+            (format!("file {i} é%#?.bin"), pattern(size, i as u8))
+        })
+        .collect()
+}
+
+fn assert_server_has(mem: &MemRemote, want: &[(String, Vec<u8>)]) {
+    for (name, data) in want {
+        let got = mem
+            .file_bytes(name)
+            .unwrap_or_else(|| panic!("{name} is not on the server: {:?}", mem.paths()));
+        assert!(
+            got == *data,
+            "{name}: {} bytes on the server, {} written",
+            got.len(),
+            data.len()
+        );
+    }
+    let temps: Vec<String> = mem
+        .paths()
+        .into_iter()
+        .filter(|p| p.contains(".cloudmount-upload-"))
+        .collect();
+    assert!(temps.is_empty(), "temporary uploads left: {temps:?}");
+}
+
+#[tokio::test]
+async fn closed_files_survive_a_crash_and_are_uploaded_by_the_next_start() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("existing.txt", b"old version".to_vec());
+    let want = files(10);
+    {
+        // The server refuses every upload: nothing leaves the machine before the "crash".
+        let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+        faulty.fail_next(Op::Put, u64::MAX, FaultKind::Transient);
+        let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+        for (name, data) in &want {
+            write_file(&vfs, name, data).await;
+        }
+        write_file(&vfs, "existing.txt", b"new version").await;
+        assert_eq!(vfs.status().queue.files, 11);
+        // A crash: the vfs goes away without shutdown (no flush, no final upload).
+        drop(vfs);
+    }
+    assert!(mem.file_bytes("file 1 é%#?.bin").is_none());
+    assert_eq!(mem.file_bytes("existing.txt").unwrap(), b"old version");
+
+    // The next start finds every file; they read back right even before they are uploaded.
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    faulty.delay(Op::Put, Duration::from_millis(300));
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    assert_eq!(vfs.status().queue.files, 11, "every record found at start");
+    let ino = vfs.lookup(ROOT_INO, "file 4 é%#?.bin").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, want[4].1);
+    let ino = vfs.lookup(ROOT_INO, "existing.txt").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, b"new version");
+    settle(&vfs).await;
+    assert_server_has(&mem, &want);
+    assert_eq!(mem.file_bytes("existing.txt").unwrap(), b"new version");
+    // Nothing is left behind in the staging folder.
+    let left = std::fs::read_dir(cache.path().join("staging"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_file_still_open_at_a_crash_is_kept_not_lost() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    {
+        let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+        let (a, o) = vfs.create(ROOT_INO, "open.txt", W).await.unwrap();
+        vfs.write(a.ino, o.fh, 0, b"never closed").await.unwrap();
+        drop(vfs);
+    }
+    let _vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+    // Never closed, so never committed: not uploaded, but moved aside, never deleted.
+    let recovered: Vec<_> = std::fs::read_dir(cache.path().join("recovered"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(recovered, vec![b"never closed".to_vec()]);
+}
+
+#[tokio::test]
+async fn uploads_survive_injected_put_failures() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    // The 2nd and 5th PUT fail, a third of the rest fail at random, and three bodies break
+    // midway.
+    faulty.fail_nth(Op::Put, 2, FaultKind::Transient);
+    faulty.fail_nth(Op::Put, 5, FaultKind::Status(503));
+    faulty.fail_fraction(Op::Put, 0.33, 7, FaultKind::Timeout);
+    faulty.cut_put_after_times(1000, 3);
+    faulty.fail_fraction(Op::Rename, 0.2, 9, FaultKind::Transient);
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    let want = files(15);
+    for (name, data) in &want {
+        write_file(&vfs, name, data).await;
+    }
+    settle(&vfs).await;
+    assert!(faulty.injected(Op::Put) >= 2, "faults were injected");
+    assert_server_has(&mem, &want);
+}
+
+#[tokio::test]
+async fn a_broken_upload_never_truncates_the_servers_copy() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    // Like rclone's server: a PUT cut midway leaves its target empty.
+    mem.set_truncate_on_failed_put(true);
+    let old = pattern(200_000, 1);
+    mem.insert_file("doc.bin", old.clone());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    faulty.cut_put_after_times(50_000, 2);
+    faulty.delay(Op::Put, Duration::from_millis(100));
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    let new = pattern(300_000, 2);
+    let ino = write_file(&vfs, "doc.bin", &new).await;
+    // While the uploads break, the server's copy stays whole.
+    for _ in 0..20 {
+        let got = mem.file_bytes("doc.bin").unwrap();
+        assert!(
+            got == old || got == new,
+            "server copy damaged: {} bytes",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("doc.bin").unwrap(), new);
+    assert_eq!(read_all(&vfs, ino).await, new);
+    assert_server_has(&mem, &[]);
+}
+
+#[tokio::test]
+async fn an_outage_keeps_writes_and_reads_working_and_the_queue_drains_after() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("cached.txt", b"read me offline".to_vec());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    let cached = vfs.lookup(ROOT_INO, "cached.txt").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, cached).await, b"read me offline");
+
+    // The server goes away.
+    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let want = files(6);
+    for (name, data) in &want {
+        write_file(&vfs, name, data).await;
+    }
+    assert_eq!(read_all(&vfs, cached).await, b"read me offline");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = vfs.status();
+        if st.connection == cloudmount::vfs::status::Connection::Offline && !st.errors.is_empty() {
+            assert_eq!(st.queue.files, 6);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never offline: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(mem.file_bytes(&want[1].0).is_none());
+
+    // It comes back: the queue drains by itself.
+    faulty.clear();
+    settle(&vfs).await;
+    assert_server_has(&mem, &want);
+    assert_eq!(
+        vfs.status().connection,
+        cloudmount::vfs::status::Connection::Online
+    );
+}
+
+#[tokio::test]
+async fn a_file_rewritten_before_its_upload_is_uploaded_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let vfs = open_vfs(mem.clone(), cache.path(), Duration::from_millis(700));
+    for i in 0..5u8 {
+        write_file(&vfs, "draft.txt", &[b'a' + i; 100]).await;
+    }
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("draft.txt").unwrap(), vec![b'e'; 100]);
+    assert_eq!(mem.counters().put, 1, "one upload for five closes");
+}
+
+#[tokio::test]
+async fn editor_save_patterns_upload_only_the_result() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("notes.txt", b"v1".to_vec());
+    let vfs = open_vfs(mem.clone(), cache.path(), Duration::from_millis(700));
+    vfs.lookup(ROOT_INO, "notes.txt").await.unwrap();
+    // A lock file created and deleted: never uploaded.
+    write_file(&vfs, ".notes.txt.swp", b"lock").await;
+    vfs.unlink(ROOT_INO, ".notes.txt.swp").await.unwrap();
+    // Save: write a temporary file, rename it over the original.
+    write_file(&vfs, "notes.txt.tmp", b"v2, saved").await;
+    vfs.rename(
+        ROOT_INO,
+        "notes.txt.tmp",
+        ROOT_INO,
+        "notes.txt",
+        RenameFlags::default(),
+    )
+    .await
+    .unwrap();
+    // A new file renamed before its upload.
+    write_file(&vfs, "a.txt", b"moved").await;
+    vfs.rename(ROOT_INO, "a.txt", ROOT_INO, "b.txt", RenameFlags::default())
+        .await
+        .unwrap();
+    settle(&vfs).await;
+    let mut names = mem.paths();
+    names.sort();
+    assert_eq!(names, vec!["b.txt", "notes.txt"]);
+    assert_eq!(mem.file_bytes("notes.txt").unwrap(), b"v2, saved");
+    assert_eq!(mem.file_bytes("b.txt").unwrap(), b"moved");
+    assert_eq!(mem.counters().put, 2, "one upload per resulting file");
+}
+
+#[tokio::test]
+async fn a_dirty_file_is_never_evicted_and_stays_writable() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    faulty.fail_next(Op::Put, u64::MAX, FaultKind::Transient);
+    // Other files to fill the cache many times over.
+    for i in 0..4 {
+        mem.insert_file(&format!("other{i}"), pattern(30 << 20, i));
+    }
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    let big = pattern(3 << 20, 5);
+    let ino = write_file(&vfs, "big.bin", &big).await;
+    for i in 0..4 {
+        let o = vfs
+            .lookup(ROOT_INO, &format!("other{i}"))
+            .await
+            .unwrap()
+            .ino;
+        assert_eq!(read_all(&vfs, o).await.len(), 30 << 20);
+    }
+    assert_eq!(read_all(&vfs, ino).await, big);
+    assert_eq!(
+        vfs.getxattr(ino, "user.cloudmount.state").await.unwrap(),
+        b"error"
+    );
+    // Writable while queued: append, and the upload gets the new content.
+    let o = vfs.open(ino, W).await.unwrap();
+    vfs.write(ino, o.fh, big.len() as u64, b"tail")
+        .await
+        .unwrap();
+    vfs.release(ino, o.fh).await.unwrap();
+    faulty.clear();
+    settle(&vfs).await;
+    let mut want = big;
+    want.extend_from_slice(b"tail");
+    assert_eq!(mem.file_bytes("big.bin").unwrap(), want);
+}
