@@ -112,11 +112,24 @@ pub fn resolve_mount(path: &Path) -> Result<PathBuf, ControlError> {
     Ok(mp)
 }
 
+/// A daemon's answer to `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAnswer {
+    pub status: VfsStatus,
+    /// The JSON object as the daemon sent it (one line, without the newline).
+    pub json: String,
+}
+
 /// Asks the daemon of the cloudmount mount at `mountpoint` for its status.
 pub async fn query_status(
     runtime_dir: &Path,
     mountpoint: &Path,
 ) -> Result<VfsStatus, ControlError> {
+    query(runtime_dir, mountpoint).await.map(|a| a.status)
+}
+
+/// Like [`query_status`], with the JSON text as the daemon sent it.
+pub async fn query(runtime_dir: &Path, mountpoint: &Path) -> Result<StatusAnswer, ControlError> {
     let mp = resolve_mount(mountpoint)?;
     let socket = socket_path(runtime_dir, &mp);
     request(&socket, Some(mp), IO_TIMEOUT).await
@@ -124,14 +137,14 @@ pub async fn query_status(
 
 /// Asks the daemon listening at `socket` for its status.
 pub async fn request_status(socket: &Path) -> Result<VfsStatus, ControlError> {
-    request(socket, None, IO_TIMEOUT).await
+    request(socket, None, IO_TIMEOUT).await.map(|a| a.status)
 }
 
 async fn request(
     socket: &Path,
     mountpoint: Option<PathBuf>,
     timeout: Duration,
-) -> Result<VfsStatus, ControlError> {
+) -> Result<StatusAnswer, ControlError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ControlError::NoDaemon {
@@ -149,7 +162,11 @@ async fn request(
             socket: socket.to_path_buf(),
             reason: e.to_string(),
         })?;
-    parse_answer(&line, socket)
+    let status = parse_answer(&line, socket)?;
+    Ok(StatusAnswer {
+        status,
+        json: line.trim_end().to_string(),
+    })
 }
 
 fn no_daemon_message(mountpoint: Option<&Path>, socket: &Path, source: &io::Error) -> String {
