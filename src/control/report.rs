@@ -52,11 +52,12 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
     if !s.errors.is_empty() {
         let _ = writeln!(out, "errors:");
         for e in s.errors.iter().take(LIST_MAX) {
-            let attempts = match e.attempts {
-                1 => "1 attempt".to_string(),
-                n => format!("{n} attempts"),
+            let _ = match e.attempts {
+                // Not an upload attempt (a file that could not be made durable, say).
+                0 => writeln!(out, "  {}: {}", e.path, e.reason),
+                1 => writeln!(out, "  {}: {} (1 attempt)", e.path, e.reason),
+                n => writeln!(out, "  {}: {} ({n} attempts)", e.path, e.reason),
             };
-            let _ = writeln!(out, "  {}: {} ({attempts})", e.path, e.reason);
         }
         more(&mut out, s.errors.len());
     }
@@ -276,7 +277,13 @@ mod tests {
                 attempts: 1,
             })
             .collect();
+        s.errors[1].attempts = 0;
         let text = summary(Path::new("/m"), &s);
+        assert!(text.contains("  f0: x (1 attempt)\n"), "{text}");
+        assert!(
+            text.contains("  f1: x\n"),
+            "no attempt count when 0: {text}"
+        );
         assert!(text.contains("  f9: x (1 attempt)\n"), "{text}");
         assert!(!text.contains("f10:"), "{text}");
         assert!(text.contains("... and 15 more"), "{text}");
