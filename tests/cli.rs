@@ -832,16 +832,27 @@ fn status_of_a_live_mount_and_unmount_no_wait() {
     let meta = std::fs::symlink_metadata(&socket).expect("control socket beside the state file");
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 
-    // Something went through the mount, so the status has something to count.
+    // Something went through the mount, so the status has something to count. The upload
+    // may run after close() returns; once it is on the server the queue empties.
     std::fs::write(mp.join("hello.txt"), b"hello status").unwrap();
-    assert_eq!(
-        std::fs::read(srv.root.path().join("hello.txt")).unwrap(),
-        b"hello status"
-    );
-
-    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
-    assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
-    let out = stdout_of(&o);
+    let on_server = srv.root.path().join("hello.txt");
+    wait_until("the upload", Duration::from_secs(30), || {
+        std::fs::read(&on_server).is_ok_and(|b| b == b"hello status")
+    });
+    let status_json = || {
+        let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
+        assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
+        stdout_of(&o)
+    };
+    let queued = |out: &str| {
+        serde_json::from_str::<serde_json::Value>(out).expect("JSON")["queue"]["files"].as_u64()
+    };
+    let mut out = status_json();
+    let start = Instant::now();
+    while queued(&out) != Some(0) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        out = status_json();
+    }
     assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(v["queue"]["files"], 0, "{out}");
