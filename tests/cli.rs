@@ -1057,6 +1057,11 @@ fn unmount_without_a_daemon_answering_unmounts_as_before() {
     assert_one_line_error(&o, &["no cloudmount daemon answers", ".sock"]);
     let o = run(&mut sb.cmd(&["unmount", mp.to_str().unwrap()]));
     assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
-    assert!(stderr_of(&o).is_empty(), "{}", stderr_of(&o));
+    // No waiting for a queue and no warning (a slow daemon exit may still be mentioned).
+    let err = stderr_of(&o);
+    assert!(
+        !err.contains("to upload") && !err.contains("warning"),
+        "{err}"
+    );
     assert!(!is_mounted(&mp));
 }
