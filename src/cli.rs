@@ -43,7 +43,9 @@ pub enum Command {
             non-zero status when the mount point is missing, not a directory or already \
             mounted, FUSE is not installed, the credentials are refused, the URL is not a \
             WebDAV collection, or the server is unreachable and nothing is cached.\n\n\
-            Stop it with: cloudmount unmount MOUNTPOINT",
+            See what it is doing (upload queue, errors, cache) with: cloudmount status \
+            MOUNTPOINT\n\
+            Stop it with: cloudmount unmount MOUNTPOINT (it waits for the upload queue first)",
         after_help = "The password is never taken from the command line. It comes from \
             --password-file FILE, the profile (password_file, password_env or password), or \
             the environment variable CLOUDMOUNT_PASSWORD. A password file (or a config file \
@@ -60,17 +62,58 @@ pub enum Command {
     )]
     Mount(MountArgs),
 
-    /// Unmount a cloudmount mount, waiting for uploads in flight
+    /// Unmount a cloudmount mount, first waiting until its upload queue is empty
     #[command(
         visible_alias = "umount",
-        long_about = "Unmount the cloudmount mount at MOUNTPOINT and wait until its daemon has \
-            finished the uploads in flight and exited.\n\n\
+        long_about = "Unmount the cloudmount mount at MOUNTPOINT, first waiting until every \
+            file written there has been uploaded.\n\n\
+            While files are queued for upload it shows the progress on stderr: a progress bar \
+            of the bytes uploaded, the files left, and why uploads are stuck if they are (the \
+            server is out of space, or a file keeps failing); when stderr is not a terminal, \
+            one line at the start and one every 5 seconds. Writes made meanwhile join the \
+            queue and are waited for too. Ctrl-C stops waiting: nothing is unmounted, the \
+            mount stays live and keeps uploading, and the exit status is non-zero.\n\n\
+            With --no-wait it unmounts at once: the files not uploaded yet stay in the cache \
+            directory and are uploaded when the same cache is mounted again. `cloudmount \
+            status MOUNTPOINT` shows what is queued.\n\n\
+            Then it unmounts and waits until the daemon has finished the uploads in flight \
+            and exited. A daemon that does not answer status requests (an older version, or \
+            one that died) is not waited for; it is unmounted as before.\n\n\
             Fails when MOUNTPOINT is not a cloudmount mount, or when it is busy (a file is \
             open there, or a shell's working directory is inside): close those, or use --lazy \
             to detach it at once (the kernel finishes the unmount when the last file is \
             closed)."
     )]
     Unmount(UnmountArgs),
+
+    /// Show a mount's connection, upload queue, upload errors, conflicts, quota and cache
+    #[command(
+        long_about = "Show what the cloudmount mount at MOUNTPOINT is doing, asked from its \
+            daemon:\n  \
+            - whether the server answers (online / offline, and the last error);\n  \
+            - the upload queue: files changed on the mount and not yet on the server, their \
+            size, how many are uploading now, and whether uploads are paused (the server is \
+            out of space);\n  \
+            - files whose upload failed, with the reason and the attempts so far (they stay \
+            queued and are retried);\n  \
+            - conflicts: files changed both here and on the server; the server's version \
+            keeps the name, yours is kept beside it as a conflicted copy;\n  \
+            - the quota on the server, when it tells;\n  \
+            - the local cache: used out of its budget, and the changes kept until uploaded.\n\n\
+            With --json it prints the daemon's JSON object, on one line, instead. Fails with \
+            one line on stderr and a non-zero status when MOUNTPOINT is not a cloudmount \
+            mount or its daemon does not answer.",
+        after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
+            last_error, queue {files, bytes, in_flight, in_flight_bytes, paused}, \
+            errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
+            quota {used, available} or null, cache {used_bytes, budget_bytes, dirty_bytes}. \
+            Sizes are bytes, `at` is seconds since the Unix epoch, paths are relative to the \
+            mount point.\n\n\
+            Examples:\n  \
+            cloudmount status ~/Cloud\n  \
+            cloudmount status ~/Cloud --json | jq .queue.files"
+    )]
+    Status(StatusArgs),
 
     /// Run a local demo cloud and mount it (three areas), in the foreground
     #[command(
@@ -194,6 +237,21 @@ pub struct UnmountArgs {
     /// Detach at once even if busy; the kernel finishes when the last file is closed
     #[arg(long, short = 'z')]
     pub lazy: bool,
+
+    /// Do not wait for the upload queue: files not uploaded yet stay in the cache and are
+    /// uploaded at the next mount
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Where the cloudmount mount is
+    pub mountpoint: PathBuf,
+
+    /// Print the status as one JSON object instead of a summary
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -343,7 +401,20 @@ mod tests {
             panic!("not unmount")
         };
         assert!(u.lazy);
+        assert!(!u.no_wait);
         assert_eq!(u.mountpoint, PathBuf::from("/mnt/c"));
+        let cli = Cli::try_parse_from(["cloudmount", "unmount", "--no-wait", "/mnt/c"]).unwrap();
+        let Command::Unmount(u) = cli.command else {
+            panic!("not unmount")
+        };
+        assert!(u.no_wait && !u.lazy);
+        let cli = Cli::try_parse_from(["cloudmount", "status", "/mnt/c", "--json"]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        assert!(st.json);
+        assert_eq!(st.mountpoint, PathBuf::from("/mnt/c"));
+        assert!(Cli::try_parse_from(["cloudmount", "status"]).is_err());
         let cli = Cli::try_parse_from(["cloudmount", "demo"]).unwrap();
         let Command::Demo(d) = cli.command else {
             panic!("not demo")

@@ -5,7 +5,11 @@
 //! returns once the mount is live. [`Running::serve`] then waits for a stop request (SIGINT /
 //! SIGTERM, see [`stop_signals`]) or for the kernel unmount (`cloudmount unmount`,
 //! `fusermount3 -u`), and shuts down in order: unmount (lazily if busy), let requests in flight
-//! finish, `Vfs::shutdown` (uploads in flight), remove the state file. [`run`] is both.
+//! finish, `Vfs::shutdown` (uploads in flight), remove the state file and the control socket.
+//! [`run`] is both.
+//!
+//! While mounted, the daemon answers `cloudmount status` on its control socket (see
+//! [`crate::control`]), next to the state file.
 //!
 //! Remotes come from a [`RemoteFactory`], so tests mount the in-memory fake through the same
 //! path as the real WebDAV client.
@@ -28,6 +32,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::config::{AreaConfig, MountConfig};
+use crate::control::{self, ControlServer};
 use crate::fuse::mounts::{self, FuseUnavailable, UnmountError};
 use crate::fuse::{MountError, MountHandle, MountOptions};
 use crate::remote::webdav::auth::Credentials;
@@ -279,6 +284,8 @@ pub struct Running {
     vfs: Arc<Vfs>,
     mount: MountHandle,
     state_file: PathBuf,
+    /// The control socket; `None` if it could not be set up (a warning says why).
+    control: Option<ControlServer>,
     warnings: Vec<String>,
     _cache_lock: File,
 }
@@ -288,6 +295,7 @@ impl std::fmt::Debug for Running {
         f.debug_struct("Running")
             .field("mount", &self.mount)
             .field("state_file", &self.state_file)
+            .field("control", &self.control.as_ref().map(ControlServer::path))
             .field("warnings", &self.warnings)
             .finish_non_exhaustive()
     }
@@ -355,6 +363,19 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             source,
         });
     }
+    // A mount without the control socket still works; only `status` and the waiting of
+    // `unmount` are missing, so this is a warning.
+    let socket = control::socket_path(&cfg.runtime_dir, &mountpoint);
+    let status_vfs = vfs.clone();
+    let control = match control::serve(&socket, move || status_vfs.status()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warnings.push(format!(
+                "{e}; `cloudmount status` will not work for this mount"
+            ));
+            None
+        }
+    };
     tracing::info!(
         source = %cfg.source,
         mountpoint = %mountpoint.display(),
@@ -366,6 +387,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
         vfs,
         mount,
         state_file,
+        control,
         warnings,
         _cache_lock: cache_lock,
     })
@@ -403,6 +425,9 @@ impl Running {
             Some(s) = stop.recv(), if stop_open => Err(DaemonError::Interrupted(s)),
         };
         state::remove_own(&self.state_file);
+        if let Some(c) = self.control.take() {
+            c.shutdown();
+        }
         result
     }
 
@@ -696,6 +721,14 @@ mod tests {
         assert!(entry.is_cloudmount(), "{entry:?}");
         let state_file = state::state_file(&cfg.runtime_dir, &mp);
         assert_eq!(state::read_pid(&state_file), Some(std::process::id()));
+        // The control socket answers with the real vfs's status.
+        let socket = control::socket_path(&cfg.runtime_dir, &mp);
+        assert_eq!(socket.parent(), state_file.parent());
+        let status = control::query_status(&cfg.runtime_dir, &mp)
+            .await
+            .expect("status over the control socket");
+        assert_eq!(status.queue.files, 0);
+        assert_eq!(status.cache.budget_bytes, cfg.cache_size);
         // A second mount at the same place is refused.
         let e = start(&cfg, &MemFactory(MemRemote::new()))
             .await
@@ -722,6 +755,7 @@ mod tests {
             .expect("clean stop");
         assert_eq!(mounts::mount_at(&mp).unwrap(), None);
         assert!(!state_file.exists(), "state file removed");
+        assert!(!socket.exists(), "control socket removed");
     }
 
     /// A stop request unmounts and stops.

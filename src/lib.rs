@@ -2,6 +2,7 @@
 //!
 //! Layering (each module uses only those below it):
 //! - `daemon` — wires config, remotes, vfs and the mount together (`mount`, `unmount`, `demo`);
+//! - `control` — the daemon's control socket (`status`) and its client;
 //! - `config` — TOML profiles, XDG paths, passwords: plain data;
 //! - `fuse` — the fuser adapter over `vfs` (the only module that imports fuser) and kernel
 //!   mount mechanics;
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod fuse;
 pub mod meta;

@@ -6,6 +6,9 @@
 //! inheritance, never on a command line — mounts, and reports on its stdout, a pipe to the
 //! parent: `warning: …` lines, then `ready` or `error: …`. The parent relays them and exits 0
 //! only on `ready`.
+//!
+//! `status` and the waiting of `unmount` ask the daemon over its control socket
+//! ([`cloudmount::control`]).
 
 mod cli;
 
@@ -14,17 +17,21 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tokio::runtime::Runtime;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, UnmountArgs, PASSWORD_ENV};
+use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, StatusArgs, UnmountArgs, PASSWORD_ENV};
 use cloudmount::config::{self, Dirs, MountConfig};
+use cloudmount::control::{self, report, ControlError};
 use cloudmount::daemon::{self, demo, state, UnmountOptions, WebDavFactory};
 use cloudmount::fuse::mounts;
 use cloudmount::server::{self, ServeConfig};
+use cloudmount::size::FormatSize;
+use cloudmount::vfs::status::VfsStatus;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,7 +43,7 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(match &cli.command {
-        Command::Demo(_) | Command::Unmount(_) => "warn",
+        Command::Demo(_) | Command::Unmount(_) | Command::Status(_) => "warn",
         Command::Mount(_) | Command::Serve(_) => "info",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,7 +58,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Mount(args) => mount(args, &runtime),
-        Command::Unmount(args) => unmount(args),
+        Command::Unmount(args) => unmount(args, &runtime),
+        Command::Status(args) => status(args, &runtime),
         Command::Demo(args) => demo(args, &runtime),
         Command::Serve(args) => runtime.block_on(serve(args)),
     };
@@ -201,8 +209,11 @@ fn detach_stdout() {
     }
 }
 
-fn unmount(args: UnmountArgs) -> CmdResult {
+fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
+    if !args.no_wait {
+        rt.block_on(wait_for_uploads(&dirs.runtime, &args.mountpoint))?;
+    }
     daemon::unmount(
         &dirs.runtime,
         &args.mountpoint,
@@ -213,6 +224,167 @@ fn unmount(args: UnmountArgs) -> CmdResult {
             )
         },
     )?;
+    Ok(())
+}
+
+/// How often `unmount` asks for the queue while waiting.
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// How often it writes a line when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Waits until the upload queue of the mount at `mountpoint` is empty, showing progress.
+/// Returns at once when no daemon answers (an older or a dead one: unmount as before) or when
+/// `mountpoint` is not a mount (`daemon::unmount` says so). Ctrl-C (or SIGTERM) fails.
+async fn wait_for_uploads(runtime_dir: &Path, mountpoint: &Path) -> CmdResult {
+    let mut status = match control::query_status(runtime_dir, mountpoint).await {
+        Ok(s) => s,
+        Err(e) => return not_waiting(e),
+    };
+    if status.queue.files == 0 {
+        return Ok(());
+    }
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut progress = report::WaitProgress::new(&status);
+    let mut display = WaitDisplay::new(&status);
+    loop {
+        let next = tokio::select! {
+            _ = interrupt.recv() => None,
+            _ = terminate.recv() => None,
+            r = async {
+                tokio::time::sleep(POLL_EVERY).await;
+                control::query_status(runtime_dir, mountpoint).await
+            } => Some(r),
+        };
+        let Some(next) = next else {
+            display.clear();
+            return Err(Failure::Message(format!(
+                "interrupted: not unmounted; {} is still mounted and uploading ({} queued). \
+                 Run cloudmount unmount again to wait, or add --no-wait to leave them for the \
+                 next mount",
+                mountpoint.display(),
+                report::files(status.queue.files)
+            )));
+        };
+        match next {
+            Ok(s) => status = s,
+            Err(e) => {
+                display.clear();
+                return not_waiting(e);
+            }
+        }
+        progress.update(&status);
+        if status.queue.files == 0 {
+            display.finish();
+            return Ok(());
+        }
+        display.update(&progress, &status);
+    }
+}
+
+/// When the queue cannot be read: unmount without waiting, warning if the daemon answered
+/// badly (not when it is simply not there).
+fn not_waiting(e: ControlError) -> CmdResult {
+    match e {
+        ControlError::NoDaemon { .. }
+        | ControlError::NotMounted(_)
+        | ControlError::NotCloudmount { .. }
+        | ControlError::MountPointAccess { .. } => {
+            tracing::debug!("not waiting for uploads: {e}")
+        }
+        e => eprintln!(
+            "cloudmount: warning: cannot read the upload queue ({e}); unmounting without \
+             waiting for it"
+        ),
+    }
+    Ok(())
+}
+
+/// The progress of [`wait_for_uploads`]: a bar on a terminal, else a line now and then.
+enum WaitDisplay {
+    Bar(indicatif::ProgressBar),
+    Lines { last: Instant },
+}
+
+impl WaitDisplay {
+    fn new(s: &VfsStatus) -> Self {
+        use std::io::IsTerminal;
+        eprintln!(
+            "cloudmount: waiting for {} ({}) to upload; --no-wait to leave them for the next \
+             mount, Ctrl-C to stop waiting{}",
+            report::files(s.queue.files),
+            FormatSize(s.queue.bytes),
+            blocker_suffix(s)
+        );
+        if !std::io::stderr().is_terminal() {
+            return WaitDisplay::Lines {
+                last: Instant::now(),
+            };
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(s.queue.bytes),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "uploading [{bar:25}] {bytes}/{total_bytes} {wide_msg}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(report::waiting_message(s));
+        bar.enable_steady_tick(Duration::from_millis(500));
+        WaitDisplay::Bar(bar)
+    }
+
+    fn update(&mut self, p: &report::WaitProgress, s: &VfsStatus) {
+        match self {
+            WaitDisplay::Bar(bar) => {
+                bar.set_length(p.total());
+                bar.set_position(p.done());
+                bar.set_message(report::waiting_message(s));
+            }
+            WaitDisplay::Lines { last } => {
+                if last.elapsed() >= LINE_EVERY {
+                    *last = Instant::now();
+                    eprintln!(
+                        "cloudmount: still waiting: {} ({}) left, {} uploaded{}",
+                        report::files(s.queue.files),
+                        FormatSize(s.queue.bytes),
+                        FormatSize(p.done()),
+                        blocker_suffix(s)
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.clear();
+        eprintln!("cloudmount: all files uploaded; unmounting");
+    }
+
+    fn clear(&mut self) {
+        if let WaitDisplay::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn blocker_suffix(s: &VfsStatus) -> String {
+    report::blocker(s).map_or_else(String::new, |b| format!(" ({b})"))
+}
+
+/// `cloudmount status`: the daemon's status, as a summary or as its JSON.
+fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
+    let dirs = Dirs::from_env()?;
+    let mountpoint = control::resolve_mount(&args.mountpoint)?;
+    let answer = rt.block_on(control::query(&dirs.runtime, &mountpoint))?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", answer.json)?;
+    } else {
+        write!(out, "{}", report::summary(&mountpoint, &answer.status))?;
+    }
+    out.flush()?;
     Ok(())
 }
 

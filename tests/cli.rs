@@ -1,6 +1,6 @@
 //! The `cloudmount` command as a user runs it: help texts, one-line errors, real background
-//! and foreground mounts against the embedded WebDAV server (started in-process), unmount, the
-//! mount(8) helper, and the demo.
+//! and foreground mounts against the embedded WebDAV server (started in-process), status,
+//! unmount (and its waiting for the upload queue), the mount(8) helper, and the demo.
 //!
 //! Every spawned command gets its own HOME and XDG directories in a temp dir, a timeout, and
 //! every mount point a guard that unmounts it (`fusermount3 -u -z`) when the test ends.
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cloudmount::control;
 use cloudmount::daemon::state;
 use cloudmount::fuse::mounts;
 use cloudmount::server::{self, ServeConfig, ServerHandle};
@@ -237,7 +238,7 @@ fn help_of_each_command_names_its_key_options() {
     let top = run(&mut sb.cmd(&["--help"]));
     assert!(top.status.success());
     let top = stdout_of(&top);
-    for cmd in ["mount", "unmount", "demo", "serve"] {
+    for cmd in ["mount", "unmount", "status", "demo", "serve"] {
         assert!(top.contains(cmd), "{cmd} missing from --help: {top}");
     }
 
@@ -274,8 +275,27 @@ fn help_of_each_command_names_its_key_options() {
     );
 
     let unmount = stdout_of(&run(&mut sb.cmd(&["unmount", "--help"])));
-    for needle in ["MOUNTPOINT", "--lazy", "uploads"] {
+    for needle in [
+        "MOUNTPOINT",
+        "--lazy",
+        "uploads",
+        "--no-wait",
+        "upload queue",
+        "Ctrl-C",
+        "next mount",
+    ] {
         assert!(unmount.contains(needle), "{needle:?} missing: {unmount}");
+    }
+    let status = stdout_of(&run(&mut sb.cmd(&["status", "--help"])));
+    for needle in [
+        "MOUNTPOINT",
+        "--json",
+        "upload queue",
+        "conflict",
+        "quota",
+        "budget",
+    ] {
+        assert!(status.contains(needle), "{needle:?} missing: {status}");
     }
     let demo = stdout_of(&run(&mut sb.cmd(&["demo", "--help"])));
     for needle in [
@@ -767,4 +787,281 @@ fn demo_mounts_three_areas_and_ctrl_c_unmounts() {
         .home()
         .join(".local/share/cloudmount/demo/Cloud Drive/README.txt")
         .is_file());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status and the unmount's waiting for the upload queue
+
+/// Mounts the test server at `mp` in the background with a 64 MiB cache budget.
+fn mount_bg(sb: &Sandbox, srv: &TestServer, mp: &Path) {
+    let o = run(sb
+        .cmd(&[
+            "mount",
+            &srv.url(),
+            mp.to_str().unwrap(),
+            "--user",
+            USER,
+            "--cache-size",
+            "64M",
+        ])
+        .env("CLOUDMOUNT_PASSWORD", PASSWORD));
+    assert!(
+        o.status.success(),
+        "mount failed: {}\n{}",
+        stderr_of(&o),
+        sb.logs()
+    );
+}
+
+fn socket_of(sb: &Sandbox, mp: &Path) -> PathBuf {
+    control::socket_path(
+        &sb.runtime().join("cloudmount"),
+        &mounts::absolute_mount_path(mp).unwrap(),
+    )
+}
+
+#[test]
+fn status_of_a_live_mount_and_unmount_no_wait() {
+    let srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    let canonical = mounts::absolute_mount_path(&mp).unwrap();
+    let socket = socket_of(&sb, &mp);
+    let meta = std::fs::symlink_metadata(&socket).expect("control socket beside the state file");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // Something went through the mount, so the status has something to count. The upload
+    // may run after close() returns; once it is on the server the queue empties.
+    std::fs::write(mp.join("hello.txt"), b"hello status").unwrap();
+    let on_server = srv.root.path().join("hello.txt");
+    wait_until("the upload", Duration::from_secs(30), || {
+        std::fs::read(&on_server).is_ok_and(|b| b == b"hello status")
+    });
+    let status_json = || {
+        let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
+        assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
+        stdout_of(&o)
+    };
+    let queued = |out: &str| {
+        serde_json::from_str::<serde_json::Value>(out).expect("JSON")["queue"]["files"].as_u64()
+    };
+    let mut out = status_json();
+    let start = Instant::now();
+    while queued(&out) != Some(0) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        out = status_json();
+    }
+    assert_eq!(out.lines().count(), 1, "one JSON line: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["queue"]["files"], 0, "{out}");
+    assert_eq!(v["cache"]["budget_bytes"], 64u64 << 20, "{out}");
+    let typed: cloudmount::vfs::status::VfsStatus = serde_json::from_str(&out).unwrap();
+    assert_eq!(typed.queue.files, 0);
+    assert!(!out.contains(PASSWORD), "no secrets in the status");
+
+    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap()]));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let out = stdout_of(&o);
+    assert!(
+        out.starts_with(&format!("{}: ", canonical.display())),
+        "{out}"
+    );
+    assert!(out.contains("upload queue: empty"), "{out}");
+    assert!(
+        out.contains("cache: ") && out.contains("of 64 MiB used"),
+        "{out}"
+    );
+    assert!(stderr_of(&o).is_empty(), "{}", stderr_of(&o));
+
+    let pid = daemon_pid(&sb, &mp).expect("daemon pid");
+    let o = run(&mut sb.cmd(&["unmount", "--no-wait", mp.to_str().unwrap()]));
+    assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
+    assert!(
+        !is_mounted(&mp),
+        "unmounted when `unmount --no-wait` returns"
+    );
+    assert!(!state::is_cloudmount_alive(pid), "the daemon has exited");
+    assert!(!socket.exists(), "control socket removed at shutdown");
+
+    // Not mounted any more: one clear line.
+    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap()]));
+    assert_one_line_error(&o, &["not mounted", &canonical.display().to_string()]);
+    let o = run(&mut sb.cmd(&["status", "--json", "/proc"]));
+    assert_one_line_error(&o, &["not a cloudmount mount", "proc"]);
+    assert!(stdout_of(&o).is_empty());
+}
+
+/// A control server in this process standing in for the daemon's, with a queue the test sets.
+struct FakeControl {
+    rt: tokio::runtime::Runtime,
+    server: Option<control::ControlServer>,
+    queue: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+}
+
+impl FakeControl {
+    /// Takes the place of the daemon's socket of the mount at `mp`.
+    fn replace(sb: &Sandbox, mp: &Path, files: u64, bytes: u64) -> Self {
+        let socket = socket_of(sb, mp);
+        std::fs::remove_file(&socket).expect("the daemon's socket");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let template = cloudmount::vfs::status::VfsStatus {
+            connection: cloudmount::vfs::status::Connection::Online,
+            last_error: None,
+            queue: Default::default(),
+            errors: Vec::new(),
+            conflicts: Vec::new(),
+            quota: None,
+            cache: Default::default(),
+        };
+        let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
+        let q = queue.clone();
+        let server = {
+            let _g = rt.enter();
+            control::serve(&socket, move || {
+                let (files, bytes) = *q.lock().unwrap();
+                let mut s = template.clone();
+                s.queue.files = files;
+                s.queue.bytes = bytes;
+                s.queue.paused = (files > 0).then(|| "server out of space (test)".to_string());
+                s
+            })
+            .expect("fake control server")
+        };
+        FakeControl {
+            rt,
+            server: Some(server),
+            queue,
+        }
+    }
+
+    fn set(&self, files: u64, bytes: u64) {
+        *self.queue.lock().unwrap() = (files, bytes);
+    }
+}
+
+impl Drop for FakeControl {
+    fn drop(&mut self) {
+        let _g = self.rt.enter();
+        self.server.take();
+    }
+}
+
+/// Spawns `cloudmount unmount MP` with stderr read line by line into a channel.
+fn spawn_unmount(
+    sb: &Sandbox,
+    mp: &Path,
+) -> (
+    Child,
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let mut child = sb
+        .cmd(&["unmount", mp.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    (child, rx, reader)
+}
+
+fn next_line(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no stderr line: expected {what}"))
+}
+
+#[test]
+fn unmount_waits_for_the_upload_queue_and_ctrl_c_keeps_the_mount() {
+    let srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    let fake = FakeControl::replace(&sb, &mp, 3, 3 << 20);
+
+    // Ctrl-C while waiting: not unmounted, non-zero, and it says so.
+    let (mut child, rx, reader) = spawn_unmount(&sb, &mp);
+    let first = next_line(&rx, "the waiting line");
+    assert!(
+        first.contains("waiting for 3 files (3 MiB) to upload")
+            && first.contains("--no-wait")
+            && first.contains("server out of space (test)"),
+        "{first}"
+    );
+    // The queue grows; a line every ~5 s says where it stands.
+    fake.set(4, 5 << 20);
+    let second = next_line(&rx, "a progress line after ~5 s");
+    assert!(
+        second.contains("still waiting: 4 files (5 MiB) left"),
+        "{second}"
+    );
+    send_signal(&child, libc::SIGINT);
+    let status = wait_status(&mut child, Duration::from_secs(20));
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(1), "{rest:?}");
+    let msg = rest.join("\n");
+    assert!(
+        msg.contains("interrupted") && msg.contains("still mounted"),
+        "{msg}"
+    );
+    assert!(is_mounted(&mp), "Ctrl-C leaves the mount live");
+    let pid = daemon_pid(&sb, &mp).expect("daemon still running");
+    assert!(state::is_cloudmount_alive(pid));
+
+    // Waiting ends when the queue is empty, then it unmounts.
+    let (mut child, rx, reader) = spawn_unmount(&sb, &mp);
+    let first = next_line(&rx, "the waiting line");
+    assert!(first.contains("waiting for 4 files"), "{first}");
+    assert!(
+        is_mounted(&mp),
+        "still mounted while the queue is not empty"
+    );
+    fake.set(0, 0);
+    let status = wait_status(&mut child, Duration::from_secs(30));
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{rest:?}\n{}", sb.logs());
+    assert!(
+        rest.iter().any(|l| l.contains("all files uploaded")),
+        "{rest:?}"
+    );
+    assert!(!is_mounted(&mp));
+    assert!(!state::is_cloudmount_alive(pid), "the daemon has exited");
+    drop(fake);
+    assert!(!socket_of(&sb, &mp).exists());
+}
+
+#[test]
+fn unmount_without_a_daemon_answering_unmounts_as_before() {
+    let srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    // As with an older daemon: no socket at all.
+    std::fs::remove_file(socket_of(&sb, &mp)).unwrap();
+    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap()]));
+    assert_one_line_error(&o, &["no cloudmount daemon answers", ".sock"]);
+    let o = run(&mut sb.cmd(&["unmount", mp.to_str().unwrap()]));
+    assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());
+    // No waiting for a queue and no warning (a slow daemon exit may still be mentioned).
+    let err = stderr_of(&o);
+    assert!(
+        !err.contains("to upload") && !err.contains("warning"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mp));
 }

@@ -1,0 +1,330 @@
+//! Words for a [`VfsStatus`]: the human summary of `cloudmount status`, and the progress of
+//! `cloudmount unmount` waiting for the upload queue. Plain strings; the command prints them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::size::FormatSize;
+use crate::vfs::status::{Connection, VfsStatus};
+
+/// At most this many errors and conflicts are listed; the rest are counted.
+const LIST_MAX: usize = 10;
+
+/// `1 file`, `3 files`.
+pub fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{n} files")
+    }
+}
+
+/// The human summary of `cloudmount status`, several lines, each ending with a newline.
+pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
+    let mut out = String::new();
+    let mp = mountpoint.display();
+    let _ = match (s.connection, &s.last_error) {
+        (Connection::Online, _) => writeln!(out, "{mp}: online"),
+        (Connection::Offline, Some(e)) => writeln!(out, "{mp}: offline ({e})"),
+        (Connection::Offline, None) => writeln!(out, "{mp}: offline"),
+        (Connection::Unknown, _) => writeln!(out, "{mp}: mounted (server not contacted yet)"),
+    };
+
+    let q = &s.queue;
+    if q.files == 0 {
+        let _ = writeln!(out, "upload queue: empty");
+    } else {
+        let _ = write!(
+            out,
+            "upload queue: {}, {}",
+            files(q.files),
+            FormatSize(q.bytes)
+        );
+        let _ = match q.in_flight {
+            0 => writeln!(out),
+            n => writeln!(out, " ({n} uploading)"),
+        };
+    }
+    if let Some(reason) = &q.paused {
+        let _ = writeln!(out, "paused: {reason}");
+    }
+
+    if !s.errors.is_empty() {
+        let _ = writeln!(out, "errors:");
+        for e in s.errors.iter().take(LIST_MAX) {
+            let _ = match e.attempts {
+                // Not an upload attempt (a file that could not be made durable, say).
+                0 => writeln!(out, "  {}: {}", e.path, e.reason),
+                1 => writeln!(out, "  {}: {} (1 attempt)", e.path, e.reason),
+                n => writeln!(out, "  {}: {} ({n} attempts)", e.path, e.reason),
+            };
+        }
+        more(&mut out, s.errors.len());
+    }
+    if !s.conflicts.is_empty() {
+        let _ = writeln!(out, "conflicts:");
+        for c in s.conflicts.iter().take(LIST_MAX) {
+            let _ = writeln!(out, "  {} -> {}", c.path, c.copy);
+        }
+        more(&mut out, s.conflicts.len());
+    }
+
+    if let Some(quota) = &s.quota {
+        let _ = match (quota.used, quota.available) {
+            (Some(u), Some(a)) => writeln!(
+                out,
+                "quota: {} used, {} available",
+                FormatSize(u),
+                FormatSize(a)
+            ),
+            (Some(u), None) => writeln!(out, "quota: {} used", FormatSize(u)),
+            (None, Some(a)) => writeln!(out, "quota: {} available", FormatSize(a)),
+            (None, None) => Ok(()),
+        };
+    }
+
+    let c = &s.cache;
+    let _ = write!(
+        out,
+        "cache: {} of {} used",
+        FormatSize(c.used_bytes),
+        FormatSize(c.budget_bytes)
+    );
+    let _ = match c.dirty_bytes {
+        0 => writeln!(out),
+        d => writeln!(out, "; {} not yet uploaded", FormatSize(d)),
+    };
+    out
+}
+
+fn more(out: &mut String, total: usize) {
+    if total > LIST_MAX {
+        let _ = writeln!(out, "  ... and {} more", total - LIST_MAX);
+    }
+}
+
+/// Why the queue is not moving, if it says: the pause reason, else the first file error.
+pub fn blocker(s: &VfsStatus) -> Option<String> {
+    if let Some(p) = &s.queue.paused {
+        return Some(format!("paused: {p}"));
+    }
+    s.errors
+        .first()
+        .map(|e| format!("{}: {}", e.path, e.reason))
+}
+
+/// `3 files left`, with the [`blocker`] if any: the progress message while waiting.
+pub fn waiting_message(s: &VfsStatus) -> String {
+    let left = format!("{} left", files(s.queue.files));
+    match blocker(s) {
+        Some(b) => format!("{left}; {b}"),
+        None => left,
+    }
+}
+
+/// Bytes uploaded since waiting began, out of the bytes queued then plus whatever was queued
+/// since. The queue may grow while waiting (a program still writing); then the total grows by
+/// as much, and the uploaded count never goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitProgress {
+    total: u64,
+    done: u64,
+}
+
+impl WaitProgress {
+    /// Starts from the queue of `s`: nothing uploaded yet.
+    pub fn new(s: &VfsStatus) -> Self {
+        WaitProgress {
+            total: s.queue.bytes,
+            done: 0,
+        }
+    }
+
+    /// Takes in a newer status.
+    pub fn update(&mut self, s: &VfsStatus) {
+        let remaining = s.queue.bytes;
+        let expected = self.total - self.done;
+        if remaining > expected {
+            self.total += remaining - expected;
+        }
+        self.done = self.total - remaining;
+    }
+
+    /// Bytes queued when waiting began plus bytes queued since.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes uploaded (no longer queued) since waiting began.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::status::{
+        CacheStatus, ConflictInfo, FileProblem, QueueStatus, QuotaStatus, VfsStatus,
+    };
+    use std::path::Path;
+
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+
+    fn idle() -> VfsStatus {
+        VfsStatus {
+            connection: Connection::Online,
+            last_error: None,
+            queue: QueueStatus::default(),
+            errors: Vec::new(),
+            conflicts: Vec::new(),
+            quota: None,
+            cache: CacheStatus {
+                used_bytes: 0,
+                budget_bytes: 10 * GIB,
+                dirty_bytes: 0,
+            },
+        }
+    }
+
+    fn queued(files: u64, bytes: u64) -> VfsStatus {
+        let mut s = idle();
+        s.queue.files = files;
+        s.queue.bytes = bytes;
+        s
+    }
+
+    #[test]
+    fn summary_of_a_busy_mount() {
+        let s = VfsStatus {
+            connection: Connection::Online,
+            last_error: None,
+            queue: QueueStatus {
+                files: 3,
+                bytes: 12 * MIB,
+                in_flight: 1,
+                in_flight_bytes: 4 * MIB,
+                paused: Some("server out of space (507 Insufficient Storage)".into()),
+            },
+            errors: vec![FileProblem {
+                path: "Cloud Drive/a.txt".into(),
+                reason: "connection refused".into(),
+                attempts: 4,
+            }],
+            conflicts: vec![ConflictInfo {
+                path: "Cloud Drive/b.txt".into(),
+                copy: "Cloud Drive/b (conflicted copy host 2026-11-28 101500).txt".into(),
+                at: 0,
+            }],
+            quota: Some(QuotaStatus {
+                used: Some(GIB + GIB / 5),
+                available: Some(3 * GIB),
+            }),
+            cache: CacheStatus {
+                used_bytes: 512 * MIB,
+                budget_bytes: 10 * GIB,
+                dirty_bytes: 12 * MIB,
+            },
+        };
+        assert_eq!(
+            summary(Path::new("/home/u/Cloud"), &s),
+            "/home/u/Cloud: online\n\
+             upload queue: 3 files, 12 MiB (1 uploading)\n\
+             paused: server out of space (507 Insufficient Storage)\n\
+             errors:\n  \
+             Cloud Drive/a.txt: connection refused (4 attempts)\n\
+             conflicts:\n  \
+             Cloud Drive/b.txt -> Cloud Drive/b (conflicted copy host 2026-11-28 101500).txt\n\
+             quota: 1.2 GiB used, 3 GiB available\n\
+             cache: 512 MiB of 10 GiB used; 12 MiB not yet uploaded\n"
+        );
+    }
+
+    #[test]
+    fn summary_of_an_idle_or_offline_mount() {
+        let text = summary(Path::new("/m"), &idle());
+        assert_eq!(
+            text,
+            "/m: online\nupload queue: empty\ncache: 0 B of 10 GiB used\n"
+        );
+        let mut s = queued(1, 100);
+        s.connection = Connection::Offline;
+        s.last_error = Some("connection refused".into());
+        s.quota = Some(QuotaStatus {
+            used: None,
+            available: Some(GIB),
+        });
+        let text = summary(Path::new("/m"), &s);
+        assert!(
+            text.starts_with("/m: offline (connection refused)\n"),
+            "{text}"
+        );
+        assert!(text.contains("upload queue: 1 file, 100 B\n"), "{text}");
+        assert!(text.contains("quota: 1 GiB available\n"), "{text}");
+        assert!(!text.contains("paused"), "{text}");
+        s.connection = Connection::Unknown;
+        assert!(summary(Path::new("/m"), &s).contains("not contacted yet"));
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        let mut s = idle();
+        s.errors = (0..25)
+            .map(|i| FileProblem {
+                path: format!("f{i}"),
+                reason: "x".into(),
+                attempts: 1,
+            })
+            .collect();
+        s.errors[1].attempts = 0;
+        let text = summary(Path::new("/m"), &s);
+        assert!(text.contains("  f0: x (1 attempt)\n"), "{text}");
+        assert!(
+            text.contains("  f1: x\n"),
+            "no attempt count when 0: {text}"
+        );
+        assert!(text.contains("  f9: x (1 attempt)\n"), "{text}");
+        assert!(!text.contains("f10:"), "{text}");
+        assert!(text.contains("... and 15 more"), "{text}");
+    }
+
+    #[test]
+    fn waiting_message_names_the_blocker() {
+        assert_eq!(waiting_message(&queued(2, 10)), "2 files left");
+        let mut s = queued(1, 10);
+        s.errors.push(FileProblem {
+            path: "a".into(),
+            reason: "HTTP 500".into(),
+            attempts: 2,
+        });
+        assert_eq!(waiting_message(&s), "1 file left; a: HTTP 500");
+        s.queue.paused = Some("server out of space".into());
+        assert_eq!(
+            waiting_message(&s),
+            "1 file left; paused: server out of space"
+        );
+    }
+
+    #[test]
+    fn progress_counts_uploads_and_growth() {
+        let mut p = WaitProgress::new(&queued(3, 300));
+        assert_eq!((p.done(), p.total()), (0, 300));
+        p.update(&queued(2, 200));
+        assert_eq!((p.done(), p.total()), (100, 300));
+        // A new 500-byte file is queued while one of 100 is uploaded.
+        p.update(&queued(2, 600));
+        assert_eq!((p.done(), p.total()), (100, 700));
+        // Growth without any upload.
+        p.update(&queued(3, 650));
+        assert_eq!((p.done(), p.total()), (100, 750));
+        p.update(&queued(0, 0));
+        assert_eq!((p.done(), p.total()), (750, 750));
+        // Never backwards, never past the total.
+        let mut p = WaitProgress::new(&queued(0, 0));
+        p.update(&queued(1, 10));
+        assert_eq!((p.done(), p.total()), (0, 10));
+        p.update(&queued(0, 0));
+        assert_eq!((p.done(), p.total()), (10, 10));
+    }
+}
