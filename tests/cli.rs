@@ -1065,3 +1065,73 @@ fn unmount_without_a_daemon_answering_unmounts_as_before() {
     );
     assert!(!is_mounted(&mp));
 }
+
+impl TestServer {
+    /// Stops serving (connections are refused) until [`TestServer::restart`].
+    fn stop(&mut self) -> std::net::SocketAddr {
+        let h = self.handle.take().expect("running");
+        let addr: std::net::SocketAddr = h
+            .url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap();
+        self.rt.block_on(h.shutdown());
+        addr
+    }
+    fn restart(&mut self, addr: std::net::SocketAddr) {
+        let handle = self
+            .rt
+            .block_on(server::start(ServeConfig {
+                root: self.root.path().to_path_buf(),
+                listen: addr,
+                auth: Some((USER.into(), PASSWORD.into())),
+                quota: Some(1 << 30),
+            }))
+            .expect("embedded server again");
+        self.handle = Some(handle);
+    }
+}
+
+/// With the real upload queue: a file written while the server is down stays queued; status
+/// shows it, unmount waits for it, and unmounts once the server is back and it is uploaded.
+#[test]
+fn unmount_waits_for_a_real_queued_upload() {
+    let mut srv = TestServer::start();
+    let url = srv.url();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    // Created while the server is up, written and closed while it is down.
+    let mut f = std::fs::File::create(mp.join("late.txt")).unwrap();
+    let addr = srv.stop();
+    std::io::Write::write_all(&mut f, b"uploaded after all").unwrap();
+    drop(f);
+
+    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&o)).unwrap();
+    assert_eq!(v["queue"]["files"], 1, "{v}");
+    assert_eq!(v["queue"]["bytes"], 18, "{v}");
+
+    let (mut child, rx, reader) = spawn_unmount(&sb, &mp);
+    let first = next_line(&rx, "the waiting line");
+    assert!(
+        first.contains("waiting for 1 file (18 B) to upload"),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(is_mounted(&mp), "waiting, not unmounted");
+    srv.restart(addr);
+    assert_eq!(srv.url(), url);
+    let status = wait_status(&mut child, Duration::from_secs(90));
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{rest:?}\n{}", sb.logs());
+    assert!(!is_mounted(&mp));
+    assert_eq!(
+        std::fs::read(srv.root.path().join("late.txt")).unwrap(),
+        b"uploaded after all"
+    );
+}
