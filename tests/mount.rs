@@ -156,6 +156,7 @@ mod cases {
         drop(f);
 
         let mounted = local_tree(&m.dir);
+        m.settle();
         let server = dav.tree();
         assert_eq!(
             server.len(),
@@ -182,8 +183,10 @@ mod cases {
         let mut want: Vec<String> = names.clone();
         want.push("dir #?%&'\" 😀".into());
         want.sort();
+        m.settle();
         assert_eq!(dav.names(""), want, "{}: names on the server", s.name);
         for (i, name) in names.iter().enumerate() {
+            m.settle();
             assert_eq!(
                 dav.get(name),
                 pattern(i * 13 + 1, i as u8),
@@ -191,7 +194,9 @@ mod cases {
                 s.name
             );
         }
+        m.settle();
         assert_eq!(dav.get("dir #?%&'\" 😀/in it"), b"x");
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -207,16 +212,20 @@ mod cases {
                 f.write_all(chunk).unwrap();
             }
         }
+        m.settle();
         assert_eq!(dav.get("new"), data, "{}: content of a new file", s.name);
         File::create(m.path("empty")).unwrap();
+        m.settle();
         let e = dav
             .stat("empty")
             .unwrap_or_else(|| panic!("{}: an empty new file is not on the server", s.name));
         assert_eq!(e.size, 0);
         fs::write(m.path("one"), b"1").unwrap();
+        m.settle();
         assert_eq!(dav.get("one"), b"1");
         // The mount shows what it wrote.
         assert_eq!(read(&m.path("new")), data);
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -238,6 +247,7 @@ mod cases {
                 f.write_all(&extra).unwrap();
             }
             content.extend_from_slice(&extra);
+            m.settle();
             assert_eq!(
                 sha256(&dav.get(name)),
                 sha256(content),
@@ -270,6 +280,7 @@ mod cases {
             }
             content[at..at + 300].copy_from_slice(&patch);
             content[2 * MIB - 2..2 * MIB + 2].copy_from_slice(b"EDGE");
+            m.settle();
             let got = dav.get(name);
             assert_eq!(got.len(), content.len(), "{}: size of {name}", s.name);
             assert!(
@@ -296,6 +307,7 @@ mod cases {
             let f = OpenOptions::new().write(true).open(m.path("f")).unwrap();
             f.set_len((MIB + 5) as u64).unwrap();
         }
+        m.settle();
         assert_eq!(dav.get("f"), orig[..MIB + 5], "{}: after shrinking", s.name);
         assert_eq!(fs::metadata(m.path("f")).unwrap().len(), (MIB + 5) as u64);
 
@@ -306,6 +318,7 @@ mod cases {
         assert_eq!(r, 0, "truncate: {}", std::io::Error::last_os_error());
         let mut want = orig[..MIB + 5].to_vec();
         want.resize(3 * MIB, 0);
+        m.settle();
         assert_eq!(
             sha256(&dav.get("f")),
             sha256(&want),
@@ -323,6 +336,7 @@ mod cases {
         let mut want = orig[..10].to_vec();
         want.resize(MIB + 1, 0);
         want.extend_from_slice(b"end");
+        m.settle();
         assert_eq!(
             sha256(&dav.get("g")),
             sha256(&want),
@@ -336,6 +350,7 @@ mod cases {
             .truncate(true)
             .open(m.path("g"))
             .unwrap();
+        m.settle();
         assert_eq!(dav.get("g"), b"", "{}: after O_TRUNC", s.name);
         assert_eq!(fs::metadata(m.path("g")).unwrap().len(), 0);
     }
@@ -346,11 +361,13 @@ mod cases {
         dav.put("a", &data);
         let m = mount(&dav);
         fs::rename(m.path("a"), m.path("b #?")).unwrap();
+        m.settle();
         assert!(
             dav.stat("a").is_none(),
             "{}: the old name is still there",
             s.name
         );
+        m.settle();
         assert_eq!(
             dav.get("b #?"),
             data,
@@ -365,8 +382,11 @@ mod cases {
         // A file written through the mount, renamed right after close.
         fs::write(m.path("c"), b"fresh").unwrap();
         fs::rename(m.path("c"), m.path("d")).unwrap();
+        m.settle();
         assert!(dav.stat("c").is_none());
+        m.settle();
         assert_eq!(dav.get("d"), b"fresh");
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -378,12 +398,17 @@ mod cases {
         dav.mkdir("sub/deeper");
         let m = mount(&dav);
         fs::rename(m.path("a"), m.path("sub/deeper/a moved")).unwrap();
+        m.settle();
         assert!(dav.stat("a").is_none());
+        m.settle();
         assert_eq!(dav.get("sub/deeper/a moved"), data);
         // And back up, under another name.
         fs::rename(m.path("sub/deeper/a moved"), m.path("back")).unwrap();
+        m.settle();
         assert!(dav.stat("sub/deeper/a moved").is_none());
+        m.settle();
         assert_eq!(dav.get("back"), data);
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -399,11 +424,13 @@ mod cases {
         // The target was read (cached) before it is replaced.
         assert_eq!(read(&m.path("c")), c);
         fs::rename(m.path("a"), m.path("c")).unwrap();
+        m.settle();
         assert!(
             dav.stat("a").is_none(),
             "{}: the source is still there",
             s.name
         );
+        m.settle();
         assert_eq!(dav.get("c"), a, "{}: the target was not replaced", s.name);
         assert_eq!(
             read(&m.path("c")),
@@ -413,8 +440,11 @@ mod cases {
         );
         // Over an existing file in another directory.
         fs::rename(m.path("c"), m.path("sub/d")).unwrap();
+        m.settle();
         assert_eq!(dav.get("sub/d"), a);
+        m.settle();
         assert_eq!(dav.names(""), vec!["sub".to_string()]);
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -429,16 +459,20 @@ mod cases {
         // Look inside first, so the old names are in the kernel's and the vfs's caches.
         let before = local_tree(&m.dir);
         fs::rename(m.path("d"), m.path("e")).unwrap();
+        m.settle();
         assert!(
             dav.stat("d").is_none(),
             "{}: the old directory is still there",
             s.name
         );
+        m.settle();
         assert_eq!(dav.get("e/f1"), b"one");
         assert_eq!(read(&m.path("e/inner/f2")), pattern(MIB + 3, 3));
         // Into another directory.
         fs::rename(m.path("e"), m.path("other/e moved")).unwrap();
+        m.settle();
         assert!(dav.stat("e").is_none());
+        m.settle();
         assert_eq!(dav.get("other/e moved/inner/f2"), pattern(MIB + 3, 3));
         let after = local_tree(&m.dir);
         assert_eq!(
@@ -447,10 +481,12 @@ mod cases {
             "{}: renaming changed the number of entries",
             s.name
         );
+        m.settle();
         assert_trees_equal(s.name, &after, &dav.tree());
         // Over an empty directory.
         fs::create_dir(m.path("empty")).unwrap();
         fs::rename(m.path("other/e moved"), m.path("empty")).unwrap();
+        m.settle();
         assert_eq!(dav.get("empty/f1"), b"one");
         // A directory cannot replace a non-empty one.
         fs::create_dir(m.path("x")).unwrap();
@@ -465,7 +501,9 @@ mod cases {
             "{}: rename over a non-empty directory gave errno {e}",
             s.name
         );
+        m.settle();
         assert_eq!(dav.get("x/keep"), b"k");
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -477,11 +515,13 @@ mod cases {
         assert_eq!(read(&m.path("big")), pattern(2 * MIB, 1));
         fs::remove_file(m.path("a")).unwrap();
         fs::remove_file(m.path("big")).unwrap();
+        m.settle();
         assert!(
             dav.stat("a").is_none(),
             "{}: a deleted file is still there",
             s.name
         );
+        m.settle();
         assert!(dav.stat("big").is_none());
         assert_eq!(
             errno_of(fs::metadata(m.path("a")), "stat a deleted file"),
@@ -494,7 +534,9 @@ mod cases {
         // A file created and deleted through the mount.
         fs::write(m.path("tmp"), b"t").unwrap();
         fs::remove_file(m.path("tmp")).unwrap();
+        m.settle();
         assert!(dav.stat("tmp").is_none());
+        m.settle();
         assert_eq!(dav.names(""), Vec::<String>::new());
         assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
     }
@@ -504,6 +546,7 @@ mod cases {
         let m = mount(&dav);
         fs::create_dir(m.path("d")).unwrap();
         fs::create_dir(m.path("d/e 😀")).unwrap();
+        m.settle();
         assert!(
             dav.stat("d/e 😀").is_some_and(|e| e.is_dir()),
             "{}: mkdir did not reach the server",
@@ -517,14 +560,17 @@ mod cases {
             errno_of(fs::remove_dir(m.path("d")), "rmdir non-empty"),
             libc::ENOTEMPTY
         );
+        m.settle();
         assert!(dav.stat("d/e 😀").is_some());
         fs::remove_dir(m.path("d/e 😀")).unwrap();
+        m.settle();
         assert!(
             dav.stat("d/e 😀").is_none(),
             "{}: rmdir did not reach the server",
             s.name
         );
         fs::remove_dir(m.path("d")).unwrap();
+        m.settle();
         assert!(dav.stat("d").is_none());
         assert_eq!(
             errno_of(fs::remove_dir(m.path("d")), "rmdir missing"),
@@ -542,6 +588,7 @@ mod cases {
             e == libc::EISDIR || e == libc::EPERM,
             "unlink a directory: errno {e}"
         );
+        m.settle();
         assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
     }
 
@@ -768,7 +815,10 @@ mod cases {
         let w = |p: &str| m.path(&format!("Writable/{p}"));
         fs::write(w("new"), b"written").unwrap();
         fs::create_dir(w("dir")).unwrap();
+        m.settle();
         assert_eq!(rw.get("new"), b"written");
+        let st = m.status();
+        assert!(st.errors.is_empty(), "{st:?}");
         assert!(rw.stat("dir").is_some_and(|e| e.is_dir()));
         // Moving between areas is not a rename.
         let e = errno_of(

@@ -131,7 +131,9 @@ fn special_files_are_refused() {
         "mknod reg",
     )
     .unwrap();
+    m.settle();
     assert_eq!(dav.names(""), vec!["f".to_string(), "regular".to_string()]);
+    m.settle();
     assert_eq!(dav.get("regular"), b"");
 }
 
@@ -157,10 +159,14 @@ fn rename_flags() {
     };
     assert_eq!(renameat2(libc::RENAME_EXCHANGE), Err(libc::EINVAL));
     assert_eq!(renameat2(libc::RENAME_NOREPLACE), Err(libc::EEXIST));
+    m.settle();
     assert_eq!(dav.get("a"), b"a");
+    m.settle();
     assert_eq!(dav.get("b"), b"b");
     renameat2(0).unwrap();
+    m.settle();
     assert!(dav.stat("a").is_none());
+    m.settle();
     assert_eq!(dav.get("b"), b"a");
 }
 
@@ -170,6 +176,7 @@ fn name_rules() {
     let (dav, m) = setup("names");
     let ok = "ü".repeat(127) + "x"; // 255 bytes
     fs::write(m.path(&ok), b"ok").unwrap();
+    m.settle();
     assert_eq!(dav.get(&ok), b"ok");
     let long = "x".repeat(256);
     assert_eq!(
@@ -194,6 +201,7 @@ fn name_rules() {
         libc::ENOENT
     );
     assert_eq!(statvfs(&m.dir).f_namemax, 255);
+    m.settle();
     assert_eq!(dav.names(""), vec![ok]);
 }
 
@@ -241,7 +249,7 @@ fn xattrs() {
 /// A changed file is uploaded whole at close and at fsync; while it is open and not yet
 /// synced its state is `dirty`.
 #[test]
-fn writes_reach_the_server_at_fsync_and_close() {
+fn writes_are_durable_at_fsync_and_close_and_reach_the_server_after() {
     let (dav, m) = setup("fsync");
     let mut f = File::create(m.path("f")).unwrap();
     f.write_all(b"first").unwrap();
@@ -250,29 +258,37 @@ fn writes_reach_the_server_at_fsync_and_close() {
         Ok(&b"dirty"[..])
     );
     f.sync_all().unwrap();
-    assert_eq!(dav.get("f"), b"first", "after fsync, still open");
     f.write_all(b", second").unwrap();
     f.sync_data().unwrap();
-    assert_eq!(dav.get("f"), b"first, second", "after fdatasync");
+    // Durable locally and queued; a file open for writing is uploaded once closed.
+    assert_eq!(m.status().queue.files, 1);
     f.write_all(b", third").unwrap();
     drop(f);
+    m.settle();
     assert_eq!(dav.get("f"), b"first, second, third", "after close");
-    // Right after close() the content is uploaded and kept in the cache: `cached`, never
-    // `online` (a read would fetch it again). Several files: the state must hold every time.
+    // Right after close() a file is `dirty` (queued) or `uploading`, then `cached` once
+    // uploaded; never `online` (a read would fetch it again).
     for i in 0..10 {
         let name = format!("g{i}");
         fs::write(m.path(&name), format!("file {i}")).unwrap();
+        let state =
+            String::from_utf8(getxattr(&m.path(&name), "user.cloudmount.state").unwrap()).unwrap();
+        assert!(
+            ["dirty", "uploading", "cached"].contains(&state.as_str()),
+            "state of {name} right after it was written and closed: {state}"
+        );
+    }
+    m.settle();
+    for i in 0..10 {
+        let name = format!("g{i}");
         assert_eq!(
             String::from_utf8(getxattr(&m.path(&name), "user.cloudmount.state").unwrap()).unwrap(),
             "cached",
-            "state of {name} right after it was written and closed"
+            "state of {name} once uploaded"
         );
+        m.settle();
+        assert_eq!(dav.get(&name), format!("file {i}").as_bytes());
     }
-    assert_eq!(
-        getxattr(&m.path("f"), "user.cloudmount.state").as_deref(),
-        Ok(&b"cached"[..]),
-        "a file written and closed"
-    );
 }
 
 /// An mtime set with utimensat/touch is shown (and survives revalidation of the listing), but
@@ -297,6 +313,7 @@ fn touch_mtime_is_kept_locally() {
         when,
         "the local mtime survives revalidation"
     );
+    m.settle();
     let server = dav.stat("f").unwrap().mtime.expect("server mtime");
     assert!(
         server > SystemTime::now() - Duration::from_secs(3600),
@@ -348,6 +365,7 @@ fn fallocate_is_not_supported() {
     let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) };
     assert_eq!(check(r, "fallocate"), Err(libc::EOPNOTSUPP));
     drop(f);
+    m.settle();
     assert_eq!(dav.get("f"), b"abc");
 }
 
@@ -364,6 +382,7 @@ fn an_unlinked_open_file_stays_usable() {
         .open(m.path("f"))
         .unwrap();
     fs::remove_file(m.path("f")).unwrap();
+    m.settle();
     assert!(dav.stat("f").is_none(), "unlink reached the server");
     f.seek(SeekFrom::End(0)).unwrap();
     f.write_all(b", and more").unwrap();
@@ -374,10 +393,12 @@ fn an_unlinked_open_file_stays_usable() {
     f.sync_all()
         .unwrap_or_else(|e| panic!("fsync of an unlinked file: {e}"));
     drop(f);
+    m.settle();
     assert!(
         dav.stat("f").is_none(),
         "closing an unlinked file re-created it"
     );
+    m.settle();
     assert_eq!(dav.names(""), Vec::<String>::new());
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
 }

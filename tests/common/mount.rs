@@ -360,6 +360,8 @@ pub struct MountOpts {
     pub cache_dir: Option<PathBuf>,
     pub cache_size: String,
     pub dir_cache_time: String,
+    /// `--write-back-delay`: 0 here, so tests need not wait for it.
+    pub write_back_delay: String,
     /// More arguments (`--allow-other`, `--config FILE`, ...).
     pub extra: Vec<OsString>,
 }
@@ -373,6 +375,7 @@ impl MountOpts {
             cache_dir: None,
             cache_size: "256M".into(),
             dir_cache_time: "1s".into(),
+            write_back_delay: "0".into(),
             extra: vec![],
         }
     }
@@ -389,6 +392,11 @@ impl MountOpts {
 
     pub fn dir_cache_time(mut self, s: &str) -> Self {
         self.dir_cache_time = s.into();
+        self
+    }
+
+    pub fn write_back_delay(mut self, s: &str) -> Self {
+        self.write_back_delay = s.into();
         self
     }
 
@@ -459,6 +467,8 @@ impl Mounted {
             .arg(&opts.cache_size)
             .arg("--dir-cache-time")
             .arg(&opts.dir_cache_time)
+            .arg("--write-back-delay")
+            .arg(&opts.write_back_delay)
             .args(&opts.extra);
         if let Some(p) = &opts.password {
             cmd.env("CLOUDMOUNT_PASSWORD", p);
@@ -504,6 +514,41 @@ impl Mounted {
             )
             .stdin(Stdio::null());
         cmd
+    }
+
+    /// `cloudmount status --json` of this mount.
+    pub fn status(&self) -> cloudmount::vfs::status::VfsStatus {
+        let mut cmd = self.command();
+        cmd.arg("status").arg(&self.dir).arg("--json");
+        let out = run(cmd, "cloudmount status");
+        assert!(
+            out.status.success(),
+            "cloudmount status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not a status ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Waits until every closed file is on the server (the upload queue is empty).
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.status();
+            if st.queue.files == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "uploads did not finish within 60 s: {st:?}\ndaemon log:\n{}",
+                self.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     /// `self.dir.join(rel)`.
