@@ -44,6 +44,9 @@ use crate::vfs::{AreaSpec, Vfs, VfsError, VfsOptions, VfsSetup};
 const UNMOUNT_WAIT: Duration = Duration::from_secs(10);
 /// How long requests in flight may take to finish after the unmount.
 const IDLE_WAIT: Duration = Duration::from_secs(60);
+/// Stopped by a signal (Ctrl-C, systemd): how long the queued uploads may take to finish
+/// before the daemon exits anyway. What is left stays queued, durable, for the next mount.
+const SIGNAL_UPLOAD_WAIT: Duration = Duration::from_secs(15);
 
 /// A remote, built for one area, and the result of checking it.
 pub struct Connected {
@@ -454,6 +457,21 @@ impl Running {
             .is_err()
         {
             tracing::warn!("requests still in flight after {IDLE_WAIT:?}; shutting down anyway");
+        }
+        // `cloudmount unmount` waits for the queue itself before the kernel unmount (or was
+        // told not to); a signal gets a short grace period here.
+        let queued = self.vfs.status().queue.files;
+        if unmount && queued > 0 {
+            tracing::info!(files = queued, "waiting up to {SIGNAL_UPLOAD_WAIT:?} for queued uploads");
+            if tokio::time::timeout(SIGNAL_UPLOAD_WAIT, self.vfs.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    files = self.vfs.status().queue.files,
+                    "uploads not finished; they stay queued (on local disk) for the next mount"
+                );
+            }
         }
         self.vfs.shutdown().await;
         tracing::info!("stopped");
