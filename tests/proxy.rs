@@ -17,11 +17,11 @@ fn apache_url() -> String {
     env("CLOUDMOUNT_TEST_APACHE_BASIC_URL")
 }
 
-/// A client of `url` that never retries (a fault shows on the first request) and gives up on
-/// a silent server after `read_timeout`.
-fn client(url: &str, read_timeout: Duration) -> Arc<dyn Remote> {
+/// A client of `url` that retries safe requests `retries` times, 20 ms apart, and gives up on a
+/// silent server after `read_timeout`.
+fn client(url: &str, read_timeout: Duration, retries: u32) -> Arc<dyn Remote> {
     let mut cfg = WebDavConfig::new(url).with_credentials(test_user(), test_password());
-    cfg.retries = 0;
+    cfg.retries = retries;
     cfg.retry_base_delay = Duration::from_millis(20);
     cfg.connect_timeout = Duration::from_secs(2);
     cfg.read_timeout = read_timeout;
@@ -34,8 +34,9 @@ async fn through(
     proxy: &FaultProxy,
     label: &str,
     read_timeout: Duration,
+    retries: u32,
 ) -> (Arc<dyn Remote>, RemotePath) {
-    let r = client(&proxy.url_for(&apache_url()), read_timeout);
+    let r = client(&proxy.url_for(&apache_url()), read_timeout, retries);
     let dir = fresh_dir(&r, label).await;
     (r, dir)
 }
@@ -83,7 +84,7 @@ async fn pass_forwards_http_and_webdav() {
     assert_eq!(proxy.connections(), 1);
 
     // WebDAV: PROPFIND, PUT, GET, MOVE (its Destination names the proxy: Apache takes it).
-    let (r, dir) = through(&proxy, "proxy-pass", Duration::from_secs(10)).await;
+    let (r, dir) = through(&proxy, "proxy-pass", Duration::from_secs(10), 0).await;
     let a = dir.join("a.bin").unwrap();
     let b = dir.join("b.bin").unwrap();
     let data = pattern(300_000, 7);
@@ -112,12 +113,15 @@ async fn pass_forwards_http_and_webdav() {
 async fn refuse_fails_requests_transiently() {
     let base = apache_url();
     let proxy = FaultProxy::start(target_of(&base)).await;
-    let (r, dir) = through(&proxy, "proxy-refuse", Duration::from_secs(10)).await;
+    // One retry, as the daemon's clients have (more): hyper may hold in its pool a connection it
+    // opened while the proxy refused, not yet known dead when the outage ends, and hand it to the
+    // first request after. While refusing, both attempts fail.
+    let (r, dir) = through(&proxy, "proxy-refuse", Duration::from_secs(10), 1).await;
 
     // A new client has to connect: refused.
     proxy.set_mode(ProxyMode::Refuse);
     let (conns, resets) = (proxy.connections(), proxy.resets());
-    let fresh = client(&proxy.url_for(&base), Duration::from_secs(10));
+    let fresh = client(&proxy.url_for(&base), Duration::from_secs(10), 1);
     let e = fresh.list(&dir).await.unwrap_err();
     assert_transient(&e, "new connection while refusing");
     assert!(proxy.connections() > conns);
@@ -129,8 +133,17 @@ async fn refuse_fails_requests_transiently() {
     assert_transient(&e, "after reset_all while refusing");
 
     proxy.set_mode(ProxyMode::Pass);
+    // The proxy passes the very first request of a client made now, without a retry.
+    let after = client(&proxy.url_for(&base), Duration::from_secs(10), 0);
+    after
+        .list(&dir)
+        .await
+        .expect("first request of a new client after Pass");
     r.list(&dir).await.expect("request after Pass");
-    fresh.list(&dir).await.expect("new client after Pass");
+    fresh
+        .list(&dir)
+        .await
+        .expect("client made while refusing, after Pass");
     r.delete(&dir).await.unwrap();
 }
 
@@ -139,7 +152,7 @@ async fn stall_makes_requests_time_out() {
     let base = apache_url();
     let proxy = FaultProxy::start(target_of(&base)).await;
     let timeout = Duration::from_millis(400);
-    let (r, dir) = through(&proxy, "proxy-stall", timeout).await;
+    let (r, dir) = through(&proxy, "proxy-stall", timeout, 0).await;
 
     proxy.set_mode(ProxyMode::Stall);
     // On the pooled connection, already open.
@@ -150,7 +163,7 @@ async fn stall_makes_requests_time_out() {
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     // On a new connection.
     let t0 = Instant::now();
-    let fresh = client(&proxy.url_for(&base), timeout);
+    let fresh = client(&proxy.url_for(&base), timeout, 0);
     let e = fresh.stat(&dir).await.unwrap_err();
     assert_transient(&e, "stalled new connection");
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
@@ -165,7 +178,7 @@ async fn stall_makes_requests_time_out() {
 async fn reset_after_bytes_cuts_an_upload() {
     let base = apache_url();
     let proxy = FaultProxy::start(target_of(&base)).await;
-    let (r, dir) = through(&proxy, "proxy-cut", Duration::from_secs(10)).await;
+    let (r, dir) = through(&proxy, "proxy-cut", Duration::from_secs(10), 0).await;
     let path = dir.join("big.bin").unwrap();
     let data = pattern(4 << 20, 3);
 
@@ -196,7 +209,7 @@ async fn reset_after_bytes_cuts_an_upload() {
 async fn reset_after_bytes_times_counts_connections() {
     let base = apache_url();
     let proxy = FaultProxy::start(target_of(&base)).await;
-    let (r, dir) = through(&proxy, "proxy-cut2", Duration::from_secs(10)).await;
+    let (r, dir) = through(&proxy, "proxy-cut2", Duration::from_secs(10), 0).await;
     let path = dir.join("f.bin").unwrap();
     let data = pattern(1 << 20, 5);
 

@@ -266,6 +266,7 @@ impl Drop for FaultProxy {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = shared.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
@@ -320,6 +321,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, kill: CancellationTo
     // A stalled new connection gets nothing, not even an upstream connection, until the stall
     // ends; if the mode is then Refuse, it is refused.
     let upstream = tokio::select! {
+        biased;
         _ = kill.cancelled() => None,
         u = async {
             unstalled(&mut mode).await;
@@ -343,7 +345,9 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, kill: CancellationTo
         let mut mode_down = mode;
         let up = pump(&mut cr, &mut uw, &shared, &mut mode_up, true);
         let down = pump(&mut ur, &mut cw, &shared, &mut mode_down, false);
+        // Biased: a reset_all is acted on at the next wake-up, before more bytes are forwarded.
         tokio::select! {
+            biased;
             _ = kill.cancelled() => Err(Abort),
             r = async { tokio::try_join!(up, down) } => r.map(|_| ()),
         }
@@ -387,13 +391,14 @@ async fn pump(
             }
         }
         if !chunk.is_empty() {
-            to.write_all(chunk).await.map_err(|_| Abort)?;
+            // Counted first: once the peer has the bytes, the counter already shows them.
             let counter = if up {
                 &shared.bytes_up
             } else {
                 &shared.bytes_down
             };
             counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            to.write_all(chunk).await.map_err(|_| Abort)?;
         }
         if cut {
             return Err(Abort);
