@@ -176,7 +176,7 @@ pub struct MountArgs {
     pub dir_cache_time: Option<Duration>,
 
     /// How long a closed file waits before its upload starts, so that a file rewritten or
-    /// deleted right away is uploaded once or not at all, e.g. 0, 1s, 5s [default: 1s]. The
+    /// deleted right away is uploaded once or not at all, e.g. 0, 500ms, 5s [default: 500ms]. The
     /// data is on local disk when close() returns either way.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub write_back_delay: Option<Duration>,

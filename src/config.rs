@@ -11,7 +11,7 @@
 //! cache_dir = "~/.cache/cloudmount/work"      # default $XDG_CACHE_HOME/cloudmount/<profile>
 //! cache_size = "10G"                          # default 10G
 //! dir_cache_time = "30s"                      # default 30s
-//! write_back_delay = "1s"                     # default 1s: wait after close before uploading
+//! write_back_delay = "500ms"                 # default 500ms: wait after close before uploading
 //! read_only = false
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
@@ -46,7 +46,7 @@ pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
 /// Default time a directory listing is trusted before it is revalidated with the server.
 pub const DEFAULT_DIR_CACHE_TIME: Duration = Duration::from_secs(30);
 /// Default wait after the last close of a changed file before its upload starts.
-pub const DEFAULT_WRITE_BACK_DELAY: Duration = Duration::from_secs(1);
+pub const DEFAULT_WRITE_BACK_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

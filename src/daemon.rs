@@ -462,7 +462,10 @@ impl Running {
         // told not to); a signal gets a short grace period here.
         let queued = self.vfs.status().queue.files;
         if unmount && queued > 0 {
-            tracing::info!(files = queued, "waiting up to {SIGNAL_UPLOAD_WAIT:?} for queued uploads");
+            tracing::info!(
+                files = queued,
+                "waiting up to {SIGNAL_UPLOAD_WAIT:?} for queued uploads"
+            );
             if tokio::time::timeout(SIGNAL_UPLOAD_WAIT, self.vfs.wait_idle())
                 .await
                 .is_err()

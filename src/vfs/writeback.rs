@@ -143,6 +143,17 @@ impl Vfs {
             .map(|st| (None, st.clone()))
     }
 
+    /// The node of `path` if it holds exactly this staged file.
+    fn ino_holding(&self, area: AreaId, path: &RemotePath, st: &Arc<Staged>) -> Option<Ino> {
+        let ino = self.find_ino(area, path)?;
+        let holds = self
+            .tree()
+            .get(ino)
+            .and_then(|n| n.staged.clone())
+            .is_some_and(|s| Arc::ptr_eq(&s, st));
+        holds.then_some(ino)
+    }
+
     /// Whether the upload of `rec` must wait (its file is open for writing).
     fn upload_deferred(&self, rec: &DirtyRecord) -> bool {
         self.find_staged(rec.area, &rec.path)
@@ -317,6 +328,8 @@ impl Vfs {
     ) -> VfsResult<()> {
         let area = rec.area;
         let commit = st.commit_lock.lock().await;
+        // A recovered file may have been put on its node (its folder was listed) meanwhile.
+        let ino = ino.or_else(|| self.ino_holding(area, &rec.path, st));
         let id = rec.id;
         let removed = meta_op(&self.meta, move |m| m.remove_dirty(id)).await?;
         match sent {
@@ -459,11 +472,9 @@ impl Vfs {
                 rec.remove(&(area, path.clone()));
             }
         }
-        let in_tree = self
-            .find_ino(area, path)
-            .and_then(|i| self.tree().get(i).and_then(|n| n.staged.clone()))
-            .is_some_and(|s| Arc::ptr_eq(&s, st));
-        if in_tree {
+        if let Some(ino) = self.ino_holding(area, path, st) {
+            // Attached to its node after all: the node lets go of it when idle.
+            self.unstage_if_idle(ino).await;
             return;
         }
         if let Some((p, etag)) = keep {
