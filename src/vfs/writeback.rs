@@ -57,15 +57,10 @@ impl Vfs {
             }
         }
         for rec in records {
-            let path = self.staging_abs(&rec.staging);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path);
-            let file = match file {
-                Ok(f) => f,
+            let st = match self.open_recovered(&rec) {
+                Ok(st) => st,
                 Err(e) => {
-                    tracing::error!(file = %rec.path, staging = %path.display(), error = %e, "the local copy of a changed file is gone; it cannot be uploaded");
+                    tracing::error!(file = %rec.path, staging = %rec.staging.display(), error = %e, "the local copy of a changed file is gone; it cannot be uploaded");
                     self.problems
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -74,27 +69,7 @@ impl Vfs {
                     continue;
                 }
             };
-            // Normally the committed size; larger or smaller when it was written again after
-            // its last close and before the crash: those newer bytes are the user's latest.
-            let size = file.metadata()?.len();
-            if size != rec.size {
-                tracing::warn!(file = %rec.path, committed = rec.size, found = size, "a changed file was written again after its last close; uploading what is on disk");
-            }
-            let st = Arc::new(Staged::new(
-                path,
-                file,
-                StagedState {
-                    size,
-                    base: rec.base_etag.clone(),
-                    exists_remote: rec.on_server,
-                    version: 1,
-                    committed: 1,
-                    uploaded: 0,
-                    uploading: false,
-                    error: None,
-                    writers: 0,
-                },
-            ));
+            let size = st.state().size;
             tracing::info!(file = %rec.path, size, "uploading a file changed before the last stop");
             self.recovered
                 .lock()
@@ -266,17 +241,20 @@ impl Vfs {
         }
     }
 
-    /// A record whose content is on disk but on no node (cannot normally happen): open it as
-    /// recovered, so it is uploaded rather than lost.
-    fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
+    /// The staged file of a record, opened as a committed, not yet uploaded version.
+    fn open_recovered(&self, rec: &DirtyRecord) -> std::io::Result<Arc<Staged>> {
         let path = self.staging_abs(&rec.staging);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&path)
-            .ok()?;
-        let size = file.metadata().ok()?.len();
-        let st = Arc::new(Staged::new(
+            .open(&path)?;
+        // Normally the committed size; another when it was written again after its last
+        // close and before a crash: those newer bytes are the user's latest.
+        let size = file.metadata()?.len();
+        if size != rec.size {
+            tracing::warn!(file = %rec.path, committed = rec.size, found = size, "a changed file was written again after its last close; uploading what is on disk");
+        }
+        Ok(Arc::new(Staged::new(
             path,
             file,
             StagedState {
@@ -290,7 +268,13 @@ impl Vfs {
                 error: None,
                 writers: 0,
             },
-        ));
+        )))
+    }
+
+    /// A record whose content is on disk but on no node (cannot normally happen): open it as
+    /// recovered, so it is uploaded rather than lost.
+    fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
+        let st = self.open_recovered(rec).ok()?;
         self.recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
