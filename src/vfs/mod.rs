@@ -1760,14 +1760,19 @@ impl Vfs {
 
     /// A snapshot for `cloudmount status`.
     pub fn status(&self) -> status::VfsStatus {
-        let quota = self
-            .quota
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map(|(_, q)| status::QuotaStatus {
-                used: q.used,
-                available: q.available,
-            });
+        let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none_or(|(at, _)| at.elapsed() >= QUOTA_TTL) {
+            // Asked in the background: this answer has the last known quota, the next the new.
+            if let (Some(me), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move {
+                    let _ = me.statfs().await;
+                });
+            }
+        }
+        let quota = cached.map(|(_, q)| status::QuotaStatus {
+            used: q.used,
+            available: q.available,
+        });
         let usage = self.cache.usage();
         let (queue, mut errors, conflicts, connection, last_error) =
             self.queue.report(&|a, p| self.display_path(a, p));
