@@ -1635,6 +1635,93 @@ impl CacheObject {
         Ok(n as usize)
     }
 
+    /// Like [`CacheObject::read_at`], into a new buffer of up to `len` bytes that is not
+    /// zeroed first (the hot read path: no memset before the copy).
+    pub fn read_bytes(&self, offset: u64, len: usize) -> Result<Vec<u8>, CacheError> {
+        self.read_bytes_with(offset, len, false)
+            .map(|r| r.expect("a blocking read completes"))
+    }
+
+    /// [`CacheObject::read_bytes`] only if the bytes are in the kernel's page cache
+    /// (`RWF_NOWAIT`): `Ok(None)` when reading would wait for the disk. For callers that must
+    /// not block (an async worker).
+    pub fn read_bytes_nowait(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        self.read_bytes_with(offset, len, true)
+    }
+
+    fn read_bytes_with(
+        &self,
+        offset: u64,
+        len: usize,
+        nowait: bool,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let inner = &self.inner;
+        let (size, bs) = (inner.size, inner.block_size);
+        if offset >= size || len == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let n = (len as u64).min(size - offset) as usize;
+        let end = offset + n as u64;
+        let all = lock(&inner.bits)
+            .present
+            .all_set(offset / bs..end.div_ceil(bs));
+        if !all {
+            return Err(CacheError::NotCached {
+                path: self.key.path.clone(),
+                offset,
+                end,
+            });
+        }
+        let mut buf: Vec<u8> = Vec::with_capacity(n);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&inner.file);
+        let mut done = 0usize;
+        while done < n {
+            // SAFETY: the pointer and length stay within the vector's allocation (capacity n,
+            // `done` bytes initialised so far); preadv2 writes at most n - done bytes there.
+            let iov = libc::iovec {
+                iov_base: unsafe { buf.as_mut_ptr().add(done).cast() },
+                iov_len: n - done,
+            };
+            let flags = if nowait { libc::RWF_NOWAIT } else { 0 };
+            let r =
+                unsafe { libc::preadv2(fd, &iov, 1, (offset + done as u64) as libc::off_t, flags) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if nowait
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP)
+                    )
+                {
+                    return Ok(None);
+                }
+                return Err(io_err("read", &inner.file_path)(e));
+            }
+            if r == 0 {
+                return Err(CacheError::Corrupt {
+                    file: inner.file_path.clone(),
+                    reason: format!("shorter than {size} bytes"),
+                });
+            }
+            done += r as usize;
+            // SAFETY: preadv2 initialised the bytes up to `done`.
+            unsafe { buf.set_len(done) };
+            if nowait && done < n {
+                // Part of the range is not in the page cache.
+                return Ok(None);
+            }
+        }
+        inner.touch();
+        Ok(Some(buf))
+    }
+
     /// The sparse file (copy to staging; FUSE passthrough once complete).
     pub fn file_path(&self) -> &Path {
         &self.inner.file_path

@@ -183,6 +183,25 @@ fn write_read_round_trip_and_bad_writes() {
         matches!(err, CacheError::NotCached { offset, end, .. } if offset == 2 * BS - 10 && end == 2 * BS + 10)
     );
     assert!(o.read_at(4 * BS, &mut [0u8; 1]).is_err());
+    // The same through read_bytes (no zeroed buffer).
+    assert_eq!(
+        o.read_bytes(BS - 1000, 3000).unwrap(),
+        &data[(BS - 1000) as usize..(BS + 2000) as usize]
+    );
+    assert_eq!(
+        o.read_bytes(5 * BS + 50, 500).unwrap(),
+        &data[(5 * BS + 50) as usize..]
+    );
+    assert!(o.read_bytes(size, 10).unwrap().is_empty());
+    // Just written, so in the page cache: the non-blocking read finds it (or, on a file
+    // system without RWF_NOWAIT, says to use the blocking one).
+    if let Some(b) = o.read_bytes_nowait(BS - 1000, 3000).unwrap() {
+        assert_eq!(b, &data[(BS - 1000) as usize..(BS + 2000) as usize]);
+    }
+    assert!(matches!(
+        o.read_bytes(2 * BS - 10, 20).unwrap_err(),
+        CacheError::NotCached { .. }
+    ));
     // Bad writes.
     let bad = |off: u64, len: usize| o.write_blocks(off, &vec![0u8; len]).unwrap_err();
     assert!(

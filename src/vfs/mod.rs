@@ -87,6 +87,8 @@ pub struct VfsSetup {
 pub const BLOCK_SIZE: u64 = 128 << 10;
 /// Files up to this size are downloaded whole on their first read (one GET).
 pub const SMALL_FILE: u64 = 1 << 20;
+/// Reads from the cache up to this size run on the async worker itself (see `read_object`).
+const INLINE_READ_MAX: usize = 1 << 20;
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
 /// After a failed listing, how long a stale listing is served before asking again.
@@ -1004,13 +1006,18 @@ impl Vfs {
         obj.touch();
         let o = obj.clone();
         let n = (end - offset) as usize;
-        let buf = off_thread(move || {
-            let mut buf = vec![0u8; n];
-            let got = o.read_at(offset, &mut buf)?;
-            buf.truncate(got);
-            Ok::<_, crate::cache::CacheError>(buf)
-        })
-        .await?;
+        // Bytes in the kernel's page cache (just downloaded, or read lately) are copied here,
+        // on the async worker (tens of microseconds): cheaper than a round trip through the
+        // blocking pool. Anything that would wait for the disk goes to the pool.
+        let inline = if n <= INLINE_READ_MAX {
+            o.read_bytes_nowait(offset, n)?
+        } else {
+            None
+        };
+        let buf = match inline {
+            Some(b) => b,
+            None => off_thread(move || o.read_bytes(offset, n)).await?,
+        };
         Ok(Bytes::from(buf))
     }
 
@@ -1123,10 +1130,12 @@ impl Vfs {
             .map_err(|e| self.read_error(ino, e))?;
         let mut body = resp.body;
         let mut pos = run.start;
-        let mut buf = BytesMut::new();
         // Written to the cache file in batches of whole blocks (about 1 MiB): waiters are woken
         // when the whole claimed run is in, so smaller writes would only cost more syscalls.
+        // Sized up front: one copy per byte, no regrowth.
         let batch = bs.max(1 << 20);
+        let mut buf =
+            BytesMut::with_capacity((batch + (256 << 10)).min(run.end - run.start) as usize);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
             buf.extend_from_slice(&chunk);

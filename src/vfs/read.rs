@@ -24,7 +24,7 @@ pub const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
 /// Largest read-ahead window of one handle.
 pub const MAX_WINDOW: u64 = 64 << 20;
 /// Size of one background GET.
-pub(crate) const CHUNK: u64 = 4 << 20;
+pub(crate) const CHUNK: u64 = 8 << 20;
 /// Bytes of background read-ahead in flight for the whole mount.
 pub(crate) const BUDGET: u64 = 256 << 20;
 /// Budget accounting unit.
