@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod mount;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -1,0 +1,267 @@
+//! The TCP fault proxy of `tests/common/proxy.rs`, checked against the Apache server started by
+//! `tests/run.sh`: what each fault looks like to the WebDAV client.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cloudmount::remote::webdav::{WebDavConfig, WebDavRemote};
+use cloudmount::remote::{PutBody, PutCondition, Remote, RemoteError, RemotePath};
+use common::proxy::{target_of, FaultProxy, ProxyMode};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn apache_url() -> String {
+    env("CLOUDMOUNT_TEST_APACHE_BASIC_URL")
+}
+
+/// A client of `url` that never retries (a fault shows on the first request) and gives up on
+/// a silent server after `read_timeout`.
+fn client(url: &str, read_timeout: Duration) -> Arc<dyn Remote> {
+    let mut cfg = WebDavConfig::new(url).with_credentials(test_user(), test_password());
+    cfg.retries = 0;
+    cfg.retry_base_delay = Duration::from_millis(20);
+    cfg.connect_timeout = Duration::from_secs(2);
+    cfg.read_timeout = read_timeout;
+    Arc::new(WebDavRemote::new(cfg).expect("client"))
+}
+
+/// A client through `proxy` with a fresh test folder (made through the proxy, so the client is
+/// primed and holds a pooled connection).
+async fn through(
+    proxy: &FaultProxy,
+    label: &str,
+    read_timeout: Duration,
+) -> (Arc<dyn Remote>, RemotePath) {
+    let r = client(&proxy.url_for(&apache_url()), read_timeout);
+    let dir = fresh_dir(&r, label).await;
+    (r, dir)
+}
+
+fn raw_request(url: &str) -> String {
+    let path = url::Url::parse(url).unwrap().path().to_string();
+    format!("OPTIONS {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+}
+
+fn assert_transient(e: &RemoteError, what: &str) {
+    assert!(
+        e.is_transient(),
+        "{what}: expected a transient error, got {e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_forwards_http_and_webdav() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    assert_eq!(proxy.mode(), ProxyMode::Pass);
+    let url = proxy.url_for(&base);
+    assert!(
+        url.starts_with(&format!("http://{}/", proxy.addr())),
+        "{url}"
+    );
+    assert_eq!(
+        url::Url::parse(&url).unwrap().path(),
+        url::Url::parse(&base).unwrap().path()
+    );
+
+    // Plain HTTP: Apache answers through the proxy, and the proxy closes when Apache does.
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    s.write_all(raw_request(&base).as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply))
+        .await
+        .expect("reply within 5 s")
+        .unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(proxy.connections(), 1);
+
+    // WebDAV: PROPFIND, PUT, GET, MOVE (its Destination names the proxy: Apache takes it).
+    let (r, dir) = through(&proxy, "proxy-pass", Duration::from_secs(10)).await;
+    let a = dir.join("a.bin").unwrap();
+    let b = dir.join("b.bin").unwrap();
+    let data = pattern(300_000, 7);
+    r.put(&a, PutBody::from(data.clone()), PutCondition::IfNoneMatch)
+        .await
+        .unwrap();
+    let listing = r.list(&dir).await.unwrap();
+    assert_eq!(listing.children.len(), 1);
+    assert_eq!(listing.children[0].size, data.len() as u64);
+    r.rename(&a, &b, false).await.unwrap();
+    let got = r
+        .read_range(&b, cloudmount::remote::ByteRange::whole(), None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&got), sha256(&data));
+    assert!(proxy.bytes_up() > data.len() as u64);
+    assert!(proxy.bytes_down() > data.len() as u64);
+    assert_eq!(proxy.resets(), 0);
+    r.delete(&dir).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuse_fails_requests_transiently() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    let (r, dir) = through(&proxy, "proxy-refuse", Duration::from_secs(10)).await;
+
+    // A new client has to connect: refused.
+    proxy.set_mode(ProxyMode::Refuse);
+    let (conns, resets) = (proxy.connections(), proxy.resets());
+    let fresh = client(&proxy.url_for(&base), Duration::from_secs(10));
+    let e = fresh.list(&dir).await.unwrap_err();
+    assert_transient(&e, "new connection while refusing");
+    assert!(proxy.connections() > conns);
+    assert!(proxy.resets() > resets);
+
+    // The open connections reset too: the primed client fails as well.
+    proxy.reset_all();
+    let e = r.list(&dir).await.unwrap_err();
+    assert_transient(&e, "after reset_all while refusing");
+
+    proxy.set_mode(ProxyMode::Pass);
+    r.list(&dir).await.expect("request after Pass");
+    fresh.list(&dir).await.expect("new client after Pass");
+    r.delete(&dir).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_makes_requests_time_out() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    let timeout = Duration::from_millis(400);
+    let (r, dir) = through(&proxy, "proxy-stall", timeout).await;
+
+    proxy.set_mode(ProxyMode::Stall);
+    // On the pooled connection, already open.
+    let t0 = Instant::now();
+    let e = r.list(&dir).await.unwrap_err();
+    assert_transient(&e, "stalled open connection");
+    assert!(t0.elapsed() >= timeout, "failed before the timeout: {e}");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // On a new connection.
+    let t0 = Instant::now();
+    let fresh = client(&proxy.url_for(&base), timeout);
+    let e = fresh.stat(&dir).await.unwrap_err();
+    assert_transient(&e, "stalled new connection");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+    proxy.set_mode(ProxyMode::Pass);
+    r.list(&dir).await.expect("request after Pass");
+    fresh.stat(&dir).await.expect("new client after Pass");
+    r.delete(&dir).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_after_bytes_cuts_an_upload() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    let (r, dir) = through(&proxy, "proxy-cut", Duration::from_secs(10)).await;
+    let path = dir.join("big.bin").unwrap();
+    let data = pattern(4 << 20, 3);
+
+    proxy.reset_after_bytes(1 << 20);
+    let up0 = proxy.bytes_up();
+    let e = r
+        .put(&path, PutBody::from(data.clone()), PutCondition::None)
+        .await
+        .unwrap_err();
+    assert_transient(&e, "PUT cut after 1 MiB");
+    assert_eq!(proxy.bytes_up() - up0, 1 << 20, "exactly 1 MiB went up");
+    // Apache dropped the partial upload.
+    assert!(matches!(
+        r.stat(&path).await,
+        Err(RemoteError::NotFound { .. })
+    ));
+
+    // One-shot: the next upload goes through whole.
+    proxy.set_mode(ProxyMode::Pass);
+    r.put(&path, PutBody::from(data.clone()), PutCondition::None)
+        .await
+        .expect("PUT after the cut");
+    assert_eq!(r.stat(&path).await.unwrap().size, data.len() as u64);
+    r.delete(&dir).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_after_bytes_times_counts_connections() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    let (r, dir) = through(&proxy, "proxy-cut2", Duration::from_secs(10)).await;
+    let path = dir.join("f.bin").unwrap();
+    let data = pattern(1 << 20, 5);
+
+    proxy.reset_after_bytes_times(64 << 10, 2);
+    for i in 0..2 {
+        let e = r
+            .put(&path, PutBody::from(data.clone()), PutCondition::None)
+            .await
+            .unwrap_err();
+        assert_transient(&e, &format!("cut PUT {i}"));
+    }
+    // Without set_mode(Pass): the plan is used up.
+    r.put(&path, PutBody::from(data.clone()), PutCondition::None)
+        .await
+        .expect("third PUT");
+    assert_eq!(r.stat(&path).await.unwrap().size, data.len() as u64);
+    r.delete(&dir).await.unwrap();
+}
+
+/// From a plain `#[test]`, with the proxy on its own thread: reset_all resets an open
+/// connection; a stalled one moves on when the stall ends.
+#[test]
+fn blocking_proxy_resets_and_resumes() {
+    let base = apache_url();
+    let proxy = FaultProxy::start_blocking(target_of(&base));
+
+    // An open connection with a request half sent: reset_all gives the client an RST.
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    s.write_all(b"OPTIONS / HTTP/1.1\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.live() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.reset_all();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let e = s.read(&mut buf).expect_err("read after reset_all");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+
+    // Stalled: the request gets no answer; after Pass, the held bytes move on.
+    proxy.set_mode(ProxyMode::Stall);
+    let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    s.write_all(raw_request(&base).as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let e = s.read(&mut buf).expect_err("no reply while stalled");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    proxy.set_mode(ProxyMode::Pass);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    // Dropping stops it: nothing listens any more.
+    let addr = proxy.addr();
+    drop(proxy);
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
