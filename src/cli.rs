@@ -181,6 +181,11 @@ pub struct MountArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub write_back_delay: Option<Duration>,
 
+    /// Internal (tests): how often uploads paused by a full server (HTTP 507) are tried again
+    /// [default: 30s]
+    #[arg(long, hide = true, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub space_retry: Option<Duration>,
+
     /// Mount read-only
     #[arg(long)]
     pub read_only: bool,
@@ -218,6 +223,7 @@ impl MountArgs {
             cache_size: self.cache_size,
             dir_cache_time: self.dir_cache_time,
             write_back_delay: self.write_back_delay,
+            space_retry: self.space_retry,
             read_only: self.read_only.then_some(true),
             allow_other: self.allow_other.then_some(true),
             config: self.config.clone(),
@@ -381,6 +387,20 @@ mod tests {
         let m = mount_args(&["work"]);
         assert_eq!(m.mountpoint, None);
         assert!(mount_args(&["w", "/m", "-o", "bogus"]).request().is_err());
+        assert_eq!(m.request().unwrap().space_retry, None);
+
+        // Hidden, for tests: how often a mount paused by a full server probes it.
+        let m = mount_args(&["w", "/m", "--space-retry", "1s"]);
+        assert_eq!(
+            m.request().unwrap().space_retry,
+            Some(Duration::from_secs(1))
+        );
+        let help = Cli::command()
+            .find_subcommand_mut("mount")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(!help.contains("space-retry"), "{help}");
     }
 
     #[test]

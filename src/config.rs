@@ -417,6 +417,9 @@ pub struct MountRequest {
     pub cache_size: Option<u64>,
     pub dir_cache_time: Option<Duration>,
     pub write_back_delay: Option<Duration>,
+    /// How often an area paused by a full server is probed (hidden `--space-retry`, for
+    /// tests); `None`: the upload queue's default.
+    pub space_retry: Option<Duration>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
     pub config: Option<PathBuf>,
@@ -557,6 +560,9 @@ pub struct MountConfig {
     pub dir_cache_time: Duration,
     /// How long after its last close a changed file waits before its upload starts.
     pub write_back_delay: Duration,
+    /// How often uploads paused by a full server are tried again; `None`: the upload queue's
+    /// default (30 s).
+    pub space_retry: Option<Duration>,
     pub read_only: bool,
     pub allow_other: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
@@ -577,6 +583,7 @@ impl fmt::Debug for MountConfig {
             .field("cache_size", &self.cache_size)
             .field("dir_cache_time", &self.dir_cache_time)
             .field("write_back_delay", &self.write_back_delay)
+            .field("space_retry", &self.space_retry)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
             .field("runtime_dir", &self.runtime_dir)
@@ -823,6 +830,7 @@ pub fn resolve(
         cache_size,
         dir_cache_time,
         write_back_delay,
+        space_retry: req.space_retry,
         read_only: req.read_only.or(profile.read_only).unwrap_or(false),
         allow_other: req.allow_other.or(profile.allow_other).unwrap_or(false),
         runtime_dir: dirs.runtime.clone(),

@@ -340,9 +340,15 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             gid,
             read_only: cfg.read_only,
             areas_as_folders: cfg.areas_as_folders,
-            upload: crate::vfs::UploadOptions {
-                delay: cfg.write_back_delay,
-                ..crate::vfs::UploadOptions::default()
+            upload: {
+                let mut u = crate::vfs::UploadOptions {
+                    delay: cfg.write_back_delay,
+                    ..crate::vfs::UploadOptions::default()
+                };
+                if let Some(d) = cfg.space_retry {
+                    u.space_retry = d;
+                }
+                u
             },
         },
         cache_dir: cfg.cache_dir.clone(),
@@ -616,6 +622,7 @@ mod tests {
             cache_size: 1 << 20,
             dir_cache_time: Duration::from_secs(1),
             write_back_delay: Duration::ZERO,
+            space_retry: None,
             read_only: false,
             allow_other: false,
             runtime_dir: dir.join("run"),

@@ -221,6 +221,7 @@ pub fn mount_config(
         cache_size: CACHE_SIZE,
         dir_cache_time: DIR_CACHE_TIME,
         write_back_delay: crate::config::DEFAULT_WRITE_BACK_DELAY,
+        space_retry: None,
         read_only: false,
         allow_other: false,
         runtime_dir: dirs.runtime.clone(),

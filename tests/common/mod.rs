@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod apache;
 pub mod mount;
 pub mod proxy;
 

@@ -551,6 +551,67 @@ impl Mounted {
         }
     }
 
+    /// The daemon's pid, from its state file (`$XDG_RUNTIME_DIR/cloudmount/*.pid`, line
+    /// `pid=`; see src/daemon/state.rs). Each mount has its own runtime dir: exactly one file.
+    pub fn daemon_pid(&self) -> u32 {
+        let dir = self.xdg.join("run").join("cloudmount");
+        let pids: Vec<u32> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                text.lines()
+                    .find_map(|l| l.strip_prefix("pid="))
+                    .and_then(|p| p.trim().parse().ok())
+            })
+            .collect();
+        assert_eq!(
+            pids.len(),
+            1,
+            "expected one daemon state file with a pid under {}",
+            dir.display()
+        );
+        pids[0]
+    }
+
+    /// A crash: SIGKILLs the daemon (no unmount, no final upload, nothing flushed), waits
+    /// until it is dead, then detaches the dead mount with `fusermount3 -u -z`. The mount is
+    /// then gone; its cache dir and daemon log stay until `self` is dropped.
+    pub fn kill9(&mut self) {
+        let pid = self.daemon_pid();
+        // SAFETY: kill has no memory-safety preconditions.
+        let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+        // Not our child (the `mount` command that started it has exited): dead once /proc
+        // shows it gone or a zombie.
+        eventually(Duration::from_secs(10), "the killed daemon is dead", || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let state = stat.as_deref().and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            });
+            matches!(state.as_deref(), None | Some("Z") | Some("X")).then_some(())
+        });
+        let st = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.dir)
+            .status()
+            .expect("run fusermount3");
+        assert!(
+            st.success(),
+            "fusermount3 -u -z {}: {st}",
+            self.dir.display()
+        );
+        assert!(
+            mount_info(&self.dir).is_none(),
+            "{} is still mounted after the crash and fusermount3 -u -z",
+            self.dir.display()
+        );
+        self.mounted = false;
+    }
+
     /// `self.dir.join(rel)`.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
@@ -578,6 +639,12 @@ impl Mounted {
     fn run_unmount(&self) -> Output {
         let mut cmd = self.command();
         cmd.arg("unmount").arg(&self.dir);
+        // A failing test may leave uploads that will never finish (a server that is gone or
+        // full): do not wait for them (a timeout here would panic inside the panic, and abort
+        // every test of the binary).
+        if std::thread::panicking() {
+            cmd.arg("--no-wait");
+        }
         run(cmd, "cloudmount unmount")
     }
 

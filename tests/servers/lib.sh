@@ -329,6 +329,7 @@ cm_start_servers() {
     export CLOUDMOUNT_TEST_APACHE_BASIC_DIR="$CM_TMP/data/apache-basic"
     export CLOUDMOUNT_TEST_APACHE_DIGEST_DIR="$CM_TMP/data/apache-digest"
     export CLOUDMOUNT_TEST_RCLONE_DIR="$CM_TMP/data/rclone"
+    export CLOUDMOUNT_TEST_APACHE_CONF="$CM_APACHE_CONF"
     export CLOUDMOUNT_TEST_DIGEST_REALM="$CM_REALM"
 
     cm_log "Apache mod_dav, Basic auth : $CLOUDMOUNT_TEST_APACHE_BASIC_URL (pid $CM_APACHE_PID)"
