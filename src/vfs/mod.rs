@@ -467,12 +467,14 @@ impl Vfs {
                     .duration_since(at)
                     .is_ok_and(|age| age < self.opts.dir_ttl);
                 if fresh {
-                    self.merge_listing(dir, &entries, instant_of(at));
+                    let at = instant_of(at);
+                    self.merge_listing(dir, &entries, at, at);
                     return Ok(());
                 }
                 saved = Some(entries);
             }
         }
+        let requested = Instant::now();
         match self.remote(area).list(&path).await {
             Ok(listing) => {
                 self.queue.online();
@@ -485,7 +487,7 @@ impl Vfs {
                         }
                     }
                 }
-                self.merge_listing(dir, &records, Some(Instant::now()));
+                self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
                 let listed = SystemTime::now();
                 meta_op(&self.meta, move |m| {
                     m.save_listing(area, &path, listed, &records)
@@ -506,7 +508,7 @@ impl Vfs {
                 self.queue.offline(e.to_string());
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
-                    self.merge_listing(dir, &entries, None);
+                    self.merge_listing(dir, &entries, None, None);
                 }
                 let mut t = self.tree();
                 let ttl = self.opts.dir_ttl;
@@ -527,8 +529,19 @@ impl Vfs {
     }
 
     /// Applies a listing to `dir`: updates and adds children, drops those the server no longer
-    /// has (unless they hold local changes).
-    fn merge_listing(&self, dir: Ino, entries: &[EntryRecord], listed_at: Option<Instant>) {
+    /// has (unless they hold local changes). `requested`: when the listing was asked for (None:
+    /// long ago); files this mount uploaded since are newer than it and are left alone.
+    fn merge_listing(
+        &self,
+        dir: Ino,
+        entries: &[EntryRecord],
+        listed_at: Option<Instant>,
+        requested: Option<Instant>,
+    ) {
+        let newer_here = |n: &Node| {
+            n.uploaded_at
+                .is_some_and(|u| requested.is_none_or(|r| u >= r))
+        };
         let mut t = self.tree();
         let Some(area) = t.get(dir).and_then(|n| n.area) else {
             return;
@@ -544,7 +557,7 @@ impl Vfs {
             let kind = kind_of(e.kind);
             if let Some(ino) = t.child(dir, &e.name) {
                 let n = t.get_mut(ino).expect("child exists");
-                if n.has_local_state() {
+                if n.has_local_state() || newer_here(n) {
                     continue;
                 }
                 if n.kind == kind {
@@ -589,7 +602,7 @@ impl Vfs {
             let keep = t
                 .child(dir, &name)
                 .and_then(|c| t.get(c))
-                .is_some_and(|c| c.has_local_state());
+                .is_some_and(|c| c.has_local_state() || newer_here(c));
             if !keep {
                 t.unlink(dir, &name);
             }
@@ -1772,9 +1785,12 @@ impl Vfs {
         let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
         if cached.is_none_or(|(at, _)| at.elapsed() >= QUOTA_TTL) {
             // Asked in the background: this answer has the last known quota, the next the new.
-            if let (Some(me), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let me = self.me.clone();
                 rt.spawn(async move {
-                    let _ = me.statfs().await;
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.statfs().await;
+                    }
                 });
             }
         }

@@ -256,6 +256,7 @@ impl UploadQueue {
             .collect();
         let mut pick = None;
         let mut probe_area = None;
+        let mut probe: Option<(i64, u64, AreaId)> = None;
         for (id, it) in &st.items {
             if it.running
                 || running
@@ -285,10 +286,20 @@ impl UploadQueue {
                 continue;
             }
             if st.paused.contains_key(&it.rec.area) {
-                probe_area = Some(it.rec.area);
+                // The probe of a full server: the smallest file, the likeliest to fit.
+                if probe.is_none_or(|(_, size, _)| it.rec.size < size) {
+                    probe = Some((*id, it.rec.size, it.rec.area));
+                }
+                continue;
             }
             pick = Some(*id);
             break;
+        }
+        if pick.is_none() {
+            if let Some((id, _, area)) = probe {
+                pick = Some(id);
+                probe_area = Some(area);
+            }
         }
         if let Some(area) = probe_area {
             let next_probe = now + self.opts.space_retry;
@@ -682,6 +693,21 @@ mod tests {
         );
         assert!(q.paused(0).is_none());
         assert!(run(&q).is_some(), "resumed");
+    }
+
+    #[test]
+    fn a_full_server_is_probed_with_the_smallest_file() {
+        let q = UploadQueue::new(opts());
+        let mut big = rec(1, "big");
+        big.size = 1000;
+        let mut small = rec(2, "small");
+        small.size = 5;
+        q.push(big.clone(), Duration::ZERO);
+        q.push(small.clone(), Duration::ZERO);
+        assert_eq!(run(&q), Some(1));
+        q.finish(&big, Finish::NoSpace("full".into()));
+        q.st().paused.get_mut(&0).unwrap().probe_at = Instant::now();
+        assert_eq!(run(&q), Some(2), "the smaller file probes");
     }
 
     #[tokio::test]

@@ -54,6 +54,9 @@ pub(crate) struct Node {
     pub open_handles: u32,
     /// The version the kernel's page cache holds for this inode (what the last open showed).
     pub kernel_etag: Option<ETag>,
+    /// When this mount last uploaded the file: a listing asked for before then does not know
+    /// the new version (or the file at all) and must not undo it.
+    pub uploaded_at: Option<Instant>,
 }
 
 impl Node {
@@ -75,6 +78,7 @@ impl Node {
             staged: None,
             open_handles: 0,
             kernel_etag: None,
+            uploaded_at: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //!   file, never a truncated target (rclone's server truncates the target on an aborted PUT).
 //!   `Overwrite: F` on the MOVE makes "the file is new" a server-side check.
 //! - **Directly**: one conditional PUT (`If-Match` / `If-None-Match: *`), for servers whose PUT
-//!   is atomic.
+//!   is atomic. Also the fallback when the server has no room for the temporary copy beside
+//!   the old one (507 on the temporary PUT of a file that exists): then a PUT cut midway on a
+//!   server whose PUT is not atomic could still damage the old copy — the price of fitting.
 //!
 //! Conflicts: when the server's copy is not the version the change was based on (or a file
 //! appeared where ours is new), both are kept: the server's version keeps the name and ours
@@ -92,11 +94,21 @@ pub(crate) async fn send(
     }
     if opts.via_temp {
         let temp = temp_path(path, rec.id)?;
-        if let Err(e) = remote.put(&temp, body(), PutCondition::None).await {
-            // A broken PUT may leave a partial temporary file; the retry overwrites it, but
-            // do not leave it if we can help it.
-            let _ = remote.delete(&temp).await;
-            return Err(e);
+        match remote.put(&temp, body(), PutCondition::None).await {
+            Ok(_) => {}
+            Err(RemoteError::InsufficientStorage { .. }) if overwrite => {
+                // Not room for two copies at once: replace the file in place instead, with a
+                // conditional PUT (atomic on most servers; see the module docs).
+                let _ = remote.delete(&temp).await;
+                tracing::info!(path = %path, "not enough space on the server for a temporary copy; uploading in place");
+                return put_in_place(remote, rec, file, size, opts, overwrite, is_copy).await;
+            }
+            Err(e) => {
+                // A broken PUT may leave a partial temporary file; the retry overwrites it,
+                // but do not leave it if we can help it.
+                let _ = remote.delete(&temp).await;
+                return Err(e);
+            }
         }
         match remote.rename(&temp, path, overwrite).await {
             Ok(()) => Ok(Sent::Uploaded(stat_etag(remote, path).await)),
@@ -117,24 +129,42 @@ pub(crate) async fn send(
             }
         }
     } else {
-        let cond = if overwrite {
-            match (&rec.base_etag, rec.on_server && !is_copy) {
-                (Some(b), true) => PutCondition::IfMatch(b.clone()),
-                _ => PutCondition::None,
-            }
-        } else {
-            PutCondition::IfNoneMatch
-        };
-        match remote.put(path, body(), cond).await {
-            Ok(out) => Ok(Sent::Uploaded(out.etag)),
-            Err(RemoteError::PreconditionFailed { .. }) => {
-                if same_content(remote, path, file, size).await? {
-                    return Ok(Sent::Uploaded(stat_etag(remote, path).await));
-                }
-                to_conflict_copy(remote, rec, file, size, opts, None).await
-            }
-            Err(e) => Err(e),
+        put_in_place(remote, rec, file, size, opts, overwrite, is_copy).await
+    }
+}
+
+/// One conditional PUT straight onto the target.
+async fn put_in_place(
+    remote: &dyn Remote,
+    rec: &DirtyRecord,
+    file: &Path,
+    size: u64,
+    opts: &UploadOptions,
+    overwrite: bool,
+    is_copy: bool,
+) -> RemoteResult<Sent> {
+    let path = &rec.path;
+    let cond = if overwrite {
+        match (&rec.base_etag, rec.on_server && !is_copy) {
+            (Some(b), true) => PutCondition::IfMatch(b.clone()),
+            _ => PutCondition::None,
         }
+    } else {
+        PutCondition::IfNoneMatch
+    };
+    let body = PutBody::File {
+        path: file.to_path_buf(),
+        len: size,
+    };
+    match remote.put(path, body, cond).await {
+        Ok(out) => Ok(Sent::Uploaded(out.etag)),
+        Err(RemoteError::PreconditionFailed { .. }) => {
+            if same_content(remote, path, file, size).await? {
+                return Ok(Sent::Uploaded(stat_etag(remote, path).await));
+            }
+            to_conflict_copy(remote, rec, file, size, opts, None).await
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -349,6 +379,29 @@ mod tests {
             let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();
             assert_eq!(left, 0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_fits_once_but_not_twice_is_replaced_in_place() {
+        let m = MemRemote::with_quota(1000);
+        let p = RemotePath::new("big").unwrap();
+        m.insert_file(p.as_str(), vec![1u8; 700]);
+        let base = m.stat(&p).await.unwrap().etag;
+        let (_d, f) = local(&[2u8; 700]);
+        let sent = send(&m, &rec("big", base, true), &f, 700, &opts(true))
+            .await
+            .unwrap();
+        assert!(matches!(sent, Sent::Uploaded(_)));
+        assert_eq!(m.file_bytes("big").unwrap(), vec![2u8; 700]);
+        assert_eq!(m.paths(), vec!["big".to_string()]);
+        // A file that does not fit at all still gets the 507.
+        let (_d, f) = local(&[3u8; 1200]);
+        let base = m.stat(&p).await.unwrap().etag;
+        let err = send(&m, &rec("big", base, true), &f, 1200, &opts(true))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RemoteError::InsufficientStorage { .. }));
+        assert_eq!(m.file_bytes("big").unwrap(), vec![2u8; 700]);
     }
 
     #[tokio::test]

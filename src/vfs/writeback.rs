@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::queue::{Finish, Next, UploadQueue};
 use super::upload::{self, Sent};
@@ -348,6 +348,7 @@ impl Vfs {
                         }
                         n.etag = etag.clone();
                         n.size = size;
+                        n.uploaded_at = Some(Instant::now());
                     }
                 }
                 let record = EntryRecord {
@@ -461,6 +462,9 @@ impl Vfs {
             self.unstage_if_idle(ino).await;
             return;
         }
+        if let Some((p, etag)) = &keep {
+            self.show_uploaded(area, p, etag, size);
+        }
         if let Some((p, etag)) = keep {
             let key = ObjectKey {
                 area,
@@ -479,6 +483,35 @@ impl Vfs {
             _ => Ok(()),
         })
         .await;
+    }
+
+    /// A file uploaded from the queue without a node: if its folder is in the tree (perhaps
+    /// being listed right now, by a request sent before the upload), show it there.
+    fn show_uploaded(&self, area: AreaId, path: &RemotePath, etag: &ETag, size: u64) {
+        let Some(parent) = path.parent().and_then(|p| self.find_ino(area, &p)) else {
+            return;
+        };
+        let mut t = self.tree();
+        if t.get(parent).and_then(|n| n.dir.as_ref()).is_none() {
+            return;
+        }
+        let ino = match t.child(parent, path.name()) {
+            Some(ino) if t.get(ino).is_some_and(|n| n.kind == FileKind::File) => ino,
+            Some(_) => return,
+            None => {
+                let mut n = Node::new(parent, path.name(), Some(area), FileKind::File);
+                n.mtime = now();
+                t.insert(n)
+            }
+        };
+        if let Some(n) = t.get_mut(ino) {
+            if n.staged.is_none() {
+                n.etag = Some(etag.clone());
+                n.size = size;
+                n.pending_create = false;
+                n.uploaded_at = Some(Instant::now());
+            }
+        }
     }
 
     /// Puts recovered files of `dir` (not yet in the tree) on their nodes. Called with the
