@@ -773,6 +773,8 @@ fn demo_mounts_three_areas_and_ctrl_c_unmounts() {
     );
     let readme = std::fs::read_to_string(mp.join("Cloud Drive/README.txt")).unwrap();
     assert!(readme.contains("cloudmount demo"), "{readme}");
+    // A file written just before Ctrl-C reaches the demo's server: the stop waits for it.
+    std::fs::write(mp.join("Cloud Drive/written at the end.txt"), b"kept").unwrap();
 
     let child = stop.0.as_mut().unwrap();
     send_signal(child, libc::SIGINT);
@@ -787,6 +789,14 @@ fn demo_mounts_three_areas_and_ctrl_c_unmounts() {
         .home()
         .join(".local/share/cloudmount/demo/Cloud Drive/README.txt")
         .is_file());
+    assert_eq!(
+        std::fs::read(
+            sb.home()
+                .join(".local/share/cloudmount/demo/Cloud Drive/written at the end.txt")
+        )
+        .unwrap(),
+        b"kept"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
