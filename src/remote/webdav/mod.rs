@@ -20,10 +20,12 @@
 pub mod auth;
 pub mod propfind;
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,7 +50,8 @@ pub struct WebDavConfig {
     pub credentials: Option<Credentials>,
     /// Time allowed to open a TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// Longest silence allowed while reading a response.
+    /// Longest silence allowed: while reading a response, and while uploading a body (no body
+    /// bytes taken by the connection, or no answer after the last one).
     pub read_timeout: Duration,
     /// How many times a safe request is retried after a transient failure.
     pub retries: u32,
@@ -99,6 +102,10 @@ enum AuthState {
 
 /// A WebDAV server, as a [`Remote`].
 pub struct WebDavRemote {
+    /// Built without reqwest's `read_timeout`: reqwest 0.12 starts that timer when a request is
+    /// sent and does not reset it while the body is still going out (seanmonstar/reqwest#2784),
+    /// so an upload slower than the timeout could never finish. `read_timeout` is enforced here
+    /// instead: see [`WebDavRemote::execute`] and [`RangeBody`].
     client: reqwest::Client,
     base: Url,
     creds: Option<Credentials>,
@@ -171,6 +178,13 @@ fn reqwest_reason(e: &reqwest::Error) -> String {
     s
 }
 
+fn body_timed_out(limit: Duration) -> String {
+    format!(
+        "operation timed out: no body bytes for {:.1} s",
+        limit.as_secs_f64()
+    )
+}
+
 fn status_error(method: &Method, url: &Url, status: StatusCode) -> RemoteError {
     RemoteError::from_status(method.as_str(), url.as_str(), status.as_u16())
 }
@@ -224,7 +238,6 @@ impl WebDavRemote {
         let base = normalize_base(&cfg.url)?;
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .read_timeout(cfg.read_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
@@ -344,9 +357,7 @@ impl WebDavRemote {
         let mut attempt = 0;
         loop {
             let res = self
-                .client
-                .request(m.clone(), self.base.clone())
-                .send()
+                .execute(self.client.request(m.clone(), self.base.clone()), None)
                 .await;
             match res {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
@@ -359,10 +370,10 @@ impl WebDavRemote {
                     return Ok(());
                 }
                 Err(e) if attempt >= self.cfg.retries => {
-                    return Err(transient(&m, &self.base, reqwest_reason(&e)));
+                    return Err(transient(&m, &self.base, e));
                 }
                 Err(e) => {
-                    tracing::debug!(error = %reqwest_reason(&e), "OPTIONS failed, retrying");
+                    tracing::debug!(error = %e, "OPTIONS failed, retrying");
                 }
             }
             self.backoff(attempt).await;
@@ -395,7 +406,9 @@ impl WebDavRemote {
         }
     }
 
-    fn build(&self, req: &Req) -> reqwest::RequestBuilder {
+    /// Builds one attempt of `req`. A body to upload is wrapped to record progress, which is
+    /// returned for [`WebDavRemote::execute`].
+    fn build(&self, req: &Req) -> (reqwest::RequestBuilder, Option<Arc<Progress>>) {
         let mut rb = self
             .client
             .request(req.method.clone(), req.url.clone())
@@ -408,20 +421,79 @@ impl WebDavRemote {
             rb = rb.header("Destination", dest_url.as_str());
         }
         match &req.body {
-            ReqBody::None => rb,
-            ReqBody::Xml(x) => rb
-                .header(
+            ReqBody::None => (rb, None),
+            ReqBody::Xml(x) => (
+                rb.header(
                     reqwest::header::CONTENT_TYPE,
                     "application/xml; charset=utf-8",
                 )
                 .body(*x),
-            ReqBody::Put(PutBody::Bytes(b)) => rb
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .body(b.clone()),
-            ReqBody::Put(body) => rb
-                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-                .header(reqwest::header::CONTENT_LENGTH, body.len())
-                .body(reqwest::Body::wrap_stream(body.open())),
+                None,
+            ),
+            ReqBody::Put(body) => {
+                let progress = Arc::new(Progress::new());
+                let rb = rb.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+                let rb = match body {
+                    PutBody::Bytes(b) if b.is_empty() => rb.body(b.clone()),
+                    _ => rb.header(reqwest::header::CONTENT_LENGTH, body.len()).body(
+                        reqwest::Body::wrap_stream(ProgressBody {
+                            inner: body.open(),
+                            rest: Bytes::new(),
+                            progress: progress.clone(),
+                        }),
+                    ),
+                };
+                (rb, Some(progress))
+            }
+        }
+    }
+
+    /// Runs one attempt until the response head, with the read timeout. Without `progress`, the
+    /// response must come within `read_timeout` of sending (what reqwest's `read_timeout` did).
+    /// An upload (`progress` given) is cut only when it makes no progress for `read_timeout`: no
+    /// body bytes taken by the connection, or no response since the last one. Errors are
+    /// returned as a reason.
+    ///
+    /// "Taken by the connection" is seen from above the socket: the body is asked for its next
+    /// piece only when hyper has room for it. What the kernel's send buffer still holds once the
+    /// last piece is handed over drains unseen, so it must drain within `read_timeout`. Linux
+    /// sizes that buffer from the congestion window (about a few round trips of data) on real
+    /// links; only a peer that reads far slower than the network (send buffer grown to its
+    /// 4 MiB cap) with a very short timeout can be cut by it.
+    async fn execute(
+        &self,
+        rb: reqwest::RequestBuilder,
+        progress: Option<Arc<Progress>>,
+    ) -> Result<reqwest::Response, String> {
+        let fut = rb.send();
+        let limit = self.cfg.read_timeout;
+        let Some(progress) = progress else {
+            return match tokio::time::timeout(limit, fut).await {
+                Ok(res) => res.map_err(|e| reqwest_reason(&e)),
+                Err(_) => Err(format!(
+                    "operation timed out: no response within {:.1} s",
+                    limit.as_secs_f64()
+                )),
+            };
+        };
+        let period = (limit / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                res = &mut fut => return res.map_err(|e| reqwest_reason(&e)),
+                _ = tick.tick() => {
+                    let idle = progress.idle();
+                    if idle > limit {
+                        return Err(format!(
+                            "operation timed out: upload made no progress for {:.1} s (read timeout {:.1} s)",
+                            idle.as_secs_f64(),
+                            limit.as_secs_f64()
+                        ));
+                    }
+                }
+            }
         }
     }
 
@@ -440,7 +512,8 @@ impl WebDavRemote {
                     AuthState::Basic | AuthState::Digest(_)
                 );
             let started = std::time::Instant::now();
-            let res = self.build(&req).send().await;
+            let (rb, progress) = self.build(&req);
+            let res = self.execute(rb, progress).await;
             match res {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     let challenges: Vec<auth::Challenge> = resp
@@ -494,8 +567,7 @@ impl WebDavRemote {
                     tracing::trace!(method = %req.method, url = %req.url, status = %resp.status(), elapsed_ms = started.elapsed().as_millis() as u64, "response");
                     return Ok(resp);
                 }
-                Err(e) => {
-                    let reason = reqwest_reason(&e);
+                Err(reason) => {
                     if !(req.retry_safe && attempt < self.cfg.retries) {
                         return Err(transient(&req.method, &req.url, reason));
                     }
@@ -516,9 +588,10 @@ impl WebDavRemote {
         max: usize,
     ) -> RemoteResult<Vec<u8>> {
         let mut out = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
+        let limit = self.cfg.read_timeout;
+        while let Some(chunk) = tokio::time::timeout(limit, resp.chunk())
             .await
+            .map_err(|_| transient(m, url, body_timed_out(limit)))?
             .map_err(|e| transient(m, url, reqwest_reason(&e)))?
         {
             if out.len() + chunk.len() > max {
@@ -676,6 +749,10 @@ impl WebDavRemote {
 /// `take`, and fails if the server's body ends before `expect` bytes were yielded.
 struct RangeBody {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    /// Longest wait for the next chunk (reqwest's `read_timeout` on a body, which the client no
+    /// longer has): timed from the first poll after a chunk.
+    idle: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     skip: u64,
     take: Option<u64>,
     expect: Option<u64>,
@@ -696,7 +773,24 @@ impl Stream for RangeBody {
                 this.done = true;
                 return Poll::Ready(None);
             }
-            match this.inner.as_mut().poll_next(cx) {
+            let polled = this.inner.as_mut().poll_next(cx);
+            if polled.is_pending() {
+                let idle = this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(transient(
+                        &Method::GET,
+                        &this.url,
+                        body_timed_out(idle),
+                    ))));
+                }
+                return Poll::Pending;
+            }
+            this.sleep = None;
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
@@ -739,6 +833,60 @@ impl Stream for RangeBody {
                 }
             }
         }
+    }
+}
+
+/// When an upload last made progress.
+struct Progress {
+    start: Instant,
+    /// Milliseconds from `start` to the last progress.
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+    /// Time since the last progress.
+    fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// Largest piece handed to the connection at once, so progress is seen at a fine grain even
+/// on a slow link (a piece is only asked for when the connection has room for it).
+const UPLOAD_PIECE: usize = 64 * 1024;
+
+/// An upload body that records progress each time the connection asks for more.
+struct ProgressBody {
+    inner: ByteStream,
+    /// What is left of the last chunk read from `inner`.
+    rest: Bytes,
+    progress: Arc<Progress>,
+}
+
+impl Stream for ProgressBody {
+    type Item = RemoteResult<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // Being polled means the connection took the previous piece and has room for more.
+        this.progress.touch();
+        if this.rest.is_empty() {
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.rest = chunk,
+                other => return other,
+            }
+        }
+        let n = this.rest.len().min(UPLOAD_PIECE);
+        Poll::Ready(Some(Ok(this.rest.split_to(n))))
     }
 }
 
@@ -939,6 +1087,8 @@ impl Remote for WebDavRemote {
                     total_size: total,
                     body: Box::pin(RangeBody {
                         inner: Box::pin(resp.bytes_stream()),
+                        idle: self.cfg.read_timeout,
+                        sleep: None,
                         skip: 0,
                         take: Some(n),
                         expect: Some(n),
@@ -963,6 +1113,8 @@ impl Remote for WebDavRemote {
                     total_size: total,
                     body: Box::pin(RangeBody {
                         inner: Box::pin(resp.bytes_stream()),
+                        idle: self.cfg.read_timeout,
+                        sleep: None,
                         skip: range.start,
                         take: range.len,
                         expect: expect_len,
@@ -1146,5 +1298,196 @@ mod tests {
     fn request_target_keeps_encoding() {
         let u = Url::parse("http://h/dav/a%20b/%23x?q=1").unwrap();
         assert_eq!(request_target(&u), "/dav/a%20b/%23x?q=1");
+    }
+
+    /// What the test server does with a request body.
+    #[derive(Clone, Copy)]
+    enum Sink {
+        /// Reads at most 32 KiB every 10 ms (about 3 MB/s), then answers 201.
+        Slow,
+        /// Reads the head and nothing more.
+        Stalled,
+        /// Reads the whole body and never answers.
+        Mute,
+        /// Answers a GET with headers and part of the body, then goes silent.
+        HalfGet,
+    }
+
+    /// A one-thread-per-connection HTTP/1.1 server with small receive buffers.
+    fn sink(kind: Sink) -> std::net::SocketAddr {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let size: libc::c_int = 32 * 1024;
+        // SAFETY: a valid socket and a c_int option value of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0, "SO_RCVBUF");
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let hold = || std::thread::sleep(Duration::from_secs(60));
+                    let mut buf = vec![0u8; 32 * 1024];
+                    match kind {
+                        Sink::Stalled => return hold(),
+                        Sink::HalfGet => {
+                            let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+                            let _ = w.write_all(head.as_bytes());
+                            let _ = w.write_all(&[7u8; 1000]);
+                            return hold();
+                        }
+                        Sink::Slow | Sink::Mute => {}
+                    }
+                    while len > 0 {
+                        let n = r.read(&mut buf[..len.min(32 * 1024)]).unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        len -= n;
+                        if matches!(kind, Sink::Slow) {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                    if matches!(kind, Sink::Mute) {
+                        return hold();
+                    }
+                    let reply = "HTTP/1.1 201 Created\r\nETag: \"1\"\r\nContent-Length: 0\r\n\r\n";
+                    let _ = w.write_all(reply.as_bytes());
+                    hold();
+                });
+            }
+        });
+        addr
+    }
+
+    const TIMEOUT: Duration = Duration::from_millis(800);
+
+    fn remote_at(addr: std::net::SocketAddr, timeout: Duration) -> WebDavRemote {
+        let mut cfg = WebDavConfig::new(format!("http://{addr}/"));
+        cfg.read_timeout = timeout;
+        cfg.retries = 0;
+        WebDavRemote::new(cfg).unwrap()
+    }
+
+    async fn put_bytes(
+        kind: Sink,
+        len: usize,
+        timeout: Duration,
+    ) -> (RemoteResult<PutOutcome>, Duration) {
+        let remote = remote_at(sink(kind), timeout);
+        let started = Instant::now();
+        let res = remote
+            .put(
+                &RemotePath::new("up.bin").unwrap(),
+                PutBody::Bytes(Bytes::from(vec![5u8; len])),
+                PutCondition::None,
+            )
+            .await;
+        (res, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_keeps_moving_outlives_the_read_timeout() {
+        // About 4 s at 3 MB/s, against a 1.5 s timeout. The body must be much larger than the
+        // socket buffers (up to 4 MiB send buffer on Linux): what they hold when the body has
+        // been handed over drains unseen, and must do so within the timeout (see `execute`).
+        let timeout = Duration::from_millis(1500);
+        let (res, took) = put_bytes(Sink::Slow, 12 << 20, timeout).await;
+        assert!(
+            res.is_ok(),
+            "slow upload cut after {took:?}: {:?}",
+            res.err()
+        );
+        assert!(
+            took > 2 * timeout,
+            "the upload took only {took:?}: not slower than the read timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_upload_the_server_stops_reading_times_out() {
+        // Much more than the socket buffers can hold.
+        let (res, took) = put_bytes(Sink::Stalled, 64 << 20, TIMEOUT).await;
+        let err = res.expect_err("a stalled upload succeeded");
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(took >= TIMEOUT, "failed after {took:?}, before the timeout");
+        assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_with_no_answer_times_out() {
+        let (res, took) = put_bytes(Sink::Mute, 100_000, TIMEOUT).await;
+        let err = res.expect_err("an unanswered upload succeeded");
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(took >= TIMEOUT, "failed after {took:?}, before the timeout");
+        assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_no_answer_still_times_out() {
+        let remote = remote_at(sink(Sink::Mute), TIMEOUT);
+        let started = Instant::now();
+        let err = remote
+            .stat(&RemotePath::new("f").unwrap())
+            .await
+            .expect_err("an unanswered PROPFIND succeeded");
+        let took = started.elapsed();
+        assert!(err.is_transient(), "{err}");
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(took >= TIMEOUT, "failed after {took:?}, before the timeout");
+        assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_get_body_that_goes_silent_still_times_out() {
+        use futures_util::StreamExt;
+        let remote = remote_at(sink(Sink::HalfGet), TIMEOUT);
+        let started = Instant::now();
+        let resp = remote
+            .read_range(&RemotePath::new("f").unwrap(), ByteRange::whole(), None)
+            .await;
+        let mut body = match resp {
+            Ok(r) => r.body,
+            Err(e) => panic!("GET failed before the body: {e}"),
+        };
+        let mut err = None;
+        while let Some(chunk) = body.next().await {
+            if let Err(e) = chunk {
+                err = Some(e);
+                break;
+            }
+        }
+        let took = started.elapsed();
+        let err = err.expect("a silent GET body ended without error");
+        assert!(err.is_transient(), "{err}");
+        assert!(took < Duration::from_secs(20), "failed only after {took:?}");
     }
 }
