@@ -339,17 +339,7 @@ impl Vfs {
                     }
                 }
                 if let Some(ino) = ino {
-                    let mut t = self.tree();
-                    if let Some(n) = t.get_mut(ino) {
-                        n.pending_create = false;
-                        // Every write went through the kernel's page cache: it holds this version.
-                        if n.kernel_etag == n.etag || n.kernel_etag.is_none() {
-                            n.kernel_etag = etag.clone();
-                        }
-                        n.etag = etag.clone();
-                        n.size = size;
-                        n.uploaded_at = Some(Instant::now());
-                    }
+                    self.mark_uploaded(ino, etag.clone(), size);
                 }
                 let record = EntryRecord {
                     name: rec.path.name().to_string(),
@@ -458,9 +448,32 @@ impl Vfs {
             }
         }
         if let Some(ino) = self.ino_holding(area, path, st) {
-            // Attached to its node after all: the node lets go of it when idle.
-            self.unstage_if_idle(ino).await;
-            return;
+            // Attached to its node after all (its folder was listed during the upload).
+            match keep.as_ref().filter(|(p, _)| p == path) {
+                Some((_, etag)) => {
+                    // The node shows the uploaded version and lets go of the staged file.
+                    self.mark_uploaded(ino, Some(etag.clone()), size);
+                    self.unstage_if_idle(ino).await;
+                    return;
+                }
+                None => {
+                    // Ours went elsewhere (a conflict copy): the node shows the server's
+                    // version, learnt with the next listing.
+                    let mut t = self.tree();
+                    let parent = t.get(ino).map(|n| n.parent);
+                    if let Some(n) = t.get_mut(ino) {
+                        n.staged = None;
+                        n.pending_create = false;
+                        n.etag = None;
+                    }
+                    if let Some(d) = parent
+                        .and_then(|p| t.get_mut(p))
+                        .and_then(|n| n.dir.as_mut())
+                    {
+                        d.listed_at = None;
+                    }
+                }
+            }
         }
         if let Some((p, etag)) = &keep {
             self.show_uploaded(area, p, etag, size);
@@ -483,6 +496,21 @@ impl Vfs {
             _ => Ok(()),
         })
         .await;
+    }
+
+    /// The node of an uploaded file now shows the server's new version.
+    fn mark_uploaded(&self, ino: Ino, etag: Option<ETag>, size: u64) {
+        let mut t = self.tree();
+        if let Some(n) = t.get_mut(ino) {
+            n.pending_create = false;
+            // Every write went through the kernel's page cache: it holds this version.
+            if n.kernel_etag == n.etag || n.kernel_etag.is_none() {
+                n.kernel_etag = etag.clone();
+            }
+            n.etag = etag;
+            n.size = size;
+            n.uploaded_at = Some(Instant::now());
+        }
     }
 
     /// A file uploaded from the queue without a node: if its folder is in the tree (perhaps
