@@ -384,3 +384,35 @@ async fn a_dirty_file_is_never_evicted_and_stays_writable() {
     want.extend_from_slice(b"tail");
     assert_eq!(mem.file_bytes("big.bin").unwrap(), want);
 }
+
+#[tokio::test]
+async fn injected_412s_and_507s_never_lose_data_or_make_false_copies() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("old.txt", b"before".to_vec());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    vfs.lookup(ROOT_INO, "old.txt").await.unwrap();
+    // A 412 on the temporary PUT, a 412 on the MOVE of a new file with nothing in its place,
+    // and a 507 once: each is retried; none becomes a conflict copy.
+    faulty.fail_nth(Op::Put, 1, FaultKind::Status(412));
+    faulty.fail_nth(Op::Rename, 2, FaultKind::Status(412));
+    faulty.fail_nth(Op::Put, 4, FaultKind::Status(507));
+    write_file(&vfs, "old.txt", b"after").await;
+    write_file(&vfs, "new.txt", b"brand new").await;
+    write_file(&vfs, "third.txt", b"third").await;
+    settle(&vfs).await;
+    assert!(faulty.injected(Op::Put) + faulty.injected(Op::Rename) >= 3);
+    let mut names = mem.paths();
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["new.txt", "old.txt", "third.txt"],
+        "no conflict copies"
+    );
+    assert_eq!(mem.file_bytes("old.txt").unwrap(), b"after");
+    assert_eq!(mem.file_bytes("new.txt").unwrap(), b"brand new");
+    assert_eq!(mem.file_bytes("third.txt").unwrap(), b"third");
+    assert!(vfs.status().conflicts.is_empty());
+    assert!(vfs.status().queue.paused.is_none());
+}

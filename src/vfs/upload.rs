@@ -112,9 +112,15 @@ pub(crate) async fn send(
         }
         match remote.rename(&temp, path, overwrite).await {
             Ok(()) => Ok(Sent::Uploaded(stat_etag(remote, path).await)),
-            Err(RemoteError::AlreadyExists { .. })
-            | Err(RemoteError::PreconditionFailed { .. }) => {
-                // A file appeared where ours is new.
+            Err(
+                e @ (RemoteError::AlreadyExists { .. } | RemoteError::PreconditionFailed { .. }),
+            ) => {
+                if matches!(remote.stat(path).await, Err(RemoteError::NotFound { .. })) {
+                    // Refused, yet nothing is there: not a conflict; retried later.
+                    let _ = remote.delete(&temp).await;
+                    return Err(e);
+                }
+                // A file appeared where ours is new (or changed since the check).
                 if same_content(remote, path, file, size).await? {
                     let _ = remote.delete(&temp).await;
                     return Ok(Sent::Uploaded(stat_etag(remote, path).await));
