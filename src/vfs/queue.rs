@@ -16,8 +16,9 @@
 //! - at most one upload per path runs, and none below a path that a rename or unlink has
 //!   blocked ([`UploadQueue::block`]) until that operation is done.
 //!
-//! Lock order: `Vfs::tree` is never held while taking this queue's lock, and this lock is never
-//! held across an `.await`.
+//! Lock order: this queue's lock comes before `Vfs::tree` (the `deferred` callback of
+//! [`UploadQueue::next`] looks at the tree), so the vfs never calls the queue while holding the
+//! tree; this lock is never held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
