@@ -416,3 +416,75 @@ async fn injected_412s_and_507s_never_lose_data_or_make_false_copies() {
     assert!(vfs.status().conflicts.is_empty());
     assert!(vfs.status().queue.paused.is_none());
 }
+
+/// A tmpfs of `size` mounted at `dir` for the test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs root to mount a small tmpfs (the README test command runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_local_disk_gives_enospc_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let _disk = SmallDisk::mount(&cache, "4m");
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("keep.txt", b"server copy".to_vec());
+    let vfs = open_vfs(mem.clone(), &cache, Duration::ZERO);
+    write_file(&vfs, "small.txt", b"small").await;
+    settle(&vfs).await;
+
+    // A big file fills the cache's disk: write() says ENOSPC.
+    let (a, o) = vfs.create(ROOT_INO, "big.bin", W).await.unwrap();
+    let chunk = vec![7u8; 64 << 10];
+    let mut failed = None;
+    for i in 0..128u64 {
+        if let Err(e) = vfs.write(a.ino, o.fh, i * (64 << 10), &chunk).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let err = failed.expect("the 4 MiB disk filled up");
+    assert_eq!(err.errno(), libc::ENOSPC, "{err}");
+    // close() may fail as well (nothing more fits), but nothing else is touched.
+    let _ = vfs.flush(a.ino, o.fh).await;
+    let _ = vfs.release(a.ino, o.fh).await;
+    assert_eq!(mem.file_bytes("keep.txt").unwrap(), b"server copy");
+    assert_eq!(mem.file_bytes("small.txt").unwrap(), b"small");
+    let ino = vfs.lookup(ROOT_INO, "small.txt").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, b"small");
+
+    // Deleting the big file gives the space back; writing and uploading work again.
+    vfs.unlink(ROOT_INO, "big.bin").await.unwrap();
+    settle(&vfs).await;
+    write_file(&vfs, "after.txt", b"after").await;
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("after.txt").unwrap(), b"after");
+    assert!(
+        mem.file_bytes("big.bin").is_none(),
+        "the deleted file is not on the server"
+    );
+}

@@ -91,6 +91,11 @@ impl VfsError {
                 | RemoteError::Config(_)
                 | RemoteError::Io(_) => EIO,
             },
+            // The local disk is full: the metadata store cannot commit (SQLITE_FULL).
+            VfsError::Meta(crate::meta::MetaError::Sqlite(rusqlite::Error::SqliteFailure(
+                e,
+                _,
+            ))) if e.code == rusqlite::ErrorCode::DiskFull => ENOSPC,
             VfsError::Cache(_) | VfsError::Meta(_) => EIO,
             VfsError::Io(e) => match e.raw_os_error() {
                 Some(ENOSPC) => ENOSPC,

@@ -1538,8 +1538,9 @@ impl Vfs {
                 }
             }
         }
-        self.forget_dirty(area, &path).await?;
+        // The staged copy goes first: on a full disk, that is the space the next steps need.
         self.unstage_if_idle(ino).await;
+        self.forget_dirty(area, &path).await?;
         self.forget_remote_path(area, path).await
     }
 
