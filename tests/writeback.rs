@@ -25,6 +25,15 @@ const R: OpenMode = OpenMode {
 };
 
 fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> {
+    open_vfs_ttl(remote, cache, delay, Duration::from_secs(60))
+}
+
+fn open_vfs_ttl(
+    remote: Arc<dyn Remote>,
+    cache: &Path,
+    delay: Duration,
+    dir_ttl: Duration,
+) -> Arc<Vfs> {
     Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "Cloud Drive".into(),
@@ -32,7 +41,7 @@ fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> 
             read_only: false,
         }],
         opts: VfsOptions {
-            dir_ttl: Duration::from_secs(60),
+            dir_ttl,
             uid: 0,
             gid: 0,
             read_only: false,
@@ -487,4 +496,50 @@ async fn a_full_local_disk_gives_enospc_and_loses_nothing() {
         mem.file_bytes("big.bin").is_none(),
         "the deleted file is not on the server"
     );
+}
+
+#[tokio::test]
+async fn offline_listings_answer_from_what_is_known_without_waiting_for_the_network() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("d/x.txt", b"x".to_vec());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let vfs = open_vfs_ttl(
+        faulty.clone(),
+        cache.path(),
+        Duration::ZERO,
+        Duration::from_millis(200),
+    );
+    let d = vfs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    vfs.lookup(d, "x.txt").await.unwrap();
+    // The network fails once (offline is noticed), then hangs: the cable is out.
+    faulty.fail_next(Op::List, 1, FaultKind::Transient);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vfs.lookup(d, "x.txt").await.unwrap();
+    assert_eq!(
+        vfs.status().connection,
+        cloudmount::vfs::status::Connection::Offline
+    );
+    faulty.delay(Op::List, Duration::from_secs(60));
+    faulty.fail_next(Op::Put, u64::MAX, FaultKind::Transient);
+    // Past the retry pause: lookups, listings and writes answer from what is known, at once,
+    // while the server is asked again in the background.
+    tokio::time::sleep(Duration::from_millis(5300)).await;
+    let quick = async {
+        vfs.lookup(d, "x.txt").await.unwrap();
+        let fh = vfs.opendir(d).await.unwrap();
+        vfs.releasedir(fh);
+        let (a, o) = vfs.create(d, "new.txt", W).await.unwrap();
+        vfs.write(a.ino, o.fh, 0, b"offline").await.unwrap();
+        vfs.flush(a.ino, o.fh).await.unwrap();
+        vfs.release(a.ino, o.fh).await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(20), quick)
+        .await
+        .expect("the mount answered without waiting for the hanging server");
+    assert_eq!(vfs.status().queue.files, 1);
+    // The network is back: the queue drains.
+    faulty.clear();
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("d/new.txt").unwrap(), b"offline");
 }

@@ -474,6 +474,54 @@ impl Vfs {
                 saved = Some(entries);
             }
         }
+        if self.queue.is_offline() && (known || saved.is_some()) {
+            // The server did not answer lately: answer at once from what is known (never make
+            // a program wait for a dead network each time), and ask again in the background.
+            if let Some(entries) = &saved {
+                self.merge_listing(dir, entries, None, None);
+            }
+            self.retry_listing_later(dir);
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    if let Err(e) = me.relist_in_background(dir).await {
+                        tracing::debug!(error = %e, "background listing failed");
+                    }
+                });
+            }
+            return Ok(());
+        }
+        self.list_now(dir, area, path, known, saved).await
+    }
+
+    /// Lists `dir` again (holding its lock), whatever its age: the background refresh of an
+    /// offline mount.
+    async fn relist_in_background(&self, dir: Ino) -> VfsResult<()> {
+        let lock = self.inode_lock(dir);
+        let _g = lock.lock().await;
+        let (area, path) = self.node_path(dir)?;
+        self.list_now(dir, area, path, true, None).await
+    }
+
+    /// After a failed listing: the known one is served for [`OFFLINE_RETRY`] before the next try.
+    fn retry_listing_later(&self, dir: Ino) {
+        let mut t = self.tree();
+        let ttl = self.opts.dir_ttl;
+        if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
+            d.listed_at = Instant::now()
+                .checked_sub(ttl.saturating_sub(OFFLINE_RETRY))
+                .or(Some(Instant::now()));
+        }
+    }
+
+    /// Asks the server for `dir`'s listing and applies it (the caller holds the dir's lock).
+    async fn list_now(
+        &self,
+        dir: Ino,
+        area: AreaId,
+        path: RemotePath,
+        known: bool,
+        saved: Option<Vec<EntryRecord>>,
+    ) -> VfsResult<()> {
         let requested = Instant::now();
         match self.remote(area).list(&path).await {
             Ok(listing) => {
@@ -505,6 +553,7 @@ impl Vfs {
                 Err(VfsError::NotFound)
             }
             Err(e) if e.is_transient() => {
+                let was_offline = self.queue.is_offline();
                 self.queue.offline(e.to_string());
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
@@ -515,7 +564,11 @@ impl Vfs {
                 let n = t.get_mut(dir).ok_or(VfsError::NotFound)?;
                 let d = n.dir.as_mut().ok_or(VfsError::NotDir)?;
                 if known || d.listed_at.is_some() || !d.children.is_empty() {
-                    tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
+                    if was_offline {
+                        tracing::debug!(error = %e, dir = %path, "still unreachable");
+                    } else {
+                        tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
+                    }
                     d.listed_at = Instant::now()
                         .checked_sub(ttl.saturating_sub(OFFLINE_RETRY))
                         .or(Some(Instant::now()));

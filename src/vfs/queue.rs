@@ -403,6 +403,11 @@ impl UploadQueue {
         self.st().connection = Some(Err(reason));
     }
 
+    /// Whether the last request to the server could not reach it.
+    pub fn is_offline(&self) -> bool {
+        matches!(self.st().connection, Some(Err(_)))
+    }
+
     /// Whether uploads to `area` are paused for lack of space, and why.
     pub fn paused(&self, area: AreaId) -> Option<String> {
         self.st().paused.get(&area).map(|p| p.reason.clone())
