@@ -537,6 +537,12 @@ async fn offline_listings_answer_from_what_is_known_without_waiting_for_the_netw
     tokio::time::timeout(Duration::from_secs(20), quick)
         .await
         .expect("the mount answered without waiting for the hanging server");
+    // Later still, with a background listing hanging on the dead network: still at once.
+    tokio::time::sleep(Duration::from_millis(5300)).await;
+    tokio::time::timeout(Duration::from_secs(20), vfs.lookup(d, "new.txt"))
+        .await
+        .expect("a hanging background listing does not hold up lookups")
+        .unwrap();
     assert_eq!(vfs.status().queue.files, 1);
     // The network is back: the queue drains.
     faulty.clear();

@@ -442,7 +442,22 @@ impl Vfs {
             }
         }
         let lock = self.inode_lock(dir);
-        let _g = lock.lock().await;
+        let _g = match lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                // Being listed (or refreshed in the background). Offline, with a listing known,
+                // do not wait for a request that may hang until its timeout.
+                let known = self
+                    .tree()
+                    .get(dir)
+                    .and_then(|n| n.dir.as_ref())
+                    .is_some_and(|d| d.listed_at.is_some());
+                if known && self.queue.is_offline() {
+                    return Ok(());
+                }
+                lock.lock().await
+            }
+        };
         let (area, path, known) = {
             let t = self.tree();
             let n = t.get(dir).ok_or(VfsError::NotFound)?;
