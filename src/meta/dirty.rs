@@ -356,6 +356,40 @@ impl MetaStore {
         })
     }
 
+    /// Moves remembered conflict copies at or below `from` to the same place below `to` (a
+    /// rename); returns how many moved.
+    pub fn rename_conflicts(
+        &self,
+        area: AreaId,
+        from: &RemotePath,
+        to: &RemotePath,
+    ) -> Result<usize, MetaError> {
+        super::check_rename(from, to)?;
+        self.durable(|tx| {
+            let rows: Vec<(String, String, i64)> = {
+                let (lo, hi) = descendant_bounds(from.as_str());
+                let mut st = tx.prepare_cached(
+                    "SELECT copy, path, at_ns FROM conflicts
+                     WHERE area = ?1 AND (copy = ?2 OR (copy >= ?3 AND copy < ?4))",
+                )?;
+                let rows = st.query_map(params![area, from.as_str(), lo, hi], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for (copy, path, at) in &rows {
+                let new = format!("{}{}", to.as_str(), &copy[from.as_str().len()..]);
+                tx.prepare_cached("DELETE FROM conflicts WHERE area = ?1 AND copy = ?2")?
+                    .execute(params![area, copy])?;
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO conflicts (area, copy, path, at_ns) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![area, new, path, at])?;
+            }
+            Ok(rows.len())
+        })
+    }
+
     /// The remembered conflicts, oldest first: `(area, path, copy, at)`.
     pub fn conflicts(&self) -> Result<Vec<Conflict>, MetaError> {
         self.tx(|tx| {

@@ -605,7 +605,12 @@ fn dirty_subtree_removal_and_conflicts() {
     assert_eq!(c.len(), 2);
     assert_eq!(c[0].path, p("d/f.txt"));
     assert_eq!(c[0].at, at);
-    assert_eq!(m.remove_conflicts(0, &p("d")).unwrap(), 1);
+    assert_eq!(m.rename_conflicts(0, &p("d"), &p("e")).unwrap(), 1);
+    assert_eq!(
+        m.conflicts().unwrap()[0].copy,
+        p("e/f (conflicted copy h 2027-01-15 080000).txt")
+    );
+    assert_eq!(m.remove_conflicts(0, &p("e")).unwrap(), 1);
     assert_eq!(m.conflicts().unwrap().len(), 1);
 }
 

@@ -430,17 +430,20 @@ impl UploadQueue {
         st.conflicts.len() != before
     }
 
-    /// Moves remembered conflict copies on a rename.
-    pub fn rename_conflicts(&self, area: AreaId, from: &RemotePath, to: &RemotePath) {
+    /// Moves remembered conflict copies on a rename; whether any moved.
+    pub fn rename_conflicts(&self, area: AreaId, from: &RemotePath, to: &RemotePath) -> bool {
         let mut st = self.st();
+        let mut moved = false;
         for (a, _, c, _) in st.conflicts.iter_mut() {
             if *a == area && under(c, from) {
                 let rest = &c.as_str()[from.as_str().len()..];
                 if let Ok(p) = RemotePath::new(&format!("{}{rest}", to.as_str())) {
                     *c = p;
+                    moved = true;
                 }
             }
         }
+        moved
     }
 
     /// Whether `path` is a conflict copy made by this queue.

@@ -600,7 +600,10 @@ impl Vfs {
         over_server: bool,
         dst_etag: Option<ETag>,
     ) -> VfsResult<()> {
-        self.queue.rename_conflicts(area, from, to);
+        if self.queue.rename_conflicts(area, from, to) {
+            let (f, t) = (from.clone(), to.clone());
+            meta_op(&self.meta, move |m| m.rename_conflicts(area, &f, &t)).await?;
+        }
         if !self.queue.has_under(area, from) && !self.queue.has_under(area, to) {
             return Ok(());
         }

@@ -502,6 +502,9 @@ impl WebDavRemote {
     /// returned to the caller for mapping.
     async fn send(&self, mut req: Req) -> RemoteResult<reqwest::Response> {
         self.prime().await?;
+        // Retries stop once a read timeout's worth of time has gone by: a hanging network is
+        // waited for once, not once per retry (callers serve what they know meanwhile).
+        let first_sent = Instant::now();
         let mut attempt = 0u32;
         let mut auth_rounds = 0u32;
         let mut slash_redirected = false;
@@ -559,7 +562,8 @@ impl WebDavRemote {
                 Ok(resp)
                     if is_transient_status(resp.status())
                         && req.retry_safe
-                        && attempt < self.cfg.retries =>
+                        && attempt < self.cfg.retries
+                        && first_sent.elapsed() < self.cfg.read_timeout =>
                 {
                     tracing::debug!(method = %req.method, url = %req.url, status = %resp.status(), attempt, "transient status, retrying");
                 }
@@ -568,7 +572,10 @@ impl WebDavRemote {
                     return Ok(resp);
                 }
                 Err(reason) => {
-                    if !(req.retry_safe && attempt < self.cfg.retries) {
+                    if !(req.retry_safe
+                        && attempt < self.cfg.retries
+                        && first_sent.elapsed() < self.cfg.read_timeout)
+                    {
                         return Err(transient(&req.method, &req.url, reason));
                     }
                     tracing::debug!(method = %req.method, url = %req.url, error = %reason, attempt, "request failed, retrying");
@@ -1464,6 +1471,23 @@ mod tests {
         assert!(err.to_string().contains("timed out"), "{err}");
         assert!(took >= TIMEOUT, "failed after {took:?}, before the timeout");
         assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_server_is_waited_for_once_not_once_per_retry() {
+        let mut cfg = WebDavConfig::new(format!("http://{}/", sink(Sink::Mute)));
+        cfg.read_timeout = TIMEOUT;
+        cfg.retries = 4;
+        let remote = WebDavRemote::new(cfg).unwrap();
+        let started = Instant::now();
+        let err = remote
+            .stat(&RemotePath::new("f").unwrap())
+            .await
+            .expect_err("an unanswered PROPFIND succeeded");
+        let took = started.elapsed();
+        assert!(err.is_transient(), "{err}");
+        // Five attempts would take five timeouts and their back-offs.
+        assert!(took < 3 * TIMEOUT, "gave up only after {took:?}");
     }
 
     #[tokio::test]
