@@ -408,6 +408,7 @@ mod tests {
                 budget_bytes: 10 << 30,
                 dirty_bytes: files * 1000,
             },
+            kept_aside: None,
         }
     }
 

@@ -928,6 +928,7 @@ impl FakeControl {
             conflicts: Vec::new(),
             quota: None,
             cache: Default::default(),
+            kept_aside: None,
         };
         let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
         let q = queue.clone();

@@ -203,7 +203,7 @@ async fn a_file_still_open_at_a_crash_is_kept_not_lost() {
         vfs.write(a.ino, o.fh, 0, b"never closed").await.unwrap();
         drop(vfs);
     }
-    let _vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+    let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
     // Never closed, so never committed: not uploaded, but moved aside, never deleted.
     let recovered: Vec<_> = std::fs::read_dir(cache.path().join("recovered"))
         .unwrap()
@@ -211,6 +211,10 @@ async fn a_file_still_open_at_a_crash_is_kept_not_lost() {
         .map(|e| std::fs::read(e.path()).unwrap())
         .collect();
     assert_eq!(recovered, vec![b"never closed".to_vec()]);
+    // And status says so, with where.
+    let kept = vfs.status().kept_aside.expect("status shows the kept file");
+    assert_eq!(kept.files, 1);
+    assert!(kept.dir.ends_with("recovered"), "{}", kept.dir);
 }
 
 #[tokio::test]

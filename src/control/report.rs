@@ -83,6 +83,16 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
         };
     }
 
+    if let Some(k) = &s.kept_aside {
+        let _ = writeln!(
+            out,
+            "kept aside: {} being written when cloudmount last stopped unexpectedly (never \
+             closed, so not uploaded), in {}",
+            files(k.files),
+            k.dir
+        );
+    }
+
     let c = &s.cache;
     let _ = write!(
         out,
@@ -165,7 +175,7 @@ impl WaitProgress {
 mod tests {
     use super::*;
     use crate::vfs::status::{
-        CacheStatus, ConflictInfo, FileProblem, QueueStatus, QuotaStatus, VfsStatus,
+        CacheStatus, ConflictInfo, FileProblem, KeptAside, QueueStatus, QuotaStatus, VfsStatus,
     };
     use std::path::Path;
 
@@ -185,6 +195,7 @@ mod tests {
                 budget_bytes: 10 * GIB,
                 dirty_bytes: 0,
             },
+            kept_aside: None,
         }
     }
 
@@ -226,6 +237,10 @@ mod tests {
                 budget_bytes: 10 * GIB,
                 dirty_bytes: 12 * MIB,
             },
+            kept_aside: Some(KeptAside {
+                dir: "/home/u/.cache/cloudmount/x/recovered".into(),
+                files: 2,
+            }),
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),
@@ -237,6 +252,8 @@ mod tests {
              conflicts:\n  \
              Cloud Drive/b.txt -> Cloud Drive/b (conflicted copy host 2026-11-28 101500).txt\n\
              quota: 1.2 GiB used, 3 GiB available\n\
+             kept aside: 2 files being written when cloudmount last stopped unexpectedly \
+             (never closed, so not uploaded), in /home/u/.cache/cloudmount/x/recovered\n\
              cache: 512 MiB of 10 GiB used; 12 MiB not yet uploaded\n"
         );
     }

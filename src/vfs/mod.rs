@@ -1894,7 +1894,18 @@ impl Vfs {
             errors,
             conflicts,
             quota,
+            kept_aside: self.kept_aside(),
         }
+    }
+
+    /// The never-closed files of earlier runs in `<cache>/recovered/`, if any.
+    fn kept_aside(&self) -> Option<status::KeptAside> {
+        let dir = self.staging_dir.with_file_name("recovered");
+        let files = std::fs::read_dir(&dir).ok()?.flatten().count() as u64;
+        (files > 0).then(|| status::KeptAside {
+            dir: dir.display().to_string(),
+            files,
+        })
     }
 
     /// `path` of `area` as seen below the mount point.

@@ -66,6 +66,15 @@ pub struct CacheStatus {
     pub dirty_bytes: u64,
 }
 
+/// Files kept aside because they were being written when cloudmount stopped unexpectedly and
+/// were never closed (so never queued): never deleted, the user decides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptAside {
+    /// The folder holding them.
+    pub dir: String,
+    pub files: u64,
+}
+
 /// Everything `cloudmount status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VfsStatus {
@@ -77,4 +86,7 @@ pub struct VfsStatus {
     pub conflicts: Vec<ConflictInfo>,
     pub quota: Option<QuotaStatus>,
     pub cache: CacheStatus,
+    /// Never-closed files found after a crash (see [`KeptAside`]); `None` when there are none.
+    #[serde(default)]
+    pub kept_aside: Option<KeptAside>,
 }
