@@ -172,6 +172,13 @@ fn server_time(known: SystemTime, server: SystemTime) -> SystemTime {
     }
 }
 
+/// Whether a directory's server mtime `m` only reflects uploads of this mount into it (which
+/// land after the change the user made, and must not move the time shown).
+fn explained_by_us(n: &Node, m: SystemTime) -> bool {
+    n.own_change_at
+        .is_some_and(|own| m <= own + Duration::from_secs(1))
+}
+
 fn instant_of(t: SystemTime) -> Option<Instant> {
     let age = SystemTime::now().duration_since(t).unwrap_or_default();
     Instant::now().checked_sub(age)
@@ -545,7 +552,7 @@ impl Vfs {
                 {
                     let mut t = self.tree();
                     if let Some(n) = t.get_mut(dir) {
-                        if let Some(m) = listing.dir.mtime {
+                        if let Some(m) = listing.dir.mtime.filter(|m| !explained_by_us(n, *m)) {
                             n.mtime = server_time(n.mtime, m);
                         }
                     }
@@ -642,7 +649,9 @@ impl Vfs {
                     n.etag = e.etag.clone();
                     // The version we know (often our own upload): keep the time we showed.
                     if let (Some(m), false) = (e.mtime, same_version) {
-                        n.mtime = server_time(n.mtime, m);
+                        if !explained_by_us(n, m) {
+                            n.mtime = server_time(n.mtime, m);
+                        }
                     }
                     continue;
                 }

@@ -57,6 +57,9 @@ pub(crate) struct Node {
     /// When this mount last uploaded the file: a listing asked for before then does not know
     /// the new version (or the file at all) and must not undo it.
     pub uploaded_at: Option<Instant>,
+    /// For a directory: when an upload of this mount last landed in it. A server mtime up to
+    /// then is explained by our own change and does not replace the time shown.
+    pub own_change_at: Option<SystemTime>,
 }
 
 impl Node {
@@ -79,6 +82,7 @@ impl Node {
             open_handles: 0,
             kernel_etag: None,
             uploaded_at: None,
+            own_change_at: None,
         }
     }
 

@@ -502,6 +502,10 @@ impl Vfs {
     /// The node of an uploaded file now shows the server's new version.
     fn mark_uploaded(&self, ino: Ino, etag: Option<ETag>, size: u64) {
         let mut t = self.tree();
+        let parent = t.get(ino).map(|n| n.parent);
+        if let Some(p) = parent.and_then(|p| t.get_mut(p)) {
+            p.own_change_at = Some(SystemTime::now());
+        }
         if let Some(n) = t.get_mut(ino) {
             n.pending_create = false;
             // Every write went through the kernel's page cache: it holds this version.
@@ -523,6 +527,9 @@ impl Vfs {
         let mut t = self.tree();
         if t.get(parent).and_then(|n| n.dir.as_ref()).is_none() {
             return;
+        }
+        if let Some(p) = t.get_mut(parent) {
+            p.own_change_at = Some(SystemTime::now());
         }
         let ino = match t.child(parent, path.name()) {
             Some(ino) if t.get(ino).is_some_and(|n| n.kind == FileKind::File) => ino,
