@@ -620,3 +620,45 @@ async fn a_new_version_on_the_server_invalidates_the_kernels_pages() {
     );
     let _ = g;
 }
+
+/// An upload lands on the server after close(), so the folder's mtime there is later than the
+/// change the user saw; that later time must not move the folder's mtime (or ctime) on the
+/// mount. (pjdfstest `rename::unchanged_ctime_failed::dir` caught it, now and then.)
+#[tokio::test]
+async fn a_folder_keeps_its_time_when_our_own_upload_lands_later() {
+    let mem = Arc::new(MemRemote::new());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let f = mount_on(
+        faulty.clone(),
+        Duration::from_millis(100),
+        tempfile::tempdir().unwrap(),
+    );
+    let d = f.vfs.mkdir(ROOT_INO, "d").await.unwrap();
+    // The upload lands in a later second than the create.
+    faulty.delay(Op::Put, Duration::from_millis(1500));
+    let (a, o) = f.vfs.create(d.ino, "new.txt", W).await.unwrap();
+    f.vfs.write(a.ino, o.fh, 0, b"x").await.unwrap();
+    f.vfs.release(a.ino, o.fh).await.unwrap();
+    let before = f.vfs.getattr(d.ino).await.unwrap().mtime;
+    settle(&f.vfs).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both the parent's listing and the folder's own listing are asked again.
+    let fh = f.vfs.opendir(d.ino).await.unwrap();
+    f.vfs.releasedir(fh);
+    f.vfs.lookup(ROOT_INO, "d").await.unwrap();
+    assert_eq!(f.vfs.getattr(d.ino).await.unwrap().mtime, before);
+    // A change by someone else later still shows (past the 1 s allowed for clock skew).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    mem.put(
+        &cloudmount::remote::RemotePath::new("d/theirs.txt").unwrap(),
+        cloudmount::remote::PutBody::from(&b"t"[..]),
+        cloudmount::remote::PutCondition::None,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fh = f.vfs.opendir(d.ino).await.unwrap();
+    f.vfs.releasedir(fh);
+    f.vfs.lookup(ROOT_INO, "d").await.unwrap();
+    assert!(f.vfs.getattr(d.ino).await.unwrap().mtime > before);
+}
