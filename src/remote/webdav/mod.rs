@@ -431,7 +431,7 @@ impl WebDavRemote {
                 None,
             ),
             ReqBody::Put(body) => {
-                let progress = Arc::new(Progress::new());
+                let progress = Arc::new(Progress::new(body.len()));
                 let rb = rb.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
                 let rb = match body {
                     PutBody::Bytes(b) if b.is_empty() => rb.body(b.clone()),
@@ -485,7 +485,7 @@ impl WebDavRemote {
                 res = &mut fut => return res.map_err(|e| reqwest_reason(&e)),
                 _ = tick.tick() => {
                     let idle = progress.idle();
-                    if idle > limit {
+                    if idle > progress.allowed_idle(limit) {
                         return Err(format!(
                             "operation timed out: upload made no progress for {:.1} s (read timeout {:.1} s)",
                             idle.as_secs_f64(),
@@ -848,23 +848,61 @@ struct Progress {
     start: Instant,
     /// Milliseconds from `start` to the last progress.
     last_ms: AtomicU64,
+    /// Body bytes handed to the connection, out of `len`.
+    bytes: AtomicU64,
+    len: u64,
+    /// Milliseconds from `start` to the end of the body, plus one (0: not ended yet).
+    done_ms: AtomicU64,
 }
 
+/// The most a Linux socket's send buffer grows to by default (`net.ipv4.tcp_wmem`): what may
+/// still be unsent, unseen by the watchdog, when the last body byte has been handed over.
+const SEND_BUFFER_MAX: u64 = 4 << 20;
+
 impl Progress {
-    fn new() -> Self {
+    fn new(len: u64) -> Self {
         Progress {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            len,
+            done_ms: AtomicU64::new(0),
         }
     }
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
+    fn sent(&self, n: usize) {
+        let total = self.bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total >= self.len {
+            // The connection may not ask again once it has the announced length.
+            self.ended();
+        }
+    }
+    fn ended(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        let _ = self
+            .done_ms
+            .compare_exchange(0, ms + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
     /// Time since the last progress.
     fn idle(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
+    }
+    /// How long the upload may go without visible progress. Once the whole body is handed
+    /// over, the socket's send buffer may still hold up to [`SEND_BUFFER_MAX`] bytes that drain
+    /// unseen: they get the time the rate seen so far needs for them, on top of `limit`.
+    fn allowed_idle(&self, limit: Duration) -> Duration {
+        let done = self.done_ms.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if done <= 1 || bytes == 0 {
+            return limit;
+        }
+        let took = Duration::from_millis(done - 1);
+        let buffered = bytes.min(SEND_BUFFER_MAX);
+        limit + took.mul_f64(buffered as f64 / bytes as f64)
     }
 }
 
@@ -889,10 +927,15 @@ impl Stream for ProgressBody {
         if this.rest.is_empty() {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => this.rest = chunk,
+                Poll::Ready(None) => {
+                    this.progress.ended();
+                    return Poll::Ready(None);
+                }
                 other => return other,
             }
         }
         let n = this.rest.len().min(UPLOAD_PIECE);
+        this.progress.sent(n);
         Poll::Ready(Some(Ok(this.rest.split_to(n))))
     }
 }
@@ -1471,6 +1514,16 @@ mod tests {
         assert!(err.to_string().contains("timed out"), "{err}");
         assert!(took >= TIMEOUT, "failed after {took:?}, before the timeout");
         assert!(took < Duration::from_secs(20), "failed only after {took:?}");
+    }
+
+    #[test]
+    fn after_the_whole_body_the_send_buffer_gets_time_to_drain() {
+        let p = Progress::new(10 << 20);
+        assert_eq!(p.allowed_idle(TIMEOUT), TIMEOUT, "body not handed over yet");
+        p.bytes.store(10 << 20, Ordering::Relaxed);
+        p.done_ms.store(5_000 + 1, Ordering::Relaxed);
+        // 10 MiB took 5 s: the 4 MiB a send buffer may hold need 2 s more at that rate.
+        assert_eq!(p.allowed_idle(TIMEOUT), TIMEOUT + Duration::from_secs(2));
     }
 
     #[tokio::test]
