@@ -466,7 +466,7 @@ impl Running {
         }
         // `cloudmount unmount` waits for the queue itself before the kernel unmount (or was
         // told not to); a signal gets a short grace period here.
-        let queued = self.vfs.status().queue.files;
+        let queued = self.vfs.queued_files();
         if unmount && queued > 0 {
             tracing::info!(
                 files = queued,
@@ -477,7 +477,7 @@ impl Running {
                 .is_err()
             {
                 tracing::warn!(
-                    files = self.vfs.status().queue.files,
+                    files = self.vfs.queued_files(),
                     "uploads not finished; they stay queued (on local disk) for the next mount"
                 );
             }

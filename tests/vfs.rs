@@ -11,6 +11,10 @@ use cloudmount::vfs::{
     AreaSpec, FileKind, Ino, OpenMode, RenameFlags, SetAttr, Vfs, VfsOptions, VfsSetup, ROOT_INO,
 };
 
+#[path = "common/vfs.rs"]
+mod vfs_util;
+use vfs_util::{read_all, settle, R, W};
+
 struct Fixture {
     vfs: Arc<Vfs>,
     _dir: tempfile::TempDir,
@@ -50,34 +54,6 @@ fn mount(remote: Arc<dyn Remote>) -> Fixture {
     )
 }
 
-const W: OpenMode = OpenMode {
-    write: true,
-    truncate: false,
-    append: false,
-};
-const R: OpenMode = OpenMode {
-    write: false,
-    truncate: false,
-    append: false,
-};
-
-async fn read_all(vfs: &Vfs, ino: Ino) -> Vec<u8> {
-    let o = vfs.open(ino, R).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let chunk = vfs
-            .read(ino, o.fh, out.len() as u64, 128 * 1024)
-            .await
-            .unwrap();
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    vfs.release(ino, o.fh).await.unwrap();
-    out
-}
-
 async fn write_file(vfs: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
     let (attr, o) = vfs.create(parent, name, W).await.unwrap();
     vfs.write(attr.ino, o.fh, 0, data).await.unwrap();
@@ -85,13 +61,6 @@ async fn write_file(vfs: &Vfs, parent: Ino, name: &str, data: &[u8]) -> Ino {
     vfs.release(attr.ino, o.fh).await.unwrap();
     settle(vfs).await;
     attr.ino
-}
-
-/// Waits until the upload queue is empty.
-async fn settle(vfs: &Vfs) {
-    tokio::time::timeout(Duration::from_secs(20), vfs.wait_idle())
-        .await
-        .expect("uploads finish");
 }
 
 fn pattern(n: usize) -> Vec<u8> {

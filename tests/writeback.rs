@@ -13,16 +13,9 @@ use cloudmount::vfs::{
     AreaSpec, Ino, OpenMode, RenameFlags, UploadOptions, Vfs, VfsOptions, VfsSetup, ROOT_INO,
 };
 
-const W: OpenMode = OpenMode {
-    write: true,
-    truncate: false,
-    append: false,
-};
-const R: OpenMode = OpenMode {
-    write: false,
-    truncate: false,
-    append: false,
-};
+#[path = "common/vfs.rs"]
+mod vfs_util;
+use vfs_util::{read_all, settle, W};
 
 fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> {
     open_vfs_ttl(remote, cache, delay, Duration::from_secs(60))
@@ -63,57 +56,27 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Writes `data` as the whole content of `name` at the root (created, or truncated), and
+/// closes it.
 async fn write_file(vfs: &Vfs, name: &str, data: &[u8]) -> Ino {
-    let ino = match vfs.lookup(ROOT_INO, name).await {
+    let (ino, fh) = match vfs.lookup(ROOT_INO, name).await {
         Ok(a) => {
-            let o = vfs
-                .open(
-                    a.ino,
-                    OpenMode {
-                        write: true,
-                        truncate: true,
-                        append: false,
-                    },
-                )
-                .await
-                .unwrap();
-            vfs.write(a.ino, o.fh, 0, data).await.unwrap();
-            vfs.flush(a.ino, o.fh).await.unwrap();
-            vfs.release(a.ino, o.fh).await.unwrap();
-            return a.ino;
+            let truncate = OpenMode {
+                write: true,
+                truncate: true,
+                append: false,
+            };
+            (a.ino, vfs.open(a.ino, truncate).await.unwrap().fh)
         }
         Err(_) => {
             let (a, o) = vfs.create(ROOT_INO, name, W).await.unwrap();
-            vfs.write(a.ino, o.fh, 0, data).await.unwrap();
-            vfs.flush(a.ino, o.fh).await.unwrap();
-            vfs.release(a.ino, o.fh).await.unwrap();
-            a.ino
+            (a.ino, o.fh)
         }
     };
+    vfs.write(ino, fh, 0, data).await.unwrap();
+    vfs.flush(ino, fh).await.unwrap();
+    vfs.release(ino, fh).await.unwrap();
     ino
-}
-
-async fn read_all(vfs: &Vfs, ino: Ino) -> Vec<u8> {
-    let o = vfs.open(ino, R).await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let chunk = vfs
-            .read(ino, o.fh, out.len() as u64, 128 * 1024)
-            .await
-            .unwrap();
-        if chunk.is_empty() {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    vfs.release(ino, o.fh).await.unwrap();
-    out
-}
-
-async fn settle(vfs: &Vfs) {
-    tokio::time::timeout(Duration::from_secs(30), vfs.wait_idle())
-        .await
-        .unwrap_or_else(|_| panic!("uploads did not finish: {:?}", vfs.status()));
 }
 
 /// The files a test wrote: name → content.

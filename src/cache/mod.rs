@@ -1604,35 +1604,9 @@ impl CacheObject {
     /// asked range is missing. Returns the bytes read (fewer than `buf.len()` only at the end
     /// of the file; 0 at or after it). Counts as an access.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, CacheError> {
-        let inner = &self.inner;
-        let (size, bs) = (inner.size, inner.block_size);
-        if offset >= size || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = (buf.len() as u64).min(size - offset);
-        let end = offset + n;
-        let all = lock(&inner.bits)
-            .present
-            .all_set(offset / bs..end.div_ceil(bs));
-        if !all {
-            return Err(CacheError::NotCached {
-                path: self.key.path.clone(),
-                offset,
-                end,
-            });
-        }
-        inner
-            .file
-            .read_exact_at(&mut buf[..n as usize], offset)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => CacheError::Corrupt {
-                    file: inner.file_path.clone(),
-                    reason: format!("shorter than {size} bytes"),
-                },
-                _ => io_err("read", &inner.file_path)(e),
-            })?;
-        inner.touch();
-        Ok(n as usize)
+        let data = self.read_bytes(offset, buf.len())?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
     }
 
     /// Like [`CacheObject::read_at`], into a new buffer of up to `len` bytes that is not

@@ -581,23 +581,22 @@ impl Vfs {
                 if let Some(entries) = saved {
                     self.merge_listing(dir, &entries, None, None);
                 }
-                let mut t = self.tree();
-                let ttl = self.opts.dir_ttl;
-                let n = t.get_mut(dir).ok_or(VfsError::NotFound)?;
-                let d = n.dir.as_mut().ok_or(VfsError::NotDir)?;
-                if known || d.listed_at.is_some() || !d.children.is_empty() {
-                    if was_offline {
-                        tracing::debug!(error = %e, dir = %path, "still unreachable");
-                    } else {
-                        tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
-                    }
-                    d.listed_at = Instant::now()
-                        .checked_sub(ttl.saturating_sub(OFFLINE_RETRY))
-                        .or(Some(Instant::now()));
-                    Ok(())
-                } else {
-                    Err(e.into())
+                let something_known = known || {
+                    let t = self.tree();
+                    let n = t.get(dir).ok_or(VfsError::NotFound)?;
+                    let d = n.dir.as_ref().ok_or(VfsError::NotDir)?;
+                    d.listed_at.is_some() || !d.children.is_empty()
+                };
+                if !something_known {
+                    return Err(e.into());
                 }
+                if was_offline {
+                    tracing::debug!(error = %e, dir = %path, "still unreachable");
+                } else {
+                    tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
+                }
+                self.retry_listing_later(dir);
+                Ok(())
             }
             Err(e) => Err(e.into()),
         }
@@ -1931,6 +1930,11 @@ impl Vfs {
         } else {
             format!("{name}/{}", path.as_str())
         }
+    }
+
+    /// Files in the upload queue (closed, not yet on the server).
+    pub fn queued_files(&self) -> usize {
+        self.queue.len()
     }
 
     /// Returns once the upload queue is empty (every closed file is on the server).

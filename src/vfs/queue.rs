@@ -490,9 +490,9 @@ impl UploadQueue {
         self.changed();
     }
 
-    /// Number of queued records.
+    /// Number of queued files (a record replaced while uploading is not counted twice).
     pub fn len(&self) -> usize {
-        self.st().items.len()
+        self.st().items.values().filter(|it| !it.superseded).count()
     }
 
     /// Waits until the queue is empty.

@@ -26,7 +26,7 @@ use super::conflict;
 use super::queue::UploadOptions;
 use crate::meta::DirtyRecord;
 use crate::remote::{
-    ByteRange, ETag, PutBody, PutCondition, Remote, RemoteError, RemotePath, RemoteResult,
+    ByteRange, ETag, Entry, PutBody, PutCondition, Remote, RemoteError, RemotePath, RemoteResult,
 };
 
 /// How a dirty file reached the server.
@@ -62,22 +62,24 @@ pub(crate) async fn send(
     let is_copy = conflict::is_conflict_copy(path.name());
     // Whether the target may be replaced, and whether we already know it conflicts.
     let mut overwrite = false;
-    let mut conflicting = false;
+    // The server's version when it is not the one the change was based on.
+    let mut conflicting = None;
     if rec.on_server {
-        match remote.stat(path).await {
-            Ok(e) if e.is_dir() => {
+        match current(remote, path).await? {
+            Some(e) if e.is_dir() => {
                 return Err(RemoteError::IsADirectory {
                     url: path.to_string(),
                 })
             }
-            Ok(e) => {
+            Some(e) => {
                 overwrite = true;
-                conflicting =
-                    !is_copy && matches!((&rec.base_etag, &e.etag), (Some(b), Some(s)) if b != s);
+                let changed = matches!((&rec.base_etag, &e.etag), (Some(b), Some(s)) if b != s);
+                if changed && !is_copy {
+                    conflicting = Some(e);
+                }
             }
             // Deleted on the server meanwhile: the change wins, uploaded as a new file.
-            Err(RemoteError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
+            None => {}
         }
     } else if is_copy {
         overwrite = true;
@@ -86,9 +88,9 @@ pub(crate) async fn send(
         path: file.to_path_buf(),
         len: size,
     };
-    if conflicting {
-        if same_content(remote, path, file, size).await? {
-            return Ok(Sent::Uploaded(remote.stat(path).await?.etag));
+    if let Some(server) = conflicting {
+        if same_content(remote, path, &server, file, size).await? {
+            return Ok(Sent::Uploaded(server.etag));
         }
         return to_conflict_copy(remote, rec, file, size, opts, None).await;
     }
@@ -115,15 +117,15 @@ pub(crate) async fn send(
             Err(
                 e @ (RemoteError::AlreadyExists { .. } | RemoteError::PreconditionFailed { .. }),
             ) => {
-                if matches!(remote.stat(path).await, Err(RemoteError::NotFound { .. })) {
+                let Some(server) = current(remote, path).await? else {
                     // Refused, yet nothing is there: not a conflict; retried later.
                     let _ = remote.delete(&temp).await;
                     return Err(e);
-                }
+                };
                 // A file appeared where ours is new (or changed since the check).
-                if same_content(remote, path, file, size).await? {
+                if same_content(remote, path, &server, file, size).await? {
                     let _ = remote.delete(&temp).await;
-                    return Ok(Sent::Uploaded(stat_etag(remote, path).await));
+                    return Ok(Sent::Uploaded(server.etag));
                 }
                 to_conflict_copy(remote, rec, file, size, opts, Some(&temp)).await
             }
@@ -165,8 +167,10 @@ async fn put_in_place(
     match remote.put(path, body, cond).await {
         Ok(out) => Ok(Sent::Uploaded(out.etag)),
         Err(RemoteError::PreconditionFailed { .. }) => {
-            if same_content(remote, path, file, size).await? {
-                return Ok(Sent::Uploaded(stat_etag(remote, path).await));
+            if let Some(server) = current(remote, path).await? {
+                if same_content(remote, path, &server, file, size).await? {
+                    return Ok(Sent::Uploaded(server.etag));
+                }
             }
             to_conflict_copy(remote, rec, file, size, opts, None).await
         }
@@ -233,18 +237,23 @@ async fn to_conflict_copy(
     })
 }
 
-/// Whether the server's `path` holds exactly the `size` bytes of `file`.
+/// What the server has at `path` now (`None`: nothing).
+async fn current(remote: &dyn Remote, path: &RemotePath) -> RemoteResult<Option<Entry>> {
+    match remote.stat(path).await {
+        Ok(e) => Ok(Some(e)),
+        Err(RemoteError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the server's `path`, found as `server`, holds exactly the `size` bytes of `file`.
 async fn same_content(
     remote: &dyn Remote,
     path: &RemotePath,
+    server: &Entry,
     file: &Path,
     size: u64,
 ) -> RemoteResult<bool> {
-    let server = match remote.stat(path).await {
-        Ok(e) => e,
-        Err(RemoteError::NotFound { .. }) => return Ok(false),
-        Err(e) => return Err(e),
-    };
     if server.is_dir() || server.size != size {
         return Ok(false);
     }

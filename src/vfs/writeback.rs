@@ -58,7 +58,7 @@ impl Vfs {
             }
         }
         for rec in records {
-            let st = match self.open_recovered(&rec) {
+            let st = match open_staged(self.staging_abs(&rec.staging), &rec) {
                 Ok(st) => st,
                 Err(e) => {
                     tracing::error!(file = %rec.path, staging = %rec.staging.display(), error = %e, "the local copy of a changed file is gone; it cannot be uploaded");
@@ -183,7 +183,7 @@ impl Vfs {
     async fn upload_record(&self, rec: &DirtyRecord) -> Finish {
         let found = match self.find_staged(rec.area, &rec.path) {
             Some(f) => f,
-            None => match self.adopt_orphan(rec) {
+            None => match self.adopt_orphan(rec).await {
                 Some(st) => (None, st),
                 None => return Finish::Done,
             },
@@ -242,40 +242,12 @@ impl Vfs {
         }
     }
 
-    /// The staged file of a record, opened as a committed, not yet uploaded version.
-    fn open_recovered(&self, rec: &DirtyRecord) -> std::io::Result<Arc<Staged>> {
-        let path = self.staging_abs(&rec.staging);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)?;
-        // Normally the committed size; another when it was written again after its last
-        // close and before a crash: those newer bytes are the user's latest.
-        let size = file.metadata()?.len();
-        if size != rec.size {
-            tracing::warn!(file = %rec.path, committed = rec.size, found = size, "a changed file was written again after its last close; uploading what is on disk");
-        }
-        Ok(Arc::new(Staged::new(
-            path,
-            file,
-            StagedState {
-                size,
-                base: rec.base_etag.clone(),
-                exists_remote: rec.on_server,
-                version: 1,
-                committed: 1,
-                uploaded: 0,
-                uploading: false,
-                error: None,
-                writers: 0,
-            },
-        )))
-    }
-
     /// A record whose content is on disk but on no node (cannot normally happen): open it as
     /// recovered, so it is uploaded rather than lost.
-    fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
-        let st = self.open_recovered(rec).ok()?;
+    async fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
+        let path = self.staging_abs(&rec.staging);
+        let r = rec.clone();
+        let st = write::blocking(move || open_staged(path, &r)).await.ok()?;
         self.recovered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -524,30 +496,27 @@ impl Vfs {
         let Some(parent) = path.parent().and_then(|p| self.find_ino(area, &p)) else {
             return;
         };
-        let mut t = self.tree();
-        if t.get(parent).and_then(|n| n.dir.as_ref()).is_none() {
-            return;
-        }
-        if let Some(p) = t.get_mut(parent) {
-            p.own_change_at = Some(SystemTime::now());
-        }
-        let ino = match t.child(parent, path.name()) {
-            Some(ino) if t.get(ino).is_some_and(|n| n.kind == FileKind::File) => ino,
-            Some(_) => return,
-            None => {
-                let mut n = Node::new(parent, path.name(), Some(area), FileKind::File);
-                n.mtime = now();
-                t.insert(n)
+        let ino = {
+            let mut t = self.tree();
+            if t.get(parent).and_then(|n| n.dir.as_ref()).is_none() {
+                return;
+            }
+            match t.child(parent, path.name()) {
+                Some(ino)
+                    if t.get(ino)
+                        .is_some_and(|n| n.kind == FileKind::File && n.staged.is_none()) =>
+                {
+                    ino
+                }
+                Some(_) => return,
+                None => {
+                    let mut n = Node::new(parent, path.name(), Some(area), FileKind::File);
+                    n.mtime = now();
+                    t.insert(n)
+                }
             }
         };
-        if let Some(n) = t.get_mut(ino) {
-            if n.staged.is_none() {
-                n.etag = Some(etag.clone());
-                n.size = size;
-                n.pending_create = false;
-                n.uploaded_at = Some(Instant::now());
-            }
-        }
+        self.mark_uploaded(ino, Some(etag.clone()), size);
     }
 
     /// Puts recovered files of `dir` (not yet in the tree) on their nodes. Called with the
@@ -620,11 +589,21 @@ impl Vfs {
         self.queue.remove_under(area, to);
         let keep: std::collections::HashSet<&Path> =
             mv.moved.iter().map(|m| m.staging.as_path()).collect();
-        for d in &mv.displaced {
-            if !keep.contains(d.staging.as_path()) {
-                // Replaced by the rename; an open handle keeps its descriptor.
-                let _ = std::fs::remove_file(self.staging_abs(&d.staging));
-            }
+        // Replaced by the rename; an open handle keeps its descriptor.
+        let replaced: Vec<PathBuf> = mv
+            .displaced
+            .iter()
+            .filter(|d| !keep.contains(d.staging.as_path()))
+            .map(|d| self.staging_abs(&d.staging))
+            .collect();
+        if !replaced.is_empty() {
+            let _ = write::blocking(move || {
+                for f in replaced {
+                    let _ = std::fs::remove_file(f);
+                }
+                Ok(())
+            })
+            .await;
         }
         for m in mv.moved {
             self.queue.push(m, self.queue.options().delay);
@@ -673,6 +652,35 @@ impl Vfs {
         }
         Ok(())
     }
+}
+
+/// The staged file of a record, opened as a committed, not yet uploaded version.
+fn open_staged(path: PathBuf, rec: &DirtyRecord) -> std::io::Result<Arc<Staged>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    // Normally the committed size; another when it was written again after its last close
+    // and before a crash: those newer bytes are the user's latest.
+    let size = file.metadata()?.len();
+    if size != rec.size {
+        tracing::warn!(file = %rec.path, committed = rec.size, found = size, "a changed file was written again after its last close; uploading what is on disk");
+    }
+    Ok(Arc::new(Staged::new(
+        path,
+        file,
+        StagedState {
+            size,
+            base: rec.base_etag.clone(),
+            exists_remote: rec.on_server,
+            version: 1,
+            committed: 1,
+            uploaded: 0,
+            uploading: false,
+            error: None,
+            writers: 0,
+        },
+    )))
 }
 
 /// One upload worker: takes the next ready record, uploads it, reports how it went.
