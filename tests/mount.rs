@@ -946,6 +946,13 @@ fn mount_and_unmount_show_in_mountinfo() {
     let info = mount_info(&m.dir).expect("mounted");
     assert_eq!(info.fs_type, "fuse.cloudmount");
     assert_eq!(info.source, "cloudmount");
+    // As root, the daemon raises the kernel's read-ahead of its mount from the 128 KiB the
+    // kernel allows FUSE by default to 1 MiB (sequential reads then come in 1 MiB requests).
+    if unsafe { libc::geteuid() } == 0 {
+        let bdi = format!("/sys/class/bdi/{}/read_ahead_kb", info.device);
+        let kb = std::fs::read_to_string(&bdi).unwrap_or_else(|e| panic!("{bdi}: {e}"));
+        assert_eq!(kb.trim(), "1024", "{bdi}");
+    }
     let dir = m.dir.clone();
     m.unmount();
     assert!(mount_info(&dir).is_none());

@@ -44,7 +44,8 @@ pub use mounts::{FuseUnavailable, UnmountError};
 
 /// Largest write the kernel sends in one request (it still clamps to its own limit).
 const MAX_WRITE: u32 = 1 << 20;
-/// Read-ahead asked of the kernel (it clamps to what it offered, 128 KiB by default).
+/// Read-ahead asked of the kernel (it clamps to what it offered, 128 KiB by default; see
+/// `mounts::raise_read_ahead`).
 const MAX_READAHEAD: u32 = 1 << 20;
 /// Background requests (read-ahead, async reads) the kernel keeps in flight to us.
 const MAX_BACKGROUND: u16 = 64;
@@ -805,6 +806,11 @@ pub fn mount(
         })
         .map_err(MountError::Thread)?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    match mounts::raise_read_ahead(mountpoint, MAX_READAHEAD >> 10) {
+        Ok(kib) => tracing::debug!(kib, "kernel read-ahead"),
+        // Not root, or no sysfs: reads arrive in smaller pieces, nothing else changes.
+        Err(e) => tracing::debug!(error = %e, "kernel read-ahead left at its default"),
+    }
     Ok(MountHandle {
         mountpoint: mountpoint.to_path_buf(),
         ended: ended_rx,

@@ -86,6 +86,9 @@ fn fusermount_bin() -> Option<PathBuf> {
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// `major:minor` of the mounted filesystem (its backing-device-info name in
+    /// `/sys/class/bdi/`).
+    pub device: String,
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
@@ -137,12 +140,46 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             continue;
         }
         out.push(MountEntry {
+            device: fields[2].to_string(),
             mount_point: PathBuf::from(std::ffi::OsString::from_vec(unescape(fields[4]))),
             fs_type: String::from_utf8_lossy(&unescape(fields[sep + 1])).into_owned(),
             source: String::from_utf8_lossy(&unescape(fields[sep + 2])).into_owned(),
         });
     }
     out
+}
+
+/// Raises the kernel's read-ahead for the mount at `path` to `kib` KiB (never lowers it).
+///
+/// The kernel caps a FUSE mount's read-ahead at its default of 128 KiB whatever the filesystem
+/// asks for at init; only `/sys/class/bdi/<major:minor>/read_ahead_kb` raises it, and only
+/// root may write there. With 1 MiB, a sequential read arrives in 1 MiB requests instead of
+/// 128-256 KiB ones: a quarter of the round trips through the daemon.
+/// Returns the value in force afterwards.
+pub fn raise_read_ahead(path: &Path, kib: u32) -> io::Result<u32> {
+    let entry = mount_at(path)?.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no mount at {}", path.display()),
+        )
+    })?;
+    let file = Path::new("/sys/class/bdi")
+        .join(&entry.device)
+        .join("read_ahead_kb");
+    let now: u32 = std::fs::read_to_string(&file)?
+        .trim()
+        .parse()
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", file.display()),
+            )
+        })?;
+    if now >= kib {
+        return Ok(now);
+    }
+    std::fs::write(&file, format!("{kib}\n"))?;
+    Ok(kib)
 }
 
 /// The mounts of this process's mount namespace.
@@ -271,6 +308,7 @@ garbage line
         assert!(!m[3].is_cloudmount());
         assert!(!m[0].is_cloudmount());
         assert_eq!(m[3].fs_type, "tmpfs");
+        assert_eq!(m[3].device, "0:32");
     }
 
     #[test]

@@ -744,6 +744,8 @@ fn run(mut cmd: Command, what: &str) -> Output {
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
+    /// `major:minor` of the mounted filesystem.
+    pub device: String,
     pub fs_type: String,
     pub source: String,
     /// Per-mount options (`rw,nosuid,...`).
@@ -770,6 +772,7 @@ pub fn mount_info(path: &Path) -> Option<MountInfo> {
             continue;
         }
         found = Some(MountInfo {
+            device: fields[2].to_string(),
             fs_type: fields[sep + 1].to_string(),
             source: fields[sep + 2].to_string(),
             options: fields[5].to_string(),
