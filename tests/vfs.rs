@@ -120,6 +120,19 @@ async fn a_random_read_fetches_only_the_blocks_it_needs() {
             .unwrap(),
         b"partial"
     );
+    // The bytes were answered from the download and stored in the cache after it: the same
+    // read again, and one inside the same block, cost no GET.
+    let gets = mem.counters().read_range;
+    let again = f.vfs.read(big.ino, o.fh, 9_000_000, 4096).await.unwrap();
+    assert_eq!(again, got);
+    let block = cloudmount::vfs::BLOCK_SIZE;
+    let inside = 9_000_000 / block * block;
+    let near = f.vfs.read(big.ino, o.fh, inside, 512).await.unwrap();
+    assert_eq!(
+        &near[..],
+        &pattern(16 << 20)[inside as usize..inside as usize + 512]
+    );
+    assert_eq!(mem.counters().read_range, gets);
     f.vfs.release(big.ino, o.fh).await.unwrap();
 }
 
@@ -630,4 +643,55 @@ async fn a_folder_keeps_its_time_when_our_own_upload_lands_later() {
     f.vfs.releasedir(fh);
     f.vfs.lookup(ROOT_INO, "d").await.unwrap();
     assert!(f.vfs.getattr(d.ino).await.unwrap().mtime > before);
+}
+
+/// Reading a directory lists the next few of its sibling directories ahead, in the
+/// background (a walk such as `find` then finds them listed); never more than the bound.
+#[tokio::test]
+async fn reading_a_directory_lists_its_next_siblings_ahead() {
+    let mem = Arc::new(MemRemote::new());
+    for d in 0..20 {
+        mem.insert_file(&format!("tree/d{d:02}/f"), b"x".to_vec());
+    }
+    let f = mount(mem.clone());
+    let tree = f.vfs.lookup(ROOT_INO, "tree").await.unwrap();
+    let fh = f.vfs.opendir(tree.ino).await.unwrap();
+    f.vfs.releasedir(fh);
+    let d00 = f.vfs.lookup(tree.ino, "d00").await.unwrap();
+    let lists_before = mem.counters().list;
+    let fh = f.vfs.opendir(d00.ino).await.unwrap();
+    f.vfs.releasedir(fh);
+    // d00 itself, then siblings ahead: at most 4 at once for the mount, the rest not started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mem.counters().list < lists_before + 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ahead = mem.counters().list - lists_before - 1;
+    assert!(
+        (1..=4).contains(&ahead),
+        "{ahead} sibling listings fetched ahead"
+    );
+    // The next directory of the walk was listed ahead, before this change on the server:
+    // reading it (within the listing TTL) shows the listing taken then, asking nothing.
+    mem.insert_file("tree/d01/g", b"y".to_vec());
+    let d01 = f.vfs.lookup(tree.ino, "d01").await.unwrap();
+    let fh = f.vfs.opendir(d01.ino).await.unwrap();
+    let names: Vec<String> = f
+        .vfs
+        .readdir(d01.ino, fh, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    f.vfs.releasedir(fh);
+    assert_eq!(names, [".", "..", "f"]);
+    // A directory far down the walk was not listed ahead: it shows the server's listing now.
+    mem.insert_file("tree/d19/g", b"y".to_vec());
+    let d19 = f.vfs.lookup(tree.ino, "d19").await.unwrap();
+    let fh = f.vfs.opendir(d19.ino).await.unwrap();
+    let n = f.vfs.readdir(d19.ino, fh, 0).await.unwrap().len();
+    f.vfs.releasedir(fh);
+    assert_eq!(n, 4, "d19 lists . .. f g");
 }

@@ -541,7 +541,7 @@ impl Shared {
         let file_path = self.file_path(&name);
         let dir = file_path.parent().expect("has a parent");
         let nblocks = key.size.div_ceil(self.block_size);
-        let bits = match adopt {
+        let (file, bits) = match adopt {
             None => {
                 // truncate: a stray file of that name (a failed unlink) must not leak its bytes.
                 let f = OpenOptions::new()
@@ -553,22 +553,22 @@ impl Shared {
                     .map_err(io_err("create", &file_path))?;
                 f.set_len(key.size)
                     .map_err(io_err("set the length of", &file_path))?;
-                Bitmap::new(nblocks)
+                (f, Bitmap::new(nblocks))
             }
             Some(src) => {
                 move_in(src, &file_path)?;
                 // The row below records every block present: the name must be durable first,
                 // or a power cut could leave the row naming a file that is not this one.
                 sync_dir(dir)?;
-                Bitmap::full(nblocks)
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&file_path)
+                    .map_err(io_err("open", &file_path))?;
+                (f, Bitmap::full(nblocks))
             }
         };
         let present_bytes = if adopt.is_some() { key.size } else { 0 };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&file_path)
-            .map_err(io_err("open", &file_path))?;
         let now = tick(&self.clock);
         let etag = key.etag.header_value();
         let id = self

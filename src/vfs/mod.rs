@@ -82,13 +82,24 @@ pub struct VfsSetup {
 }
 
 /// Block size of the cache: the unit of presence and of the smallest download. Small, so a
-/// random 4 KiB read costs one 128 KiB GET (the kernel's own read size); sequential reads
-/// download many blocks per GET anyway.
-pub const BLOCK_SIZE: u64 = 128 << 10;
+/// random 4 KiB read costs one 64 KiB GET (on Apache over loopback a cold 64 KiB range answers
+/// in about the time of a 4 KiB one, a 128 KiB range takes half as long again); sequential
+/// reads download many blocks per GET anyway.
+pub const BLOCK_SIZE: u64 = 64 << 10;
+/// A demand read that must download a run of at most this many bytes (and is the only one
+/// downloading it) is answered from the downloaded bytes; storing them in the cache happens
+/// after, off the read's path.
+const SERVE_FROM_DOWNLOAD_MAX: u64 = 1 << 20;
 /// Files up to this size are downloaded whole on their first read (one GET).
 pub const SMALL_FILE: u64 = 1 << 20;
 /// Reads from the cache up to this size run on the async worker itself (see `read_object`).
 const INLINE_READ_MAX: usize = 1 << 20;
+/// Sibling directories listed ahead when a directory is read (see `list_siblings_ahead`).
+const SIBLINGS_AHEAD: usize = 8;
+/// Listings fetched ahead at once, for the whole mount.
+const LISTINGS_AHEAD: usize = 4;
+/// Parents with more entries than this get no listing ahead (the scan would cost too much).
+const SIBLINGS_SCAN_MAX: usize = 10_000;
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
 /// After a failed listing, how long a stale listing is served before asking again.
@@ -127,6 +138,8 @@ pub struct Vfs {
     inflight: read::Inflight,
     /// Bytes of background read-ahead in flight, for the whole mount.
     ra_budget: Arc<tokio::sync::Semaphore>,
+    /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
+    listings_ahead: Arc<tokio::sync::Semaphore>,
     /// Itself, for spawning read-ahead tasks.
     me: std::sync::Weak<Vfs>,
     /// Inodes whose kernel page cache holds a version the server no longer has; the FUSE
@@ -325,6 +338,7 @@ impl Vfs {
             inode_locks: Mutex::new(HashMap::new()),
             inflight: read::Inflight::default(),
             ra_budget: read::budget(),
+            listings_ahead: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AHEAD)),
             quota: Mutex::new(None),
             queue,
             area_roots,
@@ -513,6 +527,59 @@ impl Vfs {
             return Ok(());
         }
         self.list_now(dir, area, path, known, saved).await
+    }
+
+    /// A directory is being read, maybe by a walk of the tree (`find`, `du`, a file manager):
+    /// starts listing, in the background, the next few of its sibling directories (in name
+    /// order after it, the order a walk takes) whose listing is not fresh. At most
+    /// [`SIBLINGS_AHEAD`] per call and [`LISTINGS_AHEAD`] at once for the mount (more are
+    /// simply not started); nothing under a parent of more than [`SIBLINGS_SCAN_MAX`] entries.
+    fn list_siblings_ahead(&self, dir: Ino) {
+        if self.queue.is_offline() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let mut next: Vec<(Box<str>, Ino)> = {
+            let t = self.tree();
+            let Some(n) = t.get(dir).filter(|n| !n.is_area_root && n.area.is_some()) else {
+                return;
+            };
+            let Some(siblings) = t.get(n.parent).and_then(|p| p.dir.as_ref()) else {
+                return;
+            };
+            if siblings.children.len() > SIBLINGS_SCAN_MAX {
+                return;
+            }
+            siblings
+                .children
+                .iter()
+                .filter(|(name, _)| **name > n.name)
+                .filter(|(_, ino)| {
+                    t.get(**ino)
+                        .is_some_and(|c| c.kind == FileKind::Dir && !self.is_fresh(c))
+                })
+                .map(|(name, ino)| (name.clone(), *ino))
+                .collect()
+        };
+        if next.len() > SIBLINGS_AHEAD {
+            next.select_nth_unstable(SIBLINGS_AHEAD);
+            next.truncate(SIBLINGS_AHEAD);
+        }
+        next.sort_unstable();
+        for (_, sibling) in next {
+            let Ok(permit) = self.listings_ahead.clone().try_acquire_owned() else {
+                return;
+            };
+            let me = me.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.ensure_listed(sibling).await {
+                    tracing::debug!(error = %e, "listing ahead failed");
+                }
+                drop(permit);
+            });
+        }
     }
 
     /// Lists `dir` again (holding its lock), whatever its age: the background refresh of an
@@ -815,6 +882,7 @@ impl Vfs {
 
     pub async fn opendir(&self, ino: Ino) -> VfsResult<u64> {
         self.ensure_listed(ino).await?;
+        self.list_siblings_ahead(ino);
         let entries = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -1086,13 +1154,18 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        if obj.size() <= SMALL_FILE {
-            // One GET for the whole small file rather than one per block.
-            self.ensure_blocks(ino, obj, 0, obj.size()).await?;
+        // One GET for the whole small file rather than one per block.
+        let need = if obj.size() <= SMALL_FILE {
+            0..obj.size()
         } else {
-            self.ensure_blocks(ino, obj, offset, end - offset).await?;
-        }
+            offset..end
+        };
         obj.touch();
+        if let Some((start, data)) = self.serve_from_download(ino, obj, need.clone()).await? {
+            return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+        }
+        self.ensure_blocks(ino, obj, need.start, need.end - need.start)
+            .await?;
         let o = obj.clone();
         let n = (end - offset) as usize;
         // Bytes in the kernel's page cache (just downloaded, or read lately) are copied here,
@@ -1182,6 +1255,60 @@ impl Vfs {
         }
     }
 
+    /// The download half of a demand read that has `need` to fetch alone: when the missing
+    /// part of `need` is one run of at most [`SERVE_FROM_DOWNLOAD_MAX`] bytes covering it and
+    /// nobody else is downloading any of it, downloads that run and returns it (its start and
+    /// bytes); the bytes are stored in the cache in the background, the claim held until they
+    /// are (a failed store is logged: the read has its bytes, a later read downloads again).
+    /// `None` when the general path must do it (cached already, bigger, or shared).
+    async fn serve_from_download(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        need: std::ops::Range<u64>,
+    ) -> VfsResult<Option<(u64, Bytes)>> {
+        let runs = obj.missing(need.start, need.end - need.start);
+        let [run] = runs.as_slice() else {
+            return Ok(None);
+        };
+        if run.start > need.start
+            || run.end < need.end
+            || run.end - run.start > SERVE_FROM_DOWNLOAD_MAX
+        {
+            return Ok(None);
+        }
+        let bs = self.cache.block_size();
+        let plan = self.inflight.plan(
+            obj.file_path(),
+            std::slice::from_ref(run),
+            bs,
+            2 * read::CHUNK,
+        );
+        if plan.claimed.len() != 1 || !plan.waits.is_empty() {
+            // Shared with another download: the general path waits for it (the claims taken
+            // here are dropped first).
+            return Ok(None);
+        }
+        let claim = plan.claimed.into_iter().next().expect("one claim");
+        let run = claim.bytes.clone();
+        let mut body = self.get_run(ino, obj, run.clone()).await?;
+        let mut buf = BytesMut::with_capacity((run.end - run.start) as usize);
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
+        }
+        self.check_length(ino, obj, run.start + buf.len() as u64, run.end)?;
+        buf.truncate((run.end - run.start) as usize);
+        let data = buf.freeze();
+        let (o, stored) = (obj.clone(), data.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = o.write_blocks(run.start, &stored) {
+                tracing::warn!(error = %e, "storing downloaded blocks in the cache failed");
+            }
+            drop(claim);
+        });
+        Ok(Some((run.start, data)))
+    }
+
     /// Downloads a claimed run; the claim is released (waking waiters) when this ends.
     async fn fetch_claimed(
         &self,
@@ -1201,23 +1328,8 @@ impl Vfs {
         obj: &Arc<CacheObject>,
         run: std::ops::Range<u64>,
     ) -> VfsResult<()> {
-        let key = obj.key().clone();
-        let conditional = {
-            let t = self.tree();
-            t.get(ino).is_some_and(|n| n.etag.is_some())
-        };
-        let remote = self.remote(key.area).clone();
         let bs = self.cache.block_size();
-        let expect = conditional.then_some(&key.etag);
-        let resp = remote
-            .read_range(
-                &key.path,
-                ByteRange::new(run.start, run.end - run.start),
-                expect,
-            )
-            .await
-            .map_err(|e| self.read_error(ino, e))?;
-        let mut body = resp.body;
+        let mut body = self.get_run(ino, obj, run.clone()).await?;
         let mut pos = run.start;
         // Written to the cache file in batches of whole blocks (about 1 MiB): waiters are woken
         // when the whole claimed run is in, so smaller writes would only cost more syscalls.
@@ -1244,20 +1356,48 @@ impl Vfs {
             self.store_blocks(obj, pos, data).await?;
             pos += n;
         }
-        if pos < run.end {
-            return Err(self.read_error(
-                ino,
-                RemoteError::BadResponse {
-                    method: "GET".into(),
-                    url: key.path.to_string(),
-                    reason: format!(
-                        "the file is shorter on the server than listed ({pos} < {})",
-                        run.end
-                    ),
-                },
-            ));
+        self.check_length(ino, obj, pos, run.end)
+    }
+
+    /// Starts the GET of `run` of `obj`'s version (conditional on its ETag when the server
+    /// gives ETags) and returns the body.
+    async fn get_run(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        run: std::ops::Range<u64>,
+    ) -> VfsResult<crate::remote::ByteStream> {
+        let key = obj.key();
+        let conditional = {
+            let t = self.tree();
+            t.get(ino).is_some_and(|n| n.etag.is_some())
+        };
+        let remote = self.remote(key.area).clone();
+        let expect = conditional.then_some(&key.etag);
+        let resp = remote
+            .read_range(
+                &key.path,
+                ByteRange::new(run.start, run.end - run.start),
+                expect,
+            )
+            .await
+            .map_err(|e| self.read_error(ino, e))?;
+        Ok(resp.body)
+    }
+
+    /// A body that ended at `got` before `want`: the file is shorter than its listing said.
+    fn check_length(&self, ino: Ino, obj: &CacheObject, got: u64, want: u64) -> VfsResult<()> {
+        if got >= want {
+            return Ok(());
         }
-        Ok(())
+        Err(self.read_error(
+            ino,
+            RemoteError::BadResponse {
+                method: "GET".into(),
+                url: obj.key().path.to_string(),
+                reason: format!("the file is shorter on the server than listed ({got} < {want})"),
+            },
+        ))
     }
 
     async fn store_blocks(
