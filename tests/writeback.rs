@@ -15,7 +15,7 @@ use cloudmount::vfs::{
 
 #[path = "common/vfs.rs"]
 mod vfs_util;
-use vfs_util::{read_all, settle, W};
+use vfs_util::{read_all, settle, R, W};
 
 fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> {
     open_vfs_ttl(remote, cache, delay, Duration::from_secs(60))
@@ -515,4 +515,47 @@ async fn offline_listings_answer_from_what_is_known_without_waiting_for_the_netw
     faulty.clear();
     settle(&vfs).await;
     assert_eq!(mem.file_bytes("d/new.txt").unwrap(), b"offline");
+}
+
+/// The cache's disk is full (the cache budget is bigger than the disk): reading a file from
+/// the server still gives its bytes, served from the download without being kept.
+#[tokio::test]
+async fn reads_work_when_the_cache_disk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let _disk = SmallDisk::mount(&cache, "4m");
+    let mem = Arc::new(MemRemote::new());
+    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i % 251) as u8).collect();
+    mem.insert_file("big.bin", data.clone());
+    mem.insert_file("small.txt", b"small".to_vec());
+    let vfs = open_vfs(mem.clone(), &cache, Duration::ZERO);
+    // Fill what is left of the disk.
+    let filler = cache.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let mut n = 0u64;
+    while std::io::Write::write_all(&mut f, &[0u8; 64 << 10]).is_ok() {
+        n += 1;
+    }
+    drop(f);
+    assert!(n > 0, "the filler took some space");
+    let ino = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, ino).await, data, "sequential read of 12 MiB");
+    // Random reads, and a small file read whole.
+    let o = vfs.open(ino, R).await.unwrap();
+    for off in [5_000_000u64, 77, 11 << 20, 3 << 20] {
+        let got = vfs.read(ino, o.fh, off, 200_000).await.unwrap();
+        let end = (off as usize + 200_000).min(data.len());
+        assert_eq!(&got[..], &data[off as usize..end], "pread at {off}");
+    }
+    vfs.release(ino, o.fh).await.unwrap();
+    let small = vfs.lookup(ROOT_INO, "small.txt").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, small).await, b"small");
+    // Space back: reads are cached again (a second read costs no GET).
+    std::fs::remove_file(&filler).unwrap();
+    let ino2 = vfs.lookup(ROOT_INO, "small.txt").await.unwrap().ino;
+    read_all(&vfs, ino2).await;
+    settle(&vfs).await;
+    let gets = mem.counters().read_range;
+    assert_eq!(read_all(&vfs, ino2).await, b"small");
+    assert_eq!(mem.counters().read_range, gets);
 }

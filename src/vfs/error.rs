@@ -53,7 +53,28 @@ pub enum VfsError {
 
 pub type VfsResult<T> = Result<T, VfsError>;
 
+/// SQLite's "database or disk is full".
+fn sqlite_disk_full(e: &MetaError) -> bool {
+    matches!(e, MetaError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+        if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+fn io_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 impl VfsError {
+    /// The local disk (cache, metadata store) has no room: what the read path survives by
+    /// serving downloads without keeping them.
+    pub fn is_local_disk_full(&self) -> bool {
+        match self {
+            VfsError::Meta(e) | VfsError::Cache(CacheError::Meta(e)) => sqlite_disk_full(e),
+            VfsError::Cache(CacheError::Io { source, .. }) => io_full(source),
+            VfsError::Io(e) => io_full(e),
+            _ => false,
+        }
+    }
+
     /// The errno reported to the kernel. Logs the reason of errors that become EIO.
     pub fn errno(&self) -> i32 {
         use libc::*;
@@ -92,10 +113,10 @@ impl VfsError {
                 | RemoteError::Io(_) => EIO,
             },
             // The local disk is full: the metadata store cannot commit (SQLITE_FULL).
-            VfsError::Meta(crate::meta::MetaError::Sqlite(rusqlite::Error::SqliteFailure(
-                e,
-                _,
-            ))) if e.code == rusqlite::ErrorCode::DiskFull => ENOSPC,
+            VfsError::Meta(e) | VfsError::Cache(CacheError::Meta(e)) if sqlite_disk_full(e) => {
+                ENOSPC
+            }
+            VfsError::Cache(CacheError::Io { source, .. }) if io_full(source) => ENOSPC,
             VfsError::Cache(_) | VfsError::Meta(_) => EIO,
             VfsError::Io(e) => match e.raw_os_error() {
                 Some(ENOSPC) => ENOSPC,

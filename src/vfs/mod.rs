@@ -140,6 +140,8 @@ pub struct Vfs {
     ra_budget: Arc<tokio::sync::Semaphore>,
     /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
     listings_ahead: Arc<tokio::sync::Semaphore>,
+    /// When a full local disk was last logged at warn.
+    disk_full_warned: Mutex<Option<Instant>>,
     /// Itself, for spawning read-ahead tasks.
     me: std::sync::Weak<Vfs>,
     /// Inodes whose kernel page cache holds a version the server no longer has; the FUSE
@@ -339,6 +341,7 @@ impl Vfs {
             inflight: read::Inflight::default(),
             ra_budget: read::budget(),
             listings_ahead: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AHEAD)),
+            disk_full_warned: Default::default(),
             quota: Mutex::new(None),
             queue,
             area_roots,
@@ -626,10 +629,15 @@ impl Vfs {
                 }
                 self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
                 let listed = SystemTime::now();
-                meta_op(&self.meta, move |m| {
+                let saved = meta_op(&self.meta, move |m| {
                     m.save_listing(area, &path, listed, &records)
                 })
-                .await?;
+                .await;
+                match saved {
+                    // Kept for offline use and the next start; browsing goes on without it.
+                    Err(e) if e.is_local_disk_full() => self.local_disk_full(&e),
+                    other => other?,
+                }
                 Ok(())
             }
             Err(RemoteError::NotFound { .. }) | Err(RemoteError::NotADirectory { .. }) => {
@@ -1045,7 +1053,14 @@ impl Vfs {
             }
         } else {
             self.revalidate(ino).await;
-            let object = self.object_for(ino).await?;
+            let object = match self.object_for(ino).await {
+                // No room for a cache entry: the handle reads from the server (see `read`).
+                Err(e) if e.is_local_disk_full() => {
+                    self.local_disk_full(&e);
+                    None
+                }
+                other => other?,
+            };
             Handle {
                 ino,
                 write: false,
@@ -1125,9 +1140,14 @@ impl Vfs {
         }
         let obj = match object {
             Some(o) => o,
-            None => match self.object_for(ino).await? {
-                Some((o, _)) => o,
-                None => return Ok(Bytes::new()),
+            None => match self.object_for(ino).await {
+                Ok(Some((o, _))) => o,
+                Ok(None) => return Ok(Bytes::new()),
+                Err(e) if e.is_local_disk_full() => {
+                    self.local_disk_full(&e);
+                    return self.read_uncached(ino, offset, size).await;
+                }
+                Err(e) => return Err(e),
             },
         };
         let end = offset.saturating_add(u64::from(size)).min(obj.size());
@@ -1139,7 +1159,52 @@ impl Vfs {
         if let Some(range) = ahead {
             self.prefetch(ino, &obj, range);
         }
-        self.read_object(ino, &obj, offset, u64::from(size)).await
+        match self.read_object(ino, &obj, offset, u64::from(size)).await {
+            Err(e) if e.is_local_disk_full() => {
+                self.local_disk_full(&e);
+                self.read_uncached(ino, offset, size).await
+            }
+            other => other,
+        }
+    }
+
+    /// A read straight from the server, kept nowhere: the local disk has no room for the cache.
+    async fn read_uncached(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let (area, path, etag, file_size) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
+            (area, path, n.etag.clone(), n.size)
+        };
+        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let mut body = self
+            .get_range(ino, area, &path, etag.as_ref(), offset..end)
+            .await?;
+        let mut buf = BytesMut::with_capacity((end - offset) as usize);
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
+        }
+        self.check_length(ino, &path, offset + buf.len() as u64, end)?;
+        buf.truncate((end - offset) as usize);
+        Ok(buf.freeze())
+    }
+
+    /// Logs that the local disk is full, at most once a minute (a full disk fails every
+    /// store until space comes back).
+    fn local_disk_full(&self, e: &VfsError) {
+        let mut last = self
+            .disk_full_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            tracing::warn!(error = %e, "the local disk is full: reads are served from the server without being cached");
+        } else {
+            tracing::debug!(error = %e, "local disk full");
+        }
     }
 
     /// Reads from a cached version, fetching the missing blocks first.
@@ -1296,13 +1361,18 @@ impl Vfs {
         while let Some(chunk) = body.next().await {
             buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
         }
-        self.check_length(ino, obj, run.start + buf.len() as u64, run.end)?;
+        self.check_length(ino, &obj.key().path, run.start + buf.len() as u64, run.end)?;
         buf.truncate((run.end - run.start) as usize);
         let data = buf.freeze();
         let (o, stored) = (obj.clone(), data.clone());
         tokio::task::spawn_blocking(move || {
             if let Err(e) = o.write_blocks(run.start, &stored) {
-                tracing::warn!(error = %e, "storing downloaded blocks in the cache failed");
+                match VfsError::from(e) {
+                    e if e.is_local_disk_full() => tracing::debug!(error = %e, "local disk full"),
+                    e => {
+                        tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
+                    }
+                }
             }
             drop(claim);
         });
@@ -1356,7 +1426,7 @@ impl Vfs {
             self.store_blocks(obj, pos, data).await?;
             pos += n;
         }
-        self.check_length(ino, obj, pos, run.end)
+        self.check_length(ino, &obj.key().path, pos, run.end)
     }
 
     /// Starts the GET of `run` of `obj`'s version (conditional on its ETag when the server
@@ -1372,12 +1442,24 @@ impl Vfs {
             let t = self.tree();
             t.get(ino).is_some_and(|n| n.etag.is_some())
         };
-        let remote = self.remote(key.area).clone();
         let expect = conditional.then_some(&key.etag);
+        self.get_range(ino, key.area, &key.path, expect, run).await
+    }
+
+    /// Starts the GET of `range` of `path`, conditional on `expect` when given.
+    async fn get_range(
+        &self,
+        ino: Ino,
+        area: AreaId,
+        path: &RemotePath,
+        expect: Option<&ETag>,
+        range: std::ops::Range<u64>,
+    ) -> VfsResult<crate::remote::ByteStream> {
+        let remote = self.remote(area).clone();
         let resp = remote
             .read_range(
-                &key.path,
-                ByteRange::new(run.start, run.end - run.start),
+                path,
+                ByteRange::new(range.start, range.end - range.start),
                 expect,
             )
             .await
@@ -1386,7 +1468,7 @@ impl Vfs {
     }
 
     /// A body that ended at `got` before `want`: the file is shorter than its listing said.
-    fn check_length(&self, ino: Ino, obj: &CacheObject, got: u64, want: u64) -> VfsResult<()> {
+    fn check_length(&self, ino: Ino, path: &RemotePath, got: u64, want: u64) -> VfsResult<()> {
         if got >= want {
             return Ok(());
         }
@@ -1394,7 +1476,7 @@ impl Vfs {
             ino,
             RemoteError::BadResponse {
                 method: "GET".into(),
-                url: obj.key().path.to_string(),
+                url: path.to_string(),
                 reason: format!("the file is shorter on the server than listed ({got} < {want})"),
             },
         ))
