@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cloudmount::remote::faulty::{FaultKind, FaultyRemote, Op};
 use cloudmount::remote::mem::MemRemote;
-use cloudmount::remote::Remote;
+use cloudmount::remote::{Remote, RemotePath};
 use cloudmount::vfs::{
     AreaSpec, Ino, OpenMode, RenameFlags, UploadOptions, Vfs, VfsOptions, VfsSetup, ROOT_INO,
 };
@@ -558,4 +558,35 @@ async fn reads_work_when_the_cache_disk_is_full() {
     let gets = mem.counters().read_range;
     assert_eq!(read_all(&vfs, ino2).await, b"small");
     assert_eq!(mem.counters().read_range, gets);
+}
+
+/// A conflict copy deleted on the server (the user resolved the conflict elsewhere) leaves
+/// `status` at the next listing, and stays gone after a restart.
+#[tokio::test]
+async fn a_conflict_resolved_on_the_server_leaves_status() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_file("doc.txt", b"v1".to_vec());
+    let ttl = Duration::from_millis(200);
+    let vfs = open_vfs_ttl(mem.clone(), cache.path(), Duration::ZERO, ttl);
+    let ino = vfs.lookup(ROOT_INO, "doc.txt").await.unwrap().ino;
+    let o = vfs.open(ino, W).await.unwrap();
+    mem.insert_file("doc.txt", b"theirs".to_vec());
+    vfs.write(ino, o.fh, 0, b"mine").await.unwrap();
+    vfs.release(ino, o.fh).await.unwrap();
+    settle(&vfs).await;
+    let conflicts = vfs.status().conflicts;
+    assert_eq!(conflicts.len(), 1);
+    let copy = conflicts[0].copy.clone();
+    // Listed (the copy is seen), then deleted on the server.
+    vfs.lookup(ROOT_INO, &copy).await.unwrap();
+    mem.delete(&RemotePath::new(&copy).unwrap()).await.unwrap();
+    assert_eq!(vfs.status().conflicts.len(), 1, "not known yet");
+    tokio::time::sleep(ttl * 2).await;
+    assert!(vfs.lookup(ROOT_INO, &copy).await.is_err());
+    assert!(vfs.status().conflicts.is_empty());
+    settle(&vfs).await;
+    drop(vfs);
+    let vfs = open_vfs_ttl(mem.clone(), cache.path(), Duration::ZERO, ttl);
+    assert!(vfs.status().conflicts.is_empty(), "forgotten for good");
 }

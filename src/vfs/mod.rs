@@ -507,7 +507,7 @@ impl Vfs {
                     .is_ok_and(|age| age < self.opts.dir_ttl);
                 if fresh {
                     let at = instant_of(at);
-                    self.merge_listing(dir, &entries, at, at);
+                    let _ = self.merge_listing(dir, &entries, at, at);
                     return Ok(());
                 }
                 saved = Some(entries);
@@ -517,7 +517,7 @@ impl Vfs {
             // The server did not answer lately: answer at once from what is known (never make
             // a program wait for a dead network each time), and ask again in the background.
             if let Some(entries) = &saved {
-                self.merge_listing(dir, entries, None, None);
+                let _ = self.merge_listing(dir, entries, None, None);
             }
             self.retry_listing_later(dir);
             if let Some(me) = self.me.upgrade() {
@@ -627,7 +627,10 @@ impl Vfs {
                         }
                     }
                 }
-                self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
+                let gone = self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
+                if let Err(e) = self.forget_resolved_conflicts(area, gone).await {
+                    tracing::warn!(error = %e, "cannot forget resolved conflicts");
+                }
                 let listed = SystemTime::now();
                 let saved = meta_op(&self.meta, move |m| {
                     m.save_listing(area, &path, listed, &records)
@@ -654,7 +657,7 @@ impl Vfs {
                 self.queue.offline(e.to_string());
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
-                    self.merge_listing(dir, &entries, None, None);
+                    let _ = self.merge_listing(dir, &entries, None, None);
                 }
                 let something_known = known || {
                     let t = self.tree();
@@ -686,14 +689,14 @@ impl Vfs {
         entries: &[EntryRecord],
         listed_at: Option<Instant>,
         requested: Option<Instant>,
-    ) {
+    ) -> Vec<RemotePath> {
         let newer_here = |n: &Node| {
             n.uploaded_at
                 .is_some_and(|u| requested.is_none_or(|r| u >= r))
         };
         let mut t = self.tree();
         let Some(area) = t.get(dir).and_then(|n| n.area) else {
-            return;
+            return Vec::new();
         };
         let mut seen: std::collections::HashSet<&str> =
             std::collections::HashSet::with_capacity(entries.len());
@@ -749,6 +752,8 @@ impl Vfs {
                     .collect()
             })
             .unwrap_or_default();
+        let dir_path = t.path(dir).map(|(_, p)| p);
+        let mut removed = Vec::new();
         for name in gone {
             let keep = t
                 .child(dir, &name)
@@ -756,12 +761,40 @@ impl Vfs {
                 .is_some_and(|c| c.has_local_state() || newer_here(c));
             if !keep {
                 t.unlink(dir, &name);
+                if let Some(p) = dir_path.as_ref().and_then(|d| d.join(&name).ok()) {
+                    removed.push(p);
+                }
             }
         }
         self.attach_recovered(&mut t, dir);
         if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
             d.listed_at = listed_at.or(d.listed_at);
         }
+        removed
+    }
+
+    /// After a listing from the server (its word): forgets the remembered conflicts whose copy
+    /// is at or below one of `gone` (deleted there: the user resolved the conflict elsewhere),
+    /// so they leave `status`.
+    async fn forget_resolved_conflicts(
+        &self,
+        area: AreaId,
+        gone: Vec<RemotePath>,
+    ) -> VfsResult<()> {
+        let gone: Vec<RemotePath> = gone
+            .into_iter()
+            .filter(|p| self.queue.remove_conflicts(area, p))
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        meta_op(&self.meta, move |m| {
+            for p in &gone {
+                m.remove_conflicts(area, p)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Refreshes the parent listing of `ino` when it is older than the TTL (errors ignored:
