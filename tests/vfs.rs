@@ -695,3 +695,47 @@ async fn reading_a_directory_lists_its_next_siblings_ahead() {
     f.vfs.releasedir(fh);
     assert_eq!(n, 4, "d19 lists . .. f g");
 }
+
+/// A small file's first read is one GET that also fills the cache (the cache object is made
+/// beside the download, not at open): later reads, through the same handle or a new one, ask
+/// the server nothing. A version that changed between open and read is never served.
+#[tokio::test]
+async fn a_small_file_is_fetched_once_and_cached_by_its_first_read() {
+    let mem = Arc::new(MemRemote::new());
+    let data = pattern(300_000);
+    mem.insert_file("small.bin", data.clone());
+    mem.insert_file("empty", Vec::new());
+    mem.insert_file("other.bin", b"first".to_vec());
+    let ttl = Duration::from_millis(200);
+    let f = mount_on(mem.clone(), ttl, tempfile::tempdir().unwrap());
+    let ino = f.vfs.lookup(ROOT_INO, "small.bin").await.unwrap().ino;
+    let o = f.vfs.open(ino, R).await.unwrap();
+    let gets = mem.counters().read_range;
+    let got = f.vfs.read(ino, o.fh, 1000, 5000).await.unwrap();
+    assert_eq!(&got[..], &data[1000..6000]);
+    assert_eq!(mem.counters().read_range, gets + 1, "one GET");
+    let tail = f.vfs.read(ino, o.fh, 299_000, 5000).await.unwrap();
+    assert_eq!(&tail[..], &data[299_000..]);
+    f.vfs.release(ino, o.fh).await.unwrap();
+    settle(&f.vfs).await;
+    assert_eq!(read_all(&f.vfs, ino).await, data);
+    assert_eq!(mem.counters().read_range, gets + 1, "then served from the cache");
+    assert_eq!(
+        f.vfs.getxattr(ino, "user.cloudmount.state").await.unwrap(),
+        b"cached"
+    );
+    let empty = f.vfs.lookup(ROOT_INO, "empty").await.unwrap().ino;
+    assert_eq!(read_all(&f.vfs, empty).await, b"");
+
+    // Opened on one version, changed on the server before the first read: the conditional GET
+    // fails (EIO), the old bytes are not mixed in, and the next open reads the new version.
+    let other = f.vfs.lookup(ROOT_INO, "other.bin").await.unwrap().ino;
+    let o = f.vfs.open(other, R).await.unwrap();
+    mem.insert_file("other.bin", b"second".to_vec());
+    let err = f.vfs.read(other, o.fh, 0, 4096).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    f.vfs.release(other, o.fh).await.unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    let other = f.vfs.lookup(ROOT_INO, "other.bin").await.unwrap().ino;
+    assert_eq!(read_all(&f.vfs, other).await, b"second");
+}

@@ -1077,13 +1077,31 @@ impl BlockCache {
     /// The object for this version, created empty if new. Any object of the same
     /// `(area, path)` with another ETag or size is dropped first. Counts as an access.
     pub fn object(&self, key: &ObjectKey) -> Result<Arc<CacheObject>, CacheError> {
+        self.lookup(key, true)
+            .map(|o| o.expect("created when missing"))
+    }
+
+    /// Like [`BlockCache::object`], but `None` instead of creating the object when the cache
+    /// has no object of that version (an older version's object is left for `object` to drop).
+    pub fn cached_object(&self, key: &ObjectKey) -> Result<Option<Arc<CacheObject>>, CacheError> {
+        self.lookup(key, false)
+    }
+
+    fn lookup(
+        &self,
+        key: &ObjectKey,
+        create: bool,
+    ) -> Result<Option<Arc<CacheObject>>, CacheError> {
         let sh = &self.shared;
         let mut st = sh.state();
         let path = key.path.as_str();
         if let Some(inner) = st.live(key.area, path) {
             if inner.etag == key.etag && inner.size == key.size {
                 inner.touch_locked(&mut st);
-                return Ok(sh.wrap(key.clone(), inner));
+                return Ok(Some(sh.wrap(key.clone(), inner)));
+            }
+            if !create {
+                return Ok(None);
             }
             sh.forget(&mut st, &[Shared::brief_of(&inner, key.area, path)], false)?;
         } else if let Some(raw) = sh.meta.obj_by_path(key.area, &key.path)? {
@@ -1095,18 +1113,24 @@ impl BlockCache {
                         st.live
                             .insert((key.area, path.to_string()), Arc::downgrade(&inner));
                         inner.touch_locked(&mut st);
-                        return Ok(sh.wrap(key.clone(), inner));
+                        return Ok(Some(sh.wrap(key.clone(), inner)));
                     }
                     Err(e) => {
                         tracing::warn!(path = %key.path, error = %e, "dropping a damaged cache object")
                     }
                 }
+            } else if !create {
+                // Another version: `object` drops it when this one is created.
+                return Ok(None);
             }
             sh.forget(&mut st, &[brief_of_raw(&raw, key.area)], false)?;
         }
+        if !create {
+            return Ok(None);
+        }
         let inner = sh.create(&mut st, key, None)?;
         inner.touch_locked(&mut st);
-        Ok(sh.wrap(key.clone(), inner))
+        Ok(Some(sh.wrap(key.clone(), inner)))
     }
 
     /// The cached object of a path whatever its ETag, without creating one (offline reads,

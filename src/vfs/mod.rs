@@ -241,6 +241,33 @@ fn version_of(node: &Node) -> ETag {
 
 /// Runs blocking work (SQLite, the cache's files) on tokio's blocking pool, never on an async
 /// worker, and maps its error into the vfs's.
+/// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`, on
+/// the blocking pool; each claim is released when its bytes are in (waking its waiters). A
+/// failed store is logged: the reader has its bytes, a later read downloads them again.
+fn store_in_background(
+    obj: &Arc<CacheObject>,
+    claims: Vec<read::Claim>,
+    data: Bytes,
+    data_start: u64,
+) {
+    let o = obj.clone();
+    tokio::task::spawn_blocking(move || {
+        for claim in claims {
+            let r = claim.bytes.clone();
+            let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
+            if let Err(e) = o.write_blocks(r.start, piece) {
+                match VfsError::from(e) {
+                    e if e.is_local_disk_full() => tracing::debug!(error = %e, "local disk full"),
+                    e => {
+                        tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
+                    }
+                }
+            }
+            drop(claim);
+        }
+    });
+}
+
 async fn off_thread<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> VfsResult<T>
 where
     T: Send + 'static,
@@ -1086,7 +1113,10 @@ impl Vfs {
             }
         } else {
             self.revalidate(ino).await;
-            let object = match self.object_for(ino).await {
+            // A small file's cache object is made by its first read, beside its download
+            // (`read_small`), not here: opening it costs one index lookup.
+            let small = self.tree().get(ino).is_some_and(|n| n.size <= SMALL_FILE);
+            let object = match self.object_lookup(ino, !small).await {
                 // No room for a cache entry: the handle reads from the server (see `read`).
                 Err(e) if e.is_local_disk_full() => {
                     self.local_disk_full(&e);
@@ -1125,6 +1155,15 @@ impl Vfs {
     /// The cache object of the node's current version (None while the node is staged). The
     /// cache's index lives in SQLite: looked up on the blocking pool.
     async fn object_for(&self, ino: Ino) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
+        self.object_lookup(ino, true).await
+    }
+
+    /// [`Vfs::object_for`], or with `create` false only an object the cache already has.
+    async fn object_lookup(
+        &self,
+        ino: Ino,
+        create: bool,
+    ) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
         let key = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -1142,12 +1181,18 @@ impl Vfs {
         };
         let cache = self.cache.clone();
         let found = off_thread(move || {
-            let obj = cache.object(&key)?;
-            let guard = obj.open_guard();
-            Ok::<_, crate::cache::CacheError>((obj, guard))
+            let obj = if create {
+                Some(cache.object(&key)?)
+            } else {
+                cache.cached_object(&key)?
+            };
+            Ok::<_, crate::cache::CacheError>(obj.map(|o| {
+                let guard = o.open_guard();
+                (o, guard)
+            }))
         })
         .await?;
-        Ok(Some(found))
+        Ok(found)
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
@@ -1171,8 +1216,10 @@ impl Vfs {
             }
             return Ok(Bytes::from(write::pread(st, offset, len).await?));
         }
+        let small = self.tree().get(ino).is_some_and(|n| n.size <= SMALL_FILE);
         let obj = match object {
             Some(o) => o,
+            None if small => return self.read_small(ino, fh, offset, size).await,
             None => match self.object_for(ino).await {
                 Ok(Some((o, _))) => o,
                 Ok(None) => return Ok(Bytes::new()),
@@ -1201,6 +1248,51 @@ impl Vfs {
         }
     }
 
+    /// The first read of a small file the cache does not have: the whole file is downloaded
+    /// while its cache object is made (one GET, and the object's creation off the critical
+    /// path), the read is answered from the download, and the bytes are stored in the
+    /// background. The object is given to the handle, so its next reads use the cache.
+    async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let (area, path, etag, version, file_size) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
+            (area, path, n.etag.clone(), version_of(n), n.size)
+        };
+        let download = self.download(ino, area, &path, etag.as_ref(), 0..file_size);
+        let (data, object) = if file_size == 0 {
+            (Ok(Bytes::new()), self.object_for(ino).await)
+        } else {
+            tokio::join!(download, self.object_for(ino))
+        };
+        let data = data?;
+        match object {
+            // The version downloaded: keep it for the handle and store the bytes.
+            Ok(Some((obj, guard))) if obj.key().etag == version && obj.size() == file_size => {
+                // The blocks no other download is storing already.
+                let missing = obj.missing(0, file_size);
+                let bs = self.cache.block_size();
+                let plan = self
+                    .inflight
+                    .plan(obj.file_path(), &missing, bs, file_size.max(bs));
+                store_in_background(&obj, plan.claimed, data.clone(), 0);
+                let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(h) = h.get_mut(&fh).filter(|h| h.object.is_none()) {
+                    h.object = Some((obj, guard));
+                }
+            }
+            // Changed meanwhile (a new listing, a local write): the next read sees to it.
+            Ok(_) => {}
+            Err(e) if e.is_local_disk_full() => self.local_disk_full(&e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a cache object; the read is served from the download")
+            }
+        }
+        let start = (offset.min(file_size)) as usize;
+        let end = (offset.saturating_add(u64::from(size)).min(file_size)) as usize;
+        Ok(data.slice(start..end))
+    }
+
     /// A read straight from the server, kept nowhere: the local disk has no room for the cache.
     async fn read_uncached(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
         let (area, path, etag, file_size) = {
@@ -1213,16 +1305,8 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let mut body = self
-            .get_range(ino, area, &path, etag.as_ref(), offset..end)
-            .await?;
-        let mut buf = BytesMut::with_capacity((end - offset) as usize);
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
-        }
-        self.check_length(ino, &path, offset + buf.len() as u64, end)?;
-        buf.truncate((end - offset) as usize);
-        Ok(buf.freeze())
+        self.download(ino, area, &path, etag.as_ref(), offset..end)
+            .await
     }
 
     /// Logs that the local disk is full, at most once a minute (a full disk fails every
@@ -1389,26 +1473,12 @@ impl Vfs {
         }
         let claim = plan.claimed.into_iter().next().expect("one claim");
         let run = claim.bytes.clone();
-        let mut body = self.get_run(ino, obj, run.clone()).await?;
-        let mut buf = BytesMut::with_capacity((run.end - run.start) as usize);
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
-        }
-        self.check_length(ino, &obj.key().path, run.start + buf.len() as u64, run.end)?;
-        buf.truncate((run.end - run.start) as usize);
-        let data = buf.freeze();
-        let (o, stored) = (obj.clone(), data.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = o.write_blocks(run.start, &stored) {
-                match VfsError::from(e) {
-                    e if e.is_local_disk_full() => tracing::debug!(error = %e, "local disk full"),
-                    e => {
-                        tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
-                    }
-                }
-            }
-            drop(claim);
-        });
+        let key = obj.key();
+        let expect = self.expected_etag(ino, key);
+        let data = self
+            .download(ino, key.area, &key.path, expect, run.clone())
+            .await?;
+        store_in_background(obj, vec![claim], data.clone(), run.start);
         Ok(Some((run.start, data)))
     }
 
@@ -1471,11 +1541,7 @@ impl Vfs {
         run: std::ops::Range<u64>,
     ) -> VfsResult<crate::remote::ByteStream> {
         let key = obj.key();
-        let conditional = {
-            let t = self.tree();
-            t.get(ino).is_some_and(|n| n.etag.is_some())
-        };
-        let expect = conditional.then_some(&key.etag);
+        let expect = self.expected_etag(ino, key);
         self.get_range(ino, key.area, &key.path, expect, run).await
     }
 
@@ -1498,6 +1564,38 @@ impl Vfs {
             .await
             .map_err(|e| self.read_error(ino, e))?;
         Ok(resp.body)
+    }
+
+    /// Downloads `range` of `path` whole into memory (conditional on `expect` when given).
+    async fn download(
+        &self,
+        ino: Ino,
+        area: AreaId,
+        path: &RemotePath,
+        expect: Option<&ETag>,
+        range: std::ops::Range<u64>,
+    ) -> VfsResult<Bytes> {
+        let len = range.end - range.start;
+        let mut body = self
+            .get_range(ino, area, path, expect, range.clone())
+            .await?;
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
+        }
+        self.check_length(ino, path, range.start + buf.len() as u64, range.end)?;
+        buf.truncate(len as usize);
+        Ok(buf.freeze())
+    }
+
+    /// The ETag a download of `key` must match: its own, when the server gives ETags (without
+    /// them the version is made up locally and the GET cannot be conditional).
+    fn expected_etag<'k>(&self, ino: Ino, key: &'k ObjectKey) -> Option<&'k ETag> {
+        let conditional = {
+            let t = self.tree();
+            t.get(ino).is_some_and(|n| n.etag.is_some())
+        };
+        conditional.then_some(&key.etag)
     }
 
     /// A body that ended at `got` before `want`: the file is shorter than its listing said.
