@@ -719,7 +719,11 @@ async fn a_small_file_is_fetched_once_and_cached_by_its_first_read() {
     f.vfs.release(ino, o.fh).await.unwrap();
     settle(&f.vfs).await;
     assert_eq!(read_all(&f.vfs, ino).await, data);
-    assert_eq!(mem.counters().read_range, gets + 1, "then served from the cache");
+    assert_eq!(
+        mem.counters().read_range,
+        gets + 1,
+        "then served from the cache"
+    );
     assert_eq!(
         f.vfs.getxattr(ino, "user.cloudmount.state").await.unwrap(),
         b"cached"
@@ -738,4 +742,63 @@ async fn a_small_file_is_fetched_once_and_cached_by_its_first_read() {
     tokio::time::sleep(ttl * 2).await;
     let other = f.vfs.lookup(ROOT_INO, "other.bin").await.unwrap().ino;
     assert_eq!(read_all(&f.vfs, other).await, b"second");
+}
+
+/// Small files opened one after the other in name order (a walk: `cp -r`, `cat dir/*`) make
+/// the next few of the directory be fetched ahead, each once; a single open, or opens out of
+/// order, fetch nothing ahead.
+#[tokio::test]
+async fn a_walk_over_small_files_fetches_the_next_ones_ahead() {
+    let mem = Arc::new(MemRemote::new());
+    for i in 0..20 {
+        mem.insert_file(&format!("d/f{i:02}"), pattern(1000 + i));
+    }
+    mem.insert_file("d/zz-big", pattern(3 << 20));
+    let f = mount(mem.clone());
+    let d = f.vfs.lookup(ROOT_INO, "d").await.unwrap().ino;
+    let read = |name: &'static str| {
+        let f = &f;
+        async move {
+            let ino = f.vfs.lookup(d, name).await.unwrap().ino;
+            read_all(&f.vfs, ino).await
+        }
+    };
+    // Waits until the server saw `want` GETs (at most `secs`), then a little more.
+    let wait_gets = |want: u64, secs: f64| {
+        let mem = mem.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs_f64(secs);
+            while mem.counters().read_range < want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mem.counters().read_range
+        }
+    };
+    let state = |name: &'static str| {
+        let f = &f;
+        async move {
+            let ino = f.vfs.lookup(d, name).await.unwrap().ino;
+            f.vfs.getxattr(ino, "user.cloudmount.state").await.unwrap()
+        }
+    };
+    // Out of order: no walk, nothing ahead.
+    assert_eq!(read("f10").await, pattern(1010));
+    assert_eq!(read("f03").await, pattern(1003));
+    assert_eq!(wait_gets(3, 0.3).await, 2);
+    // f04 after f03 is a walk: f05..f08 come ahead, 4 at once for the mount.
+    assert_eq!(read("f04").await, pattern(1004));
+    assert_eq!(wait_gets(7, 10.0).await, 7, "f04 and four ahead");
+    for name in ["f05", "f06", "f07", "f08"] {
+        assert_eq!(state(name).await, b"cached", "{name}");
+    }
+    assert_eq!(state("f09").await, b"online");
+    // The walk goes on: every file reads right, each is fetched once (ahead or not), and the
+    // big file is not fetched ahead.
+    for i in 5..20 {
+        let name: &'static str = Box::leak(format!("f{i:02}").into_boxed_str());
+        assert_eq!(read(name).await, pattern(1000 + i), "{name}");
+    }
+    assert_eq!(wait_gets(17, 10.0).await, 17, "f03..f19, each once");
+    assert_eq!(state("zz-big").await, b"online");
 }

@@ -15,7 +15,7 @@
 //!   The uploaded file then becomes the cached copy of the new version.
 //!
 //! Lock order: a directory's listing lock or a node's staging lock (async, per inode) → `tree`
-//! (sync, never held across `.await`) → `Staged::state`.
+//! (sync, never held across `.await`) → `Staged::state`; `tree` → `fetching_ahead`.
 
 mod conflict;
 pub mod error;
@@ -96,6 +96,8 @@ pub const SMALL_FILE: u64 = 1 << 20;
 const INLINE_READ_MAX: usize = 1 << 20;
 /// Sibling directories listed ahead when a directory is read (see `list_siblings_ahead`).
 const SIBLINGS_AHEAD: usize = 8;
+/// Small files fetched ahead of a walk at once, for the whole mount (see `files_ahead`).
+const FILES_AHEAD: usize = 4;
 /// Listings fetched ahead at once, for the whole mount.
 const LISTINGS_AHEAD: usize = 4;
 /// Parents with more entries than this get no listing ahead (the scan would cost too much).
@@ -140,6 +142,10 @@ pub struct Vfs {
     ra_budget: Arc<tokio::sync::Semaphore>,
     /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
     listings_ahead: Arc<tokio::sync::Semaphore>,
+    /// Permits for small files fetched ahead ([`FILES_AHEAD`]).
+    files_ahead: Arc<tokio::sync::Semaphore>,
+    /// Files being fetched ahead now (taken after `tree` when both are held).
+    fetching_ahead: Mutex<std::collections::HashSet<Ino>>,
     /// When a full local disk was last logged at warn.
     disk_full_warned: Mutex<Option<Instant>>,
     /// Itself, for spawning read-ahead tasks.
@@ -368,6 +374,8 @@ impl Vfs {
             inflight: read::Inflight::default(),
             ra_budget: read::budget(),
             listings_ahead: Arc::new(tokio::sync::Semaphore::new(LISTINGS_AHEAD)),
+            files_ahead: Arc::new(tokio::sync::Semaphore::new(FILES_AHEAD)),
+            fetching_ahead: Default::default(),
             disk_full_warned: Default::default(),
             quota: Mutex::new(None),
             queue,
@@ -1116,7 +1124,13 @@ impl Vfs {
             // A small file's cache object is made by its first read, beside its download
             // (`read_small`), not here: opening it costs one index lookup.
             let small = self.tree().get(ino).is_some_and(|n| n.size <= SMALL_FILE);
-            let object = match self.object_lookup(ino, !small).await {
+            if small {
+                self.files_ahead(ino);
+            }
+            // Being fetched ahead: the object is made here, so the read waits for that download
+            // (one fetch per block) instead of starting its own.
+            let lazy = small && !self.lock_fetching_ahead().contains(&ino);
+            let object = match self.object_lookup(ino, !lazy).await {
                 // No room for a cache entry: the handle reads from the server (see `read`).
                 Err(e) if e.is_local_disk_full() => {
                     self.local_disk_full(&e);
@@ -1246,6 +1260,96 @@ impl Vfs {
             }
             other => other,
         }
+    }
+
+    /// Small files are being opened one after the other in name order in a directory (a walk:
+    /// `cp -r`, `tar`, `grep -r`, `cat dir/*`): fetches the next few small files of the
+    /// directory (in name order after the one opened now) into the cache in the background,
+    /// each once. At most [`FILES_AHEAD`] at once for the mount (more are not started now but
+    /// on a later open); nothing in directories of more than [`SIBLINGS_SCAN_MAX`] entries.
+    fn files_ahead(&self, ino: Ino) {
+        if self.queue.is_offline() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let mut t = self.tree();
+        let Some((parent, name)) = t.get(ino).map(|n| (n.parent, n.name.clone())) else {
+            return;
+        };
+        let Some(dir) = t.get_mut(parent).and_then(|p| p.dir.as_mut()) else {
+            return;
+        };
+        let walking = dir.last_open.as_deref().is_some_and(|l| *l < *name);
+        dir.last_open = Some(name.clone());
+        if !walking || dir.children.len() > SIBLINGS_SCAN_MAX {
+            return;
+        }
+        // Borrow the directory immutably while looking at its children.
+        let Some(dir) = t.get(parent).and_then(|p| p.dir.as_ref()) else {
+            return;
+        };
+        let from = match dir.ahead_to.as_deref() {
+            Some(a) if *a > *name => a.to_string(),
+            _ => name.to_string(),
+        };
+        let mut next: Vec<(Box<str>, Ino)> = dir
+            .children
+            .iter()
+            .filter(|(n, _)| ***n > *from)
+            .filter(|(_, i)| {
+                t.get(**i).is_some_and(|c| {
+                    c.kind == FileKind::File
+                        && c.size > 0
+                        && c.size <= SMALL_FILE
+                        && !c.has_local_state()
+                })
+            })
+            .map(|(n, i)| (n.clone(), *i))
+            .collect();
+        if next.len() > FILES_AHEAD {
+            next.select_nth_unstable(FILES_AHEAD);
+            next.truncate(FILES_AHEAD);
+        }
+        next.sort_unstable();
+        let mut last = None;
+        for (child_name, child) in next {
+            let Ok(permit) = self.files_ahead.clone().try_acquire_owned() else {
+                break;
+            };
+            if !self.lock_fetching_ahead().insert(child) {
+                continue;
+            }
+            let me = me.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.fetch_whole(child).await {
+                    tracing::debug!(error = %e, "fetching ahead failed");
+                }
+                me.lock_fetching_ahead().remove(&child);
+                drop(permit);
+            });
+            last = Some(child_name);
+        }
+        if let Some(d) = t.get_mut(parent).and_then(|p| p.dir.as_mut()) {
+            if last.is_some() {
+                d.ahead_to = last;
+            }
+        }
+    }
+
+    fn lock_fetching_ahead(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Ino>> {
+        self.fetching_ahead
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Downloads a whole file into the cache (when not there yet), one GET.
+    async fn fetch_whole(&self, ino: Ino) -> VfsResult<()> {
+        let Some((obj, _guard)) = self.object_for(ino).await? else {
+            return Ok(());
+        };
+        self.ensure_blocks(ino, &obj, 0, obj.size()).await
     }
 
     /// The first read of a small file the cache does not have: the whole file is downloaded

@@ -27,6 +27,10 @@ pub(crate) struct DirState {
     pub children: HashMap<Box<str>, Ino>,
     /// When the server last confirmed the listing; `None` while only local knowledge exists.
     pub listed_at: Option<Instant>,
+    /// The small file last opened for reading here, and the name up to which small files were
+    /// fetched ahead of a walk (see `Vfs::files_ahead`).
+    pub last_open: Option<Box<str>>,
+    pub ahead_to: Option<Box<str>>,
 }
 
 #[derive(Debug)]
