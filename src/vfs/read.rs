@@ -30,8 +30,8 @@ pub(crate) const BUDGET: u64 = 256 << 20;
 /// Budget accounting unit.
 pub(crate) const BUDGET_UNIT: u64 = 64 << 10;
 
-/// Blocks being downloaded, per object file.
-type Claims = Arc<Mutex<HashMap<(PathBuf, u64), watch::Receiver<bool>>>>;
+/// Blocks being downloaded: object file → block index → the download's completion.
+type Claims = Arc<Mutex<HashMap<PathBuf, HashMap<u64, watch::Receiver<bool>>>>>;
 
 #[derive(Default)]
 pub(crate) struct Inflight {
@@ -51,8 +51,13 @@ pub(crate) struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        for b in self.blocks.clone() {
-            m.remove(&(self.file.clone(), b));
+        if let Some(blocks) = m.get_mut(&self.file) {
+            for b in self.blocks.clone() {
+                blocks.remove(&b);
+            }
+            if blocks.is_empty() {
+                m.remove(&self.file);
+            }
         }
         drop(m);
         if let Some(tx) = self.done.take() {
@@ -73,7 +78,8 @@ impl Inflight {
     /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
     /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
     pub fn plan(&self, file: &Path, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
-        let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let m = all.entry(file.to_path_buf()).or_default();
         let mut claimed = Vec::new();
         let mut waits: Vec<watch::Receiver<bool>> = Vec::new();
         let max_blocks = (max_run / block).max(1);
@@ -82,7 +88,7 @@ impl Inflight {
             let last = run.end.div_ceil(block); // exclusive
             let mut b = first;
             while b < last {
-                if let Some(rx) = m.get(&(file.to_path_buf(), b)) {
+                if let Some(rx) = m.get(&b) {
                     if !waits.iter().any(|w| w.same_channel(rx)) {
                         waits.push(rx.clone());
                     }
@@ -92,11 +98,8 @@ impl Inflight {
                 // Claim a stretch of unclaimed blocks.
                 let start = b;
                 let (tx, rx) = watch::channel(false);
-                while b < last
-                    && b - start < max_blocks
-                    && !m.contains_key(&(file.to_path_buf(), b))
-                {
-                    m.insert((file.to_path_buf(), b), rx.clone());
+                while b < last && b - start < max_blocks && !m.contains_key(&b) {
+                    m.insert(b, rx.clone());
                     b += 1;
                 }
                 claimed.push(Claim {
@@ -107,6 +110,9 @@ impl Inflight {
                     bytes: (start * block).max(run.start)..(b * block).min(run.end),
                 });
             }
+        }
+        if m.is_empty() {
+            all.remove(file);
         }
         Plan { claimed, waits }
     }
