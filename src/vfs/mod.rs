@@ -101,8 +101,9 @@ const SIBLINGS_AHEAD: usize = 8;
 const FILES_AHEAD: usize = 4;
 /// Listings fetched ahead at once, for the whole mount.
 const LISTINGS_AHEAD: usize = 4;
-/// Parents with more entries than this get no listing ahead (the scan would cost too much).
-const SIBLINGS_SCAN_MAX: usize = 10_000;
+/// Directories with more entries than this get nothing read ahead among them (each open
+/// scans the entries: a walk of n entries costs n² steps).
+const SIBLINGS_SCAN_MAX: usize = 4096;
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
 /// After a failed listing, how long a stale listing is served before asking again.
@@ -248,6 +249,20 @@ fn version_of(node: &Node) -> ETag {
 
 /// Runs blocking work (SQLite, the cache's files) on tokio's blocking pool, never on an async
 /// worker, and maps its error into the vfs's.
+/// The `k` entries of `entries` first in name order, sorted; only those are copied.
+fn first_by_name<'a>(
+    entries: impl Iterator<Item = (&'a Box<str>, &'a Ino)>,
+    k: usize,
+) -> Vec<(&'a str, Ino)> {
+    let mut v: Vec<(&str, Ino)> = entries.map(|(n, i)| (&**n, *i)).collect();
+    if v.len() > k {
+        v.select_nth_unstable(k);
+        v.truncate(k);
+    }
+    v.sort_unstable();
+    v
+}
+
 /// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`, on
 /// the blocking pool; each claim is released when its bytes are in (waking its waiters). A
 /// failed store is logged: the reader has its bytes, a later read downloads them again.
@@ -580,7 +595,7 @@ impl Vfs {
         let Some(me) = self.me.upgrade() else {
             return;
         };
-        let mut next: Vec<(Box<str>, Ino)> = {
+        let next: Vec<Ino> = {
             let t = self.tree();
             let Some(n) = t.get(dir).filter(|n| !n.is_area_root && n.area.is_some()) else {
                 return;
@@ -591,23 +606,20 @@ impl Vfs {
             if siblings.children.len() > SIBLINGS_SCAN_MAX {
                 return;
             }
-            siblings
+            let later = siblings
                 .children
                 .iter()
                 .filter(|(name, _)| **name > n.name)
                 .filter(|(_, ino)| {
                     t.get(**ino)
                         .is_some_and(|c| c.kind == FileKind::Dir && !self.is_fresh(c))
-                })
-                .map(|(name, ino)| (name.clone(), *ino))
+                });
+            first_by_name(later, SIBLINGS_AHEAD)
+                .into_iter()
+                .map(|(_, ino)| ino)
                 .collect()
         };
-        if next.len() > SIBLINGS_AHEAD {
-            next.select_nth_unstable(SIBLINGS_AHEAD);
-            next.truncate(SIBLINGS_AHEAD);
-        }
-        next.sort_unstable();
-        for (_, sibling) in next {
+        for sibling in next {
             let Ok(permit) = self.listings_ahead.clone().try_acquire_owned() else {
                 return;
             };
@@ -1295,7 +1307,7 @@ impl Vfs {
             Some(a) if *a > *name => a.to_string(),
             _ => name.to_string(),
         };
-        let mut next: Vec<(Box<str>, Ino)> = dir
+        let later = dir
             .children
             .iter()
             .filter(|(n, _)| ***n > *from)
@@ -1306,14 +1318,11 @@ impl Vfs {
                         && c.size <= SMALL_FILE
                         && !c.has_local_state()
                 })
-            })
-            .map(|(n, i)| (n.clone(), *i))
+            });
+        let next: Vec<(Box<str>, Ino)> = first_by_name(later, FILES_AHEAD)
+            .into_iter()
+            .map(|(n, i)| (n.into(), i))
             .collect();
-        if next.len() > FILES_AHEAD {
-            next.select_nth_unstable(FILES_AHEAD);
-            next.truncate(FILES_AHEAD);
-        }
-        next.sort_unstable();
         let mut last = None;
         for (child_name, child) in next {
             let Ok(permit) = self.files_ahead.clone().try_acquire_owned() else {
