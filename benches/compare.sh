@@ -18,8 +18,12 @@
 #     sha256 on the server must match (hashed outside the timed part)
 # BENCH_WRITE_TIMEOUT (300) seconds: how long to wait for the server to have everything.
 #
+# Read workloads are timed around the command, except the random reads: the Python script
+# times its own open, 200 preads and close (the interpreter's start is not the mount's time).
+#
 # Runs as root on Debian 12 (installs apache2-bin, rclone, fuse3 if missing, like tests/run.sh).
-# Cold means: fresh cache dirs, fresh mounts, and the kernel's page cache dropped.
+# Cold means: fresh cache dirs, fresh mounts, and the kernel's page cache dropped (the
+# workload's own programs are loaded again right after).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
