@@ -54,6 +54,7 @@ mount_tests!(
     server_change_visible_after_dir_cache_time,
     read_only_area_refuses_writes,
     state_xattr_follows_the_cache,
+    walks_read_every_file_right_and_fetch_each_once,
 );
 
 /// Names users really have; the 255-byte ones are the Linux limit.
@@ -629,6 +630,55 @@ mod cases {
             );
         }
         m.unmount();
+    }
+
+    /// A walk over a tree of small files (`find`, then every file read in order, as `cp -r`
+    /// does) reads every byte right while listings and files are fetched ahead, and the server
+    /// is asked for each file once.
+    pub fn walks_read_every_file_right_and_fetch_each_once(s: &Server) {
+        let dav = Dav::fresh(s, "walk");
+        let mut want = std::collections::BTreeMap::new();
+        for d in 0..4 {
+            dav.mkdir(&format!("d{d}"));
+            for f in 0..12 {
+                let rel = format!("d{d}/f{f:02}");
+                let data = pattern(100 + 1000 * f + d, (d * 12 + f) as u8);
+                dav.put(&rel, &data);
+                want.insert(rel, data);
+            }
+        }
+        let m = mount(&dav);
+        let gets_before = count_gets(&dav);
+        let mut found = 0;
+        for d in 0..4 {
+            let mut names: Vec<String> = fs::read_dir(m.path(&format!("d{d}")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            for name in names {
+                let rel = format!("d{d}/{name}");
+                assert_eq!(&read(&m.path(&rel)), &want[&rel], "{}: {rel}", s.name);
+                found += 1;
+            }
+        }
+        assert_eq!(found, want.len(), "{}", s.name);
+        if let (Some(before), Some(after)) = (gets_before, count_gets(&dav)) {
+            // Successful ones only (Digest may answer 401 once when its nonce went stale).
+            let mut gets: Vec<&String> = after[before.len()..]
+                .iter()
+                .filter(|l| {
+                    l.split('"')
+                        .nth(2)
+                        .is_some_and(|st| st.trim().starts_with("20"))
+                })
+                .collect();
+            gets.sort();
+            let n = gets.len();
+            gets.dedup_by(|a, b| a.split('"').nth(1) == b.split('"').nth(1));
+            assert_eq!(n, want.len(), "{}: one GET per file:\n{gets:?}", s.name);
+            assert_eq!(gets.len(), n, "{}: a file was fetched twice", s.name);
+        }
     }
 
     fn count_gets(dav: &Dav) -> Option<Vec<String>> {
