@@ -802,3 +802,44 @@ async fn a_walk_over_small_files_fetches_the_next_ones_ahead() {
     assert_eq!(wait_gets(17, 10.0).await, 17, "f03..f19, each once");
     assert_eq!(state("zz-big").await, b"online");
 }
+
+/// A reader waiting for blocks another download is fetching gets them as soon as they are
+/// stored, not when that whole download ends (here it stalls after its first MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_reader_is_served_as_soon_as_its_blocks_are_in() {
+    let mem = Arc::new(MemRemote::new());
+    let data = pattern(4 << 20);
+    mem.insert_file("big.bin", data.clone());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let f = mount(faulty.clone());
+    let ino = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
+    faulty.delay(Op::ReadRange, Duration::from_millis(600));
+    faulty.stall_read_after(1 << 20, Duration::from_secs(4));
+    // One reader asks for the whole file in one read: one download, starting late and
+    // stalling after 1 MiB.
+    let a = f.vfs.open(ino, R).await.unwrap();
+    let b = f.vfs.open(ino, R).await.unwrap();
+    let vfs = f.vfs.clone();
+    let whole = tokio::spawn(async move { vfs.read(ino, a.fh, 0, 4 << 20).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another asks for bytes of the first MiB while nothing is in yet: it waits for that
+    // download, and is answered once its first MiB is stored, long before the stall ends.
+    let started = std::time::Instant::now();
+    let got = f.vfs.read(ino, b.fh, 100_000, 4096).await.unwrap();
+    assert_eq!(&got[..], &data[100_000..104_096]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered in {:?}: it did not wait for the download",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?} for stored blocks",
+        started.elapsed()
+    );
+    assert!(!whole.is_finished(), "the whole download is still stalled");
+    assert_eq!(&whole.await.unwrap().unwrap()[..], &data[..]);
+    assert_eq!(faulty.calls(Op::ReadRange), 1, "one download");
+    f.vfs.release(ino, a.fh).await.unwrap();
+    f.vfs.release(ino, b.fh).await.unwrap();
+}

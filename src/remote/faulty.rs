@@ -218,6 +218,8 @@ struct FaultState {
     delays: Vec<(Op, Duration)>,
     cut_read: Option<Cut>,
     cut_put: Option<Cut>,
+    /// `read_range` bodies pause this long once this many bytes went through.
+    stall_read: Option<(u64, Duration)>,
     calls: [u64; 9],
     injected: [u64; 9],
 }
@@ -320,6 +322,12 @@ impl<R: Remote> FaultyRemote<R> {
         });
     }
 
+    /// `read_range` bodies pass `bytes` bytes (at least: the pause falls between chunks), then
+    /// pause for `pause` before the rest: a server that stalls mid-download.
+    pub fn stall_read_after(&self, bytes: u64, pause: Duration) {
+        self.lock().stall_read = Some((bytes, pause));
+    }
+
     /// Like [`Self::cut_read_after`], for the next `times` `read_range` calls only.
     pub fn cut_read_after_times(&self, bytes: u64, times: u64) {
         self.lock().cut_read = Some(Cut {
@@ -351,6 +359,7 @@ impl<R: Remote> FaultyRemote<R> {
         s.rules.clear();
         s.delays.clear();
         s.cut_read = None;
+        s.stall_read = None;
         s.cut_put = None;
     }
 
@@ -516,6 +525,28 @@ impl<R: Remote> Remote for FaultyRemote<R> {
     ) -> RemoteResult<ReadResponse> {
         self.before(Op::ReadRange, path).await?;
         let mut resp = self.inner.read_range(path, range, expect).await?;
+        if let Some((after, pause)) = self.lock().stall_read {
+            let body = std::mem::replace(&mut resp.body, Box::pin(futures_util::stream::empty()));
+            let sent = Arc::new(Mutex::new((0u64, false)));
+            resp.body = Box::pin(futures_util::StreamExt::then(body, move |item| {
+                let sent = sent.clone();
+                async move {
+                    let stall = {
+                        let mut g = sent.lock().unwrap_or_else(|e| e.into_inner());
+                        let stall = g.0 >= after && !g.1;
+                        g.1 |= stall;
+                        if let Ok(c) = &item {
+                            g.0 += c.len() as u64;
+                        }
+                        stall
+                    };
+                    if stall {
+                        tokio::time::sleep(pause).await;
+                    }
+                    item
+                }
+            }));
+        }
         let cut = Cut::take(&mut self.lock().cut_read);
         if let Some(after) = cut {
             let body = std::mem::replace(&mut resp.body, Box::pin(futures_util::stream::empty()));

@@ -1544,9 +1544,11 @@ impl Vfs {
                     r?;
                 }
             }
-            for w in waits.iter_mut() {
-                // Woken when the other download ends, whatever its outcome; the loop re-checks.
-                let _ = w.wait_for(|done| *done).await;
+            if !waits.is_empty() {
+                // Woken when another download stores some blocks or ends, whatever its
+                // outcome: the loop re-checks what is still missing.
+                let woken = waits.iter_mut().map(|w| Box::pin(w.changed()));
+                let _ = futures_util::future::select_all(woken).await;
             }
         }
     }
@@ -1603,24 +1605,25 @@ impl Vfs {
         obj: &Arc<CacheObject>,
         claim: read::Claim,
     ) -> VfsResult<()> {
-        let r = self.fetch_run(ino, obj, claim.bytes.clone()).await;
+        let r = self.fetch_run(ino, obj, &claim).await;
         drop(claim);
         r
     }
 
-    /// Downloads one block-aligned byte run into `obj`.
+    /// Downloads the block-aligned byte run of `claim` into `obj`, waking the claim's waiters
+    /// after each stored piece.
     async fn fetch_run(
         &self,
         ino: Ino,
         obj: &Arc<CacheObject>,
-        run: std::ops::Range<u64>,
+        claim: &read::Claim,
     ) -> VfsResult<()> {
+        let run = claim.bytes.clone();
         let bs = self.cache.block_size();
         let mut body = self.get_run(ino, obj, run.clone()).await?;
         let mut pos = run.start;
-        // Written to the cache file in batches of whole blocks (about 1 MiB): waiters are woken
-        // when the whole claimed run is in, so smaller writes would only cost more syscalls.
-        // Sized up front: one copy per byte, no regrowth.
+        // Written to the cache file in batches of whole blocks (about 1 MiB), each waking the
+        // readers that wait for this run. Sized up front: one copy per byte, no regrowth.
         let batch = bs.max(1 << 20);
         let mut buf =
             BytesMut::with_capacity((batch + (256 << 10)).min(run.end - run.start) as usize);
@@ -1634,6 +1637,7 @@ impl Vfs {
             if whole > 0 {
                 let data = buf.split_to(whole as usize).freeze();
                 self.store_blocks(obj, pos, data).await?;
+                claim.stored();
                 pos += whole;
             }
         }
