@@ -25,7 +25,7 @@ use tokio::sync::{watch, Semaphore};
 /// First read-ahead window.
 pub const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
 /// Largest read-ahead window of one handle.
-pub const MAX_WINDOW: u64 = 64 << 20;
+pub const MAX_WINDOW: u64 = 128 << 20;
 /// Size of one background GET.
 pub(crate) const CHUNK: u64 = 16 << 20;
 /// Bytes of background read-ahead in flight for the whole mount.
