@@ -8,7 +8,12 @@
 //!   the listing is saved in the metadata store so a restart or an outage still shows the tree.
 //!   Only a positive 404 from the server removes an entry; an unreachable server never does.
 //! - **Reads**: a handle reads one version (the ETag at open) through the block cache; missing
-//!   blocks are fetched by ranged GET with `If-Match`, so old and new bytes never mix.
+//!   blocks are fetched by ranged GET with `If-Match`, so old and new bytes never mix. A read
+//!   that downloads its own bytes is answered from them and stores them after (a small file's
+//!   first read also makes its cache object meanwhile); single flight and sequential read-ahead
+//!   are in `read.rs`. Walks are read ahead: `opendir` lists the next sibling directories,
+//!   small files opened in name order fetch the next ones. A full local disk degrades reads to
+//!   uncached downloads, never to errors.
 //! - **Writes** (`write.rs`, `writeback.rs`): staged whole locally; flush/fsync/close make the
 //!   file durable on local disk and queue it (`queue.rs`); upload workers send it later with
 //!   conditional requests (`upload.rs`), keeping both versions on a conflict (`conflict.rs`).
