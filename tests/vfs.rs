@@ -843,3 +843,25 @@ async fn a_waiting_reader_is_served_as_soon_as_its_blocks_are_in() {
     f.vfs.release(ino, a.fh).await.unwrap();
     f.vfs.release(ino, b.fh).await.unwrap();
 }
+
+/// With listings trusted for less than a second, nothing is listed ahead (it would be stale
+/// before the walk got there).
+#[tokio::test]
+async fn no_listing_ahead_with_a_very_short_listing_ttl() {
+    let mem = Arc::new(MemRemote::new());
+    for d in 0..5 {
+        mem.insert_file(&format!("tree/d{d}/f"), b"x".to_vec());
+    }
+    let f = mount_on(
+        mem.clone(),
+        Duration::from_millis(500),
+        tempfile::tempdir().unwrap(),
+    );
+    let tree = f.vfs.lookup(ROOT_INO, "tree").await.unwrap().ino;
+    let d0 = f.vfs.lookup(tree, "d0").await.unwrap().ino;
+    let before = mem.counters().list;
+    let fh = f.vfs.opendir(d0).await.unwrap();
+    f.vfs.releasedir(fh);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(mem.counters().list, before + 1, "d0 only");
+}

@@ -104,6 +104,8 @@ const INLINE_READ_MAX: usize = 1 << 20;
 const SIBLINGS_AHEAD: usize = 8;
 /// Small files fetched ahead of a walk at once, for the whole mount (see `files_ahead`).
 const FILES_AHEAD: usize = 4;
+/// No listing ahead when listings are trusted for less than this.
+const MIN_TTL_AHEAD: Duration = Duration::from_secs(1);
 /// Listings fetched ahead at once, for the whole mount.
 const LISTINGS_AHEAD: usize = 4;
 /// Directories with more entries than this get nothing read ahead among them (each open
@@ -594,7 +596,8 @@ impl Vfs {
     /// [`SIBLINGS_AHEAD`] per call and [`LISTINGS_AHEAD`] at once for the mount (more are
     /// simply not started); nothing under a parent of more than [`SIBLINGS_SCAN_MAX`] entries.
     fn list_siblings_ahead(&self, dir: Ino) {
-        if self.queue.is_offline() {
+        // Offline, or listings trusted too briefly to be of use when the walk gets there.
+        if self.queue.is_offline() || self.opts.dir_ttl < MIN_TTL_AHEAD {
             return;
         }
         let Some(me) = self.me.upgrade() else {
