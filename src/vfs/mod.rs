@@ -240,6 +240,20 @@ fn kind_of(k: EntryKind) -> FileKind {
 
 /// The version key of a file: its ETag, or a stand-in from size and mtime when the server gives
 /// none (then reads are not conditional).
+/// The node's current version as a cache key, and the ETag a download of it must match
+/// (`None` when the server gives no ETags: the key's is then made up by [`version_of`]).
+fn version_key(t: &Tree, ino: Ino) -> VfsResult<(ObjectKey, Option<ETag>)> {
+    let n = t.get(ino).ok_or(VfsError::NotFound)?;
+    let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
+    let key = ObjectKey {
+        area,
+        path,
+        etag: version_of(n),
+        size: n.size,
+    };
+    Ok((key, n.etag.clone()))
+}
+
 fn version_of(node: &Node) -> ETag {
     match &node.etag {
         Some(e) => e.clone(),
@@ -1205,14 +1219,7 @@ impl Vfs {
             if n.staged.is_some() || n.pending_create {
                 return Ok(None);
             }
-            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
-            let etag = version_of(n);
-            ObjectKey {
-                area,
-                path,
-                etag,
-                size: n.size,
-            }
+            version_key(&t, ino)?.0
         };
         let cache = self.cache.clone();
         let found = off_thread(move || {
@@ -1240,7 +1247,14 @@ impl Vfs {
             h.object.as_ref().map(|(o, _)| o.clone())
         };
         // Staged content wins: it is what this mount last wrote.
-        let staged = self.tree().get(ino).and_then(|n| n.staged.clone());
+        let (staged, small) = {
+            let t = self.tree();
+            let n = t.get(ino);
+            (
+                n.and_then(|n| n.staged.clone()),
+                n.is_some_and(|n| n.size <= SMALL_FILE),
+            )
+        };
         if let Some(st) = staged {
             let len = {
                 let s = st.state();
@@ -1251,12 +1265,15 @@ impl Vfs {
             }
             return Ok(Bytes::from(write::pread(st, offset, len).await?));
         }
-        let small = self.tree().get(ino).is_some_and(|n| n.size <= SMALL_FILE);
         let obj = match object {
             Some(o) => o,
             None if small => return self.read_small(ino, fh, offset, size).await,
             None => match self.object_for(ino).await {
-                Ok(Some((o, _))) => o,
+                // Kept by the handle: its next reads need no index lookup.
+                Ok(Some((o, guard))) => {
+                    self.attach_object(fh, o.clone(), guard);
+                    o
+                }
                 Ok(None) => return Ok(Bytes::new()),
                 Err(e) if e.is_local_disk_full() => {
                     self.local_disk_full(&e);
@@ -1375,13 +1392,9 @@ impl Vfs {
     /// path), the read is answered from the download, and the bytes are stored in the
     /// background. The object is given to the handle, so its next reads use the cache.
     async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let (area, path, etag, version, file_size) = {
-            let t = self.tree();
-            let n = t.get(ino).ok_or(VfsError::NotFound)?;
-            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
-            (area, path, n.etag.clone(), version_of(n), n.size)
-        };
-        let download = self.download(ino, area, &path, etag.as_ref(), 0..file_size);
+        let (key, etag) = version_key(&self.tree(), ino)?;
+        let file_size = key.size;
+        let download = self.download(ino, key.area, &key.path, etag.as_ref(), 0..file_size);
         let (data, object) = if file_size == 0 {
             (Ok(Bytes::new()), self.object_for(ino).await)
         } else {
@@ -1390,7 +1403,7 @@ impl Vfs {
         let data = data?;
         match object {
             // The version downloaded: keep it for the handle and store the bytes.
-            Ok(Some((obj, guard))) if obj.key().etag == version && obj.size() == file_size => {
+            Ok(Some((obj, guard))) if obj.key().etag == key.etag && obj.size() == file_size => {
                 // The blocks no other download is storing already.
                 let missing = obj.missing(0, file_size);
                 let bs = self.cache.block_size();
@@ -1398,10 +1411,7 @@ impl Vfs {
                     .inflight
                     .plan(obj.file_path(), &missing, bs, file_size.max(bs));
                 store_in_background(&obj, plan.claimed, data.clone(), 0);
-                let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(h) = h.get_mut(&fh).filter(|h| h.object.is_none()) {
-                    h.object = Some((obj, guard));
-                }
+                self.attach_object(fh, obj, guard);
             }
             // Changed meanwhile (a new listing, a local write): the next read sees to it.
             Ok(_) => {}
@@ -1415,19 +1425,22 @@ impl Vfs {
         Ok(data.slice(start..end))
     }
 
+    /// Gives a read handle that had no cache object the one its read found or made.
+    fn attach_object(&self, fh: u64, obj: Arc<CacheObject>, guard: OpenGuard) {
+        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.get_mut(&fh).filter(|h| !h.write && h.object.is_none()) {
+            h.object = Some((obj, guard));
+        }
+    }
+
     /// A read straight from the server, kept nowhere: the local disk has no room for the cache.
     async fn read_uncached(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let (area, path, etag, file_size) = {
-            let t = self.tree();
-            let n = t.get(ino).ok_or(VfsError::NotFound)?;
-            let (area, path) = t.path(ino).ok_or(VfsError::NotFound)?;
-            (area, path, n.etag.clone(), n.size)
-        };
-        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        let (key, etag) = version_key(&self.tree(), ino)?;
+        let end = offset.saturating_add(u64::from(size)).min(key.size);
         if offset >= end {
             return Ok(Bytes::new());
         }
-        self.download(ino, area, &path, etag.as_ref(), offset..end)
+        self.download(ino, key.area, &key.path, etag.as_ref(), offset..end)
             .await
     }
 
