@@ -197,6 +197,36 @@ T[curl.get]=$(secs "$t0" "$(now)")
 cat "$DATA/big.bin" >/dev/null
 t0=$(now); cat "$DATA/big.bin" >/dev/null; T[disk.warm]=$(secs "$t0" "$(now)")
 cm_log "baselines: curl GET ${T[curl.get]} s, page-cache read ${T[disk.warm]} s"
+# Floors of the cold workloads, where nothing is cached on either side: the server reading the
+# file off its own disk, the same GET as above, and the random reads made by a bare HTTP client
+# (keep-alive, one ranged GET of one 16 KiB cache block per read, as cloudmount asks).
+drop_caches; t0=$(now); cat "$DATA/big.bin" >/dev/null; T[disk.cold]=$(secs "$t0" "$(now)")
+drop_caches; t0=$(now)
+curl -s -K "$CM_TMP/curl-basic.conf" -o /dev/null "${URL}big.bin"
+T[curl.cold]=$(secs "$t0" "$(now)")
+drop_caches
+T[raw.random]=$(BENCH_URL="${URL}big.bin" python3 - "$RANDOM_READS" <<'EOF'
+import base64, http.client, os, random, sys, time, urllib.parse
+url = urllib.parse.urlparse(os.environ["BENCH_URL"])
+auth = "Basic " + base64.b64encode(("%s:%s" % (os.environ["CLOUDMOUNT_TEST_USER"],
+                                    os.environ["CLOUDMOUNT_TEST_PASSWORD"])).encode()).decode()
+c = http.client.HTTPConnection(url.hostname, url.port)
+c.request("HEAD", url.path, headers={"Authorization": auth})
+r = c.getresponse(); r.read()
+size = int(r.getheader("Content-Length"))
+rnd = random.Random(42)   # the offsets of timed_random_reads
+block = 16384
+t0 = time.monotonic()
+for _ in range(int(sys.argv[1])):
+    start = rnd.randrange(0, size - 4096) // block * block
+    c.request("GET", url.path, headers={"Authorization": auth,
+              "Range": "bytes=%d-%d" % (start, start + block - 1)})
+    r = c.getresponse(); r.read()
+    assert r.status == 206, r.status
+print("%.3f" % (time.monotonic() - t0))
+EOF
+)
+cm_log "floors, cold: the server's disk read ${T[disk.cold]} s, curl GET ${T[curl.cold]} s, $RANDOM_READS ranged GETs ${T[raw.random]} s"
 
 for tool in ${BENCH_TOOLS:-cm rc}; do
     m=$(mnt_of "$tool")
@@ -386,3 +416,10 @@ printf '%-44s %s cloudmount, %s rclone (goal cloudmount <= 64 MiB)\n' "server by
 printf '%-44s %s cloudmount, %s rclone\n' "requests for the cold find" "${N[cm.find]:-0}" "${N[rc.find]:-0}"
 printf '%-44s %s MiB (goal <= 150 MiB)\n' "daemon RSS after listing $RSS_ENTRIES entries" "$((RSS_KB / 1024))"
 printf '%-44s curl GET %ss, page-cache read %ss\n' "baselines" "${T[curl.get]}" "${T[disk.warm]}"
+echo
+echo "Floors of the cold workloads (nothing cached on the server's side either):"
+printf '%-44s %ss; curl GET %ss (goal 0.25 x rclone = %ss)\n' \
+    "  the server reads the file off its disk" "${T[disk.cold]}" "${T[curl.cold]}" \
+    "$(awk -v r="${T[rc.seqcold]:-0}" 'BEGIN { printf "%.3f", 0.25 * r }')"
+printf '%-44s %ss (goal 0.1 x rclone = %ss)\n' "  $RANDOM_READS ranged GETs by a bare HTTP client" \
+    "${T[raw.random]}" "$(awk -v r="${T[rc.random]:-0}" 'BEGIN { printf "%.3f", 0.1 * r }')"

@@ -50,7 +50,7 @@ pub enum Command {
             --password-file FILE, the profile (password_file, password_env or password), or \
             the environment variable CLOUDMOUNT_PASSWORD. A password file (or a config file \
             holding a password) must be readable by its owner only (chmod 600).\n\n\
-            -o takes comma-separated fstab-style options: ro, rw, allow_other, user=USER, \
+            -o takes comma-separated fstab-style options: ro, rw, allow_other, nopassthrough, user=USER, \
             password_file=FILE, cache_dir=DIR, cache_size=SIZE, dir_cache_time=DURATION, write_back_delay=DURATION, \
             config=FILE; options mount(8) passes (defaults, noauto, nofail, _netdev, x-*, \
             user, users, exec, suid, dev, ...) are ignored. A flag wins over the same -o \
@@ -198,6 +198,12 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
 
+    /// Never let the kernel read cached files directly (FUSE passthrough, used when run as
+    /// root on Linux 6.9 or later): every read then goes through the daemon and the kernel's
+    /// page cache, and a reader sees writes made through the mount while it has the file open
+    #[arg(long)]
+    pub no_passthrough: bool,
+
     /// fstab-style options, comma-separated (see below); may be repeated
     #[arg(short = 'o', value_name = "OPTS")]
     pub options: Vec<String>,
@@ -226,6 +232,7 @@ impl MountArgs {
             space_retry: self.space_retry,
             read_only: self.read_only.then_some(true),
             allow_other: self.allow_other.then_some(true),
+            passthrough: self.no_passthrough.then_some(false),
             config: self.config.clone(),
         };
         for opts in &self.options {
@@ -382,7 +389,10 @@ mod tests {
         ]);
         let r = m.request().unwrap();
         assert_eq!(r.read_only, Some(false));
+        assert_eq!(r.passthrough, None);
         assert!(!m.daemon_child);
+        let m = mount_args(&["work", "/mnt/w", "--no-passthrough"]);
+        assert_eq!(m.request().unwrap().passthrough, Some(false));
 
         let m = mount_args(&["work"]);
         assert_eq!(m.mountpoint, None);

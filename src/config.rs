@@ -13,6 +13,7 @@
 //! dir_cache_time = "30s"                      # default 30s
 //! write_back_delay = "500ms"                 # default 500ms: wait after close before uploading
 //! read_only = false
+//! passthrough = true                          # default true: see `--no-passthrough`
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
 //! [[profiles.cloudme.areas]]                  # or areas: each one a folder at the root
@@ -313,6 +314,8 @@ pub struct Profile {
     pub write_back_delay: Option<DurationValue>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
+    /// FUSE passthrough for cached large files (default true; see `--no-passthrough`).
+    pub passthrough: Option<bool>,
     pub mountpoint: Option<PathBuf>,
 }
 
@@ -331,6 +334,7 @@ impl fmt::Debug for Profile {
             .field("write_back_delay", &self.write_back_delay)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
+            .field("passthrough", &self.passthrough)
             .field("mountpoint", &self.mountpoint)
             .finish()
     }
@@ -422,6 +426,7 @@ pub struct MountRequest {
     pub space_retry: Option<Duration>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
+    pub passthrough: Option<bool>,
     pub config: Option<PathBuf>,
 }
 
@@ -480,6 +485,12 @@ impl MountRequest {
                 }
                 "allow_other" if value.is_none() => {
                     self.allow_other.get_or_insert(true);
+                }
+                "passthrough" if value.is_none() => {
+                    self.passthrough.get_or_insert(true);
+                }
+                "nopassthrough" if value.is_none() => {
+                    self.passthrough.get_or_insert(false);
                 }
                 "user" | "username" if value.is_some() => {
                     let v = need(value)?;
@@ -565,6 +576,8 @@ pub struct MountConfig {
     pub space_retry: Option<Duration>,
     pub read_only: bool,
     pub allow_other: bool,
+    /// FUSE passthrough (and direct I/O) for large files where the kernel allows it.
+    pub passthrough: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
     pub runtime_dir: PathBuf,
 }
@@ -586,6 +599,7 @@ impl fmt::Debug for MountConfig {
             .field("space_retry", &self.space_retry)
             .field("read_only", &self.read_only)
             .field("allow_other", &self.allow_other)
+            .field("passthrough", &self.passthrough)
             .field("runtime_dir", &self.runtime_dir)
             .finish()
     }
@@ -833,6 +847,7 @@ pub fn resolve(
         space_retry: req.space_retry,
         read_only: req.read_only.or(profile.read_only).unwrap_or(false),
         allow_other: req.allow_other.or(profile.allow_other).unwrap_or(false),
+        passthrough: req.passthrough.or(profile.passthrough).unwrap_or(true),
         runtime_dir: dirs.runtime.clone(),
     })
 }
@@ -961,6 +976,12 @@ mod tests {
         r.apply_options("rw,username=bob").unwrap();
         assert_eq!(r.read_only, Some(false));
         assert_eq!(r.user.as_deref(), Some("bob"));
+        assert_eq!(
+            r.passthrough, None,
+            "passthrough is the profile's or the default"
+        );
+        r.apply_options("nopassthrough").unwrap();
+        assert_eq!(r.passthrough, Some(false));
 
         let mut r = MountRequest {
             read_only: Some(true),

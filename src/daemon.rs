@@ -340,6 +340,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
             gid,
             read_only: cfg.read_only,
             areas_as_folders: cfg.areas_as_folders,
+            passthrough: cfg.passthrough,
             upload: {
                 let mut u = crate::vfs::UploadOptions {
                     delay: cfg.write_back_delay,
@@ -625,6 +626,7 @@ mod tests {
             space_retry: None,
             read_only: false,
             allow_other: false,
+            passthrough: true,
             runtime_dir: dir.join("run"),
         }
     }

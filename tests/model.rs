@@ -412,6 +412,7 @@ fn check(ops: &[Op]) {
                 gid: 0,
                 read_only: false,
                 areas_as_folders: false,
+                passthrough: true,
                 upload: cloudmount::vfs::UploadOptions::immediate(),
             },
             cache_dir: cache.path().to_path_buf(),

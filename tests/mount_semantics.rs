@@ -402,3 +402,134 @@ fn an_unlinked_open_file_stays_usable() {
     assert_eq!(dav.names(""), Vec::<String>::new());
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
 }
+
+/// Bytes the daemon has read with read-like system calls (its cache files, /dev/fuse).
+fn daemon_rchar(m: &Mounted) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{}/io", m.daemon_pid())).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/PID/io")
+}
+
+/// Passthrough needs the daemon to have CAP_SYS_ADMIN: the README test command runs as root.
+fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "{what} needs the tests to run as root (passthrough)"
+    );
+}
+
+/// A large file not yet cached is read with direct I/O (every read reaches the daemon; the
+/// kernel keeps no second copy of the pages). Once wholly cached, the next open is passthrough:
+/// the kernel reads the cache file itself, and the daemon reads nothing.
+#[test]
+fn large_files_are_read_direct_then_from_the_cache_file_by_the_kernel() {
+    require_root("this test");
+    use std::os::unix::fs::FileExt;
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "passthrough");
+    let data = pattern(4 * MIB + 123, 3);
+    dav.put("big", &data);
+    dav.put("cold", &data);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
+    let f = File::open(m.path("big")).unwrap();
+    let mut got = vec![0u8; data.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, data);
+    let before = daemon_rchar(&m);
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, data);
+    let direct = daemon_rchar(&m) - before;
+    assert!(
+        direct >= data.len() as u64,
+        "a second pass on the first open should be served by the daemon (direct I/O): it read {direct} bytes"
+    );
+    drop(f);
+    let before = daemon_rchar(&m);
+    let f = File::open(m.path("big")).unwrap();
+    let mut got = vec![0u8; data.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, data);
+    let passthrough = daemon_rchar(&m) - before;
+    assert!(
+        passthrough < MIB as u64,
+        "a cached file should be read by the kernel from the cache file: the daemon read {passthrough} bytes"
+    );
+    // mmap works both ways (shared read-only maps of direct files need the kernel's
+    // FUSE_DIRECT_IO_ALLOW_MMAP).
+    assert_eq!(mapped(&m.path("big"), data.len()), data, "passthrough mmap");
+    assert_eq!(mapped(&m.path("cold"), data.len()), data, "direct mmap");
+}
+
+/// The first `len` bytes of `path` through a shared read-only mapping.
+fn mapped(path: &Path, len: usize) -> Vec<u8> {
+    use std::os::unix::io::AsRawFd;
+    let f = File::open(path).unwrap();
+    // SAFETY: a fresh mapping of a valid descriptor, read within `len` and unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(
+            p,
+            libc::MAP_FAILED,
+            "mmap {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        let v = std::slice::from_raw_parts(p as *const u8, len).to_vec();
+        libc::munmap(p, len);
+        v
+    }
+}
+
+/// A reader that opened a cached large file by passthrough keeps reading the version it
+/// opened while the file is written through the mount; opens made after the write see it,
+/// and writing beside such a reader works (the kernel allows it only as passthrough too).
+#[test]
+fn a_passthrough_reader_keeps_its_version_while_the_file_is_written() {
+    require_root("this test");
+    use std::os::unix::fs::FileExt;
+    let (dav, m) = setup("ptwrite");
+    let data = pattern(3 * MIB, 5);
+    dav.put("f", &data);
+    assert_eq!(fs::read(m.path("f")).unwrap(), data);
+    let reader = File::open(m.path("f")).unwrap();
+    let mut buf = [0u8; 3];
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, data[..3]);
+    let w = OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap_or_else(|e| panic!("open for writing beside a passthrough reader: {e}"));
+    w.write_all_at(b"NEW", 0).unwrap();
+    let during = File::open(m.path("f")).unwrap();
+    during.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"NEW", "a reader opened after the write sees it");
+    w.sync_all().unwrap();
+    drop(w);
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(
+        buf,
+        data[..3],
+        "the passthrough reader reads the version it opened"
+    );
+    drop((reader, during));
+    let mut want = data.clone();
+    want[..3].copy_from_slice(b"NEW");
+    assert_eq!(
+        fs::read(m.path("f")).unwrap(),
+        want,
+        "a new open reads the new content"
+    );
+    m.settle();
+    assert_eq!(dav.get("f"), want);
+}

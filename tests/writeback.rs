@@ -39,6 +39,7 @@ fn open_vfs_ttl(
             gid: 0,
             read_only: false,
             areas_as_folders: false,
+            passthrough: true,
             upload: UploadOptions {
                 delay,
                 ..UploadOptions::immediate()

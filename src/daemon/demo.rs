@@ -224,6 +224,7 @@ pub fn mount_config(
         space_retry: None,
         read_only: false,
         allow_other: false,
+        passthrough: true,
         runtime_dir: dirs.runtime.clone(),
     })
 }

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, TimeOrNow};
 
-use crate::vfs::{Attr, FileKind, Opened, RenameFlags, SetAttr, VfsError};
+use crate::vfs::{Attr, FileKind, OpenIo, Opened, RenameFlags, SetAttr, VfsError};
 
 pub(crate) fn file_type(kind: FileKind) -> FileType {
     match kind {
@@ -73,8 +73,11 @@ pub(crate) fn set_attr(
     }
 }
 
+/// The open flags of a page-cache or direct open (passthrough ones are answered apart).
 pub(crate) fn fopen_flags(opened: &Opened) -> FopenFlags {
-    if opened.keep_cache {
+    if matches!(opened.io, OpenIo::Direct) {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else if opened.keep_cache {
         FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::empty()
@@ -209,17 +212,25 @@ mod tests {
     }
 
     #[test]
-    fn keep_cache_sets_fopen_flag() {
+    fn keep_cache_and_direct_io_set_fopen_flags() {
         let keep = Opened {
             fh: 1,
             keep_cache: true,
+            io: OpenIo::Cached,
         };
         let fresh = Opened {
             fh: 1,
             keep_cache: false,
+            io: OpenIo::Cached,
+        };
+        let direct = Opened {
+            fh: 1,
+            keep_cache: false,
+            io: OpenIo::Direct,
         };
         assert_eq!(fopen_flags(&keep), FopenFlags::FOPEN_KEEP_CACHE);
         assert_eq!(fopen_flags(&fresh), FopenFlags::empty());
+        assert_eq!(fopen_flags(&direct), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 mod convert;
 pub mod mounts;
+mod passthrough;
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -83,6 +84,7 @@ pub struct FuseFs {
     vfs: Arc<Vfs>,
     rt: Handle,
     inflight: Inflight,
+    backings: Arc<passthrough::Backings>,
 }
 
 /// A span for one request: operation name plus request id and the given fields.
@@ -98,6 +100,7 @@ impl FuseFs {
             vfs,
             rt,
             inflight: Inflight::new(),
+            backings: Default::default(),
         }
     }
 
@@ -158,6 +161,36 @@ impl FuseFs {
     }
 }
 
+/// Answers an open as the vfs chose: page cache, direct I/O or passthrough. A backing file
+/// the kernel refuses makes the open a page-cache one (and the vfs offers no more).
+fn reply_opened(
+    vfs: &Vfs,
+    backings: &passthrough::Backings,
+    ino: u64,
+    reply: ReplyOpen,
+    o: &crate::vfs::Opened,
+) {
+    let fh = FileHandle(o.fh);
+    if let crate::vfs::OpenIo::Passthrough { backing, direct } = &o.io {
+        match backings.open(&reply, o.fh, backing) {
+            Ok(id) => {
+                let flags = if *direct {
+                    FopenFlags::FOPEN_DIRECT_IO
+                } else {
+                    FopenFlags::empty()
+                };
+                return reply.opened_passthrough(fh, flags, &id);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the kernel refused a passthrough file: reads go through the daemon");
+                vfs.passthrough_refused(ino, o.fh);
+                return reply.opened(fh, FopenFlags::empty());
+            }
+        }
+    }
+    reply.opened(fh, convert::fopen_flags(o));
+}
+
 /// Logs a failed request (at debug: ENOENT on lookup is routine; EIO is logged with its reason
 /// where the vfs maps it) and gives its errno.
 fn fail(e: &VfsError) -> Errno {
@@ -191,6 +224,14 @@ impl Filesystem for FuseFs {
                 tracing::debug!(?missing, "capability not offered by the kernel");
             }
         }
+        // Direct I/O opens may be mapped shared (`vfs/io_mode.rs` uses them for cold reads).
+        let _ = config.add_capabilities(F::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Passthrough needs CAP_SYS_ADMIN to register backing files. Stack depth 1: the
+        // backing files (the cache) are on a plain filesystem.
+        let passthrough = passthrough::allowed()
+            && config.add_capabilities(F::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.vfs.set_passthrough(passthrough);
         Ok(())
     }
 
@@ -376,9 +417,10 @@ impl Filesystem for FuseFs {
         let span = op_span!("open", req, ino = ino.0, flags = flags.0);
         let mode = OpenMode::from_flags(flags.0);
         let vfs = self.vfs.clone();
+        let backings = self.backings.clone();
         self.spawn(span, async move {
             match vfs.open(ino.0, mode).await {
-                Ok(o) => reply.opened(FileHandle(o.fh), convert::fopen_flags(&o)),
+                Ok(o) => reply_opened(&vfs, &backings, ino.0, reply, &o),
                 Err(e) => reply.error(fail(&e)),
             }
         });
@@ -460,7 +502,10 @@ impl Filesystem for FuseFs {
     ) {
         let span = op_span!("release", req, ino = ino.0, fh = fh.0);
         let vfs = self.vfs.clone();
+        let backings = self.backings.clone();
         self.spawn_empty(span, reply, async move {
+            // The kernel has let go of the file: its backing id (if any) may close.
+            backings.release(fh.0);
             let flushed = if flush {
                 vfs.flush(ino.0, fh.0).await
             } else {
@@ -951,6 +996,7 @@ mod tests {
                 gid,
                 read_only: false,
                 areas_as_folders: false,
+                passthrough: true,
                 upload: crate::vfs::UploadOptions::immediate(),
             },
             cache_dir: dir.path().join("cache"),

@@ -24,6 +24,7 @@
 
 mod conflict;
 pub mod error;
+mod io_mode;
 pub mod queue;
 pub mod read;
 pub mod status;
@@ -49,6 +50,7 @@ pub use types::*;
 use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
 use crate::meta::{AreaId, EntryRecord, MetaStore};
 use crate::remote::{ByteRange, ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
+use io_mode::{HandleIo, Want};
 use tree::{Node, Tree};
 use write::{Staged, StagedState};
 
@@ -74,6 +76,9 @@ pub struct VfsOptions {
     pub areas_as_folders: bool,
     /// The upload queue.
     pub upload: UploadOptions,
+    /// Use FUSE passthrough and direct I/O for large files where the kernel allows it (see
+    /// `io_mode.rs`); the FUSE adapter says at mount time whether it does.
+    pub passthrough: bool,
 }
 
 /// Everything needed to open the filesystem.
@@ -129,6 +134,8 @@ struct Handle {
     /// The cached version a read handle reads (None for write handles: they read the staging).
     object: Option<(Arc<CacheObject>, OpenGuard)>,
     readahead: read::ReadAhead,
+    /// How the kernel serves it (its count in the node's `io`).
+    io: HandleIo,
 }
 
 /// The filesystem.
@@ -157,6 +164,8 @@ pub struct Vfs {
     fetching_ahead: Mutex<std::collections::HashSet<Ino>>,
     /// When a full local disk was last logged at warn.
     disk_full_warned: Mutex<Option<Instant>>,
+    /// Passthrough works on this mount (asked for, and granted by the kernel).
+    passthrough: std::sync::atomic::AtomicBool,
     /// Itself, for spawning read-ahead tasks.
     me: std::sync::Weak<Vfs>,
     /// Inodes whose kernel page cache holds a version the server no longer has; the FUSE
@@ -414,6 +423,7 @@ impl Vfs {
             files_ahead: Arc::new(tokio::sync::Semaphore::new(FILES_AHEAD)),
             fetching_ahead: Default::default(),
             disk_full_warned: Default::default(),
+            passthrough: Default::default(),
             quota: Mutex::new(None),
             queue,
             area_roots,
@@ -506,7 +516,13 @@ impl Vfs {
             },
             uid: self.opts.uid,
             gid: self.opts.gid,
-            blksize: 128 * 1024,
+            // Large files are read in 1 MiB requests (the kernel's read-ahead, and direct
+            // I/O, see `io_mode.rs`): programs that size their reads by this ask as much.
+            blksize: if n.kind == FileKind::File && size > SMALL_FILE {
+                1 << 20
+            } else {
+                128 << 10
+            },
         }
     }
 
@@ -1153,6 +1169,7 @@ impl Vfs {
                 write: true,
                 object: None,
                 readahead: Default::default(),
+                io: HandleIo::Cached,
             }
         } else {
             self.revalidate(ino).await;
@@ -1178,19 +1195,30 @@ impl Vfs {
                 write: false,
                 object,
                 readahead: Default::default(),
+                io: HandleIo::Cached,
             }
         };
-        // The kernel may keep its pages when they hold the version the server still has.
-        let keep_cache = {
+        let mut handle = handle;
+        let (keep_cache, io) = {
+            let enabled = self.passthrough.load(Ordering::Relaxed);
             let mut t = self.tree();
             match t.get_mut(ino) {
                 Some(n) => {
-                    n.open_handles += 1;
-                    let keep = n.etag.is_some() && n.kernel_etag == n.etag;
+                    let want = match &handle.object {
+                        Some((o, _)) if !handle.write && n.size > SMALL_FILE => Want::LargeRead(o),
+                        _ => Want::PageCache,
+                    };
+                    let (kind, io) =
+                        n.io.choose(enabled, want, |o| std::fs::File::open(o.file_path()));
+                    handle.io = kind;
+                    // The kernel may keep its pages when they hold the version the server
+                    // still has (an open that does not keep them drops them).
+                    let keep =
+                        kind == HandleIo::Cached && n.etag.is_some() && n.kernel_etag == n.etag;
                     n.kernel_etag = n.etag.clone();
-                    keep
+                    (keep, io)
                 }
-                None => false,
+                None => (false, OpenIo::Cached),
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -1198,7 +1226,30 @@ impl Vfs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, handle);
-        Ok(Opened { fh, keep_cache })
+        Ok(Opened { fh, keep_cache, io })
+    }
+
+    /// Says whether passthrough works on this mount (the FUSE adapter, once the kernel has
+    /// answered; off when the options switch it off).
+    pub fn set_passthrough(&self, available: bool) {
+        let on = available && self.opts.passthrough;
+        self.passthrough.store(on, Ordering::Relaxed);
+        tracing::debug!(on, "passthrough for cached large files");
+    }
+
+    /// The kernel refused the passthrough open `fh`: it is answered through the page cache
+    /// instead, and passthrough is not offered again on this mount.
+    pub fn passthrough_refused(&self, ino: Ino, fh: u64) {
+        self.passthrough.store(false, Ordering::Relaxed);
+        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = h.get_mut(&fh) else { return };
+        if h.io != HandleIo::Passthrough {
+            return;
+        }
+        h.io = HandleIo::Cached;
+        if let Some(n) = self.tree().get_mut(ino) {
+            n.io.passthrough_refused();
+        }
     }
 
     /// The cache object of the node's current version (None while the node is staged). The
@@ -1919,12 +1970,13 @@ impl Vfs {
             }
         };
         let _ = (mode, staged);
-        {
+        let io = {
             let mut t = self.tree();
-            if let Some(n) = t.get_mut(ino) {
-                n.open_handles += 1;
+            match t.get_mut(ino) {
+                Some(n) => n.io.choose(false, Want::PageCache, |_| unreachable!()).0,
+                None => HandleIo::Cached,
             }
-        }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -1936,6 +1988,7 @@ impl Vfs {
                     write: true,
                     object: None,
                     readahead: Default::default(),
+                    io,
                 },
             );
         Ok((
@@ -1943,6 +1996,7 @@ impl Vfs {
             Opened {
                 fh,
                 keep_cache: false,
+                io: OpenIo::Cached,
             },
         ))
     }
@@ -2041,7 +2095,7 @@ impl Vfs {
             let mut t = self.tree();
             let st = t.get(ino).and_then(|n| n.staged.clone());
             if let Some(n) = t.get_mut(ino) {
-                n.open_handles = n.open_handles.saturating_sub(1);
+                n.io.release(h.io);
             }
             st
         };

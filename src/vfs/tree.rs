@@ -18,6 +18,7 @@ use std::time::{Instant, SystemTime};
 use crate::meta::AreaId;
 use crate::remote::{ETag, RemotePath};
 
+use super::io_mode::NodeIo;
 use super::types::{FileKind, Ino, ROOT_INO};
 use super::write::Staged;
 
@@ -54,8 +55,8 @@ pub(crate) struct Node {
     pub pending_create: bool,
     /// Open for writing or with changes not uploaded.
     pub staged: Option<Arc<Staged>>,
-    /// Open read handles.
-    pub open_handles: u32,
+    /// Open handles, by how the kernel serves them.
+    pub io: NodeIo,
     /// The version the kernel's page cache holds for this inode (what the last open showed).
     pub kernel_etag: Option<ETag>,
     /// When this mount last uploaded the file: a listing asked for before then does not know
@@ -83,7 +84,7 @@ impl Node {
             linked: true,
             pending_create: false,
             staged: None,
-            open_handles: 0,
+            io: NodeIo::default(),
             kernel_etag: None,
             uploaded_at: None,
             own_change_at: None,
@@ -216,7 +217,7 @@ impl Tree {
     /// Drops an unlinked node that nobody refers to any more.
     pub fn maybe_drop(&mut self, ino: Ino) {
         if let Some(n) = self.nodes.get(&ino) {
-            if !n.linked && n.lookups == 0 && n.open_handles == 0 && n.staged.is_none() {
+            if !n.linked && n.lookups == 0 && n.io.opens() == 0 && n.staged.is_none() {
                 self.nodes.remove(&ino);
             }
         }

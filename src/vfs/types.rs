@@ -3,6 +3,8 @@
 
 use std::time::SystemTime;
 
+pub use super::io_mode::OpenIo;
+
 /// An inode number. 1 is the root.
 pub type Ino = u64;
 
@@ -31,7 +33,7 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Preferred I/O size reported to `stat`.
+    /// Preferred I/O size reported to `stat` (what stdio, coreutils and Python read at once).
     pub blksize: u32,
 }
 
@@ -62,12 +64,14 @@ impl OpenMode {
     }
 }
 
-/// The answer to an open: the handle and how the kernel may cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The answer to an open: the handle and how the kernel serves it.
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub fh: u64,
     /// The kernel may keep its page cache from earlier opens (content unchanged).
     pub keep_cache: bool,
+    /// Page cache, direct I/O or passthrough (see `io_mode.rs`).
+    pub io: OpenIo,
 }
 
 /// Attribute changes asked by setattr; `None` means unchanged.

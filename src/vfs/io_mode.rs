@@ -1,0 +1,159 @@
+//! How the kernel serves each open file: through its page cache, straight to the daemon
+//! (direct I/O), or from a complete cache file itself (FUSE passthrough).
+//!
+//! - **Passthrough** for a read-only open of a large file whose current version is wholly in
+//!   the cache: the kernel reads the cache file as if it were the file, with no request to the
+//!   daemon and no second copy of the pages. A warm re-read runs at page-cache speed.
+//! - **Direct** for a read-only open of a large file that is not wholly cached, when
+//!   passthrough is available: its pages are never kept twice (once for the cache file, once
+//!   for the mount), which on a cold read is a third less work for the machine; the next open,
+//!   once the file is cached, is passthrough.
+//! - **Cached** (the kernel's page cache, as for any file) for everything else: writers, small
+//!   files, staged files, and every open when passthrough is not available (it needs
+//!   CAP_SYS_ADMIN and Linux 6.9) or switched off.
+//!
+//! # The kernel's rule, and ours
+//!
+//! Linux keeps one I/O mode per inode. While a passthrough open exists, every new open of the
+//! inode must be passthrough with the *same* backing file (or it fails with EIO); a
+//! passthrough open fails while a page-cache open (or a shared mmap of a direct one) exists.
+//! So [`NodeIo::choose`] starts a passthrough backing only when the inode has no open at all,
+//! and while one exists answers every open with it: with `direct` set (reads and writes come
+//! to the daemon, which serves the current content) unless the open is a reader of exactly
+//! the backing's version. The consequence users see: a reader that opened a cached file by
+//! passthrough keeps reading the version it opened, even while the file is written through
+//! the mount; it sees the new content when it opens the file again (SEMANTICS.md).
+//!
+//! The counts are taken at open and given back at release. The kernel leaves an inode's mode
+//! before it sends the release, so the counts here are never below the kernel's.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::cache::CacheObject;
+
+/// How the kernel serves one open file (the answer to an open).
+#[derive(Debug, Clone)]
+pub enum OpenIo {
+    /// Through the kernel's page cache.
+    Cached,
+    /// Every read and write comes to the daemon; the kernel keeps no pages.
+    Direct,
+    /// The kernel serves the file from `backing`, a complete cache file opened read-only (the
+    /// same file for every passthrough open of the inode while one exists). With `direct`,
+    /// reads and writes still come to the daemon; only mmap maps the backing file.
+    Passthrough { backing: Arc<File>, direct: bool },
+}
+
+/// The kind of an open, kept by its handle to give its count back at release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandleIo {
+    Cached,
+    Direct,
+    Passthrough,
+}
+
+/// The backing file of an inode's passthrough opens and the version it holds.
+#[derive(Debug)]
+pub(crate) struct Backing {
+    object: Arc<CacheObject>,
+    file: Arc<File>,
+}
+
+/// What an open asks for.
+pub(crate) enum Want<'a> {
+    /// A writer, or a reader the page cache serves best (small or staged file).
+    PageCache,
+    /// A reader of a large file's current version, with its cache object.
+    LargeRead(&'a Arc<CacheObject>),
+}
+
+/// The opens of one inode, by how the kernel serves them.
+#[derive(Debug, Default)]
+pub(crate) struct NodeIo {
+    cached: u32,
+    direct: u32,
+    passthrough: u32,
+    /// Set while `passthrough > 0`.
+    backing: Option<Backing>,
+}
+
+impl NodeIo {
+    /// Chooses how to serve a new open and counts it. `enabled`: passthrough works on this
+    /// mount. `open_backing` opens a complete object's file read-only; it is called only when
+    /// a new backing starts, and if it fails the open is served direct instead.
+    pub fn choose(
+        &mut self,
+        enabled: bool,
+        want: Want<'_>,
+        open_backing: impl FnOnce(&Arc<CacheObject>) -> std::io::Result<File>,
+    ) -> (HandleIo, OpenIo) {
+        if let Some(b) = &self.backing {
+            // Every open must be passthrough with this file while one is.
+            // Same version key, same bytes (a complete object is never rewritten).
+            let same = matches!(want, Want::LargeRead(o) if o.key() == b.object.key());
+            self.passthrough += 1;
+            let io = OpenIo::Passthrough {
+                backing: b.file.clone(),
+                direct: !same,
+            };
+            return (HandleIo::Passthrough, io);
+        }
+        let object = match want {
+            Want::LargeRead(o) if enabled => o,
+            _ => {
+                self.cached += 1;
+                return (HandleIo::Cached, OpenIo::Cached);
+            }
+        };
+        let alone = self.cached == 0 && self.direct == 0;
+        if alone && object.is_complete() {
+            match open_backing(object) {
+                Ok(file) => {
+                    let file = Arc::new(file);
+                    self.backing = Some(Backing {
+                        object: object.clone(),
+                        file: file.clone(),
+                    });
+                    self.passthrough = 1;
+                    let io = OpenIo::Passthrough {
+                        backing: file,
+                        direct: false,
+                    };
+                    return (HandleIo::Passthrough, io);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open the cache file for passthrough");
+                }
+            }
+        }
+        self.direct += 1;
+        (HandleIo::Direct, OpenIo::Direct)
+    }
+
+    /// Gives back the count of a released open.
+    pub fn release(&mut self, io: HandleIo) {
+        match io {
+            HandleIo::Cached => self.cached = self.cached.saturating_sub(1),
+            HandleIo::Direct => self.direct = self.direct.saturating_sub(1),
+            HandleIo::Passthrough => {
+                self.passthrough = self.passthrough.saturating_sub(1);
+                if self.passthrough == 0 {
+                    self.backing = None;
+                }
+            }
+        }
+    }
+
+    /// The kernel refused a passthrough open this node counted: it is served through the page
+    /// cache instead.
+    pub fn passthrough_refused(&mut self) {
+        self.release(HandleIo::Passthrough);
+        self.cached += 1;
+    }
+
+    /// Opens of any kind.
+    pub fn opens(&self) -> u32 {
+        self.cached + self.direct + self.passthrough
+    }
+}
