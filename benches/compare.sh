@@ -18,6 +18,10 @@
 #     sha256 on the server must match (hashed outside the timed part)
 # BENCH_WRITE_TIMEOUT (300) seconds: how long to wait for the server to have everything.
 #
+# The sequential reads are also run on a `--read-only` cloudmount mount (direct I/O, then FUSE
+# passthrough, as root); their rclone column repeats rclone's default mount (its read path is the
+# same read-only or not).
+#
 # Read workloads are timed around the command, except the random reads: the Python script
 # times its own open, 200 preads and close (the interpreter's start is not the mount's time).
 #
@@ -126,11 +130,11 @@ export RCLONE_CONFIG="$WORK/rclone.conf"; : >"$RCLONE_CONFIG"
 export RCLONE_WEBDAV_URL="$URL" RCLONE_WEBDAV_USER="$CLOUDMOUNT_TEST_USER" RCLONE_WEBDAV_VENDOR=other
 RCLONE_WEBDAV_PASS=$(rclone obscure - <<<"$CLOUDMOUNT_TEST_PASSWORD"); export RCLONE_WEBDAV_PASS
 
-mount_cm() {
+mount_cm() { # extra mount options
     umount_cm
     rm -rf "$WORK/cm-cache"
     "$CM_BIN" mount "$URL" "$CM_MNT" --user "$CLOUDMOUNT_TEST_USER" --cache-dir "$WORK/cm-cache" \
-        --cache-size 4G --dir-cache-time 5m
+        --cache-size 4G --dir-cache-time 5m "$@"
 }
 umount_cm() {
     if mountpoint -q "$CM_MNT"; then "$CM_BIN" unmount "$CM_MNT" >/dev/null 2>&1 || true; fi
@@ -243,6 +247,13 @@ for tool in ${BENCH_TOOLS:-cm rc}; do
     run $tool cat1000 cat_small "$m"
 done
 umount_rc
+# The same sequential reads on a read-only mount, where cloudmount uses direct I/O and then
+# FUSE passthrough for large files (as root).
+if [[ " ${BENCH_TOOLS:-cm rc} " == *" cm "* ]]; then
+    mount_cm --read-only; drop_caches
+    run cm roseqcold cat "$CM_MNT/big.bin"
+    run cm roseqwarm cat "$CM_MNT/big.bin"
+fi
 
 # Memory after listing 100,000 entries.
 mount_cm; drop_caches
@@ -402,6 +413,9 @@ fi
 want read || exit 0
 row "cold sequential read (cat)" seqcold 0.25
 row "warm re-read" seqwarm 999
+T[rc.roseqcold]=${T[rc.seqcold]:-0}; T[rc.roseqwarm]=${T[rc.seqwarm]:-0}
+row "  the same, cloudmount --read-only: cold" roseqcold 0.25
+row "  the same, cloudmount --read-only: warm" roseqwarm 999
 row "$RANDOM_READS random 4 KiB preads, cold" random 0.1
 row "find over $((TREE_DIRS * TREE_FILES)) files, cold" find 0.5
 row "cat of 1,000 files of 512 B after find" cat1000 0.1
@@ -411,6 +425,8 @@ printf '%-44s %s (goal >= 0.5: %s)\n' "cold read throughput / curl GET throughpu
     "$(awk -v v="$thr_cm" 'BEGIN { print (v >= 0.5) ? "met" : "NOT met" }')"
 warm=$(ratio "${T[cm.seqwarm]}" "${T[disk.warm]}")
 printf '%-44s %s (goal <= 2: %s)\n' "warm re-read / page-cache read of the file" "$warm" "$(verdict "$warm" 2)"
+warm_ro=$(ratio "${T[cm.roseqwarm]:-0}" "${T[disk.warm]}")
+printf '%-44s %s\n' "  the same, cloudmount --read-only" "$warm_ro"
 printf '%-44s %s cloudmount, %s rclone (goal cloudmount <= 64 MiB)\n' "server bytes for the random reads" \
     "$(mib "${B[cm.random]:-0}")" "$(mib "${B[rc.random]:-0}")"
 printf '%-44s %s cloudmount, %s rclone\n' "requests for the cold find" "${N[cm.find]:-0}" "${N[rc.find]:-0}"

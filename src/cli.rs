@@ -198,9 +198,9 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
 
-    /// Never let the kernel read cached files directly (FUSE passthrough, used when run as
-    /// root on Linux 6.9 or later): every read then goes through the daemon and the kernel's
-    /// page cache, and a reader sees writes made through the mount while it has the file open
+    /// In read-only mounts and areas, never let the kernel read cached large files directly
+    /// (FUSE passthrough, used when run as root on Linux 6.9 or later): every read then goes
+    /// through the daemon and the kernel's page cache
     #[arg(long)]
     pub no_passthrough: bool,
 

@@ -314,7 +314,8 @@ pub struct Profile {
     pub write_back_delay: Option<DurationValue>,
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
-    /// FUSE passthrough for cached large files (default true; see `--no-passthrough`).
+    /// FUSE passthrough for cached large files in read-only mounts and areas (default true;
+    /// see `--no-passthrough`).
     pub passthrough: Option<bool>,
     pub mountpoint: Option<PathBuf>,
 }

@@ -876,6 +876,33 @@ fn backing_of(o: &cloudmount::vfs::Opened) -> (Arc<std::fs::File>, bool) {
     }
 }
 
+/// A vfs over `remote` whose single area is read-only (or not), with passthrough asked for in
+/// the options and said available by the (absent) FUSE adapter when `available`.
+fn passthrough_vfs(
+    remote: Arc<dyn Remote>,
+    read_only: bool,
+    ttl: Duration,
+    options: bool,
+    available: bool,
+) -> (Arc<Vfs>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = opts(ttl);
+    opts.passthrough = options;
+    let vfs = Vfs::new(VfsSetup {
+        areas: vec![AreaSpec {
+            name: "Cloud Drive".into(),
+            remote,
+            read_only,
+        }],
+        opts,
+        cache_dir: dir.path().join("cache"),
+        cache_size: 64 << 20,
+    })
+    .unwrap();
+    vfs.set_passthrough(available);
+    (vfs, dir)
+}
+
 #[tokio::test]
 async fn large_files_open_direct_until_cached_then_by_passthrough() {
     use std::os::unix::fs::FileExt;
@@ -883,89 +910,64 @@ async fn large_files_open_direct_until_cached_then_by_passthrough() {
     let data = pattern(3 << 20);
     mem.insert_file("big.bin", data.clone());
     mem.insert_file("small", pattern(1000));
-    let f = mount(mem.clone());
-    f.vfs.set_passthrough(true);
-    let big = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
-    let small = f.vfs.lookup(ROOT_INO, "small").await.unwrap().ino;
+    let (vfs, _dir) = passthrough_vfs(mem.clone(), true, Duration::from_millis(200), true, true);
+    let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
+    let small = vfs.lookup(ROOT_INO, "small").await.unwrap().ino;
     // Small files stay in the page cache.
-    let o = f.vfs.open(small, R).await.unwrap();
+    let o = vfs.open(small, R).await.unwrap();
     assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
-    f.vfs.release(small, o.fh).await.unwrap();
+    vfs.release(small, o.fh).await.unwrap();
     // Not (wholly) cached: direct, also after a partial read.
-    let o = f.vfs.open(big, R).await.unwrap();
+    let o = vfs.open(big, R).await.unwrap();
     assert!(matches!(o.io, OpenIo::Direct), "{:?}", o.io);
-    f.vfs.read(big, o.fh, 0, 1 << 20).await.unwrap();
-    f.vfs.release(big, o.fh).await.unwrap();
-    let o = f.vfs.open(big, R).await.unwrap();
+    vfs.read(big, o.fh, 0, 1 << 20).await.unwrap();
+    vfs.release(big, o.fh).await.unwrap();
+    let o = vfs.open(big, R).await.unwrap();
     assert!(matches!(o.io, OpenIo::Direct), "{:?}", o.io);
-    f.vfs.release(big, o.fh).await.unwrap();
-    assert_eq!(read_all(&f.vfs, big).await, data);
+    vfs.release(big, o.fh).await.unwrap();
+    assert_eq!(read_all(&vfs, big).await, data);
     // Wholly cached: the kernel reads the cache file itself, and it holds the file.
-    let r1 = f.vfs.open(big, R).await.unwrap();
+    let r1 = vfs.open(big, R).await.unwrap();
     let (file, direct) = backing_of(&r1);
     assert!(!direct);
     let mut got = vec![0u8; data.len()];
     file.read_exact_at(&mut got, 0).unwrap();
     assert_eq!(got, data, "the backing file holds the file");
-    // A second reader shares the backing file.
-    let r2 = f.vfs.open(big, R).await.unwrap();
+    // A second reader shares the backing file (the kernel allows one per inode).
+    let r2 = vfs.open(big, R).await.unwrap();
     let (file2, direct2) = backing_of(&r2);
     assert!(Arc::ptr_eq(&file, &file2) && !direct2);
-    // A writer while passthrough readers are open must be passthrough too (with the same
-    // file, or the kernel fails its open), with its reads and writes coming to the vfs.
-    let w = f.vfs.open(big, W).await.unwrap();
-    let (file3, direct3) = backing_of(&w);
+    vfs.release(big, r2.fh).await.unwrap();
+    // A new version on the server while r1 is open: a reader opened now must still be
+    // passthrough with r1's file, but its reads come to the vfs and get the new version.
+    let new = pattern(3 << 20).into_iter().rev().collect::<Vec<u8>>();
+    mem.insert_file("big.bin", new.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    vfs.lookup(ROOT_INO, "big.bin").await.unwrap();
+    let r3 = vfs.open(big, R).await.unwrap();
+    let (file3, direct3) = backing_of(&r3);
     assert!(Arc::ptr_eq(&file, &file3) && direct3);
-    f.vfs.write(big, w.fh, 0, b"NEW").await.unwrap();
-    // A reader opened now sees the write: its reads come to the vfs.
-    let r3 = f.vfs.open(big, R).await.unwrap();
-    let (file4, direct4) = backing_of(&r3);
-    assert!(Arc::ptr_eq(&file, &file4) && direct4);
-    assert_eq!(&f.vfs.read(big, r3.fh, 0, 3).await.unwrap()[..], b"NEW");
-    for fh in [r1.fh, r2.fh, w.fh, r3.fh] {
-        f.vfs.release(big, fh).await.unwrap();
+    assert_eq!(&vfs.read(big, r3.fh, 0, 64).await.unwrap()[..], &new[..64]);
+    for fh in [r1.fh, r3.fh] {
+        vfs.release(big, fh).await.unwrap();
     }
-    settle(&f.vfs).await;
-    // All closed: the next open starts afresh, never on the old version's file.
-    let o = f.vfs.open(big, R).await.unwrap();
-    if let OpenIo::Passthrough { backing, .. } = &o.io {
-        assert!(!Arc::ptr_eq(backing, &file), "the old version's file");
-    }
-    assert_eq!(
-        &f.vfs.read(big, o.fh, 0, 4).await.unwrap()[..],
-        &[b'N', b'E', b'W', data[3]]
-    );
-    f.vfs.release(big, o.fh).await.unwrap();
+    // All closed: the next opens start afresh, on the new version.
+    assert_eq!(read_all(&vfs, big).await, new);
+    let o = vfs.open(big, R).await.unwrap();
+    let (file4, direct4) = backing_of(&o);
+    assert!(!Arc::ptr_eq(&file, &file4) && !direct4);
+    file4.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, new);
+    vfs.release(big, o.fh).await.unwrap();
 }
 
 #[tokio::test]
-async fn without_passthrough_every_open_uses_the_page_cache() {
+async fn files_that_can_be_written_always_use_the_page_cache() {
     let mem = Arc::new(MemRemote::new());
     let data = pattern(3 << 20);
     mem.insert_file("big.bin", data.clone());
-    let f = mount(mem.clone());
-    // Never said available (an unprivileged daemon, an old kernel, --no-passthrough).
-    let big = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
-    assert_eq!(read_all(&f.vfs, big).await, data);
-    let o = f.vfs.open(big, R).await.unwrap();
-    assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
-    f.vfs.release(big, o.fh).await.unwrap();
-    // Switched off by the options: available or not, nothing changes.
-    let mut opts = opts(Duration::from_secs(60));
-    opts.passthrough = false;
-    let dir = tempfile::tempdir().unwrap();
-    let vfs = Vfs::new(VfsSetup {
-        areas: vec![AreaSpec {
-            name: "Cloud Drive".into(),
-            remote: mem.clone(),
-            read_only: false,
-        }],
-        opts,
-        cache_dir: dir.path().join("cache"),
-        cache_size: 64 << 20,
-    })
-    .unwrap();
-    vfs.set_passthrough(true);
+    // A writable area: a writer beside a passthrough reader would map the cache file.
+    let (vfs, _dir) = passthrough_vfs(mem.clone(), false, Duration::from_secs(60), true, true);
     let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
     for _ in 0..2 {
         let o = vfs.open(big, R).await.unwrap();
@@ -976,29 +978,52 @@ async fn without_passthrough_every_open_uses_the_page_cache() {
 }
 
 #[tokio::test]
+async fn without_passthrough_every_open_uses_the_page_cache() {
+    let mem = Arc::new(MemRemote::new());
+    let data = pattern(3 << 20);
+    mem.insert_file("big.bin", data.clone());
+    // Not available (an unprivileged daemon, an old kernel), or switched off by the options.
+    for (options, available) in [(true, false), (false, true)] {
+        let (vfs, _dir) = passthrough_vfs(
+            mem.clone(),
+            true,
+            Duration::from_secs(60),
+            options,
+            available,
+        );
+        let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
+        for _ in 0..2 {
+            let o = vfs.open(big, R).await.unwrap();
+            assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
+            vfs.release(big, o.fh).await.unwrap();
+            assert_eq!(read_all(&vfs, big).await, data);
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_refused_passthrough_open_falls_back_to_the_page_cache_for_good() {
     let mem = Arc::new(MemRemote::new());
     let data = pattern(3 << 20);
     mem.insert_file("big.bin", data.clone());
-    let f = mount(mem.clone());
-    f.vfs.set_passthrough(true);
-    let big = f.vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
-    assert_eq!(read_all(&f.vfs, big).await, data);
-    let o1 = f.vfs.open(big, R).await.unwrap();
+    let (vfs, _dir) = passthrough_vfs(mem.clone(), true, Duration::from_secs(60), true, true);
+    let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
+    assert_eq!(read_all(&vfs, big).await, data);
+    let o1 = vfs.open(big, R).await.unwrap();
     backing_of(&o1);
     // What the FUSE adapter does when the kernel refuses the backing file.
-    f.vfs.passthrough_refused(big, o1.fh);
-    assert_eq!(&f.vfs.read(big, o1.fh, 0, 8).await.unwrap()[..], &data[..8]);
-    let o2 = f.vfs.open(big, R).await.unwrap();
+    vfs.passthrough_refused(big, o1.fh);
+    assert_eq!(&vfs.read(big, o1.fh, 0, 8).await.unwrap()[..], &data[..8]);
+    let o2 = vfs.open(big, R).await.unwrap();
     assert!(matches!(o2.io, OpenIo::Cached), "{:?}", o2.io);
     for fh in [o1.fh, o2.fh] {
-        f.vfs.release(big, fh).await.unwrap();
+        vfs.release(big, fh).await.unwrap();
     }
-    let o3 = f.vfs.open(big, R).await.unwrap();
+    let o3 = vfs.open(big, R).await.unwrap();
     assert!(
         matches!(o3.io, OpenIo::Cached),
         "not offered again: {:?}",
         o3.io
     );
-    f.vfs.release(big, o3.fh).await.unwrap();
+    vfs.release(big, o3.fh).await.unwrap();
 }

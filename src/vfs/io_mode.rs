@@ -1,16 +1,25 @@
 //! How the kernel serves each open file: through its page cache, straight to the daemon
 //! (direct I/O), or from a complete cache file itself (FUSE passthrough).
 //!
-//! - **Passthrough** for a read-only open of a large file whose current version is wholly in
-//!   the cache: the kernel reads the cache file as if it were the file, with no request to the
-//!   daemon and no second copy of the pages. A warm re-read runs at page-cache speed.
-//! - **Direct** for a read-only open of a large file that is not wholly cached, when
-//!   passthrough is available: its pages are never kept twice (once for the cache file, once
-//!   for the mount), which on a cold read is a third less work for the machine; the next open,
-//!   once the file is cached, is passthrough.
-//! - **Cached** (the kernel's page cache, as for any file) for everything else: writers, small
-//!   files, staged files, and every open when passthrough is not available (it needs
-//!   CAP_SYS_ADMIN and Linux 6.9) or switched off.
+//! In a read-only area or mount (the vfs asks for the first two only there):
+//! - **Passthrough** for an open of a large file whose current version is wholly in the cache:
+//!   the kernel reads the cache file as if it were the file, with no request to the daemon and
+//!   no second copy of the pages. A warm re-read runs at page-cache speed.
+//! - **Direct** for an open of a large file that is not wholly cached: its pages are never
+//!   kept twice (once for the cache file, once for the mount), a third less work for the
+//!   machine on a cold read; the next open, once the file is cached, is passthrough.
+//!
+//! **Cached** (the kernel's page cache, as for any file) for everything else, and for every
+//! open when passthrough is not available (it needs CAP_SYS_ADMIN and Linux 6.9) or switched
+//! off.
+//!
+//! **Why never where files can be written.** The kernel opens a passthrough open's backing
+//! file with the open's own flags and the daemon's credentials, and maps it for mmap. A writer
+//! that opens the file while a passthrough reader has it open must itself be passthrough (see
+//! below), so a shared writable mapping of it would write into the cache file: the bytes would
+//! change a cached version behind the cache's back and never reach the upload queue (lost).
+//! Refusing such writers instead (the kernel's answer to a non-passthrough open) would make
+//! `open(O_WRONLY)` fail while someone reads the file. Where nobody can write, neither happens.
 //!
 //! # The kernel's rule, and ours
 //!
@@ -20,9 +29,9 @@
 //! So [`NodeIo::choose`] starts a passthrough backing only when the inode has no open at all,
 //! and while one exists answers every open with it: with `direct` set (reads and writes come
 //! to the daemon, which serves the current content) unless the open is a reader of exactly
-//! the backing's version. The consequence users see: a reader that opened a cached file by
-//! passthrough keeps reading the version it opened, even while the file is written through
-//! the mount; it sees the new content when it opens the file again (SEMANTICS.md).
+//! the backing's version. So when the server's version changes while a passthrough reader is
+//! open, readers opened after it read the new version with read(2), but their mmap still maps
+//! the old version's file until every passthrough open is closed.
 //!
 //! The counts are taken at open and given back at release. The kernel leaves an inode's mode
 //! before it sends the release, so the counts here are never below the kernel's.

@@ -76,8 +76,8 @@ pub struct VfsOptions {
     pub areas_as_folders: bool,
     /// The upload queue.
     pub upload: UploadOptions,
-    /// Use FUSE passthrough and direct I/O for large files where the kernel allows it (see
-    /// `io_mode.rs`); the FUSE adapter says at mount time whether it does.
+    /// Use FUSE passthrough and direct I/O for large files of read-only areas where the kernel
+    /// allows it (see `io_mode.rs`); the FUSE adapter says at mount time whether it does.
     pub passthrough: bool,
 }
 
@@ -1199,8 +1199,10 @@ impl Vfs {
             }
         };
         let mut handle = handle;
+        // Only where nobody can open the file for writing (see `io_mode.rs`).
+        let read_only = self.check_writable(ino).is_err();
         let (keep_cache, io) = {
-            let enabled = self.passthrough.load(Ordering::Relaxed);
+            let enabled = self.passthrough.load(Ordering::Relaxed) && read_only;
             let mut t = self.tree();
             match t.get_mut(ino) {
                 Some(n) => {
