@@ -13,7 +13,8 @@
 //!   first read also makes its cache object meanwhile); single flight and sequential read-ahead
 //!   are in `read.rs`. Walks are read ahead: `opendir` lists the next sibling directories,
 //!   small files opened in name order fetch the next ones. A full local disk degrades reads to
-//!   uncached downloads, never to errors.
+//!   uncached downloads, never to errors. How the kernel serves each open (its page cache,
+//!   direct I/O, or passthrough of a complete cache file in read-only areas) is `io_mode.rs`.
 //! - **Writes** (`write.rs`, `writeback.rs`): staged whole locally; flush/fsync/close make the
 //!   file durable on local disk and queue it (`queue.rs`); upload workers send it later with
 //!   conditional requests (`upload.rs`), keeping both versions on a conflict (`conflict.rs`).
