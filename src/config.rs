@@ -1047,6 +1047,7 @@ mod tests {
         assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
         assert_eq!(c.dir_cache_time, DEFAULT_DIR_CACHE_TIME);
         assert!(!c.read_only && !c.allow_other);
+        assert!(c.passthrough, "passthrough is on unless switched off");
         assert!(
             !format!("{c:?}").contains("s3cret"),
             "Debug must not show it"
@@ -1125,6 +1126,7 @@ password_file = "~/.config/cloudmount/work.password"
 cache_size = "2G"
 dir_cache_time = "5m"
 read_only = true
+passthrough = false
 mountpoint = "~/Cloud"
 
 [profiles.env]
@@ -1153,6 +1155,7 @@ dir_cache_time = 10
         assert_eq!(c.cache_size, 2 << 30);
         assert_eq!(c.dir_cache_time, Duration::from_secs(300));
         assert!(c.read_only);
+        assert!(!c.passthrough);
         assert!(!c.areas_as_folders);
 
         // Command line over profile.
@@ -1167,6 +1170,7 @@ dir_cache_time = 10
         assert_eq!(c.mountpoint, PathBuf::from("/mnt/w"));
         assert_eq!(c.cache_size, 512 << 20);
         assert!(!c.read_only);
+        assert!(!c.passthrough, "the profile's, no flag given");
 
         let r = req("env", "/mnt/b");
         let e = resolve(&r, &dirs, Path::new("/"), &no_env).unwrap_err();

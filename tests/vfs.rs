@@ -962,39 +962,28 @@ async fn large_files_open_direct_until_cached_then_by_passthrough() {
 }
 
 #[tokio::test]
-async fn files_that_can_be_written_always_use_the_page_cache() {
+async fn writable_areas_and_mounts_without_passthrough_use_the_page_cache() {
     let mem = Arc::new(MemRemote::new());
     let data = pattern(3 << 20);
     mem.insert_file("big.bin", data.clone());
-    // A writable area: a writer beside a passthrough reader would map the cache file.
-    let (vfs, _dir) = passthrough_vfs(mem.clone(), false, Duration::from_secs(60), true, true);
-    let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
-    for _ in 0..2 {
-        let o = vfs.open(big, R).await.unwrap();
-        assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
-        vfs.release(big, o.fh).await.unwrap();
-        assert_eq!(read_all(&vfs, big).await, data);
-    }
-}
-
-#[tokio::test]
-async fn without_passthrough_every_open_uses_the_page_cache() {
-    let mem = Arc::new(MemRemote::new());
-    let data = pattern(3 << 20);
-    mem.insert_file("big.bin", data.clone());
-    // Not available (an unprivileged daemon, an old kernel), or switched off by the options.
-    for (options, available) in [(true, false), (false, true)] {
-        let (vfs, _dir) = passthrough_vfs(
-            mem.clone(),
-            true,
-            Duration::from_secs(60),
-            options,
-            available,
-        );
+    // (read-only area, asked in the options, available): a writable area (a writer beside a
+    // passthrough reader would map the cache file); passthrough not available (an
+    // unprivileged daemon, an old kernel); switched off by the options.
+    for (read_only, options, available) in [
+        (false, true, true),
+        (true, true, false),
+        (true, false, true),
+    ] {
+        let ttl = Duration::from_secs(60);
+        let (vfs, _dir) = passthrough_vfs(mem.clone(), read_only, ttl, options, available);
         let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
         for _ in 0..2 {
             let o = vfs.open(big, R).await.unwrap();
-            assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
+            assert!(
+                matches!(o.io, OpenIo::Cached),
+                "{read_only} {options} {available}: {:?}",
+                o.io
+            );
             vfs.release(big, o.fh).await.unwrap();
             assert_eq!(read_all(&vfs, big).await, data);
         }

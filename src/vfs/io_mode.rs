@@ -6,8 +6,9 @@
 //!   the kernel reads the cache file as if it were the file, with no request to the daemon and
 //!   no second copy of the pages. A warm re-read runs at page-cache speed.
 //! - **Direct** for an open of a large file that is not wholly cached: its pages are never
-//!   kept twice (once for the cache file, once for the mount), a third less work for the
-//!   machine on a cold read; the next open, once the file is cached, is passthrough.
+//!   kept twice (once for the cache file, once for the mount), so a cold read neither fills
+//!   nor allocates a second copy (README, Speed); the next open, once the file is cached, is
+//!   passthrough.
 //!
 //! **Cached** (the kernel's page cache, as for any file) for everything else, and for every
 //! open when passthrough is not available (it needs CAP_SYS_ADMIN and Linux 6.9) or switched
