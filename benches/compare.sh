@@ -18,7 +18,7 @@
 #     sha256 on the server must match (hashed outside the timed part)
 # BENCH_WRITE_TIMEOUT (300) seconds: how long to wait for the server to have everything.
 #
-# The sequential reads are also run on a `--read-only` cloudmount mount (direct I/O, then FUSE
+# The sequential reads are also run on a `--read-only` cloudmount mount (the warm re-read by FUSE
 # passthrough, as root); their rclone column repeats rclone's default mount (its read path is the
 # same read-only or not).
 #
@@ -256,8 +256,8 @@ for tool in ${BENCH_TOOLS:-cm rc}; do
     run $tool cat1000 cat_small "$m"
 done
 umount_rc
-# The same sequential reads on a read-only mount, where cloudmount uses direct I/O and then
-# FUSE passthrough for large files (as root).
+# The same sequential reads on a read-only mount, where cloudmount reads cached large files by
+# FUSE passthrough (as root).
 if [[ " ${BENCH_TOOLS:-cm rc} " == *" cm "* ]]; then
     mount_cm --read-only; drop_caches
     run cm roseqcold cat "$CM_MNT/big.bin"

@@ -577,7 +577,7 @@ pub struct MountConfig {
     pub space_retry: Option<Duration>,
     pub read_only: bool,
     pub allow_other: bool,
-    /// FUSE passthrough (and direct I/O) for large files where the kernel allows it.
+    /// FUSE passthrough for cached large files of read-only areas where the kernel allows it.
     pub passthrough: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
     pub runtime_dir: PathBuf,

@@ -904,7 +904,7 @@ fn passthrough_vfs(
 }
 
 #[tokio::test]
-async fn large_files_open_direct_until_cached_then_by_passthrough() {
+async fn large_files_use_the_page_cache_until_cached_then_passthrough() {
     use std::os::unix::fs::FileExt;
     let mem = Arc::new(MemRemote::new());
     let data = pattern(3 << 20);
@@ -917,15 +917,21 @@ async fn large_files_open_direct_until_cached_then_by_passthrough() {
     let o = vfs.open(small, R).await.unwrap();
     assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
     vfs.release(small, o.fh).await.unwrap();
-    // Not (wholly) cached: direct, also after a partial read.
+    // Not (wholly) cached: the page cache, also after a partial read.
     let o = vfs.open(big, R).await.unwrap();
-    assert!(matches!(o.io, OpenIo::Direct), "{:?}", o.io);
+    assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
     vfs.read(big, o.fh, 0, 1 << 20).await.unwrap();
     vfs.release(big, o.fh).await.unwrap();
     let o = vfs.open(big, R).await.unwrap();
-    assert!(matches!(o.io, OpenIo::Direct), "{:?}", o.io);
-    vfs.release(big, o.fh).await.unwrap();
+    assert!(matches!(o.io, OpenIo::Cached), "{:?}", o.io);
+    // Wholly cached now, but a page-cache open is still there: not passthrough (the kernel
+    // would refuse it).
     assert_eq!(read_all(&vfs, big).await, data);
+    let beside = vfs.open(big, R).await.unwrap();
+    assert!(matches!(beside.io, OpenIo::Cached), "{:?}", beside.io);
+    for fh in [o.fh, beside.fh] {
+        vfs.release(big, fh).await.unwrap();
+    }
     // Wholly cached: the kernel reads the cache file itself, and it holds the file.
     let r1 = vfs.open(big, R).await.unwrap();
     let (file, direct) = backing_of(&r1);

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, TimeOrNow};
 
-use crate::vfs::{Attr, FileKind, OpenIo, Opened, RenameFlags, SetAttr, VfsError};
+use crate::vfs::{Attr, FileKind, Opened, RenameFlags, SetAttr, VfsError};
 
 pub(crate) fn file_type(kind: FileKind) -> FileType {
     match kind {
@@ -73,11 +73,9 @@ pub(crate) fn set_attr(
     }
 }
 
-/// The open flags of a page-cache or direct open (passthrough ones are answered apart).
+/// The open flags of a page-cache open (passthrough ones are answered apart).
 pub(crate) fn fopen_flags(opened: &Opened) -> FopenFlags {
-    if matches!(opened.io, OpenIo::Direct) {
-        FopenFlags::FOPEN_DIRECT_IO
-    } else if opened.keep_cache {
+    if opened.keep_cache {
         FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::empty()
@@ -132,6 +130,7 @@ pub(crate) fn is_dot_or_dotdot(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vfs::OpenIo;
     use std::os::unix::ffi::OsStrExt;
     use std::time::Duration;
 
@@ -212,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn keep_cache_and_direct_io_set_fopen_flags() {
+    fn keep_cache_sets_fopen_flag() {
         let keep = Opened {
             fh: 1,
             keep_cache: true,
@@ -223,14 +222,8 @@ mod tests {
             keep_cache: false,
             io: OpenIo::Cached,
         };
-        let direct = Opened {
-            fh: 1,
-            keep_cache: false,
-            io: OpenIo::Direct,
-        };
         assert_eq!(fopen_flags(&keep), FopenFlags::FOPEN_KEEP_CACHE);
         assert_eq!(fopen_flags(&fresh), FopenFlags::empty());
-        assert_eq!(fopen_flags(&direct), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     #[test]

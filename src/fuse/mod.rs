@@ -161,7 +161,8 @@ impl FuseFs {
     }
 }
 
-/// Answers an open as the vfs chose: page cache, direct I/O or passthrough. A backing file
+/// Answers an open as the vfs chose: page cache or passthrough (with direct I/O when the open
+/// must be passthrough but read what the daemon serves, see `vfs/io_mode.rs`). A backing file
 /// the kernel refuses makes the open a page-cache one (and the vfs offers no more).
 fn reply_opened(
     vfs: &Vfs,
@@ -224,8 +225,6 @@ impl Filesystem for FuseFs {
                 tracing::debug!(?missing, "capability not offered by the kernel");
             }
         }
-        // Direct I/O opens may be mapped shared (`vfs/io_mode.rs` uses them for cold reads).
-        let _ = config.add_capabilities(F::FUSE_DIRECT_IO_ALLOW_MMAP);
         // Passthrough needs CAP_SYS_ADMIN to register backing files. Stack depth 1: the
         // backing files (the cache) are on a plain filesystem.
         let passthrough = passthrough::allowed()

@@ -13,8 +13,8 @@
 //!   first read also makes its cache object meanwhile); single flight and sequential read-ahead
 //!   are in `read.rs`. Walks are read ahead: `opendir` lists the next sibling directories,
 //!   small files opened in name order fetch the next ones. A full local disk degrades reads to
-//!   uncached downloads, never to errors. How the kernel serves each open (its page cache,
-//!   direct I/O, or passthrough of a complete cache file in read-only areas) is `io_mode.rs`.
+//!   uncached downloads, never to errors. How the kernel serves each open (its page cache, or
+//!   passthrough of a complete cache file in read-only areas) is `io_mode.rs`.
 //! - **Writes** (`write.rs`, `writeback.rs`): staged whole locally; flush/fsync/close make the
 //!   file durable on local disk and queue it (`queue.rs`); upload workers send it later with
 //!   conditional requests (`upload.rs`), keeping both versions on a conflict (`conflict.rs`).
@@ -77,7 +77,7 @@ pub struct VfsOptions {
     pub areas_as_folders: bool,
     /// The upload queue.
     pub upload: UploadOptions,
-    /// Use FUSE passthrough and direct I/O for large files of read-only areas where the kernel
+    /// Use FUSE passthrough for cached large files of read-only areas where the kernel
     /// allows it (see `io_mode.rs`); the FUSE adapter says at mount time whether it does.
     pub passthrough: bool,
 }
@@ -517,8 +517,8 @@ impl Vfs {
             },
             uid: self.opts.uid,
             gid: self.opts.gid,
-            // Large files are read in 1 MiB requests (the kernel's read-ahead, and direct
-            // I/O, see `io_mode.rs`): programs that size their reads by this ask as much.
+            // Large files are read in 1 MiB requests (the kernel's read-ahead): programs that
+            // size their reads by this ask as much.
             blksize: if n.kind == FileKind::File && size > SMALL_FILE {
                 1 << 20
             } else {

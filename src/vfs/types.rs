@@ -70,7 +70,7 @@ pub struct Opened {
     pub fh: u64,
     /// The kernel may keep its page cache from earlier opens (content unchanged).
     pub keep_cache: bool,
-    /// Page cache, direct I/O or passthrough (see `io_mode.rs`).
+    /// Page cache or passthrough (see `io_mode.rs`).
     pub io: OpenIo,
 }
 
