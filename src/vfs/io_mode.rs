@@ -108,6 +108,12 @@ impl NodeIo {
             return (HandleIo::Passthrough, io);
         }
         if let Want::LargeRead(object) = want {
+            tracing::debug!(
+                enabled,
+                opens = self.opens(),
+                complete = object.is_complete(),
+                "large read open"
+            );
             if enabled && self.opens() == 0 && object.is_complete() {
                 match open_backing(object) {
                     Ok(file) => {
