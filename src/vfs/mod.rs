@@ -21,7 +21,8 @@
 //!   The uploaded file then becomes the cached copy of the new version.
 //!
 //! Lock order: a directory's listing lock or a node's staging lock (async, per inode) → `tree`
-//! (sync, never held across `.await`) → `Staged::state`; `tree` → `fetching_ahead`.
+//! (sync, never held across `.await`) → `Staged::state`; `tree` → `fetching_ahead`. `handles`
+//! is taken alone, never with `tree`.
 
 mod conflict;
 pub mod error;
@@ -1159,7 +1160,7 @@ impl Vfs {
                 return Err(VfsError::IsDir);
             }
         }
-        let handle = if mode.write {
+        let mut handle = if mode.write {
             self.check_writable(ino)?;
             self.stage(ino, mode.truncate).await?;
             if mode.truncate {
@@ -1199,7 +1200,6 @@ impl Vfs {
                 io: HandleIo::Cached,
             }
         };
-        let mut handle = handle;
         // Only where nobody can open the file for writing (see `io_mode.rs`).
         let read_only = self.check_writable(ino).is_err();
         let (keep_cache, io) = {
@@ -1244,14 +1244,21 @@ impl Vfs {
     /// instead, and passthrough is not offered again on this mount.
     pub fn passthrough_refused(&self, ino: Ino, fh: u64) {
         self.passthrough.store(false, Ordering::Relaxed);
-        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(h) = h.get_mut(&fh) else { return };
-        if h.io != HandleIo::Passthrough {
-            return;
-        }
-        h.io = HandleIo::Cached;
-        if let Some(n) = self.tree().get_mut(ino) {
-            n.io.passthrough_refused();
+        // One lock at a time (`handles` is never held with `tree`).
+        let was_passthrough = {
+            let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            match h.get_mut(&fh) {
+                Some(h) if h.io == HandleIo::Passthrough => {
+                    h.io = HandleIo::Cached;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if was_passthrough {
+            if let Some(n) = self.tree().get_mut(ino) {
+                n.io.passthrough_refused();
+            }
         }
     }
 
