@@ -1725,6 +1725,12 @@ impl CacheObject {
         &self.inner.file_path
     }
 
+    /// Another descriptor of the object's open file (`dup`: no path lookup, no disk I/O), as
+    /// FUSE passthrough hands it to the kernel once the object is complete.
+    pub fn file_handle(&self) -> io::Result<File> {
+        self.inner.file.try_clone()
+    }
+
     /// Records an access (LRU); persisted by the flusher, not per call.
     pub fn touch(&self) {
         self.inner.touch();

@@ -48,7 +48,7 @@ use crate::cache::CacheObject;
 pub enum OpenIo {
     /// Through the kernel's page cache.
     Cached,
-    /// The kernel serves the file from `backing`, a complete cache file opened read-only (the
+    /// The kernel serves the file from `backing`, a descriptor of a complete cache file (the
     /// same file for every passthrough open of the inode while one exists). With `direct`,
     /// reads and writes still come to the daemon; only mmap maps the backing file.
     Passthrough { backing: Arc<File>, direct: bool },
@@ -87,15 +87,9 @@ pub(crate) struct NodeIo {
 
 impl NodeIo {
     /// Chooses how to serve a new open and counts it. `enabled`: passthrough may be used (it
-    /// works on this mount, and the file cannot be written). `open_backing` opens a complete
-    /// object's file read-only; it is called only when a new backing starts, and if it fails
-    /// the open is served through the page cache.
-    pub fn choose(
-        &mut self,
-        enabled: bool,
-        want: Want<'_>,
-        open_backing: impl FnOnce(&Arc<CacheObject>) -> std::io::Result<File>,
-    ) -> (HandleIo, OpenIo) {
+    /// works on this mount, and the file cannot be written). A new backing is a second
+    /// descriptor of the complete object's file; if that fails the open uses the page cache.
+    pub fn choose(&mut self, enabled: bool, want: Want<'_>) -> (HandleIo, OpenIo) {
         if let Some(b) = &self.backing {
             // Every open must be passthrough with this file while one is.
             // Same version key, same bytes (a complete object is never rewritten).
@@ -115,7 +109,7 @@ impl NodeIo {
                 "large read open"
             );
             if enabled && self.opens() == 0 && object.is_complete() {
-                match open_backing(object) {
+                match object.file_handle() {
                     Ok(file) => {
                         let file = Arc::new(file);
                         self.backing = Some(Backing {

@@ -249,8 +249,6 @@ fn kind_of(k: EntryKind) -> FileKind {
     }
 }
 
-/// The version key of a file: its ETag, or a stand-in from size and mtime when the server gives
-/// none (then reads are not conditional).
 /// The node's current version as a cache key, and the ETag a download of it must match
 /// (`None` when the server gives no ETags: the key's is then made up by [`version_of`]).
 fn version_key(t: &Tree, ino: Ino) -> VfsResult<(ObjectKey, Option<ETag>)> {
@@ -265,6 +263,8 @@ fn version_key(t: &Tree, ino: Ino) -> VfsResult<(ObjectKey, Option<ETag>)> {
     Ok((key, n.etag.clone()))
 }
 
+/// The version key of a file: its ETag, or a stand-in from size and mtime when the server gives
+/// none (then reads are not conditional).
 fn version_of(node: &Node) -> ETag {
     match &node.etag {
         Some(e) => e.clone(),
@@ -279,8 +279,6 @@ fn version_of(node: &Node) -> ETag {
     }
 }
 
-/// Runs blocking work (SQLite, the cache's files) on tokio's blocking pool, never on an async
-/// worker, and maps its error into the vfs's.
 /// The `k` entries of `entries` first in name order, sorted; only those are copied.
 fn first_by_name<'a>(
     entries: impl Iterator<Item = (&'a Box<str>, &'a Ino)>,
@@ -322,6 +320,8 @@ fn store_in_background(
     });
 }
 
+/// Runs blocking work (SQLite, the cache's files) on tokio's blocking pool, never on an async
+/// worker, and maps its error into the vfs's.
 async fn off_thread<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> VfsResult<T>
 where
     T: Send + 'static,
@@ -487,10 +487,13 @@ impl Vfs {
         self.tree().path(ino).ok_or(VfsError::NotFound)
     }
 
+    /// Nothing can be written at `n`: a read-only mount or area, or the root above the areas.
+    fn is_read_only(&self, n: &Node) -> bool {
+        self.opts.read_only || n.area.is_none_or(|a| self.areas[a as usize].read_only)
+    }
+
     fn attr_of(&self, ino: Ino, n: &Node) -> Attr {
-        let read_only = self.opts.read_only
-            || n.area.is_none()
-            || n.area.is_some_and(|a| self.areas[a as usize].read_only);
+        let read_only = self.is_read_only(n);
         let (size, mtime) = match &n.staged {
             Some(s) => (s.state().size, n.mtime),
             None => (n.size, n.mtime),
@@ -1200,19 +1203,18 @@ impl Vfs {
                 io: HandleIo::Cached,
             }
         };
-        // Only where nobody can open the file for writing (see `io_mode.rs`).
-        let read_only = self.check_writable(ino).is_err();
         let (keep_cache, io) = {
-            let enabled = self.passthrough.load(Ordering::Relaxed) && read_only;
+            let passthrough = self.passthrough.load(Ordering::Relaxed);
             let mut t = self.tree();
             match t.get_mut(ino) {
                 Some(n) => {
+                    // Only where nobody can open the file for writing (see `io_mode.rs`).
+                    let enabled = passthrough && self.is_read_only(n);
                     let want = match &handle.object {
                         Some((o, _)) if !handle.write && n.size > SMALL_FILE => Want::LargeRead(o),
                         _ => Want::PageCache,
                     };
-                    let (kind, io) =
-                        n.io.choose(enabled, want, |o| std::fs::File::open(o.file_path()));
+                    let (kind, io) = n.io.choose(enabled, want);
                     handle.io = kind;
                     // The kernel may keep its pages when they hold the version the server
                     // still has (an open that does not keep them drops them).
@@ -1455,7 +1457,7 @@ impl Vfs {
     async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
         let (key, etag) = version_key(&self.tree(), ino)?;
         let file_size = key.size;
-        let download = self.download(ino, key.area, &key.path, etag.as_ref(), 0..file_size);
+        let download = self.download(ino, &key, etag.as_ref(), 0..file_size);
         let (data, object) = if file_size == 0 {
             (Ok(Bytes::new()), self.object_for(ino).await)
         } else {
@@ -1501,8 +1503,7 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        self.download(ino, key.area, &key.path, etag.as_ref(), offset..end)
-            .await
+        self.download(ino, &key, etag.as_ref(), offset..end).await
     }
 
     /// Logs that the local disk is full, at most once a minute (a full disk fails every
@@ -1673,9 +1674,7 @@ impl Vfs {
         let run = claim.bytes.clone();
         let key = obj.key();
         let expect = self.expected_etag(ino, key);
-        let data = self
-            .download(ino, key.area, &key.path, expect, run.clone())
-            .await?;
+        let data = self.download(ino, key, expect, run.clone()).await?;
         store_in_background(obj, vec![claim], data.clone(), run.start);
         Ok(Some((run.start, data)))
     }
@@ -1702,7 +1701,9 @@ impl Vfs {
     ) -> VfsResult<()> {
         let run = claim.bytes.clone();
         let bs = self.cache.block_size();
-        let mut body = self.get_run(ino, obj, run.clone()).await?;
+        let key = obj.key();
+        let expect = self.expected_etag(ino, key);
+        let mut body = self.get_range(ino, key, expect, run.clone()).await?;
         let mut pos = run.start;
         // Written to the cache file in batches of whole blocks (about 1 MiB), each waking the
         // readers that wait for this run. Sized up front: one copy per byte, no regrowth.
@@ -1729,35 +1730,21 @@ impl Vfs {
             self.store_blocks(obj, pos, data).await?;
             pos += n;
         }
-        self.check_length(ino, &obj.key().path, pos, run.end)
+        self.check_length(ino, key, pos, run.end)
     }
 
-    /// Starts the GET of `run` of `obj`'s version (conditional on its ETag when the server
-    /// gives ETags) and returns the body.
-    async fn get_run(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        run: std::ops::Range<u64>,
-    ) -> VfsResult<crate::remote::ByteStream> {
-        let key = obj.key();
-        let expect = self.expected_etag(ino, key);
-        self.get_range(ino, key.area, &key.path, expect, run).await
-    }
-
-    /// Starts the GET of `range` of `path`, conditional on `expect` when given.
+    /// Starts the GET of `range` of `key`'s file, conditional on `expect` when given.
     async fn get_range(
         &self,
         ino: Ino,
-        area: AreaId,
-        path: &RemotePath,
+        key: &ObjectKey,
         expect: Option<&ETag>,
         range: std::ops::Range<u64>,
     ) -> VfsResult<crate::remote::ByteStream> {
-        let remote = self.remote(area).clone();
+        let remote = self.remote(key.area).clone();
         let resp = remote
             .read_range(
-                path,
+                &key.path,
                 ByteRange::new(range.start, range.end - range.start),
                 expect,
             )
@@ -1766,24 +1753,22 @@ impl Vfs {
         Ok(resp.body)
     }
 
-    /// Downloads `range` of `path` whole into memory (conditional on `expect` when given).
+    /// Downloads `range` of `key`'s file whole into memory (conditional on `expect` when
+    /// given).
     async fn download(
         &self,
         ino: Ino,
-        area: AreaId,
-        path: &RemotePath,
+        key: &ObjectKey,
         expect: Option<&ETag>,
         range: std::ops::Range<u64>,
     ) -> VfsResult<Bytes> {
         let len = range.end - range.start;
-        let mut body = self
-            .get_range(ino, area, path, expect, range.clone())
-            .await?;
+        let mut body = self.get_range(ino, key, expect, range.clone()).await?;
         let mut buf = BytesMut::with_capacity(len as usize);
         while let Some(chunk) = body.next().await {
             buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
         }
-        self.check_length(ino, path, range.start + buf.len() as u64, range.end)?;
+        self.check_length(ino, key, range.start + buf.len() as u64, range.end)?;
         buf.truncate(len as usize);
         Ok(buf.freeze())
     }
@@ -1799,7 +1784,7 @@ impl Vfs {
     }
 
     /// A body that ended at `got` before `want`: the file is shorter than its listing said.
-    fn check_length(&self, ino: Ino, path: &RemotePath, got: u64, want: u64) -> VfsResult<()> {
+    fn check_length(&self, ino: Ino, key: &ObjectKey, got: u64, want: u64) -> VfsResult<()> {
         if got >= want {
             return Ok(());
         }
@@ -1807,7 +1792,7 @@ impl Vfs {
             ino,
             RemoteError::BadResponse {
                 method: "GET".into(),
-                url: path.to_string(),
+                url: key.path.to_string(),
                 reason: format!("the file is shorter on the server than listed ({got} < {want})"),
             },
         ))
@@ -1983,7 +1968,7 @@ impl Vfs {
         let io = {
             let mut t = self.tree();
             match t.get_mut(ino) {
-                Some(n) => n.io.choose(false, Want::PageCache, |_| unreachable!()).0,
+                Some(n) => n.io.choose(false, Want::PageCache).0,
                 None => HandleIo::Cached,
             }
         };
