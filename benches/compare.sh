@@ -8,6 +8,8 @@
 #   BENCH_BIG_MIB=256 benches/compare.sh   # smaller big file for a quick look
 #   BENCH_WORKLOADS=write benches/compare.sh   # only the write workloads (or "read")
 #   BENCH_TOOLS=cm benches/compare.sh          # only cloudmount (ratios then read n/a)
+#   BENCH_REPEAT=1 benches/compare.sh          # each read workload once (default 3 rounds,
+#                                              # tools taking turns; the table shows medians)
 #
 # Write workloads: the time until the data is on the server, watched on Apache's document root
 # (polled every 50 ms), from the first write; printed with the time the writes themselves took
@@ -43,6 +45,8 @@ WORKLOADS=${BENCH_WORKLOADS:-read write}
 WRITE_FILES=${BENCH_WRITE_FILES:-1000}
 WRITE_MIB=${BENCH_WRITE_MIB:-256}
 WRITE_TIMEOUT=${BENCH_WRITE_TIMEOUT:-300}
+REPEAT=${BENCH_REPEAT:-3}
+case "$REPEAT" in ''|*[!0-9]*|0) echo "BENCH_REPEAT must be a positive number" >&2; exit 2 ;; esac
 want() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 want read || want write || { echo "BENCH_WORKLOADS must name read and/or write" >&2; exit 2; }
 
@@ -160,20 +164,27 @@ mount_tool() { if [ "$1" = cm ]; then mount_cm; else mount_rc; fi; }
 umount_tool() { if [ "$1" = cm ]; then umount_cm; else umount_rc; fi; }
 mnt_of() { if [ "$1" = cm ]; then echo "$CM_MNT"; else echo "$RC_MNT"; fi; }
 
-declare -A T B N
+declare -A T B N S
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END {
+    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 run() { # tool workload command...: times it, records server bytes and requests. A command
     # whose name starts with "timed_" prints its own time in seconds (the interpreter's start
-    # left out) and that is used instead.
+    # left out) and that is used instead. Repeated runs of a workload keep every sample (S);
+    # its figure (T) is their median, its bytes (B) the most any run had the server send.
     local tool=$1 w=$2; shift 2
-    local l0 t0 t1 own=""
+    local l0 t0 t1 own="" t
     l0=$(log_lines); t0=$(now)
     case "$1" in timed_*) own=$("$@") ;; *) "$@" >/dev/null ;; esac
     t1=$(now)
     sleep 0.2
     read -r n b < <(log_since "$l0")
-    T[$tool.$w]=$(secs "$t0" "$t1"); B[$tool.$w]=$b; N[$tool.$w]=$n
-    [ -z "$own" ] || T[$tool.$w]=$own
-    cm_log "$tool $w: ${T[$tool.$w]} s, $n requests, $b bytes from the server"
+    t=$(secs "$t0" "$t1")
+    [ -z "$own" ] || t=$own
+    S[$tool.$w]="${S[$tool.$w]:-}${S[$tool.$w]:+ }$t"
+    T[$tool.$w]=$(median <<<"${S[$tool.$w]}")
+    [ "${B[$tool.$w]:-0}" -ge "$b" ] || B[$tool.$w]=$b
+    N[$tool.$w]=$n
+    cm_log "$tool $w: $t s, $n requests, $b bytes from the server"
 }
 
 timed_random_reads() { python3 - "$1" "$RANDOM_READS" <<'EOF'
@@ -241,28 +252,34 @@ EOF
 )
 cm_log "floors, cold: the server's disk read ${T[disk.cold]} s (${T[disk.cold8]} s in 8 parallel parts), curl GET ${T[curl.cold]} s, $RANDOM_READS ranged GETs ${T[raw.random]} s"
 
-for tool in ${BENCH_TOOLS:-cm rc}; do
-    m=$(mnt_of "$tool")
-    # Cold sequential read, then warm re-read.
-    mount_tool "$tool"; drop_caches
-    run $tool seqcold cat "$m/big.bin"
-    run $tool seqwarm cat "$m/big.bin"
-    # Random 4 KiB reads, cold.
-    mount_tool "$tool"; drop_caches
-    run $tool random timed_random_reads "$m/big.bin"
-    # find over the tree, cold; then cat 1,000 small files.
-    mount_tool "$tool"; drop_caches
-    run $tool find find "$m/tree"
-    run $tool cat1000 cat_small "$m"
+# Each read workload runs REPEAT times, the tools taking turns, so that a slow moment of the
+# machine falls on both; the table shows the medians.
+for rep in $(seq "$REPEAT"); do
+    cm_log "read workloads, round $rep of $REPEAT"
+    for tool in ${BENCH_TOOLS:-cm rc}; do
+        m=$(mnt_of "$tool")
+        # Cold sequential read, then warm re-read.
+        mount_tool "$tool"; drop_caches
+        run $tool seqcold cat "$m/big.bin"
+        run $tool seqwarm cat "$m/big.bin"
+        # Random 4 KiB reads, cold.
+        mount_tool "$tool"; drop_caches
+        run $tool random timed_random_reads "$m/big.bin"
+        # find over the tree, cold; then cat 1,000 small files.
+        mount_tool "$tool"; drop_caches
+        run $tool find find "$m/tree"
+        run $tool cat1000 cat_small "$m"
+        umount_tool "$tool"
+        # The same sequential reads on a read-only mount, where cloudmount reads cached large
+        # files by FUSE passthrough (as root).
+        if [ "$tool" = cm ]; then
+            mount_cm --read-only; drop_caches
+            run cm roseqcold cat "$CM_MNT/big.bin"
+            run cm roseqwarm cat "$CM_MNT/big.bin"
+            umount_cm
+        fi
+    done
 done
-umount_rc
-# The same sequential reads on a read-only mount, where cloudmount reads cached large files by
-# FUSE passthrough (as root).
-if [[ " ${BENCH_TOOLS:-cm rc} " == *" cm "* ]]; then
-    mount_cm --read-only; drop_caches
-    run cm roseqcold cat "$CM_MNT/big.bin"
-    run cm roseqwarm cat "$CM_MNT/big.bin"
-fi
 
 # Memory after listing 100,000 entries.
 mount_cm; drop_caches
@@ -448,3 +465,11 @@ printf '%-44s %ss, %ss in 8 parallel parts; curl GET %ss (goal 0.25 x rclone = %
     "$(awk -v r="${T[rc.seqcold]:-0}" 'BEGIN { if (r > 0) printf "%.3f", 0.25 * r; else print "n/a" }')"
 printf '%-44s %ss (goal 0.1 x rclone = %ss)\n' "  $RANDOM_READS ranged GETs by a bare HTTP client" \
     "${T[raw.random]}" "$(awk -v r="${T[rc.random]:-0}" 'BEGIN { if (r > 0) printf "%.3f", 0.1 * r; else print "n/a" }')"
+echo
+echo "Every run of the read workloads (the table shows the median of each row):"
+for w in seqcold seqwarm roseqcold roseqwarm random find cat1000; do
+    for tool in cm rc; do
+        [ -n "${S[$tool.$w]:-}" ] || continue
+        printf '  %-10s %-3s %s\n' "$w" "$tool" "${S[$tool.$w]}"
+    done
+done

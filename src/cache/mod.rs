@@ -95,7 +95,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -928,6 +927,90 @@ impl Shared {
 }
 
 /// fsyncs a directory, making the names in it durable.
+/// Writes bytes `[from, to)` of the concatenation of `parts` to `file` at `base + from`, with
+/// `pwritev` (at most `IOV_MAX` pieces a call), until all are written.
+fn write_all_vectored_at<B: AsRef<[u8]>>(
+    file: &File,
+    parts: &[B],
+    from: u64,
+    to: u64,
+    base: u64,
+) -> io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    // The pieces of [from, to), as slices of the parts.
+    let mut slices: Vec<&[u8]> = Vec::with_capacity(parts.len());
+    let mut at = 0u64;
+    for p in parts {
+        let p = p.as_ref();
+        let (s, e) = (at, at + p.len() as u64);
+        at = e;
+        if e <= from || s >= to {
+            continue;
+        }
+        let lo = from.saturating_sub(s) as usize;
+        let hi = (to.min(e) - s) as usize;
+        slices.push(&p[lo..hi]);
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    let mut pos = base + from;
+    let (mut i, mut skip) = (0usize, 0usize);
+    while i < slices.len() {
+        let iov: Vec<libc::iovec> = slices[i..slices.len().min(i + IOV_MAX)]
+            .iter()
+            .enumerate()
+            .map(|(k, sl)| {
+                let sl = if k == 0 { &sl[skip..] } else { sl };
+                libc::iovec {
+                    iov_base: sl.as_ptr() as *mut libc::c_void,
+                    iov_len: sl.len(),
+                }
+            })
+            .collect();
+        // SAFETY: every iovec points into a live slice of `parts` and is only read by the
+        // kernel; `iov.len()` is at most IOV_MAX.
+        let r = unsafe {
+            libc::pwritev(
+                fd,
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                pos as libc::off_t,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "pwritev wrote nothing",
+            ));
+        }
+        let mut n = r as usize;
+        pos += n as u64;
+        // Step over what was written.
+        while n > 0 {
+            let left = slices[i].len() - skip;
+            if n >= left {
+                n -= left;
+                i += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+        while i < slices.len() && slices[i].len() == skip {
+            i += 1;
+            skip = 0;
+        }
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), CacheError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -1551,9 +1634,19 @@ impl CacheObject {
     /// file's last block. Blocks already present are left alone (never rewritten). The blocks
     /// count as present at once in this process and durably after the next flush.
     pub fn write_blocks(&self, offset: u64, data: &[u8]) -> Result<(), CacheError> {
+        self.write_blocks_vectored(offset, &[data])
+    }
+
+    /// [`CacheObject::write_blocks`] of the concatenation of `parts`, written with `pwritev`
+    /// straight from them (a download's body pieces need no copy into one buffer first).
+    pub fn write_blocks_vectored<B: AsRef<[u8]>>(
+        &self,
+        offset: u64,
+        parts: &[B],
+    ) -> Result<(), CacheError> {
         let inner = &self.inner;
         let (size, bs) = (inner.size, inner.block_size);
-        let len = data.len() as u64;
+        let len: u64 = parts.iter().map(|p| p.as_ref().len() as u64).sum();
         let end = offset.checked_add(len);
         let ok = offset % bs == 0 && end.is_some_and(|e| e <= size && (len % bs == 0 || e == size));
         if !ok {
@@ -1578,10 +1671,7 @@ impl CacheObject {
         for r in &runs {
             let s = r.start * bs;
             let e = (r.end * bs).min(size);
-            let chunk = &data[(s - offset) as usize..(e - offset) as usize];
-            inner
-                .file
-                .write_all_at(chunk, s)
+            write_all_vectored_at(&inner.file, parts, s - offset, e - offset, offset)
                 .map_err(io_err("write", &inner.file_path))?;
         }
         let mark = |b: &mut Bits| -> u64 {

@@ -1,3 +1,4 @@
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,6 +236,46 @@ fn write_read_round_trip_and_bad_writes() {
     fill(&o, &data, [3]);
     assert_eq!(read_all(&o), data);
     assert_eq!(c.usage().used_bytes, size);
+}
+
+#[test]
+fn a_vectored_write_stores_the_pieces_as_one_stream() {
+    let env = Env::new();
+    let c = env.open(u64::MAX);
+    let size = 6 * BS + 100;
+    let data = content(7, size);
+    let o = c.object(&key("v", "e", size)).unwrap();
+    // Blocks 1 and 4 are present already, with other bytes than `data`: they must stay.
+    o.write_blocks(BS, &vec![0x11; BS as usize]).unwrap();
+    o.write_blocks(4 * BS, &vec![0x44; BS as usize]).unwrap();
+    // The whole file as pieces of odd sizes (one empty), crossing every block boundary.
+    let cuts = [
+        0usize,
+        1,
+        1,
+        5000,
+        9000,
+        9001,
+        17_000,
+        24_576,
+        size as usize,
+    ];
+    let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+    o.write_blocks_vectored(0, &parts).unwrap();
+    let mut want = data.clone();
+    want[BS as usize..2 * BS as usize].fill(0x11);
+    want[4 * BS as usize..5 * BS as usize].fill(0x44);
+    assert_eq!(read_all(&o), want);
+    assert!(o.is_complete());
+    assert_eq!(c.usage().used_bytes, size);
+    // Unaligned or past the end: refused, as for one buffer.
+    let o2 = c.object(&key("w", "e", 2 * BS)).unwrap();
+    let half = vec![0u8; BS as usize / 2];
+    assert!(matches!(
+        o2.write_blocks_vectored(0, &[&half[..]]),
+        Err(CacheError::BadWrite { .. })
+    ));
+    assert!(o2.missing(0, 2 * BS).len() == 1);
 }
 
 #[test]

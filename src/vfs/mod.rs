@@ -1706,29 +1706,31 @@ impl Vfs {
         let mut body = self.get_range(ino, key, expect, run.clone()).await?;
         let mut pos = run.start;
         // Written to the cache file in batches of whole blocks (about 1 MiB), each waking the
-        // readers that wait for this run. Sized up front: one copy per byte, no regrowth.
+        // readers that wait for this run. The body's own pieces are written (`pwritev`), never
+        // copied into one buffer; a piece across a block boundary is split (no copy either).
         let batch = bs.max(1 << 20);
-        let mut buf =
-            BytesMut::with_capacity((batch + (256 << 10)).min(run.end - run.start) as usize);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut held = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
-            buf.extend_from_slice(&chunk);
-            if (buf.len() as u64) < batch {
+            held += chunk.len() as u64;
+            parts.push(chunk);
+            if held < batch {
                 continue;
             }
-            let whole = (buf.len() as u64 / bs) * bs;
+            let whole = (held / bs) * bs;
             if whole > 0 {
-                let data = buf.split_to(whole as usize).freeze();
+                let rest = read::split_parts_at(&mut parts, whole);
+                let data = std::mem::replace(&mut parts, rest);
                 self.store_blocks(obj, pos, data).await?;
                 claim.stored();
                 pos += whole;
+                held -= whole;
             }
         }
-        if !buf.is_empty() {
-            let data = buf.freeze();
-            let n = data.len() as u64;
-            self.store_blocks(obj, pos, data).await?;
-            pos += n;
+        if held > 0 {
+            self.store_blocks(obj, pos, parts).await?;
+            pos += held;
         }
         self.check_length(ino, key, pos, run.end)
     }
@@ -1798,14 +1800,16 @@ impl Vfs {
         ))
     }
 
+    /// Stores the concatenation of `parts` at `offset` of `obj` (block-aligned, whole blocks
+    /// but for the file's last), off the async workers.
     async fn store_blocks(
         &self,
         obj: &Arc<CacheObject>,
         offset: u64,
-        data: Bytes,
+        parts: Vec<Bytes>,
     ) -> VfsResult<()> {
         let o = obj.clone();
-        off_thread(move || o.write_blocks(offset, &data)).await?;
+        off_thread(move || o.write_blocks_vectored(offset, &parts)).await?;
         Ok(())
     }
 

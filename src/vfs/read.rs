@@ -20,6 +20,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::sync::{watch, Semaphore};
 
 /// First read-ahead window.
@@ -186,6 +187,26 @@ pub(crate) fn permits(bytes: u64) -> u32 {
     bytes.div_ceil(BUDGET_UNIT).max(1) as u32
 }
 
+/// Splits `parts` (pieces of one byte stream) after its first `at` bytes: `parts` keeps them
+/// and the rest is returned. A piece across the cut is split in two (`Bytes`, no copy).
+pub(crate) fn split_parts_at(parts: &mut Vec<Bytes>, at: u64) -> Vec<Bytes> {
+    let mut seen = 0u64;
+    for i in 0..parts.len() {
+        let len = parts[i].len() as u64;
+        if seen + len <= at {
+            seen += len;
+            continue;
+        }
+        let mut rest = parts.split_off(i);
+        let keep = (at - seen) as usize;
+        if keep > 0 {
+            parts.push(rest[0].split_to(keep));
+        }
+        return rest;
+    }
+    Vec::new()
+}
+
 #[cfg(test)]
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
@@ -263,5 +284,33 @@ mod tests {
             .map(|c| c.bytes.end - c.bytes.start)
             .collect();
         assert_eq!(sizes, vec![4 << 20, 4 << 20, 2 << 20]);
+    }
+
+    #[test]
+    fn parts_split_at_a_byte_count_without_copying() {
+        let whole = Bytes::from_static(b"abcdefghij");
+        let mut parts = vec![
+            whole.slice(0..3),
+            whole.slice(3..3),
+            whole.slice(3..7),
+            whole.slice(7..10),
+        ];
+        let rest = split_parts_at(&mut parts, 5);
+        let join = |p: &[Bytes]| {
+            p.iter()
+                .flat_map(|b| b.iter().copied())
+                .collect::<Vec<u8>>()
+        };
+        assert_eq!(join(&parts), b"abcde");
+        assert_eq!(join(&rest), b"fghij");
+        // The split piece still points into the original buffer.
+        assert_eq!(rest[0].as_ptr(), whole[5..].as_ptr());
+        // At a piece boundary, and at the end.
+        let mut p2 = vec![whole.slice(0..3), whole.slice(3..10)];
+        let r2 = split_parts_at(&mut p2, 3);
+        assert_eq!((p2.len(), r2.len()), (1, 1));
+        let mut p3 = vec![whole.clone()];
+        assert!(split_parts_at(&mut p3, 10).is_empty());
+        assert_eq!(join(&p3), b"abcdefghij");
     }
 }
