@@ -70,6 +70,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cm_ensure_packages
+# The workloads' helpers are Python (the random reads, the bare-client floor, the write watcher).
+if ! command -v python3 >/dev/null 2>&1; then
+    cm_log "installing python3"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 </dev/null
+fi
 if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; then
     # shellcheck disable=SC1091
     . "${HOME:-/root}/.cargo/env"

@@ -203,6 +203,57 @@ async fn uploads_survive_injected_put_failures() {
     assert_server_has(&mem, &want);
 }
 
+/// Found by the mount's reference model: a file truncated while its upload was reading it gave
+/// a body shorter than announced. That is the file changing, not the server failing: no
+/// error is reported (over HTTP it also took the queue offline), and the new content follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_it_is_uploaded_is_sent_again_without_an_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    // The upload's body is read only after this delay: time to truncate the file first.
+    faulty.delay(Op::Put, Duration::from_millis(400));
+    let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+    let ino = write_file(&vfs, "log.txt", &pattern(100_000, 3)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while faulty.calls(Op::Put) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no upload started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Truncated, and still open for writing, while the PUT reads it.
+    let o = vfs.open(ino, W).await.unwrap();
+    vfs.setattr(
+        ino,
+        Some(o.fh),
+        cloudmount::vfs::SetAttr {
+            size: Some(10),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        faulty.calls(Op::Put) >= 1 && mem.file_bytes("log.txt").is_none(),
+        "the first upload cannot have succeeded"
+    );
+    let st = vfs.status();
+    assert!(
+        st.errors.is_empty() && st.last_error.is_none(),
+        "a file changing under its upload is no error: {st:?}"
+    );
+    vfs.flush(ino, o.fh).await.unwrap();
+    vfs.release(ino, o.fh).await.unwrap();
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("log.txt").unwrap(), pattern(10, 3));
+    assert!(vfs.status().errors.is_empty());
+    assert_eq!(
+        mem.paths(),
+        vec!["log.txt".to_string()],
+        "no temporary copy is left"
+    );
+}
+
 #[tokio::test]
 async fn a_broken_upload_never_truncates_the_servers_copy() {
     let cache = tempfile::tempdir().unwrap();

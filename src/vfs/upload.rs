@@ -41,6 +41,56 @@ pub(crate) enum Sent {
     },
 }
 
+/// The `size` bytes of `file` as a replayable body; zeros where the file is shorter by the
+/// time it is read. Only for temporary copies that are checked before they are used.
+fn padded_body(file: &Path, size: u64) -> PutBody {
+    let path = file.to_path_buf();
+    let make = move || -> crate::remote::ByteStream {
+        const PIECE: usize = 256 * 1024;
+        let path = path.clone();
+        let start = async move { tokio::fs::File::open(&path).await.map_err(RemoteError::Io) };
+        // State: the open file (None once it has ended) and the bytes sent so far.
+        let s = futures_util::stream::once(start).flat_map(move |opened| {
+            let first: Option<(Option<tokio::fs::File>, u64)> = match opened {
+                Ok(f) => Some((Some(f), 0)),
+                Err(e) => {
+                    return futures_util::stream::once(async move { Err(e) }).boxed();
+                }
+            };
+            futures_util::stream::unfold(first, move |state| async move {
+                let (mut file, sent) = state?;
+                if sent >= size {
+                    return None;
+                }
+                let want = (size - sent).min(PIECE as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                if let Some(f) = file.as_mut() {
+                    use tokio::io::AsyncReadExt;
+                    match f.read(&mut buf).await {
+                        Ok(0) => file = None,
+                        Ok(n) => got = n,
+                        Err(e) => return Some((Err(RemoteError::Io(e)), None)),
+                    }
+                }
+                if file.is_none() {
+                    // The file ended early: zeros (already in `buf`) for the rest of the piece.
+                    got = want;
+                }
+                buf.truncate(got);
+                let n = buf.len() as u64;
+                Some((Ok(bytes::Bytes::from(buf)), Some((file, sent + n))))
+            })
+            .boxed()
+        });
+        Box::pin(s)
+    };
+    PutBody::Stream {
+        len: size,
+        make: std::sync::Arc::new(make),
+    }
+}
+
 /// The temporary name an upload of record `id` uses beside `path`.
 pub(crate) fn temp_path(path: &RemotePath, id: i64) -> RemoteResult<RemotePath> {
     let parent = path.parent().unwrap_or_else(RemotePath::root);
@@ -50,14 +100,19 @@ pub(crate) fn temp_path(path: &RemotePath, id: i64) -> RemoteResult<RemotePath> 
 /// Names starting with this are our uploads in progress: hidden from listings.
 pub(crate) const TEMP_PREFIX: &str = ".cloudmount-upload-";
 
-/// Uploads `file` (`size` bytes) as the content of `rec.path`.
+/// Uploads `file` (`size` bytes) as the content of `rec.path`. `unchanged` says whether the
+/// file is still the version being sent (nothing wrote to it since the upload began): checked
+/// once the temporary copy is on the server, before it is moved into place. `Ok(None)`: nothing
+/// was placed because the file changed meanwhile (its new content is committed, or will be at
+/// its close, and uploaded then).
 pub(crate) async fn send(
     remote: &dyn Remote,
     rec: &DirtyRecord,
     file: &Path,
     size: u64,
     opts: &UploadOptions,
-) -> RemoteResult<Sent> {
+    unchanged: &(dyn Fn() -> bool + Send + Sync),
+) -> RemoteResult<Option<Sent>> {
     let path = &rec.path;
     let is_copy = conflict::is_conflict_copy(path.name());
     // Whether the target may be replaced, and whether we already know it conflicts.
@@ -84,26 +139,38 @@ pub(crate) async fn send(
     } else if is_copy {
         overwrite = true;
     }
-    let body = || PutBody::File {
-        path: file.to_path_buf(),
-        len: size,
-    };
     if let Some(server) = conflicting {
         if same_content(remote, path, &server, file, size).await? {
-            return Ok(Sent::Uploaded(server.etag));
+            return Ok(Some(Sent::Uploaded(server.etag)));
         }
-        return to_conflict_copy(remote, rec, file, size, opts, None).await;
+        return to_conflict_copy(remote, rec, file, size, opts, None)
+            .await
+            .map(Some);
     }
     if opts.via_temp {
         let temp = temp_path(path, rec.id)?;
-        match remote.put(&temp, body(), PutCondition::None).await {
+        // A file cut short meanwhile is padded to `size`, so that the PUT ends normally (an
+        // aborted PUT can leave a partial file that a DELETE right after does not reach while
+        // the server is still writing it); the check below then throws the copy away.
+        match remote
+            .put(&temp, padded_body(file, size), PutCondition::None)
+            .await
+        {
+            Ok(_) if !unchanged() => {
+                if let Err(e) = remote.delete(&temp).await {
+                    tracing::debug!(error = %e, temp = %temp, "could not remove the temporary upload");
+                }
+                return Ok(None);
+            }
             Ok(_) => {}
             Err(RemoteError::InsufficientStorage { .. }) if overwrite => {
                 // Not room for two copies at once: replace the file in place instead, with a
                 // conditional PUT (atomic on most servers; see the module docs).
                 let _ = remote.delete(&temp).await;
                 tracing::info!(path = %path, "not enough space on the server for a temporary copy; uploading in place");
-                return put_in_place(remote, rec, file, size, opts, overwrite, is_copy).await;
+                return put_in_place(remote, rec, file, size, opts, overwrite, is_copy)
+                    .await
+                    .map(Some);
             }
             Err(e) => {
                 // A broken PUT may leave a partial temporary file; the retry overwrites it,
@@ -113,7 +180,7 @@ pub(crate) async fn send(
             }
         }
         match remote.rename(&temp, path, overwrite).await {
-            Ok(()) => Ok(Sent::Uploaded(stat_etag(remote, path).await)),
+            Ok(()) => Ok(Some(Sent::Uploaded(stat_etag(remote, path).await))),
             Err(
                 e @ (RemoteError::AlreadyExists { .. } | RemoteError::PreconditionFailed { .. }),
             ) => {
@@ -125,9 +192,11 @@ pub(crate) async fn send(
                 // A file appeared where ours is new (or changed since the check).
                 if same_content(remote, path, &server, file, size).await? {
                     let _ = remote.delete(&temp).await;
-                    return Ok(Sent::Uploaded(server.etag));
+                    return Ok(Some(Sent::Uploaded(server.etag)));
                 }
-                to_conflict_copy(remote, rec, file, size, opts, Some(&temp)).await
+                to_conflict_copy(remote, rec, file, size, opts, Some(&temp))
+                    .await
+                    .map(Some)
             }
             Err(e) => {
                 if let Err(d) = remote.delete(&temp).await {
@@ -137,7 +206,9 @@ pub(crate) async fn send(
             }
         }
     } else {
-        put_in_place(remote, rec, file, size, opts, overwrite, is_copy).await
+        put_in_place(remote, rec, file, size, opts, overwrite, is_copy)
+            .await
+            .map(Some)
     }
 }
 
@@ -289,6 +360,19 @@ mod tests {
     use crate::remote::mem::MemRemote;
     use std::time::Duration;
 
+    /// [`send`] of a file nothing writes to meanwhile: it is always placed.
+    async fn send_now(
+        remote: &dyn Remote,
+        rec: &DirtyRecord,
+        file: &Path,
+        size: u64,
+        opts: &UploadOptions,
+    ) -> RemoteResult<Sent> {
+        send(remote, rec, file, size, opts, &|| true)
+            .await
+            .map(|s| s.expect("an unchanged file is placed"))
+    }
+
     fn opts(via_temp: bool) -> UploadOptions {
         UploadOptions {
             workers: 1,
@@ -323,19 +407,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_temporary_body_is_padded_to_its_length_when_the_file_is_cut_short() {
+        let (_d, f) = local(b"new");
+        let mut body = padded_body(&f, 11).open();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(got, b"new\0\0\0\0\0\0\0\0");
+        // Longer than `size`: only `size` bytes.
+        let (_d2, f2) = local(&[5u8; 300_000]);
+        let mut body = padded_body(&f2, 262_145).open();
+        let mut n = 0;
+        while let Some(chunk) = body.next().await {
+            let c = chunk.unwrap();
+            assert!(c.iter().all(|&b| b == 5));
+            n += c.len();
+        }
+        assert_eq!(n, 262_145);
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_while_it_is_sent_is_not_placed_and_leaves_nothing() {
+        let m = MemRemote::new();
+        let p = RemotePath::new("doc").unwrap();
+        m.insert_file(p.as_str(), &b"old"[..]);
+        let base = m.stat(&p).await.unwrap().etag;
+        // 11 bytes when the upload began; cut to 3 since.
+        let (_d, f) = local(b"new");
+        let sent = send(&m, &rec("doc", base, true), &f, 11, &opts(true), &|| false)
+            .await
+            .unwrap();
+        assert!(sent.is_none(), "nothing placed");
+        assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"old");
+        let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();
+        assert_eq!(left, 0, "the temporary copy is removed");
+    }
+
+    #[tokio::test]
     async fn new_and_changed_files_land_under_their_name_both_ways() {
         for via_temp in [true, false] {
             let m = MemRemote::new();
             let (_d, f) = local(b"hello");
             let r = rec("a.txt", None, false);
-            let Sent::Uploaded(etag) = send(&m, &r, &f, 5, &opts(via_temp)).await.unwrap() else {
+            let Sent::Uploaded(etag) = send_now(&m, &r, &f, 5, &opts(via_temp)).await.unwrap()
+            else {
                 panic!("conflict")
             };
             assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"hello");
             std::fs::write(&f, b"world!").unwrap();
             let r2 = rec("a.txt", etag, true);
             assert!(matches!(
-                send(&m, &r2, &f, 6, &opts(via_temp)).await.unwrap(),
+                send_now(&m, &r2, &f, 6, &opts(via_temp)).await.unwrap(),
                 Sent::Uploaded(_)
             ));
             assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"world!");
@@ -356,7 +479,7 @@ mod tests {
             let base = m.stat(&p).await.unwrap().etag;
             m.insert_file(p.as_str(), &b"theirs"[..]);
             let (_d, f) = local(b"ours");
-            let sent = send(&m, &rec("notes.txt", base, true), &f, 4, &opts(via_temp))
+            let sent = send_now(&m, &rec("notes.txt", base, true), &f, 4, &opts(via_temp))
                 .await
                 .unwrap();
             let Sent::Conflict { copy, .. } = sent else {
@@ -377,13 +500,13 @@ mod tests {
             m.insert_file(p.as_str(), &b"same"[..]);
             let (_d, f) = local(b"same");
             assert!(matches!(
-                send(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
+                send_now(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
                     .await
                     .unwrap(),
                 Sent::Uploaded(_)
             ));
             m.insert_file(p.as_str(), &b"else"[..]);
-            let sent = send(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
+            let sent = send_now(&m, &rec("n", None, false), &f, 4, &opts(via_temp))
                 .await
                 .unwrap();
             let Sent::Conflict { copy, .. } = sent else {
@@ -403,7 +526,7 @@ mod tests {
         m.insert_file(p.as_str(), vec![1u8; 700]);
         let base = m.stat(&p).await.unwrap().etag;
         let (_d, f) = local(&[2u8; 700]);
-        let sent = send(&m, &rec("big", base, true), &f, 700, &opts(true))
+        let sent = send_now(&m, &rec("big", base, true), &f, 700, &opts(true))
             .await
             .unwrap();
         assert!(matches!(sent, Sent::Uploaded(_)));
@@ -412,7 +535,7 @@ mod tests {
         // A file that does not fit at all still gets the 507.
         let (_d, f) = local(&[3u8; 1200]);
         let base = m.stat(&p).await.unwrap().etag;
-        let err = send(&m, &rec("big", base, true), &f, 1200, &opts(true))
+        let err = send_now(&m, &rec("big", base, true), &f, 1200, &opts(true))
             .await
             .unwrap_err();
         assert!(matches!(err, RemoteError::InsufficientStorage { .. }));
@@ -429,7 +552,7 @@ mod tests {
         let (_d, f) = local(b"mine");
         let r = rec(p.as_str(), base, true);
         assert!(matches!(
-            send(&m, &r, &f, 4, &opts(true)).await.unwrap(),
+            send_now(&m, &r, &f, 4, &opts(true)).await.unwrap(),
             Sent::Uploaded(_)
         ));
         assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"mine");
@@ -442,7 +565,7 @@ mod tests {
         let (_d, f) = local(b"kept");
         let r = rec("gone.txt", ETag::parse("\"old\""), true);
         assert!(matches!(
-            send(&m, &r, &f, 4, &opts(true)).await.unwrap(),
+            send_now(&m, &r, &f, 4, &opts(true)).await.unwrap(),
             Sent::Uploaded(_)
         ));
         assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"kept");

@@ -200,16 +200,24 @@ impl Vfs {
         let remote = self.remote(rec.area).clone();
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
-        let mut res = upload::send(&*remote, rec, &st.path, size, &opts).await;
+        let unchanged = || !Self::changed_since(&st, version);
+        let mut res = upload::send(&*remote, rec, &st.path, size, &opts, &unchanged).await;
         if let Err(RemoteError::MissingParent { .. }) = res {
             // The folder was deleted on the server meanwhile: the change wins, recreate it.
             if self.make_parents(rec.area, &rec.path).await.is_ok() {
-                res = upload::send(&*remote, rec, &st.path, size, &opts).await;
+                res = upload::send(&*remote, rec, &st.path, size, &opts, &unchanged).await;
             }
         }
         st.state().uploading = false;
         match res {
-            Ok(sent) => {
+            Ok(None) => {
+                // Written to while it was sent: the copy on the server was thrown away. The
+                // new content is committed (or will be at its close) and queued again.
+                self.queue.online();
+                tracing::debug!(file = %rec.path, "changed while uploading; the new content will be sent");
+                Finish::Deferred
+            }
+            Ok(Some(sent)) => {
                 self.queue.online();
                 match self.uploaded(rec, ino, &st, version, size, sent).await {
                     Ok(()) => Finish::Done,
@@ -218,6 +226,13 @@ impl Vfs {
                         offline: false,
                     },
                 }
+            }
+            Err(e) if Self::changed_since(&st, version) => {
+                // The file was written to (truncated, say) while it was being sent, so the
+                // body could end short: not the server's fault. The new content is committed
+                // (or will be, at its close) and queued again.
+                tracing::debug!(file = %rec.path, error = %e, "changed while uploading; the new content will be sent");
+                Finish::Deferred
             }
             Err(e) => {
                 tracing::warn!(file = %rec.path, error = %e, "upload failed; the file stays queued");
@@ -240,6 +255,12 @@ impl Vfs {
                 }
             }
         }
+    }
+
+    /// Whether the staged file changed after `version` was taken, or is open for writing now.
+    fn changed_since(st: &Staged, version: u64) -> bool {
+        let s = st.state();
+        s.version != version || s.writers > 0
     }
 
     /// A record whose content is on disk but on no node (cannot normally happen): open it as

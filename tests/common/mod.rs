@@ -7,6 +7,7 @@
 
 pub mod apache;
 pub mod mount;
+pub mod ops;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

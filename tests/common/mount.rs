@@ -223,12 +223,23 @@ impl Dav {
     /// The server's tree below the test's folder: names, kinds, sizes, sha256 of the content
     /// fetched by GET. Also checks that each listed size equals the fetched length.
     pub fn tree(&self) -> Tree {
+        self.tree_at("")
+    }
+
+    /// [`Dav::tree`] of the folder `base` (relative to the test's folder), its paths relative
+    /// to `base`.
+    pub fn tree_at(&self, base: &str) -> Tree {
         let mut out = Tree::new();
         let mut todo = vec![String::new()];
+        let at = |rel: &str| match (base.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_string(),
+            (false, true) => base.to_string(),
+            (false, false) => format!("{base}/{rel}"),
+        };
         while let Some(rel) = todo.pop() {
             let l = self
                 .rt
-                .block_on(self.remote.list(&self.p(&rel)))
+                .block_on(self.remote.list(&self.p(&at(&rel))))
                 .unwrap_or_else(|e| panic!("PROPFIND {rel:?}: {e}"));
             for c in &l.children {
                 let child = if rel.is_empty() {
@@ -240,7 +251,7 @@ impl Dav {
                     out.insert(child.clone(), Node::Dir);
                     todo.push(child);
                 } else {
-                    let data = self.get(&child);
+                    let data = self.get(&at(&child));
                     assert_eq!(
                         data.len() as u64,
                         c.size,
@@ -325,25 +336,31 @@ pub fn local_tree(root: &Path) -> Tree {
 
 /// Asserts two trees are equal, listing the differences readably.
 pub fn assert_trees_equal(what: &str, mount: &Tree, server: &Tree) {
-    if mount == server {
+    assert_trees_match(what, ("the mount", mount), ("the server", server));
+}
+
+/// Asserts two named trees are equal, listing the differences readably.
+pub fn assert_trees_match(what: &str, left: (&str, &Tree), right: (&str, &Tree)) {
+    let ((lname, l), (rname, r)) = (left, right);
+    if l == r {
         return;
     }
     let mut diff = String::new();
-    for (k, v) in mount {
-        match server.get(k) {
-            None => diff.push_str(&format!("  only in the mount:  {k:?} {v:?}\n")),
+    for (k, v) in l {
+        match r.get(k) {
+            None => diff.push_str(&format!("  only in {lname}: {k:?} {v:?}\n")),
             Some(s) if s != v => diff.push_str(&format!(
-                "  differs: {k:?}\n    mount:  {v:?}\n    server: {s:?}\n"
+                "  differs: {k:?}\n    {lname}: {v:?}\n    {rname}: {s:?}\n"
             )),
             _ => {}
         }
     }
-    for (k, v) in server {
-        if !mount.contains_key(k) {
-            diff.push_str(&format!("  only on the server: {k:?} {v:?}\n"));
+    for (k, v) in r {
+        if !l.contains_key(k) {
+            diff.push_str(&format!("  only in {rname}: {k:?} {v:?}\n"));
         }
     }
-    panic!("{what}: the mounted tree differs from the server's:\n{diff}");
+    panic!("{what}: {lname} and {rname} differ:\n{diff}");
 }
 
 // ---------------------------------------------------------------------------------------------
