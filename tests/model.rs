@@ -42,40 +42,45 @@ async fn resolve(vfs: &Vfs, path: &[u8]) -> Result<cloudmount::vfs::Attr, i32> {
     vfs.lookup(p, n).await.map_err(|e| e.errno())
 }
 
+/// Creates or truncates `path` and writes `data` as its whole content, through one handle.
+async fn write_whole(vfs: &Vfs, path: &[u8], data: &[u8]) -> Result<Option<Vec<u8>>, i32> {
+    let e = |e: cloudmount::vfs::VfsError| e.errno();
+    let (p, n) = parent_of(vfs, path).await?;
+    let (ino, fh) = match vfs.lookup(p, n).await {
+        Ok(a) if a.kind == FileKind::Dir => return Err(libc::EISDIR),
+        Ok(a) => {
+            let o = vfs
+                .open(
+                    a.ino,
+                    OpenMode {
+                        write: true,
+                        truncate: true,
+                        append: false,
+                    },
+                )
+                .await
+                .map_err(e)?;
+            (a.ino, o.fh)
+        }
+        Err(err) if err.errno() == libc::ENOENT => {
+            let (a, o) = vfs.create(p, n, W).await.map_err(e)?;
+            (a.ino, o.fh)
+        }
+        Err(err) => return Err(err.errno()),
+    };
+    if !data.is_empty() {
+        vfs.write(ino, fh, 0, data).await.map_err(e)?;
+    }
+    vfs.flush(ino, fh).await.map_err(e)?;
+    vfs.release(ino, fh).await.map_err(e)?;
+    Ok(None)
+}
+
 async fn apply_vfs(vfs: &Vfs, op: &Op) -> Result<Option<Vec<u8>>, i32> {
     let e = |e: cloudmount::vfs::VfsError| e.errno();
     match op {
-        Op::Write { path, data } => {
-            let (p, n) = parent_of(vfs, path).await?;
-            let (ino, fh) = match vfs.lookup(p, n).await {
-                Ok(a) if a.kind == FileKind::Dir => return Err(libc::EISDIR),
-                Ok(a) => {
-                    let o = vfs
-                        .open(
-                            a.ino,
-                            OpenMode {
-                                write: true,
-                                truncate: true,
-                                append: false,
-                            },
-                        )
-                        .await
-                        .map_err(e)?;
-                    (a.ino, o.fh)
-                }
-                Err(err) if err.errno() == libc::ENOENT => {
-                    let (a, o) = vfs.create(p, n, W).await.map_err(e)?;
-                    (a.ino, o.fh)
-                }
-                Err(err) => return Err(err.errno()),
-            };
-            if !data.is_empty() {
-                vfs.write(ino, fh, 0, data).await.map_err(e)?;
-            }
-            vfs.flush(ino, fh).await.map_err(e)?;
-            vfs.release(ino, fh).await.map_err(e)?;
-            Ok(None)
-        }
+        Op::Write { path, data } => write_whole(vfs, path, data).await,
+        Op::WriteBig { path, len, seed } => write_whole(vfs, path, &big_data(*len, *seed)).await,
         Op::Patch { path, offset, data } => {
             let a = resolve(vfs, path).await?;
             if a.kind == FileKind::Dir {

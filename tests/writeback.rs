@@ -254,6 +254,76 @@ async fn a_file_truncated_while_it_is_uploaded_is_sent_again_without_an_error() 
     );
 }
 
+/// Temporary upload files no upload will move into place are deleted when their folder is
+/// listed: this cache's whose record is gone (a crash between PUT and MOVE), and anyone's
+/// older than a day. Another client's recent one, and our own in use, stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_temporary_uploads_are_swept_when_their_folder_is_listed() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    // The first PUT is slow: its upload is in flight while the folder is listed.
+    faulty.delay(Op::Put, Duration::from_millis(1500));
+    // This cache's identity, as its own uploads' temporary names carry it (read before the
+    // vfs opens the store, which it then holds alone).
+    let tag = cloudmount::meta::MetaStore::open(&cache.path().join("meta.db"))
+        .unwrap()
+        .cache_id()
+        .unwrap();
+    let vfs = open_vfs_ttl(
+        faulty.clone(),
+        cache.path(),
+        Duration::ZERO,
+        Duration::from_millis(100),
+    );
+    // Record 1: its upload waits for the PUT while the folder is listed again.
+    write_file(&vfs, "busy.txt", b"in flight").await;
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(25 * 3600);
+    let ours_crashed = format!(".cloudmount-upload-{tag}-999.part");
+    let ours_busy = format!(".cloudmount-upload-{tag}-1.part");
+    let theirs_new = ".cloudmount-upload-00112233aabbccdd-5.part";
+    let theirs_old = ".cloudmount-upload-00112233aabbccdd-6.part";
+    let old_form = ".cloudmount-upload-7.part";
+    for n in [&ours_crashed, &ours_busy, theirs_new, theirs_old, old_form] {
+        mem.insert_file(n, &b"x"[..]);
+    }
+    mem.set_mtime(theirs_old, day_ago);
+    mem.set_mtime(old_form, day_ago);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let fh = vfs.opendir(ROOT_INO).await.unwrap();
+    let names: Vec<String> = vfs
+        .readdir(ROOT_INO, fh, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    vfs.releasedir(fh);
+    assert!(
+        !names.iter().any(|n| n.starts_with(".cloudmount-upload-")),
+        "temporary names are hidden: {names:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mem.exists(&ours_crashed) || mem.exists(theirs_old) || mem.exists(old_form) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "strays not swept: {:?}",
+            mem.paths()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        mem.exists(theirs_new),
+        "another client's recent upload stays"
+    );
+    assert!(
+        mem.exists(&ours_busy),
+        "our upload in flight keeps its file"
+    );
+    settle(&vfs).await;
+    assert_eq!(mem.file_bytes("busy.txt").unwrap(), b"in flight");
+}
+
 #[tokio::test]
 async fn a_broken_upload_never_truncates_the_servers_copy() {
     let cache = tempfile::tempdir().unwrap();

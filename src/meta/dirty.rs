@@ -23,7 +23,7 @@ use rusqlite::{params, Transaction};
 
 use super::{
     descendant_bounds, etag_from_sql, ns_to_time, path_from_sql, time_to_ns, u64_from_sql,
-    u64_to_sql, AreaId, MetaError, MetaStore,
+    u64_to_sql, AreaId, EntryRecord, MetaError, MetaStore,
 };
 use crate::remote::{ETag, RemotePath};
 
@@ -82,6 +82,26 @@ pub struct DirtyRename {
 
 const COLUMNS: &str =
     "id, area, path, staging, base_etag, size, state, error, updated_at_ns, on_server";
+
+/// Sets the base of the record of `path`; returns it, if there is one.
+fn set_base_tx(
+    tx: &Transaction<'_>,
+    area: AreaId,
+    path: &RemotePath,
+    base_etag: Option<&ETag>,
+    on_server: bool,
+) -> Result<Option<DirtyRecord>, MetaError> {
+    tx.prepare_cached(
+        "UPDATE dirty SET base_etag = ?3, on_server = ?4 WHERE area = ?1 AND path = ?2",
+    )?
+    .execute(params![
+        area,
+        path.as_str(),
+        base_etag.map(|t| t.header_value()),
+        i64::from(on_server)
+    ])?;
+    select_where(tx, "area = ?1 AND path = ?2", params![area, path.as_str()]).map(|mut v| v.pop())
+}
 
 fn state_to_sql(s: &DirtyState) -> (i64, Option<&str>) {
     match s {
@@ -293,17 +313,32 @@ impl MetaStore {
         base_etag: Option<&ETag>,
         on_server: bool,
     ) -> Result<Option<DirtyRecord>, MetaError> {
+        self.durable(|tx| set_base_tx(tx, area, path, base_etag, on_server))
+    }
+
+    /// The upload of record `id` put `path` on the server as `entry` (with its ETag). In one
+    /// durable transaction, so that a crash cannot leave the record gone but the file missing
+    /// from its folder's stored listing: removes the record; when it is gone already (the file
+    /// was committed again while it was sent) rebases the newer record of `path` onto the
+    /// version sent; stores the entry. Returns the removed record and the rebased one.
+    pub fn upload_done(
+        &self,
+        id: i64,
+        area: AreaId,
+        path: &RemotePath,
+        entry: &EntryRecord,
+    ) -> Result<(Option<DirtyRecord>, Option<DirtyRecord>), MetaError> {
         self.durable(|tx| {
-            tx.prepare_cached(
-                "UPDATE dirty SET base_etag = ?3, on_server = ?4 WHERE area = ?1 AND path = ?2",
-            )?
-            .execute(params![
-                area,
-                path.as_str(),
-                base_etag.map(|t| t.header_value()),
-                i64::from(on_server)
-            ])?;
-            Ok(select_where(tx, "area = ?1 AND path = ?2", params![area, path.as_str()])?.pop())
+            let removed = select_where(tx, "id = ?1", params![id])?.pop();
+            let newer = match removed {
+                Some(_) => {
+                    delete_id(tx, id)?;
+                    None
+                }
+                None => set_base_tx(tx, area, path, entry.etag.as_ref(), true)?,
+            };
+            super::upsert_entry_tx(tx, area, path, entry)?;
+            Ok((removed, newer))
         })
     }
 

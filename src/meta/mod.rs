@@ -327,23 +327,7 @@ impl MetaStore {
         path: &RemotePath,
         e: &EntryRecord,
     ) -> Result<(), MetaError> {
-        let parent = path.parent();
-        self.tx(|tx| {
-            if e.kind == EntryKind::File {
-                make_file(tx, area, path.as_str())?;
-            }
-            let rec = EntryRecord {
-                name: path.name().to_string(),
-                ..e.clone()
-            };
-            upsert(
-                tx,
-                area,
-                path.as_str(),
-                parent.as_ref().map(|p| p.as_str()),
-                &rec,
-            )
-        })
+        self.tx(|tx| upsert_entry_tx(tx, area, path, e))
     }
 
     /// The stored entry at `path`.
@@ -411,6 +395,19 @@ impl MetaStore {
             }
             Ok(())
         })
+    }
+
+    /// This cache's random identity (16 hex digits, see the schema's version 3).
+    pub fn cache_id(&self) -> Result<String, MetaError> {
+        let conn = self.lock();
+        let id: String = conn
+            .prepare_cached("SELECT value FROM settings WHERE key = 'cache_id'")?
+            .query_row([], |r| r.get(0))
+            .map_err(|e| MetaError::Corrupt(format!("no cache_id setting: {e}")))?;
+        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(MetaError::Corrupt(format!("bad cache_id setting {id:?}")));
+        }
+        Ok(id)
     }
 
     /// Forgets when `dir` was listed (its listing time becomes the epoch), forcing a
@@ -531,6 +528,30 @@ fn delete_subtree(
 }
 
 /// Drops what a file cannot have: descendants and a listing of its own.
+/// [`MetaStore::upsert_entry`] inside a transaction.
+pub(crate) fn upsert_entry_tx(
+    tx: &Transaction<'_>,
+    area: AreaId,
+    path: &RemotePath,
+    e: &EntryRecord,
+) -> Result<(), MetaError> {
+    if e.kind == EntryKind::File {
+        make_file(tx, area, path.as_str())?;
+    }
+    let rec = EntryRecord {
+        name: path.name().to_string(),
+        ..e.clone()
+    };
+    let parent = path.parent();
+    upsert(
+        tx,
+        area,
+        path.as_str(),
+        parent.as_ref().map(|p| p.as_str()),
+        &rec,
+    )
+}
+
 fn make_file(tx: &Transaction<'_>, area: AreaId, path: &str) -> Result<(), MetaError> {
     delete_subtree(tx, area, path, false)?;
     tx.prepare_cached("DELETE FROM listings WHERE area = ?1 AND path = ?2")?

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -104,9 +104,20 @@ CREATE TABLE conflicts (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 3: settings of this cache, among them its random identity (`cache_id`, 16 hex
+/// digits, drawn once by SQLite's `randomblob`): it marks the temporary files this cache's
+/// uploads leave on servers, so that strays left by a crash can be told from other clients'.
+pub(super) const V3: &str = r#"
+CREATE TABLE settings (
+    key    TEXT NOT NULL PRIMARY KEY,
+    value  TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO settings (key, value) VALUES ('cache_id', lower(hex(randomblob(8))));
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2];
+const MIGRATIONS: &[&str] = &[V2, V3];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -562,6 +562,43 @@ fn dirty_records_survive_reopen_and_leave_sync_normal() {
 }
 
 #[test]
+fn a_finished_upload_removes_its_record_and_lists_the_file_at_once() {
+    let m = MetaStore::open_in_memory().unwrap();
+    m.save_listing(0, &p("d"), t(100), &[file("old", 1, "\"o\"")])
+        .unwrap();
+    let (r, _) = m
+        .insert_dirty(0, &p("d/new"), Path::new("staging/1"), None, false, 3)
+        .unwrap();
+    let (removed, newer) = m
+        .upload_done(r.id, 0, &p("d/new"), &file("new", 3, "\"n1\""))
+        .unwrap();
+    assert_eq!(removed.map(|r| r.id), Some(r.id));
+    assert!(newer.is_none());
+    assert!(m.list_dirty().unwrap().is_empty());
+    assert_eq!(names(&m, 0, "d"), vec!["new", "old"]);
+    // Committed again while it was sent: the new record stays, based on the version sent.
+    let (r1, _) = m
+        .insert_dirty(0, &p("d/new"), Path::new("staging/2"), None, true, 4)
+        .unwrap();
+    let (r2, _) = m
+        .insert_dirty(0, &p("d/new"), Path::new("staging/3"), None, true, 5)
+        .unwrap();
+    let (removed, newer) = m
+        .upload_done(r1.id, 0, &p("d/new"), &file("new", 4, "\"n2\""))
+        .unwrap();
+    assert!(
+        removed.is_none(),
+        "the record was replaced by the newer one"
+    );
+    let n = newer.expect("the newer record, rebased");
+    assert_eq!((n.id, n.base_etag), (r2.id, ETag::parse("\"n2\"")));
+    assert_eq!(m.list_dirty().unwrap().len(), 1);
+    let (_, stored) = m.load_listing(0, &p("d")).unwrap().unwrap();
+    let new = stored.iter().find(|e| e.name == "new").unwrap();
+    assert_eq!((new.size, new.etag.clone()), (4, ETag::parse("\"n2\"")));
+}
+
+#[test]
 fn dirty_subtree_removal_and_conflicts() {
     let m = MetaStore::open_in_memory().unwrap();
     for (path, s) in [("a/x", "s/1"), ("a/y/z", "s/2"), ("ab/x", "s/3")] {
@@ -640,4 +677,31 @@ fn version_1_database_is_migrated_keeping_dirty_records() {
         "records of v1 were for files on the server"
     );
     assert!(m.conflicts().unwrap().is_empty());
+    // Version 3 gave it an identity, kept from then on.
+    let id = m.cache_id().unwrap();
+    drop(m);
+    assert_eq!(MetaStore::open(&path).unwrap().cache_id().unwrap(), id);
+}
+
+#[test]
+fn every_cache_has_its_own_stable_identity() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (d.path().join("a.db"), d.path().join("b.db"));
+    let id_a = MetaStore::open(&a).unwrap().cache_id().unwrap();
+    let id_b = MetaStore::open(&b).unwrap().cache_id().unwrap();
+    assert_eq!(id_a.len(), 16);
+    assert_ne!(id_a, id_b);
+    assert_eq!(MetaStore::open(&a).unwrap().cache_id().unwrap(), id_a);
+    // A damaged value is an error, not a silently new identity.
+    rusqlite::Connection::open(&a)
+        .unwrap()
+        .execute(
+            "UPDATE settings SET value = 'zz' WHERE key = 'cache_id'",
+            [],
+        )
+        .unwrap();
+    assert!(matches!(
+        MetaStore::open(&a).unwrap().cache_id(),
+        Err(MetaError::Corrupt(_))
+    ));
 }

@@ -93,6 +93,9 @@ pub struct VfsSetup {
     pub cache_size: u64,
 }
 
+/// Age after which anyone's temporary upload file seen in a listing counts as abandoned.
+const STRAY_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// Block size of the cache: the unit of presence and of the smallest download. Small, so a
 /// random 4 KiB read costs one 16 KiB GET: what a cold random read costs is the server's time
 /// per request, which grows with the range (Apache on loopback here: 0.46 ms for 16 KiB,
@@ -185,6 +188,10 @@ pub struct Vfs {
     problems: Mutex<Vec<(AreaId, RemotePath, String)>>,
     /// Random per run: staging file names never repeat across runs.
     run_id: u64,
+    /// This cache's identity (`MetaStore::cache_id`), in the names of temporary uploads.
+    temp_tag: String,
+    /// Stray temporary uploads being deleted (so a listing does not start a second DELETE).
+    sweeping: Mutex<std::collections::HashSet<(AreaId, RemotePath)>>,
 }
 
 impl Drop for Vfs {
@@ -397,6 +404,7 @@ impl Vfs {
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
         let queue = Arc::new(queue::UploadQueue::new(opts.upload.clone()));
+        let temp_tag = meta.cache_id()?;
         let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
             invalidate_tx,
@@ -432,6 +440,8 @@ impl Vfs {
             recovered: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
             run_id: u64::from_le_bytes(seed),
+            temp_tag,
+            sweeping: Mutex::new(Default::default()),
         });
         vfs.recover()?;
         vfs.spawn_upload_workers();
@@ -696,6 +706,55 @@ impl Vfs {
         }
     }
 
+    /// Deletes, in the background, the temporary upload files in a fresh listing of `dir` that
+    /// no upload will move into place: this cache's whose record is no longer queued (a crash
+    /// came between the PUT and the MOVE), and anyone's older than [`STRAY_TEMP_AGE`]. They are
+    /// hidden from listings but take space on the server. Another client's upload in progress
+    /// is never touched: its name carries its own cache's identity, and it is young.
+    fn sweep_stray_uploads(&self, area: AreaId, dir: &RemotePath, entries: &[EntryRecord]) {
+        let now = SystemTime::now();
+        for e in entries {
+            let stray = match upload::temp_owner(&e.name) {
+                upload::TempOwner::NotTemp => continue,
+                upload::TempOwner::Cache { tag, id } if tag == self.temp_tag => {
+                    !self.queue.has_id(id)
+                }
+                _ => e
+                    .mtime
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age > STRAY_TEMP_AGE),
+            };
+            if !stray || e.kind != EntryKind::File {
+                continue;
+            }
+            let Ok(path) = dir.join(&e.name) else {
+                continue;
+            };
+            let fresh = self
+                .sweeping
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((area, path.clone()));
+            let Some(me) = self.me.upgrade().filter(|_| fresh) else {
+                continue;
+            };
+            tokio::spawn(async move {
+                match me.remote(area).delete(&path).await {
+                    Ok(()) | Err(RemoteError::NotFound { .. }) => {
+                        tracing::info!(file = %path, "removed a temporary upload file left behind")
+                    }
+                    Err(e) => {
+                        tracing::debug!(file = %path, error = %e, "could not remove a stray temporary upload")
+                    }
+                }
+                me.sweeping
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&(area, path));
+            });
+        }
+    }
+
     /// Asks the server for `dir`'s listing and applies it (the caller holds the dir's lock).
     async fn list_now(
         &self,
@@ -719,6 +778,7 @@ impl Vfs {
                     }
                 }
                 let gone = self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
+                self.sweep_stray_uploads(area, &path, &records);
                 if let Err(e) = self.forget_resolved_conflicts(area, gone).await {
                     tracing::warn!(error = %e, "cannot forget resolved conflicts");
                 }

@@ -1,7 +1,7 @@
 //! Sending one dirty file to the server, without ever destroying the server's copy.
 //!
-//! - **Via a temporary name** (default): the content is PUT to `.cloudmount-upload-<id>.part`
-//!   beside the target and MOVEd over it. A PUT cut midway then leaves only a stray temporary
+//! - **Via a temporary name** (default): the content is PUT to
+//!   `.cloudmount-upload-<cache id>-<record id>.part` beside the target and MOVEd over it. A PUT cut midway then leaves only a stray temporary
 //!   file, never a truncated target (rclone's server truncates the target on an aborted PUT).
 //!   `Overwrite: F` on the MOVE makes "the file is new" a server-side check.
 //! - **Directly**: one conditional PUT (`If-Match` / `If-None-Match: *`), for servers whose PUT
@@ -91,10 +91,42 @@ fn padded_body(file: &Path, size: u64) -> PutBody {
     }
 }
 
-/// The temporary name an upload of record `id` uses beside `path`.
-pub(crate) fn temp_path(path: &RemotePath, id: i64) -> RemoteResult<RemotePath> {
+/// The temporary name an upload of record `id` of the cache `tag` (its `cache_id`) uses
+/// beside `path`: `.cloudmount-upload-<tag>-<id>.part`.
+pub(crate) fn temp_path(path: &RemotePath, tag: &str, id: i64) -> RemoteResult<RemotePath> {
     let parent = path.parent().unwrap_or_else(RemotePath::root);
-    parent.join(&format!("{TEMP_PREFIX}{id}.part"))
+    parent.join(&format!("{TEMP_PREFIX}{tag}-{id}.part"))
+}
+
+/// Whose temporary upload file `name` is.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TempOwner {
+    /// Not a temporary upload name.
+    NotTemp,
+    /// Of the cache `tag` (compare with ours), record `id`.
+    Cache { tag: String, id: i64 },
+    /// A temporary name of another form (an older version's `<id>.part`).
+    Unknown,
+}
+
+/// Parses a name made by [`temp_path`].
+pub(crate) fn temp_owner(name: &str) -> TempOwner {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return TempOwner::NotTemp;
+    };
+    let parsed = rest.strip_suffix(".part").and_then(|r| r.split_once('-'));
+    match parsed {
+        Some((tag, id)) if tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            match id.parse() {
+                Ok(id) => TempOwner::Cache {
+                    tag: tag.to_string(),
+                    id,
+                },
+                Err(_) => TempOwner::Unknown,
+            }
+        }
+        _ => TempOwner::Unknown,
+    }
 }
 
 /// Names starting with this are our uploads in progress: hidden from listings.
@@ -111,6 +143,7 @@ pub(crate) async fn send(
     file: &Path,
     size: u64,
     opts: &UploadOptions,
+    temp_tag: &str,
     unchanged: &(dyn Fn() -> bool + Send + Sync),
 ) -> RemoteResult<Option<Sent>> {
     let path = &rec.path;
@@ -148,7 +181,7 @@ pub(crate) async fn send(
             .map(Some);
     }
     if opts.via_temp {
-        let temp = temp_path(path, rec.id)?;
+        let temp = temp_path(path, temp_tag, rec.id)?;
         // A file cut short meanwhile is padded to `size`, so that the PUT ends normally (an
         // aborted PUT can leave a partial file that a DELETE right after does not reach while
         // the server is still writing it); the check below then throws the copy away.
@@ -368,7 +401,7 @@ mod tests {
         size: u64,
         opts: &UploadOptions,
     ) -> RemoteResult<Sent> {
-        send(remote, rec, file, size, opts, &|| true)
+        send(remote, rec, file, size, opts, "0123456789abcdef", &|| true)
             .await
             .map(|s| s.expect("an unchanged file is placed"))
     }
@@ -406,6 +439,28 @@ mod tests {
         (d, p)
     }
 
+    #[test]
+    fn temporary_names_say_whose_upload_they_are() {
+        let p = temp_path(&RemotePath::new("d/f.txt").unwrap(), "0123456789abcdef", 42).unwrap();
+        assert_eq!(p.as_str(), "d/.cloudmount-upload-0123456789abcdef-42.part");
+        assert_eq!(
+            temp_owner(p.name()),
+            TempOwner::Cache {
+                tag: "0123456789abcdef".into(),
+                id: 42
+            }
+        );
+        assert_eq!(temp_owner("f.txt"), TempOwner::NotTemp);
+        for other in [
+            ".cloudmount-upload-42.part",
+            ".cloudmount-upload-0123456789abcdef-x.part",
+            ".cloudmount-upload-0123-42.part",
+            ".cloudmount-upload-0123456789abcdef-42",
+        ] {
+            assert_eq!(temp_owner(other), TempOwner::Unknown, "{other}");
+        }
+    }
+
     #[tokio::test]
     async fn a_temporary_body_is_padded_to_its_length_when_the_file_is_cut_short() {
         let (_d, f) = local(b"new");
@@ -435,9 +490,17 @@ mod tests {
         let base = m.stat(&p).await.unwrap().etag;
         // 11 bytes when the upload began; cut to 3 since.
         let (_d, f) = local(b"new");
-        let sent = send(&m, &rec("doc", base, true), &f, 11, &opts(true), &|| false)
-            .await
-            .unwrap();
+        let sent = send(
+            &m,
+            &rec("doc", base, true),
+            &f,
+            11,
+            &opts(true),
+            "00",
+            &|| false,
+        )
+        .await
+        .unwrap();
         assert!(sent.is_none(), "nothing placed");
         assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"old");
         let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();

@@ -201,11 +201,29 @@ impl Vfs {
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
         let unchanged = || !Self::changed_since(&st, version);
-        let mut res = upload::send(&*remote, rec, &st.path, size, &opts, &unchanged).await;
+        let mut res = upload::send(
+            &*remote,
+            rec,
+            &st.path,
+            size,
+            &opts,
+            &self.temp_tag,
+            &unchanged,
+        )
+        .await;
         if let Err(RemoteError::MissingParent { .. }) = res {
             // The folder was deleted on the server meanwhile: the change wins, recreate it.
             if self.make_parents(rec.area, &rec.path).await.is_ok() {
-                res = upload::send(&*remote, rec, &st.path, size, &opts, &unchanged).await;
+                res = upload::send(
+                    &*remote,
+                    rec,
+                    &st.path,
+                    size,
+                    &opts,
+                    &self.temp_tag,
+                    &unchanged,
+                )
+                .await;
             }
         }
         st.state().uploading = false;
@@ -309,9 +327,22 @@ impl Vfs {
         // A recovered file may have been put on its node (its folder was listed) meanwhile.
         let ino = ino.or_else(|| self.ino_holding(area, &rec.path, st));
         let id = rec.id;
-        let removed = meta_op(&self.meta, move |m| m.remove_dirty(id)).await?;
         match sent {
             Sent::Uploaded(etag) => {
+                // The record goes, and the file enters its folder's stored listing, at once
+                // (after a crash between the two the file would be missing from a listing
+                // the next start trusts). A record gone already means the file was committed
+                // again while it was sent: that newer record is now based on this version.
+                let record = EntryRecord {
+                    name: rec.path.name().to_string(),
+                    kind: EntryKind::File,
+                    size,
+                    mtime: Some(now()),
+                    etag: etag.clone(),
+                };
+                let p = rec.path.clone();
+                let (removed, newer) =
+                    meta_op(&self.meta, move |m| m.upload_done(id, area, &p, &record)).await?;
                 {
                     let mut s = st.state();
                     s.base = etag.clone();
@@ -321,29 +352,12 @@ impl Vfs {
                         s.uploaded = version;
                     }
                 }
-                if removed.is_none() {
-                    // Rewritten while uploading: the newer record is now based on this version.
-                    let (p, e) = (rec.path.clone(), etag.clone());
-                    let newer = meta_op(&self.meta, move |m| {
-                        m.set_dirty_base(area, &p, e.as_ref(), true)
-                    })
-                    .await?;
-                    if let Some(n) = newer {
-                        self.queue.update(&n);
-                    }
+                if let Some(n) = newer {
+                    self.queue.update(&n);
                 }
                 if let Some(ino) = ino {
                     self.mark_uploaded(ino, etag.clone(), size);
                 }
-                let record = EntryRecord {
-                    name: rec.path.name().to_string(),
-                    kind: EntryKind::File,
-                    size,
-                    mtime: Some(now()),
-                    etag: etag.clone(),
-                };
-                let p = rec.path.clone();
-                meta_op(&self.meta, move |m| m.upsert_entry(area, &p, &record)).await?;
                 drop(commit);
                 tracing::debug!(file = %rec.path, size, "uploaded");
                 match ino {
@@ -356,6 +370,7 @@ impl Vfs {
                 Ok(())
             }
             Sent::Conflict { copy, copy_etag } => {
+                let removed = meta_op(&self.meta, move |m| m.remove_dirty(id)).await?;
                 let at = SystemTime::now();
                 let (p, c) = (rec.path.clone(), copy.clone());
                 meta_op(&self.meta, move |m| m.add_conflict(area, &p, &c, at)).await?;

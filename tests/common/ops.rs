@@ -20,12 +20,19 @@ pub enum Op {
     /// Write into an existing file at an offset (extends it when past the end).
     Patch {
         path: Vec<u8>,
-        offset: u16,
+        offset: u32,
         data: Vec<u8>,
     },
     Truncate {
         path: Vec<u8>,
-        len: u16,
+        len: u32,
+    },
+    /// Create (or truncate) a file with a large content (several cache blocks), made from
+    /// `seed` so that the sequence stays small.
+    WriteBig {
+        path: Vec<u8>,
+        len: u32,
+        seed: u8,
     },
     Mkdir {
         path: Vec<u8>,
@@ -57,6 +64,9 @@ impl std::fmt::Debug for Op {
                 write!(f, "Patch({:?}, @{offset}, {})", p(path), d(data))
             }
             Op::Truncate { path, len } => write!(f, "Truncate({:?}, {len})", p(path)),
+            Op::WriteBig { path, len, seed } => {
+                write!(f, "WriteBig({:?}, {len}B#{seed})", p(path))
+            }
             Op::Mkdir { path } => write!(f, "Mkdir({:?})", p(path)),
             Op::Rmdir { path } => write!(f, "Rmdir({:?})", p(path)),
             Op::Unlink { path } => write!(f, "Unlink({:?})", p(path)),
@@ -92,9 +102,11 @@ pub fn op_strategy() -> impl Strategy<Value = Op> {
     let data = proptest::collection::vec(any::<u8>(), 0..3000);
     prop_oneof![
         4 => (path_strategy(), data.clone()).prop_map(|(path, data)| Op::Write { path, data }),
-        2 => (path_strategy(), 0u16..4000, proptest::collection::vec(any::<u8>(), 1..500))
+        2 => (path_strategy(), offset_strategy(), proptest::collection::vec(any::<u8>(), 1..500))
             .prop_map(|(path, offset, data)| Op::Patch { path, offset, data }),
-        1 => (path_strategy(), 0u16..4000).prop_map(|(path, len)| Op::Truncate { path, len }),
+        1 => (path_strategy(), offset_strategy()).prop_map(|(path, len)| Op::Truncate { path, len }),
+        1 => (path_strategy(), 1u32..3_000_000, any::<u8>())
+            .prop_map(|(path, len, seed)| Op::WriteBig { path, len, seed }),
         3 => path_strategy().prop_map(|path| Op::Mkdir { path }),
         1 => path_strategy().prop_map(|path| Op::Rmdir { path }),
         1 => path_strategy().prop_map(|path| Op::Unlink { path }),
@@ -120,6 +132,19 @@ pub fn seed_ops() -> Vec<Op> {
         },
         Op::Mkdir { path: vec![2, 3] },
     ]
+}
+
+/// Offsets and lengths: mostly within a few KiB, sometimes megabytes out (holes, several
+/// cache blocks).
+fn offset_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 0u32..4000, 1 => 0u32..3_000_000]
+}
+
+/// The content of a [`Op::WriteBig`].
+pub fn big_data(len: u32, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)
+        .collect()
 }
 
 pub fn names(path: &[u8]) -> Vec<&'static str> {
@@ -150,6 +175,10 @@ pub fn apply_local(root: &Path, op: &Op) -> Result<Option<Vec<u8>>, i32> {
         Op::Patch { path, offset, data } => {
             let f = fs::OpenOptions::new().write(true).open(local(root, path))?;
             f.write_all_at(data, u64::from(*offset))?;
+            Ok(None)
+        }
+        Op::WriteBig { path, len, seed } => {
+            fs::write(local(root, path), big_data(*len, *seed))?;
             Ok(None)
         }
         Op::Truncate { path, len } => {
