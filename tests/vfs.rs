@@ -14,7 +14,7 @@ use cloudmount::vfs::{
 
 #[path = "common/vfs.rs"]
 mod vfs_util;
-use vfs_util::{read_all, settle, R, W};
+use vfs_util::{names_in, read_all, settle, R, W};
 
 struct Fixture {
     vfs: Arc<Vfs>,
@@ -87,17 +87,8 @@ async fn listing_and_reading_what_the_server_has() {
     assert_eq!(read_all(&f.vfs, big.ino).await, pattern(3 << 20));
     assert_eq!(mem.counters().read_range, gets);
     // readdir shows . .. and the children, sorted.
-    let fh = f.vfs.opendir(ROOT_INO).await.unwrap();
-    let names: Vec<String> = f
-        .vfs
-        .readdir(ROOT_INO, fh, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .collect();
+    let names = names_in(&f.vfs, ROOT_INO).await;
     assert_eq!(names, [".", "..", "big.bin", "docs"]);
-    f.vfs.releasedir(fh);
     assert!(f.vfs.lookup(ROOT_INO, "nope").await.is_err());
 }
 
@@ -375,14 +366,7 @@ async fn read_only_areas_refuse_writes() {
         cache_size: 1 << 30,
     })
     .unwrap();
-    let fh = vfs.opendir(ROOT_INO).await.unwrap();
-    let names: Vec<String> = vfs
-        .readdir(ROOT_INO, fh, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .collect();
+    let names = names_in(&vfs, ROOT_INO).await;
     assert_eq!(names, [".", "..", "Cloud Drive", "Following"]);
     let fol = vfs.lookup(ROOT_INO, "Following").await.unwrap();
     let inner = vfs.lookup(fol.ino, "Following").await.unwrap();
@@ -678,16 +662,7 @@ async fn reading_a_directory_lists_its_next_siblings_ahead() {
     // reading it (within the listing TTL) shows the listing taken then, asking nothing.
     mem.insert_file("tree/d01/g", b"y".to_vec());
     let d01 = f.vfs.lookup(tree.ino, "d01").await.unwrap();
-    let fh = f.vfs.opendir(d01.ino).await.unwrap();
-    let names: Vec<String> = f
-        .vfs
-        .readdir(d01.ino, fh, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .collect();
-    f.vfs.releasedir(fh);
+    let names = names_in(&f.vfs, d01.ino).await;
     assert_eq!(names, [".", "..", "f"]);
     // A directory far down the walk was not listed ahead: it shows the server's listing now.
     mem.insert_file("tree/d19/g", b"y".to_vec());

@@ -15,7 +15,7 @@ use cloudmount::vfs::{
 
 #[path = "common/vfs.rs"]
 mod vfs_util;
-use vfs_util::{read_all, settle, R, W};
+use vfs_util::{names_in, read_all, settle, R, W};
 
 fn open_vfs(remote: Arc<dyn Remote>, cache: &Path, delay: Duration) -> Arc<Vfs> {
     open_vfs_ttl(remote, cache, delay, Duration::from_secs(60))
@@ -290,15 +290,7 @@ async fn stray_temporary_uploads_are_swept_when_their_folder_is_listed() {
     mem.set_mtime(theirs_old, day_ago);
     mem.set_mtime(old_form, day_ago);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let fh = vfs.opendir(ROOT_INO).await.unwrap();
-    let names: Vec<String> = vfs
-        .readdir(ROOT_INO, fh, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e.name)
-        .collect();
-    vfs.releasedir(fh);
+    let names = names_in(&vfs, ROOT_INO).await;
     assert!(
         !names.iter().any(|n| n.starts_with(".cloudmount-upload-")),
         "temporary names are hidden: {names:?}"

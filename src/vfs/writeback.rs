@@ -201,29 +201,22 @@ impl Vfs {
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
         let unchanged = || !Self::changed_since(&st, version);
-        let mut res = upload::send(
-            &*remote,
-            rec,
-            &st.path,
-            size,
-            &opts,
-            &self.temp_tag,
-            &unchanged,
-        )
-        .await;
+        let attempt = || {
+            upload::send(
+                &*remote,
+                rec,
+                &st.path,
+                size,
+                &opts,
+                &self.temp_tag,
+                &unchanged,
+            )
+        };
+        let mut res = attempt().await;
         if let Err(RemoteError::MissingParent { .. }) = res {
             // The folder was deleted on the server meanwhile: the change wins, recreate it.
             if self.make_parents(rec.area, &rec.path).await.is_ok() {
-                res = upload::send(
-                    &*remote,
-                    rec,
-                    &st.path,
-                    size,
-                    &opts,
-                    &self.temp_tag,
-                    &unchanged,
-                )
-                .await;
+                res = attempt().await;
             }
         }
         st.state().uploading = false;

@@ -40,3 +40,17 @@ pub async fn settle(vfs: &Vfs) {
         .await
         .unwrap_or_else(|_| panic!("uploads did not finish: {:?}", vfs.status()));
 }
+
+/// The names `readdir` gives for directory `ino` (with `.` and `..`), through one handle.
+pub async fn names_in(vfs: &Vfs, ino: Ino) -> Vec<String> {
+    let fh = vfs.opendir(ino).await.unwrap();
+    let names = vfs
+        .readdir(ino, fh, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.name)
+        .collect();
+    vfs.releasedir(fh);
+    names
+}
