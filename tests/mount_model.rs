@@ -73,6 +73,15 @@ impl Model {
         }
         m.kill9();
         *m = Mounted::new(&self.dav.url, &self.opts);
+        if idle {
+            // Everything was uploaded and closed: nothing to keep aside as "never closed".
+            let st = m.status();
+            assert!(
+                st.kept_aside.is_none(),
+                "files kept aside after a crash with nothing pending: {:?}",
+                st.kept_aside
+            );
+        }
     }
 }
 
