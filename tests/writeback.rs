@@ -316,6 +316,59 @@ async fn stray_temporary_uploads_are_swept_when_their_folder_is_listed() {
     assert_eq!(mem.file_bytes("busy.txt").unwrap(), b"in flight");
 }
 
+/// A crash after an upload's MOVE but before its record is updated, while a newer version
+/// of the file was already saved: after the restart the newer version finds the older one on
+/// the server, and must know it as its own (the write-ahead of uploads, schema v4) — not keep
+/// both as a conflict, the older under the name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_an_uploads_move_and_its_record_makes_no_false_conflict() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let v1 = pattern(2001, 1);
+    let v2 = pattern(106, 2);
+    let snapshot = tempfile::tempdir().unwrap();
+    {
+        let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+        // The PROPFIND after the MOVE hangs: the upload of v1 is stuck between its MOVE and
+        // its record.
+        faulty.delay(Op::Stat, Duration::from_secs(3));
+        let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+        write_file(&vfs, "doc.txt", &v1).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while faulty.calls(Op::Rename) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "v1 was never moved into place"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(mem.file_bytes("doc.txt").unwrap(), v1);
+        write_file(&vfs, "doc.txt", &v2).await;
+        // The crash: the cache directory as it is on disk now.
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", cache.path().display()))
+            .arg(snapshot.path())
+            .status()
+            .unwrap();
+        assert!(out.success());
+        drop(vfs);
+    }
+    let vfs = open_vfs(mem.clone(), snapshot.path(), Duration::ZERO);
+    settle(&vfs).await;
+    assert_eq!(
+        mem.file_bytes("doc.txt").unwrap(),
+        v2,
+        "the newer version has the name"
+    );
+    assert_eq!(
+        mem.paths(),
+        vec!["doc.txt".to_string()],
+        "no conflict copy, no temporary file"
+    );
+    assert!(vfs.status().conflicts.is_empty());
+}
+
 #[tokio::test]
 async fn a_broken_upload_never_truncates_the_servers_copy() {
     let cache = tempfile::tempdir().unwrap();

@@ -57,6 +57,10 @@ pub struct DirtyRecord {
     pub size: u64,
     pub state: DirtyState,
     pub updated_at: SystemTime,
+    /// An upload of an earlier version of this file (the record this one replaced) that may
+    /// have put it on the server just before a crash: its temporary name (empty for a PUT in
+    /// place) and size. See the schema's version 4.
+    pub prior_move: Option<(RemotePath, u64)>,
 }
 
 /// A conflict the upload queue resolved by keeping both versions.
@@ -80,8 +84,8 @@ pub struct DirtyRename {
     pub displaced: Vec<DirtyRecord>,
 }
 
-const COLUMNS: &str =
-    "id, area, path, staging, base_etag, size, state, error, updated_at_ns, on_server";
+const COLUMNS: &str = "id, area, path, staging, base_etag, size, state, error, updated_at_ns, \
+                       on_server, prior_move, prior_size";
 
 /// Sets the base of the record of `path`; returns it, if there is one.
 fn set_base_tx(
@@ -92,7 +96,8 @@ fn set_base_tx(
     on_server: bool,
 ) -> Result<Option<DirtyRecord>, MetaError> {
     tx.prepare_cached(
-        "UPDATE dirty SET base_etag = ?3, on_server = ?4 WHERE area = ?1 AND path = ?2",
+        "UPDATE dirty SET base_etag = ?3, on_server = ?4, prior_move = NULL, prior_size = NULL
+         WHERE area = ?1 AND path = ?2",
     )?
     .execute(params![
         area,
@@ -134,6 +139,20 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> Result<DirtyRecord, MetaError> {
         state,
         updated_at: ns_to_time(r.get(8)?),
         on_server: r.get::<_, i64>(9)? != 0,
+        prior_move: match (
+            r.get::<_, Option<String>>(10)?,
+            r.get::<_, Option<i64>>(11)?,
+        ) {
+            (Some(t), Some(n)) => Some((
+                if t.is_empty() {
+                    RemotePath::root()
+                } else {
+                    path_from_sql(t)?
+                },
+                u64_from_sql(n, "prior size")?,
+            )),
+            _ => None,
+        },
     })
 }
 
@@ -185,8 +204,8 @@ fn insert_row(tx: &Transaction<'_>, r: &DirtyRecord) -> Result<i64, MetaError> {
     let (state, error) = state_to_sql(&r.state);
     tx.prepare_cached(
         "INSERT INTO dirty (area, path, staging, base_etag, size, state, error, updated_at_ns,
-                            on_server)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            on_server, prior_move, prior_size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         r.area,
@@ -198,6 +217,11 @@ fn insert_row(tx: &Transaction<'_>, r: &DirtyRecord) -> Result<i64, MetaError> {
         error,
         time_to_ns(r.updated_at),
         i64::from(r.on_server),
+        r.prior_move.as_ref().map(|(t, _)| t.as_str().to_string()),
+        r.prior_move
+            .as_ref()
+            .map(|(_, n)| u64_to_sql(*n))
+            .transpose()?,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -232,11 +256,27 @@ impl MetaStore {
             size,
             state: DirtyState::Pending,
             updated_at: SystemTime::now(),
+            prior_move: None,
         };
         self.durable(|tx| {
             let old =
                 select_where(tx, "area = ?1 AND path = ?2", params![area, path.as_str()])?.pop();
             if let Some(o) = &old {
+                // An upload of the replaced version may have reached the server: remembered.
+                let moving: (Option<String>, Option<i64>) = tx
+                    .prepare_cached("SELECT moving, moving_size FROM dirty WHERE id = ?1")?
+                    .query_row(params![o.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rec.prior_move = match moving {
+                    (Some(t), Some(n)) => Some((
+                        if t.is_empty() {
+                            RemotePath::root()
+                        } else {
+                            path_from_sql(t)?
+                        },
+                        u64_from_sql(n, "moving size")?,
+                    )),
+                    _ => o.prior_move.clone(),
+                };
                 delete_id(tx, o.id)?;
             }
             rec.id = insert_row(tx, &rec)?;
@@ -314,6 +354,26 @@ impl MetaStore {
         on_server: bool,
     ) -> Result<Option<DirtyRecord>, MetaError> {
         self.durable(|tx| set_base_tx(tx, area, path, base_etag, on_server))
+    }
+
+    /// An upload of record `id` starts: its content may reach the file's name from now on,
+    /// through `temp` (`None`: a PUT in place), `size` bytes. Not fsynced: it guards against
+    /// a crash of the daemon, and a power cut in that window costs a false conflict at worst.
+    pub fn mark_moving(
+        &self,
+        id: i64,
+        temp: Option<&RemotePath>,
+        size: u64,
+    ) -> Result<(), MetaError> {
+        self.tx(|tx| {
+            tx.prepare_cached("UPDATE dirty SET moving = ?2, moving_size = ?3 WHERE id = ?1")?
+                .execute(params![
+                    id,
+                    temp.map(|t| t.as_str().to_string()).unwrap_or_default(),
+                    u64_to_sql(size)?
+                ])?;
+            Ok(())
+        })
     }
 
     /// The upload of record `id` put `path` on the server as `entry` (with its ETag). In one

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -115,9 +115,22 @@ CREATE TABLE settings (
 INSERT INTO settings (key, value) VALUES ('cache_id', lower(hex(randomblob(8))));
 "#;
 
+/// Version 4: the write-ahead of an upload. Before an upload of a record starts, `moving`
+/// (its temporary name, `''` for a PUT in place) and `moving_size` are set: its content may
+/// reach the file's name from then on. A record that replaces one so marked inherits them as
+/// `prior_move` / `prior_size` (cleared when it is rebased on the version uploaded): after a
+/// crash, a server copy of that size, its temporary file gone, is our own earlier version —
+/// not another client's change to keep beside ours as a conflict.
+pub(super) const V4: &str = r#"
+ALTER TABLE dirty ADD COLUMN moving TEXT;
+ALTER TABLE dirty ADD COLUMN moving_size INTEGER;
+ALTER TABLE dirty ADD COLUMN prior_move TEXT;
+ALTER TABLE dirty ADD COLUMN prior_size INTEGER;
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3];
+const MIGRATIONS: &[&str] = &[V2, V3, V4];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

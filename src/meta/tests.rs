@@ -599,6 +599,39 @@ fn a_finished_upload_removes_its_record_and_lists_the_file_at_once() {
 }
 
 #[test]
+fn a_record_replacing_one_whose_upload_started_remembers_it() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let (r1, _) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), None, false, 2001)
+        .unwrap();
+    assert_eq!(r1.prior_move, None);
+    let temp = p("d/.cloudmount-upload-0123456789abcdef-1.part");
+    m.mark_moving(r1.id, Some(&temp), 2001).unwrap();
+    let (r2, _) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), None, false, 106)
+        .unwrap();
+    assert_eq!(r2.prior_move, Some((temp.clone(), 2001)));
+    assert_eq!(
+        m.list_dirty().unwrap()[0].prior_move,
+        Some((temp.clone(), 2001))
+    );
+    // Replaced again before its own upload started: the earlier upload is still the one.
+    let (r3, _) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), None, false, 7)
+        .unwrap();
+    assert_eq!(r3.prior_move, Some((temp, 2001)));
+    // A PUT in place has no temporary name.
+    m.mark_moving(r3.id, None, 7).unwrap();
+    let (r4, _) = m
+        .insert_dirty(0, &p("d/f"), Path::new("staging/1"), None, false, 8)
+        .unwrap();
+    assert_eq!(r4.prior_move, Some((RemotePath::root(), 7)));
+    // Rebased on the version uploaded: nothing to guess any more.
+    let r = m.set_dirty_base(0, &p("d/f"), None, true).unwrap().unwrap();
+    assert_eq!(r.prior_move, None);
+}
+
+#[test]
 fn dirty_subtree_removal_and_conflicts() {
     let m = MetaStore::open_in_memory().unwrap();
     for (path, s) in [("a/x", "s/1"), ("a/y/z", "s/2"), ("ab/x", "s/3")] {

@@ -605,6 +605,7 @@ mod tests {
             size: 10,
             state: DirtyState::Pending,
             updated_at: SystemTime::now(),
+            prior_move: None,
         }
     }
 

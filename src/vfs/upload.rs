@@ -152,6 +152,8 @@ pub(crate) async fn send(
     let mut overwrite = false;
     // The server's version when it is not the one the change was based on.
     let mut conflicting = None;
+    // The record, rebased on the server's copy when that copy is our own earlier upload.
+    let mut rebased: Option<DirtyRecord> = None;
     if rec.on_server {
         match current(remote, path).await? {
             Some(e) if e.is_dir() => {
@@ -163,7 +165,13 @@ pub(crate) async fn send(
                 overwrite = true;
                 let changed = matches!((&rec.base_etag, &e.etag), (Some(b), Some(s)) if b != s);
                 if changed && !is_copy {
-                    conflicting = Some(e);
+                    if ours_before(remote, rec, &e).await? {
+                        let mut r = rec.clone();
+                        r.base_etag = e.etag.clone();
+                        rebased = Some(r);
+                    } else {
+                        conflicting = Some(e);
+                    }
                 }
             }
             // Deleted on the server meanwhile: the change wins, uploaded as a new file.
@@ -171,7 +179,15 @@ pub(crate) async fn send(
         }
     } else if is_copy {
         overwrite = true;
+    } else if rec.prior_move.is_some() {
+        // New here, but an earlier version's upload may have put it there before a crash.
+        if let Some(e) = current(remote, path).await? {
+            if !e.is_dir() && ours_before(remote, rec, &e).await? {
+                overwrite = true;
+            }
+        }
     }
+    let rec = rebased.as_ref().unwrap_or(rec);
     if let Some(server) = conflicting {
         if same_content(remote, path, &server, file, size).await? {
             return Ok(Some(Sent::Uploaded(server.etag)));
@@ -243,6 +259,29 @@ pub(crate) async fn send(
             .await
             .map(Some)
     }
+}
+
+/// Whether the server's `server` copy at `rec.path` is an earlier version of ours, put there
+/// by an upload cut short by a crash before its record was updated (`rec.prior_move`): the
+/// same size, and that upload's temporary file gone (its MOVE happened). Another client's
+/// change of exactly that size in that moment would be taken for ours: the price of never
+/// making a false conflict copy of our own file.
+async fn ours_before(remote: &dyn Remote, rec: &DirtyRecord, server: &Entry) -> RemoteResult<bool> {
+    let Some((temp, size)) = &rec.prior_move else {
+        return Ok(false);
+    };
+    if server.size != *size {
+        return Ok(false);
+    }
+    if temp.is_root() {
+        // A PUT in place: nothing else to check.
+        return Ok(true);
+    }
+    let gone = current(remote, temp).await?.is_none();
+    if gone {
+        tracing::info!(path = %rec.path, "the server has our own earlier upload (cut short by a restart): replacing it, no conflict");
+    }
+    Ok(gone)
 }
 
 /// One conditional PUT straight onto the target.
@@ -429,6 +468,7 @@ mod tests {
             size: 0,
             state: DirtyState::Pending,
             updated_at: SystemTime::now(),
+            prior_move: None,
         }
     }
 

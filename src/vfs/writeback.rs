@@ -200,6 +200,18 @@ impl Vfs {
         let remote = self.remote(rec.area).clone();
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
+        // Write-ahead: from here on this content may reach the file's name (schema v4).
+        let temp = match opts.via_temp {
+            true => upload::temp_path(&rec.path, &self.temp_tag, rec.id).ok(),
+            false => None,
+        };
+        let id = rec.id;
+        if let Err(e) = meta_op(&self.meta, move |m| m.mark_moving(id, temp.as_ref(), size)).await {
+            return Finish::Failed {
+                reason: format!("recording the upload's start failed: {e}"),
+                offline: false,
+            };
+        }
         let unchanged = || !Self::changed_since(&st, version);
         let attempt = || {
             upload::send(
