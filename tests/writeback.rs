@@ -369,6 +369,63 @@ async fn a_crash_between_an_uploads_move_and_its_record_makes_no_false_conflict(
     assert!(vfs.status().conflicts.is_empty());
 }
 
+/// A staging file whose upload ended but which was not yet moved into the cache when the
+/// daemon died is dropped at the next start (its content is on the server), not kept aside as
+/// "never closed" — unless it changed after its upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_staging_file_left_by_a_crash_is_dropped_not_kept_aside() {
+    use std::os::unix::fs::MetadataExt;
+    for changed_after in [false, true] {
+        let cache = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemRemote::new());
+        {
+            // Staged and committed; no upload gets through before the "crash".
+            let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+            faulty.fail_next(Op::Put, u64::MAX, FaultKind::Transient);
+            let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+            write_file(&vfs, "a.txt", b"content").await;
+            drop(vfs);
+        }
+        // The state an upload that ended leaves (schema v5): the record gone, the staging
+        // file recorded as uploaded with its size and mtime.
+        let staging: Vec<_> = std::fs::read_dir(cache.path().join("staging"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(staging.len(), 1);
+        let md = std::fs::metadata(&staging[0]).unwrap();
+        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec() + i64::from(changed_after);
+        let rel = format!(
+            "staging/{}",
+            staging[0].file_name().unwrap().to_str().unwrap()
+        );
+        let db = rusqlite::Connection::open(cache.path().join("meta.db")).unwrap();
+        db.execute("DELETE FROM dirty", []).unwrap();
+        db.execute(
+            "INSERT INTO uploaded_staging (staging, size, mtime_ns) VALUES (?1, ?2, ?3)",
+            rusqlite::params![rel.as_bytes(), md.len() as i64, mtime],
+        )
+        .unwrap();
+        drop(db);
+        let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+        let st = vfs.status();
+        let left = std::fs::read_dir(cache.path().join("staging"))
+            .unwrap()
+            .count();
+        if changed_after {
+            assert_eq!(
+                st.kept_aside.map(|k| k.files),
+                Some(1),
+                "changed since: kept"
+            );
+        } else {
+            assert!(st.kept_aside.is_none(), "kept aside: {:?}", st.kept_aside);
+        }
+        assert_eq!(left, 0, "the staging folder is empty either way");
+    }
+}
+
 #[tokio::test]
 async fn a_broken_upload_never_truncates_the_servers_copy() {
     let cache = tempfile::tempdir().unwrap();

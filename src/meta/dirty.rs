@@ -279,6 +279,8 @@ impl MetaStore {
                 };
                 delete_id(tx, o.id)?;
             }
+            tx.prepare_cached("DELETE FROM uploaded_staging WHERE staging = ?1")?
+                .execute(params![staging.as_os_str().as_bytes()])?;
             rec.id = insert_row(tx, &rec)?;
             Ok((rec, old))
         })
@@ -376,23 +378,69 @@ impl MetaStore {
         })
     }
 
+    /// Staging files recorded as uploaded (schema v5): path relative to the cache dir, size,
+    /// mtime in ns.
+    pub fn uploaded_staging(&self) -> Result<Vec<(PathBuf, u64, i64)>, MetaError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT staging, size, mtime_ns FROM uploaded_staging")?;
+        let mut rows = st.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let staging: Vec<u8> = r.get(0)?;
+            out.push((
+                PathBuf::from(OsStr::from_bytes(&staging)),
+                u64_from_sql(r.get(1)?, "uploaded size")?,
+                r.get(2)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Forgets that `staging` was uploaded (its file is gone); `None`: forgets them all.
+    pub fn forget_uploaded_staging(&self, staging: Option<&Path>) -> Result<(), MetaError> {
+        self.tx(|tx| {
+            match staging {
+                Some(p) => tx
+                    .prepare_cached("DELETE FROM uploaded_staging WHERE staging = ?1")?
+                    .execute(params![p.as_os_str().as_bytes()])?,
+                None => tx.execute("DELETE FROM uploaded_staging", [])?,
+            };
+            Ok(())
+        })
+    }
+
     /// The upload of record `id` put `path` on the server as `entry` (with its ETag). In one
     /// durable transaction, so that a crash cannot leave the record gone but the file missing
     /// from its folder's stored listing: removes the record; when it is gone already (the file
     /// was committed again while it was sent) rebases the newer record of `path` onto the
     /// version sent; stores the entry. Returns the removed record and the rebased one.
+    ///
+    /// `staged` is the staging file's state now (size, mtime in ns): when the record is
+    /// removed, it is recorded as uploaded (schema v5) until the file is dropped.
     pub fn upload_done(
         &self,
         id: i64,
         area: AreaId,
         path: &RemotePath,
         entry: &EntryRecord,
+        staged: Option<(u64, i64)>,
     ) -> Result<(Option<DirtyRecord>, Option<DirtyRecord>), MetaError> {
         self.durable(|tx| {
             let removed = select_where(tx, "id = ?1", params![id])?.pop();
-            let newer = match removed {
-                Some(_) => {
+            let newer = match &removed {
+                Some(r) => {
                     delete_id(tx, id)?;
+                    if let Some((size, mtime_ns)) = staged {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO uploaded_staging (staging, size, mtime_ns)
+                             VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![
+                            r.staging.as_os_str().as_bytes(),
+                            u64_to_sql(size)?,
+                            mtime_ns
+                        ])?;
+                    }
                     None
                 }
                 None => set_base_tx(tx, area, path, entry.etag.as_ref(), true)?,

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -128,9 +128,21 @@ ALTER TABLE dirty ADD COLUMN prior_move TEXT;
 ALTER TABLE dirty ADD COLUMN prior_size INTEGER;
 "#;
 
+/// Version 5: staging files whose content is on the server (their record was removed when the
+/// upload ended) but that are not yet moved into the cache, with their size and mtime then.
+/// After a crash such a file, unchanged since, is not "written and never closed": it is
+/// simply dropped, not kept aside. A row is removed when its file is, or committed again.
+pub(super) const V5: &str = r#"
+CREATE TABLE uploaded_staging (
+    staging   BLOB    NOT NULL PRIMARY KEY,   -- relative to the cache dir, as in `dirty`
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V2, V3, V4, V5];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -1,4 +1,4 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
@@ -570,12 +570,23 @@ fn a_finished_upload_removes_its_record_and_lists_the_file_at_once() {
         .insert_dirty(0, &p("d/new"), Path::new("staging/1"), None, false, 3)
         .unwrap();
     let (removed, newer) = m
-        .upload_done(r.id, 0, &p("d/new"), &file("new", 3, "\"n1\""))
+        .upload_done(
+            r.id,
+            0,
+            &p("d/new"),
+            &file("new", 3, "\"n1\""),
+            Some((3, 77)),
+        )
         .unwrap();
     assert_eq!(removed.map(|r| r.id), Some(r.id));
     assert!(newer.is_none());
     assert!(m.list_dirty().unwrap().is_empty());
     assert_eq!(names(&m, 0, "d"), vec!["new", "old"]);
+    // Its staging file is recorded as uploaded until it goes, or is committed again.
+    assert_eq!(
+        m.uploaded_staging().unwrap(),
+        vec![(PathBuf::from("staging/1"), 3, 77)]
+    );
     // Committed again while it was sent: the new record stays, based on the version sent.
     let (r1, _) = m
         .insert_dirty(0, &p("d/new"), Path::new("staging/2"), None, true, 4)
@@ -584,7 +595,13 @@ fn a_finished_upload_removes_its_record_and_lists_the_file_at_once() {
         .insert_dirty(0, &p("d/new"), Path::new("staging/3"), None, true, 5)
         .unwrap();
     let (removed, newer) = m
-        .upload_done(r1.id, 0, &p("d/new"), &file("new", 4, "\"n2\""))
+        .upload_done(
+            r1.id,
+            0,
+            &p("d/new"),
+            &file("new", 4, "\"n2\""),
+            Some((4, 78)),
+        )
         .unwrap();
     assert!(
         removed.is_none(),
@@ -596,6 +613,16 @@ fn a_finished_upload_removes_its_record_and_lists_the_file_at_once() {
     let (_, stored) = m.load_listing(0, &p("d")).unwrap().unwrap();
     let new = stored.iter().find(|e| e.name == "new").unwrap();
     assert_eq!((new.size, new.etag.clone()), (4, ETag::parse("\"n2\"")));
+    // Committed again (staging/2, staging/3): not an uploaded staging file any more; the
+    // replaced record's upload did not remove a record, so it recorded nothing either.
+    assert_eq!(
+        m.uploaded_staging().unwrap(),
+        vec![(PathBuf::from("staging/1"), 3, 77)]
+    );
+    m.insert_dirty(0, &p("d/other"), Path::new("staging/1"), None, false, 9)
+        .unwrap();
+    assert!(m.uploaded_staging().unwrap().is_empty());
+    m.forget_uploaded_staging(None).unwrap();
 }
 
 #[test]

@@ -2115,12 +2115,7 @@ impl Vfs {
             idle
         };
         if still_idle {
-            let path = st.path.clone();
-            let _ = write::blocking(move || match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            })
-            .await;
+            self.drop_staging_file(&st.path).await;
         }
     }
 

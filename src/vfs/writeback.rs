@@ -38,17 +38,34 @@ impl Vfs {
     }
 
     /// Finds the records of an earlier run and queues them; moves staging files no record
-    /// names (written, never closed) to `recovered/`. Runs once, at start.
+    /// names (written, never closed) to `recovered/`, except those recorded as uploaded and
+    /// unchanged since (their content is on the server): those are dropped. Runs once, at
+    /// start.
     pub(super) fn recover(&self) -> VfsResult<()> {
         let records = self.meta.list_dirty()?;
         let named: std::collections::HashSet<PathBuf> = records
             .iter()
             .map(|r| self.staging_abs(&r.staging))
             .collect();
+        let uploaded: std::collections::HashMap<PathBuf, (u64, i64)> = self
+            .meta
+            .uploaded_staging()?
+            .into_iter()
+            .map(|(rel, size, mtime)| (self.staging_abs(&rel), (size, mtime)))
+            .collect();
         if let Ok(rd) = std::fs::read_dir(&self.staging_dir) {
             let recovered = self.staging_dir.with_file_name("recovered");
             for e in rd.flatten() {
                 if named.contains(&e.path()) {
+                    continue;
+                }
+                let path = e.path();
+                if uploaded
+                    .get(&path)
+                    .is_some_and(|&u| file_state(&path) == Some(u))
+                {
+                    tracing::debug!(file = %path.display(), "already uploaded; dropped");
+                    let _ = std::fs::remove_file(&path);
                     continue;
                 }
                 let _ = std::fs::create_dir_all(&recovered);
@@ -57,6 +74,7 @@ impl Vfs {
                 let _ = std::fs::rename(e.path(), to);
             }
         }
+        self.meta.forget_uploaded_staging(None)?;
         for rec in records {
             let st = match open_staged(self.staging_abs(&rec.staging), &rec) {
                 Ok(st) => st,
@@ -346,8 +364,17 @@ impl Vfs {
                     etag: etag.clone(),
                 };
                 let p = rec.path.clone();
-                let (removed, newer) =
-                    meta_op(&self.meta, move |m| m.upload_done(id, area, &p, &record)).await?;
+                // The staged file as it is now: dropped, not kept aside, if a crash comes
+                // before it leaves the staging folder (schema v5).
+                let file = st.path.clone();
+                let staged = write::blocking(move || Ok(file_state(&file)))
+                    .await
+                    .ok()
+                    .flatten();
+                let (removed, newer) = meta_op(&self.meta, move |m| {
+                    m.upload_done(id, area, &p, &record, staged)
+                })
+                .await?;
                 {
                     let mut s = st.state();
                     s.base = etag.clone();
@@ -501,15 +528,26 @@ impl Vfs {
             };
             let (cache, file) = (self.cache.clone(), st.path.clone());
             if off_thread(move || cache.adopt(&key, &file)).await.is_ok() {
+                self.drop_staging_file(&st.path).await;
                 return;
             }
         }
-        let file = st.path.clone();
-        let _ = write::blocking(move || match std::fs::remove_file(&file) {
+        self.drop_staging_file(&st.path).await;
+    }
+
+    /// Removes a staging file whose content is on the server (and in the cache, when it could
+    /// be kept there), and forgets that it was uploaded.
+    pub(super) async fn drop_staging_file(&self, file: &Path) {
+        let f = file.to_path_buf();
+        let _ = write::blocking(move || match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
         .await;
+        let rel = self.staging_rel(file);
+        if let Err(e) = meta_op(&self.meta, move |m| m.forget_uploaded_staging(Some(&rel))).await {
+            tracing::debug!(error = %e, "could not forget an uploaded staging file");
+        }
     }
 
     /// The node of an uploaded file now shows the server's new version.
@@ -722,6 +760,13 @@ fn open_staged(path: PathBuf, rec: &DirtyRecord) -> std::io::Result<Arc<Staged>>
             writers: 0,
         },
     )))
+}
+
+/// A file's size and mtime (ns), to tell later whether it changed.
+fn file_state(path: &Path) -> Option<(u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(path).ok()?;
+    Some((md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
 }
 
 /// One upload worker: takes the next ready record, uploads it, reports how it went.
