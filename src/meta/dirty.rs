@@ -139,21 +139,27 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> Result<DirtyRecord, MetaError> {
         state,
         updated_at: ns_to_time(r.get(8)?),
         on_server: r.get::<_, i64>(9)? != 0,
-        prior_move: match (
-            r.get::<_, Option<String>>(10)?,
-            r.get::<_, Option<i64>>(11)?,
-        ) {
-            (Some(t), Some(n)) => Some((
-                if t.is_empty() {
-                    RemotePath::root()
-                } else {
-                    path_from_sql(t)?
-                },
-                u64_from_sql(n, "prior size")?,
-            )),
-            _ => None,
-        },
+        prior_move: move_from_sql(r.get(10)?, r.get(11)?)?,
     })
+}
+
+/// A `(temporary name, size)` pair of the schema's version 4 (`''`: a PUT in place, read as
+/// the root path).
+fn move_from_sql(
+    temp: Option<String>,
+    size: Option<i64>,
+) -> Result<Option<(RemotePath, u64)>, MetaError> {
+    match (temp, size) {
+        (Some(t), Some(n)) => {
+            let temp = if t.is_empty() {
+                RemotePath::root()
+            } else {
+                path_from_sql(t)?
+            };
+            Ok(Some((temp, u64_from_sql(n, "upload size")?)))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn check_staging(p: &Path) -> Result<(), MetaError> {
@@ -266,16 +272,9 @@ impl MetaStore {
                 let moving: (Option<String>, Option<i64>) = tx
                     .prepare_cached("SELECT moving, moving_size FROM dirty WHERE id = ?1")?
                     .query_row(params![o.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rec.prior_move = match moving {
-                    (Some(t), Some(n)) => Some((
-                        if t.is_empty() {
-                            RemotePath::root()
-                        } else {
-                            path_from_sql(t)?
-                        },
-                        u64_from_sql(n, "moving size")?,
-                    )),
-                    _ => o.prior_move.clone(),
+                rec.prior_move = match move_from_sql(moving.0, moving.1)? {
+                    Some(m) => Some(m),
+                    None => o.prior_move.clone(),
                 };
                 delete_id(tx, o.id)?;
             }
