@@ -5,7 +5,9 @@
 //! equal through the mount, and — once the upload queue is empty — on the server.
 //!
 //! This goes through everything the vfs model does not: the kernel (its lookups, page cache
-//! and attribute caching), the FUSE adapter, the block cache on disk and a real server. One
+//! and attribute caching), the FUSE adapter, the block cache on disk and a real server. Beside
+//! the operations of the vfs model, a sequence may hold a descriptor open across steps (read
+//! through it, write through it, close it). One
 //! mount serves every case, each in a fresh folder, so the caches carry state from case to
 //! case as they do for a user. A sequence may also crash the daemon (`kill -9`) and mount again
 //! on the same cache directory: every operation that returned must survive. It runs over
@@ -15,6 +17,9 @@
 mod common;
 
 use std::cell::RefCell;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::mount::*;
@@ -35,13 +40,34 @@ enum Step {
     Crash,
     /// A crash at once, uploads in flight.
     CrashNow,
+    /// Opens `path` (read-only, or read-write) and holds the descriptor across the next
+    /// steps (closing the one held before), as an editor or a log writer does.
+    Open {
+        path: Vec<u8>,
+        write: bool,
+    },
+    /// `pwrite` through the held descriptor.
+    HeldWrite {
+        offset: u32,
+        data: Vec<u8>,
+    },
+    /// Reads the whole file through the held descriptor.
+    HeldRead,
+    /// Closes the held descriptor.
+    Close,
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
+    let path = proptest::collection::vec(0u8..NAMES.len() as u8, 1..=2);
     prop_oneof![
         30 => op_strategy().prop_map(Step::Op),
         1 => Just(Step::Crash),
         1 => Just(Step::CrashNow),
+        3 => (path, any::<bool>()).prop_map(|(path, write)| Step::Open { path, write }),
+        3 => (0u32..6000, proptest::collection::vec(any::<u8>(), 1..300))
+            .prop_map(|(offset, data)| Step::HeldWrite { offset, data }),
+        2 => Just(Step::HeldRead),
+        1 => Just(Step::Close),
     ]
 }
 
@@ -94,26 +120,56 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
     let plain = tempfile::tempdir().unwrap();
     let root = model.mount.borrow().path(dir);
     std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
+    // The held descriptors: (local, mount).
+    let mut held: Option<(File, File)> = None;
     for (i, step) in steps.iter().enumerate() {
-        let op = match step {
-            Step::Crash => {
-                model.crash(idle_crashes);
+        let (want, got) = match step {
+            Step::Crash | Step::CrashNow => {
+                // Closed first: a crash loses nothing that was closed.
+                held = None;
+                model.crash(matches!(step, Step::Crash) && idle_crashes);
                 tally.crashes += 1;
                 continue;
             }
-            Step::CrashNow => {
-                model.crash(false);
-                tally.crashes += 1;
+            Step::Op(op) => (
+                apply_local(plain.path(), op),
+                // After a crash the new mount may sit elsewhere.
+                apply_local(&model.mount.borrow().path(dir), op),
+            ),
+            Step::Open { path, write } => {
+                held = None;
+                let open = |root: &Path| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(*write)
+                        .open(local(root, path))
+                };
+                let (l, m) = (open(plain.path()), open(&model.mount.borrow().path(dir)));
+                let res = (opened(&l), opened(&m));
+                if let (Ok(l), Ok(m)) = (l, m) {
+                    held = Some((l, m));
+                }
+                res
+            }
+            Step::HeldWrite { offset, data } => match &held {
+                Some((l, m)) => {
+                    let w = |f: &File| f.write_all_at(data, u64::from(*offset)).map(|_| None);
+                    (errno_result(&w(l)), errno_result(&w(m)))
+                }
+                None => continue,
+            },
+            Step::HeldRead => match &held {
+                Some((l, m)) => (errno_result(&read_whole(l)), errno_result(&read_whole(m))),
+                None => continue,
+            },
+            Step::Close => {
+                held = None;
                 continue;
             }
-            Step::Op(op) => op,
         };
-        let want = apply_local(plain.path(), op);
-        // After a crash the new mount may sit elsewhere.
-        let got = apply_local(&model.mount.borrow().path(dir), op);
         assert!(
             got == want,
-            "step {i}: {op:?}: the mount gave {}, a local directory {}\n\
+            "step {i}: {step:?}: the mount gave {}, a local directory {}\n\
              steps: {steps:?}\ndaemon log:\n{}",
             brief(&got),
             brief(&want),
@@ -129,6 +185,7 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
             Err(_) => {}
         }
     }
+    drop(held);
     let m = model.mount.borrow();
     let want = local_tree(plain.path());
     assert_trees_match(
@@ -180,6 +237,35 @@ struct Tally {
     ok: usize,
     bytes_read: usize,
     crashes: usize,
+}
+
+/// An I/O result as the model compares it: the bytes read, or the errno.
+fn errno_result<T: Clone>(r: &std::io::Result<T>) -> Result<T, i32> {
+    match r {
+        Ok(v) => Ok(v.clone()),
+        Err(e) => Err(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// An open's result as the model compares it.
+fn opened(r: &std::io::Result<File>) -> Result<Option<Vec<u8>>, i32> {
+    match r {
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// The whole content of an open file, read with `pread` from offset 0.
+fn read_whole(f: &File) -> std::io::Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read_at(&mut buf, out.len() as u64)?;
+        if n == 0 {
+            return Ok(Some(out));
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// An operation's result, short: the bytes read as their length and hash.
@@ -364,5 +450,61 @@ fn a_file_saved_twice_then_a_crash_mid_upload_makes_no_conflict_copy() {
             Step::Op(Read { path: vec![3, 3] }),
         ];
         check(&model, &format!("twice{i}"), &steps, false);
+    }
+}
+
+/// Found by the model: a file open for reading showed the content written through the mount
+/// by another descriptor while that content was staged, and the older version again once it
+/// was uploaded (the handle still held the older cached version). It must keep showing the
+/// new content, as on a local disk.
+#[test]
+fn a_reader_keeps_seeing_a_rewrite_after_it_is_uploaded() {
+    let model = Model::new(Server::apache_basic());
+    let m = model.mount.borrow();
+    let path = m.path("doc.txt");
+    std::fs::write(&path, vec![1u8; 62]).unwrap();
+    m.settle();
+    let reader = File::open(&path).unwrap();
+    assert_eq!(read_whole(&reader).unwrap().unwrap(), vec![1u8; 62]);
+    std::fs::write(&path, vec![2u8; 600]).unwrap();
+    assert_eq!(
+        read_whole(&reader).unwrap().unwrap(),
+        vec![2u8; 600],
+        "while staged"
+    );
+    m.settle();
+    // The upload ended and the staging is gone. The kernel's pages go too (as a listing
+    // refresh that finds the new version makes them go): the reads reach the daemon.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; fadvise only drops clean cached pages.
+    let r = unsafe { libc::posix_fadvise(reader.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0);
+    assert_eq!(
+        read_whole(&reader).unwrap().unwrap(),
+        vec![2u8; 600],
+        "once uploaded"
+    );
+    assert_eq!(model.dav.get("doc.txt"), vec![2u8; 600]);
+}
+
+/// Open for writing, deleted, written and closed, then a crash before the daemon dropped the
+/// staging file: nothing is kept aside (the file was deleted; its content is not to be kept).
+#[test]
+fn a_file_deleted_while_open_is_not_kept_aside_after_a_crash() {
+    let model = Model::new(Server::apache_basic());
+    for i in 0..5 {
+        let path = model.mount.borrow().path(&format!("gone{i}.txt"));
+        std::fs::write(&path, b"first").unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all_at(b"written after the unlink", 0).unwrap();
+        drop(f);
+        model.crash(false);
+        assert!(!model.mount.borrow().path(&format!("gone{i}.txt")).exists());
     }
 }

@@ -162,6 +162,23 @@ fn move_from_sql(
     }
 }
 
+fn insert_uploaded(
+    tx: &Transaction<'_>,
+    staging: &Path,
+    size: u64,
+    mtime_ns: i64,
+) -> Result<(), MetaError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO uploaded_staging (staging, size, mtime_ns) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![
+        staging.as_os_str().as_bytes(),
+        u64_to_sql(size)?,
+        mtime_ns
+    ])?;
+    Ok(())
+}
+
 fn check_staging(p: &Path) -> Result<(), MetaError> {
     let ok = !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok {
@@ -395,6 +412,17 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// Records that `staging` (relative to the cache dir) holds what the server has, at this
+    /// size and mtime (ns).
+    pub fn note_uploaded_staging(
+        &self,
+        staging: &Path,
+        size: u64,
+        mtime_ns: i64,
+    ) -> Result<(), MetaError> {
+        self.tx(|tx| insert_uploaded(tx, staging, size, mtime_ns))
+    }
+
     /// Forgets that `staging` was uploaded (its file is gone); `None`: forgets them all.
     pub fn forget_uploaded_staging(&self, staging: Option<&Path>) -> Result<(), MetaError> {
         self.tx(|tx| {
@@ -430,15 +458,7 @@ impl MetaStore {
                 Some(r) => {
                     delete_id(tx, id)?;
                     if let Some((size, mtime_ns)) = staged {
-                        tx.prepare_cached(
-                            "INSERT OR REPLACE INTO uploaded_staging (staging, size, mtime_ns)
-                             VALUES (?1, ?2, ?3)",
-                        )?
-                        .execute(params![
-                            r.staging.as_os_str().as_bytes(),
-                            u64_to_sql(size)?,
-                            mtime_ns
-                        ])?;
+                        insert_uploaded(tx, &r.staging, size, mtime_ns)?;
                     }
                     None
                 }

@@ -128,8 +128,10 @@ ALTER TABLE dirty ADD COLUMN prior_move TEXT;
 ALTER TABLE dirty ADD COLUMN prior_size INTEGER;
 "#;
 
-/// Version 5: staging files whose content is on the server (their record was removed when the
-/// upload ended) but that are not yet moved into the cache, with their size and mtime then.
+/// Version 5: staging files whose content is what the server has — their upload ended (and
+/// their record was removed) but they are not yet moved into the cache, or they are a copy of
+/// the server's version made when the file was opened for writing — with their size and mtime
+/// then.
 /// After a crash such a file, unchanged since, is not "written and never closed": it is
 /// simply dropped, not kept aside. A row is removed when its file is, or committed again.
 pub(super) const V5: &str = r#"

@@ -1949,6 +1949,11 @@ impl Vfs {
         })
         .await?;
         let changed = truncate && size > 0;
+        if !changed && !pending {
+            // A copy of the server's version: if the daemon dies before anything is written
+            // to it, the next start drops it rather than keeping it aside (schema v5).
+            self.note_clean_staging(&path).await;
+        }
         let st = Arc::new(Staged::new(
             path,
             file,
@@ -2115,6 +2120,16 @@ impl Vfs {
             idle
         };
         if still_idle {
+            // Read handles opened before the change read the content written here, as on a
+            // local disk: they let go of the version they held, and their next read takes
+            // the one just uploaded (changes by other clients never do this: an open file
+            // keeps its version).
+            {
+                let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                for h in hs.values_mut().filter(|h| h.ino == ino && !h.write) {
+                    h.object = None;
+                }
+            }
             self.drop_staging_file(&st.path).await;
         }
     }

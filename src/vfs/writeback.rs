@@ -168,8 +168,10 @@ impl Vfs {
             (t.path(ino), linked)
         };
         let Some((area, path)) = loc.filter(|_| linked) else {
-            // Deleted while open: nothing to keep.
+            // Deleted while open: nothing to keep (nor to keep aside, if the daemon dies
+            // before the staging file is removed).
             st.state().committed = snap.version;
+            self.note_clean_staging(&st.path).await;
             return Ok(());
         };
         let (s2, dir) = (st.clone(), self.staging_dir.clone());
@@ -533,6 +535,24 @@ impl Vfs {
             }
         }
         self.drop_staging_file(&st.path).await;
+    }
+
+    /// Records that the staging file `file`, as it is now, can be dropped without loss (a
+    /// copy of the server's version just made, or the content of a deleted file), so a crash
+    /// does not make it "never closed".
+    pub(super) async fn note_clean_staging(&self, file: &Path) {
+        let f = file.to_path_buf();
+        let Ok(Some((size, mtime))) = write::blocking(move || Ok(file_state(&f))).await else {
+            return;
+        };
+        let rel = self.staging_rel(file);
+        if let Err(e) = meta_op(&self.meta, move |m| {
+            m.note_uploaded_staging(&rel, size, mtime)
+        })
+        .await
+        {
+            tracing::debug!(error = %e, "could not note a clean staging file");
+        }
     }
 
     /// Removes a staging file whose content is on the server (and in the cache, when it could
