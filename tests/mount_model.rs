@@ -75,6 +75,12 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 struct Model {
     dav: Dav,
     opts: MountOpts,
+    /// Crashes wait for an idle upload queue. For rclone serve webdav (1.60): while files are
+    /// PUT and MOVEd in a folder, its PROPFIND of that folder often omits entries that exist
+    /// (30 of 70 listings in `benches/rclone-listing-race.py`); after a crash in flight the
+    /// restarted daemon lists while it uploads, and would show such a listing, correctly
+    /// for a client that trusts its server. Apache does not do this.
+    calm_crashes: bool,
     /// Keeps the cache directory across crashes.
     _cache: tempfile::TempDir,
     mount: RefCell<Mounted>,
@@ -87,6 +93,7 @@ impl Model {
         let opts = MountOpts::for_server(&server).cache_dir(cache.path());
         let mount = RefCell::new(Mounted::new(&dav.url, &opts));
         Model {
+            calm_crashes: server.name.contains("rclone"),
             dav,
             opts,
             _cache: cache,
@@ -98,10 +105,11 @@ impl Model {
     /// upload queue is empty.
     fn crash(&self, idle: bool) {
         let mut m = self.mount.borrow_mut();
-        if idle {
+        if idle || self.calm_crashes {
             m.settle();
         }
         m.kill9();
+
         *m = Mounted::new(&self.dav.url, &self.opts);
         // Every file was closed before the crash: nothing to keep aside as "never closed".
         let st = m.status();
@@ -401,7 +409,7 @@ fn rewrites_are_read_back_through_the_page_cache() {
 #[test]
 fn a_file_uploaded_just_before_a_crash_is_listed_after_it() {
     use Op::*;
-    let model = Model::new(Server::rclone());
+    let model = Model::new(Server::apache_basic());
     let w = |p: Vec<u8>, n: usize| {
         Step::Op(Write {
             path: p,
@@ -434,7 +442,7 @@ fn a_file_uploaded_just_before_a_crash_is_listed_after_it() {
 #[test]
 fn a_file_saved_twice_then_a_crash_mid_upload_makes_no_conflict_copy() {
     use Op::*;
-    let model = Model::new(Server::rclone());
+    let model = Model::new(Server::apache_basic());
     let w = |n: usize, k: u8| {
         Step::Op(Write {
             path: vec![3, 3],
@@ -506,5 +514,30 @@ fn a_file_deleted_while_open_is_not_kept_aside_after_a_crash() {
         drop(f);
         model.crash(false);
         assert!(!model.mount.borrow().path(&format!("gone{i}.txt")).exists());
+    }
+}
+
+/// Shrunk from the model: a file open for reading, rewritten through another descriptor, then
+/// deleted. Its reader must still read the content written last (here the file's upload may
+/// or may not have ended before the unlink), never ENOENT or the older version.
+#[test]
+fn a_reader_of_a_rewritten_then_deleted_file_reads_the_rewrite() {
+    use Op::*;
+    let model = Model::new(Server::apache_basic());
+    for i in 0..8 {
+        let mut steps: Vec<Step> = seed_ops().into_iter().map(Step::Op).collect();
+        steps.extend([
+            Step::Open {
+                path: vec![0],
+                write: false,
+            },
+            Step::Op(Write {
+                path: vec![0],
+                data: data(333),
+            }),
+            Step::Op(Unlink { path: vec![0] }),
+            Step::HeldRead,
+        ]);
+        check(&model, &format!("unlinked{i}"), &steps, true);
     }
 }

@@ -609,6 +609,7 @@ impl Vfs {
                     .duration_since(at)
                     .is_ok_and(|age| age < self.opts.dir_ttl);
                 if fresh {
+                    tracing::debug!(dir = %path, entries = entries.len(), "saved listing still fresh");
                     let at = instant_of(at);
                     let _ = self.merge_listing(dir, &entries, at, at);
                     return Ok(());
@@ -769,6 +770,7 @@ impl Vfs {
             Ok(listing) => {
                 self.queue.online();
                 let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
+                tracing::debug!(dir = %path, entries = records.len(), "listed");
                 {
                     let mut t = self.tree();
                     if let Some(n) = t.get_mut(dir) {
@@ -2072,6 +2074,10 @@ impl Vfs {
         // into the cache) until this is done.
         let lock = self.inode_lock(ino);
         let _g = lock.lock().await;
+        let readers = {
+            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            hs.values().any(|h| h.ino == ino)
+        };
         let (st, key) = {
             let t = self.tree();
             let Some(n) = t.get(ino) else {
@@ -2082,6 +2088,10 @@ impl Vfs {
             };
             let s = st.snapshot();
             if s.writers > 0 || s.dirty() || s.uploading {
+                return;
+            }
+            if readers && t.path(ino).is_none() {
+                // Deleted while open: the staged content is all its readers have left.
                 return;
             }
             let key = match (t.path(ino), s.base.clone()) {
@@ -2097,10 +2107,20 @@ impl Vfs {
         };
         // Move the content into the cache first, then let go of the staging: in between, the
         // file is readable and its state is right, whichever of the two a reader finds.
+        // The object now holding the uploaded content, for the read handles below.
+        let mut adopted = None;
         if let Some(key) = key {
             let (cache, path) = (self.cache.clone(), st.path.clone());
-            if let Err(e) = off_thread(move || cache.adopt(&key, &path)).await {
-                tracing::debug!(error = %e, "could not keep the uploaded file in the cache");
+            match off_thread(move || {
+                cache.adopt(&key, &path)?;
+                cache.object(&key)
+            })
+            .await
+            {
+                Ok(obj) => adopted = Some(obj),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not keep the uploaded file in the cache")
+                }
             }
         }
         let still_idle = {
@@ -2121,13 +2141,14 @@ impl Vfs {
         };
         if still_idle {
             // Read handles opened before the change read the content written here, as on a
-            // local disk: they let go of the version they held, and their next read takes
-            // the one just uploaded (changes by other clients never do this: an open file
-            // keeps its version).
+            // local disk: they move to the version just uploaded, also if the file is deleted
+            // later (changes by other clients never do this: an open file keeps its version).
+            // Without that object they let go of theirs and take the current one at the next
+            // read.
             {
                 let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
                 for h in hs.values_mut().filter(|h| h.ino == ino && !h.write) {
-                    h.object = None;
+                    h.object = adopted.as_ref().map(|o| (o.clone(), o.open_guard()));
                 }
             }
             self.drop_staging_file(&st.path).await;
