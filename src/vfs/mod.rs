@@ -2111,12 +2111,7 @@ impl Vfs {
         let mut adopted = None;
         if let Some(key) = key {
             let (cache, path) = (self.cache.clone(), st.path.clone());
-            match off_thread(move || {
-                cache.adopt(&key, &path)?;
-                cache.object(&key)
-            })
-            .await
-            {
+            match off_thread(move || cache.adopt(&key, &path)).await {
                 Ok(obj) => adopted = Some(obj),
                 Err(e) => {
                     tracing::debug!(error = %e, "could not keep the uploaded file in the cache")

@@ -44,46 +44,33 @@ pub(crate) enum Sent {
 /// The `size` bytes of `file` as a replayable body; zeros where the file is shorter by the
 /// time it is read. Only for temporary copies that are checked before they are used.
 fn padded_body(file: &Path, size: u64) -> PutBody {
-    let path = file.to_path_buf();
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const PIECE: u64 = 256 * 1024;
+    let content = PutBody::File {
+        path: file.to_path_buf(),
+        len: size,
+    };
     let make = move || -> crate::remote::ByteStream {
-        const PIECE: usize = 256 * 1024;
-        let path = path.clone();
-        let start = async move { tokio::fs::File::open(&path).await.map_err(RemoteError::Io) };
-        // State: the open file (None once it has ended) and the bytes sent so far.
-        let s = futures_util::stream::once(start).flat_map(move |opened| {
-            let first: Option<(Option<tokio::fs::File>, u64)> = match opened {
-                Ok(f) => Some((Some(f), 0)),
-                Err(e) => {
-                    return futures_util::stream::once(async move { Err(e) }).boxed();
+        // The file's own stream (at most `size` bytes), then zeros for what it lacked.
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = {
+            let sent = sent.clone();
+            content.open().map(move |piece| {
+                if let Ok(b) = &piece {
+                    sent.fetch_add(b.len() as u64, Ordering::Relaxed);
                 }
-            };
-            futures_util::stream::unfold(first, move |state| async move {
-                let (mut file, sent) = state?;
-                if sent >= size {
-                    return None;
-                }
-                let want = (size - sent).min(PIECE as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let mut got = 0;
-                if let Some(f) = file.as_mut() {
-                    use tokio::io::AsyncReadExt;
-                    match f.read(&mut buf).await {
-                        Ok(0) => file = None,
-                        Ok(n) => got = n,
-                        Err(e) => return Some((Err(RemoteError::Io(e)), None)),
-                    }
-                }
-                if file.is_none() {
-                    // The file ended early: zeros (already in `buf`) for the rest of the piece.
-                    got = want;
-                }
-                buf.truncate(got);
-                let n = buf.len() as u64;
-                Some((Ok(bytes::Bytes::from(buf)), Some((file, sent + n))))
+                piece
             })
-            .boxed()
-        });
-        Box::pin(s)
+        };
+        let zeros = futures_util::stream::once(async move { sent.load(Ordering::Relaxed) })
+            .flat_map(move |got| {
+                let missing = size.saturating_sub(got);
+                futures_util::stream::iter((0..missing.div_ceil(PIECE)).map(move |k| {
+                    let n = (missing - k * PIECE).min(PIECE) as usize;
+                    Ok(bytes::Bytes::from(vec![0u8; n]))
+                }))
+            });
+        Box::pin(counted.chain(zeros))
     };
     PutBody::Stream {
         len: size,

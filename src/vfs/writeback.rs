@@ -369,12 +369,8 @@ impl Vfs {
                 // The staged file as it is now: dropped, not kept aside, if a crash comes
                 // before it leaves the staging folder (schema v5).
                 let file = st.path.clone();
-                let staged = write::blocking(move || Ok(file_state(&file)))
-                    .await
-                    .ok()
-                    .flatten();
                 let (removed, newer) = meta_op(&self.meta, move |m| {
-                    m.upload_done(id, area, &p, &record, staged)
+                    m.upload_done(id, area, &p, &record, file_state(&file))
                 })
                 .await?;
                 {
@@ -541,16 +537,13 @@ impl Vfs {
     /// copy of the server's version just made, or the content of a deleted file), so a crash
     /// does not make it "never closed".
     pub(super) async fn note_clean_staging(&self, file: &Path) {
-        let f = file.to_path_buf();
-        let Ok(Some((size, mtime))) = write::blocking(move || Ok(file_state(&f))).await else {
-            return;
-        };
-        let rel = self.staging_rel(file);
-        if let Err(e) = meta_op(&self.meta, move |m| {
-            m.note_uploaded_staging(&rel, size, mtime)
+        let (f, rel) = (file.to_path_buf(), self.staging_rel(file));
+        let noted = meta_op(&self.meta, move |m| match file_state(&f) {
+            Some((size, mtime)) => m.note_uploaded_staging(&rel, size, mtime),
+            None => Ok(()),
         })
-        .await
-        {
+        .await;
+        if let Err(e) = noted {
             tracing::debug!(error = %e, "could not note a clean staging file");
         }
     }
@@ -558,14 +551,17 @@ impl Vfs {
     /// Removes a staging file whose content is on the server (and in the cache, when it could
     /// be kept there), and forgets that it was uploaded.
     pub(super) async fn drop_staging_file(&self, file: &Path) {
-        let f = file.to_path_buf();
-        let _ = write::blocking(move || match std::fs::remove_file(&f) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let (f, rel) = (file.to_path_buf(), self.staging_rel(file));
+        let forgotten = meta_op(&self.meta, move |m| {
+            if let Err(e) = std::fs::remove_file(&f) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::debug!(file = %f.display(), error = %e, "could not remove a staging file");
+                }
+            }
+            m.forget_uploaded_staging(Some(&rel))
         })
         .await;
-        let rel = self.staging_rel(file);
-        if let Err(e) = meta_op(&self.meta, move |m| m.forget_uploaded_staging(Some(&rel))).await {
+        if let Err(e) = forgotten {
             tracing::debug!(error = %e, "could not forget an uploaded staging file");
         }
     }
