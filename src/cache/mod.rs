@@ -88,6 +88,7 @@
 //! every 100 ms); dropping the [`BlockCache`] flushes a last time.
 
 mod bitmap;
+mod mapped;
 #[cfg(test)]
 mod tests;
 
@@ -104,6 +105,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use bitmap::Bitmap;
+use mapped::{MappedRange, Mapping};
 
 use crate::meta::objects::{NewObject, ObjectBrief, ObjectUpdate, RawObject};
 use crate::meta::{check_rename, path_from_sql, MetaError, MetaStore};
@@ -344,6 +346,9 @@ struct ObjectInner {
     dir_synced: AtomicBool,
     clock: Arc<AtomicI64>,
     shared: Weak<Shared>,
+    /// The file mapped read-only, made on the first mapped read (`None`: mapping failed, the
+    /// object reads by copy).
+    mapping: std::sync::OnceLock<Option<Arc<Mapping>>>,
 }
 
 struct Bits {
@@ -510,6 +515,7 @@ impl Shared {
             dir_synced: AtomicBool::new(true),
             clock: self.clock.clone(),
             shared: Arc::downgrade(self),
+            mapping: std::sync::OnceLock::new(),
         }))
     }
 
@@ -614,6 +620,7 @@ impl Shared {
             dir_synced: AtomicBool::new(adopt.is_some()),
             clock: self.clock.clone(),
             shared: Arc::downgrade(self),
+            mapping: std::sync::OnceLock::new(),
         });
         st.objects += 1;
         st.used += present_bytes;
@@ -1721,6 +1728,51 @@ impl CacheObject {
         let data = self.read_bytes(offset, buf.len())?;
         buf[..data.len()].copy_from_slice(&data);
         Ok(data.len())
+    }
+
+    /// The bytes of `offset..offset + len` (clipped to the file) without copying them: a view
+    /// of the object file's mapping, if every block is present and every page of the range is
+    /// in the kernel's page cache. `Ok(None)` otherwise (the caller reads by copy). Never
+    /// waits for the disk. Counts as an access.
+    pub fn read_mapped(&self, offset: u64, len: usize) -> Result<Option<bytes::Bytes>, CacheError> {
+        let inner = &self.inner;
+        let size = inner.size;
+        if offset >= size || len == 0 {
+            return Ok(Some(bytes::Bytes::new()));
+        }
+        let end = offset.saturating_add(len as u64).min(size);
+        let bs = inner.block_size;
+        if !lock(&inner.bits)
+            .present
+            .all_set(offset / bs..end.div_ceil(bs))
+        {
+            return Err(CacheError::NotCached {
+                path: self.key.path.clone(),
+                offset,
+                end,
+            });
+        }
+        let map = inner.mapping.get_or_init(|| {
+            Mapping::new(&inner.file, size)
+                .inspect_err(|e| {
+                    tracing::debug!(file = %inner.file_path.display(), error = %e, "cannot map a cache file: reads copy")
+                })
+                .ok()
+        });
+        let Some(map) = map else {
+            return Ok(None);
+        };
+        let (start, end) = (offset as usize, end as usize);
+        if !map.resident(start, end) {
+            return Ok(None);
+        }
+        inner.touch();
+        map.served(end - start);
+        Ok(Some(bytes::Bytes::from_owner(MappedRange {
+            map: map.clone(),
+            start,
+            len: end - start,
+        })))
     }
 
     /// Like [`CacheObject::read_at`], into a new buffer of up to `len` bytes that is not

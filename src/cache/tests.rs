@@ -279,6 +279,37 @@ fn a_vectored_write_stores_the_pieces_as_one_stream() {
 }
 
 #[test]
+fn mapped_reads_serve_present_blocks_without_a_copy_and_outlive_the_file() {
+    let env = Env::new();
+    let c = env.open(u64::MAX);
+    let size = 4 * BS + 100;
+    let data = content(9, size);
+    let o = c.object(&key("m", "v1", size)).unwrap();
+    fill(&o, &data, [0, 1, 4]);
+    // Just written, so in the page cache: served as a view of the file, across block edges
+    // and clipped at the end of the file.
+    let view = |off: u64, len: usize| o.read_mapped(off, len).unwrap().expect("resident");
+    assert_eq!(
+        view(BS - 7, 20),
+        &data[(BS - 7) as usize..(BS + 13) as usize]
+    );
+    assert_eq!(view(4 * BS, 1000), &data[(4 * BS) as usize..]);
+    assert!(view(size, 10).is_empty());
+    // A range touching a missing block is refused whole, like a copying read.
+    assert!(matches!(
+        o.read_mapped(2 * BS - 10, 20).unwrap_err(),
+        CacheError::NotCached { .. }
+    ));
+    // A view taken before the version is replaced (its file unlinked) keeps its bytes.
+    let held = view(0, 2 * BS as usize);
+    let newer = c.object(&key("m", "v2", size)).unwrap();
+    assert!(!o.is_current());
+    drop((o, newer));
+    c.flush().unwrap();
+    assert_eq!(held, &data[..(2 * BS) as usize]);
+}
+
+#[test]
 fn new_etag_drops_the_old_blocks() {
     let env = Env::new();
     let c = env.open(u64::MAX);

@@ -1612,6 +1612,9 @@ impl Vfs {
         // Bytes in the kernel's page cache (just downloaded, or read lately) are copied here,
         // on the async worker (tens of microseconds): cheaper than a round trip through the
         // blocking pool. Anything that would wait for the disk goes to the pool.
+        if let Some(b) = o.read_mapped(offset, n)? {
+            return Ok(b);
+        }
         let inline = if n <= INLINE_READ_MAX {
             o.read_bytes_nowait(offset, n)?
         } else {
