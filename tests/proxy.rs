@@ -278,3 +278,55 @@ fn blocking_proxy_resets_and_resumes() {
     drop(proxy);
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// However many reads run at once, the client keeps at most `max_requests` requests in flight:
+/// a download holds its place until its body is read, the others wait, and every read gets its
+/// bytes. Seen from the proxy: never more connections open at once than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_are_capped() {
+    let base = apache_url();
+    let proxy = FaultProxy::start(target_of(&base)).await;
+    let mut cfg =
+        WebDavConfig::new(proxy.url_for(&base)).with_credentials(test_user(), test_password());
+    cfg.max_requests = 3;
+    let r: Arc<dyn Remote> = Arc::new(WebDavRemote::new(cfg).expect("client"));
+    let dir = fresh_dir(&r, "proxy-cap").await;
+    let f = dir.join("f.bin").unwrap();
+    let data = pattern(1 << 20, 5);
+    r.put(&f, PutBody::from(data.clone()), PutCondition::None)
+        .await
+        .unwrap();
+    let piece = 64 << 10;
+    let mut tasks = Vec::new();
+    for i in 0..12u64 {
+        let (r, f, dir) = (r.clone(), f.clone(), dir.clone());
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 3 {
+                // Listings take their turn too.
+                assert_eq!(r.list(&dir).await.unwrap().children.len(), 1);
+            }
+            let resp = r
+                .read_range(
+                    &f,
+                    cloudmount::remote::ByteRange::new(i * piece, piece),
+                    None,
+                )
+                .await
+                .unwrap();
+            // The body is held a while before it is read: its connection stays busy.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (i, resp.bytes().await.unwrap())
+        }));
+    }
+    for t in tasks {
+        let (i, got) = t.await.unwrap();
+        let s = (i * piece) as usize;
+        assert_eq!(got, data[s..s + piece as usize], "piece {i}");
+    }
+    assert!(
+        proxy.max_live() <= 3,
+        "{} connections were open at once (cap 3)",
+        proxy.max_live()
+    );
+    r.delete(&dir).await.unwrap();
+}

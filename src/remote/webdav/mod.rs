@@ -42,6 +42,10 @@ use super::{
     Quota, ReadResponse, Remote, RemoteError, RemotePath, RemoteResult,
 };
 
+/// Default of [`WebDavConfig::max_requests`]: the read-ahead's parallel GETs (its budget allows
+/// 16), the upload workers and the demand reads of a few busy programs, with room left.
+pub const MAX_REQUESTS: usize = 32;
+
 /// Settings of a WebDAV connection.
 #[derive(Debug, Clone)]
 pub struct WebDavConfig {
@@ -61,6 +65,10 @@ pub struct WebDavConfig {
     pub verify_conditions: bool,
     /// Largest PROPFIND reply accepted, in bytes.
     pub max_propfind_bytes: usize,
+    /// Most requests in flight at once (so most connections open). A request holds its slot
+    /// until its response has come; a download's until its body is read or dropped. Others
+    /// wait for a slot: many readers at once make a queue here, not hundreds of connections.
+    pub max_requests: usize,
 }
 
 impl WebDavConfig {
@@ -74,6 +82,7 @@ impl WebDavConfig {
             retry_base_delay: Duration::from_millis(250),
             verify_conditions: true,
             max_propfind_bytes: 512 << 20,
+            max_requests: MAX_REQUESTS,
         }
     }
 
@@ -111,7 +120,16 @@ pub struct WebDavRemote {
     creds: Option<Credentials>,
     auth: RwLock<AuthState>,
     prime_lock: tokio::sync::Mutex<()>,
+    /// One permit per request in flight ([`WebDavConfig::max_requests`]).
+    slots: Arc<tokio::sync::Semaphore>,
     cfg: WebDavConfig,
+}
+
+/// A request's place among [`WebDavConfig::max_requests`], carried in its response's
+/// extensions (and moved into a download's body, which holds the connection until it ends).
+#[derive(Clone)]
+struct Slot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 fn method(name: &'static str) -> Method {
@@ -251,6 +269,7 @@ impl WebDavRemote {
             creds: cfg.credentials.clone(),
             auth: RwLock::new(AuthState::Unprimed),
             prime_lock: tokio::sync::Mutex::new(()),
+            slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_requests.max(1))),
             cfg,
         })
     }
@@ -516,7 +535,19 @@ impl WebDavRemote {
                 );
             let started = std::time::Instant::now();
             let (rb, progress) = self.build(&req);
-            let res = self.execute(rb, progress).await;
+            let slot = Slot {
+                _permit: Arc::new(
+                    self.slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the request slots are never closed"),
+                ),
+            };
+            let res = self.execute(rb, progress).await.map(|mut resp| {
+                resp.extensions_mut().insert(slot);
+                resp
+            });
             match res {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     let challenges: Vec<auth::Challenge> = resp
@@ -766,6 +797,8 @@ struct RangeBody {
     yielded: u64,
     done: bool,
     url: Url,
+    /// The request's slot, held until the body is read or dropped.
+    _slot: Option<Slot>,
 }
 
 impl Stream for RangeBody {
@@ -1060,7 +1093,7 @@ impl Remote for WebDavRemote {
         if let Some(e) = expect.filter(|e| !e.is_weak()) {
             req = req.header("if-match", &e.header_value());
         }
-        let resp = self.send(req).await?;
+        let mut resp = self.send(req).await?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let got_etag = header_str(&headers, reqwest::header::ETAG).and_then(ETag::parse);
@@ -1136,6 +1169,7 @@ impl Remote for WebDavRemote {
                     etag,
                     total_size: total,
                     body: Box::pin(RangeBody {
+                        _slot: resp.extensions_mut().remove::<Slot>(),
                         inner: Box::pin(resp.bytes_stream()),
                         idle: self.cfg.read_timeout,
                         sleep: None,
@@ -1162,6 +1196,7 @@ impl Remote for WebDavRemote {
                     etag,
                     total_size: total,
                     body: Box::pin(RangeBody {
+                        _slot: resp.extensions_mut().remove::<Slot>(),
                         inner: Box::pin(resp.bytes_stream()),
                         idle: self.cfg.read_timeout,
                         sleep: None,
