@@ -623,8 +623,9 @@ fn foreground_mount_stops_cleanly_on_sigterm() {
         let _ = BufReader::new(stderr).read_to_string(&mut s);
         s
     });
+    // The daemon records itself (state file) just after the kernel shows the mount.
     wait_until("the foreground mount", Duration::from_secs(30), || {
-        is_mounted(&mp) || child.try_wait().unwrap().is_some()
+        (is_mounted(&mp) && daemon_pid(&sb, &mp).is_some()) || child.try_wait().unwrap().is_some()
     });
     assert!(is_mounted(&mp), "not mounted; exit {:?}", child.try_wait());
     assert_eq!(daemon_pid(&sb, &mp), Some(child.id()));

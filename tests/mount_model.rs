@@ -11,8 +11,9 @@
 //! mount serves every case, each in a fresh folder, so the caches carry state from case to
 //! case as they do for a user. A sequence may also crash the daemon (`kill -9`) and mount again
 //! on the same cache directory: every operation that returned must survive. It runs over
-//! Apache and over rclone serve webdav; `CLOUDMOUNT_TEST_MODEL_CASES` (default 40 and 20) sets
-//! the number of sequences. Shrunk failures are kept below as named regression tests.
+//! Apache, over rclone serve webdav, and over Apache with uploads a second after each close
+//! (files stay local copies through most of a sequence); `CLOUDMOUNT_TEST_MODEL_CASES`
+//! (default 40, 20 and 25) sets the number of sequences. Shrunk failures are kept below as named regression tests.
 
 mod common;
 
@@ -53,6 +54,9 @@ enum Step {
     },
     /// Reads the whole file through the held descriptor.
     HeldRead,
+    /// Deletes the held descriptor's file by its path (kept open), as a program that deletes
+    /// a file it still reads, or an editor replacing it, does.
+    DeleteHeld,
     /// Closes the held descriptor.
     Close,
 }
@@ -67,6 +71,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         3 => (0u32..6000, proptest::collection::vec(any::<u8>(), 1..300))
             .prop_map(|(offset, data)| Step::HeldWrite { offset, data }),
         2 => Just(Step::HeldRead),
+        1 => Just(Step::DeleteHeld),
         1 => Just(Step::Close),
     ]
 }
@@ -87,10 +92,14 @@ struct Model {
 }
 
 impl Model {
-    fn new(server: Server) -> Model {
+    /// `delay`: the mount's `--write-back-delay` (none: the tests' default, 0).
+    fn new(server: Server, delay: Option<&str>) -> Model {
         let dav = Dav::fresh(&server, "model");
         let cache = tempfile::tempdir().unwrap();
-        let opts = MountOpts::for_server(&server).cache_dir(cache.path());
+        let mut opts = MountOpts::for_server(&server).cache_dir(cache.path());
+        if let Some(d) = delay {
+            opts = opts.write_back_delay(d);
+        }
         let mount = RefCell::new(Mounted::new(&dav.url, &opts));
         Model {
             calm_crashes: server.name.contains("rclone"),
@@ -130,6 +139,8 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
     std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
     // The held descriptors: (local, mount).
     let mut held: Option<(File, File)> = None;
+    // The path the held descriptors were opened by.
+    let mut held_path: Option<Vec<u8>> = None;
     for (i, step) in steps.iter().enumerate() {
         let (want, got) = match step {
             Step::Crash | Step::CrashNow => {
@@ -156,6 +167,7 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
                 let res = (opened(&l), opened(&m));
                 if let (Ok(l), Ok(m)) = (l, m) {
                     held = Some((l, m));
+                    held_path = Some(path.clone());
                 }
                 res
             }
@@ -169,6 +181,16 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
             Step::HeldRead => match &held {
                 Some((l, m)) => (errno_result(&read_whole(l)), errno_result(&read_whole(m))),
                 None => continue,
+            },
+            Step::DeleteHeld => match (&held, &held_path) {
+                (Some(_), Some(path)) => {
+                    let rm = |root: &Path| std::fs::remove_file(local(root, path)).map(|_| None);
+                    (
+                        errno_result(&rm(plain.path())),
+                        errno_result(&rm(&model.mount.borrow().path(dir))),
+                    )
+                }
+                _ => continue,
             },
             Step::Close => {
                 held = None;
@@ -307,8 +329,20 @@ fn the_mount_behaves_like_a_local_directory_over_rclone() {
     run_model(Server::rclone(), 20);
 }
 
+/// The same with uploads a second after each close: files written stay local copies (staged,
+/// queued) through most of a sequence, so the operations after them (reads through held
+/// descriptors, deletes, renames, crashes) meet them before their upload.
+#[test]
+fn the_mount_behaves_like_a_local_directory_with_delayed_uploads() {
+    run_model_delayed(Server::apache_basic(), 25, Some("1s"));
+}
+
 fn run_model(server: Server, default_cases: u32) {
-    let model = Model::new(server);
+    run_model_delayed(server, default_cases, None)
+}
+
+fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
+    let model = Model::new(server, delay);
     let cases = std::env::var("CLOUDMOUNT_TEST_MODEL_CASES")
         .ok()
         .map(|v| v.parse().expect("CLOUDMOUNT_TEST_MODEL_CASES is a number"))
@@ -345,7 +379,7 @@ fn run_model(server: Server, default_cases: u32) {
     // The sequences must do real work, not mostly fail alike on both sides (a random path
     // often names nothing: then both sides must fail with the same errno, a check too).
     assert!(
-        total.ok * 3 > total.steps && total.bytes_read > 10_000,
+        total.ok * 3 > total.steps && total.bytes_read > 250 * cases as usize,
         "too few operations succeeded: {total:?}"
     );
     // Every case left its folder; all of them are on the server and through a fresh mount of
@@ -375,7 +409,7 @@ fn data(n: usize) -> Vec<u8> {
 /// Overwrites and partial writes of one file, read back through the page cache each time.
 #[test]
 fn rewrites_are_read_back_through_the_page_cache() {
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     let ops = [
         Op::Write {
             path: vec![0],
@@ -403,13 +437,37 @@ fn rewrites_are_read_back_through_the_page_cache() {
     check(&model, "rewrites", &steps, true);
 }
 
+/// Found beside the model (`mount_semantics::the_copy_of_a_deleted_file_goes_when_its_last_reader_closes`),
+/// kept in its terms: a new file written through the mount, opened for reading and deleted
+/// before its upload read back empty (the delete let go of its local copy, and the file never
+/// had a version on the server to read instead).
+#[test]
+fn a_new_file_deleted_before_its_upload_reads_back_through_a_held_descriptor() {
+    let model = Model::new(Server::apache_basic(), Some("1s"));
+    let mut steps: Vec<Step> = seed_ops().into_iter().map(Step::Op).collect();
+    steps.extend([
+        Step::Op(Op::Write {
+            path: vec![1],
+            data: data(300),
+        }),
+        Step::Open {
+            path: vec![1],
+            write: false,
+        },
+        Step::DeleteHeld,
+        Step::HeldRead,
+        Step::Close,
+    ]);
+    check(&model, "deleted-held", &steps, true);
+}
+
 /// Shrunk from the model: a crash right after an upload ended could leave its record removed
 /// but the file missing from the folder's stored listing, which the next start trusted (for
 /// `--dir-cache-time`): the file was invisible, though on the server.
 #[test]
 fn a_file_uploaded_just_before_a_crash_is_listed_after_it() {
     use Op::*;
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     let w = |p: Vec<u8>, n: usize| {
         Step::Op(Write {
             path: p,
@@ -442,7 +500,7 @@ fn a_file_uploaded_just_before_a_crash_is_listed_after_it() {
 #[test]
 fn a_file_saved_twice_then_a_crash_mid_upload_makes_no_conflict_copy() {
     use Op::*;
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     let w = |n: usize, k: u8| {
         Step::Op(Write {
             path: vec![3, 3],
@@ -467,7 +525,7 @@ fn a_file_saved_twice_then_a_crash_mid_upload_makes_no_conflict_copy() {
 /// new content, as on a local disk.
 #[test]
 fn a_reader_keeps_seeing_a_rewrite_after_it_is_uploaded() {
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     let m = model.mount.borrow();
     let path = m.path("doc.txt");
     std::fs::write(&path, vec![1u8; 62]).unwrap();
@@ -500,7 +558,7 @@ fn a_reader_keeps_seeing_a_rewrite_after_it_is_uploaded() {
 /// staging file: nothing is kept aside (the file was deleted; its content is not to be kept).
 #[test]
 fn a_file_deleted_while_open_is_not_kept_aside_after_a_crash() {
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     for i in 0..5 {
         let path = model.mount.borrow().path(&format!("gone{i}.txt"));
         std::fs::write(&path, b"first").unwrap();
@@ -523,7 +581,7 @@ fn a_file_deleted_while_open_is_not_kept_aside_after_a_crash() {
 #[test]
 fn a_reader_of_a_rewritten_then_deleted_file_reads_the_rewrite() {
     use Op::*;
-    let model = Model::new(Server::apache_basic());
+    let model = Model::new(Server::apache_basic(), None);
     for i in 0..8 {
         let mut steps: Vec<Step> = seed_ops().into_iter().map(Step::Op).collect();
         steps.extend([

@@ -6,11 +6,11 @@ mod common;
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::mount::*;
 use common::pattern;
@@ -401,6 +401,53 @@ fn an_unlinked_open_file_stays_usable() {
     m.settle();
     assert_eq!(dav.names(""), Vec::<String>::new());
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
+}
+
+/// Files in the mount's staging directory (local copies of files written through it).
+fn staging_files(m: &Mounted) -> Vec<PathBuf> {
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&m.cache_dir.join("staging"), &mut out);
+    out
+}
+
+/// A file written through the mount and deleted before its upload while a program still reads
+/// it: the reader keeps reading what was written, and the local copy goes when the reader
+/// closes (not at the next start of the daemon).
+#[test]
+fn the_copy_of_a_deleted_file_goes_when_its_last_reader_closes() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "unlinked-reader");
+    // Uploads wait an hour: the file is still a local copy when it is deleted.
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).write_back_delay("1h"));
+    fs::write(m.path("f"), b"written here").unwrap();
+    assert_eq!(staging_files(&m).len(), 1, "the written file is staged");
+    let mut r = File::open(m.path("f")).unwrap();
+    fs::remove_file(m.path("f")).unwrap();
+    let mut back = String::new();
+    r.read_to_string(&mut back).unwrap();
+    assert_eq!(back, "written here");
+    assert_eq!(staging_files(&m).len(), 1, "kept while it is read");
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !staging_files(&m).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted file's copy is still there after its reader closed: {:?}",
+            staging_files(&m)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dav.stat("f").is_none(), "a deleted file was uploaded");
 }
 
 /// Bytes the daemon has read with read-like system calls (its cache files, /dev/fuse).

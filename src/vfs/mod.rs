@@ -1044,7 +1044,13 @@ impl Vfs {
                 let mut t = self.tree();
                 let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
                 n.local_mtime = Some(mtime);
-                t.path(ino)
+                // A deleted file's old path may be another file's now: nothing to record.
+                let linked = n.linked;
+                if linked {
+                    t.path(ino)
+                } else {
+                    None
+                }
             };
             if let Some((area, p)) = path {
                 meta_op(&self.meta, move |m| {
@@ -2093,11 +2099,14 @@ impl Vfs {
             if s.writers > 0 || s.dirty() || s.uploading {
                 return;
             }
-            if readers && t.path(ino).is_none() {
+            if readers && !n.linked {
                 // Deleted while open: the staged content is all its readers have left.
                 return;
             }
-            let key = match (t.path(ino), s.base.clone()) {
+            // A deleted file's content is no version of anything on the server: not cached.
+            // (An unlinked node still knows its old path; another file may have it now.)
+            let path = if n.linked { t.path(ino) } else { None };
+            let key = match (path, s.base.clone()) {
                 (Some((area, path)), Some(etag)) => Some(ObjectKey {
                     area,
                     path,
@@ -2201,6 +2210,9 @@ impl Vfs {
                     self.queue.wake.notify_waiters();
                 }
             }
+            self.unstage_if_idle(ino).await;
+        } else if staged.is_some() && self.tree().get(ino).is_some_and(|n| !n.linked) {
+            // The last reader of a file deleted while open lets go of its staged copy.
             self.unstage_if_idle(ino).await;
         }
         self.tree().maybe_drop(ino);
