@@ -403,6 +403,46 @@ fn an_unlinked_open_file_stays_usable() {
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
 }
 
+/// A file opened for reading and deleted through the mount before it was read: the program
+/// still reads all of it (what was not cached is fetched before the server's copy goes), and
+/// the server's copy is gone.
+#[test]
+fn a_file_deleted_while_open_for_reading_is_read_whole() {
+    let (dav, m) = setup("unlinked-unread");
+    let big = pattern(3 * MIB + 123, 4);
+    dav.put("big", &big);
+    dav.put("small", b"a few bytes");
+    dav.put("doc", &big[..2 * MIB]);
+    use std::os::unix::fs::FileExt;
+    let (fb, fs_) = (
+        File::open(m.path("big")).unwrap(),
+        File::open(m.path("small")).unwrap(),
+    );
+    // A little of the big one is read first (in the cache), the small one not at all.
+    let mut head = vec![0u8; 1000];
+    fb.read_exact_at(&mut head, 0).unwrap();
+    fs::remove_file(m.path("big")).unwrap();
+    fs::remove_file(m.path("small")).unwrap();
+    assert!(dav.stat("big").is_none() && dav.stat("small").is_none());
+    let mut got = vec![0u8; big.len()];
+    fb.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == big, "the deleted file read back differently");
+    let mut small = String::new();
+    (&fs_).read_to_string(&mut small).unwrap();
+    assert_eq!(small, "a few bytes");
+    // The same for a file replaced by a rename (an editor saving): its reader keeps the old.
+    let old = File::open(m.path("doc")).unwrap();
+    fs::write(m.path("doc.new"), b"the new version").unwrap();
+    fs::rename(m.path("doc.new"), m.path("doc")).unwrap();
+    let mut got = vec![0u8; 2 * MIB];
+    old.read_exact_at(&mut got, 0).unwrap();
+    assert!(
+        got == big[..2 * MIB],
+        "the replaced file read back differently"
+    );
+    assert_eq!(fs::read(m.path("doc")).unwrap(), b"the new version");
+}
+
 /// Files in the mount's staging directory (local copies of files written through it).
 fn staging_files(m: &Mounted) -> Vec<PathBuf> {
     fn walk(d: &Path, out: &mut Vec<PathBuf>) {

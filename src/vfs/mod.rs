@@ -2219,6 +2219,51 @@ impl Vfs {
         result
     }
 
+    /// Before a file is deleted through the mount: each program that has it open for reading
+    /// must go on reading it afterwards, as on a local disk, so what its version lacks in the
+    /// cache is fetched now (the handle keeps that object, which outlives the delete). Best
+    /// effort: a failure (no room on the local disk, the server gone) is logged and the delete
+    /// goes on; those readers then fail on the parts they lack. A staged file needs nothing:
+    /// its local copy is kept for its readers.
+    async fn complete_for_readers(&self, ino: Ino) {
+        if self.tree().get(ino).is_none_or(|n| n.staged.is_some()) {
+            return;
+        }
+        let readers: Vec<(u64, Option<Arc<CacheObject>>)> = {
+            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            hs.iter()
+                .filter(|(_, h)| h.ino == ino && !h.write)
+                .map(|(fh, h)| (*fh, h.object.as_ref().map(|(o, _)| o.clone())))
+                .collect()
+        };
+        let mut current: Option<Arc<CacheObject>> = None;
+        for (fh, obj) in readers {
+            let obj = match obj {
+                Some(o) => o,
+                None => {
+                    if current.is_none() {
+                        match self.object_for(ino).await {
+                            Ok(found) => current = found.map(|(o, _guard)| o),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot keep a deleted file for its readers");
+                                return;
+                            }
+                        }
+                    }
+                    // An empty file has no object: nothing to keep.
+                    let Some(o) = current.clone() else {
+                        continue;
+                    };
+                    self.attach_object(fh, o.clone(), o.open_guard());
+                    o
+                }
+            };
+            if let Err(e) = self.ensure_blocks(ino, &obj, 0, obj.size()).await {
+                tracing::warn!(error = %e, "a file open for reading is deleted before all of it could be fetched: its readers may fail");
+            }
+        }
+    }
+
     pub async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let area = self.check_writable(parent)?;
         self.ensure_listed(parent).await?;
@@ -2243,6 +2288,7 @@ impl Vfs {
         };
         let pending = pending && self.tree().get(ino).is_some_and(|n| n.pending_create);
         if !pending {
+            self.complete_for_readers(ino).await;
             match self.remote(area).delete(&path).await {
                 Ok(()) | Err(RemoteError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -2362,6 +2408,10 @@ impl Vfs {
             if let Some(n) = self.tree().get(d) {
                 dst_on_server = !n.pending_create;
                 dst_etag = n.etag.clone();
+            }
+            // The target is replaced: programs reading it keep their version (see `unlink`).
+            if dst_on_server && src_kind == FileKind::File {
+                self.complete_for_readers(d).await;
             }
         }
         if src_pending {

@@ -601,14 +601,23 @@ impl Mounted {
         let r = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
         // Not our child (the `mount` command that started it has exited): dead once /proc
-        // shows it gone or a zombie.
+        // shows it gone, or a zombie whose other threads have exited too (the leader turns
+        // zombie first; the process's files, its cache lock among them, go with the last
+        // thread, which may still be finishing a disk write).
         eventually(Duration::from_secs(10), "the killed daemon is dead", || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
             let state = stat.as_deref().and_then(|s| {
                 s.rsplit_once(')')
                     .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
             });
-            matches!(state.as_deref(), None | Some("Z") | Some("X")).then_some(())
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
+            match state.as_deref() {
+                None => Some(()),
+                Some("Z") | Some("X") => (threads <= 1).then_some(()),
+                _ => None,
+            }
         });
         let st = Command::new("fusermount3")
             .arg("-u")

@@ -65,9 +65,11 @@ pub struct WebDavConfig {
     pub verify_conditions: bool,
     /// Largest PROPFIND reply accepted, in bytes.
     pub max_propfind_bytes: usize,
-    /// Most requests in flight at once (so most connections open). A request holds its slot
-    /// until its response has come; a download's until its body is read or dropped. Others
-    /// wait for a slot: many readers at once make a queue here, not hundreds of connections.
+    /// Most requests in flight at once. A request holds its slot until its response has
+    /// come; a download's until its body is read or dropped. Others wait for a slot: many
+    /// readers at once make a queue here, not hundreds of connections. Idle connections kept
+    /// are as many; a request that starts as another ends may open one more while the ended
+    /// one goes back to the pool (the pool then closes the extra).
     pub max_requests: usize,
 }
 
@@ -257,7 +259,7 @@ impl WebDavRemote {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(cfg.max_requests.max(1))
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("cloudmount/", env!("CARGO_PKG_VERSION")))
