@@ -7,7 +7,8 @@
 //! The file is split into blocks of `block_size` bytes (the last one shorter); a bitmap says
 //! which blocks hold fetched data. A read asks [`CacheObject::missing`] for the block-aligned
 //! ranges it lacks, fetches them (ranged GET, in the vfs), stores them with
-//! [`CacheObject::write_blocks`] and reads with [`CacheObject::read_at`]. A complete object is a
+//! [`CacheObject::write_blocks`] and reads with [`CacheObject::read_at`] (or takes a view of the
+//! file's pages with [`CacheObject::read_mapped`], see `mapped.rs`). A complete object is a
 //! plain file ([`CacheObject::file_path`]): it can be copied to staging or handed to the kernel
 //! (FUSE passthrough).
 //!
