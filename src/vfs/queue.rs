@@ -14,10 +14,10 @@
 //! - a 507 (server out of space) pauses the whole area; one record probes every `space_retry`
 //!   and a success resumes the rest;
 //! - at most one upload per path runs, and none below a path that a rename or unlink has
-//!   blocked ([`UploadQueue::block`]) until that operation is done.
+//!   blocked (`UploadQueue::block`) until that operation is done.
 //!
 //! Lock order: this queue's lock comes before `Vfs::tree` (the `deferred` callback of
-//! [`UploadQueue::next`] looks at the tree), so the vfs never calls the queue while holding the
+//! `UploadQueue::next` looks at the tree), so the vfs never calls the queue while holding the
 //! tree; this lock is never held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap};

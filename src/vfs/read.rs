@@ -1,6 +1,6 @@
 //! The read path's download side: single-flight block fetches and sequential read-ahead.
 //!
-//! - **Single flight**: a block being downloaded is *claimed* in [`Inflight`]; another reader
+//! - **Single flight**: a block being downloaded is *claimed* in `Inflight`; another reader
 //!   that needs it waits for that download instead of starting its own, and re-checks the cache
 //!   each time the download stores a piece (about 1 MiB) and when it ends (if the download
 //!   failed, the waiter claims and fetches what is still missing itself).

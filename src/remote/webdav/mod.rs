@@ -1,7 +1,7 @@
 //! The WebDAV implementation of [`Remote`], over reqwest (one keep-alive connection pool) and
 //! quick-xml.
 //!
-//! Request flow ([`WebDavRemote::send`]): learn the auth scheme once from a cheap unauthenticated
+//! Request flow (`WebDavRemote::send`): learn the auth scheme once from a cheap unauthenticated
 //! `OPTIONS` (the challenge), then sign every request preemptively; a `401 stale=true` re-signs
 //! with the new nonce and re-sends (bodies are replayable, see [`PutBody`]); any other `401` after
 //! a signed request is a wrong password and fails at once. Transient failures (connection errors,
