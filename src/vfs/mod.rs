@@ -2087,6 +2087,24 @@ impl Vfs {
             let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             hs.values().any(|h| h.ino == ino)
         };
+        // Deleted while open: the staged content is all its readers have left. Noted as
+        // droppable: if the daemon dies before the last reader closes, the next start drops
+        // it instead of keeping it aside as a file never closed.
+        let kept_for_readers = {
+            let t = self.tree();
+            t.get(ino)
+                .filter(|n| readers && !n.linked)
+                .and_then(|n| n.staged.as_ref())
+                .filter(|st| {
+                    let s = st.snapshot();
+                    s.writers == 0 && !s.dirty() && !s.uploading
+                })
+                .map(|st| st.path.clone())
+        };
+        if let Some(path) = kept_for_readers {
+            self.note_clean_staging(&path).await;
+            return;
+        }
         let (st, key) = {
             let t = self.tree();
             let Some(n) = t.get(ino) else {
@@ -2100,7 +2118,7 @@ impl Vfs {
                 return;
             }
             if readers && !n.linked {
-                // Deleted while open: the staged content is all its readers have left.
+                // Became so since the check above: kept, noted by the next pass.
                 return;
             }
             // A deleted file's content is no version of anything on the server: not cached.
