@@ -1615,9 +1615,11 @@ impl Vfs {
             .await?;
         let o = obj.clone();
         let n = (end - offset) as usize;
-        // Bytes in the kernel's page cache (just downloaded, or read lately) are copied here,
-        // on the async worker (tens of microseconds): cheaper than a round trip through the
-        // blocking pool. Anything that would wait for the disk goes to the pool.
+        // Bytes in the kernel's page cache (just downloaded, or read lately) are answered as a
+        // view of the cache file (the kernel copies them once, into the reply); failing that
+        // (no mapping), copied here on the async worker (tens of microseconds), which is
+        // cheaper than a round trip through the blocking pool. Anything that would wait for
+        // the disk goes to the pool.
         if let Some(b) = o.read_mapped(offset, n)? {
             return Ok(b);
         }
