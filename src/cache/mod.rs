@@ -1737,24 +1737,11 @@ impl CacheObject {
     /// waits for the disk. Counts as an access.
     pub fn read_mapped(&self, offset: u64, len: usize) -> Result<Option<bytes::Bytes>, CacheError> {
         let inner = &self.inner;
-        let size = inner.size;
-        if offset >= size || len == 0 {
+        let Some(end) = self.present_end(offset, len)? else {
             return Ok(Some(bytes::Bytes::new()));
-        }
-        let end = offset.saturating_add(len as u64).min(size);
-        let bs = inner.block_size;
-        if !lock(&inner.bits)
-            .present
-            .all_set(offset / bs..end.div_ceil(bs))
-        {
-            return Err(CacheError::NotCached {
-                path: self.key.path.clone(),
-                offset,
-                end,
-            });
-        }
+        };
         let map = inner.mapping.get_or_init(|| {
-            Mapping::new(&inner.file, size)
+            Mapping::new(&inner.file, inner.size)
                 .inspect_err(|e| {
                     tracing::debug!(file = %inner.file_path.display(), error = %e, "cannot map a cache file: reads copy")
                 })
@@ -1774,6 +1761,30 @@ impl CacheObject {
             start,
             len: end - start,
         })))
+    }
+
+    /// The end of a read of `len` bytes at `offset`, clipped to the file: `None` when there is
+    /// nothing to read (at or past the end, or `len` 0); [`CacheError::NotCached`] if any block
+    /// of the range is missing.
+    fn present_end(&self, offset: u64, len: usize) -> Result<Option<u64>, CacheError> {
+        let inner = &self.inner;
+        if offset >= inner.size || len == 0 {
+            return Ok(None);
+        }
+        let end = offset.saturating_add(len as u64).min(inner.size);
+        let bs = inner.block_size;
+        if lock(&inner.bits)
+            .present
+            .all_set(offset / bs..end.div_ceil(bs))
+        {
+            Ok(Some(end))
+        } else {
+            Err(CacheError::NotCached {
+                path: self.key.path.clone(),
+                offset,
+                end,
+            })
+        }
     }
 
     /// Like [`CacheObject::read_at`], into a new buffer of up to `len` bytes that is not
@@ -1801,22 +1812,11 @@ impl CacheObject {
         nowait: bool,
     ) -> Result<Option<Vec<u8>>, CacheError> {
         let inner = &self.inner;
-        let (size, bs) = (inner.size, inner.block_size);
-        if offset >= size || len == 0 {
+        let Some(end) = self.present_end(offset, len)? else {
             return Ok(Some(Vec::new()));
-        }
-        let n = (len as u64).min(size - offset) as usize;
-        let end = offset + n as u64;
-        let all = lock(&inner.bits)
-            .present
-            .all_set(offset / bs..end.div_ceil(bs));
-        if !all {
-            return Err(CacheError::NotCached {
-                path: self.key.path.clone(),
-                offset,
-                end,
-            });
-        }
+        };
+        let size = inner.size;
+        let n = (end - offset) as usize;
         let mut buf: Vec<u8> = Vec::with_capacity(n);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&inner.file);
         let mut done = 0usize;

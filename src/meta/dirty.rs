@@ -179,6 +179,12 @@ fn insert_uploaded(
     Ok(())
 }
 
+fn delete_uploaded(tx: &Transaction<'_>, staging: &Path) -> Result<(), MetaError> {
+    tx.prepare_cached("DELETE FROM uploaded_staging WHERE staging = ?1")?
+        .execute(params![staging.as_os_str().as_bytes()])?;
+    Ok(())
+}
+
 fn check_staging(p: &Path) -> Result<(), MetaError> {
     let ok = !p.as_os_str().is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
     if ok {
@@ -295,8 +301,7 @@ impl MetaStore {
                 };
                 delete_id(tx, o.id)?;
             }
-            tx.prepare_cached("DELETE FROM uploaded_staging WHERE staging = ?1")?
-                .execute(params![staging.as_os_str().as_bytes()])?;
+            delete_uploaded(tx, staging)?;
             rec.id = insert_row(tx, &rec)?;
             Ok((rec, old))
         })
@@ -425,14 +430,12 @@ impl MetaStore {
 
     /// Forgets that `staging` was uploaded (its file is gone); `None`: forgets them all.
     pub fn forget_uploaded_staging(&self, staging: Option<&Path>) -> Result<(), MetaError> {
-        self.tx(|tx| {
-            match staging {
-                Some(p) => tx
-                    .prepare_cached("DELETE FROM uploaded_staging WHERE staging = ?1")?
-                    .execute(params![p.as_os_str().as_bytes()])?,
-                None => tx.execute("DELETE FROM uploaded_staging", [])?,
-            };
-            Ok(())
+        self.tx(|tx| match staging {
+            Some(p) => delete_uploaded(tx, p),
+            None => {
+                tx.execute("DELETE FROM uploaded_staging", [])?;
+                Ok(())
+            }
         })
     }
 

@@ -404,7 +404,7 @@ impl MetaStore {
             .prepare_cached("SELECT value FROM settings WHERE key = 'cache_id'")?
             .query_row([], |r| r.get(0))
             .map_err(|e| MetaError::Corrupt(format!("no cache_id setting: {e}")))?;
-        if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_cache_id(&id) {
             return Err(MetaError::Corrupt(format!("bad cache_id setting {id:?}")));
         }
         Ok(id)
@@ -527,7 +527,11 @@ fn delete_subtree(
     Ok(())
 }
 
-/// Drops what a file cannot have: descendants and a listing of its own.
+/// Whether `s` has the form of a cache's identity (16 hex digits, schema version 3).
+pub(crate) fn is_cache_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// [`MetaStore::upsert_entry`] inside a transaction.
 pub(crate) fn upsert_entry_tx(
     tx: &Transaction<'_>,
@@ -552,6 +556,7 @@ pub(crate) fn upsert_entry_tx(
     )
 }
 
+/// Drops what a file cannot have: descendants and a listing of its own.
 fn make_file(tx: &Transaction<'_>, area: AreaId, path: &str) -> Result<(), MetaError> {
     delete_subtree(tx, area, path, false)?;
     tx.prepare_cached("DELETE FROM listings WHERE area = ?1 AND path = ?2")?

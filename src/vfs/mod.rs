@@ -564,7 +564,8 @@ impl Vfs {
             if n.kind != FileKind::Dir {
                 return Err(VfsError::NotDir);
             }
-            if n.area.is_none() || self.is_fresh(n) {
+            // A removed directory (still open) has nothing left to list.
+            if n.area.is_none() || !n.linked || self.is_fresh(n) {
                 return Ok(());
             }
         }
@@ -1044,13 +1045,7 @@ impl Vfs {
                 let mut t = self.tree();
                 let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
                 n.local_mtime = Some(mtime);
-                // A deleted file's old path may be another file's now: nothing to record.
-                let linked = n.linked;
-                if linked {
-                    t.path(ino)
-                } else {
-                    None
-                }
+                t.path(ino)
             };
             if let Some((area, p)) = path {
                 meta_op(&self.meta, move |m| {
@@ -2089,53 +2084,38 @@ impl Vfs {
             let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             hs.values().any(|h| h.ino == ino)
         };
-        // Deleted while open: the staged content is all its readers have left. Noted as
-        // droppable: if the daemon dies before the last reader closes, the next start drops
-        // it instead of keeping it aside as a file never closed.
-        let kept_for_readers = {
-            let t = self.tree();
-            t.get(ino)
-                .filter(|n| readers && !n.linked)
-                .and_then(|n| n.staged.as_ref())
-                .filter(|st| {
-                    let s = st.snapshot();
-                    s.writers == 0 && !s.dirty() && !s.uploading
-                })
-                .map(|st| st.path.clone())
-        };
-        if let Some(path) = kept_for_readers {
-            self.note_clean_staging(&path).await;
-            return;
-        }
+        // `None` for the key: a deleted file, whose content is no version of anything on the
+        // server (not cached).
         let (st, key) = {
             let t = self.tree();
-            let Some(n) = t.get(ino) else {
-                return;
-            };
-            let Some(st) = n.staged.clone() else {
+            let Some(st) = t
+                .get(ino)
+                .and_then(|n| n.staged.clone())
+                .filter(|st| st.snapshot().idle())
+            else {
                 return;
             };
             let s = st.snapshot();
-            if s.writers > 0 || s.dirty() || s.uploading {
-                return;
-            }
-            if readers && !n.linked {
-                // Became so since the check above: kept, noted by the next pass.
-                return;
-            }
-            // A deleted file's content is no version of anything on the server: not cached.
-            // (An unlinked node still knows its old path; another file may have it now.)
-            let path = if n.linked { t.path(ino) } else { None };
-            let key = match (path, s.base.clone()) {
-                (Some((area, path)), Some(etag)) => Some(ObjectKey {
+            let key = t.path(ino).map(|(area, path)| {
+                s.base.map(|etag| ObjectKey {
                     area,
                     path,
                     etag,
                     size: s.size,
-                }),
-                _ => None,
-            };
+                })
+            });
             (st, key)
+        };
+        let key = match key {
+            Some(key) => key,
+            None if readers => {
+                // Deleted while open: the staged content is all its readers have left. Noted
+                // as droppable: if the daemon dies before the last reader closes, the next
+                // start drops it instead of keeping it aside as a file never closed.
+                self.note_clean_staging(&st.path).await;
+                return;
+            }
+            None => None,
         };
         // Move the content into the cache first, then let go of the staging: in between, the
         // file is readable and its state is right, whichever of the two a reader finds.
@@ -2154,8 +2134,7 @@ impl Vfs {
             let mut t = self.tree();
             let idle = match t.get_mut(ino) {
                 Some(n) if n.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, &st)) => {
-                    let s = st.snapshot();
-                    let idle = s.writers == 0 && !s.dirty() && !s.uploading;
+                    let idle = st.snapshot().idle();
                     if idle {
                         n.staged = None;
                     }

@@ -229,12 +229,12 @@ impl UploadQueue {
         }
     }
 
-    /// Whether any record is at or below `path`.
     /// Whether record `id` is queued or being uploaded (a superseded one until it ends).
     pub fn has_id(&self, id: i64) -> bool {
         self.st().items.contains_key(&id)
     }
 
+    /// Whether any record is at or below `path`.
     pub fn has_under(&self, area: AreaId, path: &RemotePath) -> bool {
         self.st()
             .items

@@ -128,10 +128,12 @@ impl Tree {
             .collect()
     }
 
-    /// The area and remote path of a node; `None` for the virtual root or a missing node.
+    /// The area and remote path of a node; `None` for the virtual root, a missing node, or an
+    /// unlinked one (deleted, or replaced by a rename: its old path may be another file's now,
+    /// and nothing done to it may reach the server there).
     pub fn path(&self, ino: Ino) -> Option<(AreaId, RemotePath)> {
         let mut names = Vec::new();
-        let mut cur = self.nodes.get(&ino)?;
+        let mut cur = self.nodes.get(&ino).filter(|n| n.linked)?;
         while !cur.is_area_root {
             names.push(&*cur.name);
             cur = self.nodes.get(&cur.parent)?;

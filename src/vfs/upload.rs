@@ -1,9 +1,10 @@
 //! Sending one dirty file to the server, without ever destroying the server's copy.
 //!
 //! - **Via a temporary name** (default): the content is PUT to
-//!   `.cloudmount-upload-<cache id>-<record id>.part` beside the target and MOVEd over it. A PUT cut midway then leaves only a stray temporary
-//!   file, never a truncated target (rclone's server truncates the target on an aborted PUT).
-//!   `Overwrite: F` on the MOVE makes "the file is new" a server-side check.
+//!   `.cloudmount-upload-<cache id>-<record id>.part` beside the target and MOVEd over it. A
+//!   PUT cut midway then leaves only a stray temporary file, never a truncated target
+//!   (rclone's server truncates the target on an aborted PUT). `Overwrite: F` on the MOVE
+//!   makes "the file is new" a server-side check.
 //! - **Directly**: one conditional PUT (`If-Match` / `If-None-Match: *`), for servers whose PUT
 //!   is atomic. Also the fallback when the server has no room for the temporary copy beside
 //!   the old one (507 on the temporary PUT of a file that exists): then a PUT cut midway on a
@@ -103,15 +104,13 @@ pub(crate) fn temp_owner(name: &str) -> TempOwner {
     };
     let parsed = rest.strip_suffix(".part").and_then(|r| r.split_once('-'));
     match parsed {
-        Some((tag, id)) if tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            match id.parse() {
-                Ok(id) => TempOwner::Cache {
-                    tag: tag.to_string(),
-                    id,
-                },
-                Err(_) => TempOwner::Unknown,
-            }
-        }
+        Some((tag, id)) if crate::meta::is_cache_id(tag) => match id.parse() {
+            Ok(id) => TempOwner::Cache {
+                tag: tag.to_string(),
+                id,
+            },
+            Err(_) => TempOwner::Unknown,
+        },
         _ => TempOwner::Unknown,
     }
 }

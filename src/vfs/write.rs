@@ -40,6 +40,11 @@ impl StagedState {
     pub fn dirty(&self) -> bool {
         self.version != self.uploaded
     }
+
+    /// Nobody writes it, nothing is left to upload and no upload runs: it may be unstaged.
+    pub fn idle(&self) -> bool {
+        self.writers == 0 && !self.dirty() && !self.uploading
+    }
 }
 
 /// A file being written, kept whole on local disk.

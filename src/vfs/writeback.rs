@@ -162,12 +162,8 @@ impl Vfs {
         if snap.version == snap.committed {
             return Ok(());
         }
-        let (loc, linked) = {
-            let t = self.tree();
-            let linked = t.get(ino).is_some_and(|n| n.linked);
-            (t.path(ino), linked)
-        };
-        let Some((area, path)) = loc.filter(|_| linked) else {
+        let loc = self.tree().path(ino);
+        let Some((area, path)) = loc else {
             // Deleted while open: nothing to keep (nor to keep aside, if the daemon dies
             // before the staging file is removed).
             st.state().committed = snap.version;
@@ -221,10 +217,10 @@ impl Vfs {
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
         // Write-ahead: from here on this content may reach the file's name (schema v4).
-        let temp = match opts.via_temp {
-            true => upload::temp_path(&rec.path, &self.temp_tag, rec.id).ok(),
-            false => None,
-        };
+        let temp = opts
+            .via_temp
+            .then(|| upload::temp_path(&rec.path, &self.temp_tag, rec.id).ok())
+            .flatten();
         let id = rec.id;
         if let Err(e) = meta_op(&self.meta, move |m| m.mark_moving(id, temp.as_ref(), size)).await {
             return Finish::Failed {
