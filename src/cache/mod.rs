@@ -1755,6 +1755,7 @@ impl CacheObject {
             return Ok(None);
         }
         inner.touch();
+        map.populate(start, end);
         map.served(end - start);
         Ok(Some(bytes::Bytes::from_owner(MappedRange {
             map: map.clone(),

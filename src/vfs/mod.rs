@@ -1415,7 +1415,12 @@ impl Vfs {
                 .and_then(|h| h.readahead.on_read(offset, end, obj.size()))
         };
         if let Some(range) = ahead {
-            self.prefetch(ino, &obj, range);
+            if let Some(from) = self.prefetch(ino, &obj, range) {
+                let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(h) = h.get_mut(&fh) {
+                    h.readahead.unscheduled_from(from);
+                }
+            }
         }
         match self.read_object(ino, &obj, offset, u64::from(size)).await {
             Err(e) if e.is_local_disk_full() => {
@@ -1631,11 +1636,15 @@ impl Vfs {
     }
 
     /// Starts background downloads of `range` (read-ahead), in pieces, within the mount's
-    /// read-ahead budget; pieces that do not fit are left to the demand reads.
-    fn prefetch(&self, ino: Ino, obj: &Arc<CacheObject>, range: std::ops::Range<u64>) {
-        let Some(me) = self.me.upgrade() else {
-            return;
-        };
+    /// read-ahead budget. Returns where it stopped when the budget ran out (the rest is left
+    /// to later reads).
+    fn prefetch(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        range: std::ops::Range<u64>,
+    ) -> Option<u64> {
+        let me = self.me.upgrade()?;
         let bs = self.cache.block_size();
         let mut pos = range.start / bs * bs;
         while pos < range.end {
@@ -1650,7 +1659,7 @@ impl Vfs {
                 .try_acquire_many_owned(read::permits(piece_end - pos))
             else {
                 tracing::trace!("read-ahead budget exhausted");
-                return;
+                return Some(pos);
             };
             let (me, obj) = (me.clone(), obj.clone());
             tokio::spawn(async move {
@@ -1661,6 +1670,7 @@ impl Vfs {
             });
             pos = piece_end;
         }
+        None
     }
 
     /// Makes sure the blocks of `[offset, offset+len)` are in `obj`: downloads the missing

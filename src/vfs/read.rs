@@ -8,12 +8,16 @@
 //!   that continues where the last one ended, prefetches a window that doubles on each
 //!   sequential read, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's own
 //!   read-ahead) up to `MAX_WINDOW`; a jump (random access) prefetches nothing and resets it.
+//!   The kernel has several reads of one reader in flight, and they reach us in any order: a
+//!   read within `REORDER_SLACK` of the stream's end is part of the stream, not a jump (a
+//!   1 GiB `cat` used to reset the window every 65 MiB).
 //!   The window beyond the read is fetched in the background in `CHUNK`-sized pieces, several
 //!   GETs in parallel (16 MiB: fewer, longer GETs cost the server and the daemon less than
-//!   4 or 8 MiB ones did for a cold 1 GiB read here).
+//!   4 or 8 MiB ones did for a cold 1 GiB read here); a top-up is cut to whole pieces.
 //! - **Budget**: all background read-ahead of the mount shares one budget of bytes in flight
-//!   (`BUDGET`); a piece that does not fit is simply not prefetched (the demand read will fetch
-//!   it), so memory and connections stay bounded however many files are read at once.
+//!   (`BUDGET`); a piece that does not fit is not prefetched now (the demand read fetches it
+//!   if it comes first, the next read schedules it again otherwise), so memory and
+//!   connections stay bounded however many files are read at once.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -132,13 +136,21 @@ impl Inflight {
     }
 }
 
+/// How far a read may land from where the last one ended and still count as the same
+/// sequential stream: the kernel keeps several reads of one reader in flight (its own
+/// read-ahead), and they reach the read path in any order.
+pub const REORDER_SLACK: u64 = 4 << 20;
+
 /// Sequential-read detection of one handle.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadAhead {
+    /// The furthest end of a read so far (where the next in-order read starts).
     next: u64,
     window: u64,
     /// Read-ahead was scheduled up to here.
     scheduled_to: u64,
+    /// The reads so far form a sequential stream (reordering is tolerated only then).
+    streaming: bool,
 }
 
 impl Default for ReadAhead {
@@ -147,6 +159,7 @@ impl Default for ReadAhead {
             next: 0,
             window: INITIAL_WINDOW,
             scheduled_to: 0,
+            streaming: false,
         }
     }
 }
@@ -154,26 +167,42 @@ impl Default for ReadAhead {
 impl ReadAhead {
     /// Records a read of `[offset, end)` and returns the byte range to prefetch now, if any.
     pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
-        if offset == self.next && offset != 0 {
+        let in_order = offset == self.next;
+        let reordered = self.streaming && offset.abs_diff(self.next) <= REORDER_SLACK;
+        if in_order && offset != 0 {
             self.window = (self.window * 2).min(MAX_WINDOW);
-        } else if offset != self.next {
+        } else if !in_order && !reordered {
             // A jump: random access. No read-ahead until reads are sequential again.
             self.window = INITIAL_WINDOW;
             self.scheduled_to = end;
             self.next = end;
+            self.streaming = false;
             return None;
         }
-        self.next = end;
-        let target = end.saturating_add(self.window).min(size);
+        // In order, or a read of the stream that arrived before or after its neighbour.
+        self.streaming = true;
+        self.next = self.next.max(end);
+        let front = self.next;
+        let mut target = front.saturating_add(self.window).min(size);
         // Top up when less than half the window is scheduled ahead.
-        if target > self.scheduled_to && self.scheduled_to < end + self.window / 2 {
-            let from = self.scheduled_to.max(end);
+        if target > self.scheduled_to && self.scheduled_to < front + self.window / 2 {
+            let from = self.scheduled_to.max(front);
+            if target < size && target - from > CHUNK {
+                // Whole pieces: the rest goes with the next top-up, not as a small GET now.
+                target = from + (target - from) / CHUNK * CHUNK;
+            }
             self.scheduled_to = target;
             if from < target {
                 return Some(from..target);
             }
         }
         None
+    }
+
+    /// The read-ahead from `from` on was not started (no budget): a later read schedules it
+    /// again.
+    pub fn unscheduled_from(&mut self, from: u64) {
+        self.scheduled_to = self.scheduled_to.min(from);
     }
 }
 
@@ -236,6 +265,44 @@ mod tests {
         assert_eq!(ra.on_read(900_000, 904_096, size), None);
         // Sequential again: read-ahead resumes.
         assert!(ra.on_read(904_096, 908_192, size).is_some());
+    }
+
+    #[test]
+    fn reads_of_a_stream_arriving_out_of_order_keep_the_window() {
+        let size = 1 << 30;
+        let mb = 1u64 << 20;
+        let mut ra = ReadAhead::default();
+        let mut pos = 0;
+        for _ in 0..16 {
+            ra.on_read(pos, pos + mb, size);
+            pos += mb;
+        }
+        assert_eq!(ra.window, MAX_WINDOW);
+        // The kernel's next three reads reach the read path as 2nd, 1st, 3rd.
+        ra.on_read(pos + mb, pos + 2 * mb, size);
+        ra.on_read(pos, pos + mb, size);
+        ra.on_read(pos + 2 * mb, pos + 3 * mb, size);
+        assert_eq!(ra.window, MAX_WINDOW, "reordering is not a jump");
+        assert!(ra.scheduled_to >= pos + 3 * mb + MAX_WINDOW / 2);
+        // A read far from the stream still is.
+        assert_eq!(ra.on_read(pos + 64 * mb, pos + 65 * mb, size), None);
+        assert_eq!(ra.window, INITIAL_WINDOW);
+        // Random reads never count as a stream, however close to each other.
+        let mut ra = ReadAhead::default();
+        assert_eq!(ra.on_read(10 * mb, 10 * mb + 4096, size), None);
+        assert_eq!(ra.on_read(11 * mb, 11 * mb + 4096, size), None);
+        assert_eq!(ra.on_read(10 * mb + 8192, 10 * mb + 12288, size), None);
+    }
+
+    #[test]
+    fn budget_refusals_are_scheduled_again() {
+        let size = 1 << 30;
+        let mut ra = ReadAhead::default();
+        let r = ra.on_read(0, 4096, size).unwrap();
+        assert_eq!(r, 4096..4096 + INITIAL_WINDOW);
+        // Nothing of it was started: the next read schedules it again, from where it reads.
+        ra.unscheduled_from(r.start);
+        assert_eq!(ra.on_read(4096, 8192, size).map(|r| r.start), Some(8192));
     }
 
     #[test]
