@@ -1920,14 +1920,15 @@ impl Vfs {
         let _g = lock.lock().await;
         let existing = self.tree().get(ino).and_then(|n| n.staged.clone());
         if let Some(st) = existing {
-            if truncate {
+            // An empty copy is left alone: `ftruncate` to the same length still moves the
+            // file's mtime, and a copy noted as the server's version (by its size and mtime)
+            // would then count as changed, and be kept aside after a crash, though it is not.
+            if truncate && st.state().size != 0 {
                 let s2 = st.clone();
                 write::blocking(move || s2.file.set_len(0)).await?;
                 let mut s = st.state();
-                if s.size != 0 {
-                    s.size = 0;
-                    s.version += 1;
-                }
+                s.size = 0;
+                s.version += 1;
             }
             st.state().writers += 1;
             return Ok(st);
