@@ -426,6 +426,53 @@ async fn an_uploaded_staging_file_left_by_a_crash_is_dropped_not_kept_aside() {
     }
 }
 
+/// A file written again (not closed) while its last closed version is being moved into place
+/// on the server: if the daemon dies then, the newer bytes are kept aside, not dropped as
+/// "the server's version" (which the end of that upload used to record the staging file as).
+#[tokio::test]
+async fn writes_made_while_an_upload_is_moved_into_place_are_kept_after_a_crash() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    {
+        let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+        faulty.delay(Op::Rename, Duration::from_millis(400));
+        let vfs = open_vfs(faulty.clone(), cache.path(), Duration::ZERO);
+        // Closed: committed, and its upload starts; the temporary copy's MOVE is slow.
+        let ino = write_file(&vfs, "a.txt", b"version one").await;
+        for _ in 0..100 {
+            if faulty.calls(Op::Rename) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(faulty.calls(Op::Rename), 1, "{:?}", vfs.status());
+        // Written again during that MOVE (the same size), never closed.
+        let o = vfs.open(ino, W).await.unwrap();
+        vfs.write(ino, o.fh, 0, b"VERSION TWO").await.unwrap();
+        for _ in 0..200 {
+            if mem.file_bytes("a.txt").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(mem.file_bytes("a.txt").unwrap(), b"version one");
+        drop(vfs);
+    }
+    let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+    settle(&vfs).await;
+    let kept = vfs.status().kept_aside;
+    assert_eq!(kept.as_ref().map(|k| k.files), Some(1), "{kept:?}");
+    let file = std::fs::read_dir(cache.path().join("recovered"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert_eq!(std::fs::read(file).unwrap(), b"VERSION TWO");
+    assert_eq!(mem.file_bytes("a.txt").unwrap(), b"version one");
+}
+
 #[tokio::test]
 async fn a_broken_upload_never_truncates_the_servers_copy() {
     let cache = tempfile::tempdir().unwrap();

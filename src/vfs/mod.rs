@@ -1016,17 +1016,19 @@ impl Vfs {
             self.check_writable(ino)?;
             // stage() counts us as a writer until the size is set.
             let staged = self.stage(ino, size == 0).await?;
-            let st = staged.clone();
-            let resized = write::blocking(move || st.file.set_len(size)).await;
             {
+                let _change = self.changing(&staged).await;
+                let st = staged.clone();
+                let resized = write::blocking(move || st.file.set_len(size)).await;
                 let mut s = staged.state();
                 s.writers -= 1;
                 if resized.is_ok() {
                     s.size = size;
                     s.version += 1;
                 }
+                drop(s);
+                resized?;
             }
-            resized?;
             self.touch_mtime(ino);
             let has_writer = fh.is_some_and(|fh| {
                 self.handles
@@ -1924,6 +1926,7 @@ impl Vfs {
             // file's mtime, and a copy noted as the server's version (by its size and mtime)
             // would then count as changed, and be kept aside after a crash, though it is not.
             if truncate && st.state().size != 0 {
+                let _change = self.changing(&st).await;
                 let s2 = st.clone();
                 write::blocking(move || s2.file.set_len(0)).await?;
                 let mut s = st.state();
@@ -1968,9 +1971,10 @@ impl Vfs {
         })
         .await?;
         let changed = truncate && size > 0;
-        if !changed && !pending {
-            // A copy of the server's version: if the daemon dies before anything is written
-            // to it, the next start drops it rather than keeping it aside (schema v5).
+        // A copy of the server's version: if the daemon dies before anything is written to
+        // it, the next start drops it rather than keeping it aside (schema v5).
+        let noted = !changed && !pending;
+        if noted {
             self.note_clean_staging(&path).await;
         }
         let st = Arc::new(Staged::new(
@@ -1989,6 +1993,7 @@ impl Vfs {
                 // slip in between).
                 writers: 1,
             },
+            noted,
         ));
         let mut t = self.tree();
         let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
@@ -2014,8 +2019,9 @@ impl Vfs {
             // The server is full: what cannot be uploaded is refused now, not lost later.
             return Err(VfsError::NoSpace(reason));
         }
-        write::pwrite(st.clone(), offset, data.to_vec()).await?;
         {
+            let _change = self.changing(&st).await;
+            write::pwrite(st.clone(), offset, data.to_vec()).await?;
             let mut s = st.state();
             s.size = s.size.max(offset + data.len() as u64);
             s.version += 1;
@@ -2123,7 +2129,7 @@ impl Vfs {
                 // Deleted while open: the staged content is all its readers have left. Noted
                 // as droppable: if the daemon dies before the last reader closes, the next
                 // start drops it instead of keeping it aside as a file never closed.
-                self.note_clean_staging(&st.path).await;
+                self.note_clean(&st).await;
                 return;
             }
             None => None,

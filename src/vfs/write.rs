@@ -5,8 +5,14 @@
 //! writes the same bytes, so readers on the mount see writes at once. It knows the version it was
 //! based on (`base`, sent as `If-Match`), or that the file is new (`If-None-Match: *`).
 //!
-//! Lock order: `Vfs::tree` → `Staged::state`; `Staged::commit_lock` (async) is taken before
-//! either and never while holding them.
+//! A staged file may be *noted* as holding the server's version (its size and mtime in the
+//! `uploaded_staging` table): the next start then drops it after a crash instead of keeping it
+//! aside as a file never closed. The note is taken back before the file changes (see
+//! `Vfs::changing`): size and mtime alone miss a change to the same size within one tick of a
+//! coarse file clock.
+//!
+//! Lock order: `Staged::commit_lock` (async) → `Staged::note` (async) → `Vfs::tree` →
+//! `Staged::state`; neither async lock is taken while holding a later one.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -57,16 +63,22 @@ pub(crate) struct Staged {
     pub commit_lock: tokio::sync::Mutex<()>,
     /// The staging directory was fsynced after this file was created.
     pub dir_synced: std::sync::atomic::AtomicBool,
+    /// Whether the file is noted as holding the server's version. Changes to the file and
+    /// its version are made holding this for reading, with the note taken back first; notes
+    /// are made holding it for writing.
+    pub note: tokio::sync::RwLock<bool>,
 }
 
 impl Staged {
-    pub fn new(path: PathBuf, file: File, state: StagedState) -> Staged {
+    /// `noted`: the file is noted as holding the server's version already.
+    pub fn new(path: PathBuf, file: File, state: StagedState, noted: bool) -> Staged {
         Staged {
             path,
             file,
             state: Mutex::new(state),
             commit_lock: tokio::sync::Mutex::new(()),
             dir_synced: std::sync::atomic::AtomicBool::new(false),
+            note: tokio::sync::RwLock::new(noted),
         }
     }
 

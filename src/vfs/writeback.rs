@@ -167,7 +167,7 @@ impl Vfs {
             // Deleted while open: nothing to keep (nor to keep aside, if the daemon dies
             // before the staging file is removed).
             st.state().committed = snap.version;
-            self.note_clean_staging(&st.path).await;
+            self.note_clean(st).await;
             return Ok(());
         };
         let (s2, dir) = (st.clone(), self.staging_dir.clone());
@@ -363,12 +363,25 @@ impl Vfs {
                 };
                 let p = rec.path.clone();
                 // The staged file as it is now: dropped, not kept aside, if a crash comes
-                // before it leaves the staging folder (schema v5).
+                // before it leaves the staging folder (schema v5) — only if it still is the
+                // version sent (with no change under way): writes since, not yet closed, are
+                // kept aside after a crash rather than dropped as the server's version.
+                let mut note = st.note.write().await;
+                let sent_is_current = st.state().version == version;
                 let file = st.path.clone();
                 let (removed, newer) = meta_op(&self.meta, move |m| {
-                    m.upload_done(id, area, &p, &record, file_state(&file))
+                    let staged = if sent_is_current {
+                        file_state(&file)
+                    } else {
+                        None
+                    };
+                    m.upload_done(id, area, &p, &record, staged)
                 })
                 .await?;
+                if removed.is_some() && sent_is_current {
+                    *note = true;
+                }
+                drop(note);
                 {
                     let mut s = st.state();
                     s.base = etag.clone();
@@ -532,6 +545,40 @@ impl Vfs {
     /// Records that the staging file `file`, as it is now, can be dropped without loss (a
     /// copy of the server's version just made, or the content of a deleted file), so a crash
     /// does not make it "never closed".
+    /// `st` is about to change: if it is noted as holding the server's version, the note is
+    /// taken back first. The guard is held while the file and its version change.
+    pub(super) async fn changing<'a>(
+        &self,
+        st: &'a Staged,
+    ) -> tokio::sync::RwLockReadGuard<'a, bool> {
+        loop {
+            let g = st.note.read().await;
+            if !*g {
+                return g;
+            }
+            drop(g);
+            let mut w = st.note.write().await;
+            if *w {
+                let rel = self.staging_rel(&st.path);
+                let forgotten =
+                    meta_op(&self.meta, move |m| m.forget_uploaded_staging(Some(&rel))).await;
+                if let Err(e) = forgotten {
+                    // The size and mtime the note holds still tell most changes apart.
+                    tracing::warn!(error = %e, "could not take back the note of a staging file");
+                }
+                *w = false;
+            }
+        }
+    }
+
+    /// Notes `st` as holding the server's version (see [`Vfs::note_clean_staging`]), with no
+    /// change to it under way.
+    pub(super) async fn note_clean(&self, st: &Staged) {
+        let mut w = st.note.write().await;
+        self.note_clean_staging(&st.path).await;
+        *w = true;
+    }
+
     pub(super) async fn note_clean_staging(&self, file: &Path) {
         let (f, rel) = (file.to_path_buf(), self.staging_rel(file));
         let noted = meta_op(&self.meta, move |m| match file_state(&f) {
@@ -771,6 +818,7 @@ fn open_staged(path: PathBuf, rec: &DirtyRecord) -> std::io::Result<Arc<Staged>>
             error: None,
             writers: 0,
         },
+        false,
     )))
 }
 
