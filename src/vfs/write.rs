@@ -11,8 +11,9 @@
 //! `Vfs::changing`): size and mtime alone miss a change to the same size within one tick of a
 //! coarse file clock.
 //!
-//! Lock order: `Staged::commit_lock` (async) → `Staged::note` (async) → `Vfs::tree` →
-//! `Staged::state`; neither async lock is taken while holding a later one.
+//! Lock order: `Staged::commit_lock` → the inode's lock (`Vfs::inode_lock`) →
+//! `Staged::note` (these three async) → `Vfs::tree` → `Staged::state`; none is taken while
+//! holding a later one.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

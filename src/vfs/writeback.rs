@@ -542,9 +542,6 @@ impl Vfs {
         self.drop_staging_file(&st.path).await;
     }
 
-    /// Records that the staging file `file`, as it is now, can be dropped without loss (a
-    /// copy of the server's version just made, or the content of a deleted file), so a crash
-    /// does not make it "never closed".
     /// `st` is about to change: if it is noted as holding the server's version, the note is
     /// taken back first. The guard is held while the file and its version change.
     pub(super) async fn changing<'a>(
@@ -579,6 +576,9 @@ impl Vfs {
         *w = true;
     }
 
+    /// Records that the staging file `file`, as it is now, can be dropped without loss (a
+    /// copy of the server's version just made, or the content of a deleted file), so a crash
+    /// does not make it "never closed".
     pub(super) async fn note_clean_staging(&self, file: &Path) {
         let (f, rel) = (file.to_path_buf(), self.staging_rel(file));
         let noted = meta_op(&self.meta, move |m| match file_state(&f) {
