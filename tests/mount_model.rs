@@ -13,7 +13,8 @@
 //! on the same cache directory: every operation that returned must survive. It runs over
 //! Apache, over rclone serve webdav, and over Apache with uploads a second after each close
 //! (files stay local copies through most of a sequence); `CLOUDMOUNT_TEST_MODEL_CASES`
-//! (default 40, 20 and 25) sets the number of sequences. Shrunk failures are kept below as named regression tests.
+//! (default 40, 20 and 25) sets the number of sequences. Shrunk failures are kept below as
+//! named regression tests.
 
 mod common;
 
@@ -146,10 +147,8 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
     let plain = tempfile::tempdir().unwrap();
     let root = model.mount.borrow().path(dir);
     std::fs::create_dir(&root).unwrap_or_else(|e| panic!("mkdir {}: {e}", root.display()));
-    // The held descriptors: (local, mount).
-    let mut held: Option<(File, File)> = None;
-    // The path the held descriptors were opened by.
-    let mut held_path: Option<Vec<u8>> = None;
+    // The held descriptors (local, mount) and the path they were opened by.
+    let mut held: Option<(File, File, Vec<u8>)> = None;
     for (i, step) in steps.iter().enumerate() {
         let (want, got) = match step {
             Step::Crash | Step::CrashNow => {
@@ -175,24 +174,23 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
                 let (l, m) = (open(plain.path()), open(&model.mount.borrow().path(dir)));
                 let res = (opened(&l), opened(&m));
                 if let (Ok(l), Ok(m)) = (l, m) {
-                    held = Some((l, m));
-                    held_path = Some(path.clone());
+                    held = Some((l, m, path.clone()));
                 }
                 res
             }
             Step::HeldWrite { offset, data } => match &held {
-                Some((l, m)) => {
+                Some((l, m, _)) => {
                     let w = |f: &File| f.write_all_at(data, u64::from(*offset)).map(|_| None);
                     (errno_result(&w(l)), errno_result(&w(m)))
                 }
                 None => continue,
             },
             Step::HeldRead => match &held {
-                Some((l, m)) => (errno_result(&read_whole(l)), errno_result(&read_whole(m))),
+                Some((l, m, _)) => (errno_result(&read_whole(l)), errno_result(&read_whole(m))),
                 None => continue,
             },
-            Step::DeleteHeld => match (&held, &held_path) {
-                (Some(_), Some(path)) => {
+            Step::DeleteHeld => match &held {
+                Some((_, _, path)) => {
                     let rm = |root: &Path| std::fs::remove_file(local(root, path)).map(|_| None);
                     (
                         errno_result(&rm(plain.path())),

@@ -96,7 +96,7 @@ impl Mapping {
             libc::madvise(
                 self.ptr.add(first).cast(),
                 end - first,
-                22, /* MADV_POPULATE_READ */
+                libc::MADV_POPULATE_READ,
             );
         }
     }

@@ -1922,9 +1922,9 @@ impl Vfs {
         let _g = lock.lock().await;
         let existing = self.tree().get(ino).and_then(|n| n.staged.clone());
         if let Some(st) = existing {
-            // An empty copy is left alone: `ftruncate` to the same length still moves the
-            // file's mtime, and a copy noted as the server's version (by its size and mtime)
-            // would then count as changed, and be kept aside after a crash, though it is not.
+            // An empty copy is left alone: truncating it would change nothing but its mtime,
+            // yet count as a change (taking back a note that it is the server's version, so a
+            // crash would keep it aside as a file never closed).
             if truncate && st.state().size != 0 {
                 let _change = self.changing(&st).await;
                 let s2 = st.clone();

@@ -76,8 +76,6 @@ struct Shared {
     plan: Mutex<Option<ResetPlan>>,
     connections: AtomicU64,
     live: AtomicU64,
-    /// The most connections open at once so far.
-    max_live: AtomicU64,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     resets: AtomicU64,
@@ -158,7 +156,6 @@ impl FaultProxy {
             plan: Mutex::new(None),
             connections: AtomicU64::new(0),
             live: AtomicU64::new(0),
-            max_live: AtomicU64::new(0),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             resets: AtomicU64::new(0),
@@ -241,11 +238,6 @@ impl FaultProxy {
         self.shared.live.load(Ordering::SeqCst)
     }
 
-    /// The most connections that were open at once so far.
-    pub fn max_live(&self) -> u64 {
-        self.shared.max_live.load(Ordering::SeqCst)
-    }
-
     /// Client→server bytes forwarded so far.
     pub fn bytes_up(&self) -> u64 {
         self.shared.bytes_up.load(Ordering::SeqCst)
@@ -313,8 +305,7 @@ async fn unstalled(mode: &mut watch::Receiver<ProxyMode>) {
 struct Abort;
 
 async fn connection(client: TcpStream, shared: Arc<Shared>, kill: CancellationToken) {
-    let now = shared.live.fetch_add(1, Ordering::SeqCst) + 1;
-    shared.max_live.fetch_max(now, Ordering::SeqCst);
+    shared.live.fetch_add(1, Ordering::SeqCst);
     struct Live<'a>(&'a Shared);
     impl Drop for Live<'_> {
         fn drop(&mut self) {

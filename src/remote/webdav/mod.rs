@@ -129,6 +129,7 @@ pub struct WebDavRemote {
 
 /// A request's place among [`WebDavConfig::max_requests`], carried in its response's
 /// extensions (and moved into a download's body, which holds the connection until it ends).
+/// Extensions must be `Clone`: hence the shared permit.
 #[derive(Clone)]
 struct Slot {
     _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
