@@ -63,6 +63,7 @@
 //! [`invalidate_listing`]: MetaStore::invalidate_listing
 //! [`ETag::header_value`]: crate::remote::ETag::header_value
 
+mod areas;
 mod dirty;
 pub(crate) mod objects;
 mod schema;
@@ -79,10 +80,12 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::remote::path::check_name;
 use crate::remote::{ETag, EntryKind, RemotePath};
 
+pub use areas::{normalise_key, AreaKey, WaitingElsewhere};
 pub use dirty::{Conflict, DirtyRecord, DirtyRename, DirtyState};
 pub use schema::SCHEMA_VERSION;
 
-/// Index of a configured area (one remote root shown by the mount).
+/// The stable identity of an area (one remote root shown by the mount), given to its URL by
+/// [`MetaStore::resolve_areas`]; never a position in the profile's list.
 pub type AreaId = u32;
 
 /// One stored entry of the remote tree.

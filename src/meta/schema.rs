@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -91,7 +91,7 @@ CREATE TABLE pins (
 
 /// Version 2: the upload queue knows whether a dirty file exists on the server (so a file
 /// without an ETag is overwritten, not refused as new), and conflicts are remembered.
-const V2: &str = r#"
+pub(super) const V2: &str = r#"
 ALTER TABLE dirty ADD COLUMN on_server INTEGER NOT NULL DEFAULT 1 CHECK (on_server IN (0, 1));
 
 -- Conflicts found by the upload queue: the server's version kept `path`, ours went to `copy`.
@@ -142,9 +142,30 @@ CREATE TABLE uploaded_staging (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 6: the areas' stable identities. Every `area` column holds an `areas.id`, never a
+/// position in the profile's list: a configured area is matched by its URL (`key`), a new URL
+/// gets a new id (never reused), and a renamed area keeps its id and its data. Before v6 the
+/// column held the area's position in the profile; a store migrated with data in it is marked
+/// (`settings.legacy_area_positions`), and the first open that names its areas adopts those
+/// positions for them once (see `areas.rs`).
+pub(super) const V6: &str = r#"
+CREATE TABLE areas (
+    id     INTEGER NOT NULL PRIMARY KEY,
+    key    TEXT    NOT NULL UNIQUE,      -- the area's URL, as configured (normalised)
+    name   TEXT    NOT NULL,             -- its folder name when last mounted
+    seen_ns INTEGER NOT NULL             -- when it was last part of a mount
+);
+INSERT INTO settings (key, value)
+    SELECT 'legacy_area_positions', '1'
+    WHERE EXISTS (SELECT 1 FROM entries) OR EXISTS (SELECT 1 FROM dirty)
+       OR EXISTS (SELECT 1 FROM objects) OR EXISTS (SELECT 1 FROM listings)
+       OR EXISTS (SELECT 1 FROM conflicts) OR EXISTS (SELECT 1 FROM pins)
+       OR EXISTS (SELECT 1 FROM local_mtimes);
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

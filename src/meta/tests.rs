@@ -765,3 +765,111 @@ fn every_cache_has_its_own_stable_identity() {
         Err(MetaError::Corrupt(_))
     ));
 }
+
+fn key(url: &str, name: &str) -> AreaKey {
+    AreaKey {
+        url: url.into(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn areas_are_identified_by_url_not_by_position() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let a = key("http://h/dav/a/", "A");
+    let b = key("http://h/dav/b", "B");
+    let ids = m.resolve_areas(&[a.clone(), b.clone()]).unwrap();
+    assert_ne!(ids[0], ids[1]);
+    // Reordered: each URL keeps its id.
+    assert_eq!(
+        m.resolve_areas(&[b.clone(), a.clone()]).unwrap(),
+        vec![ids[1], ids[0]]
+    );
+    // Renamed, and spelled with or without the trailing slash: same id.
+    assert_eq!(
+        m.resolve_areas(&[key("http://h/dav/a", "Renamed")])
+            .unwrap(),
+        vec![ids[0]]
+    );
+    // Another URL gets a new id, never one that was used.
+    let c = m.resolve_areas(&[key("http://h/dav/c/", "A")]).unwrap()[0];
+    assert!(!ids.contains(&c));
+    // Two areas with one URL are refused.
+    assert!(m
+        .resolve_areas(&[a.clone(), key("http://h/dav/a", "again")])
+        .is_err());
+}
+
+#[test]
+fn records_of_unmounted_areas_are_reported_and_kept() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let ids = m
+        .resolve_areas(&[key("http://h/a/", "A"), key("http://h/b/", "B")])
+        .unwrap();
+    m.insert_dirty(ids[1], &p("x.txt"), Path::new("staging/1"), None, false, 10)
+        .unwrap();
+    m.insert_dirty(ids[1], &p("y.txt"), Path::new("staging/2"), None, false, 5)
+        .unwrap();
+    m.insert_dirty(ids[0], &p("z.txt"), Path::new("staging/3"), None, false, 1)
+        .unwrap();
+    assert!(m.waiting_elsewhere(&ids).unwrap().is_empty());
+    let only_a = m.resolve_areas(&[key("http://h/a/", "A")]).unwrap();
+    let w = m.waiting_elsewhere(&only_a).unwrap();
+    assert_eq!(
+        w,
+        vec![WaitingElsewhere {
+            area: ids[1],
+            url: Some("http://h/b/".into()),
+            name: Some("B".into()),
+            files: 2,
+            bytes: 15,
+        }]
+    );
+    assert_eq!(m.list_dirty().unwrap().len(), 3, "nothing is dropped");
+}
+
+#[test]
+fn a_version_5_store_adopts_positions_once() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::schema::V1).unwrap();
+        for step in [
+            super::schema::V2,
+            super::schema::V3,
+            super::schema::V4,
+            super::schema::V5,
+        ] {
+            c.execute_batch(step).unwrap();
+        }
+        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 5).unwrap();
+        // Queued files of positions 1 and 2 (position 2's area was removed before the upgrade).
+        let tx = c.transaction().unwrap();
+        for (area, path) in [(1, "b.txt"), (2, "gone.txt")] {
+            tx.execute(
+                "INSERT INTO dirty (area, path, staging, base_etag, on_server, size, state, updated_at_ns)
+                 VALUES (?1, ?2, x'73746167696e672f31', NULL, 0, 3, 0, 0)",
+                rusqlite::params![area, path],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let m = MetaStore::open(&path).unwrap();
+    let (a, b) = (key("http://h/a/", "A"), key("http://h/b/", "B"));
+    assert_eq!(
+        m.resolve_areas(&[a.clone(), b.clone()]).unwrap(),
+        vec![0, 1]
+    );
+    // From now on the URL decides: reordered, B keeps id 1.
+    assert_eq!(m.resolve_areas(&[b, a]).unwrap(), vec![1, 0]);
+    // A new URL never gets the id of the removed area's rows.
+    let c = m.resolve_areas(&[key("http://h/c/", "C")]).unwrap()[0];
+    assert_eq!(c, 3);
+    let w = m.waiting_elsewhere(&[0, 1, 3]).unwrap();
+    assert_eq!(w.len(), 1);
+    assert_eq!((w[0].area, w[0].url.clone(), w[0].files), (2, None, 1));
+}
