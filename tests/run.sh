@@ -67,6 +67,20 @@ fi
 cd "$ROOT"
 [ -t 1 ] || export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Formatting and lints first: either one failing fails the test command.
+if command -v rustup >/dev/null 2>&1; then
+    for comp in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$comp" ||
+            rustup component add "$comp" >/dev/null 2>&1 ||
+            cm_die "rustup could not install the $comp component"
+    done
+fi
+cm_log "checking: cargo fmt --check"
+cargo fmt --check || cm_die "cargo fmt --check failed: run 'cargo fmt'"
+cm_log "checking: cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings ||
+    cm_die "cargo clippy found warnings (see above)"
+
 rc=0
 runner=${CLOUDMOUNT_TEST_RUNNER:-auto}   # auto | nextest | cargo-test
 if [ "$runner" = auto ]; then
@@ -75,8 +89,11 @@ if [ "$runner" = auto ]; then
 fi
 if [ "$runner" = nextest ]; then
     cm_log "running: cargo nextest run --no-fail-fast $*"
-    no_tests=()   # an empty filter result is not a failure (flag exists in nextest >= 0.9.85)
-    case "$(cargo nextest run --help 2>/dev/null || true)" in *--no-tests*) no_tests=(--no-tests=warn) ;; esac
+    # With a filter, matching no test is a warning; a full run with no test fails.
+    no_tests=()
+    if [ $# -gt 0 ]; then
+        case "$(cargo nextest run --help 2>/dev/null || true)" in *--no-tests*) no_tests=(--no-tests=warn) ;; esac
+    fi
     cargo nextest run --no-fail-fast "${no_tests[@]}" "$@" || rc=$?
     # nextest does not run doctests; do so on a full (unfiltered) run.
     if [ $# -eq 0 ]; then
