@@ -409,6 +409,7 @@ mod tests {
                 dirty_bytes: files * 1000,
             },
             kept_aside: None,
+            other_areas: Vec::new(),
         }
     }
 

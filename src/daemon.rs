@@ -322,6 +322,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
         }
         areas.push(AreaSpec {
             name: area.name.clone(),
+            url: area.url.to_string(),
             remote: conn.remote,
             read_only: area.read_only,
         });

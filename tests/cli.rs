@@ -930,6 +930,7 @@ impl FakeControl {
             quota: None,
             cache: Default::default(),
             kept_aside: None,
+            other_areas: Vec::new(),
         };
         let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
         let q = queue.clone();

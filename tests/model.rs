@@ -225,6 +225,7 @@ fn check(ops: &[Op]) {
         let vfs = Vfs::new(VfsSetup {
             areas: vec![AreaSpec {
                 name: "m".into(),
+                url: "mem://m/".into(),
                 remote: mem.clone(),
                 read_only: false,
             }],

@@ -37,6 +37,7 @@ fn mount_on(remote: Arc<dyn Remote>, ttl: Duration, dir: tempfile::TempDir) -> F
     let vfs = Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "Cloud Drive".into(),
+            url: "mem://Cloud-Drive/".into(),
             remote,
             read_only: false,
         }],
@@ -289,6 +290,7 @@ async fn the_tree_is_browsable_offline_after_a_restart() {
     let vfs = Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "x".into(),
+            url: "mem://x/".into(),
             remote: faulty.clone(),
             read_only: false,
         }],
@@ -307,6 +309,7 @@ async fn the_tree_is_browsable_offline_after_a_restart() {
     let vfs = Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "x".into(),
+            url: "mem://x/".into(),
             remote: faulty.clone(),
             read_only: false,
         }],
@@ -352,11 +355,13 @@ async fn read_only_areas_refuse_writes() {
         areas: vec![
             AreaSpec {
                 name: "Cloud Drive".into(),
+                url: "mem://Cloud-Drive/".into(),
                 remote: Arc::new(MemRemote::new()),
                 read_only: false,
             },
             AreaSpec {
                 name: "Following".into(),
+                url: "mem://Following/".into(),
                 remote: mem.clone(),
                 read_only: true,
             },
@@ -866,6 +871,7 @@ fn passthrough_vfs(
     let vfs = Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "Cloud Drive".into(),
+            url: "mem://Cloud-Drive/".into(),
             remote,
             read_only,
         }],

@@ -30,6 +30,7 @@ fn open_vfs_ttl(
     Vfs::new(VfsSetup {
         areas: vec![AreaSpec {
             name: "Cloud Drive".into(),
+            url: "mem://Cloud-Drive/".into(),
             remote,
             read_only: false,
         }],

@@ -93,6 +93,21 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
         );
     }
 
+    for a in &s.other_areas {
+        let area = match (&a.name, &a.url) {
+            (Some(n), Some(u)) => format!("area {n:?} ({u})"),
+            (None, Some(u)) => format!("area {u}"),
+            _ => "an area removed from the profile before this version of cloudmount".into(),
+        };
+        let _ = writeln!(
+            out,
+            "waiting: {} ({}) queued for {area}, which this mount does not show; they are \
+             kept and uploaded when that area is in the profile again",
+            files(a.files),
+            FormatSize(a.bytes)
+        );
+    }
+
     let c = &s.cache;
     let _ = write!(
         out,
@@ -175,7 +190,8 @@ impl WaitProgress {
 mod tests {
     use super::*;
     use crate::vfs::status::{
-        CacheStatus, ConflictInfo, FileProblem, KeptAside, QueueStatus, QuotaStatus, VfsStatus,
+        CacheStatus, ConflictInfo, FileProblem, KeptAside, OtherArea, QueueStatus, QuotaStatus,
+        VfsStatus,
     };
     use std::path::Path;
 
@@ -196,6 +212,7 @@ mod tests {
                 dirty_bytes: 0,
             },
             kept_aside: None,
+            other_areas: Vec::new(),
         }
     }
 
@@ -241,6 +258,12 @@ mod tests {
                 dir: "/home/u/.cache/cloudmount/x/recovered".into(),
                 files: 2,
             }),
+            other_areas: vec![OtherArea {
+                url: Some("https://h/dav/b/".into()),
+                name: Some("B".into()),
+                files: 2,
+                bytes: 2048,
+            }],
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),
@@ -254,6 +277,8 @@ mod tests {
              quota: 1.2 GiB used, 3 GiB available\n\
              kept aside: 2 files being written when cloudmount last stopped unexpectedly \
              (never closed, so not uploaded), in /home/u/.cache/cloudmount/x/recovered\n\
+             waiting: 2 files (2 KiB) queued for area \"B\" (https://h/dav/b/), which this mount \
+             does not show; they are kept and uploaded when that area is in the profile again\n\
              cache: 512 MiB of 10 GiB used; 12 MiB not yet uploaded\n"
         );
     }

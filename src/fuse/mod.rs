@@ -986,6 +986,7 @@ mod tests {
         let vfs = Vfs::new(VfsSetup {
             areas: vec![AreaSpec {
                 name: String::new(),
+                url: "mem://root/".into(),
                 remote: remote.clone(),
                 read_only: false,
             }],

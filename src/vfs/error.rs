@@ -39,6 +39,8 @@ pub enum VfsError {
     NoAttr,
     #[error("bad file handle")]
     BadHandle,
+    #[error("area {0} is not part of this mount")]
+    AreaNotMounted(crate::meta::AreaId),
     #[error("the file changed on the server: {0}")]
     Changed(String),
     #[error(transparent)]
@@ -93,7 +95,7 @@ impl VfsError {
             VfsError::NotSupported(_) => ENOTSUP,
             VfsError::NoAttr => ENODATA,
             VfsError::BadHandle => EBADF,
-            VfsError::Changed(_) => EIO,
+            VfsError::Changed(_) | VfsError::AreaNotMounted(_) => EIO,
             VfsError::Remote(e) => match e {
                 RemoteError::NotFound { .. } => ENOENT,
                 RemoteError::MissingParent { .. } => ENOENT,

@@ -60,6 +60,9 @@ use write::{Staged, StagedState};
 pub struct AreaSpec {
     /// Folder name at the mount's root (ignored when the single area is the root).
     pub name: String,
+    /// The area's identity: its URL. Stored data is matched to the area by it (see
+    /// [`MetaStore::resolve_areas`]), never by the area's position in the list.
+    pub url: String,
     pub remote: Arc<dyn Remote>,
     pub read_only: bool,
 }
@@ -127,6 +130,8 @@ const QUOTA_TTL: Duration = Duration::from_secs(30);
 const OFFLINE_RETRY: Duration = Duration::from_secs(5);
 
 struct Area {
+    /// Its stable id in the metadata store.
+    id: AreaId,
     name: String,
     remote: Arc<dyn Remote>,
     read_only: bool,
@@ -180,8 +185,8 @@ pub struct Vfs {
     quota: Mutex<Option<(Instant, Quota)>>,
     /// The upload queue's schedule (its records are in `meta`).
     queue: Arc<queue::UploadQueue>,
-    /// The root inode of each area.
-    area_roots: Vec<Ino>,
+    /// The root inode of each area, by id.
+    area_roots: Vec<(AreaId, Ino)>,
     /// Changed files of an earlier run whose folder was not listed yet (so not in the tree).
     recovered: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
     /// Files whose changes were lost before this run (shown by `status`).
@@ -377,6 +382,14 @@ impl Vfs {
         staging_dir: PathBuf,
     ) -> VfsResult<Arc<Vfs>> {
         let as_folders = opts.areas_as_folders || areas.len() > 1;
+        let keys: Vec<crate::meta::AreaKey> = areas
+            .iter()
+            .map(|a| crate::meta::AreaKey {
+                url: a.url.clone(),
+                name: a.name.clone(),
+            })
+            .collect();
+        let ids = meta.resolve_areas(&keys)?;
         let t0 = now();
         let mut root = Node::new(ROOT_INO, "", None, FileKind::Dir);
         root.mtime = t0;
@@ -384,22 +397,25 @@ impl Vfs {
             root.dir.as_mut().expect("dir").listed_at = Some(Instant::now());
             let mut tree = Tree::new(root);
             for (i, a) in areas.iter().enumerate() {
-                let mut n = Node::new(ROOT_INO, &a.name, Some(i as AreaId), FileKind::Dir);
+                let mut n = Node::new(ROOT_INO, &a.name, Some(ids[i]), FileKind::Dir);
                 n.is_area_root = true;
                 n.mtime = t0;
                 tree.insert_at(ROOT_INO + 1 + i as u64, n);
             }
             tree
         } else {
-            root.area = Some(0);
+            root.area = Some(ids[0]);
             root.is_area_root = true;
             Tree::new(root)
         };
         let (invalidate_tx, invalidate_rx) = tokio::sync::mpsc::unbounded_channel();
         let area_roots = if as_folders {
-            (0..areas.len() as u64).map(|i| ROOT_INO + 1 + i).collect()
+            ids.iter()
+                .enumerate()
+                .map(|(i, &id)| (id, ROOT_INO + 1 + i as u64))
+                .collect()
         } else {
-            vec![ROOT_INO]
+            vec![(ids[0], ROOT_INO)]
         };
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -412,7 +428,9 @@ impl Vfs {
             opts,
             areas: areas
                 .into_iter()
-                .map(|a| Area {
+                .zip(&ids)
+                .map(|(a, &id)| Area {
+                    id,
                     name: a.name,
                     remote: a.remote,
                     read_only: a.read_only,
@@ -473,8 +491,22 @@ impl Vfs {
         m.entry(ino).or_default().clone()
     }
 
-    fn remote(&self, area: AreaId) -> &Arc<dyn Remote> {
-        &self.areas[area as usize].remote
+    /// The mounted area of id `area`. Only mounted areas' ids reach the tree and the upload
+    /// queue (records of others wait in the store), so this fails only on a bug.
+    fn area(&self, area: AreaId) -> VfsResult<&Area> {
+        self.areas
+            .iter()
+            .find(|a| a.id == area)
+            .ok_or(VfsError::AreaNotMounted(area))
+    }
+
+    fn remote(&self, area: AreaId) -> VfsResult<&Arc<dyn Remote>> {
+        self.area(area).map(|a| &a.remote)
+    }
+
+    /// The ids of the areas this mount shows.
+    fn area_ids(&self) -> impl Iterator<Item = AreaId> + '_ {
+        self.areas.iter().map(|a| a.id)
     }
 
     /// Fails with EROFS when `ino`'s area (or the mount) is read-only; EPERM at the virtual root.
@@ -487,7 +519,7 @@ impl Vfs {
         let area = n
             .area
             .ok_or(VfsError::NotPermitted("the root holds only the areas"))?;
-        if self.areas[area as usize].read_only {
+        if self.area(area)?.read_only {
             return Err(VfsError::ReadOnly);
         }
         Ok(area)
@@ -499,7 +531,9 @@ impl Vfs {
 
     /// Nothing can be written at `n`: a read-only mount or area, or the root above the areas.
     fn is_read_only(&self, n: &Node) -> bool {
-        self.opts.read_only || n.area.is_none_or(|a| self.areas[a as usize].read_only)
+        self.opts.read_only
+            || n.area
+                .is_none_or(|a| self.area(a).map_or(true, |a| a.read_only))
     }
 
     fn attr_of(&self, ino: Ino, n: &Node) -> Attr {
@@ -741,8 +775,12 @@ impl Vfs {
                 continue;
             };
             tokio::spawn(async move {
-                match me.remote(area).delete(&path).await {
-                    Ok(()) | Err(RemoteError::NotFound { .. }) => {
+                let res = match me.remote(area) {
+                    Ok(r) => r.delete(&path).await.map_err(VfsError::from),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Ok(()) | Err(VfsError::Remote(RemoteError::NotFound { .. })) => {
                         tracing::info!(file = %path, "removed a temporary upload file left behind")
                     }
                     Err(e) => {
@@ -767,7 +805,7 @@ impl Vfs {
         saved: Option<Vec<EntryRecord>>,
     ) -> VfsResult<()> {
         let requested = Instant::now();
-        match self.remote(area).list(&path).await {
+        match self.remote(area)?.list(&path).await {
             Ok(listing) => {
                 self.queue.online();
                 let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
@@ -1153,7 +1191,7 @@ impl Vfs {
         }
         let (_, ppath) = self.node_path(parent)?;
         let path = ppath.join(name)?;
-        self.remote(area).mkdir(&path).await.map_err(|e| match e {
+        self.remote(area)?.mkdir(&path).await.map_err(|e| match e {
             RemoteError::AlreadyExists { .. } => VfsError::Exists,
             e => e.into(),
         })?;
@@ -1200,7 +1238,7 @@ impl Vfs {
             // Changed files below, not yet uploaded.
             return Err(VfsError::NotEmpty);
         }
-        match self.remote(area).delete(&path).await {
+        match self.remote(area)?.delete(&path).await {
             Ok(()) | Err(RemoteError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -1823,7 +1861,7 @@ impl Vfs {
         expect: Option<&ETag>,
         range: std::ops::Range<u64>,
     ) -> VfsResult<crate::remote::ByteStream> {
-        let remote = self.remote(key.area).clone();
+        let remote = self.remote(key.area)?.clone();
         let resp = remote
             .read_range(
                 &key.path,
@@ -2305,7 +2343,7 @@ impl Vfs {
         let pending = pending && self.tree().get(ino).is_some_and(|n| n.pending_create);
         if !pending {
             self.complete_for_readers(ino).await;
-            match self.remote(area).delete(&path).await {
+            match self.remote(area)?.delete(&path).await {
                 Ok(()) | Err(RemoteError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -2447,7 +2485,7 @@ impl Vfs {
                 }
             }
         } else {
-            self.remote(area)
+            self.remote(area)?
                 .rename(&from, &to, dst.is_some())
                 .await
                 .map_err(|e| match e {
@@ -2499,7 +2537,7 @@ impl Vfs {
             // Unknown: a large, honest-looking number rather than "full".
             _ => (1 << 50, 1 << 50),
         };
-        if (0..self.areas.len() as AreaId).any(|a| self.queue.paused(a).is_some()) {
+        if self.area_ids().any(|a| self.queue.paused(a).is_some()) {
             // The server refused an upload for lack of space: say so until one succeeds.
             avail = 0;
         }
@@ -2615,6 +2653,27 @@ impl Vfs {
             conflicts,
             quota,
             kept_aside: self.kept_aside(),
+            other_areas: self.other_areas(),
+        }
+    }
+
+    /// Queued files of areas this mount does not show.
+    fn other_areas(&self) -> Vec<status::OtherArea> {
+        let mounted: Vec<AreaId> = self.area_ids().collect();
+        match self.meta.waiting_elsewhere(&mounted) {
+            Ok(w) => w
+                .into_iter()
+                .map(|w| status::OtherArea {
+                    url: w.url,
+                    name: w.name,
+                    files: w.files,
+                    bytes: w.bytes,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the files waiting for other areas");
+                Vec::new()
+            }
         }
     }
 
@@ -2630,13 +2689,10 @@ impl Vfs {
 
     /// `path` of `area` as seen below the mount point.
     fn display_path(&self, area: AreaId, path: &RemotePath) -> String {
-        if self.area_roots.first() == Some(&ROOT_INO) {
+        if self.area_roots.first().map(|r| r.1) == Some(ROOT_INO) {
             return path.as_str().to_string();
         }
-        let name = self
-            .areas
-            .get(area as usize)
-            .map_or("?", |a| a.name.as_str());
+        let name = self.area(area).map_or("?", |a| a.name.as_str());
         if path.is_root() {
             name.to_string()
         } else {

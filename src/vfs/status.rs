@@ -75,6 +75,19 @@ pub struct KeptAside {
     pub files: u64,
 }
 
+/// Files queued for upload in an area that is not part of this mount (taken out of the
+/// profile, or the cache mounted with another URL): kept, never sent elsewhere, uploaded when
+/// that area is mounted on this cache again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherArea {
+    /// The area's URL (unknown for an area removed before cloudmount kept them).
+    pub url: Option<String>,
+    /// Its folder name when it was last mounted.
+    pub name: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// Everything `cloudmount status` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VfsStatus {
@@ -89,4 +102,7 @@ pub struct VfsStatus {
     /// Never-closed files found after a crash (see [`KeptAside`]); `None` when there are none.
     #[serde(default)]
     pub kept_aside: Option<KeptAside>,
+    /// Queued files of areas this mount does not show (see [`OtherArea`]).
+    #[serde(default)]
+    pub other_areas: Vec<OtherArea>,
 }

@@ -75,7 +75,19 @@ impl Vfs {
             }
         }
         self.meta.forget_uploaded_staging(None)?;
+        let mounted: Vec<AreaId> = self.area_ids().collect();
+        for w in self.meta.waiting_elsewhere(&mounted)? {
+            tracing::warn!(
+                area = w.area,
+                url = w.url.as_deref().unwrap_or("unknown"),
+                files = w.files,
+                "files queued for an area this mount does not show are kept until it is mounted again"
+            );
+        }
         for rec in records {
+            if !mounted.contains(&rec.area) {
+                continue;
+            }
             let st = match open_staged(self.staging_abs(&rec.staging), &rec) {
                 Ok(st) => st,
                 Err(e) => {
@@ -97,6 +109,9 @@ impl Vfs {
             self.queue.push(rec, Duration::ZERO);
         }
         for c in self.meta.conflicts()? {
+            if !mounted.contains(&c.area) {
+                continue;
+            }
             self.queue.add_conflict(c.area, c.path, c.copy, c.at);
         }
         Ok(())
@@ -116,7 +131,7 @@ impl Vfs {
     /// The inode of `path`, if it is in the tree.
     pub(super) fn find_ino(&self, area: AreaId, path: &RemotePath) -> Option<Ino> {
         let t = self.tree();
-        let mut ino = *self.area_roots.get(area as usize)?;
+        let mut ino = self.area_roots.iter().find(|r| r.0 == area)?.1;
         for seg in path.segments() {
             ino = t.child(ino, seg)?;
         }
@@ -213,7 +228,16 @@ impl Vfs {
             s.uploading = true;
             (s.version, s.size)
         };
-        let remote = self.remote(rec.area).clone();
+        let remote = match self.remote(rec.area) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                st.state().uploading = false;
+                return Finish::Failed {
+                    reason: e.to_string(),
+                    offline: false,
+                };
+            }
+        };
         let opts = self.queue.options().clone();
         tracing::debug!(file = %rec.path, size, id = rec.id, "uploading");
         // Write-ahead: from here on this content may reach the file's name (schema v4).
@@ -316,7 +340,9 @@ impl Vfs {
     }
 
     async fn make_parents(&self, area: AreaId, path: &RemotePath) -> Result<(), RemoteError> {
-        let remote = self.remote(area).clone();
+        let Ok(remote) = self.remote(area).cloned() else {
+            return Ok(());
+        };
         let mut dirs = Vec::new();
         let mut p = path.parent();
         while let Some(d) = p.filter(|d| !d.is_root()) {
@@ -428,7 +454,10 @@ impl Vfs {
                     let mut s = st.state();
                     s.uploaded = version;
                 }
-                let server = self.remote(area).stat(&rec.path).await.ok();
+                let server = match self.remote(area) {
+                    Ok(r) => r.stat(&rec.path).await.ok(),
+                    Err(_) => None,
+                };
                 if let Some(ino) = ino {
                     let mut t = self.tree();
                     let parent = t.get(ino).map(|n| n.parent);

@@ -551,6 +551,19 @@ impl Mounted {
         })
     }
 
+    /// `cloudmount status` of this mount, as a person reads it.
+    pub fn status_text(&self) -> String {
+        let mut cmd = self.command();
+        cmd.arg("status").arg(&self.dir);
+        let out = run(cmd, "cloudmount status");
+        assert!(
+            out.status.success(),
+            "cloudmount status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Waits until every closed file is on the server (the upload queue is empty).
     pub fn settle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
