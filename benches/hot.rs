@@ -13,7 +13,7 @@ use cloudmount::meta::MetaStore;
 use cloudmount::remote::path::{href_to_path, normalize_base};
 use cloudmount::remote::webdav::propfind::parse_multistatus;
 use cloudmount::remote::{ETag, RemotePath};
-use cloudmount::vfs::read::ReadAhead;
+use cloudmount::vfs::download::ReadAhead;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn listing(n: usize) -> String {

@@ -1,383 +1,397 @@
-//! The read path's download side: single-flight block fetches and sequential read-ahead.
-//!
-//! - **Single flight**: a block being downloaded is *claimed* in `Inflight`; another reader
-//!   that needs it waits for that download instead of starting its own, and re-checks the cache
-//!   each time the download stores a piece (about 1 MiB) and when it ends (if the download
-//!   failed, the waiter claims and fetches what is still missing itself).
-//! - **Read-ahead** ([`ReadAhead`], one per handle): a read at the start of the file, or one
-//!   that continues where the last one ended, prefetches a window that doubles on each
-//!   sequential read, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's own
-//!   read-ahead) up to `MAX_WINDOW`; a jump (random access) prefetches nothing and resets it.
-//!   The kernel has several reads of one reader in flight, and they reach us in any order: a
-//!   read within `REORDER_SLACK` of the stream's end is part of the stream, not a jump (a
-//!   1 GiB `cat` used to reset the window every 65 MiB).
-//!   The window beyond the read is fetched in the background in `CHUNK`-sized pieces, several
-//!   GETs in parallel (16 MiB: fewer, longer GETs cost the server and the daemon less than
-//!   4 or 8 MiB ones did for a cold 1 GiB read here); a top-up is cut to whole pieces.
-//! - **Budget**: all background read-ahead of the mount shares one budget of bytes in flight
-//!   (`BUDGET`); a piece that does not fit is not prefetched now (the demand read fetches it
-//!   if it comes first, the next read schedules it again otherwise), so memory and
-//!   connections stay bounded however many files are read at once.
+//! Open files and reads: `open` (which version a read handle reads, and how the kernel serves
+//! it, see `io_mode.rs`), the handle table, `read` (staged content first, else the cache object
+//! of the handle's version, its missing blocks fetched by the download engine in
+//! `download.rs`), the first read of a small file (answered from its download), reads served
+//! uncached when the local disk is full, and `release`.
 
-use std::collections::HashMap;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::{watch, Semaphore};
+use super::*;
 
-/// First read-ahead window.
-pub const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
-/// Largest read-ahead window of one handle.
-pub const MAX_WINDOW: u64 = 128 << 20;
-/// Size of one background GET.
-pub(crate) const CHUNK: u64 = 16 << 20;
-/// Bytes of background read-ahead in flight for the whole mount.
-pub(crate) const BUDGET: u64 = 256 << 20;
-/// Budget accounting unit.
-pub(crate) const BUDGET_UNIT: u64 = 64 << 10;
+/// Reads from the cache up to this size run on the async worker itself (see `read_object`).
+const INLINE_READ_MAX: usize = 1 << 20;
 
-/// Blocks being downloaded: object file → block index → the download's completion.
-type Claims = Arc<Mutex<HashMap<PathBuf, HashMap<u64, watch::Receiver<u64>>>>>;
-
-#[derive(Default)]
-pub(crate) struct Inflight {
-    claims: Claims,
+/// An open file.
+pub(super) struct Handle {
+    pub(super) ino: Ino,
+    pub(super) write: bool,
+    /// The cached version a read handle reads (None for write handles: they read the staging).
+    pub(super) object: Option<(Arc<CacheObject>, OpenGuard)>,
+    pub(super) readahead: download::ReadAhead,
+    /// How the kernel serves it (its count in the node's `io`).
+    pub(super) io: HandleIo,
 }
 
-/// A claimed run of blocks: dropping it releases the claim and wakes the waiters; so does
-/// each [`Claim::stored`] on the way (waiters re-check which blocks are present).
-pub(crate) struct Claim {
-    claims: Claims,
-    file: PathBuf,
-    blocks: Range<u64>,
-    /// Counts the pieces stored so far; dropped with the claim (the end).
-    progress: watch::Sender<u64>,
-    /// Byte range of the claimed blocks (clipped to the file size by the caller).
-    pub bytes: Range<u64>,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut m = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(blocks) = m.get_mut(&self.file) {
-            for b in self.blocks.clone() {
-                blocks.remove(&b);
-            }
-            if blocks.is_empty() {
-                m.remove(&self.file);
+impl Vfs {
+    pub async fn open(&self, ino: Ino, mode: OpenMode) -> VfsResult<Opened> {
+        {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir {
+                return Err(VfsError::IsDir);
             }
         }
-        // The sender goes with the claim: its waiters' `changed()` ends.
-    }
-}
-
-impl Claim {
-    /// Some of the claimed blocks are stored: wakes the waiters, who re-check.
-    pub fn stored(&self) {
-        self.progress.send_modify(|n| *n += 1);
-    }
-}
-
-/// What a reader must do for a set of missing byte runs.
-pub(crate) struct Plan {
-    /// Runs this reader claimed and must download.
-    pub claimed: Vec<Claim>,
-    /// Downloads by others to wait for: `changed()` returns when some of their blocks are
-    /// stored or when they end, whatever their outcome (the caller re-checks).
-    pub waits: Vec<watch::Receiver<u64>>,
-}
-
-impl Inflight {
-    /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
-    /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
-    pub fn plan(&self, file: &Path, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
-        let mut all = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        let m = all.entry(file.to_path_buf()).or_default();
-        let mut claimed = Vec::new();
-        let mut waits: Vec<watch::Receiver<u64>> = Vec::new();
-        let max_blocks = (max_run / block).max(1);
-        for run in runs {
-            let first = run.start / block;
-            let last = run.end.div_ceil(block); // exclusive
-            let mut b = first;
-            while b < last {
-                if let Some(rx) = m.get(&b) {
-                    if !waits.iter().any(|w| w.same_channel(rx)) {
-                        // Progress so far counts as seen: wait for the next.
-                        let mut w = rx.clone();
-                        w.borrow_and_update();
-                        waits.push(w);
-                    }
-                    b += 1;
-                    continue;
+        let mut handle = if mode.write {
+            self.check_writable(ino)?;
+            self.stage(ino, mode.truncate).await?;
+            if mode.truncate {
+                self.touch_mtime(ino);
+            }
+            Handle {
+                ino,
+                write: true,
+                object: None,
+                readahead: Default::default(),
+                io: HandleIo::Cached,
+            }
+        } else {
+            self.revalidate(ino).await;
+            // A small file's cache object is made by its first read, beside its download
+            // (`read_small`), not here: opening it costs one index lookup.
+            let small = self.tree().get(ino).is_some_and(|n| n.size <= SMALL_FILE);
+            if small {
+                self.files_ahead(ino);
+            }
+            // Being fetched ahead: the object is made here, so the read waits for that download
+            // (one fetch per block) instead of starting its own.
+            let lazy = small && !self.lock_fetching_ahead().contains(&ino);
+            let object = match self.object_lookup(ino, !lazy).await {
+                // No room for a cache entry: the handle reads from the server (see `read`).
+                Err(e) if e.is_local_disk_full() => {
+                    self.local_disk_full(&e);
+                    None
                 }
-                // Claim a stretch of unclaimed blocks.
-                let start = b;
-                let (tx, rx) = watch::channel(0u64);
-                while b < last && b - start < max_blocks && !m.contains_key(&b) {
-                    m.insert(b, rx.clone());
-                    b += 1;
-                }
-                claimed.push(Claim {
-                    claims: self.claims.clone(),
-                    file: file.to_path_buf(),
-                    blocks: start..b,
-                    progress: tx,
-                    bytes: (start * block).max(run.start)..(b * block).min(run.end),
-                });
+                other => other?,
+            };
+            Handle {
+                ino,
+                write: false,
+                object,
+                readahead: Default::default(),
+                io: HandleIo::Cached,
             }
-        }
-        if m.is_empty() {
-            all.remove(file);
-        }
-        Plan { claimed, waits }
-    }
-}
-
-/// How far a read may land from where the last one ended and still count as the same
-/// sequential stream: the kernel keeps several reads of one reader in flight (its own
-/// read-ahead), and they reach the read path in any order.
-pub const REORDER_SLACK: u64 = 4 << 20;
-
-/// Sequential-read detection of one handle.
-#[derive(Debug, Clone, Copy)]
-pub struct ReadAhead {
-    /// The furthest end of a read so far (where the next in-order read starts).
-    next: u64,
-    window: u64,
-    /// Read-ahead was scheduled up to here.
-    scheduled_to: u64,
-    /// The reads so far form a sequential stream (reordering is tolerated only then).
-    streaming: bool,
-}
-
-impl Default for ReadAhead {
-    fn default() -> Self {
-        ReadAhead {
-            next: 0,
-            window: INITIAL_WINDOW,
-            scheduled_to: 0,
-            streaming: false,
-        }
-    }
-}
-
-impl ReadAhead {
-    /// Records a read of `[offset, end)` and returns the byte range to prefetch now, if any.
-    pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
-        let in_order = offset == self.next;
-        let reordered = self.streaming && offset.abs_diff(self.next) <= REORDER_SLACK;
-        if in_order && offset != 0 {
-            self.window = (self.window * 2).min(MAX_WINDOW);
-        } else if !in_order && !reordered {
-            // A jump: random access. No read-ahead until reads are sequential again.
-            self.window = INITIAL_WINDOW;
-            self.scheduled_to = end;
-            self.next = end;
-            self.streaming = false;
-            return None;
-        }
-        // In order, or a read of the stream that arrived before or after its neighbour.
-        self.streaming = true;
-        self.next = self.next.max(end);
-        let front = self.next;
-        let mut target = front.saturating_add(self.window).min(size);
-        // Top up when less than half the window is scheduled ahead.
-        if target > self.scheduled_to && self.scheduled_to < front + self.window / 2 {
-            let from = self.scheduled_to.max(front);
-            if target < size && target - from > CHUNK {
-                // Whole pieces: the rest goes with the next top-up, not as a small GET now.
-                target = from + (target - from) / CHUNK * CHUNK;
-            }
-            self.scheduled_to = target;
-            if from < target {
-                return Some(from..target);
-            }
-        }
-        None
-    }
-
-    /// The read-ahead from `from` on was not started (no budget): a later read schedules it
-    /// again.
-    pub fn unscheduled_from(&mut self, from: u64) {
-        self.scheduled_to = self.scheduled_to.min(from);
-    }
-}
-
-/// The shared read-ahead budget.
-pub(crate) fn budget() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new((BUDGET / BUDGET_UNIT) as usize))
-}
-
-/// Permits needed for `bytes` of read-ahead.
-pub(crate) fn permits(bytes: u64) -> u32 {
-    bytes.div_ceil(BUDGET_UNIT).max(1) as u32
-}
-
-/// Splits `parts` (pieces of one byte stream) after its first `at` bytes: `parts` keeps them
-/// and the rest is returned. A piece across the cut is split in two (`Bytes`, no copy).
-pub(crate) fn split_parts_at(parts: &mut Vec<Bytes>, at: u64) -> Vec<Bytes> {
-    let mut seen = 0u64;
-    for i in 0..parts.len() {
-        let len = parts[i].len() as u64;
-        if seen + len <= at {
-            seen += len;
-            continue;
-        }
-        let mut rest = parts.split_off(i);
-        let keep = (at - seen) as usize;
-        if keep > 0 {
-            parts.push(rest[0].split_to(keep));
-        }
-        return rest;
-    }
-    Vec::new()
-}
-
-#[cfg(test)]
-#[allow(clippy::single_range_in_vec_init)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_doubles_on_sequential_reads_and_resets_on_jumps() {
-        let size = 1 << 30;
-        let mut ra = ReadAhead::default();
-        let first = ra.on_read(0, 128 << 10, size).unwrap();
-        assert_eq!(first, (128 << 10)..(128 << 10) + INITIAL_WINDOW);
-        let mut pos = 128 << 10;
-        let mut max_seen = 0;
-        for _ in 0..2000 {
-            let end = pos + (128 << 10);
-            if let Some(r) = ra.on_read(pos, end, size) {
-                assert!(r.start >= end, "prefetch starts after the read");
-                assert!(r.end - end <= MAX_WINDOW);
-            }
-            max_seen = max_seen.max(ra.window);
-            pos = end;
-        }
-        assert_eq!(max_seen, MAX_WINDOW);
-        // A random read resets the window and prefetches nothing.
-        assert_eq!(ra.on_read(5, 4096 + 5, size), None);
-        assert_eq!(ra.window, INITIAL_WINDOW);
-        assert_eq!(ra.on_read(900_000, 904_096, size), None);
-        // Sequential again: read-ahead resumes.
-        assert!(ra.on_read(904_096, 908_192, size).is_some());
-    }
-
-    #[test]
-    fn reads_of_a_stream_arriving_out_of_order_keep_the_window() {
-        let size = 1 << 30;
-        let mb = 1u64 << 20;
-        let mut ra = ReadAhead::default();
-        let mut pos = 0;
-        for _ in 0..16 {
-            ra.on_read(pos, pos + mb, size);
-            pos += mb;
-        }
-        assert_eq!(ra.window, MAX_WINDOW);
-        // The kernel's next three reads reach the read path as 2nd, 1st, 3rd.
-        ra.on_read(pos + mb, pos + 2 * mb, size);
-        ra.on_read(pos, pos + mb, size);
-        ra.on_read(pos + 2 * mb, pos + 3 * mb, size);
-        assert_eq!(ra.window, MAX_WINDOW, "reordering is not a jump");
-        assert!(ra.scheduled_to >= pos + 3 * mb + MAX_WINDOW / 2);
-        // A read far from the stream still is.
-        assert_eq!(ra.on_read(pos + 64 * mb, pos + 65 * mb, size), None);
-        assert_eq!(ra.window, INITIAL_WINDOW);
-        // Random reads never count as a stream, however close to each other.
-        let mut ra = ReadAhead::default();
-        assert_eq!(ra.on_read(10 * mb, 10 * mb + 4096, size), None);
-        assert_eq!(ra.on_read(11 * mb, 11 * mb + 4096, size), None);
-        assert_eq!(ra.on_read(10 * mb + 8192, 10 * mb + 12288, size), None);
-    }
-
-    #[test]
-    fn budget_refusals_are_scheduled_again() {
-        let size = 1 << 30;
-        let mut ra = ReadAhead::default();
-        let r = ra.on_read(0, 4096, size).unwrap();
-        assert_eq!(r, 4096..4096 + INITIAL_WINDOW);
-        // Nothing of it was started: the next read schedules it again, from where it reads.
-        ra.unscheduled_from(r.start);
-        assert_eq!(ra.on_read(4096, 8192, size).map(|r| r.start), Some(8192));
-    }
-
-    #[test]
-    fn nothing_past_the_end_of_the_file() {
-        let mut ra = ReadAhead::default();
-        assert_eq!(ra.on_read(0, 100, 100), None);
-        let mut ra = ReadAhead::default();
-        assert_eq!(ra.on_read(0, 4096, 10_000), Some(4096..10_000));
-        assert_eq!(ra.on_read(4096, 8192, 10_000), None);
-    }
-
-    #[test]
-    fn plan_claims_once_and_others_wait() {
-        let inf = Inflight::default();
-        let f = PathBuf::from("/x");
-        let bs = 1 << 20;
-        let p1 = inf.plan(&f, &[0..(3 << 20)], bs, 8 << 20);
-        assert_eq!(p1.claimed.len(), 1);
-        assert_eq!(p1.claimed[0].bytes, 0..(3 << 20));
-        assert!(p1.waits.is_empty());
-        // A second reader wanting blocks 2..4 waits for the first and claims block 3.
-        let p2 = inf.plan(&f, &[(2 << 20)..(4 << 20)], bs, 8 << 20);
-        assert_eq!(p2.waits.len(), 1);
-        assert_eq!(p2.claimed.len(), 1);
-        assert_eq!(p2.claimed[0].bytes, (3 << 20)..(4 << 20));
-        let mut w = p2.waits[0].clone();
-        assert!(!w.has_changed().unwrap(), "nothing stored yet");
-        p1.claimed[0].stored();
-        assert!(w.has_changed().unwrap(), "woken by progress");
-        w.borrow_and_update();
-        drop(p1);
-        assert!(w.has_changed().is_err(), "woken by the end");
-        // Released: a new plan claims again.
-        let p3 = inf.plan(&f, &[0..(1 << 20)], bs, 8 << 20);
-        assert_eq!(p3.claimed.len(), 1);
-    }
-
-    #[test]
-    fn claims_are_cut_at_max_run() {
-        let inf = Inflight::default();
-        let f = PathBuf::from("/y");
-        let p = inf.plan(&f, &[0..(10 << 20)], 1 << 20, 4 << 20);
-        let sizes: Vec<u64> = p
-            .claimed
-            .iter()
-            .map(|c| c.bytes.end - c.bytes.start)
-            .collect();
-        assert_eq!(sizes, vec![4 << 20, 4 << 20, 2 << 20]);
-    }
-
-    #[test]
-    fn parts_split_at_a_byte_count_without_copying() {
-        let whole = Bytes::from_static(b"abcdefghij");
-        let mut parts = vec![
-            whole.slice(0..3),
-            whole.slice(3..3),
-            whole.slice(3..7),
-            whole.slice(7..10),
-        ];
-        let rest = split_parts_at(&mut parts, 5);
-        let join = |p: &[Bytes]| {
-            p.iter()
-                .flat_map(|b| b.iter().copied())
-                .collect::<Vec<u8>>()
         };
-        assert_eq!(join(&parts), b"abcde");
-        assert_eq!(join(&rest), b"fghij");
-        // The split piece still points into the original buffer.
-        assert_eq!(rest[0].as_ptr(), whole[5..].as_ptr());
-        // At a piece boundary, and at the end.
-        let mut p2 = vec![whole.slice(0..3), whole.slice(3..10)];
-        let r2 = split_parts_at(&mut p2, 3);
-        assert_eq!((p2.len(), r2.len()), (1, 1));
-        let mut p3 = vec![whole.clone()];
-        assert!(split_parts_at(&mut p3, 10).is_empty());
-        assert_eq!(join(&p3), b"abcdefghij");
+        let (keep_cache, io) = {
+            let passthrough = self.passthrough.load(Ordering::Relaxed);
+            let mut t = self.tree();
+            match t.get_mut(ino) {
+                Some(n) => {
+                    // Only where nobody can open the file for writing (see `io_mode.rs`).
+                    let enabled = passthrough && self.is_read_only(n);
+                    let want = match &handle.object {
+                        Some((o, _)) if !handle.write && n.size > SMALL_FILE => Want::LargeRead(o),
+                        _ => Want::PageCache,
+                    };
+                    let (kind, io) = n.io.choose(enabled, want);
+                    handle.io = kind;
+                    // The kernel may keep its pages when they hold the version the server
+                    // still has (an open that does not keep them drops them).
+                    let keep =
+                        kind == HandleIo::Cached && n.etag.is_some() && n.kernel_etag == n.etag;
+                    n.kernel_etag = n.etag.clone();
+                    (keep, io)
+                }
+                None => (false, OpenIo::Cached),
+            }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, handle);
+        Ok(Opened { fh, keep_cache, io })
+    }
+
+    /// Says whether passthrough works on this mount (the FUSE adapter, once the kernel has
+    /// answered; off when the options switch it off).
+    pub fn set_passthrough(&self, available: bool) {
+        let on = available && self.opts.passthrough;
+        self.passthrough.store(on, Ordering::Relaxed);
+        tracing::debug!(on, "passthrough for cached large files");
+    }
+
+    /// The kernel refused the passthrough open `fh`: it is answered through the page cache
+    /// instead, and passthrough is not offered again on this mount.
+    pub fn passthrough_refused(&self, ino: Ino, fh: u64) {
+        self.passthrough.store(false, Ordering::Relaxed);
+        // One lock at a time (`handles` is never held with `tree`).
+        let was_passthrough = {
+            let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            match h.get_mut(&fh) {
+                Some(h) if h.io == HandleIo::Passthrough => {
+                    h.io = HandleIo::Cached;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if was_passthrough {
+            if let Some(n) = self.tree().get_mut(ino) {
+                n.io.passthrough_refused();
+            }
+        }
+    }
+
+    /// The cache object of the node's current version (None while the node is staged). The
+    /// cache's index lives in SQLite: looked up on the blocking pool.
+    pub(super) async fn object_for(
+        &self,
+        ino: Ino,
+    ) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
+        self.object_lookup(ino, true).await
+    }
+
+    /// [`Vfs::object_for`], or with `create` false only an object the cache already has.
+    async fn object_lookup(
+        &self,
+        ino: Ino,
+        create: bool,
+    ) -> VfsResult<Option<(Arc<CacheObject>, OpenGuard)>> {
+        let key = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.staged.is_some() || n.pending_create {
+                return Ok(None);
+            }
+            version_key(&t, ino)?.0
+        };
+        let cache = self.cache.clone();
+        let found = off_thread(move || {
+            let obj = if create {
+                Some(cache.object(&key)?)
+            } else {
+                cache.cached_object(&key)?
+            };
+            Ok::<_, crate::cache::CacheError>(obj.map(|o| {
+                let guard = o.open_guard();
+                (o, guard)
+            }))
+        })
+        .await?;
+        Ok(found)
+    }
+
+    pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let object = {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
+            if h.ino != ino {
+                return Err(VfsError::BadHandle);
+            }
+            h.object.as_ref().map(|(o, _)| o.clone())
+        };
+        // Staged content wins: it is what this mount last wrote.
+        let (staged, small) = {
+            let t = self.tree();
+            let n = t.get(ino);
+            (
+                n.and_then(|n| n.staged.clone()),
+                n.is_some_and(|n| n.size <= SMALL_FILE),
+            )
+        };
+        if let Some(st) = staged {
+            let len = {
+                let s = st.state();
+                s.size.saturating_sub(offset).min(u64::from(size)) as usize
+            };
+            if len == 0 {
+                return Ok(Bytes::new());
+            }
+            return Ok(Bytes::from(write::pread(st, offset, len).await?));
+        }
+        let obj = match object {
+            Some(o) => o,
+            None if small => return self.read_small(ino, fh, offset, size).await,
+            None => match self.object_for(ino).await {
+                // Kept by the handle: its next reads need no index lookup.
+                Ok(Some((o, guard))) => {
+                    self.attach_object(fh, o.clone(), guard);
+                    o
+                }
+                Ok(None) => return Ok(Bytes::new()),
+                Err(e) if e.is_local_disk_full() => {
+                    self.local_disk_full(&e);
+                    return self.read_uncached(ino, offset, size).await;
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let end = offset.saturating_add(u64::from(size)).min(obj.size());
+        let ahead = {
+            let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            h.get_mut(&fh)
+                .and_then(|h| h.readahead.on_read(offset, end, obj.size()))
+        };
+        if let Some(range) = ahead {
+            if let Some(from) = self.prefetch(ino, &obj, range) {
+                let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(h) = h.get_mut(&fh) {
+                    h.readahead.unscheduled_from(from);
+                }
+            }
+        }
+        match self.read_object(ino, &obj, offset, u64::from(size)).await {
+            Err(e) if e.is_local_disk_full() => {
+                self.local_disk_full(&e);
+                self.read_uncached(ino, offset, size).await
+            }
+            other => other,
+        }
+    }
+
+    /// The first read of a small file the cache does not have: the whole file is downloaded
+    /// while its cache object is made (one GET, and the object's creation off the critical
+    /// path), the read is answered from the download, and the bytes are stored in the
+    /// background. The object is given to the handle, so its next reads use the cache.
+    async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let (key, etag) = version_key(&self.tree(), ino)?;
+        let file_size = key.size;
+        let download = self.download(ino, &key, etag.as_ref(), 0..file_size);
+        let (data, object) = if file_size == 0 {
+            (Ok(Bytes::new()), self.object_for(ino).await)
+        } else {
+            tokio::join!(download, self.object_for(ino))
+        };
+        let data = data?;
+        match object {
+            // The version downloaded: keep it for the handle and store the bytes.
+            Ok(Some((obj, guard))) if obj.key().etag == key.etag && obj.size() == file_size => {
+                // The blocks no other download is storing already.
+                let missing = obj.missing(0, file_size);
+                let bs = self.cache.block_size();
+                let plan = self
+                    .inflight
+                    .plan(obj.file_path(), &missing, bs, file_size.max(bs));
+                download::store_in_background(&obj, plan.claimed, data.clone(), 0);
+                self.attach_object(fh, obj, guard);
+            }
+            // Changed meanwhile (a new listing, a local write): the next read sees to it.
+            Ok(_) => {}
+            Err(e) if e.is_local_disk_full() => self.local_disk_full(&e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a cache object; the read is served from the download")
+            }
+        }
+        let start = (offset.min(file_size)) as usize;
+        let end = (offset.saturating_add(u64::from(size)).min(file_size)) as usize;
+        Ok(data.slice(start..end))
+    }
+
+    /// Gives a read handle that had no cache object the one its read found or made.
+    pub(super) fn attach_object(&self, fh: u64, obj: Arc<CacheObject>, guard: OpenGuard) {
+        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.get_mut(&fh).filter(|h| !h.write && h.object.is_none()) {
+            h.object = Some((obj, guard));
+        }
+    }
+
+    /// A read straight from the server, kept nowhere: the local disk has no room for the cache.
+    async fn read_uncached(&self, ino: Ino, offset: u64, size: u32) -> VfsResult<Bytes> {
+        let (key, etag) = version_key(&self.tree(), ino)?;
+        let end = offset.saturating_add(u64::from(size)).min(key.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        self.download(ino, &key, etag.as_ref(), offset..end).await
+    }
+
+    /// Logs that the local disk is full, at most once a minute (a full disk fails every
+    /// store until space comes back).
+    pub(super) fn local_disk_full(&self, e: &VfsError) {
+        let mut last = self
+            .disk_full_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(Instant::now());
+            tracing::warn!(error = %e, "the local disk is full: reads are served from the server without being cached");
+        } else {
+            tracing::debug!(error = %e, "local disk full");
+        }
+    }
+
+    /// Reads from a cached version, fetching the missing blocks first.
+    async fn read_object(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        len: u64,
+    ) -> VfsResult<Bytes> {
+        let end = offset.saturating_add(len).min(obj.size());
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        // One GET for the whole small file rather than one per block.
+        let need = if obj.size() <= SMALL_FILE {
+            0..obj.size()
+        } else {
+            offset..end
+        };
+        obj.touch();
+        if let Some((start, data)) = self.serve_from_download(ino, obj, need.clone()).await? {
+            return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+        }
+        self.ensure_blocks(ino, obj, need.start, need.end - need.start)
+            .await?;
+        let o = obj.clone();
+        let n = (end - offset) as usize;
+        // Bytes in the kernel's page cache (just downloaded, or read lately) are answered as a
+        // view of the cache file (the kernel copies them once, into the reply); failing that
+        // (no mapping), copied here on the async worker (tens of microseconds), which is
+        // cheaper than a round trip through the blocking pool. Anything that would wait for
+        // the disk goes to the pool.
+        if let Some(b) = o.read_mapped(offset, n)? {
+            return Ok(b);
+        }
+        let inline = if n <= INLINE_READ_MAX {
+            o.read_bytes_nowait(offset, n)?
+        } else {
+            None
+        };
+        let buf = match inline {
+            Some(b) => b,
+            None => off_thread(move || o.read_bytes(offset, n)).await?,
+        };
+        Ok(Bytes::from(buf))
+    }
+
+    pub async fn release(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        let h = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh)
+            .ok_or(VfsError::BadHandle)?;
+        let staged = {
+            let mut t = self.tree();
+            let st = t.get(ino).and_then(|n| n.staged.clone());
+            if let Some(n) = t.get_mut(ino) {
+                n.io.release(h.io);
+            }
+            st
+        };
+        let mut result = Ok(());
+        if h.write {
+            if let Some(st) = staged {
+                let last = {
+                    let mut s = st.state();
+                    s.writers = s.writers.saturating_sub(1);
+                    s.writers == 0
+                };
+                if last {
+                    result = self.commit(ino, &st).await;
+                    // A deferred upload may go now.
+                    self.queue.wake.notify_waiters();
+                }
+            }
+            self.unstage_if_idle(ino).await;
+        } else if staged.is_some() && self.tree().get(ino).is_some_and(|n| !n.linked) {
+            // The last reader of a file deleted while open lets go of its staged copy.
+            self.unstage_if_idle(ino).await;
+        }
+        self.tree().maybe_drop(ino);
+        result
     }
 }

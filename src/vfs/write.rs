@@ -121,3 +121,290 @@ pub(crate) async fn pread(st: Arc<Staged>, offset: u64, len: usize) -> std::io::
     })
     .await
 }
+
+use super::*;
+
+impl Vfs {
+    /// Gets (or makes) the staged copy of a file, counting the caller as one more writer (the
+    /// caller must take that back: `release` for handles, `setattr` itself). Without
+    /// `truncate`, the current content is downloaded into it first.
+    pub(super) async fn stage(&self, ino: Ino, truncate: bool) -> VfsResult<Arc<Staged>> {
+        let lock = self.inode_lock(ino);
+        let _g = lock.lock().await;
+        let existing = self.tree().get(ino).and_then(|n| n.staged.clone());
+        if let Some(st) = existing {
+            // An empty copy is left alone: truncating it would change nothing but its mtime,
+            // yet count as a change (taking back a note that it is the server's version, so a
+            // crash would keep it aside as a file never closed).
+            if truncate && st.state().size != 0 {
+                let _change = self.changing(&st).await;
+                let s2 = st.clone();
+                write::blocking(move || s2.file.set_len(0)).await?;
+                let mut s = st.state();
+                s.size = 0;
+                s.version += 1;
+            }
+            st.state().writers += 1;
+            return Ok(st);
+        }
+        let (size, etag, pending) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            (n.size, n.etag.clone(), n.pending_create)
+        };
+        let path = self.staging_dir.join(format!(
+            "{:016x}-{ino}-{}",
+            self.run_id,
+            self.next_staging.fetch_add(1, Ordering::Relaxed)
+        ));
+        let fill = !truncate && size > 0 && !pending;
+        if fill {
+            // The whole current version, through the cache.
+            let (obj, _guard) = self.object_for(ino).await?.ok_or(VfsError::NotFound)?;
+            self.ensure_blocks(ino, &obj, 0, size).await?;
+            let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
+            write::blocking(move || {
+                std::fs::copy(&src, &dst)?;
+                let f = std::fs::OpenOptions::new().write(true).open(&dst)?;
+                f.set_len(size)?;
+                Ok(())
+            })
+            .await?;
+        }
+        let p2 = path.clone();
+        let file = write::blocking(move || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p2)
+        })
+        .await?;
+        let changed = truncate && size > 0;
+        // A copy of the server's version: if the daemon dies before anything is written to
+        // it, the next start drops it rather than keeping it aside (schema v5).
+        let noted = !changed && !pending;
+        if noted {
+            self.note_clean_staging(&path).await;
+        }
+        let st = Arc::new(Staged::new(
+            path,
+            file,
+            StagedState {
+                size: if fill { size } else { 0 },
+                base: etag,
+                exists_remote: !pending,
+                version: u64::from(changed || pending),
+                committed: 0,
+                uploaded: 0,
+                uploading: false,
+                error: None,
+                // The caller is the first writer (under the inode lock, so unstaging cannot
+                // slip in between).
+                writers: 1,
+            },
+            noted,
+        ));
+        let mut t = self.tree();
+        let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
+        n.staged = Some(st.clone());
+        Ok(st)
+    }
+
+    pub async fn write(&self, ino: Ino, fh: u64, offset: u64, data: &[u8]) -> VfsResult<u32> {
+        {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
+            if !h.write || h.ino != ino {
+                return Err(VfsError::BadHandle);
+            }
+        }
+        let (st, area) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::BadHandle)?;
+            (n.staged.clone().ok_or(VfsError::BadHandle)?, n.area)
+        };
+        let grows = offset + data.len() as u64 > st.state().size;
+        if let Some(reason) = area.filter(|_| grows).and_then(|a| self.queue.paused(a)) {
+            // The server is full: what cannot be uploaded is refused now, not lost later.
+            return Err(VfsError::NoSpace(reason));
+        }
+        {
+            let _change = self.changing(&st).await;
+            write::pwrite(st.clone(), offset, data.to_vec()).await?;
+            let mut s = st.state();
+            s.size = s.size.max(offset + data.len() as u64);
+            s.version += 1;
+        }
+        self.touch_mtime(ino);
+        Ok(data.len() as u32)
+    }
+
+    pub async fn create(
+        &self,
+        parent: Ino,
+        name: &str,
+        mode: OpenMode,
+    ) -> VfsResult<(Attr, Opened)> {
+        namespace::check_name(name)?;
+        let area = self.check_writable(parent)?;
+        self.ensure_listed(parent).await?;
+        let ino = {
+            let mut t = self.tree();
+            if t.child(parent, name).is_some() {
+                return Err(VfsError::Exists);
+            }
+            let mut n = Node::new(parent, name, Some(area), FileKind::File);
+            n.mtime = now();
+            n.pending_create = true;
+            n.lookups = 1;
+            t.insert(n)
+        };
+        self.touch_dir(parent);
+        let staged = match self.stage(ino, true).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.tree().unlink(parent, name);
+                return Err(e);
+            }
+        };
+        let _ = (mode, staged);
+        let io = {
+            let mut t = self.tree();
+            match t.get_mut(ino) {
+                Some(n) => n.io.choose(false, Want::PageCache).0,
+                None => HandleIo::Cached,
+            }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                fh,
+                read::Handle {
+                    ino,
+                    write: true,
+                    object: None,
+                    readahead: Default::default(),
+                    io,
+                },
+            );
+        Ok((
+            self.attr(ino)?,
+            Opened {
+                fh,
+                keep_cache: false,
+                io: OpenIo::Cached,
+            },
+        ))
+    }
+
+    /// Drops the staging of a node that has no writer and no pending changes, moving its
+    /// content into the block cache as the uploaded version.
+    pub(super) async fn unstage_if_idle(&self, ino: Ino) {
+        // Under the inode lock: no new writer can stage (and write to the file being moved
+        // into the cache) until this is done.
+        let lock = self.inode_lock(ino);
+        let _g = lock.lock().await;
+        let readers = {
+            let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            hs.values().any(|h| h.ino == ino)
+        };
+        // `None` for the key: a deleted file, whose content is no version of anything on the
+        // server (not cached).
+        let (st, key) = {
+            let t = self.tree();
+            let Some(st) = t
+                .get(ino)
+                .and_then(|n| n.staged.clone())
+                .filter(|st| st.snapshot().idle())
+            else {
+                return;
+            };
+            let s = st.snapshot();
+            let key = t.path(ino).map(|(area, path)| {
+                s.base.map(|etag| ObjectKey {
+                    area,
+                    path,
+                    etag,
+                    size: s.size,
+                })
+            });
+            (st, key)
+        };
+        let key = match key {
+            Some(key) => key,
+            None if readers => {
+                // Deleted while open: the staged content is all its readers have left. Noted
+                // as droppable: if the daemon dies before the last reader closes, the next
+                // start drops it instead of keeping it aside as a file never closed.
+                self.note_clean(&st).await;
+                return;
+            }
+            None => None,
+        };
+        // Move the content into the cache first, then let go of the staging: in between, the
+        // file is readable and its state is right, whichever of the two a reader finds.
+        // The object now holding the uploaded content, for the read handles below.
+        let mut adopted = None;
+        if let Some(key) = key {
+            let (cache, path) = (self.cache.clone(), st.path.clone());
+            match off_thread(move || cache.adopt(&key, &path)).await {
+                Ok(obj) => adopted = Some(obj),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not keep the uploaded file in the cache")
+                }
+            }
+        }
+        let still_idle = {
+            let mut t = self.tree();
+            let idle = match t.get_mut(ino) {
+                Some(n) if n.staged.as_ref().is_some_and(|s| Arc::ptr_eq(s, &st)) => {
+                    let idle = st.snapshot().idle();
+                    if idle {
+                        n.staged = None;
+                    }
+                    idle
+                }
+                _ => false,
+            };
+            t.maybe_drop(ino);
+            idle
+        };
+        if still_idle {
+            // Read handles opened before the change read the content written here, as on a
+            // local disk: they move to the version just uploaded, also if the file is deleted
+            // later (changes by other clients never do this: an open file keeps its version).
+            // Without that object they let go of theirs and take the current one at the next
+            // read.
+            {
+                let mut hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                for h in hs.values_mut().filter(|h| h.ino == ino && !h.write) {
+                    h.object = adopted.as_ref().map(|o| (o.clone(), o.open_guard()));
+                }
+            }
+            self.drop_staging_file(&st.path).await;
+        }
+    }
+
+    pub async fn flush(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        let write = {
+            let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            h.get(&fh).ok_or(VfsError::BadHandle)?.write
+        };
+        if !write {
+            return Ok(());
+        }
+        let st = self.tree().get(ino).and_then(|n| n.staged.clone());
+        match st {
+            Some(st) => self.commit(ino, &st).await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn fsync(&self, ino: Ino, fh: u64) -> VfsResult<()> {
+        self.flush(ino, fh).await
+    }
+}

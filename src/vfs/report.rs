@@ -1,0 +1,198 @@
+//! What the mount tells about itself: `statfs` (the server's quota, trusted for
+//! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute,
+//! and the snapshot shown by `cloudmount status` (its types are in `status.rs`).
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// How long statfs trusts the last quota answer.
+const QUOTA_TTL: Duration = Duration::from_secs(30);
+
+impl Vfs {
+    pub async fn statfs(&self) -> VfsResult<FsStats> {
+        let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        let quota = match cached {
+            Some((at, q)) if at.elapsed() < QUOTA_TTL => q,
+            _ => match self.areas[0].remote.quota().await {
+                Ok(q) => {
+                    *self.quota.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now(), q));
+                    q
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "quota unavailable");
+                    cached.map(|(_, q)| q).unwrap_or_default()
+                }
+            },
+        };
+        const BS: u64 = 4096;
+        let (total, mut avail) = match (quota.used, quota.available) {
+            (Some(u), Some(a)) => (u + a, a),
+            (None, Some(a)) => (a, a),
+            // Unknown: a large, honest-looking number rather than "full".
+            _ => (1 << 50, 1 << 50),
+        };
+        if self.area_ids().any(|a| self.queue.paused(a).is_some()) {
+            // The server refused an upload for lack of space: say so until one succeeds.
+            avail = 0;
+        }
+        Ok(FsStats {
+            block_size: BS as u32,
+            blocks: total / BS,
+            blocks_free: avail / BS,
+            blocks_avail: avail / BS,
+            files: 1 << 32,
+            files_free: 1 << 31,
+            name_max: crate::remote::path::NAME_MAX as u32,
+        })
+    }
+
+    /// The state of a file, as shown in `user.cloudmount.state`.
+    pub async fn state_of(&self, ino: Ino) -> VfsResult<&'static str> {
+        let (staged, key) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.kind == FileKind::Dir {
+                return Ok("online");
+            }
+            let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
+            (n.staged.clone(), key)
+        };
+        if let Some((area, path, _)) = &key {
+            if self.queue.is_conflict_copy(*area, path) {
+                return Ok("conflict");
+            }
+        }
+        if let Some(st) = staged {
+            let s = st.snapshot();
+            return Ok(if s.uploading {
+                "uploading"
+            } else if s.error.is_some() && s.dirty() {
+                "error"
+            } else if s.dirty() {
+                "dirty"
+            } else {
+                "cached"
+            });
+        }
+        let Some((area, path, etag)) = key else {
+            return Ok("online");
+        };
+        let cache = self.cache.clone();
+        let existing = off_thread(move || cache.existing(area, &path)).await?;
+        Ok(match existing {
+            Some(o) if o.key().etag == etag => match o.state() {
+                ObjectState::Cached => "cached",
+                ObjectState::Partial => "partial",
+                ObjectState::Online => "online",
+            },
+            _ => "online",
+        })
+    }
+
+    pub async fn getxattr(&self, ino: Ino, name: &str) -> VfsResult<Vec<u8>> {
+        if name != STATE_XATTR {
+            return Err(VfsError::NoAttr);
+        }
+        Ok(self.state_of(ino).await?.as_bytes().to_vec())
+    }
+
+    pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
+        self.attr(ino)?;
+        Ok(vec![STATE_XATTR.to_string()])
+    }
+
+    /// A snapshot for `cloudmount status`.
+    pub fn status(&self) -> status::VfsStatus {
+        let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.is_none_or(|(at, _)| at.elapsed() >= QUOTA_TTL) {
+            // Asked in the background: this answer has the last known quota, the next the new.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let me = self.me.clone();
+                rt.spawn(async move {
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.statfs().await;
+                    }
+                });
+            }
+        }
+        let quota = cached.map(|(_, q)| status::QuotaStatus {
+            used: q.used,
+            available: q.available,
+        });
+        let usage = self.cache.usage();
+        let (queue, mut errors, conflicts, connection, last_error) =
+            self.queue.report(&|a, p| self.display_path(a, p));
+        for (a, p, reason) in self
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            errors.push(status::FileProblem {
+                path: self.display_path(*a, p),
+                reason: reason.clone(),
+                attempts: 0,
+            });
+        }
+        status::VfsStatus {
+            connection,
+            last_error,
+            cache: status::CacheStatus {
+                used_bytes: usage.used_bytes,
+                budget_bytes: usage.budget_bytes,
+                dirty_bytes: queue.bytes,
+            },
+            queue,
+            errors,
+            conflicts,
+            quota,
+            kept_aside: self.kept_aside(),
+            other_areas: self.other_areas(),
+        }
+    }
+
+    /// Queued files of areas this mount does not show.
+    fn other_areas(&self) -> Vec<status::OtherArea> {
+        let mounted: Vec<AreaId> = self.area_ids().collect();
+        match self.meta.waiting_elsewhere(&mounted) {
+            Ok(w) => w
+                .into_iter()
+                .map(|w| status::OtherArea {
+                    url: w.url,
+                    name: w.name,
+                    files: w.files,
+                    bytes: w.bytes,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the files waiting for other areas");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The never-closed files of earlier runs in `<cache>/recovered/`, if any.
+    pub(super) fn kept_aside(&self) -> Option<status::KeptAside> {
+        let dir = self.staging_dir.with_file_name("recovered");
+        let files = std::fs::read_dir(&dir).ok()?.flatten().count() as u64;
+        (files > 0).then(|| status::KeptAside {
+            dir: dir.display().to_string(),
+            files,
+        })
+    }
+
+    /// `path` of `area` as seen below the mount point.
+    fn display_path(&self, area: AreaId, path: &RemotePath) -> String {
+        if self.area_roots.first().map(|r| r.1) == Some(ROOT_INO) {
+            return path.as_str().to_string();
+        }
+        let name = self.area(area).map_or("?", |a| a.name.as_str());
+        if path.is_root() {
+            name.to_string()
+        } else {
+            format!("{name}/{}", path.as_str())
+        }
+    }
+}
