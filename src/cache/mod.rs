@@ -90,7 +90,6 @@
 //! File I/O of block data happens with no lock held. A background thread flushes every
 //! `flush_interval` (default 5 s) and evicts when a write pushed usage over the budget (at most
 //! every 100 ms); dropping the [`BlockCache`] flushes a last time.
-
 //!
 //! # Files
 //!
