@@ -137,6 +137,39 @@ fn persists_across_reopen() {
 }
 
 #[test]
+fn a_cache_in_the_old_nested_layout_keeps_its_blocks() {
+    let env = Env::new();
+    let size = 3 * BS + 5;
+    let data = content(5, size);
+    let file = {
+        let c = env.open(u64::MAX);
+        let o = c.object(&key("d/f", "e", size)).unwrap();
+        fill(&o, &data, [0, 3]);
+        o.file_path().to_path_buf()
+    };
+    // The layout of the releases before the fix: objects/objects/<h2>/<name>.
+    let l = env.layout();
+    let tmp = env.dir.path().join("objects.old");
+    fs::rename(l.objects_dir(), &tmp).unwrap();
+    fs::create_dir(l.objects_dir()).unwrap();
+    fs::rename(&tmp, l.objects_dir().join("objects")).unwrap();
+    assert!(!file.exists());
+
+    let c = env.open(u64::MAX);
+    assert!(file.is_file(), "moved back to objects/<h2>/");
+    assert!(!l.objects_dir().join("objects").exists());
+    assert_eq!(fs::read_dir(l.objects_dir()).unwrap().count(), 256);
+    assert_eq!(c.usage().used_bytes, BS + 5);
+    let o = c.object(&key("d/f", "e", size)).unwrap();
+    assert_eq!(o.missing(0, size), vec![BS..3 * BS]);
+    let mut buf = vec![0u8; BS as usize + 5];
+    o.read_at(0, &mut buf[..BS as usize]).unwrap();
+    o.read_at(3 * BS, &mut buf[BS as usize..]).unwrap();
+    assert_eq!(&buf[..BS as usize], &data[..BS as usize]);
+    assert_eq!(&buf[BS as usize..], &data[3 * BS as usize..]);
+}
+
+#[test]
 fn lru_order_survives_restart() {
     let env = Env::new();
     {
