@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cloudmount::cache::{BlockCache, ObjectKey};
+use cloudmount::cache::{BlockCache, CacheLayout, ObjectKey};
 use cloudmount::meta::MetaStore;
 use cloudmount::remote::path::{href_to_path, normalize_base};
 use cloudmount::remote::webdav::propfind::parse_multistatus;
@@ -55,9 +55,10 @@ fn propfind(c: &mut Criterion) {
 
 fn block_index(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let meta = Arc::new(MetaStore::open(&dir.path().join("meta.db")).unwrap());
+    let layout = CacheLayout::new(dir.path());
+    let meta = Arc::new(MetaStore::open(&layout.meta_db()).unwrap());
     let bs = 4096u64;
-    let cache = BlockCache::open(&dir.path().join("objects"), 1 << 40, bs, meta).unwrap();
+    let cache = BlockCache::open(&layout, 1 << 40, bs, meta).unwrap();
     // A 64 MiB object (16,384 blocks), every other 16th block present.
     let size = 64u64 << 20;
     let key = ObjectKey {

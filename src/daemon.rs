@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use crate::cache::CacheLayout;
 use crate::config::{AreaConfig, MountConfig};
 use crate::control::{self, ControlServer};
 use crate::fuse::mounts::{self, FuseUnavailable, UnmountError};
@@ -243,7 +244,7 @@ fn lock_cache_dir(dir: &Path) -> Result<File, DaemonError> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(dir.join("daemon.lock"))
+        .open(CacheLayout::new(dir).daemon_lock())
         .map_err(io_err)?;
     // SAFETY: the descriptor is valid for the life of `lock`.
     let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -309,7 +310,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
     mounts::check_fuse_available()?;
-    let has_cache = cfg.cache_dir.join("meta.db").exists();
+    let has_cache = CacheLayout::new(&cfg.cache_dir).meta_db().exists();
 
     let creds = cfg.credentials.as_ref();
     let connected =

@@ -256,12 +256,13 @@ impl Vfs {
         if setup.areas.is_empty() {
             return Err(VfsError::Invalid("no area to mount"));
         }
-        std::fs::create_dir_all(&setup.cache_dir)?;
-        let staging_dir = setup.cache_dir.join("staging");
+        let layout = crate::cache::CacheLayout::new(&setup.cache_dir);
+        std::fs::create_dir_all(layout.root())?;
+        let staging_dir = layout.staging_dir();
         std::fs::create_dir_all(&staging_dir)?;
-        let meta = Arc::new(MetaStore::open(&setup.cache_dir.join("meta.db"))?);
+        let meta = Arc::new(MetaStore::open(&layout.meta_db())?);
         let cache = Arc::new(BlockCache::open(
-            &setup.cache_dir.join("objects"),
+            &layout,
             setup.cache_size,
             BLOCK_SIZE,
             meta.clone(),

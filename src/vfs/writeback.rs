@@ -19,7 +19,7 @@ use super::queue::{Finish, Next, UploadQueue};
 use super::upload::{self, Sent};
 use super::write::{self, Staged, StagedState};
 use super::{meta_op, now, off_thread, tree::Node, FileKind, Ino, Vfs, VfsResult};
-use crate::cache::ObjectKey;
+use crate::cache::{CacheLayout, ObjectKey};
 use crate::meta::{AreaId, DirtyRecord, EntryRecord};
 use crate::remote::{ETag, EntryKind, RemoteError, RemotePath};
 
@@ -54,7 +54,7 @@ impl Vfs {
             .map(|(rel, size, mtime)| (self.staging_abs(&rel), (size, mtime)))
             .collect();
         if let Ok(rd) = std::fs::read_dir(&self.staging_dir) {
-            let recovered = self.staging_dir.with_file_name("recovered");
+            let recovered = CacheLayout::of_staging(&self.staging_dir).recovered_dir();
             for e in rd.flatten() {
                 if named.contains(&e.path()) {
                     continue;
