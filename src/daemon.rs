@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::config::{AreaConfig, MountConfig};
+use crate::config::{AreaConfig, Login, MountConfig};
 use crate::control::{self, ControlServer};
 use crate::fuse::mounts::{self, FuseUnavailable, UnmountError};
 use crate::fuse::{MountError, MountHandle, MountOptions};
@@ -136,6 +136,14 @@ pub enum DaemonError {
     NotCloudmount { path: PathBuf, fs_type: String },
     #[error(transparent)]
     Unmount(#[from] UnmountError),
+}
+
+/// The WebDAV client's credentials for the configured login.
+fn credentials(login: &Login) -> Credentials {
+    Credentials {
+        user: login.user.clone(),
+        password: login.password.clone(),
+    }
 }
 
 /// Turns the check of one area into an error, or a warning when the mount can go on offline.
@@ -311,7 +319,8 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     mounts::check_fuse_available()?;
     let has_cache = cfg.cache_dir.join("meta.db").exists();
 
-    let creds = cfg.credentials.as_ref();
+    let creds = cfg.credentials.as_ref().map(credentials);
+    let creds = creds.as_ref();
     let connected =
         futures_util::future::join_all(cfg.areas.iter().map(|a| factory.connect(a, creds))).await;
     let mut areas = Vec::with_capacity(cfg.areas.len());
