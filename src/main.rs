@@ -27,8 +27,9 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, StatusArgs, UnmountArgs, PASSWORD_ENV};
 use cloudmount::config::{self, Dirs, MountConfig};
 use cloudmount::control::{self, report, ControlError};
-use cloudmount::daemon::{self, demo, state, UnmountOptions, WebDavFactory};
+use cloudmount::daemon::{self, demo, UnmountOptions, WebDavFactory};
 use cloudmount::fuse::mounts;
+use cloudmount::instance::{self, Instance};
 use cloudmount::server::{self, ServeConfig};
 use cloudmount::size::FormatSize;
 use cloudmount::vfs::status::VfsStatus;
@@ -122,7 +123,7 @@ fn mount(args: MountArgs, rt: &Runtime) -> CmdResult {
 
 /// Starts the background daemon and relays its report; returns once the mount is live.
 fn spawn_daemon(cfg: &MountConfig, dirs: &Dirs) -> CmdResult {
-    state::ensure_private_dir(&dirs.state)
+    instance::ensure_private_dir(&dirs.state)
         .map_err(|e| format!("cannot create {}: {e}", dirs.state.display()))?;
     let log = dirs.state.join(format!("{}.log", cfg.name));
     let log_file = std::fs::OpenOptions::new()
@@ -286,10 +287,7 @@ async fn wait_for_uploads(runtime_dir: &Path, mountpoint: &Path) -> CmdResult {
 /// badly (not when it is simply not there).
 fn not_waiting(e: ControlError) -> CmdResult {
     match e {
-        ControlError::NoDaemon { .. }
-        | ControlError::NotMounted(_)
-        | ControlError::NotCloudmount { .. }
-        | ControlError::MountPointAccess { .. } => {
+        ControlError::NoDaemon { .. } | ControlError::Mount(_) => {
             tracing::debug!("not waiting for uploads: {e}")
         }
         e => eprintln!(
@@ -376,13 +374,17 @@ fn blocker_suffix(s: &VfsStatus) -> String {
 /// `cloudmount status`: the daemon's status, as a summary or as its JSON.
 fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    let mountpoint = control::resolve_mount(&args.mountpoint)?;
-    let answer = rt.block_on(control::query(&dirs.runtime, &mountpoint))?;
+    let instance = Instance::find(&dirs.runtime, &args.mountpoint)?;
+    let answer = rt.block_on(control::query(&instance))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", answer.json)?;
     } else {
-        write!(out, "{}", report::summary(&mountpoint, &answer.status))?;
+        write!(
+            out,
+            "{}",
+            report::summary(instance.mountpoint(), &answer.status)
+        )?;
     }
     out.flush()?;
     Ok(())
