@@ -11,6 +11,8 @@
 //! While mounted, the daemon records itself in its state file and answers control requests
 //! (`cloudmount status`) on its control socket, both beside each other in the runtime
 //! directory (see [`crate::instance`], [`crate::control`]); `requests.rs` holds its answers.
+//! `background.rs` runs it as a background process (`cloudmount mount` without
+//! `--foreground`).
 //!
 //! Remotes come from a [`RemoteFactory`], so tests mount the in-memory fake through the same
 //! path as the real WebDAV client.
@@ -18,6 +20,7 @@
 //! [`unmount`] is the `cloudmount unmount` command: it unmounts and waits for the daemon to
 //! exit, so uploads in flight have finished when it returns.
 
+pub mod background;
 pub mod demo;
 mod requests;
 
