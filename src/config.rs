@@ -37,7 +37,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::remote::webdav::auth::Credentials;
 use crate::size::{parse_size, SizeError};
 
 /// The environment variable holding the password when no other source gives one.
@@ -553,6 +552,23 @@ pub struct AreaConfig {
     pub read_only: bool,
 }
 
+/// A user name and its password, as the configuration gives them (the daemon turns them into
+/// the WebDAV client's credentials). `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// Everything needed to mount, resolved. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct MountConfig {
@@ -566,7 +582,7 @@ pub struct MountConfig {
     pub areas: Vec<AreaConfig>,
     /// Show each area as a folder at the root (a profile with `areas`).
     pub areas_as_folders: bool,
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<Login>,
     pub cache_dir: PathBuf,
     pub cache_size: u64,
     pub dir_cache_time: Duration,
@@ -790,7 +806,7 @@ pub fn resolve(
                     .filter(|v| !v.is_empty())
                     .ok_or_else(|| ConfigError::NoPassword { user: user.clone() })?
             };
-            Some(Credentials {
+            Some(Login {
                 user: user.clone(),
                 password,
             })

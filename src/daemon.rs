@@ -8,8 +8,11 @@
 //! finish, `Vfs::shutdown` (uploads in flight), remove the state file and the control socket.
 //! [`run`] is both.
 //!
-//! While mounted, the daemon answers `cloudmount status` on its control socket (see
-//! [`crate::control`]), next to the state file.
+//! While mounted, the daemon records itself in its state file and answers control requests
+//! (`cloudmount status`) on its control socket, both beside each other in the runtime
+//! directory (see [`crate::instance`], [`crate::control`]); `requests.rs` holds its answers.
+//! `background.rs` runs it as a background process (`cloudmount mount` without
+//! `--foreground`).
 //!
 //! Remotes come from a [`RemoteFactory`], so tests mount the in-memory fake through the same
 //! path as the real WebDAV client.
@@ -17,8 +20,9 @@
 //! [`unmount`] is the `cloudmount unmount` command: it unmounts and waits for the daemon to
 //! exit, so uploads in flight have finished when it returns.
 
+pub mod background;
 pub mod demo;
-pub mod state;
+mod requests;
 
 use std::fs::File;
 use std::io;
@@ -32,10 +36,11 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::cache::CacheLayout;
-use crate::config::{AreaConfig, MountConfig};
+use crate::config::{AreaConfig, Login, MountConfig};
 use crate::control::{self, ControlServer};
 use crate::fuse::mounts::{self, FuseUnavailable, UnmountError};
 use crate::fuse::{MountError, MountHandle, MountOptions};
+use crate::instance::{Instance, MountLookupError};
 use crate::remote::webdav::auth::Credentials;
 use crate::remote::webdav::{WebDavConfig, WebDavRemote};
 use crate::remote::{Remote, RemoteError, RemoteResult};
@@ -131,12 +136,18 @@ pub enum DaemonError {
     Signals(io::Error),
     #[error("stopped by a second {0} before the shutdown finished")]
     Interrupted(&'static str),
-    #[error("{} is not mounted", .0.display())]
-    NotMounted(PathBuf),
-    #[error("{} is not a cloudmount mount (it is {fs_type})", path.display())]
-    NotCloudmount { path: PathBuf, fs_type: String },
+    #[error(transparent)]
+    NotAMount(#[from] MountLookupError),
     #[error(transparent)]
     Unmount(#[from] UnmountError),
+}
+
+/// The WebDAV client's credentials for the configured login.
+fn credentials(login: &Login) -> Credentials {
+    Credentials {
+        user: login.user.clone(),
+        password: login.password.clone(),
+    }
 }
 
 /// Turns the check of one area into an error, or a warning when the mount can go on offline.
@@ -287,7 +298,7 @@ pub fn stop_signals() -> Result<StopRequests, DaemonError> {
 pub struct Running {
     vfs: Arc<Vfs>,
     mount: MountHandle,
-    state_file: PathBuf,
+    instance: Instance,
     /// The control socket; `None` if it could not be set up (a warning says why).
     control: Option<ControlServer>,
     warnings: Vec<String>,
@@ -298,7 +309,7 @@ impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
             .field("mount", &self.mount)
-            .field("state_file", &self.state_file)
+            .field("instance", &self.instance)
             .field("control", &self.control.as_ref().map(ControlServer::path))
             .field("warnings", &self.warnings)
             .finish_non_exhaustive()
@@ -312,7 +323,8 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     mounts::check_fuse_available()?;
     let has_cache = CacheLayout::new(&cfg.cache_dir).meta_db().exists();
 
-    let creds = cfg.credentials.as_ref();
+    let creds = cfg.credentials.as_ref().map(credentials);
+    let creds = creds.as_ref();
     let connected =
         futures_util::future::join_all(cfg.areas.iter().map(|a| factory.connect(a, creds))).await;
     let mut areas = Vec::with_capacity(cfg.areas.len());
@@ -367,19 +379,18 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
         .await
         .map_err(|e| MountError::Thread(io::Error::other(e.to_string())))??;
 
-    let state_file = state::state_file(&cfg.runtime_dir, &mountpoint);
-    if let Err(source) = state::write(&state_file, &cfg.source, &mountpoint) {
+    let instance = Instance::new(&cfg.runtime_dir, &mountpoint);
+    if let Err(source) = instance.write_state(&cfg.source) {
         // `mount` is dropped here, which detaches it: no mount is left behind.
         return Err(DaemonError::StateFile {
-            path: state_file,
+            path: instance.state_file().to_path_buf(),
             source,
         });
     }
     // A mount without the control socket still works; only `status` and the waiting of
     // `unmount` are missing, so this is a warning.
-    let socket = control::socket_path(&cfg.runtime_dir, &mountpoint);
-    let status_vfs = vfs.clone();
-    let control = match control::serve(&socket, move || status_vfs.status()) {
+    let handler = requests::Requests::new(vfs.clone());
+    let control = match control::serve(instance.socket(), handler) {
         Ok(c) => Some(c),
         Err(e) => {
             warnings.push(format!(
@@ -398,7 +409,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     Ok(Running {
         vfs,
         mount,
-        state_file,
+        instance,
         control,
         warnings,
         _cache_lock: cache_lock,
@@ -436,7 +447,7 @@ impl Running {
             r = self.shutdown(signal.is_some()) => r,
             Some(s) = stop.recv(), if stop_open => Err(DaemonError::Interrupted(s)),
         };
-        state::remove_own(&self.state_file);
+        self.instance.remove_own_state();
         if let Some(c) = self.control.take() {
             c.shutdown();
         }
@@ -524,30 +535,14 @@ pub fn unmount(
     options: UnmountOptions,
     waiting: &mut dyn FnMut(u32),
 ) -> Result<Unmounted, DaemonError> {
-    let abs = mounts::absolute_mount_path(path)
-        .map_err(|_| DaemonError::NotMounted(path.to_path_buf()))?;
-    // A live mount point canonicalises (it may have been given through a symlink); a dead one
-    // fails, and `abs` is the best name for it.
-    let mp = abs.canonicalize().unwrap_or(abs);
-    let entry = mounts::mount_at(&mp)
-        .map_err(|source| DaemonError::MountPointAccess {
-            path: mp.clone(),
-            source,
-        })?
-        .ok_or_else(|| DaemonError::NotMounted(mp.clone()))?;
-    if !entry.is_cloudmount() {
-        return Err(DaemonError::NotCloudmount {
-            path: mp,
-            fs_type: entry.fs_type,
-        });
-    }
-    let state_file = state::state_file(runtime_dir, &mp);
-    let pid = state::read_pid(&state_file).filter(|p| state::is_cloudmount_alive(*p));
+    let instance = Instance::find(runtime_dir, path)?;
+    let mp = instance.mountpoint().to_path_buf();
+    let pid = instance.live_daemon();
     mounts::unmount(&mp, options.lazy)?;
     if let Some(pid) = pid {
         let started = Instant::now();
         let mut told = false;
-        while state::is_cloudmount_alive(pid) {
+        while crate::instance::is_cloudmount_alive(pid) {
             if !told && started.elapsed() > Duration::from_secs(1) {
                 waiting(pid);
                 told = true;
@@ -556,9 +551,7 @@ pub fn unmount(
         }
     }
     // Left behind by a daemon that died without cleaning up.
-    if state::read_pid(&state_file).is_some_and(|p| !state::is_cloudmount_alive(p)) {
-        let _ = std::fs::remove_file(&state_file);
-    }
+    instance.remove_stale_state();
     Ok(Unmounted {
         mountpoint: mp,
         daemon_pid: pid,
@@ -751,10 +744,11 @@ mod tests {
         let mp = running.mountpoint().to_path_buf();
         let entry = mounts::mount_at(&mp).unwrap().expect("mounted");
         assert!(entry.is_cloudmount(), "{entry:?}");
-        let state_file = state::state_file(&cfg.runtime_dir, &mp);
-        assert_eq!(state::read_pid(&state_file), Some(std::process::id()));
+        let instance = Instance::new(&cfg.runtime_dir, &mp);
+        let state_file = instance.state_file().to_path_buf();
+        assert_eq!(instance.live_daemon(), Some(std::process::id()));
         // The control socket answers with the real vfs's status.
-        let socket = control::socket_path(&cfg.runtime_dir, &mp);
+        let socket = instance.socket().to_path_buf();
         assert_eq!(socket.parent(), state_file.parent());
         let status = control::query_status(&cfg.runtime_dir, &mp)
             .await

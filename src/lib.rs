@@ -2,7 +2,9 @@
 //!
 //! Layering (each module uses only those below it):
 //! - `daemon` — wires config, remotes, vfs and the mount together (`mount`, `unmount`, `demo`);
-//! - `control` — the daemon's control socket (`status`) and its client;
+//! - `control` — the daemon's control socket: typed requests and answers, server, client;
+//! - `instance` — one mount's runtime files (state file, control socket) and whether its
+//!   daemon lives; how a path is found to be a cloudmount mount;
 //! - `config` — TOML profiles, XDG paths, passwords: plain data;
 //! - `fuse` — the fuser adapter over `vfs` (the only module that imports fuser) and kernel
 //!   mount mechanics;
@@ -18,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fuse;
+pub mod instance;
 pub mod meta;
 pub mod remote;
 pub mod server;

@@ -1,11 +1,8 @@
 //! The `cloudmount` command.
 //!
-//! `mount` without `--foreground` daemonizes by re-executing itself with a hidden
-//! `--daemon-child` flag: the child (new session, stdin closed, stderr appended to the log
-//! file) re-reads the same arguments, config and environment — so the password travels by
-//! inheritance, never on a command line — mounts, and reports on its stdout, a pipe to the
-//! parent: `warning: …` lines, then `ready` or `error: …`. The parent relays them and exits 0
-//! only on `ready`.
+//! Parses the command line and dispatches; the work is in the library. `mount` without
+//! `--foreground` runs the daemon in the background by re-executing itself with a hidden
+//! `--daemon-child` flag ([`cloudmount::daemon::background`]).
 //!
 //! `status` and the waiting of `unmount` ask the daemon over its control socket
 //! ([`cloudmount::control`]).
@@ -13,10 +10,9 @@
 mod cli;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
 use std::path::Path;
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -25,10 +21,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, StatusArgs, UnmountArgs, PASSWORD_ENV};
-use cloudmount::config::{self, Dirs, MountConfig};
+use cloudmount::config::{self, Dirs};
 use cloudmount::control::{self, report, ControlError};
-use cloudmount::daemon::{self, demo, state, UnmountOptions, WebDavFactory};
+use cloudmount::daemon::{self, background, demo, UnmountOptions, WebDavFactory};
 use cloudmount::fuse::mounts;
+use cloudmount::instance::Instance;
 use cloudmount::server::{self, ServeConfig};
 use cloudmount::size::FormatSize;
 use cloudmount::vfs::status::VfsStatus;
@@ -37,9 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Mount(m) = &cli.command {
         if m.daemon_child {
-            // SAFETY: setsid has no memory-safety preconditions; it fails harmlessly if this
-            // process already leads a process group.
-            unsafe { libc::setsid() };
+            background::new_session();
         }
     }
     init_tracing(match &cli.command {
@@ -104,7 +99,8 @@ fn mount(args: MountArgs, rt: &Runtime) -> CmdResult {
     let cwd = std::env::current_dir()?;
     let cfg = config::resolve(&req, &dirs, &cwd, &|k| std::env::var(k).ok())?;
     if args.daemon_child {
-        daemon_child(cfg, rt)
+        // Errors are logged, and reported to the parent, by the child itself.
+        background::run_child(&cfg, rt).map_err(|_| Failure::Reported)
     } else if args.foreground {
         rt.block_on(async {
             let stop = daemon::stop_signals()?;
@@ -116,97 +112,23 @@ fn mount(args: MountArgs, rt: &Runtime) -> CmdResult {
             Ok(())
         })
     } else {
-        spawn_daemon(&cfg, &dirs)
+        background::spawn(&cfg, &dirs, daemon_child_args(), &mut |w| {
+            eprintln!("cloudmount: warning: {w}")
+        })?;
+        Ok(())
     }
 }
 
-/// Starts the background daemon and relays its report; returns once the mount is live.
-fn spawn_daemon(cfg: &MountConfig, dirs: &Dirs) -> CmdResult {
-    state::ensure_private_dir(&dirs.state)
-        .map_err(|e| format!("cannot create {}: {e}", dirs.state.display()))?;
-    let log = dirs.state.join(format!("{}.log", cfg.name));
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log)
-        .map_err(|e| format!("cannot open the log file {}: {e}", log.display()))?;
-
-    let exe = std::env::current_exe()?;
+/// The arguments of the background daemon: this command line with `--daemon-child` after
+/// `mount`.
+fn daemon_child_args() -> Vec<OsString> {
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let at = args
         .iter()
         .position(|a| a == "mount")
         .map_or(args.len(), |p| p + 1);
     args.insert(at, "--daemon-child".into());
-    let mut child = std::process::Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .map_err(|e| format!("cannot start the background daemon: {e}"))?;
-    let Some(out) = child.stdout.take() else {
-        return Err("the background daemon has no report pipe".into());
-    };
-    for line in BufReader::new(out).lines() {
-        let line = line?;
-        if line == "ready" {
-            return Ok(());
-        } else if let Some(w) = line.strip_prefix("warning: ") {
-            eprintln!("cloudmount: warning: {w}");
-        } else if let Some(e) = line.strip_prefix("error: ") {
-            let _ = child.wait();
-            return Err(Failure::Message(e.to_string()));
-        }
-    }
-    let status = child.wait()?;
-    Err(format!(
-        "the background daemon stopped ({status}) before the mount was ready; see {}",
-        log.display()
-    )
-    .into())
-}
-
-/// The background daemon: mounts, reports on stdout (the parent's pipe), then serves.
-fn daemon_child(cfg: MountConfig, rt: &Runtime) -> CmdResult {
-    // Hold no directory busy (it would keep another filesystem from being unmounted).
-    let _ = std::env::set_current_dir("/");
-    let mut report = std::io::stdout();
-    let started = rt.block_on(async {
-        let stop = daemon::stop_signals()?;
-        let running = daemon::start(&cfg, &WebDavFactory).await?;
-        Ok::<_, daemon::DaemonError>((stop, running))
-    });
-    let (stop, running) = match started {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            let _ = writeln!(report, "error: {e}");
-            let _ = report.flush();
-            return Err(Failure::Reported);
-        }
-    };
-    for w in running.warnings() {
-        tracing::warn!("{w}");
-        let _ = writeln!(report, "warning: {w}");
-    }
-    let _ = writeln!(report, "ready");
-    let _ = report.flush();
-    detach_stdout();
-    rt.block_on(running.serve(stop)).map_err(|e| {
-        tracing::error!("{e}");
-        Failure::Reported
-    })
-}
-
-/// Points stdout at /dev/null, closing the report pipe (the parent has exited or will).
-fn detach_stdout() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: both descriptors are valid; dup2 atomically replaces fd 1.
-        unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) };
-    }
+    args
 }
 
 fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
@@ -286,10 +208,7 @@ async fn wait_for_uploads(runtime_dir: &Path, mountpoint: &Path) -> CmdResult {
 /// badly (not when it is simply not there).
 fn not_waiting(e: ControlError) -> CmdResult {
     match e {
-        ControlError::NoDaemon { .. }
-        | ControlError::NotMounted(_)
-        | ControlError::NotCloudmount { .. }
-        | ControlError::MountPointAccess { .. } => {
+        ControlError::NoDaemon { .. } | ControlError::Mount(_) => {
             tracing::debug!("not waiting for uploads: {e}")
         }
         e => eprintln!(
@@ -376,13 +295,17 @@ fn blocker_suffix(s: &VfsStatus) -> String {
 /// `cloudmount status`: the daemon's status, as a summary or as its JSON.
 fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    let mountpoint = control::resolve_mount(&args.mountpoint)?;
-    let answer = rt.block_on(control::query(&dirs.runtime, &mountpoint))?;
+    let instance = Instance::find(&dirs.runtime, &args.mountpoint)?;
+    let answer = rt.block_on(control::query(&instance))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", answer.json)?;
     } else {
-        write!(out, "{}", report::summary(&mountpoint, &answer.status))?;
+        write!(
+            out,
+            "{}",
+            report::summary(instance.mountpoint(), &answer.status)
+        )?;
     }
     out.flush()?;
     Ok(())

@@ -12,8 +12,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudmount::control;
-use cloudmount::daemon::state;
 use cloudmount::fuse::mounts;
+use cloudmount::instance;
 use cloudmount::server::{self, ServeConfig, ServerHandle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloudmount");
@@ -485,7 +485,7 @@ fn password_readable_by_others_is_refused() {
 
 fn daemon_pid(sb: &Sandbox, mp: &Path) -> Option<u32> {
     let canonical = mounts::absolute_mount_path(mp).unwrap();
-    state::read_pid(&state::state_file(
+    instance::read_pid(&instance::state_file(
         &sb.runtime().join("cloudmount"),
         &canonical,
     ))
@@ -516,7 +516,7 @@ fn background_mount_unmount_and_already_mounted() {
     assert_eq!(entry.fs_type, "fuse.cloudmount", "{entry:?}");
     assert_eq!(entry.source, "cloudmount");
     let pid = daemon_pid(&sb, &mp).expect("state file with the daemon's pid");
-    assert!(state::is_cloudmount_alive(pid));
+    assert!(instance::is_cloudmount_alive(pid));
     let logs = sb.logs();
     assert!(logs.contains("mount is live"), "{logs}");
     assert!(!logs.contains(PASSWORD), "the password is never logged");
@@ -530,7 +530,7 @@ fn background_mount_unmount_and_already_mounted() {
     assert!(o.status.success(), "unmount failed: {}", stderr_of(&o));
     assert!(!is_mounted(&mp), "unmounted when `unmount` returns");
     assert!(
-        !state::is_cloudmount_alive(pid),
+        !instance::is_cloudmount_alive(pid),
         "the daemon has exited when `unmount` returns"
     );
     assert_eq!(daemon_pid(&sb, &mp), None, "state file removed");
@@ -825,7 +825,7 @@ fn mount_bg(sb: &Sandbox, srv: &TestServer, mp: &Path) {
 }
 
 fn socket_of(sb: &Sandbox, mp: &Path) -> PathBuf {
-    control::socket_path(
+    instance::socket_path(
         &sb.runtime().join("cloudmount"),
         &mounts::absolute_mount_path(mp).unwrap(),
     )
@@ -893,7 +893,7 @@ fn status_of_a_live_mount_and_unmount_no_wait() {
         !is_mounted(&mp),
         "unmounted when `unmount --no-wait` returns"
     );
-    assert!(!state::is_cloudmount_alive(pid), "the daemon has exited");
+    assert!(!instance::is_cloudmount_alive(pid), "the daemon has exited");
     assert!(!socket.exists(), "control socket removed at shutdown");
 
     // Not mounted any more: one clear line.
@@ -936,13 +936,13 @@ impl FakeControl {
         let q = queue.clone();
         let server = {
             let _g = rt.enter();
-            control::serve(&socket, move || {
+            control::serve(&socket, move |_request: control::Request| {
                 let (files, bytes) = *q.lock().unwrap();
                 let mut s = template.clone();
                 s.queue.files = files;
                 s.queue.bytes = bytes;
                 s.queue.paused = (files > 0).then(|| "server out of space (test)".to_string());
-                s
+                control::Response::Status(Box::new(s))
             })
             .expect("fake control server")
         };
@@ -1032,7 +1032,7 @@ fn unmount_waits_for_the_upload_queue_and_ctrl_c_keeps_the_mount() {
     );
     assert!(is_mounted(&mp), "Ctrl-C leaves the mount live");
     let pid = daemon_pid(&sb, &mp).expect("daemon still running");
-    assert!(state::is_cloudmount_alive(pid));
+    assert!(instance::is_cloudmount_alive(pid));
 
     // Waiting ends when the queue is empty, then it unmounts.
     let (mut child, rx, reader) = spawn_unmount(&sb, &mp);
@@ -1052,7 +1052,7 @@ fn unmount_waits_for_the_upload_queue_and_ctrl_c_keeps_the_mount() {
         "{rest:?}"
     );
     assert!(!is_mounted(&mp));
-    assert!(!state::is_cloudmount_alive(pid), "the daemon has exited");
+    assert!(!instance::is_cloudmount_alive(pid), "the daemon has exited");
     drop(fake);
     assert!(!socket_of(&sb, &mp).exists());
 }

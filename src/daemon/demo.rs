@@ -6,8 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AreaConfig, Dirs, MountConfig};
-use crate::remote::webdav::auth::Credentials;
+use crate::config::{AreaConfig, Dirs, Login, MountConfig};
 use crate::remote::RemotePath;
 use crate::server::{self, ServeConfig, ServeError, ServerHandle};
 
@@ -213,7 +212,7 @@ pub fn mount_config(
         mountpoint,
         areas,
         areas_as_folders: true,
-        credentials: Some(Credentials {
+        credentials: Some(Login {
             user: USER.into(),
             password: password.into(),
         }),
