@@ -44,6 +44,9 @@ type Claims = Arc<Mutex<HashMap<PathBuf, HashMap<u64, watch::Receiver<u64>>>>>;
 #[derive(Default)]
 pub(crate) struct Inflight {
     claims: Claims,
+    /// Held (shared) by every store of downloaded bytes running in the background, so that
+    /// the unmount can wait for them before its last flush (see [`Inflight::stores_done`]).
+    stores: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A claimed run of blocks: dropping it releases the claim and wakes the waiters; so does
@@ -90,6 +93,20 @@ pub(crate) struct Plan {
 }
 
 impl Inflight {
+    /// Waits (at most `limit`) until no store started by [`store_in_background`] is running:
+    /// a store that ends after the cache's last flush leaves its blocks unrecorded, and the
+    /// next start downloads them again.
+    pub async fn stores_done(&self, limit: std::time::Duration) {
+        if tokio::time::timeout(limit, self.stores.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "downloaded blocks still being stored at unmount; they will be fetched again"
+            );
+        }
+    }
+
     /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
     /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
     pub fn plan(&self, file: &Path, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
@@ -245,13 +262,20 @@ const SERVE_FROM_DOWNLOAD_MAX: u64 = 1 << 20;
 /// the blocking pool; each claim is released when its bytes are in (waking its waiters). A
 /// failed store is logged: the reader has its bytes, a later read downloads them again.
 pub(super) fn store_in_background(
+    inflight: &Inflight,
     obj: &Arc<CacheObject>,
     claims: Vec<download::Claim>,
     data: Bytes,
     data_start: u64,
 ) {
     let o = obj.clone();
+    let Ok(running) = inflight.stores.clone().try_read_owned() else {
+        // The unmount is waiting for the stores: this one is not started (the reader has its
+        // bytes; the claims are released by the drop).
+        return;
+    };
     tokio::task::spawn_blocking(move || {
+        let _running = running;
         for claim in claims {
             let r = claim.bytes.clone();
             let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
@@ -391,7 +415,7 @@ impl Vfs {
         let key = obj.key();
         let expect = self.expected_etag(ino, key);
         let data = self.download(ino, key, expect, run.clone()).await?;
-        store_in_background(obj, vec![claim], data.clone(), run.start);
+        store_in_background(&self.inflight, obj, vec![claim], data.clone(), run.start);
         Ok(Some((run.start, data)))
     }
 

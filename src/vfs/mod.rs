@@ -532,6 +532,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
+        self.inflight.stores_done(Duration::from_secs(10)).await;
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }

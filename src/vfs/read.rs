@@ -263,7 +263,7 @@ impl Vfs {
                 let plan = self
                     .inflight
                     .plan(obj.file_path(), &missing, bs, file_size.max(bs));
-                download::store_in_background(&obj, plan.claimed, data.clone(), 0);
+                download::store_in_background(&self.inflight, &obj, plan.claimed, data.clone(), 0);
                 self.attach_object(fh, obj, guard);
             }
             // Changed meanwhile (a new listing, a local write): the next read sees to it.
