@@ -10,6 +10,8 @@
 //!   mount mechanics;
 //! - `vfs` — the filesystem logic (inodes, areas, handles, read and write paths), free of fuser;
 //! - `cache` (block cache of file contents) and `meta` (persistent metadata, SQLite);
+//! - `health` — whether the server answers, fed by every request (`remote::watched`), read
+//!   by everything that talks to the server;
 //! - `remote` — the server protocol behind the [`remote::Remote`] trait (WebDAV, a fake, a
 //!   fault injector);
 //! - `server` — the embedded WebDAV server behind `cloudmount serve`, the demo and tests;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fuse;
+pub mod health;
 pub mod instance;
 pub mod meta;
 pub mod remote;

@@ -102,6 +102,7 @@ mod tests {
                 in_flight: 1,
                 in_flight_bytes: 1000,
                 paused: Some("server out of space".into()),
+                waiting_for_server: 0,
             },
             errors: vec![FileProblem {
                 path: "Cloud Drive/a.txt".into(),

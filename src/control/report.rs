@@ -40,9 +40,11 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
             files(q.files),
             FormatSize(q.bytes)
         );
-        let _ = match q.in_flight {
-            0 => writeln!(out),
-            n => writeln!(out, " ({n} uploading)"),
+        let _ = match (q.in_flight, q.waiting_for_server) {
+            (0, 0) => writeln!(out),
+            (n, 0) => writeln!(out, " ({n} uploading)"),
+            (0, w) => writeln!(out, " ({} waiting for the server)", files(w)),
+            (n, w) => writeln!(out, " ({n} uploading, {} waiting for the server)", files(w)),
         };
     }
     if let Some(reason) = &q.paused {
@@ -234,6 +236,7 @@ mod tests {
                 in_flight: 1,
                 in_flight_bytes: 4 * MIB,
                 paused: Some("server out of space (507 Insufficient Storage)".into()),
+                waiting_for_server: 0,
             },
             errors: vec![FileProblem {
                 path: "Cloud Drive/a.txt".into(),
@@ -293,6 +296,7 @@ mod tests {
         let mut s = queued(1, 100);
         s.connection = Connection::Offline;
         s.last_error = Some("connection refused".into());
+        s.queue.waiting_for_server = 1;
         s.quota = Some(QuotaStatus {
             used: None,
             available: Some(GIB),
@@ -302,7 +306,11 @@ mod tests {
             text.starts_with("/m: offline (connection refused)\n"),
             "{text}"
         );
-        assert!(text.contains("upload queue: 1 file, 100 B\n"), "{text}");
+        assert!(
+            text.contains("upload queue: 1 file, 100 B (1 file waiting for the server)\n"),
+            "the reason once, the waiting files counted: {text}"
+        );
+        assert!(!text.contains("errors:"), "{text}");
         assert!(text.contains("quota: 1 GiB available\n"), "{text}");
         assert!(!text.contains("paused"), "{text}");
         s.connection = Connection::Unknown;

@@ -96,7 +96,7 @@ impl Vfs {
                     .get(dir)
                     .and_then(|n| n.dir.as_ref())
                     .is_some_and(|d| d.listed_at.is_some());
-                if known && self.queue.is_offline() {
+                if known && self.health.is_offline() {
                     return Ok(());
                 }
                 lock.lock().await
@@ -134,7 +134,7 @@ impl Vfs {
                 saved = Some(entries);
             }
         }
-        if self.queue.is_offline() && (known || saved.is_some()) {
+        if self.health.is_offline() && (known || saved.is_some()) {
             // The server did not answer lately: answer at once from what is known (never make
             // a program wait for a dead network each time), and ask again in the background.
             if let Some(entries) = &saved {
@@ -238,7 +238,6 @@ impl Vfs {
         let requested = Instant::now();
         match self.remote(area)?.list(&path).await {
             Ok(listing) => {
-                self.queue.online();
                 let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
                 tracing::debug!(dir = %path, entries = records.len(), "listed");
                 {
@@ -276,8 +275,6 @@ impl Vfs {
                 Err(VfsError::NotFound)
             }
             Err(e) if e.is_transient() => {
-                let was_offline = self.queue.is_offline();
-                self.queue.offline(e.to_string());
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
                     let _ = self.merge_listing(dir, &entries, None, None);
@@ -291,11 +288,8 @@ impl Vfs {
                 if !something_known {
                     return Err(e.into());
                 }
-                if was_offline {
-                    tracing::debug!(error = %e, dir = %path, "still unreachable");
-                } else {
-                    tracing::warn!(error = %e, dir = %path, "server unreachable; showing the last known listing");
-                }
+                // The health (told by `remote::watched`) logged the outage when it began.
+                tracing::debug!(error = %e, dir = %path, "server unreachable; showing the last known listing");
                 self.retry_listing_later(dir);
                 Ok(())
             }

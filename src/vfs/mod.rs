@@ -74,7 +74,9 @@ pub use queue::UploadOptions;
 pub use types::*;
 
 use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
+use crate::health::Health;
 use crate::meta::{AreaId, EntryRecord, MetaStore};
+use crate::remote::watched::Watched;
 use crate::remote::{ByteRange, ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
 use io_mode::{HandleIo, Want};
 use tree::{Node, Tree};
@@ -174,6 +176,9 @@ pub struct Vfs {
     quota: Mutex<Option<(Instant, Quota)>>,
     /// The upload queue's schedule (its records are in `meta`).
     queue: Arc<queue::UploadQueue>,
+    /// Whether the server answers: fed by every request (each area's remote is wrapped in
+    /// `remote::watched::Watched`), read by listings, walks and `status`.
+    health: Arc<Health>,
     /// The root inode of each area, by id.
     area_roots: Vec<(AreaId, Ino)>,
     /// Changed files of an earlier run whose folder was not listed yet (so not in the tree).
@@ -317,6 +322,13 @@ impl Vfs {
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
         let queue = Arc::new(queue::UploadQueue::new(opts.upload.clone()));
+        let health = Health::new();
+        let q = Arc::downgrade(&queue);
+        health.on_back_online(move || {
+            if let Some(q) = q.upgrade() {
+                q.retry_now();
+            }
+        });
         let temp_tag = meta.cache_id()?;
         let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
@@ -329,7 +341,7 @@ impl Vfs {
                 .map(|(a, &id)| Area {
                     id,
                     name: a.name,
-                    remote: a.remote,
+                    remote: Arc::new(Watched::new(a.remote, health.clone())),
                     read_only: a.read_only,
                 })
                 .collect(),
@@ -351,6 +363,7 @@ impl Vfs {
             passthrough: Default::default(),
             quota: Mutex::new(None),
             queue,
+            health,
             area_roots,
             recovered: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::status::{ConflictInfo, Connection, FileProblem, QueueStatus};
+use super::status::{ConflictInfo, FileProblem, QueueStatus};
 use crate::meta::{AreaId, DirtyRecord};
 use crate::remote::RemotePath;
 
@@ -82,6 +82,9 @@ struct Item {
     ready_at: Instant,
     attempts: u32,
     error: Option<String>,
+    /// The last failure reached no server: the server's health says why, once for all files,
+    /// and `status` does not repeat it per file.
+    offline: bool,
     running: bool,
     /// A newer record of the path was queued while this one was uploading: it only waits for
     /// its upload to end (so two uploads of one path never overlap).
@@ -101,7 +104,6 @@ struct QueueState {
     /// Paths (and everything below) no upload may start under, with a count per block.
     blocked: Vec<(AreaId, RemotePath)>,
     conflicts: Vec<(AreaId, RemotePath, RemotePath, SystemTime)>,
-    connection: Option<Result<(), String>>,
     stopping: bool,
 }
 
@@ -185,6 +187,7 @@ impl UploadQueue {
                     ready_at: Instant::now() + delay,
                     attempts: 0,
                     error: None,
+                    offline: false,
                     running: false,
                     superseded: false,
                 },
@@ -361,10 +364,8 @@ impl UploadQueue {
                         it.running = false;
                         it.attempts += 1;
                         it.ready_at = Instant::now() + backoff(it.attempts);
-                        it.error = Some(reason.clone());
-                    }
-                    if offline {
-                        st.connection = Some(Err(reason));
+                        it.error = Some(reason);
+                        it.offline = offline;
                     }
                 }
                 Finish::NoSpace(reason) => {
@@ -373,6 +374,7 @@ impl UploadQueue {
                         it.running = false;
                         it.attempts += 1;
                         it.error = Some(reason.clone());
+                        it.offline = false;
                     }
                     st.paused.insert(rec.area, Paused { reason, probe_at });
                 }
@@ -381,36 +383,19 @@ impl UploadQueue {
         self.changed();
     }
 
-    /// The server answered: clears "offline" and, coming back from it, makes every waiting
-    /// record ready now.
-    pub fn online(&self) {
-        let was_offline = {
+    /// The server is back (see [`crate::health::Health::on_back_online`]): every record that
+    /// failed and waits for its retry is ready now.
+    pub fn retry_now(&self) {
+        {
             let mut st = self.st();
-            let was = matches!(st.connection, Some(Err(_)));
-            st.connection = Some(Ok(()));
-            if was {
-                let now = Instant::now();
-                for it in st.items.values_mut() {
-                    if it.attempts > 0 {
-                        it.ready_at = it.ready_at.min(now);
-                    }
+            let now = Instant::now();
+            for it in st.items.values_mut() {
+                if it.attempts > 0 {
+                    it.ready_at = it.ready_at.min(now);
                 }
             }
-            was
-        };
-        if was_offline {
-            self.changed();
         }
-    }
-
-    /// The server could not be reached (outside an upload).
-    pub fn offline(&self, reason: String) {
-        self.st().connection = Some(Err(reason));
-    }
-
-    /// Whether the last request to the server could not reach it.
-    pub fn is_offline(&self) -> bool {
-        matches!(self.st().connection, Some(Err(_)))
+        self.changed();
     }
 
     /// Whether uploads to `area` are paused for lack of space, and why.
@@ -517,13 +502,7 @@ impl UploadQueue {
     pub fn report(
         &self,
         name: &dyn Fn(AreaId, &RemotePath) -> String,
-    ) -> (
-        QueueStatus,
-        Vec<FileProblem>,
-        Vec<ConflictInfo>,
-        Connection,
-        Option<String>,
-    ) {
+    ) -> (QueueStatus, Vec<FileProblem>, Vec<ConflictInfo>) {
         let st = self.st();
         let mut q = QueueStatus::default();
         let mut problems = Vec::new();
@@ -534,7 +513,11 @@ impl UploadQueue {
                 q.in_flight += 1;
                 q.in_flight_bytes += it.rec.size;
             }
-            if let Some(e) = &it.error {
+            // A failure that reached no server is the server's health's to report, once.
+            if it.error.is_some() && it.offline {
+                q.waiting_for_server += 1;
+            }
+            if let (Some(e), false) = (&it.error, it.offline) {
                 problems.push(FileProblem {
                     path: name(it.rec.area, &it.rec.path),
                     reason: e.clone(),
@@ -555,12 +538,7 @@ impl UploadQueue {
                     .unwrap_or(0),
             })
             .collect();
-        let (conn, last) = match &st.connection {
-            None => (Connection::Unknown, None),
-            Some(Ok(())) => (Connection::Online, None),
-            Some(Err(e)) => (Connection::Offline, Some(e.clone())),
-        };
-        (q, problems, conflicts, conn, last)
+        (q, problems, conflicts)
     }
 }
 
@@ -681,11 +659,13 @@ mod tests {
             .map(|d| (d.as_millis() + 50) / 100 * 100)
             .collect();
         assert_eq!(ms, vec![100, 200, 400, 400, 400]);
-        let (_, problems, _, conn, last) = q.report(&|_, p| p.to_string());
-        assert_eq!(problems[0].attempts, 5);
-        assert_eq!(conn, Connection::Offline);
-        assert_eq!(last.as_deref(), Some("x"));
-        q.online();
+        let (q_status, problems, _) = q.report(&|_, p| p.to_string());
+        assert_eq!(q_status.files, 1);
+        assert!(
+            problems.is_empty(),
+            "an offline failure is the health's to report, not the file's"
+        );
+        q.retry_now();
         assert_eq!(run(&q), Some(1), "back online: retried at once");
     }
 

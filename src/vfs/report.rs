@@ -122,8 +122,8 @@ impl Vfs {
             available: q.available,
         });
         let usage = self.cache.usage();
-        let (queue, mut errors, conflicts, connection, last_error) =
-            self.queue.report(&|a, p| self.display_path(a, p));
+        let (queue, mut errors, conflicts) = self.queue.report(&|a, p| self.display_path(a, p));
+        let health = self.health.report();
         for (a, p, reason) in self
             .problems
             .lock()
@@ -137,8 +137,8 @@ impl Vfs {
             });
         }
         status::VfsStatus {
-            connection,
-            last_error,
+            connection: health.connection,
+            last_error: health.last_error,
             cache: status::CacheStatus {
                 used_bytes: usage.used_bytes,
                 budget_bytes: usage.budget_bytes,

@@ -5,17 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Whether the server answered lately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Connection {
-    /// The last request reached the server.
-    Online,
-    /// The last request could not reach the server (network, timeout, 5xx).
-    Offline,
-    /// Nothing was asked yet.
-    Unknown,
-}
+pub use crate::health::Connection;
 
 /// The upload queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +20,10 @@ pub struct QueueStatus {
     pub in_flight_bytes: u64,
     /// Set while uploads are paused, with the reason (the server is out of space).
     pub paused: Option<String>,
+    /// Files whose last upload attempt could not reach the server; why is said once, in
+    /// [`VfsStatus::last_error`], not per file.
+    #[serde(default)]
+    pub waiting_for_server: u64,
 }
 
 /// A file whose last upload failed; it stays queued and is retried.

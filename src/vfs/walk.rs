@@ -41,7 +41,7 @@ impl Vfs {
     /// simply not started); nothing under a parent of more than [`SIBLINGS_SCAN_MAX`] entries.
     pub(super) fn list_siblings_ahead(&self, dir: Ino) {
         // Offline, or listings trusted too briefly to be of use when the walk gets there.
-        if self.queue.is_offline() || self.opts.dir_ttl < MIN_TTL_AHEAD {
+        if self.health.is_offline() || self.opts.dir_ttl < MIN_TTL_AHEAD {
             return;
         }
         let Some(me) = self.me.upgrade() else {
@@ -91,7 +91,7 @@ impl Vfs {
     /// each once. At most [`FILES_AHEAD`] at once for the mount (more are not started now but
     /// on a later open); nothing in directories of more than [`SIBLINGS_SCAN_MAX`] entries.
     pub(super) fn files_ahead(&self, ino: Ino) {
-        if self.queue.is_offline() {
+        if self.health.is_offline() {
             return;
         }
         let Some(me) = self.me.upgrade() else {

@@ -276,20 +276,16 @@ impl Vfs {
             Ok(None) => {
                 // Written to while it was sent: the copy on the server was thrown away. The
                 // new content is committed (or will be at its close) and queued again.
-                self.queue.online();
                 tracing::debug!(file = %rec.path, "changed while uploading; the new content will be sent");
                 Finish::Deferred
             }
-            Ok(Some(sent)) => {
-                self.queue.online();
-                match self.uploaded(rec, ino, &st, version, size, sent).await {
-                    Ok(()) => Finish::Done,
-                    Err(e) => Finish::Failed {
-                        reason: format!("recording the upload failed: {e}"),
-                        offline: false,
-                    },
-                }
-            }
+            Ok(Some(sent)) => match self.uploaded(rec, ino, &st, version, size, sent).await {
+                Ok(()) => Finish::Done,
+                Err(e) => Finish::Failed {
+                    reason: format!("recording the upload failed: {e}"),
+                    offline: false,
+                },
+            },
             Err(e) if Self::changed_since(&st, version) => {
                 // The file was written to (truncated, say) while it was being sent, so the
                 // body could end short: not the server's fault. The new content is committed
@@ -308,13 +304,10 @@ impl Vfs {
                         reason: e.to_string(),
                         offline: true,
                     },
-                    e => {
-                        self.queue.online();
-                        Finish::Failed {
-                            reason: e.to_string(),
-                            offline: false,
-                        }
-                    }
+                    e => Finish::Failed {
+                        reason: e.to_string(),
+                        offline: false,
+                    },
                 }
             }
         }
