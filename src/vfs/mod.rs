@@ -275,14 +275,7 @@ fn version_key(t: &Tree, ino: Ino) -> VfsResult<(ObjectKey, Option<ETag>)> {
 fn version_of(node: &Node) -> ETag {
     match &node.etag {
         Some(e) => e.clone(),
-        None => {
-            let secs = node
-                .mtime
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            ETag::strong(format!("cloudmount-size{}-mtime{secs}", node.size))
-        }
+        None => ETag::stand_in(node.size, node.mtime),
     }
 }
 
@@ -1939,7 +1932,10 @@ impl Vfs {
         let (size, etag, pending) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
-            (n.size, n.etag.clone(), n.pending_create)
+            // The version staged, named even when the server lists no ETag: the base the
+            // check before the upload compares with (`remote::version`).
+            let base = (!n.pending_create).then(|| version_of(n));
+            (n.size, base, n.pending_create)
         };
         let path = self.staging_dir.join(format!(
             "{:016x}-{ino}-{}",
@@ -2390,7 +2386,7 @@ impl Vfs {
             let (dkind, dpending, detag) = {
                 let t = self.tree();
                 let n = t.get(d).ok_or(VfsError::NotFound)?;
-                (n.kind, n.pending_create, n.etag.clone())
+                (n.kind, n.pending_create, Some(version_of(n)))
             };
             match (src_kind, dkind) {
                 (FileKind::Dir, FileKind::File) => return Err(VfsError::NotDir),
@@ -2423,7 +2419,7 @@ impl Vfs {
         if let Some(d) = dst {
             if let Some(n) = self.tree().get(d) {
                 dst_on_server = !n.pending_create;
-                dst_etag = n.etag.clone();
+                dst_etag = Some(version_of(n));
             }
             // The target is replaced: programs reading it keep their version (see `unlink`).
             if dst_on_server && src_kind == FileKind::File {
