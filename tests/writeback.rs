@@ -924,7 +924,10 @@ async fn an_unchanged_file_is_replaced_without_a_conflict_when_the_server_lists_
             want.extend_from_slice(line);
             settle(&vfs).await;
             assert_eq!(mem.file_bytes("c.txt").unwrap(), want, "{report:?}");
-            assert!(vfs.status().conflicts.is_empty(), "{report:?}: a false conflict");
+            assert!(
+                vfs.status().conflicts.is_empty(),
+                "{report:?}: a false conflict"
+            );
         }
         assert_eq!(mem.paths(), vec!["c.txt".to_string()]);
     }
