@@ -671,7 +671,8 @@ mod tests {
     /// The base a file staged from a listing without ETags gets: a stand-in (size, mtime).
     async fn listed_base(m: &MemRemote, path: &str) -> Option<ETag> {
         let p = RemotePath::new(path).unwrap();
-        let l = m.list(&p.parent().unwrap()).await.unwrap();
+        let parent = p.parent().unwrap_or_else(RemotePath::root);
+        let l = m.list(&parent).await.unwrap();
         let e = l.children.iter().find(|e| e.path == p).unwrap();
         assert_eq!(e.etag, None, "the listing has no ETag");
         version::of(e)
@@ -709,7 +710,7 @@ mod tests {
         m.insert_file("c.txt", &b"base"[..]);
         let old = SystemTime::now() - Duration::from_secs(10);
         m.set_mtime("c.txt", old);
-        let base = listed_base_root(&m, "c.txt").await;
+        let base = listed_base(&m, "c.txt").await;
         m.insert_file("c.txt", &b"BASE"[..]);
         let (_d, f) = local(b"mine");
         let sent = send_now(&m, &rec("c.txt", base, true), &f, 4, &opts(true))
@@ -717,13 +718,6 @@ mod tests {
             .unwrap();
         assert!(matches!(sent, Sent::Conflict { .. }), "{sent:?}");
         assert_eq!(m.file_bytes("c.txt").unwrap(), b"BASE");
-    }
-
-    async fn listed_base_root(m: &MemRemote, path: &str) -> Option<ETag> {
-        let l = m.list(&RemotePath::root()).await.unwrap();
-        let e = l.children.iter().find(|e| e.path.as_str() == path).unwrap();
-        assert_eq!(e.etag, None, "the listing has no ETag");
-        version::of(e)
     }
 
     #[tokio::test]
@@ -734,7 +728,7 @@ mod tests {
                 let m = MemRemote::new();
                 m.set_etag_report(report);
                 m.insert_file("c.txt", &b"base"[..]);
-                let base = listed_base_root(&m, "c.txt").await;
+                let base = listed_base(&m, "c.txt").await;
                 let (_d, f) = local(b"base+ours");
                 let r = rec("c.txt", base, true);
                 let Sent::Uploaded(placed) =
