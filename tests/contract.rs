@@ -1,6 +1,6 @@
 //! The remote contract: one suite of cases, run against every real server started by
-//! `tests/run.sh` (Apache mod_dav with Basic and with Digest auth, `rclone serve webdav`), the
-//! embedded `cloudmount serve`, and the in-memory fake. What passes here is what the layers above
+//! `tests/run.sh` (Apache mod_dav with Basic and with Digest auth, `rclone serve webdav`, nginx
+//! with its dav and dav-ext modules), the embedded `cloudmount serve`, and the in-memory fake. What passes here is what the layers above
 //! may rely on.
 
 mod common;
@@ -61,6 +61,12 @@ impl Backend {
 struct Quirks {
     /// MKCOL on an existing collection answers 201 instead of 405 (rclone / x/net/webdav).
     mkcol_on_existing_succeeds: bool,
+    /// PUT, MOVE and COPY create missing parent collections (nginx `create_full_put_path on`,
+    /// as the test server is set up).
+    creates_missing_parents: bool,
+    /// Names starting with a dot are left out of PROPFIND listings (nginx dav-ext); they can
+    /// still be read, written and stat'ed by name.
+    lists_no_dot_names: bool,
 }
 
 async fn make_backend(
@@ -103,6 +109,17 @@ async fn rclone(label: &str) -> Backend {
     b.quirks.mkcol_on_existing_succeeds = true;
     b
 }
+async fn nginx(label: &str) -> Backend {
+    let r = webdav(
+        &env("CLOUDMOUNT_TEST_NGINX_URL"),
+        &test_user(),
+        &test_password(),
+    );
+    let mut b = make_backend(Arc::new(r), label, None).await;
+    b.quirks.creates_missing_parents = true;
+    b.quirks.lists_no_dot_names = true;
+    b
+}
 async fn embedded(label: &str) -> Backend {
     let s = embedded_server(Some("1G"));
     let r = webdav(&s.url, "cmtest", EMBEDDED_PASSWORD);
@@ -118,6 +135,7 @@ macro_rules! contract {
         contract!(@backend apache_basic; $($case),*);
         contract!(@backend apache_digest; $($case),*);
         contract!(@backend rclone; $($case),*);
+        contract!(@backend nginx; $($case),*);
         contract!(@backend embedded; $($case),*);
         contract!(@backend mem; $($case),*);
     };
@@ -204,6 +222,7 @@ mod cases {
         let mut want: Vec<(String, u64, bool)> = names
             .iter()
             .enumerate()
+            .filter(|(_, n)| !(b.quirks.lists_no_dot_names && n.starts_with('.')))
             .map(|(i, n)| (n.clone(), (i * 7 + 1) as u64, false))
             .collect();
         want.push(("dir with #?% chars".into(), 0, true));
@@ -429,14 +448,19 @@ mod cases {
             .unwrap_err()
             .is_not_found());
         // PUT into a missing parent.
-        let err = r
+        let put = r
             .put(
                 &b.p("no/such/dir/f"),
                 PutBody::from(b"x".to_vec()),
                 PutCondition::None,
             )
-            .await
-            .unwrap_err();
+            .await;
+        if b.quirks.creates_missing_parents {
+            put.unwrap();
+            assert_eq!(b.read("no/such/dir/f").await, b"x");
+            return;
+        }
+        let err = put.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -508,10 +532,15 @@ mod cases {
             .await
             .unwrap_err();
         assert!(err.is_not_found(), "{err}");
-        let err = r
+        let moved = r
             .rename(&b.p("b.txt"), &b.p("no such dir/b.txt"), false)
-            .await
-            .unwrap_err();
+            .await;
+        if b.quirks.creates_missing_parents {
+            moved.unwrap();
+            assert_eq!(b.read("no such dir/b.txt").await, b"AAA");
+            return;
+        }
+        let err = moved.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -801,6 +830,11 @@ async fn apache_digest_wrong_password() {
 #[tokio::test]
 async fn rclone_wrong_password() {
     wrong_password(&env("CLOUDMOUNT_TEST_RCLONE_URL")).await;
+}
+
+#[tokio::test]
+async fn nginx_wrong_password() {
+    wrong_password(&env("CLOUDMOUNT_TEST_NGINX_URL")).await;
 }
 
 #[tokio::test]

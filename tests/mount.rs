@@ -1,5 +1,5 @@
 //! Real mounts: the built `cloudmount mount` on a fresh folder of each real server (Apache
-//! mod_dav with Basic and with Digest auth, `rclone serve webdav`), driven with ordinary file
+//! mod_dav with Basic and with Digest auth, `rclone serve webdav`, nginx), driven with ordinary file
 //! system calls and checked byte for byte through the WebDAV protocol.
 //!
 //! Each test mounts its own server folder with its own cache, so tests run in parallel. File
@@ -24,6 +24,7 @@ macro_rules! mount_tests {
         mount_tests!(@server apache_basic; $($case),*);
         mount_tests!(@server apache_digest; $($case),*);
         mount_tests!(@server rclone; $($case),*);
+        mount_tests!(@server nginx; $($case),*);
     };
     (@server $s:ident; $($case:ident),*) => {
         mod $s {
@@ -159,13 +160,40 @@ mod cases {
         let mounted = local_tree(&m.dir);
         m.settle();
         let server = dav.tree();
+        // nginx lists no dot names: neither its listing nor the mount shows them.
+        let listed = odd_names().iter().filter(|n| listed_name(s, n)).count();
         assert_eq!(
             server.len(),
-            edge_sizes().len() + odd_names().len() + 6,
+            edge_sizes().len() + listed + 6,
             "{}: the server does not hold what the test put there",
             s.name
         );
         assert_trees_equal(s.name, &mounted, &server);
+        for (i, name) in odd_names().iter().enumerate() {
+            if !listed_name(s, name) {
+                // Not listed, yet there. The mount knows a folder by its listing, so it does
+                // not show such a file (a known limit on nginx: tests/servers/README.md).
+                let data = pattern(i * 7 + 1, i as u8);
+                assert_eq!(dav.get(name), data, "{}: {name:?} on the server", s.name);
+                assert!(
+                    !m.path(name).exists(),
+                    "{}: {name:?} through the mount",
+                    s.name
+                );
+            }
+        }
+    }
+
+    /// Whether `name` shows in `s`'s listings (nginx leaves dot names out).
+    fn listed_name(s: &Server, name: &str) -> bool {
+        s.lists_dot_names() || !name.starts_with('.')
+    }
+
+    /// `tree` without the paths `s` does not list.
+    fn as_listed(s: &Server, tree: Tree) -> Tree {
+        tree.into_iter()
+            .filter(|(p, _)| p.split('/').all(|seg| listed_name(s, seg)))
+            .collect()
     }
 
     /// Files and directories with odd names created through the mount reach the server under
@@ -181,7 +209,11 @@ mod cases {
         fs::create_dir(m.path("dir #?%&'\" 😀")).unwrap();
         fs::write(m.path("dir #?%&'\" 😀/in it"), b"x").unwrap();
 
-        let mut want: Vec<String> = names.clone();
+        let mut want: Vec<String> = names
+            .iter()
+            .filter(|n| listed_name(s, n))
+            .cloned()
+            .collect();
         want.push("dir #?%&'\" 😀".into());
         want.sort();
         m.settle();
@@ -198,7 +230,8 @@ mod cases {
         m.settle();
         assert_eq!(dav.get("dir #?%&'\" 😀/in it"), b"x");
         m.settle();
-        assert_trees_equal(s.name, &local_tree(&m.dir), &dav.tree());
+        let mounted = as_listed(s, local_tree(&m.dir));
+        assert_trees_equal(s.name, &mounted, &dav.tree());
     }
 
     /// New files, empty or several blocks long, are on the server once closed.

@@ -76,7 +76,9 @@ fn fsx_on_a_file_larger_than_the_cache() {
     );
     println!("{}", stdout.trim());
 
-    // What fsx left behind is on the server, byte for byte.
+    // What fsx left behind is on the server, byte for byte (once its last close is uploaded:
+    // without waiting, a loaded machine could GET before the upload and find nothing).
+    m.settle();
     let local = read(&file);
     let remote = dav.get("fsx.data");
     assert_eq!(

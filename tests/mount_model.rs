@@ -336,6 +336,13 @@ fn the_mount_behaves_like_a_local_directory_over_rclone() {
     run_model(Server::rclone(), 20);
 }
 
+/// The same over nginx (dav + dav-ext), whose listings carry no ETag: the mount tells versions
+/// apart by size and last-modified time there.
+#[test]
+fn the_mount_behaves_like_a_local_directory_over_nginx() {
+    run_model(Server::nginx(), 20);
+}
+
 /// The same with uploads a second after each close: files written stay local copies (staged,
 /// queued) through most of a sequence, so the operations after them (reads through held
 /// descriptors, deletes, renames, crashes) meet them before their upload.

@@ -627,6 +627,89 @@ fn a_change_elsewhere_during_the_delay_keeps_both_versions() {
     m.unmount();
 }
 
+/// Issue 14, bug two: `c.txt` read through the mount, changed on the server by another client,
+/// then appended to through the mount. Both versions are kept: the other client's under the
+/// name, ours (the base and the appended line) as the one conflict copy, and `status` lists
+/// the conflict. On nginx, whose listings carry no ETag (GET and HEAD do), the server used to
+/// end with the mount's version and no conflict; on Apache both were always kept.
+fn an_edit_elsewhere_then_an_append_here_keeps_both(s: &Server) {
+    let dav = Dav::fresh(s, "append-conflict");
+    let base = b"line 1\n".to_vec();
+    dav.put("c.txt", &base);
+    let listed = dav.block_on(dav.remote.list(&dav.root)).unwrap();
+    let lists_etags = listed.children.iter().any(|e| e.etag.is_some());
+    assert_eq!(
+        lists_etags,
+        s.name != "nginx",
+        "{}: whether the listing has ETags is what this test is about",
+        s.name
+    );
+    // The listing is trusted for an hour: the append is based on the version read.
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(s).dir_cache_time("1h"));
+    assert_eq!(read(&m.path("c.txt")), base);
+
+    let theirs = b"line 1\nline 2, written by another client\n".to_vec();
+    dav.put("c.txt", &theirs);
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(m.path("c.txt"))
+        .unwrap();
+    f.write_all(b"line 2, appended through the mount\n")
+        .unwrap();
+    drop(f);
+    m.settle();
+
+    let names = dav.names("");
+    let copies: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("c (conflicted copy ") && n.ends_with(").txt"))
+        .collect();
+    assert_eq!(
+        copies.len(),
+        1,
+        "{}: one conflict copy expected (the other client's edit lost?): {names:?}, c.txt = {:?}",
+        s.name,
+        String::from_utf8_lossy(&dav.get("c.txt"))
+    );
+    let copy = copies[0].clone();
+    let mut want = Want::default();
+    want.file("c.txt", theirs);
+    want.file(
+        &copy,
+        b"line 1\nline 2, appended through the mount\n".to_vec(),
+    );
+    assert_server_holds(&dav, &want);
+    if s.name == "nginx" {
+        // nginx lists no dot names: look for temporary uploads in its data dir instead.
+        let dir =
+            std::path::Path::new(&common::env("CLOUDMOUNT_TEST_NGINX_DIR")).join(dav.root.as_str());
+        let mut on_disk: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        on_disk.sort();
+        let mut listed = vec![copy.clone(), "c.txt".to_string()];
+        listed.sort();
+        assert_eq!(on_disk, listed, "nginx data dir");
+    }
+    let st = m.status();
+    assert_eq!(st.conflicts.len(), 1, "{}: {st:#?}", s.name);
+    assert_eq!(st.conflicts[0].path, "c.txt");
+    assert_eq!(st.conflicts[0].copy, copy);
+    assert_eq!(st.queue.files, 0);
+    m.unmount();
+}
+
+#[test]
+fn an_edit_elsewhere_then_an_append_here_keeps_both_on_nginx() {
+    an_edit_elsewhere_then_an_append_here_keeps_both(&Server::nginx());
+}
+
+#[test]
+fn an_edit_elsewhere_then_an_append_here_keeps_both_on_apache() {
+    an_edit_elsewhere_then_an_append_here_keeps_both(&Server::apache_basic());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A full server
 

@@ -4,7 +4,8 @@
 #   tests/run.sh [ARGS...]   install missing Debian packages and the external suites fsx and
 #                            pjdfstest (cargo install), start the real WebDAV test servers
 #                            on 127.0.0.1 (Apache mod_dav with Basic and with Digest auth, rclone
-#                            serve webdav), run the Rust tests against them, stop the servers.
+#                            serve webdav, nginx dav + dav-ext), run the Rust tests against them,
+#                            stop the servers.
 #                            ARGS go to `cargo nextest run` (if installed) or `cargo test`,
 #                            e.g. `tests/run.sh contract` runs only tests matching "contract".
 #                            CLOUDMOUNT_TEST_RUNNER=cargo-test forces `cargo test`.

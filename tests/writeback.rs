@@ -868,3 +868,74 @@ async fn a_conflict_resolved_on_the_server_leaves_status() {
     let vfs = open_vfs_ttl(mem.clone(), cache.path(), Duration::ZERO, ttl);
     assert!(vfs.status().conflicts.is_empty(), "forgotten for good");
 }
+
+/// Issue 14, bug two: nginx's PROPFIND lists no ETag (GET and HEAD do send one). A file read
+/// here, changed on the server by another client, then appended to here keeps both versions
+/// — the other client's under the name, ours as a conflict copy — as on servers that list
+/// ETags; also on a server that gives no ETag at all (size and mtime tell the versions apart).
+#[tokio::test]
+async fn a_change_made_elsewhere_is_kept_when_the_server_lists_no_etags() {
+    use cloudmount::remote::mem::ETagReport;
+    for report in [ETagReport::NotInListings, ETagReport::Nowhere] {
+        let cache = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemRemote::new());
+        mem.set_etag_report(report);
+        mem.insert_file("c.txt", b"line 1\n".to_vec());
+        let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+        let ino = vfs.lookup(ROOT_INO, "c.txt").await.unwrap().ino;
+        assert_eq!(read_all(&vfs, ino).await, b"line 1\n");
+        let theirs = b"line 1\nfrom elsewhere\n".to_vec();
+        mem.insert_file("c.txt", theirs.clone());
+        let append = OpenMode {
+            write: true,
+            truncate: false,
+            append: true,
+        };
+        let o = vfs.open(ino, append).await.unwrap();
+        vfs.write(ino, o.fh, 7, b"from here\n").await.unwrap();
+        vfs.release(ino, o.fh).await.unwrap();
+        settle(&vfs).await;
+        assert_eq!(
+            mem.file_bytes("c.txt").unwrap(),
+            theirs,
+            "{report:?}: the other client's edit was overwritten"
+        );
+        let conflicts = vfs.status().conflicts;
+        assert_eq!(conflicts.len(), 1, "{report:?}: {conflicts:?}");
+        assert_eq!(conflicts[0].path, "c.txt");
+        let copy = &conflicts[0].copy;
+        assert!(copy.starts_with("c (conflicted copy "), "{copy}");
+        assert_eq!(mem.file_bytes(copy).unwrap(), b"line 1\nfrom here\n");
+        assert_eq!(mem.paths().len(), 2, "{:?}", mem.paths());
+    }
+}
+
+/// The other side of the same check: with no ETag listed, an unchanged file is replaced
+/// without a false conflict, and so is the next change made after that upload.
+#[tokio::test]
+async fn an_unchanged_file_is_replaced_without_a_conflict_when_the_server_lists_no_etags() {
+    use cloudmount::remote::mem::ETagReport;
+    for report in [ETagReport::NotInListings, ETagReport::Nowhere] {
+        let cache = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemRemote::new());
+        mem.set_etag_report(report);
+        mem.insert_file("c.txt", b"line 1\n".to_vec());
+        let vfs = open_vfs(mem.clone(), cache.path(), Duration::ZERO);
+        let ino = vfs.lookup(ROOT_INO, "c.txt").await.unwrap().ino;
+        assert_eq!(read_all(&vfs, ino).await, b"line 1\n");
+        let mut want = b"line 1\n".to_vec();
+        for line in [&b"line 2\n"[..], b"line 3\n"] {
+            let o = vfs.open(ino, W).await.unwrap();
+            vfs.write(ino, o.fh, want.len() as u64, line).await.unwrap();
+            vfs.release(ino, o.fh).await.unwrap();
+            want.extend_from_slice(line);
+            settle(&vfs).await;
+            assert_eq!(mem.file_bytes("c.txt").unwrap(), want, "{report:?}");
+            assert!(
+                vfs.status().conflicts.is_empty(),
+                "{report:?}: a false conflict"
+            );
+        }
+        assert_eq!(mem.paths(), vec!["c.txt".to_string()]);
+    }
+}

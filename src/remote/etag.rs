@@ -4,9 +4,17 @@
 //! the last second as weak and the same version as strong a second later). The opaque value is
 //! what identifies a version; `weak` only decides whether the tag may be sent in `If-Match` /
 //! `If-Range`, which require strong comparison.
+//!
+//! A server that gives no ETag for a file still has versions: a *stand-in* tag made of the
+//! file's size and last-modified time ([`ETag::stand_in`]) names them. Stand-ins key cache
+//! objects and record the base of a change; they are never sent to a server.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::time::SystemTime;
+
+/// What every stand-in tag starts with.
+const STAND_IN_PREFIX: &str = "cloudmount-size";
 
 /// A normalised entity tag. Equality and hashing use the opaque value only.
 #[derive(Clone, Eq)]
@@ -44,6 +52,22 @@ impl ETag {
             value: value.into(),
             weak: false,
         }
+    }
+
+    /// The stand-in version of a file whose server gives no ETag: its size and last-modified
+    /// time in whole seconds (what `getlastmodified` and `Last-Modified` carry). Two changes of
+    /// the same size within one second of the server's clock share it.
+    pub fn stand_in(size: u64, mtime: SystemTime) -> ETag {
+        let secs = mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        ETag::strong(format!("{STAND_IN_PREFIX}{size}-mtime{secs}"))
+    }
+
+    /// Whether this is a [`ETag::stand_in`] rather than a tag the server gave.
+    pub fn is_stand_in(&self) -> bool {
+        self.value.starts_with(STAND_IN_PREFIX)
     }
 
     /// The opaque value, without quotes or weakness marker.
@@ -102,6 +126,23 @@ mod tests {
         assert_ne!(ETag::parse("\"5e-63a2\"").unwrap(), a);
         assert!(ETag::parse("W/\"x\"").unwrap().is_weak());
         assert!(!ETag::parse("\"x\"").unwrap().is_weak());
+    }
+
+    #[test]
+    fn stand_ins_name_size_and_whole_seconds() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_900);
+        let a = ETag::stand_in(5, t);
+        assert_eq!(a.value(), "cloudmount-size5-mtime1700000000");
+        assert!(a.is_stand_in());
+        // Stored as its header value and read back, it is still one.
+        assert!(ETag::parse(&a.header_value()).unwrap().is_stand_in());
+        assert_eq!(
+            ETag::stand_in(5, t - std::time::Duration::from_millis(800)),
+            a
+        );
+        assert_ne!(ETag::stand_in(6, t), a);
+        assert_ne!(ETag::stand_in(5, t + std::time::Duration::from_secs(1)), a);
+        assert!(!ETag::parse("\"6b15c759-3\"").unwrap().is_stand_in());
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   the destination contains the source, fail with [`RemoteError::InvalidPath`] (Apache answers
 //!   403 to these). Deleting, moving or copying the root, or onto the root, fails the same way.
 //! - Errors name the path as `mem:/a/b`.
+//! - [`MemRemote::set_etag_report`] makes it answer like servers that list no ETags (nginx's
+//!   PROPFIND: `stat` still has them, as a HEAD gives them) or give none at all.
 //! - [`MemRemote::counters`] counts the calls of each operation (failed ones included) and the
 //!   body bytes `read_range` served.
 
@@ -52,6 +54,19 @@ pub struct MemCounters {
     /// Body bytes of the `read_range` responses (counted when the response is made, as a server
     /// sends them, whether or not the caller reads the whole stream).
     pub bytes_read: u64,
+}
+
+/// Which answers of a [`MemRemote`] carry ETags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ETagReport {
+    /// Every answer (as Apache and rclone give them).
+    #[default]
+    Everywhere,
+    /// None in listings, as nginx's PROPFIND; `stat`, reads and PUTs have them (the WebDAV
+    /// client's `stat` asks HEAD when PROPFIND has none).
+    NotInListings,
+    /// None anywhere: only size and mtime tell versions apart.
+    Nowhere,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +104,7 @@ struct State {
     counters: MemCounters,
     /// Like some real servers (rclone's): a PUT whose body breaks leaves the target empty.
     truncate_on_failed_put: bool,
+    etags: ETagReport,
 }
 
 impl State {
@@ -99,6 +115,7 @@ impl State {
             quota_limit,
             counters: MemCounters::default(),
             truncate_on_failed_put: false,
+            etags: ETagReport::Everywhere,
         };
         let root = s.new_node(Content::Dir);
         s.nodes.insert(String::new(), root);
@@ -362,6 +379,11 @@ impl MemRemote {
         self.lock().truncate_on_failed_put = on;
     }
 
+    /// Sets which answers carry ETags (the tree keeps them all the same: [`MemRemote::etag`]).
+    pub fn set_etag_report(&self, report: ETagReport) {
+        self.lock().etags = report;
+    }
+
     /// Sets or removes the quota limit. Existing content is kept even above a new limit.
     pub fn set_quota(&self, limit: Option<u64>) {
         self.lock().quota_limit = limit;
@@ -490,15 +512,23 @@ impl Remote for MemRemote {
     async fn stat(&self, path: &RemotePath) -> RemoteResult<Entry> {
         let mut s = self.lock();
         s.counters.stat += 1;
-        s.entry(path)
+        let mut e = s.entry(path)?;
+        if s.etags == ETagReport::Nowhere {
+            e.etag = None;
+        }
+        Ok(e)
     }
 
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing> {
         let mut s = self.lock();
         s.counters.list += 1;
-        let dir = s.entry(path)?;
+        let mut dir = s.entry(path)?;
         if !dir.is_dir() {
             return Err(RemoteError::NotADirectory { url: url(path) });
+        }
+        let listed = s.etags == ETagReport::Everywhere;
+        if !listed {
+            dir.etag = None;
         }
         let children = s
             .subtree_keys(path)
@@ -508,7 +538,11 @@ impl Remote for MemRemote {
             .filter(|p| p.parent().as_ref() == Some(path))
             .map(|p| {
                 let node = &s.nodes[p.as_str()];
-                entry_of(p, node)
+                let mut e = entry_of(p, node);
+                if !listed {
+                    e.etag = None;
+                }
+                e
             })
             .collect();
         Ok(Listing { dir, children })
@@ -539,6 +573,7 @@ impl Remote for MemRemote {
                 });
             }
         }
+        let etag = (s.etags != ETagReport::Nowhere).then_some(etag);
         let total = data.len() as u64;
         let start = range.start.min(total);
         let end = range.end().map_or(total, |e| e.min(total)).max(start);
@@ -550,7 +585,7 @@ impl Remote for MemRemote {
             .map(|i| Ok(slice.slice(i..(i + READ_CHUNK).min(slice.len()))))
             .collect();
         Ok(ReadResponse {
-            etag: Some(etag),
+            etag,
             total_size: Some(total),
             body: Box::pin(futures_util::stream::iter(chunks)),
         })
@@ -589,7 +624,8 @@ impl Remote for MemRemote {
         if !existed {
             s.touch_parent(path);
         }
-        Ok(PutOutcome { etag: Some(etag) })
+        let etag = (s.etags != ETagReport::Nowhere).then_some(etag);
+        Ok(PutOutcome { etag })
     }
 
     async fn mkdir(&self, path: &RemotePath) -> RemoteResult<()> {
@@ -1441,6 +1477,43 @@ mod tests {
         assert_eq!(r.quota().await.unwrap().available, Some(100));
         r.set_quota(None);
         assert_eq!(r.quota().await.unwrap().available, None);
+    }
+
+    #[tokio::test]
+    async fn etags_can_be_left_out_of_listings_or_everywhere() {
+        let r = MemRemote::new();
+        let tag = r.insert_file("d/f", &b"abc"[..]);
+        r.set_etag_report(ETagReport::NotInListings);
+        let l = r.list(&p("d")).await.unwrap();
+        assert_eq!(l.dir.etag, None);
+        assert_eq!(l.children[0].etag, None);
+        assert_eq!(l.children[0].size, 3);
+        assert!(l.children[0].mtime.is_some());
+        assert_eq!(r.stat(&p("d/f")).await.unwrap().etag, Some(tag.clone()));
+        let got = r
+            .read_range(&p("d/f"), ByteRange::whole(), None)
+            .await
+            .unwrap();
+        assert_eq!(got.etag, Some(tag.clone()));
+        r.set_etag_report(ETagReport::Nowhere);
+        assert_eq!(r.stat(&p("d/f")).await.unwrap().etag, None);
+        let got = r
+            .read_range(&p("d/f"), ByteRange::whole(), None)
+            .await
+            .unwrap();
+        assert_eq!(got.etag, None);
+        let out = r
+            .put(&p("d/f"), b"x".to_vec().into(), PutCondition::None)
+            .await;
+        assert_eq!(out.unwrap().etag, None);
+        assert!(r.list(&p("d")).await.unwrap().children[0].etag.is_none());
+        // The tree keeps its versions all the same.
+        assert_ne!(r.etag("d/f"), Some(tag));
+        r.set_etag_report(ETagReport::Everywhere);
+        assert_eq!(
+            r.list(&p("d")).await.unwrap().children[0].etag,
+            r.etag("d/f")
+        );
     }
 
     #[tokio::test]

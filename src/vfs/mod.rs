@@ -222,14 +222,7 @@ fn version_key(t: &Tree, ino: Ino) -> VfsResult<(ObjectKey, Option<ETag>)> {
 fn version_of(node: &Node) -> ETag {
     match &node.etag {
         Some(e) => e.clone(),
-        None => {
-            let secs = node
-                .mtime
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            ETag::strong(format!("cloudmount-size{}-mtime{secs}", node.size))
-        }
+        None => ETag::stand_in(node.size, node.mtime),
     }
 }
 

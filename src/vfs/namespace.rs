@@ -325,7 +325,7 @@ impl Vfs {
             let (dkind, dpending, detag) = {
                 let t = self.tree();
                 let n = t.get(d).ok_or(VfsError::NotFound)?;
-                (n.kind, n.pending_create, n.etag.clone())
+                (n.kind, n.pending_create, Some(version_of(n)))
             };
             match (src_kind, dkind) {
                 (FileKind::Dir, FileKind::File) => return Err(VfsError::NotDir),
@@ -358,7 +358,7 @@ impl Vfs {
         if let Some(d) = dst {
             if let Some(n) = self.tree().get(d) {
                 dst_on_server = !n.pending_create;
-                dst_etag = n.etag.clone();
+                dst_etag = Some(version_of(n));
             }
             // The target is replaced: programs reading it keep their version (see `unlink`).
             if dst_on_server && src_kind == FileKind::File {

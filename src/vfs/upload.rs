@@ -12,7 +12,10 @@
 //!
 //! Conflicts: when the server's copy is not the version the change was based on (or a file
 //! appeared where ours is new), both are kept: the server's version keeps the name and ours
-//! goes to a conflict copy (see [`super::conflict`]). A file that is itself a conflict copy is
+//! goes to a conflict copy (see [`super::conflict`]). Versions are compared by
+//! [`crate::remote::version::check`]: ETag with ETag, or (on servers that list no ETag) size
+//! and last-modified time with size and last-modified time; when the check cannot tell, the
+//! server's copy counts as changed. A file that is itself a conflict copy is
 //! never copied again: the newer version wins. A false conflict (the server already has exactly
 //! our bytes, e.g. our own upload whose confirmation was lost in a crash) is recognised by
 //! comparing sizes and then the bytes, and counts as uploaded.
@@ -26,15 +29,18 @@ use futures_util::StreamExt;
 use super::conflict;
 use super::queue::UploadOptions;
 use crate::meta::DirtyRecord;
+use crate::remote::version::{self, Verdict};
 use crate::remote::{
-    ByteRange, ETag, Entry, PutBody, PutCondition, Remote, RemoteError, RemotePath, RemoteResult,
+    ByteRange, ETag, Entry, EntryKind, PutBody, PutCondition, PutOutcome, Remote, RemoteError,
+    RemotePath, RemoteResult,
 };
 
 /// How a dirty file reached the server.
 #[derive(Debug)]
 pub(crate) enum Sent {
-    /// Under its own name, as this version.
-    Uploaded(Option<ETag>),
+    /// Under its own name; what the server has there now, when it could be learnt (its ETag,
+    /// size and mtime name the version the next change is based on).
+    Uploaded(Option<Entry>),
     /// The server had another version: ours went to `copy`.
     Conflict {
         copy: RemotePath,
@@ -149,11 +155,14 @@ pub(crate) async fn send(
             }
             Some(e) => {
                 overwrite = true;
-                let changed = matches!((&rec.base_etag, &e.etag), (Some(b), Some(s)) if b != s);
-                if changed && !is_copy {
+                let verdict = version::check(rec.base_etag.as_ref(), &e);
+                if verdict != Verdict::Same && !is_copy {
+                    if verdict == Verdict::Unknown {
+                        tracing::info!(path = %path, base = ?rec.base_etag, "cannot tell whether the server's copy is the version this change was based on: treated as changed");
+                    }
                     if ours_before(remote, rec, &e).await? {
                         let mut r = rec.clone();
-                        r.base_etag = e.etag.clone();
+                        r.base_etag = version::of(&e);
                         rebased = Some(r);
                     } else {
                         conflicting = Some(e);
@@ -176,7 +185,7 @@ pub(crate) async fn send(
     let rec = rebased.as_ref().unwrap_or(rec);
     if let Some(server) = conflicting {
         if same_content(remote, path, &server, file, size).await? {
-            return Ok(Some(Sent::Uploaded(server.etag)));
+            return Ok(Some(Sent::Uploaded(Some(server))));
         }
         return to_conflict_copy(remote, rec, file, size, opts, None)
             .await
@@ -215,7 +224,7 @@ pub(crate) async fn send(
             }
         }
         match remote.rename(&temp, path, overwrite).await {
-            Ok(()) => Ok(Some(Sent::Uploaded(stat_etag(remote, path).await))),
+            Ok(()) => Ok(Some(Sent::Uploaded(stat_placed(remote, path).await))),
             Err(
                 e @ (RemoteError::AlreadyExists { .. } | RemoteError::PreconditionFailed { .. }),
             ) => {
@@ -227,7 +236,7 @@ pub(crate) async fn send(
                 // A file appeared where ours is new (or changed since the check).
                 if same_content(remote, path, &server, file, size).await? {
                     let _ = remote.delete(&temp).await;
-                    return Ok(Some(Sent::Uploaded(server.etag)));
+                    return Ok(Some(Sent::Uploaded(Some(server))));
                 }
                 to_conflict_copy(remote, rec, file, size, opts, Some(&temp))
                     .await
@@ -283,7 +292,8 @@ async fn put_in_place(
     let path = &rec.path;
     let cond = if overwrite {
         match (&rec.base_etag, rec.on_server && !is_copy) {
-            (Some(b), true) => PutCondition::IfMatch(b.clone()),
+            // A stand-in is no tag of the server's: checked by `send` only.
+            (Some(b), true) if !b.is_stand_in() => PutCondition::IfMatch(b.clone()),
             _ => PutCondition::None,
         }
     } else {
@@ -294,11 +304,19 @@ async fn put_in_place(
         len: size,
     };
     match remote.put(path, body, cond).await {
-        Ok(out) => Ok(Sent::Uploaded(out.etag)),
+        Ok(PutOutcome { etag: Some(etag) }) => Ok(Sent::Uploaded(Some(Entry {
+            path: path.clone(),
+            kind: EntryKind::File,
+            size,
+            mtime: None,
+            etag: Some(etag),
+            content_type: None,
+        }))),
+        Ok(PutOutcome { etag: None }) => Ok(Sent::Uploaded(stat_placed(remote, path).await)),
         Err(RemoteError::PreconditionFailed { .. }) => {
             if let Some(server) = current(remote, path).await? {
                 if same_content(remote, path, &server, file, size).await? {
-                    return Ok(Sent::Uploaded(server.etag));
+                    return Ok(Sent::Uploaded(Some(server)));
                 }
             }
             to_conflict_copy(remote, rec, file, size, opts, None).await
@@ -307,11 +325,12 @@ async fn put_in_place(
     }
 }
 
-async fn stat_etag(remote: &dyn Remote, path: &RemotePath) -> Option<ETag> {
+/// What the server has at `path` after we placed a file there (`None`: could not be learnt).
+async fn stat_placed(remote: &dyn Remote, path: &RemotePath) -> Option<Entry> {
     match remote.stat(path).await {
-        Ok(e) => e.etag,
+        Ok(e) => Some(e),
         Err(e) => {
-            tracing::debug!(error = %e, path = %path, "no ETag after upload");
+            tracing::debug!(error = %e, path = %path, "no version after upload");
             None
         }
     }
@@ -350,7 +369,7 @@ async fn to_conflict_copy(
             Ok(()) => {
                 tracing::warn!(path = %rec.path, copy = %copy, "conflict: the server's version keeps the name, ours was uploaded as a conflict copy");
                 return Ok(Sent::Conflict {
-                    copy_etag: stat_etag(remote, &copy).await,
+                    copy_etag: stat_placed(remote, &copy).await.and_then(|e| e.etag),
                     copy,
                 });
             }
@@ -539,10 +558,11 @@ mod tests {
             let m = MemRemote::new();
             let (_d, f) = local(b"hello");
             let r = rec("a.txt", None, false);
-            let Sent::Uploaded(etag) = send_now(&m, &r, &f, 5, &opts(via_temp)).await.unwrap()
+            let Sent::Uploaded(placed) = send_now(&m, &r, &f, 5, &opts(via_temp)).await.unwrap()
             else {
                 panic!("conflict")
             };
+            let etag = placed.as_ref().and_then(version::of);
             assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"hello");
             std::fs::write(&f, b"world!").unwrap();
             let r2 = rec("a.txt", etag, true);
@@ -646,6 +666,109 @@ mod tests {
         ));
         assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"mine");
         assert_eq!(m.paths().len(), 1);
+    }
+
+    /// The base a file staged from a listing without ETags gets: a stand-in (size, mtime).
+    async fn listed_base(m: &MemRemote, path: &str) -> Option<ETag> {
+        let p = RemotePath::new(path).unwrap();
+        let parent = p.parent().unwrap_or_else(RemotePath::root);
+        let l = m.list(&parent).await.unwrap();
+        let e = l.children.iter().find(|e| e.path == p).unwrap();
+        assert_eq!(e.etag, None, "the listing has no ETag");
+        version::of(e)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_lists_no_etags_keeps_changes_made_elsewhere() {
+        use crate::remote::mem::ETagReport;
+        for report in [ETagReport::NotInListings, ETagReport::Nowhere] {
+            for via_temp in [true, false] {
+                let m = MemRemote::new();
+                m.set_etag_report(report);
+                m.insert_file("d/c.txt", &b"base"[..]);
+                let base = listed_base(&m, "d/c.txt").await;
+                assert!(base.as_ref().is_some_and(ETag::is_stand_in));
+                // Another client's edit (the pre-upload stat may well have an ETag now).
+                m.insert_file("d/c.txt", &b"theirs"[..]);
+                let (_d, f) = local(b"base+ours");
+                let r = rec("d/c.txt", base, true);
+                let sent = send_now(&m, &r, &f, 9, &opts(via_temp)).await.unwrap();
+                let Sent::Conflict { copy, .. } = sent else {
+                    panic!("{report:?} via_temp={via_temp}: the other edit was overwritten")
+                };
+                assert_eq!(m.file_bytes("d/c.txt").unwrap(), b"theirs");
+                assert_eq!(m.file_bytes(copy.as_str()).unwrap(), b"base+ours");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_same_size_edit_is_seen_by_its_mtime_when_there_are_no_etags() {
+        use crate::remote::mem::ETagReport;
+        let m = MemRemote::new();
+        m.set_etag_report(ETagReport::Nowhere);
+        m.insert_file("c.txt", &b"base"[..]);
+        let old = SystemTime::now() - Duration::from_secs(10);
+        m.set_mtime("c.txt", old);
+        let base = listed_base(&m, "c.txt").await;
+        m.insert_file("c.txt", &b"BASE"[..]);
+        let (_d, f) = local(b"mine");
+        let sent = send_now(&m, &rec("c.txt", base, true), &f, 4, &opts(true))
+            .await
+            .unwrap();
+        assert!(matches!(sent, Sent::Conflict { .. }), "{sent:?}");
+        assert_eq!(m.file_bytes("c.txt").unwrap(), b"BASE");
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_file_without_listed_etags_is_replaced_without_a_conflict() {
+        use crate::remote::mem::ETagReport;
+        for report in [ETagReport::NotInListings, ETagReport::Nowhere] {
+            for via_temp in [true, false] {
+                let m = MemRemote::new();
+                m.set_etag_report(report);
+                m.insert_file("c.txt", &b"base"[..]);
+                let base = listed_base(&m, "c.txt").await;
+                let (_d, f) = local(b"base+ours");
+                let r = rec("c.txt", base, true);
+                let Sent::Uploaded(placed) =
+                    send_now(&m, &r, &f, 9, &opts(via_temp)).await.unwrap()
+                else {
+                    panic!("{report:?} via_temp={via_temp}: a false conflict")
+                };
+                assert_eq!(m.file_bytes("c.txt").unwrap(), b"base+ours");
+                assert_eq!(m.paths(), vec!["c.txt".to_string()]);
+                // The next change is based on a version the next check can compare.
+                let next = placed.as_ref().and_then(version::of);
+                let now = m.stat(&r.path).await.unwrap();
+                assert_eq!(version::check(next.as_ref(), &now), Verdict::Same);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_base_that_cannot_be_compared_is_a_conflict_never_an_overwrite() {
+        for via_temp in [true, false] {
+            let m = MemRemote::new();
+            m.insert_file("c.txt", &b"theirs"[..]);
+            let (_d, f) = local(b"ours");
+            let sent = send_now(&m, &rec("c.txt", None, true), &f, 4, &opts(via_temp))
+                .await
+                .unwrap();
+            let Sent::Conflict { copy, .. } = sent else {
+                panic!("unknown base taken for unchanged")
+            };
+            assert_eq!(m.file_bytes("c.txt").unwrap(), b"theirs");
+            assert_eq!(m.file_bytes(copy.as_str()).unwrap(), b"ours");
+            // Unless the server has exactly our bytes already.
+            let m = MemRemote::new();
+            m.insert_file("c.txt", &b"ours"[..]);
+            let sent = send_now(&m, &rec("c.txt", None, true), &f, 4, &opts(via_temp))
+                .await
+                .unwrap();
+            assert!(matches!(sent, Sent::Uploaded(_)));
+            assert_eq!(m.paths(), vec!["c.txt".to_string()]);
+        }
     }
 
     #[tokio::test]

@@ -150,7 +150,10 @@ impl Vfs {
         let (size, etag, pending) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
-            (n.size, n.etag.clone(), n.pending_create)
+            // The version staged, named even when the server lists no ETag: the base the
+            // check before the upload compares with (`remote::version`).
+            let base = (!n.pending_create).then(|| version_of(n));
+            (n.size, base, n.pending_create)
         };
         let path = self.staging_dir.join(format!(
             "{:016x}-{ino}-{}",

@@ -21,7 +21,7 @@ use super::write::{self, Staged, StagedState};
 use super::{meta_op, now, off_thread, tree::Node, FileKind, Ino, Vfs, VfsResult};
 use crate::cache::{CacheLayout, ObjectKey};
 use crate::meta::{AreaId, DirtyRecord, EntryRecord};
-use crate::remote::{ETag, EntryKind, RemoteError, RemotePath};
+use crate::remote::{self, ETag, EntryKind, RemoteError, RemotePath};
 
 impl Vfs {
     /// The staging file's name relative to the cache dir, as stored in a dirty record.
@@ -368,7 +368,17 @@ impl Vfs {
         let ino = ino.or_else(|| self.ino_holding(area, &rec.path, st));
         let id = rec.id;
         match sent {
-            Sent::Uploaded(etag) => {
+            Sent::Uploaded(placed) => {
+                // The server's ETag (what reads may ask for), and the version the next change
+                // is based on: that ETag, or a stand-in from size and mtime when the server
+                // gives none (then the node and the stored listing take the server's mtime,
+                // so that the stand-in made from them later is this one).
+                let etag = placed.as_ref().and_then(|e| e.etag.clone());
+                let server_version = placed.as_ref().and_then(remote::version::of);
+                let server_mtime = placed
+                    .as_ref()
+                    .filter(|_| etag.is_none())
+                    .and_then(|e| e.mtime);
                 // The record goes, and the file enters its folder's stored listing, at once
                 // (after a crash between the two the file would be missing from a listing
                 // the next start trusts). A record gone already means the file was committed
@@ -377,7 +387,7 @@ impl Vfs {
                     name: rec.path.name().to_string(),
                     kind: EntryKind::File,
                     size,
-                    mtime: Some(now()),
+                    mtime: Some(server_mtime.unwrap_or_else(now)),
                     etag: etag.clone(),
                 };
                 let p = rec.path.clone();
@@ -401,9 +411,22 @@ impl Vfs {
                     *note = true;
                 }
                 drop(note);
+                let newer = match (newer, &etag, &server_version) {
+                    // Rebased above on the ETag, which the server does not give: on the
+                    // stand-in instead (after a crash in between it has no base, which the
+                    // check before its upload takes for "changed").
+                    (Some(_), None, Some(v)) => {
+                        let (p, v) = (rec.path.clone(), v.clone());
+                        meta_op(&self.meta, move |m| {
+                            m.set_dirty_base(area, &p, Some(&v), true)
+                        })
+                        .await?
+                    }
+                    (newer, _, _) => newer,
+                };
                 {
                     let mut s = st.state();
-                    s.base = etag.clone();
+                    s.base = server_version.clone();
                     s.exists_remote = true;
                     s.error = None;
                     if removed.is_some() && s.version == version {
@@ -415,6 +438,11 @@ impl Vfs {
                 }
                 if let Some(ino) = ino {
                     self.mark_uploaded(ino, etag.clone(), size);
+                    if let Some(m) = server_mtime {
+                        if let Some(n) = self.tree().get_mut(ino) {
+                            n.mtime = m;
+                        }
+                    }
                 }
                 drop(commit);
                 tracing::debug!(file = %rec.path, size, "uploaded");
@@ -463,6 +491,9 @@ impl Vfs {
                             Some(e) => {
                                 n.etag = e.etag.clone();
                                 n.size = e.size;
+                                if let Some(m) = e.mtime {
+                                    n.mtime = m;
+                                }
                             }
                             None => n.etag = None,
                         }

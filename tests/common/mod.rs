@@ -24,7 +24,7 @@ pub fn env(name: &str) -> String {
         Ok(v) if !v.is_empty() => v,
         _ => panic!(
             "{name} is not set: this test needs the real WebDAV servers. Run the test command \
-             `tests/run.sh` (it installs and starts Apache Basic/Digest and rclone serve webdav)."
+             `tests/run.sh` (it installs and starts Apache Basic/Digest, rclone serve webdav and nginx)."
         ),
     }
 }

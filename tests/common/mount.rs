@@ -80,6 +80,24 @@ impl Server {
         }
     }
 
+    /// nginx with its dav and dav-ext modules: no ETag in listings (GET and HEAD have one),
+    /// dot names left out of listings, no quota, no PROPPATCH (tests/servers/README.md).
+    pub fn nginx() -> Server {
+        Server {
+            name: "nginx",
+            url: super::env("CLOUDMOUNT_TEST_NGINX_URL"),
+            user: test_user(),
+            password: test_password(),
+            access_log: None,
+        }
+    }
+
+    /// Whether the server leaves names starting with a dot out of its listings (nginx
+    /// dav-ext): such files exist, but a listing does not show them.
+    pub fn lists_dot_names(&self) -> bool {
+        self.name != "nginx"
+    }
+
     pub fn embedded(s: &super::EmbeddedServer) -> Server {
         Server {
             name: "embedded",

@@ -4,8 +4,8 @@
 #
 #   cm_ensure_packages   install missing Debian packages (apt-get, once)
 #   cm_ensure_test_tools install the external test suites fsx and pjdfstest (cargo, once)
-#   cm_start_servers     start Apache (Basic + Digest vhosts) and rclone, wait for them, export
-#                        CLOUDMOUNT_TEST_* variables
+#   cm_start_servers     start Apache (Basic + Digest vhosts), rclone and nginx, wait for them,
+#                        export CLOUDMOUNT_TEST_* variables
 #   cm_stop_servers      stop everything started here and remove the temp dir (idempotent)
 
 CM_SERVERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +16,7 @@ CM_READY_TIMEOUT=${CM_READY_TIMEOUT:-20}   # seconds each server gets to answer
 CM_TMP=""
 CM_APACHE_PID=""
 CM_RCLONE_PID=""
+CM_NGINX_PID=""
 CM_PICKED_PORTS=" "
 
 cm_log() { printf '[test-servers] %s\n' "$*" >&2; }
@@ -26,7 +27,11 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # apache2-bin, not apache2: it has /usr/sbin/apache2 and every module we load, but no system
 # service and no /etc/apache2, so installing it starts nothing on port 80.
-CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux)
+# nginx (the core binary, with the built-in dav module) and the dav-ext module (PROPFIND,
+# OPTIONS) do come with a system service: cm_ensure_packages keeps apt from starting it.
+CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
+    nginx libnginx-mod-http-dav-ext)
+CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
 cm_pkg_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
@@ -44,9 +49,22 @@ cm_ensure_packages() {
         command -v sudo >/dev/null || cm_die "not root and no sudo: cannot install ${missing[*]}"
         sudo=(sudo)
     fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${missing[@]}" </dev/null
+    # A policy-rc.d that says "no" (exit 101) keeps the maintainer scripts from starting (or
+    # restarting) a system service, nginx's on port 80 in particular. Ours only if there was none.
+    local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# cloudmount tests/servers/lib.sh: no service starts during install\nexit 101\n' \
+            | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 0755 "$policy"
+        own_policy=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null || rc=$?
+    if [ $rc -eq 0 ]; then
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${missing[@]}" </dev/null || rc=$?
+    fi
+    [ $own_policy -eq 1 ] && "${sudo[@]}" rm -f "$policy"
+    [ $rc -eq 0 ] || cm_die "apt-get failed (exit $rc) installing ${missing[*]}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +214,9 @@ cm_make_tmp() {
             || cm_die "$d is not world-searchable: www-data cannot reach $CM_TMP (set CLOUDMOUNT_TEST_SERVERS_TMP)"
     done
     mkdir -p "$CM_TMP"/{apache/run,apache/davlock,apache/empty,data/apache-basic,data/apache-digest,data/rclone,rclone-cache}
+    # nginx serves /dav/ from its root: the data dir is <root>/dav. Its temp dir (request
+    # bodies of PUTs) must be on the same file system as the data dir (nginx renames into place).
+    mkdir -p "$CM_TMP"/{nginx/www/dav,nginx/tmp/body,nginx/tmp/proxy,nginx/tmp/fastcgi,nginx/tmp/uwsgi,nginx/tmp/scgi}
     : >"$CM_TMP/rclone.conf"
 }
 
@@ -219,7 +240,7 @@ cm_make_credentials() {
         chown root:www-data "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
         chmod 0640 "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
         chown -R www-data:www-data "$CM_TMP/data/apache-basic" "$CM_TMP/data/apache-digest" \
-            "$CM_TMP/apache/davlock"
+            "$CM_TMP/apache/davlock" "$CM_TMP/nginx/www/dav" "$CM_TMP/nginx/tmp"
     fi
 }
 
@@ -308,15 +329,62 @@ cm_start_rclone() {
     cm_die "rclone: could not bind a free port after 5 attempts"
 }
 
+cm_start_nginx() {
+    local attempt rc types=/dev/null user=""
+    [ -r /etc/nginx/mime.types ] && types=/etc/nginx/mime.types
+    [ -r "$CM_NGINX_DAV_EXT" ] || cm_die "$CM_NGINX_DAV_EXT missing (package libnginx-mod-http-dav-ext)"
+    # As root, the workers run as www-data (like Apache's); otherwise as whoever runs this.
+    [ "$(id -u)" -eq 0 ] && user="user www-data www-data;"
+    for attempt in 1 2 3 4 5; do
+        cm_pick_port; CM_PORT_NGINX=$CM_PORT
+        CM_NGINX_CONF="$CM_TMP/nginx/nginx.conf"
+        sed -e "s|@NGINX_DIR@|$CM_TMP/nginx|g" \
+            -e "s|@PORT@|$CM_PORT_NGINX|g" \
+            -e "s|@USER@|$user|g" \
+            -e "s|@DAV_EXT@|$CM_NGINX_DAV_EXT|g" \
+            -e "s|@HTPASSWD@|$CM_TMP/htpasswd|g" \
+            -e "s|@REALM@|$CM_REALM|g" \
+            -e "s|@TYPES_CONFIG@|$types|g" \
+            "$CM_SERVERS_DIR/nginx-dav.conf.in" >"$CM_NGINX_CONF"
+        grep -q '@[A-Z_]*@' "$CM_NGINX_CONF" && cm_die "unfilled placeholder in $CM_NGINX_CONF"
+        /usr/sbin/nginx -t -q -p "$CM_TMP/nginx" -e "$CM_TMP/nginx/error.log" -c "$CM_NGINX_CONF" \
+            >"$CM_TMP/nginx/configtest.log" 2>&1 \
+            || { cm_show_log "nginx -t" "$CM_TMP/nginx/configtest.log"; cm_die "nginx config invalid"; }
+        : >"$CM_TMP/nginx/error.log"
+        cm_spawn "$CM_TMP/nginx/stderr.log" /usr/sbin/nginx -p "$CM_TMP/nginx" \
+            -e "$CM_TMP/nginx/error.log" -c "$CM_NGINX_CONF"
+        CM_NGINX_PID=$CM_SPAWNED_PID
+        rc=0
+        cm_wait_ready "$CM_NGINX_PID" "http://127.0.0.1:$CM_PORT_NGINX/dav/" \
+            -K "$CM_TMP/curl-basic.conf" || rc=$?
+        [ $rc -eq 0 ] && return 0
+        if [ $rc -eq 2 ] && grep -qi 'address already in use' \
+            "$CM_TMP/nginx/error.log" "$CM_TMP/nginx/stderr.log" 2>/dev/null; then
+            cm_log "nginx: port taken meanwhile, retrying with another port"
+            wait "$CM_NGINX_PID" 2>/dev/null || true
+            CM_NGINX_PID=""
+            continue
+        fi
+        cm_show_log "nginx error log" "$CM_TMP/nginx/error.log"
+        cm_show_log "nginx stderr" "$CM_TMP/nginx/stderr.log"
+        if [ $rc -eq 2 ]; then
+            cm_die "nginx exited during start-up"
+        fi
+        cm_die "nginx did not answer PROPFIND with 207 within ${CM_READY_TIMEOUT}s (last HTTP status: ${CM_LAST_CODE:-none})"
+    done
+    cm_die "nginx: could not bind a free port after 5 attempts"
+}
+
 cm_start_servers() {
     local p
-    for p in /usr/sbin/apache2 htpasswd rclone curl md5sum; do
+    for p in /usr/sbin/apache2 /usr/sbin/nginx htpasswd rclone curl md5sum; do
         command -v "$p" >/dev/null || cm_die "$p not found (did package installation fail?)"
     done
     cm_make_tmp
     cm_make_credentials
     cm_start_apache
     cm_start_rclone
+    cm_start_nginx
 
     export CLOUDMOUNT_TEST_SERVERS=1
     export CLOUDMOUNT_TEST_USER="$CM_TEST_USER"
@@ -324,17 +392,20 @@ cm_start_servers() {
     export CLOUDMOUNT_TEST_APACHE_BASIC_URL="http://127.0.0.1:$CM_PORT_BASIC/dav/"
     export CLOUDMOUNT_TEST_APACHE_DIGEST_URL="http://127.0.0.1:$CM_PORT_DIGEST/dav/"
     export CLOUDMOUNT_TEST_RCLONE_URL="http://127.0.0.1:$CM_PORT_RCLONE/"
+    export CLOUDMOUNT_TEST_NGINX_URL="http://127.0.0.1:$CM_PORT_NGINX/dav/"
     export CLOUDMOUNT_TEST_APACHE_ACCESS_LOG="$CM_TMP/apache/basic-access.log"
     export CLOUDMOUNT_TEST_APACHE_DIGEST_ACCESS_LOG="$CM_TMP/apache/digest-access.log"
     export CLOUDMOUNT_TEST_APACHE_BASIC_DIR="$CM_TMP/data/apache-basic"
     export CLOUDMOUNT_TEST_APACHE_DIGEST_DIR="$CM_TMP/data/apache-digest"
     export CLOUDMOUNT_TEST_RCLONE_DIR="$CM_TMP/data/rclone"
+    export CLOUDMOUNT_TEST_NGINX_DIR="$CM_TMP/nginx/www/dav"
     export CLOUDMOUNT_TEST_APACHE_CONF="$CM_APACHE_CONF"
     export CLOUDMOUNT_TEST_DIGEST_REALM="$CM_REALM"
 
     cm_log "Apache mod_dav, Basic auth : $CLOUDMOUNT_TEST_APACHE_BASIC_URL (pid $CM_APACHE_PID)"
     cm_log "Apache mod_dav, Digest auth: $CLOUDMOUNT_TEST_APACHE_DIGEST_URL (same httpd, realm $CM_REALM, nonce lifetime 2 s)"
     cm_log "rclone serve webdav, Basic : $CLOUDMOUNT_TEST_RCLONE_URL (pid $CM_RCLONE_PID)"
+    cm_log "nginx dav + dav-ext, Basic  : $CLOUDMOUNT_TEST_NGINX_URL (pid $CM_NGINX_PID)"
     cm_log "user $CM_TEST_USER, random password in \$CLOUDMOUNT_TEST_PASSWORD; logs under $CM_TMP"
 }
 
@@ -346,6 +417,8 @@ cm_write_env_file() { # file: shell-sourceable exports (contains the password; m
 }
 
 cm_stop_servers() {
+    cm_stop_pid nginx "$CM_NGINX_PID"
+    CM_NGINX_PID=""
     cm_stop_pid rclone "$CM_RCLONE_PID"
     CM_RCLONE_PID=""
     cm_stop_pid apache "$CM_APACHE_PID"

@@ -456,7 +456,11 @@ impl WebDavRemote {
                 let progress = Arc::new(Progress::new(body.len()));
                 let rb = rb.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
                 let rb = match body {
-                    PutBody::Bytes(b) if b.is_empty() => rb.body(b.clone()),
+                    // Content-Length: 0 said out loud: without it nginx's dav module finds no
+                    // body and answers 500 ("PUT request body must be in a file").
+                    PutBody::Bytes(b) if b.is_empty() => rb
+                        .header(reqwest::header::CONTENT_LENGTH, 0)
+                        .body(b.clone()),
                     _ => rb.header(reqwest::header::CONTENT_LENGTH, body.len()).body(
                         reqwest::Body::wrap_stream(ProgressBody {
                             inner: body.open(),
@@ -708,6 +712,11 @@ impl WebDavRemote {
         })
     }
 
+    /// Whether `path` is a collection (false when that cannot be learnt).
+    async fn is_collection(&self, path: &RemotePath) -> bool {
+        matches!(self.stat(path).await, Ok(e) if e.is_dir())
+    }
+
     /// ETag from a HEAD, for servers whose PROPFIND has no getetag.
     async fn head_etag(&self, path: &RemotePath) -> RemoteResult<Option<ETag>> {
         let url = self.url(path, false);
@@ -747,11 +756,24 @@ impl WebDavRemote {
             });
         }
         let m = method(name);
-        let url = self.url(from, false);
-        let mut req =
-            Req::new(m.clone(), url).header("overwrite", if overwrite { "T" } else { "F" });
-        req.destination = Some(to.clone());
-        let resp = self.send(req).await?;
+        let attempt = |collection: bool| {
+            let url = self.url(from, collection);
+            let mut req =
+                Req::new(m.clone(), url).header("overwrite", if overwrite { "T" } else { "F" });
+            // The destination gets a trailing slash when the source has one (see `build`).
+            req.destination = Some(to.clone());
+            self.send(req)
+        };
+        let mut resp = attempt(false).await?;
+        if matches!(
+            resp.status(),
+            StatusCode::BAD_REQUEST | StatusCode::CONFLICT
+        ) && self.is_collection(from).await
+        {
+            // nginx moves or copies a collection only when both URLs end with a slash
+            // (400 "is collection" otherwise).
+            resp = attempt(true).await?;
+        }
         let url = resp.url().clone();
         let err = match resp.status() {
             StatusCode::PRECONDITION_FAILED if !overwrite => {
@@ -1314,7 +1336,11 @@ impl Remote for WebDavRemote {
         }
         let m = Method::DELETE;
         let url = self.url(path, false);
-        let resp = self.send(Req::new(m.clone(), url)).await?;
+        let mut resp = self.send(Req::new(m.clone(), url)).await?;
+        if resp.status() == StatusCode::CONFLICT && self.is_collection(path).await {
+            // nginx deletes a collection only by its URL with a trailing slash (409 otherwise).
+            resp = self.send(Req::new(m.clone(), self.url(path, true))).await?;
+        }
         let url = resp.url().clone();
         Self::ok_or_status(&m, &url, resp.status())
     }
