@@ -198,6 +198,11 @@ pub struct MountArgs {
     #[arg(long)]
     pub allow_other: bool,
 
+    /// Mount even over a directory that holds files (they are hidden until the unmount);
+    /// without it such a mount point is refused
+    #[arg(long)]
+    pub allow_non_empty: bool,
+
     /// In read-only mounts and areas, never let the kernel read cached large files directly
     /// (FUSE passthrough, used when run as root on Linux 6.9 or later): every read then goes
     /// through the daemon and the kernel's page cache
@@ -233,6 +238,7 @@ impl MountArgs {
             read_only: self.read_only.then_some(true),
             allow_other: self.allow_other.then_some(true),
             passthrough: self.no_passthrough.then_some(false),
+            allow_non_empty: self.allow_non_empty.then_some(true),
             config: self.config.clone(),
         };
         for opts in &self.options {

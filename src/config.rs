@@ -316,6 +316,8 @@ pub struct Profile {
     /// FUSE passthrough for cached large files in read-only mounts and areas (default true;
     /// see `--no-passthrough`).
     pub passthrough: Option<bool>,
+    /// Mount over a directory that holds files (default false; see `--allow-non-empty`).
+    pub allow_non_empty: Option<bool>,
     pub mountpoint: Option<PathBuf>,
 }
 
@@ -427,6 +429,8 @@ pub struct MountRequest {
     pub read_only: Option<bool>,
     pub allow_other: Option<bool>,
     pub passthrough: Option<bool>,
+    /// Mount over a directory that holds files (hiding them until the unmount).
+    pub allow_non_empty: Option<bool>,
     pub config: Option<PathBuf>,
 }
 
@@ -485,6 +489,9 @@ impl MountRequest {
                 }
                 "allow_other" if value.is_none() => {
                     self.allow_other.get_or_insert(true);
+                }
+                "allow_non_empty" | "nonempty" if value.is_none() => {
+                    self.allow_non_empty.get_or_insert(true);
                 }
                 "passthrough" if value.is_none() => {
                     self.passthrough.get_or_insert(true);
@@ -595,6 +602,8 @@ pub struct MountConfig {
     pub allow_other: bool,
     /// FUSE passthrough for cached large files of read-only areas where the kernel allows it.
     pub passthrough: bool,
+    /// Mount over a directory that holds files, hiding them until the unmount.
+    pub allow_non_empty: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
     pub runtime_dir: PathBuf,
 }
@@ -865,6 +874,10 @@ pub fn resolve(
         read_only: req.read_only.or(profile.read_only).unwrap_or(false),
         allow_other: req.allow_other.or(profile.allow_other).unwrap_or(false),
         passthrough: req.passthrough.or(profile.passthrough).unwrap_or(true),
+        allow_non_empty: req
+            .allow_non_empty
+            .or(profile.allow_non_empty)
+            .unwrap_or(false),
         runtime_dir: dirs.runtime.clone(),
     })
 }

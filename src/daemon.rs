@@ -100,6 +100,12 @@ pub enum DaemonError {
     MountPointMissing(PathBuf),
     #[error("mount point {} is not a directory", .0.display())]
     MountPointNotDir(PathBuf),
+    #[error(
+        "mount point {} is not empty: mounting over it would hide its files until the unmount; \
+         use an empty directory, or pass --allow-non-empty (-o nonempty) to mount anyway",
+        .0.display()
+    )]
+    MountPointNotEmpty(PathBuf),
     #[error("cannot use mount point {}: {source}", path.display())]
     MountPointAccess { path: PathBuf, source: io::Error },
     #[error("{} is already mounted (cloudmount); unmount it first with: cloudmount unmount {}", .0.display(), .0.display())]
@@ -212,6 +218,16 @@ fn check_mountpoint(path: &Path, warnings: &mut Vec<String>) -> Result<PathBuf, 
     Ok(canonical)
 }
 
+/// Whether the directory `dir` holds anything.
+fn has_entries(dir: &Path) -> Result<bool, DaemonError> {
+    std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .map_err(|source| DaemonError::MountPointAccess {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
 /// Fails if something is mounted at `abs`, except a dead cloudmount mount, which is detached.
 fn check_not_mounted(abs: &Path, warnings: &mut Vec<String>) -> Result<(), DaemonError> {
     let entry = mounts::mount_at(abs).map_err(|source| DaemonError::MountPointAccess {
@@ -320,6 +336,9 @@ impl std::fmt::Debug for Running {
 pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Running, DaemonError> {
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
+    if !cfg.allow_non_empty && has_entries(&mountpoint)? {
+        return Err(DaemonError::MountPointNotEmpty(mountpoint));
+    }
     mounts::check_fuse_available()?;
     let has_cache = CacheLayout::new(&cfg.cache_dir).meta_db().exists();
 
@@ -373,6 +392,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     let options = MountOptions {
         allow_other: cfg.allow_other,
         read_only: cfg.read_only,
+        source: mounts::source_name(&cfg.source),
     };
     let (vfs2, mp) = (vfs.clone(), mountpoint.clone());
     let mount = tokio::task::spawn_blocking(move || crate::fuse::mount(vfs2, &mp, &options))
@@ -622,6 +642,7 @@ mod tests {
             read_only: false,
             allow_other: false,
             passthrough: true,
+            allow_non_empty: false,
             runtime_dir: dir.join("run"),
         }
     }

@@ -350,6 +350,31 @@ fn mount_point_missing_or_not_a_directory() {
 
     let o = run(&mut sb.cmd(&["mount", "http://127.0.0.1:1/", "/proc"]));
     assert_one_line_error(&o, &["already a mount point", "proc"]);
+
+    // A directory with files in it: refused before anything else (they would be hidden).
+    let full = sb.mkdir("full");
+    std::fs::write(full.join("mine.txt"), "x").unwrap();
+    let o = run(&mut sb.cmd(&["mount", "http://127.0.0.1:1/", full.to_str().unwrap()]));
+    assert_one_line_error(&o, &["not empty", "--allow-non-empty"]);
+    assert!(!is_mounted(&full));
+    // Allowed, it goes on to the next check (here: the server cannot be reached).
+    let o = run(&mut sb.cmd(&[
+        "mount",
+        "http://127.0.0.1:1/",
+        full.to_str().unwrap(),
+        "--allow-non-empty",
+    ]));
+    assert!(!o.status.success());
+    assert!(!stderr_of(&o).contains("not empty"), "{}", stderr_of(&o));
+    let o = run(&mut sb.cmd(&[
+        "mount",
+        "http://127.0.0.1:1/",
+        full.to_str().unwrap(),
+        "-o",
+        "nonempty",
+    ]));
+    assert!(!stderr_of(&o).contains("not empty"), "{}", stderr_of(&o));
+    assert_eq!(std::fs::read(full.join("mine.txt")).unwrap(), b"x");
 }
 
 #[test]
@@ -514,7 +539,8 @@ fn background_mount_unmount_and_already_mounted() {
     // Live as soon as the command returns.
     let entry = mount_entry(&mp).expect("mounted when `mount` returns");
     assert_eq!(entry.fs_type, "fuse.cloudmount", "{entry:?}");
-    assert_eq!(entry.source, "cloudmount");
+    // `mount` and `df` tell mounts apart by what they were mounted from.
+    assert_eq!(entry.source, format!("cloudmount:{}", srv.url()));
     let pid = daemon_pid(&sb, &mp).expect("state file with the daemon's pid");
     assert!(instance::is_cloudmount_alive(pid));
     let logs = sb.logs();

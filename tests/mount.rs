@@ -1038,7 +1038,14 @@ fn mount_and_unmount_show_in_mountinfo() {
     let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
     let info = mount_info(&m.dir).expect("mounted");
     assert_eq!(info.fs_type, "fuse.cloudmount");
-    assert_eq!(info.source, "cloudmount");
+    // Two mounts are told apart in `mount` and `df` by what they were mounted from.
+    assert_eq!(info.source, format!("cloudmount:{}", dav.url));
+    let df = std::process::Command::new("df")
+        .arg(&m.dir)
+        .output()
+        .expect("run df");
+    let df = String::from_utf8_lossy(&df.stdout);
+    assert!(df.contains(&info.source), "df shows the source: {df}");
     // As root, the daemon raises the kernel's read-ahead of its mount from the 128 KiB the
     // kernel allows FUSE by default to 1 MiB (sequential reads then come in 1 MiB requests).
     if unsafe { libc::geteuid() } == 0 {

@@ -224,6 +224,7 @@ pub fn mount_config(
         read_only: false,
         allow_other: false,
         passthrough: true,
+        allow_non_empty: false,
         runtime_dir: dirs.runtime.clone(),
     })
 }

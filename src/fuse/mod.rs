@@ -762,6 +762,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Mount read-only (the kernel refuses writes with EROFS before they reach us).
     pub read_only: bool,
+    /// What `mount` and `df` show as the source (see [`mounts::source_name`]); empty: plain
+    /// `cloudmount`.
+    pub source: String,
 }
 
 /// Why a mount failed.
@@ -778,7 +781,11 @@ pub enum MountError {
 /// The fuser options of a cloudmount mount.
 fn fuser_config(options: &MountOptions) -> fuser::Config {
     let mut mount_options = vec![
-        MountOption::FSName(mounts::FS_NAME.into()),
+        MountOption::FSName(if options.source.is_empty() {
+            mounts::FS_NAME.into()
+        } else {
+            options.source.clone()
+        }),
         // As `subtype=…` rather than `MountOption::Subtype`: fuser sends `Subtype` only to
         // fusermount, so a mount made directly by root would show plain `fuse`; the kernel and
         // fusermount3 both take `subtype=` and show `fuse.cloudmount`.
@@ -959,8 +966,12 @@ mod tests {
         let c = fuser_config(&MountOptions {
             allow_other: true,
             read_only: true,
+            source: "cloudmount:work".into(),
         });
         assert!(c.mount_options.contains(&MountOption::RO));
+        assert!(c
+            .mount_options
+            .contains(&MountOption::FSName("cloudmount:work".into())));
         assert_eq!(c.acl, SessionACL::All);
     }
 

@@ -98,8 +98,38 @@ impl MountEntry {
     /// A cloudmount mount: `fuse.cloudmount`, or plain `fuse` with our source name (kernels
     /// that do not take the `subtype` option).
     pub fn is_cloudmount(&self) -> bool {
-        self.fs_type == FS_TYPE || (self.fs_type == "fuse" && self.source == FS_NAME)
+        self.fs_type == FS_TYPE
+            || (self.fs_type == "fuse"
+                && (self.source == FS_NAME || self.source.starts_with(&format!("{FS_NAME}:"))))
     }
+}
+
+/// The source a mount shows in `mount` and `df`: `cloudmount:` and the profile or URL it was
+/// mounted from, so two mounts can be told apart. A URL loses any user name and password in
+/// it (the table is world-readable); commas and whitespace, which the kernel's option parser
+/// and the mount table would take apart, are percent-encoded.
+pub fn source_name(source: &str) -> String {
+    let shown = match url::Url::parse(source) {
+        Ok(mut u) if matches!(u.scheme(), "http" | "https") => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => source.to_string(),
+    };
+    let mut out = format!("{FS_NAME}:");
+    for c in shown.chars() {
+        match c {
+            ',' => out.push_str("%2C"),
+            c if c.is_whitespace() || c.is_control() => {
+                for b in c.to_string().bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Decodes the octal escapes (`\040` for a space, …) of mountinfo fields.
@@ -297,6 +327,19 @@ garbage line
 ";
 
     #[test]
+    fn sources_name_the_profile_or_url_without_secrets() {
+        assert_eq!(source_name("work"), "cloudmount:work");
+        assert_eq!(
+            source_name("https://alice:secret@dav.example.com/remote.php/dav/files/alice/"),
+            "cloudmount:https://dav.example.com/remote.php/dav/files/alice/"
+        );
+        assert_eq!(
+            source_name("http://h/a,b c/"),
+            "cloudmount:http://h/a%2Cb%20c/"
+        );
+    }
+
+    #[test]
     fn parses_mountinfo_with_escapes_and_optional_fields() {
         let m = parse_mountinfo(SAMPLE);
         assert_eq!(m.len(), 4);
@@ -305,6 +348,16 @@ garbage line
         assert_eq!(m[1].source, "cloudmount");
         assert!(m[1].is_cloudmount());
         assert!(m[2].is_cloudmount(), "plain fuse with our source name");
+        let named = MountEntry {
+            source: source_name("work"),
+            ..m[2].clone()
+        };
+        assert!(named.is_cloudmount(), "plain fuse with a named source");
+        let other = MountEntry {
+            source: "cloudmountx".into(),
+            ..m[2].clone()
+        };
+        assert!(!other.is_cloudmount());
         assert!(!m[3].is_cloudmount());
         assert!(!m[0].is_cloudmount());
         assert_eq!(m[3].fs_type, "tmpfs");
