@@ -14,6 +14,7 @@
 //! write_back_delay = "500ms"                 # default 500ms: wait after close before uploading
 //! read_only = false
 //! passthrough = true                          # default true: see `--no-passthrough`
+//! allow_non_empty = false                     # default false: see `--allow-non-empty`
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
 //! [[profiles.cloudme.areas]]                  # or areas: each one a folder at the root
