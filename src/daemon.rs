@@ -130,8 +130,18 @@ pub enum DaemonError {
     Remote(RemoteError),
     #[error("cache directory {}: {source}", path.display())]
     CacheDir { path: PathBuf, source: io::Error },
-    #[error("cache directory {} is in use by another cloudmount process (one cache per mount)", .0.display())]
-    CacheInUse(PathBuf),
+    #[error(
+        "cache directory {} is in use by {}; one cache serves one mount: to mount the same \
+         account a second time, give that mount its own cache with --cache-dir DIR",
+        dir.display(),
+        match user { Some(m) => format!("the cloudmount mounted at {}", m.display()),
+                     None => "another cloudmount process".to_string() }
+    )]
+    CacheInUse {
+        dir: PathBuf,
+        /// Where the process holding it has its mount, as it wrote in the lock file.
+        user: Option<PathBuf>,
+    },
     #[error("cannot open the filesystem: {0}")]
     Vfs(#[from] VfsError),
     #[error(transparent)]
@@ -257,7 +267,9 @@ fn check_not_mounted(abs: &Path, warnings: &mut Vec<String>) -> Result<(), Daemo
 }
 
 /// Creates the cache directory (0700) and takes its lock for the life of the daemon.
-fn lock_cache_dir(dir: &Path) -> Result<File, DaemonError> {
+/// Takes the cache directory's lock for this process and writes in the lock file where it
+/// mounts (`mountpoint=…`), so that a second mount of it can say where the first one is.
+fn lock_cache_dir(dir: &Path, mountpoint: &Path) -> Result<File, DaemonError> {
     let io_err = |source| DaemonError::CacheDir {
         path: dir.to_path_buf(),
         source,
@@ -267,21 +279,42 @@ fn lock_cache_dir(dir: &Path) -> Result<File, DaemonError> {
         .mode(0o700)
         .create(dir)
         .map_err(io_err)?;
-    let lock = File::options()
+    let lock_path = CacheLayout::new(dir).daemon_lock();
+    let mut lock = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(CacheLayout::new(dir).daemon_lock())
+        .open(&lock_path)
         .map_err(io_err)?;
     // SAFETY: the descriptor is valid for the life of `lock`.
     let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let e = io::Error::last_os_error();
         return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            DaemonError::CacheInUse(dir.to_path_buf())
+            let user = std::fs::read_to_string(&lock_path).ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("mountpoint="))
+                    .map(PathBuf::from)
+            });
+            DaemonError::CacheInUse {
+                dir: dir.to_path_buf(),
+                user,
+            }
         } else {
             io_err(e)
         });
+    }
+    // Informational only: the lock is the flock, not this text.
+    let text = format!(
+        "pid={}\nmountpoint={}\n",
+        std::process::id(),
+        mountpoint.to_string_lossy().replace(['\n', '\r'], " ")
+    );
+    let written = lock
+        .set_len(0)
+        .and_then(|()| std::io::Write::write_all(&mut lock, text.as_bytes()));
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "cannot note the mount point in the cache's lock file");
     }
     Ok(lock)
 }
@@ -361,7 +394,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
     }
 
     // After the server checks, so that their errors come first.
-    let cache_lock = lock_cache_dir(&cfg.cache_dir)?;
+    let cache_lock = lock_cache_dir(&cfg.cache_dir, &mountpoint)?;
 
     // SAFETY: getuid/getgid have no preconditions and cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -733,13 +766,19 @@ mod tests {
     fn cache_dir_is_locked_once() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("a/b");
-        let first = lock_cache_dir(&cache).unwrap();
-        assert!(matches!(
-            lock_cache_dir(&cache),
-            Err(DaemonError::CacheInUse(_))
-        ));
+        let first = lock_cache_dir(&cache, Path::new("/home/u/Cloud")).unwrap();
+        let e = lock_cache_dir(&cache, Path::new("/elsewhere")).unwrap_err();
+        assert!(
+            matches!(&e, DaemonError::CacheInUse { user: Some(m), .. } if m == Path::new("/home/u/Cloud")),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("mounted at /home/u/Cloud") && msg.contains("--cache-dir"),
+            "{msg}"
+        );
         drop(first);
-        lock_cache_dir(&cache).unwrap();
+        lock_cache_dir(&cache, Path::new("/elsewhere")).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -783,7 +822,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                DaemonError::AlreadyMounted(_) | DaemonError::CacheInUse(_)
+                DaemonError::AlreadyMounted(_) | DaemonError::CacheInUse { .. }
             ),
             "{e}"
         );

@@ -552,6 +552,24 @@ fn background_mount_unmount_and_already_mounted() {
     assert_one_line_error(&o, &["already mounted", "cloudmount unmount"]);
     assert!(is_mounted(&mp));
 
+    // The same account elsewhere (so the same cache): refused, saying where it is mounted and
+    // how to mount it twice.
+    let mp2 = sb.mkdir("mnt2");
+    let _guard2 = MountGuard(mp2.clone());
+    let o = run(sb
+        .cmd(&["mount", &srv.url(), mp2.to_str().unwrap(), "--user", USER])
+        .env("CLOUDMOUNT_PASSWORD", PASSWORD));
+    assert_one_line_error(
+        &o,
+        &[
+            "in use",
+            &format!("mounted at {}", mp.display()),
+            "--cache-dir",
+        ],
+    );
+    assert!(!is_mounted(&mp2));
+    assert!(is_mounted(&mp));
+
     let o = run(&mut sb.cmd(&["unmount", mp.to_str().unwrap()]));
     assert!(o.status.success(), "unmount failed: {}", stderr_of(&o));
     assert!(!is_mounted(&mp), "unmounted when `unmount` returns");
