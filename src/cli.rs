@@ -265,8 +265,8 @@ pub struct UnmountArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Where the cloudmount mount is
-    pub mountpoint: PathBuf,
+    /// Where the cloudmount mount is; without it, one line for each cloudmount mount
+    pub mountpoint: Option<PathBuf>,
 
     /// Print the status as one JSON object instead of a summary
     #[arg(long)]
@@ -449,7 +449,7 @@ mod tests {
             panic!("not status")
         };
         assert!(st.json);
-        assert_eq!(st.mountpoint, PathBuf::from("/mnt/c"));
+        assert_eq!(st.mountpoint, Some(PathBuf::from("/mnt/c")));
         assert!(Cli::try_parse_from(["cloudmount", "status"]).is_err());
         let cli = Cli::try_parse_from(["cloudmount", "demo"]).unwrap();
         let Command::Demo(d) = cli.command else {

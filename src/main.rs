@@ -295,7 +295,10 @@ fn blocker_suffix(s: &VfsStatus) -> String {
 /// `cloudmount status`: the daemon's status, as a summary or as its JSON.
 fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    let instance = Instance::find(&dirs.runtime, &args.mountpoint)?;
+    let Some(mountpoint) = &args.mountpoint else {
+        return status_of_all(&dirs, args.json, rt);
+    };
+    let instance = Instance::find(&dirs.runtime, mountpoint)?;
     let answer = rt.block_on(control::query(&instance))?;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -305,6 +308,49 @@ fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
             out,
             "{}",
             report::summary(instance.mountpoint(), &answer.status)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `cloudmount status` with no mount point: one line for each cloudmount mount (or one JSON
+/// array), asking each daemon this user can reach.
+fn status_of_all(dirs: &Dirs, json: bool, rt: &Runtime) -> CmdResult {
+    let entries: Vec<mounts::MountEntry> = mounts::mounts()?
+        .into_iter()
+        .filter(|e| e.is_cloudmount())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let mut list = Vec::new();
+    for e in &entries {
+        let answer = Instance::find(&dirs.runtime, &e.mount_point)
+            .map_err(|e| e.to_string())
+            .and_then(|i| rt.block_on(control::query(&i)).map_err(|e| e.to_string()));
+        if json {
+            let mut v = serde_json::json!({
+                "mountpoint": e.mount_point,
+                "source": e.source,
+            });
+            match &answer {
+                Ok(a) => v["status"] = serde_json::to_value(&a.status)?,
+                Err(msg) => v["error"] = msg.clone().into(),
+            }
+            list.push(v);
+            continue;
+        }
+        let line = match &answer {
+            Ok(a) => report::one_line(&a.status),
+            Err(msg) => format!("no answer: {msg}"),
+        };
+        writeln!(out, "{}  {}  {line}", e.mount_point.display(), e.source)?;
+    }
+    if json {
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+    } else if entries.is_empty() {
+        writeln!(
+            out,
+            "no cloudmount mount; mount one with: cloudmount mount SOURCE MOUNTPOINT"
         )?;
     }
     out.flush()?;

@@ -894,6 +894,27 @@ fn status_of_a_live_mount_and_unmount_no_wait() {
     wait_until("the upload", Duration::from_secs(30), || {
         std::fs::read(&on_server).is_ok_and(|b| b == b"hello status")
     });
+    // Without a mount point: a line for each cloudmount mount, this one among them.
+    let o = run(&mut sb.cmd(&["status"]));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let listed = stdout_of(&o);
+    let ours = listed
+        .lines()
+        .find(|l| l.starts_with(&format!("{}  ", canonical.display())))
+        .unwrap_or_else(|| panic!("{} not listed:\n{listed}", canonical.display()));
+    assert!(
+        ours.contains(&format!("cloudmount:{}", srv.url())) && ours.contains("online"),
+        "{ours}"
+    );
+    let o = run(&mut sb.cmd(&["status", "--json"]));
+    let all: serde_json::Value = serde_json::from_str(&stdout_of(&o)).expect("a JSON array");
+    let mine = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|m| m["mountpoint"] == canonical.to_str().unwrap())
+        .expect("this mount in the JSON list");
+    assert_eq!(mine["status"]["connection"], "online", "{mine}");
     let status_json = || {
         let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
         assert!(o.status.success(), "{}\n{}", stderr_of(&o), sb.logs());

@@ -124,6 +124,31 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
     out
 }
 
+/// One line for a list of mounts: the connection, the upload queue, problems if any.
+pub fn one_line(s: &VfsStatus) -> String {
+    let mut parts = vec![match s.connection {
+        Connection::Online => "online".to_string(),
+        Connection::Offline => "offline".to_string(),
+        Connection::Unknown => "not contacted yet".to_string(),
+    }];
+    let q = &s.queue;
+    parts.push(if q.files == 0 {
+        "nothing to upload".to_string()
+    } else {
+        format!("{} ({}) to upload", files(q.files), FormatSize(q.bytes))
+    });
+    if q.paused.is_some() {
+        parts.push("uploads paused".into());
+    }
+    if !s.errors.is_empty() {
+        parts.push(format!("{} with errors", files(s.errors.len() as u64)));
+    }
+    if !s.conflicts.is_empty() {
+        parts.push(format!("{} conflicts", s.conflicts.len()));
+    }
+    parts.join(", ")
+}
+
 fn more(out: &mut String, total: usize) {
     if total > LIST_MAX {
         let _ = writeln!(out, "  ... and {} more", total - LIST_MAX);
