@@ -15,9 +15,10 @@
 //!   ETag at open) through the block cache; a full local disk degrades reads to uncached
 //!   downloads, never to errors. `io_mode.rs`: how the kernel serves each open (its page
 //!   cache, or passthrough of a complete cache file in read-only areas).
-//! - `download.rs`: the download engine: missing blocks fetched by ranged GET with
-//!   `If-Match` (old and new bytes never mix), single flight per block, read-ahead windows,
-//!   the mount's read-ahead budget, storing downloaded blocks.
+//! - `download.rs`: the download engine, keyed by cache object and version (never by inode):
+//!   missing blocks fetched by ranged GET with `If-Match` (old and new bytes never mix),
+//!   single flight per block, read-ahead windows, the mount's read-ahead budget, storing
+//!   downloaded blocks. The vfs maps its errors to errno (`read.rs`).
 //! - `write.rs`: staging (a file open for writing is kept whole on local disk), `write`,
 //!   `create`, `flush`/`fsync`; `writeback.rs`: committing to the durable upload queue
 //!   (`queue.rs`) and what an upload's end does; `upload.rs`: sending one file with
@@ -40,9 +41,9 @@
 //! | `tree` | the inode tree | any above |
 //! | `recovered` | changed files of earlier runs not in the tree yet | `tree` |
 //! | `Staged::state` | a staged file's size, versions, writers | `tree`, `recovered` |
-//! | `fetching_ahead` | small files being fetched ahead | `tree` |
+//! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
 //! | `handles` | open file handles | nothing: taken alone, never with `tree` |
-//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, block claims (`download.rs`) | their own map or value | taken alone, for a moment |
+//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | taken alone, for a moment |
 
 mod conflict;
 pub mod download;
@@ -67,15 +68,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use error::{VfsError, VfsResult};
 pub use queue::UploadOptions;
+pub use report::FileState;
 pub use types::*;
 
 use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
 use crate::meta::{AreaId, EntryRecord, MetaStore};
-use crate::remote::{ByteRange, ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
+use crate::remote::{ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
 use io_mode::{HandleIo, Want};
 use tree::{Node, Tree};
 use write::Staged;
@@ -143,19 +145,14 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, read::Handle>>,
     dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
-    next_staging: AtomicU64,
+    /// Names of new staging files.
+    staging_names: write::StagingNames,
     /// Per-inode async locks: one listing refresh or one staging at a time.
     inode_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
-    /// Blocks being downloaded (single flight).
-    inflight: download::Inflight,
-    /// Bytes of background read-ahead in flight, for the whole mount.
-    ra_budget: Arc<tokio::sync::Semaphore>,
-    /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
-    listings_ahead: Arc<tokio::sync::Semaphore>,
-    /// Permits for small files fetched ahead ([`FILES_AHEAD`]).
-    files_ahead: Arc<tokio::sync::Semaphore>,
-    /// Files being fetched ahead now (taken after `tree` when both are held).
-    fetching_ahead: Mutex<std::collections::HashSet<Ino>>,
+    /// The download engine (single-flight blocks, the read-ahead budget).
+    downloads: Arc<download::Downloads>,
+    /// What is listed and fetched ahead of a walk of the tree.
+    walk: walk::WalkAhead,
     /// When a full local disk was last logged at warn.
     disk_full_warned: Mutex<Option<Instant>>,
     /// Passthrough works on this mount (asked for, and granted by the kernel).
@@ -175,8 +172,6 @@ pub struct Vfs {
     recovered: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
     /// Files whose changes were lost before this run (shown by `status`).
     problems: Mutex<Vec<(AreaId, RemotePath, String)>>,
-    /// Random per run: staging file names never repeat across runs.
-    run_id: u64,
     /// This cache's identity (`MetaStore::cache_id`), in the names of temporary uploads.
     temp_tag: String,
     /// Stray temporary uploads being deleted (so a listing does not start a second DELETE).
@@ -297,8 +292,7 @@ impl Vfs {
         } else {
             vec![ROOT_INO]
         };
-        let mut seed = [0u8; 8];
-        getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let staging_names = write::StagingNames::new()?;
         let queue = Arc::new(queue::UploadQueue::new(opts.upload.clone()));
         let temp_tag = meta.cache_id()?;
         let vfs = Arc::new_cyclic(|me| Vfs {
@@ -321,13 +315,10 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            next_staging: AtomicU64::new(1),
+            staging_names,
             inode_locks: Mutex::new(HashMap::new()),
-            inflight: download::Inflight::default(),
-            ra_budget: download::budget(),
-            listings_ahead: Arc::new(tokio::sync::Semaphore::new(walk::LISTINGS_AHEAD)),
-            files_ahead: Arc::new(tokio::sync::Semaphore::new(walk::FILES_AHEAD)),
-            fetching_ahead: Default::default(),
+            downloads: Default::default(),
+            walk: Default::default(),
             disk_full_warned: Default::default(),
             passthrough: Default::default(),
             quota: Mutex::new(None),
@@ -335,7 +326,6 @@ impl Vfs {
             area_roots,
             recovered: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
-            run_id: u64::from_le_bytes(seed),
             temp_tag,
             sweeping: Mutex::new(Default::default()),
         });

@@ -20,6 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::*;
 use crate::remote::ETag;
 
 /// What is known about a staged file.
@@ -92,6 +93,30 @@ impl Staged {
     }
 }
 
+/// Names of staging files: `<run>-<inode>-<n>`, never repeated across runs (the run's part is
+/// random) nor within one (a counter).
+pub(super) struct StagingNames {
+    run_id: u64,
+    next: AtomicU64,
+}
+
+impl StagingNames {
+    pub fn new() -> std::io::Result<StagingNames> {
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(StagingNames {
+            run_id: u64::from_le_bytes(seed),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// A new name for a staging file of `ino`.
+    pub fn next(&self, ino: Ino) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{ino}-{n}", self.run_id)
+    }
+}
+
 /// Runs blocking file I/O off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -122,8 +147,6 @@ pub(crate) async fn pread(st: Arc<Staged>, offset: u64, len: usize) -> std::io::
     .await
 }
 
-use super::*;
-
 impl Vfs {
     /// Gets (or makes) the staged copy of a file, counting the caller as one more writer (the
     /// caller must take that back: `release` for handles, `setattr` itself). Without
@@ -152,11 +175,7 @@ impl Vfs {
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
             (n.size, n.etag.clone(), n.pending_create)
         };
-        let path = self.staging_dir.join(format!(
-            "{:016x}-{ino}-{}",
-            self.run_id,
-            self.next_staging.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = self.staging_dir.join(self.staging_names.next(ino));
         let fill = !truncate && size > 0 && !pending;
         if fill {
             // The whole current version, through the cache.
