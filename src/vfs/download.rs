@@ -110,6 +110,8 @@ pub(crate) struct Downloads {
     claims: BlockClaims,
     /// Bytes of background read-ahead in flight, for the whole mount ([`BUDGET`]).
     budget: Arc<Semaphore>,
+    /// Downloaded bytes being stored in the background now (see [`Downloads::stored`]).
+    storing: Arc<watch::Sender<usize>>,
 }
 
 impl Default for Downloads {
@@ -117,6 +119,7 @@ impl Default for Downloads {
         Downloads {
             claims: BlockClaims::default(),
             budget: Arc::new(Semaphore::new((BUDGET / BUDGET_UNIT) as usize)),
+            storing: Arc::new(watch::channel(0).0),
         }
     }
 }
@@ -234,7 +237,7 @@ impl Downloads {
         let claim = plan.claimed.into_iter().next().expect("one claim");
         let run = claim.bytes.clone();
         let data = self.download(origin, obj.key(), run.clone()).await?;
-        store_in_background(obj, vec![claim], data.clone(), run.start);
+        self.store_in_background(obj, vec![claim], data.clone(), run.start);
         Ok(Some((run.start, data)))
     }
 
@@ -247,7 +250,48 @@ impl Downloads {
         let plan = self
             .claims
             .plan(obj.file_path(), &missing, bs, size.max(bs));
-        store_in_background(obj, plan.claimed, data, 0);
+        self.store_in_background(obj, plan.claimed, data, 0);
+    }
+
+    /// Returns once the downloaded bytes being stored in the background are in the cache (at
+    /// unmount, before the cache is flushed: a small file read just before would otherwise
+    /// be missing from the cache at the next mount).
+    pub async fn stored(&self) {
+        let mut rx = self.storing.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`,
+    /// on the blocking pool; each claim is released when its bytes are in (waking its
+    /// waiters). A failed store is logged: the reader has its bytes, a later read downloads
+    /// them again.
+    fn store_in_background(
+        &self,
+        obj: &Arc<CacheObject>,
+        claims: Vec<Claim>,
+        data: Bytes,
+        data_start: u64,
+    ) {
+        let o = obj.clone();
+        let storing = Storing::start(&self.storing);
+        tokio::task::spawn_blocking(move || {
+            for claim in claims {
+                let r = claim.bytes.clone();
+                let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
+                if let Err(e) = o.write_blocks(r.start, piece) {
+                    match VfsError::from(e) {
+                        e if e.is_local_disk_full() => {
+                            tracing::debug!(error = %e, "local disk full")
+                        }
+                        e => {
+                            tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
+                        }
+                    }
+                }
+                drop(claim);
+            }
+            drop(storing);
+        });
     }
 
     /// Downloads `range` of `key`'s file whole into memory.
@@ -367,26 +411,20 @@ async fn store_blocks(
     Ok(())
 }
 
-/// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`, on
-/// the blocking pool; each claim is released when its bytes are in (waking its waiters). A
-/// failed store is logged: the reader has its bytes, a later read downloads them again.
-fn store_in_background(obj: &Arc<CacheObject>, claims: Vec<Claim>, data: Bytes, data_start: u64) {
-    let o = obj.clone();
-    tokio::task::spawn_blocking(move || {
-        for claim in claims {
-            let r = claim.bytes.clone();
-            let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
-            if let Err(e) = o.write_blocks(r.start, piece) {
-                match VfsError::from(e) {
-                    e if e.is_local_disk_full() => tracing::debug!(error = %e, "local disk full"),
-                    e => {
-                        tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
-                    }
-                }
-            }
-            drop(claim);
-        }
-    });
+/// One background store counted in `Downloads::storing` while it lives.
+struct Storing(Arc<watch::Sender<usize>>);
+
+impl Storing {
+    fn start(count: &Arc<watch::Sender<usize>>) -> Storing {
+        count.send_modify(|n| *n += 1);
+        Storing(count.clone())
+    }
+}
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
 }
 
 /// Blocks being downloaded: object file → block index → the download's completion.

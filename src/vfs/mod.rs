@@ -487,6 +487,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
+        self.downloads.stored().await;
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }
