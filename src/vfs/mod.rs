@@ -64,21 +64,18 @@ mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-
-use bytes::Bytes;
 
 pub use error::{VfsError, VfsResult};
 pub use queue::UploadOptions;
 pub use report::FileState;
 pub use types::*;
 
-use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
-use crate::meta::{AreaId, EntryRecord, MetaStore};
-use crate::remote::{ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
-use io_mode::{HandleIo, Want};
+use crate::cache::{BlockCache, ObjectKey};
+use crate::meta::{AreaId, MetaStore};
+use crate::remote::{ETag, Quota, Remote, RemotePath};
 use tree::{Node, Tree};
 use write::Staged;
 

@@ -4,11 +4,19 @@
 //! `download.rs`), the first read of a small file (answered from its download), reads served
 //! uncached when the local disk is full, and `release`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::download::{DownloadError, Origin};
-use super::*;
+use super::io_mode::{HandleIo, Want};
+use super::{
+    download, off_thread, version_key, write, FileKind, Ino, OpenIo, OpenMode, Opened, Vfs,
+    VfsError, VfsResult, SMALL_FILE,
+};
+use crate::cache::{CacheObject, ObjectKey, OpenGuard};
 
 /// Reads from the cache up to this size run on the async worker itself (see `read_object`).
 const INLINE_READ_MAX: usize = 1 << 20;

@@ -4,7 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::*;
+use super::{
+    off_thread, status, version_of, FileKind, FsStats, Ino, Vfs, VfsError, VfsResult, ROOT_INO,
+    STATE_XATTR,
+};
+use crate::cache::ObjectState;
+use crate::meta::AreaId;
+use crate::remote::RemotePath;
 
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::*;
+use super::{FileKind, Ino, Vfs, VfsResult, SMALL_FILE};
 
 /// Sibling directories listed ahead when a directory is read (see `list_siblings_ahead`).
 const SIBLINGS_AHEAD: usize = 8;

@@ -18,9 +18,16 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::*;
+use super::io_mode::{HandleIo, Want};
+use super::tree::Node;
+use super::{
+    namespace, now, off_thread, read, Attr, FileKind, Ino, OpenIo, OpenMode, Opened, Vfs, VfsError,
+    VfsResult,
+};
+use crate::cache::ObjectKey;
 use crate::remote::ETag;
 
 /// What is known about a staged file.
@@ -162,7 +169,7 @@ impl Vfs {
             if truncate && st.state().size != 0 {
                 let _change = self.changing(&st).await;
                 let s2 = st.clone();
-                write::blocking(move || s2.file.set_len(0)).await?;
+                blocking(move || s2.file.set_len(0)).await?;
                 let mut s = st.state();
                 s.size = 0;
                 s.version += 1;
@@ -182,7 +189,7 @@ impl Vfs {
             let (obj, _guard) = self.object_for(ino).await?.ok_or(VfsError::NotFound)?;
             self.ensure_blocks(ino, &obj, 0, size).await?;
             let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
-            write::blocking(move || {
+            blocking(move || {
                 std::fs::copy(&src, &dst)?;
                 let f = std::fs::OpenOptions::new().write(true).open(&dst)?;
                 f.set_len(size)?;
@@ -191,7 +198,7 @@ impl Vfs {
             .await?;
         }
         let p2 = path.clone();
-        let file = write::blocking(move || {
+        let file = blocking(move || {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -251,7 +258,7 @@ impl Vfs {
         }
         {
             let _change = self.changing(&st).await;
-            write::pwrite(st.clone(), offset, data.to_vec()).await?;
+            pwrite(st.clone(), offset, data.to_vec()).await?;
             let mut s = st.state();
             s.size = s.size.max(offset + data.len() as u64);
             s.version += 1;
