@@ -29,21 +29,22 @@
 //!
 //! # Lock order
 //!
-//! A lock may be taken while holding only locks listed before it (on its line, "after"); the
-//! sync locks are never held across an `.await`.
+//! The one table of the vfs's locks (the notes in `queue.rs` say why the queue's lock comes
+//! before `tree`). A lock is taken only while holding none but those named in its last column;
+//! the sync locks (all but the first three) are never held across an `.await`.
 //!
-//! | Lock | Guards | Taken after |
+//! | Lock | Guards | May be taken while holding |
 //! |---|---|---|
-//! | `Staged::commit_lock` (async) | one commit or post-upload bookkeeping of a staged file | — |
-//! | inode lock (`inode_lock`, async, per inode) | one listing refresh of a directory, one staging or unstaging of a file | `commit_lock` |
-//! | `Staged::note` (async rwlock) | the note that a staged file holds the server's version | inode lock |
-//! | the upload queue's lock (`queue.rs`) | the queue's schedule | inode lock, `commit_lock` |
-//! | `tree` | the inode tree | any above |
-//! | `recovered` | changed files of earlier runs not in the tree yet | `tree` |
-//! | `Staged::state` | a staged file's size, versions, writers | `tree`, `recovered` |
+//! | `Staged::commit_lock` (async) | one commit of a staged file, or the bookkeeping after its upload | nothing |
+//! | inode lock (`Vfs::inode_lock`, async, per inode) | one listing refresh of a directory; one staging or unstaging of a file | `commit_lock` |
+//! | `Staged::note` (async rwlock) | whether a staged file is noted as holding the server's version | `commit_lock`, inode lock |
+//! | the upload queue's lock (`queue.rs`) | the queue's schedule | the async locks |
+//! | `tree` | the inode tree | the async locks, the queue's lock |
+//! | `recovered` | changed files of earlier runs not in the tree yet | the above, `tree` |
+//! | `Staged::state` | a staged file's size, versions, writers, upload state | the above, `tree`, `recovered` |
 //! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
-//! | `handles` | open file handles | nothing: taken alone, never with `tree` |
-//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | taken alone, for a moment |
+//! | `handles` | open file handles | the async locks only (never `tree`) |
+//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
 
 mod conflict;
 pub mod download;

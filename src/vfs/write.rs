@@ -1,5 +1,8 @@
-//! The write path: a file open for writing is staged whole in a local file; flush, fsync and
-//! close commit it to the durable upload queue (`writeback.rs`), which uploads it later.
+//! The write path: a file open for writing (`open` for writing, `create`, a truncating
+//! `setattr`) is staged whole in a local file (`stage`), which `write` changes; flush, fsync and
+//! close commit it to the durable upload queue (`writeback.rs`), which uploads it later; once
+//! uploaded and idle, the staged file becomes the cached copy of the new version
+//! (`unstage_if_idle`).
 //!
 //! A [`Staged`] file belongs to an inode, not to a handle: every handle of the inode reads and
 //! writes the same bytes, so readers on the mount see writes at once. It knows the version it was
@@ -11,9 +14,8 @@
 //! `Vfs::changing`): size and mtime alone miss a change to the same size within one tick of a
 //! coarse file clock.
 //!
-//! Lock order: `Staged::commit_lock` → the inode's lock (`Vfs::inode_lock`) →
-//! `Staged::note` (these three async) → `Vfs::tree` → `Staged::state`; none is taken while
-//! holding a later one.
+//! Lock order: `Staged::commit_lock` → the inode lock → `Staged::note` → `Vfs::tree` →
+//! `Staged::state` (the whole order is the table in `vfs/mod.rs`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
