@@ -110,7 +110,7 @@ pub(crate) struct Downloads {
     claims: BlockClaims,
     /// Bytes of background read-ahead in flight, for the whole mount ([`BUDGET`]).
     budget: Arc<Semaphore>,
-    /// Downloaded bytes being stored in the background now (see [`Downloads::stored`]).
+    /// Downloaded bytes being stored in the background now (see [`Downloads::wait_for_stores`]).
     storing: Arc<watch::Sender<usize>>,
 }
 
@@ -256,7 +256,7 @@ impl Downloads {
     /// Returns once the downloaded bytes being stored in the background are in the cache (at
     /// unmount, before the cache is flushed: a small file read just before would otherwise
     /// be missing from the cache at the next mount).
-    pub async fn stored(&self) {
+    pub async fn wait_for_stores(&self) {
         let mut rx = self.storing.subscribe();
         let _ = rx.wait_for(|n| *n == 0).await;
     }
@@ -735,6 +735,71 @@ mod tests {
             .map(|c| c.bytes.end - c.bytes.start)
             .collect();
         assert_eq!(sizes, vec![4 << 20, 4 << 20, 2 << 20]);
+    }
+
+    /// A cache and a server holding `f`, for the engine alone: no vfs, no inode.
+    fn engine_setup(
+        content: &[u8],
+    ) -> (
+        tempfile::TempDir,
+        Arc<crate::remote::mem::MemRemote>,
+        crate::cache::BlockCache,
+        ObjectKey,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(crate::meta::MetaStore::open_in_memory().unwrap());
+        let cache = crate::cache::BlockCache::open(dir.path(), 1 << 30, 16 << 10, meta).unwrap();
+        let mem = Arc::new(crate::remote::mem::MemRemote::new());
+        let etag = mem.insert_file("f", content.to_vec());
+        let key = ObjectKey {
+            area: 0,
+            path: crate::remote::RemotePath::new("f").unwrap(),
+            etag,
+            size: content.len() as u64,
+        };
+        (dir, mem, cache, key)
+    }
+
+    #[tokio::test]
+    async fn the_engine_fetches_a_version_by_its_cache_object_and_refuses_another() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (_dir, mem, cache, key) = engine_setup(&content);
+        let origin = Origin {
+            remote: mem.clone(),
+            conditional: true,
+        };
+        let downloads = Downloads::default();
+        let obj = cache.object(&key).unwrap();
+        downloads
+            .ensure_blocks(&origin, &obj, 0, key.size)
+            .await
+            .unwrap();
+        assert!(obj.is_complete());
+        assert_eq!(obj.read_bytes(0, content.len()).unwrap(), content);
+        // Whole-file download, stored in the background: waited for before a flush.
+        let (_dir2, mem2, cache2, key2) = engine_setup(&content);
+        let origin2 = Origin {
+            remote: mem2.clone(),
+            conditional: true,
+        };
+        let data = downloads
+            .download(&origin2, &key2, 0..key2.size)
+            .await
+            .unwrap();
+        assert_eq!(&data[..], &content[..]);
+        let obj2 = cache2.object(&key2).unwrap();
+        downloads.store_whole(&obj2, data);
+        downloads.wait_for_stores().await;
+        assert!(obj2.is_complete());
+        // The server has another version of the same size now: a download of the old one (its
+        // cached copy dropped) fails on `If-Match` as a changed version, never mixing bytes.
+        mem.insert_file("f", vec![7u8; content.len()]);
+        drop(obj);
+        cache.remove_path(0, &key.path).unwrap();
+        let old = cache.object(&key).unwrap();
+        let got = downloads.ensure_blocks(&origin, &old, 0, key.size).await;
+        assert!(matches!(got, Err(DownloadError::Changed(_))), "{got:?}");
+        assert!(!old.is_complete());
     }
 
     #[test]

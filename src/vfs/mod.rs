@@ -485,7 +485,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
-        self.downloads.stored().await;
+        self.downloads.wait_for_stores().await;
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }
