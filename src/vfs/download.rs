@@ -1,9 +1,15 @@
-//! The read path's download side: single-flight block fetches and sequential read-ahead.
+//! The download engine: fetches the missing blocks of a cache object (one version of a remote
+//! file) from the server into the block cache. It works on cache objects and the version they
+//! hold, never on inodes, so pins and sync can fetch files the kernel never looked up; its
+//! errors are its own (`DownloadError`), and the vfs maps them to errno.
 //!
-//! - **Single flight**: a block being downloaded is *claimed* in `Inflight`; another reader
-//!   that needs it waits for that download instead of starting its own, and re-checks the cache
-//!   each time the download stores a piece (about 1 MiB) and when it ends (if the download
-//!   failed, the waiter claims and fetches what is still missing itself).
+//! - **Versions**: every GET of a version the server gave an ETag is conditional on it
+//!   (`If-Match`), so old and new bytes never mix (`Origin`); a body shorter than the
+//!   version's size is an error too.
+//! - **Single flight**: a block being downloaded is *claimed* in `BlockClaims`; another
+//!   reader that needs it waits for that download instead of starting its own, and re-checks
+//!   the cache each time the download stores a piece (about 1 MiB) and when it ends (if the
+//!   download failed, the waiter claims and fetches what is still missing itself).
 //! - **Read-ahead** ([`ReadAhead`], one per handle): a read at the start of the file, or one
 //!   that continues where the last one ended, prefetches a window that doubles on each
 //!   sequential read, from `INITIAL_WINDOW` (1 MiB + 128 KiB, which covers the kernel's own
@@ -18,40 +24,420 @@
 //!   (`BUDGET`); a piece that does not fit is not prefetched now (the demand read fetches it
 //!   if it comes first, the next read schedules it again otherwise), so memory and
 //!   connections stay bounded however many files are read at once.
+//! - **Storing**: downloaded bytes are written to the cache file off the async workers; a
+//!   demand read of a small run is answered from the downloaded bytes and stores them after
+//!   (`serve_from_download`).
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use tokio::sync::{watch, Semaphore};
+
+use super::VfsError;
+use crate::cache::{CacheError, CacheObject, ObjectKey};
+use crate::remote::{ByteRange, ByteStream, ETag, Remote, RemoteError};
 
 /// First read-ahead window.
 pub const INITIAL_WINDOW: u64 = (1 << 20) + (128 << 10);
 /// Largest read-ahead window of one handle.
 pub const MAX_WINDOW: u64 = 128 << 20;
 /// Size of one background GET.
-pub(crate) const CHUNK: u64 = 16 << 20;
+const CHUNK: u64 = 16 << 20;
 /// Bytes of background read-ahead in flight for the whole mount.
-pub(crate) const BUDGET: u64 = 256 << 20;
+const BUDGET: u64 = 256 << 20;
 /// Budget accounting unit.
-pub(crate) const BUDGET_UNIT: u64 = 64 << 10;
+const BUDGET_UNIT: u64 = 64 << 10;
+
+/// A demand read that must download a run of at most this many bytes (and is the only one
+/// downloading it) is answered from the downloaded bytes; storing them in the cache happens
+/// after, off the read's path.
+const SERVE_FROM_DOWNLOAD_MAX: u64 = 1 << 20;
+
+/// Why a download failed. The vfs maps these to errno itself (see `Vfs::download_error`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DownloadError {
+    /// The server's answer is not the version asked for: another version (412 on `If-Match`),
+    /// a body shorter than the version's size, or an answer that does not fit the request.
+    #[error("{0}")]
+    Changed(RemoteError),
+    /// Any other failed request (network, authentication, not found, 5xx, ...).
+    #[error(transparent)]
+    Remote(RemoteError),
+    /// Storing downloaded blocks in the cache failed.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A task on the blocking pool failed (panicked or was cancelled).
+    #[error("blocking task failed: {0}")]
+    Task(String),
+}
+
+impl DownloadError {
+    fn remote(e: RemoteError) -> DownloadError {
+        match e {
+            RemoteError::VersionChanged { .. } | RemoteError::BadResponse { .. } => {
+                DownloadError::Changed(e)
+            }
+            e => DownloadError::Remote(e),
+        }
+    }
+}
+
+/// Where a version is downloaded from: the server holding it, and whether the version's ETag
+/// is the server's (then every GET is conditional on it with `If-Match`, so old and new bytes
+/// never mix) or a stand-in made up from size and mtime for a server that gives none.
+#[derive(Clone)]
+pub(crate) struct Origin {
+    pub remote: Arc<dyn Remote>,
+    pub conditional: bool,
+}
+
+impl Origin {
+    /// The ETag a download of `key` must match.
+    fn expect<'k>(&self, key: &'k ObjectKey) -> Option<&'k ETag> {
+        self.conditional.then_some(&key.etag)
+    }
+}
+
+/// The download engine of a mount: fetches missing blocks of a cache object (one version of a
+/// remote file) from the server and stores them. Keyed by the cache object, never by inode, so
+/// it can fetch files the kernel never looked up.
+pub(crate) struct Downloads {
+    /// Blocks being downloaded (single flight).
+    claims: BlockClaims,
+    /// Bytes of background read-ahead in flight, for the whole mount ([`BUDGET`]).
+    budget: Arc<Semaphore>,
+    /// Downloaded bytes being stored in the background now (see [`Downloads::wait_for_stores`]).
+    storing: Arc<watch::Sender<usize>>,
+}
+
+impl Default for Downloads {
+    fn default() -> Self {
+        Downloads {
+            claims: BlockClaims::default(),
+            budget: Arc::new(Semaphore::new((BUDGET / BUDGET_UNIT) as usize)),
+            storing: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Downloads {
+    /// Starts background downloads of `range` of `obj` (read-ahead), in pieces, within the
+    /// mount's read-ahead budget; a piece that fails is given to `on_error`. Returns where it
+    /// stopped when the budget ran out (the rest is left to later reads).
+    pub fn prefetch(
+        self: &Arc<Self>,
+        origin: &Origin,
+        obj: &Arc<CacheObject>,
+        range: Range<u64>,
+        on_error: impl Fn(DownloadError) + Clone + Send + 'static,
+    ) -> Option<u64> {
+        let bs = obj.block_size();
+        let mut pos = range.start / bs * bs;
+        while pos < range.end {
+            let piece_end = (pos + CHUNK).min(range.end);
+            if obj.missing(pos, piece_end - pos).is_empty() {
+                pos = piece_end;
+                continue;
+            }
+            let Ok(permit) = self
+                .budget
+                .clone()
+                .try_acquire_many_owned(permits(piece_end - pos))
+            else {
+                tracing::trace!("read-ahead budget exhausted");
+                return Some(pos);
+            };
+            let (me, origin, obj, on_error) =
+                (self.clone(), origin.clone(), obj.clone(), on_error.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.ensure_blocks(&origin, &obj, pos, piece_end - pos).await {
+                    on_error(e);
+                }
+                drop(permit);
+            });
+            pos = piece_end;
+        }
+        None
+    }
+
+    /// Makes sure the blocks of `[offset, offset+len)` are in `obj`: downloads the missing
+    /// ones not already being downloaded (several GETs at once), and waits for the others.
+    pub async fn ensure_blocks(
+        &self,
+        origin: &Origin,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), DownloadError> {
+        let bs = obj.block_size();
+        loop {
+            let runs = obj.missing(offset, len);
+            if runs.is_empty() {
+                return Ok(());
+            }
+            let plan = self.claims.plan(obj.file_path(), &runs, bs, 2 * CHUNK);
+            let mut waits = plan.waits;
+            if !plan.claimed.is_empty() {
+                let results: Vec<Result<(), DownloadError>> = futures_util::stream::iter(
+                    plan.claimed
+                        .into_iter()
+                        .map(|claim| self.fetch_claimed(origin, obj, claim)),
+                )
+                .buffer_unordered(4)
+                .collect()
+                .await;
+                for r in results {
+                    r?;
+                }
+            }
+            if !waits.is_empty() {
+                // Woken when another download stores some blocks or ends, whatever its
+                // outcome: the loop re-checks what is still missing.
+                let woken = waits.iter_mut().map(|w| Box::pin(w.changed()));
+                let _ = futures_util::future::select_all(woken).await;
+            }
+        }
+    }
+
+    /// The download half of a demand read that has `need` to fetch alone: when the missing
+    /// part of `need` is one run of at most [`SERVE_FROM_DOWNLOAD_MAX`] bytes covering it and
+    /// nobody else is downloading any of it, downloads that run and returns it (its start and
+    /// bytes); the bytes are stored in the cache in the background, the claim held until they
+    /// are (a failed store is logged: the read has its bytes, a later read downloads again).
+    /// `None` when the general path must do it (cached already, bigger, or shared).
+    pub async fn serve_from_download(
+        &self,
+        origin: &Origin,
+        obj: &Arc<CacheObject>,
+        need: Range<u64>,
+    ) -> Result<Option<(u64, Bytes)>, DownloadError> {
+        let runs = obj.missing(need.start, need.end - need.start);
+        let [run] = runs.as_slice() else {
+            return Ok(None);
+        };
+        if run.start > need.start
+            || run.end < need.end
+            || run.end - run.start > SERVE_FROM_DOWNLOAD_MAX
+        {
+            return Ok(None);
+        }
+        let bs = obj.block_size();
+        let plan = self
+            .claims
+            .plan(obj.file_path(), std::slice::from_ref(run), bs, 2 * CHUNK);
+        if plan.claimed.len() != 1 || !plan.waits.is_empty() {
+            // Shared with another download: the general path waits for it (the claims taken
+            // here are dropped first).
+            return Ok(None);
+        }
+        let claim = plan.claimed.into_iter().next().expect("one claim");
+        let run = claim.bytes.clone();
+        let data = self.download(origin, obj.key(), run.clone()).await?;
+        self.store_in_background(obj, vec![claim], data.clone(), run.start);
+        Ok(Some((run.start, data)))
+    }
+
+    /// Stores the whole downloaded content `data` of `obj` in the background: the blocks no
+    /// other download is storing already.
+    pub fn store_whole(&self, obj: &Arc<CacheObject>, data: Bytes) {
+        let size = obj.size();
+        let missing = obj.missing(0, size);
+        let bs = obj.block_size();
+        let plan = self
+            .claims
+            .plan(obj.file_path(), &missing, bs, size.max(bs));
+        self.store_in_background(obj, plan.claimed, data, 0);
+    }
+
+    /// Returns once the downloaded bytes being stored in the background are in the cache (at
+    /// unmount, before the cache is flushed: a small file read just before would otherwise
+    /// be missing from the cache at the next mount).
+    pub async fn wait_for_stores(&self) {
+        let mut rx = self.storing.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`,
+    /// on the blocking pool; each claim is released when its bytes are in (waking its
+    /// waiters). A failed store is logged: the reader has its bytes, a later read downloads
+    /// them again.
+    fn store_in_background(
+        &self,
+        obj: &Arc<CacheObject>,
+        claims: Vec<Claim>,
+        data: Bytes,
+        data_start: u64,
+    ) {
+        let o = obj.clone();
+        let storing = Storing::start(&self.storing);
+        tokio::task::spawn_blocking(move || {
+            for claim in claims {
+                let r = claim.bytes.clone();
+                let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
+                if let Err(e) = o.write_blocks(r.start, piece) {
+                    match VfsError::from(e) {
+                        e if e.is_local_disk_full() => {
+                            tracing::debug!(error = %e, "local disk full")
+                        }
+                        e => {
+                            tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
+                        }
+                    }
+                }
+                drop(claim);
+            }
+            drop(storing);
+        });
+    }
+
+    /// Downloads `range` of `key`'s file whole into memory.
+    pub async fn download(
+        &self,
+        origin: &Origin,
+        key: &ObjectKey,
+        range: Range<u64>,
+    ) -> Result<Bytes, DownloadError> {
+        let len = range.end - range.start;
+        let mut body = get_range(origin, key, range.clone()).await?;
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(DownloadError::remote)?);
+        }
+        check_length(key, range.start + buf.len() as u64, range.end)?;
+        buf.truncate(len as usize);
+        Ok(buf.freeze())
+    }
+
+    /// Downloads a claimed run; the claim is released (waking waiters) when this ends.
+    async fn fetch_claimed(
+        &self,
+        origin: &Origin,
+        obj: &Arc<CacheObject>,
+        claim: Claim,
+    ) -> Result<(), DownloadError> {
+        let r = fetch_run(origin, obj, &claim).await;
+        drop(claim);
+        r
+    }
+}
+
+/// Downloads the block-aligned byte run of `claim` into `obj`, waking the claim's waiters
+/// after each stored piece.
+async fn fetch_run(
+    origin: &Origin,
+    obj: &Arc<CacheObject>,
+    claim: &Claim,
+) -> Result<(), DownloadError> {
+    let run = claim.bytes.clone();
+    let bs = obj.block_size();
+    let key = obj.key();
+    let mut body = get_range(origin, key, run.clone()).await?;
+    let mut pos = run.start;
+    // Written to the cache file in batches of whole blocks (about 1 MiB), each waking the
+    // readers that wait for this run. The body's own pieces are written (`pwritev`), never
+    // copied into one buffer; a piece across a block boundary is split (no copy either).
+    let batch = bs.max(1 << 20);
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut held = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(DownloadError::remote)?;
+        held += chunk.len() as u64;
+        parts.push(chunk);
+        if held < batch {
+            continue;
+        }
+        let whole = (held / bs) * bs;
+        if whole > 0 {
+            let rest = split_parts_at(&mut parts, whole);
+            let data = std::mem::replace(&mut parts, rest);
+            store_blocks(obj, pos, data).await?;
+            claim.stored();
+            pos += whole;
+            held -= whole;
+        }
+    }
+    if held > 0 {
+        store_blocks(obj, pos, parts).await?;
+        pos += held;
+    }
+    check_length(key, pos, run.end)
+}
+
+/// Starts the GET of `range` of `key`'s file (conditional when the origin says so).
+async fn get_range(
+    origin: &Origin,
+    key: &ObjectKey,
+    range: Range<u64>,
+) -> Result<ByteStream, DownloadError> {
+    let resp = origin
+        .remote
+        .read_range(
+            &key.path,
+            ByteRange::new(range.start, range.end - range.start),
+            origin.expect(key),
+        )
+        .await
+        .map_err(DownloadError::remote)?;
+    Ok(resp.body)
+}
+
+/// A body that ended at `got` before `want`: the file is shorter than its listing said.
+fn check_length(key: &ObjectKey, got: u64, want: u64) -> Result<(), DownloadError> {
+    if got >= want {
+        return Ok(());
+    }
+    Err(DownloadError::remote(RemoteError::BadResponse {
+        method: "GET".into(),
+        url: key.path.to_string(),
+        reason: format!("the file is shorter on the server than listed ({got} < {want})"),
+    }))
+}
+
+/// Stores the concatenation of `parts` at `offset` of `obj` (block-aligned, whole blocks but
+/// for the file's last), off the async workers.
+async fn store_blocks(
+    obj: &Arc<CacheObject>,
+    offset: u64,
+    parts: Vec<Bytes>,
+) -> Result<(), DownloadError> {
+    let o = obj.clone();
+    tokio::task::spawn_blocking(move || o.write_blocks_vectored(offset, &parts))
+        .await
+        .map_err(|e| DownloadError::Task(e.to_string()))??;
+    Ok(())
+}
+
+/// One background store counted in `Downloads::storing` while it lives.
+struct Storing(Arc<watch::Sender<usize>>);
+
+impl Storing {
+    fn start(count: &Arc<watch::Sender<usize>>) -> Storing {
+        count.send_modify(|n| *n += 1);
+        Storing(count.clone())
+    }
+}
+
+impl Drop for Storing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
 
 /// Blocks being downloaded: object file → block index → the download's completion.
 type Claims = Arc<Mutex<HashMap<PathBuf, HashMap<u64, watch::Receiver<u64>>>>>;
 
 #[derive(Default)]
-pub(crate) struct Inflight {
+struct BlockClaims {
     claims: Claims,
-    /// Held (shared) by every store of downloaded bytes running in the background, so that
-    /// the unmount can wait for them before its last flush (see [`Inflight::stores_done`]).
-    stores: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A claimed run of blocks: dropping it releases the claim and wakes the waiters; so does
 /// each [`Claim::stored`] on the way (waiters re-check which blocks are present).
-pub(crate) struct Claim {
+struct Claim {
     claims: Claims,
     file: PathBuf,
     blocks: Range<u64>,
@@ -84,7 +470,7 @@ impl Claim {
 }
 
 /// What a reader must do for a set of missing byte runs.
-pub(crate) struct Plan {
+struct Plan {
     /// Runs this reader claimed and must download.
     pub claimed: Vec<Claim>,
     /// Downloads by others to wait for: `changed()` returns when some of their blocks are
@@ -92,21 +478,7 @@ pub(crate) struct Plan {
     pub waits: Vec<watch::Receiver<u64>>,
 }
 
-impl Inflight {
-    /// Waits (at most `limit`) until no store started by [`store_in_background`] is running:
-    /// a store that ends after the cache's last flush leaves its blocks unrecorded, and the
-    /// next start downloads them again.
-    pub async fn stores_done(&self, limit: std::time::Duration) {
-        if tokio::time::timeout(limit, self.stores.write())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "downloaded blocks still being stored at unmount; they will be fetched again"
-            );
-        }
-    }
-
+impl BlockClaims {
     /// Splits block-aligned missing `runs` of `file` into runs to download (claimed now) and
     /// downloads already in flight. Claimed runs are cut at `max_run` bytes.
     pub fn plan(&self, file: &Path, runs: &[Range<u64>], block: u64, max_run: u64) -> Plan {
@@ -223,19 +595,14 @@ impl ReadAhead {
     }
 }
 
-/// The shared read-ahead budget.
-pub(crate) fn budget() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new((BUDGET / BUDGET_UNIT) as usize))
-}
-
 /// Permits needed for `bytes` of read-ahead.
-pub(crate) fn permits(bytes: u64) -> u32 {
+fn permits(bytes: u64) -> u32 {
     bytes.div_ceil(BUDGET_UNIT).max(1) as u32
 }
 
 /// Splits `parts` (pieces of one byte stream) after its first `at` bytes: `parts` keeps them
 /// and the rest is returned. A piece across the cut is split in two (`Bytes`, no copy).
-pub(crate) fn split_parts_at(parts: &mut Vec<Bytes>, at: u64) -> Vec<Bytes> {
+fn split_parts_at(parts: &mut Vec<Bytes>, at: u64) -> Vec<Bytes> {
     let mut seen = 0u64;
     for i in 0..parts.len() {
         let len = parts[i].len() as u64;
@@ -251,328 +618,6 @@ pub(crate) fn split_parts_at(parts: &mut Vec<Bytes>, at: u64) -> Vec<Bytes> {
         return rest;
     }
     Vec::new()
-}
-
-/// A demand read that must download a run of at most this many bytes (and is the only one
-/// downloading it) is answered from the downloaded bytes; storing them in the cache happens
-/// after, off the read's path.
-const SERVE_FROM_DOWNLOAD_MAX: u64 = 1 << 20;
-
-/// Stores downloaded `data` (starting at byte `data_start` of `obj`) for each of `claims`, on
-/// the blocking pool; each claim is released when its bytes are in (waking its waiters). A
-/// failed store is logged: the reader has its bytes, a later read downloads them again.
-pub(super) fn store_in_background(
-    inflight: &Inflight,
-    obj: &Arc<CacheObject>,
-    claims: Vec<download::Claim>,
-    data: Bytes,
-    data_start: u64,
-) {
-    let o = obj.clone();
-    let Ok(running) = inflight.stores.clone().try_read_owned() else {
-        // The unmount is waiting for the stores: this one is not started (the reader has its
-        // bytes; the claims are released by the drop).
-        return;
-    };
-    tokio::task::spawn_blocking(move || {
-        let _running = running;
-        for claim in claims {
-            let r = claim.bytes.clone();
-            let piece = &data[(r.start - data_start) as usize..(r.end - data_start) as usize];
-            if let Err(e) = o.write_blocks(r.start, piece) {
-                match VfsError::from(e) {
-                    e if e.is_local_disk_full() => tracing::debug!(error = %e, "local disk full"),
-                    e => {
-                        tracing::warn!(error = %e, "storing downloaded blocks in the cache failed")
-                    }
-                }
-            }
-            drop(claim);
-        }
-    });
-}
-
-use futures_util::StreamExt;
-
-use super::*;
-
-impl Vfs {
-    /// Starts background downloads of `range` (read-ahead), in pieces, within the mount's
-    /// read-ahead budget. Returns where it stopped when the budget ran out (the rest is left
-    /// to later reads).
-    pub(super) fn prefetch(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        range: std::ops::Range<u64>,
-    ) -> Option<u64> {
-        let me = self.me.upgrade()?;
-        let bs = self.cache.block_size();
-        let mut pos = range.start / bs * bs;
-        while pos < range.end {
-            let piece_end = (pos + download::CHUNK).min(range.end);
-            if obj.missing(pos, piece_end - pos).is_empty() {
-                pos = piece_end;
-                continue;
-            }
-            let Ok(permit) = self
-                .ra_budget
-                .clone()
-                .try_acquire_many_owned(download::permits(piece_end - pos))
-            else {
-                tracing::trace!("read-ahead budget exhausted");
-                return Some(pos);
-            };
-            let (me, obj) = (me.clone(), obj.clone());
-            tokio::spawn(async move {
-                if let Err(e) = me.ensure_blocks(ino, &obj, pos, piece_end - pos).await {
-                    tracing::debug!(error = %e, "read-ahead failed");
-                }
-                drop(permit);
-            });
-            pos = piece_end;
-        }
-        None
-    }
-
-    /// Makes sure the blocks of `[offset, offset+len)` are in `obj`: downloads the missing
-    /// ones not already being downloaded (several GETs at once), and waits for the others.
-    pub(super) async fn ensure_blocks(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        offset: u64,
-        len: u64,
-    ) -> VfsResult<()> {
-        let bs = self.cache.block_size();
-        loop {
-            let runs = obj.missing(offset, len);
-            if runs.is_empty() {
-                return Ok(());
-            }
-            let plan = self
-                .inflight
-                .plan(obj.file_path(), &runs, bs, 2 * download::CHUNK);
-            let mut waits = plan.waits;
-            if !plan.claimed.is_empty() {
-                let results: Vec<VfsResult<()>> = futures_util::stream::iter(
-                    plan.claimed
-                        .into_iter()
-                        .map(|claim| self.fetch_claimed(ino, obj, claim)),
-                )
-                .buffer_unordered(4)
-                .collect()
-                .await;
-                for r in results {
-                    r?;
-                }
-            }
-            if !waits.is_empty() {
-                // Woken when another download stores some blocks or ends, whatever its
-                // outcome: the loop re-checks what is still missing.
-                let woken = waits.iter_mut().map(|w| Box::pin(w.changed()));
-                let _ = futures_util::future::select_all(woken).await;
-            }
-        }
-    }
-
-    /// The download half of a demand read that has `need` to fetch alone: when the missing
-    /// part of `need` is one run of at most [`SERVE_FROM_DOWNLOAD_MAX`] bytes covering it and
-    /// nobody else is downloading any of it, downloads that run and returns it (its start and
-    /// bytes); the bytes are stored in the cache in the background, the claim held until they
-    /// are (a failed store is logged: the read has its bytes, a later read downloads again).
-    /// `None` when the general path must do it (cached already, bigger, or shared).
-    pub(super) async fn serve_from_download(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        need: std::ops::Range<u64>,
-    ) -> VfsResult<Option<(u64, Bytes)>> {
-        let runs = obj.missing(need.start, need.end - need.start);
-        let [run] = runs.as_slice() else {
-            return Ok(None);
-        };
-        if run.start > need.start
-            || run.end < need.end
-            || run.end - run.start > SERVE_FROM_DOWNLOAD_MAX
-        {
-            return Ok(None);
-        }
-        let bs = self.cache.block_size();
-        let plan = self.inflight.plan(
-            obj.file_path(),
-            std::slice::from_ref(run),
-            bs,
-            2 * download::CHUNK,
-        );
-        if plan.claimed.len() != 1 || !plan.waits.is_empty() {
-            // Shared with another download: the general path waits for it (the claims taken
-            // here are dropped first).
-            return Ok(None);
-        }
-        let claim = plan.claimed.into_iter().next().expect("one claim");
-        let run = claim.bytes.clone();
-        let key = obj.key();
-        let expect = self.expected_etag(ino, key);
-        let data = self.download(ino, key, expect, run.clone()).await?;
-        store_in_background(&self.inflight, obj, vec![claim], data.clone(), run.start);
-        Ok(Some((run.start, data)))
-    }
-
-    /// Downloads a claimed run; the claim is released (waking waiters) when this ends.
-    async fn fetch_claimed(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        claim: download::Claim,
-    ) -> VfsResult<()> {
-        let r = self.fetch_run(ino, obj, &claim).await;
-        drop(claim);
-        r
-    }
-
-    /// Downloads the block-aligned byte run of `claim` into `obj`, waking the claim's waiters
-    /// after each stored piece.
-    async fn fetch_run(
-        &self,
-        ino: Ino,
-        obj: &Arc<CacheObject>,
-        claim: &download::Claim,
-    ) -> VfsResult<()> {
-        let run = claim.bytes.clone();
-        let bs = self.cache.block_size();
-        let key = obj.key();
-        let expect = self.expected_etag(ino, key);
-        let mut body = self.get_range(ino, key, expect, run.clone()).await?;
-        let mut pos = run.start;
-        // Written to the cache file in batches of whole blocks (about 1 MiB), each waking the
-        // readers that wait for this run. The body's own pieces are written (`pwritev`), never
-        // copied into one buffer; a piece across a block boundary is split (no copy either).
-        let batch = bs.max(1 << 20);
-        let mut parts: Vec<Bytes> = Vec::new();
-        let mut held = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.read_error(ino, e))?;
-            held += chunk.len() as u64;
-            parts.push(chunk);
-            if held < batch {
-                continue;
-            }
-            let whole = (held / bs) * bs;
-            if whole > 0 {
-                let rest = download::split_parts_at(&mut parts, whole);
-                let data = std::mem::replace(&mut parts, rest);
-                self.store_blocks(obj, pos, data).await?;
-                claim.stored();
-                pos += whole;
-                held -= whole;
-            }
-        }
-        if held > 0 {
-            self.store_blocks(obj, pos, parts).await?;
-            pos += held;
-        }
-        self.check_length(ino, key, pos, run.end)
-    }
-
-    /// Starts the GET of `range` of `key`'s file, conditional on `expect` when given.
-    async fn get_range(
-        &self,
-        ino: Ino,
-        key: &ObjectKey,
-        expect: Option<&ETag>,
-        range: std::ops::Range<u64>,
-    ) -> VfsResult<crate::remote::ByteStream> {
-        let remote = self.remote(key.area)?.clone();
-        let resp = remote
-            .read_range(
-                &key.path,
-                ByteRange::new(range.start, range.end - range.start),
-                expect,
-            )
-            .await
-            .map_err(|e| self.read_error(ino, e))?;
-        Ok(resp.body)
-    }
-
-    /// Downloads `range` of `key`'s file whole into memory (conditional on `expect` when
-    /// given).
-    pub(super) async fn download(
-        &self,
-        ino: Ino,
-        key: &ObjectKey,
-        expect: Option<&ETag>,
-        range: std::ops::Range<u64>,
-    ) -> VfsResult<Bytes> {
-        let len = range.end - range.start;
-        let mut body = self.get_range(ino, key, expect, range.clone()).await?;
-        let mut buf = BytesMut::with_capacity(len as usize);
-        while let Some(chunk) = body.next().await {
-            buf.extend_from_slice(&chunk.map_err(|e| self.read_error(ino, e))?);
-        }
-        self.check_length(ino, key, range.start + buf.len() as u64, range.end)?;
-        buf.truncate(len as usize);
-        Ok(buf.freeze())
-    }
-
-    /// The ETag a download of `key` must match: its own, when the server gives ETags (without
-    /// them the version is made up locally and the GET cannot be conditional).
-    fn expected_etag<'k>(&self, ino: Ino, key: &'k ObjectKey) -> Option<&'k ETag> {
-        let conditional = {
-            let t = self.tree();
-            t.get(ino).is_some_and(|n| n.etag.is_some())
-        };
-        conditional.then_some(&key.etag)
-    }
-
-    /// A body that ended at `got` before `want`: the file is shorter than its listing said.
-    fn check_length(&self, ino: Ino, key: &ObjectKey, got: u64, want: u64) -> VfsResult<()> {
-        if got >= want {
-            return Ok(());
-        }
-        Err(self.read_error(
-            ino,
-            RemoteError::BadResponse {
-                method: "GET".into(),
-                url: key.path.to_string(),
-                reason: format!("the file is shorter on the server than listed ({got} < {want})"),
-            },
-        ))
-    }
-
-    /// Stores the concatenation of `parts` at `offset` of `obj` (block-aligned, whole blocks
-    /// but for the file's last), off the async workers.
-    async fn store_blocks(
-        &self,
-        obj: &Arc<CacheObject>,
-        offset: u64,
-        parts: Vec<Bytes>,
-    ) -> VfsResult<()> {
-        let o = obj.clone();
-        off_thread(move || o.write_blocks_vectored(offset, &parts)).await?;
-        Ok(())
-    }
-
-    /// A read that failed because the server has another version: forget the listing so the
-    /// next access sees the new version, and report EIO.
-    fn read_error(&self, ino: Ino, e: RemoteError) -> VfsError {
-        if matches!(
-            e,
-            RemoteError::VersionChanged { .. } | RemoteError::BadResponse { .. }
-        ) {
-            let mut t = self.tree();
-            let parent = t.get(ino).map(|n| n.parent);
-            if let Some(d) = parent
-                .and_then(|p| t.get_mut(p))
-                .and_then(|p| p.dir.as_mut())
-            {
-                d.listed_at = None;
-            }
-            tracing::warn!(error = %e, "file changed on the server while reading");
-            return VfsError::Changed(e.to_string());
-        }
-        e.into()
-    }
 }
 
 #[cfg(test)]
@@ -655,7 +700,7 @@ mod tests {
 
     #[test]
     fn plan_claims_once_and_others_wait() {
-        let inf = Inflight::default();
+        let inf = BlockClaims::default();
         let f = PathBuf::from("/x");
         let bs = 1 << 20;
         let p1 = inf.plan(&f, &[0..(3 << 20)], bs, 8 << 20);
@@ -681,7 +726,7 @@ mod tests {
 
     #[test]
     fn claims_are_cut_at_max_run() {
-        let inf = Inflight::default();
+        let inf = BlockClaims::default();
         let f = PathBuf::from("/y");
         let p = inf.plan(&f, &[0..(10 << 20)], 1 << 20, 4 << 20);
         let sizes: Vec<u64> = p
@@ -690,6 +735,72 @@ mod tests {
             .map(|c| c.bytes.end - c.bytes.start)
             .collect();
         assert_eq!(sizes, vec![4 << 20, 4 << 20, 2 << 20]);
+    }
+
+    /// A cache and a server holding `f`, for the engine alone: no vfs, no inode.
+    fn engine_setup(
+        content: &[u8],
+    ) -> (
+        tempfile::TempDir,
+        Arc<crate::remote::mem::MemRemote>,
+        crate::cache::BlockCache,
+        ObjectKey,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Arc::new(crate::meta::MetaStore::open_in_memory().unwrap());
+        let layout = crate::cache::CacheLayout::new(dir.path());
+        let cache = crate::cache::BlockCache::open(&layout, 1 << 30, 16 << 10, meta).unwrap();
+        let mem = Arc::new(crate::remote::mem::MemRemote::new());
+        let etag = mem.insert_file("f", content.to_vec());
+        let key = ObjectKey {
+            area: 0,
+            path: crate::remote::RemotePath::new("f").unwrap(),
+            etag,
+            size: content.len() as u64,
+        };
+        (dir, mem, cache, key)
+    }
+
+    #[tokio::test]
+    async fn the_engine_fetches_a_version_by_its_cache_object_and_refuses_another() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (_dir, mem, cache, key) = engine_setup(&content);
+        let origin = Origin {
+            remote: mem.clone(),
+            conditional: true,
+        };
+        let downloads = Downloads::default();
+        let obj = cache.object(&key).unwrap();
+        downloads
+            .ensure_blocks(&origin, &obj, 0, key.size)
+            .await
+            .unwrap();
+        assert!(obj.is_complete());
+        assert_eq!(obj.read_bytes(0, content.len()).unwrap(), content);
+        // Whole-file download, stored in the background: waited for before a flush.
+        let (_dir2, mem2, cache2, key2) = engine_setup(&content);
+        let origin2 = Origin {
+            remote: mem2.clone(),
+            conditional: true,
+        };
+        let data = downloads
+            .download(&origin2, &key2, 0..key2.size)
+            .await
+            .unwrap();
+        assert_eq!(&data[..], &content[..]);
+        let obj2 = cache2.object(&key2).unwrap();
+        downloads.store_whole(&obj2, data);
+        downloads.wait_for_stores().await;
+        assert!(obj2.is_complete());
+        // The server has another version of the same size now: a download of the old one (its
+        // cached copy dropped) fails on `If-Match` as a changed version, never mixing bytes.
+        mem.insert_file("f", vec![7u8; content.len()]);
+        drop(obj);
+        cache.remove_path(0, &key.path).unwrap();
+        let old = cache.object(&key).unwrap();
+        let got = downloads.ensure_blocks(&origin, &old, 0, key.size).await;
+        assert!(matches!(got, Err(DownloadError::Changed(_))), "{got:?}");
+        assert!(!old.is_complete());
     }
 
     #[test]

@@ -8,10 +8,14 @@
 //! hidden from listings, and those no upload will move into place are deleted
 //! (`sweep_stray_uploads`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::*;
+use super::tree::Node;
+use super::{meta_op, upload, DirEntry, FileKind, Ino, Vfs, VfsError, VfsResult};
+use crate::meta::{AreaId, EntryRecord};
+use crate::remote::{Entry, EntryKind, RemoteError, RemotePath};
 
 /// Age after which anyone's temporary upload file seen in a listing counts as abandoned.
 const STRAY_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);

@@ -15,9 +15,10 @@
 //!   ETag at open) through the block cache; a full local disk degrades reads to uncached
 //!   downloads, never to errors. `io_mode.rs`: how the kernel serves each open (its page
 //!   cache, or passthrough of a complete cache file in read-only areas).
-//! - `download.rs`: the download engine: missing blocks fetched by ranged GET with
-//!   `If-Match` (old and new bytes never mix), single flight per block, read-ahead windows,
-//!   the mount's read-ahead budget, storing downloaded blocks.
+//! - `download.rs`: the download engine, keyed by cache object and version (never by inode):
+//!   missing blocks fetched by ranged GET with `If-Match` (old and new bytes never mix),
+//!   single flight per block, read-ahead windows, the mount's read-ahead budget, storing
+//!   downloaded blocks. The vfs maps its errors to errno (`read.rs`).
 //! - `write.rs`: staging (a file open for writing is kept whole on local disk), `write`,
 //!   `create`, `flush`/`fsync`; `writeback.rs`: committing to the durable upload queue
 //!   (`queue.rs`) and what an upload's end does; `upload.rs`: sending one file with
@@ -28,21 +29,22 @@
 //!
 //! # Lock order
 //!
-//! A lock may be taken while holding only locks listed before it (on its line, "after"); the
-//! sync locks are never held across an `.await`.
+//! The one table of the vfs's locks (the notes in `queue.rs` say why the queue's lock comes
+//! before `tree`). A lock is taken only while holding none but those named in its last column;
+//! the sync locks (all but the first three) are never held across an `.await`.
 //!
-//! | Lock | Guards | Taken after |
+//! | Lock | Guards | May be taken while holding |
 //! |---|---|---|
-//! | `Staged::commit_lock` (async) | one commit or post-upload bookkeeping of a staged file | — |
-//! | inode lock (`inode_lock`, async, per inode) | one listing refresh of a directory, one staging or unstaging of a file | `commit_lock` |
-//! | `Staged::note` (async rwlock) | the note that a staged file holds the server's version | inode lock |
-//! | the upload queue's lock (`queue.rs`) | the queue's schedule | inode lock, `commit_lock` |
-//! | `tree` | the inode tree | any above |
-//! | `recovered` | changed files of earlier runs not in the tree yet | `tree` |
-//! | `Staged::state` | a staged file's size, versions, writers | `tree`, `recovered` |
-//! | `fetching_ahead` | small files being fetched ahead | `tree` |
-//! | `handles` | open file handles | nothing: taken alone, never with `tree` |
-//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, block claims (`download.rs`) | their own map or value | taken alone, for a moment |
+//! | `Staged::commit_lock` (async) | one commit of a staged file, or the bookkeeping after its upload | nothing |
+//! | inode lock (`Vfs::inode_lock`, async, per inode) | one listing refresh of a directory; one staging or unstaging of a file | `commit_lock` |
+//! | `Staged::note` (async rwlock) | whether a staged file is noted as holding the server's version | `commit_lock`, inode lock |
+//! | the upload queue's lock (`queue.rs`) | the queue's schedule | the async locks |
+//! | `tree` | the inode tree | the async locks, the queue's lock |
+//! | `recovered` | changed files of earlier runs not in the tree yet | the above, `tree` |
+//! | `Staged::state` | a staged file's size, versions, writers, upload state | the above, `tree`, `recovered` |
+//! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
+//! | `handles` | open file handles | the async locks only (never `tree`) |
+//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
 
 mod conflict;
 pub mod download;
@@ -63,22 +65,20 @@ mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-
 pub use error::{VfsError, VfsResult};
 pub use queue::UploadOptions;
+pub use report::FileState;
 pub use types::*;
 
-use crate::cache::{BlockCache, CacheObject, ObjectKey, ObjectState, OpenGuard};
+use crate::cache::{BlockCache, ObjectKey};
 use crate::health::Health;
-use crate::meta::{AreaId, EntryRecord, MetaStore};
+use crate::meta::{AreaId, MetaStore};
 use crate::remote::watched::Watched;
-use crate::remote::{ByteRange, ETag, Entry, EntryKind, Quota, Remote, RemoteError, RemotePath};
-use io_mode::{HandleIo, Want};
+use crate::remote::{ETag, Quota, Remote, RemotePath};
 use tree::{Node, Tree};
 use write::Staged;
 
@@ -150,19 +150,14 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, read::Handle>>,
     dir_handles: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
-    next_staging: AtomicU64,
+    /// Names of new staging files.
+    staging_names: write::StagingNames,
     /// Per-inode async locks: one listing refresh or one staging at a time.
     inode_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
-    /// Blocks being downloaded (single flight).
-    inflight: download::Inflight,
-    /// Bytes of background read-ahead in flight, for the whole mount.
-    ra_budget: Arc<tokio::sync::Semaphore>,
-    /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
-    listings_ahead: Arc<tokio::sync::Semaphore>,
-    /// Permits for small files fetched ahead ([`FILES_AHEAD`]).
-    files_ahead: Arc<tokio::sync::Semaphore>,
-    /// Files being fetched ahead now (taken after `tree` when both are held).
-    fetching_ahead: Mutex<std::collections::HashSet<Ino>>,
+    /// The download engine (single-flight blocks, the read-ahead budget).
+    downloads: Arc<download::Downloads>,
+    /// What is listed and fetched ahead of a walk of the tree.
+    walk: walk::WalkAhead,
     /// When a full local disk was last logged at warn.
     disk_full_warned: Mutex<Option<Instant>>,
     /// Passthrough works on this mount (asked for, and granted by the kernel).
@@ -185,8 +180,6 @@ pub struct Vfs {
     recovered: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
     /// Files whose changes were lost before this run (shown by `status`).
     problems: Mutex<Vec<(AreaId, RemotePath, String)>>,
-    /// Random per run: staging file names never repeat across runs.
-    run_id: u64,
     /// This cache's identity (`MetaStore::cache_id`), in the names of temporary uploads.
     temp_tag: String,
     /// Stray temporary uploads being deleted (so a listing does not start a second DELETE).
@@ -312,8 +305,7 @@ impl Vfs {
         } else {
             vec![(ids[0], ROOT_INO)]
         };
-        let mut seed = [0u8; 8];
-        getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let staging_names = write::StagingNames::new()?;
         let queue = Arc::new(queue::UploadQueue::new(opts.upload.clone()));
         let health = Health::new();
         let q = Arc::downgrade(&queue);
@@ -345,13 +337,10 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            next_staging: AtomicU64::new(1),
+            staging_names,
             inode_locks: Mutex::new(HashMap::new()),
-            inflight: download::Inflight::default(),
-            ra_budget: download::budget(),
-            listings_ahead: Arc::new(tokio::sync::Semaphore::new(walk::LISTINGS_AHEAD)),
-            files_ahead: Arc::new(tokio::sync::Semaphore::new(walk::FILES_AHEAD)),
-            fetching_ahead: Default::default(),
+            downloads: Default::default(),
+            walk: Default::default(),
             disk_full_warned: Default::default(),
             passthrough: Default::default(),
             quota: Mutex::new(None),
@@ -360,7 +349,6 @@ impl Vfs {
             area_roots,
             recovered: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
-            run_id: u64::from_le_bytes(seed),
             temp_tag,
             sweeping: Mutex::new(Default::default()),
         });
@@ -538,7 +526,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
-        self.inflight.stores_done(Duration::from_secs(10)).await;
+        self.downloads.wait_for_stores().await;
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }

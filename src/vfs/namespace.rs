@@ -6,7 +6,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::*;
+use super::tree::Node;
+use super::{
+    meta_op, now, off_thread, version_of, write, Attr, FileKind, Ino, RenameFlags, SetAttr, Vfs,
+    VfsError, VfsResult,
+};
+use crate::cache::CacheObject;
+use crate::meta::{AreaId, EntryRecord};
+use crate::remote::{EntryKind, RemoteError, RemotePath};
 
 pub(super) fn check_name(name: &str) -> VfsResult<()> {
     if name.len() > crate::remote::path::NAME_MAX {

@@ -18,7 +18,8 @@
 //!
 //! Lock order: this queue's lock comes before `Vfs::tree` (the `deferred` callback of
 //! `UploadQueue::next` looks at the tree), so the vfs never calls the queue while holding the
-//! tree; this lock is never held across an `.await`.
+//! tree; this lock is never held across an `.await` (the whole order is the table in
+//! `vfs/mod.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -4,10 +4,19 @@
 //! `download.rs`), the first read of a small file (answered from its download), reads served
 //! uncached when the local disk is full, and `release`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::*;
+use bytes::Bytes;
+
+use super::download::{DownloadError, Origin};
+use super::io_mode::{HandleIo, Want};
+use super::{
+    download, off_thread, version_key, write, FileKind, Ino, OpenIo, OpenMode, Opened, Vfs,
+    VfsError, VfsResult, SMALL_FILE,
+};
+use crate::cache::{CacheObject, ObjectKey, OpenGuard};
 
 /// Reads from the cache up to this size run on the async worker itself (see `read_object`).
 const INLINE_READ_MAX: usize = 1 << 20;
@@ -224,7 +233,15 @@ impl Vfs {
                 .and_then(|h| h.readahead.on_read(offset, end, obj.size()))
         };
         if let Some(range) = ahead {
-            if let Some(from) = self.prefetch(ino, &obj, range) {
+            let me = self.me.clone();
+            let failed = move |e| {
+                if let Some(me) = me.upgrade() {
+                    let e = me.download_error(ino, e);
+                    tracing::debug!(error = %e, "read-ahead failed");
+                }
+            };
+            let origin = self.origin(ino, &obj)?;
+            if let Some(from) = self.downloads.prefetch(&origin, &obj, range, failed) {
                 let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(h) = h.get_mut(&fh) {
                     h.readahead.unscheduled_from(from);
@@ -247,7 +264,13 @@ impl Vfs {
     async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
         let (key, etag) = version_key(&self.tree(), ino)?;
         let file_size = key.size;
-        let download = self.download(ino, &key, etag.as_ref(), 0..file_size);
+        let origin = self.origin_of(&key, etag.is_some())?;
+        let download = async {
+            self.downloads
+                .download(&origin, &key, 0..file_size)
+                .await
+                .map_err(|e| self.download_error(ino, e))
+        };
         let (data, object) = if file_size == 0 {
             (Ok(Bytes::new()), self.object_for(ino).await)
         } else {
@@ -257,13 +280,7 @@ impl Vfs {
         match object {
             // The version downloaded: keep it for the handle and store the bytes.
             Ok(Some((obj, guard))) if obj.key().etag == key.etag && obj.size() == file_size => {
-                // The blocks no other download is storing already.
-                let missing = obj.missing(0, file_size);
-                let bs = self.cache.block_size();
-                let plan = self
-                    .inflight
-                    .plan(obj.file_path(), &missing, bs, file_size.max(bs));
-                download::store_in_background(&self.inflight, &obj, plan.claimed, data.clone(), 0);
+                self.downloads.store_whole(&obj, data.clone());
                 self.attach_object(fh, obj, guard);
             }
             // Changed meanwhile (a new listing, a local write): the next read sees to it.
@@ -293,7 +310,11 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        self.download(ino, &key, etag.as_ref(), offset..end).await
+        let origin = self.origin_of(&key, etag.is_some())?;
+        self.downloads
+            .download(&origin, &key, offset..end)
+            .await
+            .map_err(|e| self.download_error(ino, e))
     }
 
     /// Logs that the local disk is full, at most once a minute (a full disk fails every
@@ -330,11 +351,22 @@ impl Vfs {
             offset..end
         };
         obj.touch();
-        if let Some((start, data)) = self.serve_from_download(ino, obj, need.clone()).await? {
-            return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+        // Cached already (the common case): no download, and no look at the tree.
+        if !obj.missing(need.start, need.end - need.start).is_empty() {
+            let origin = self.origin(ino, obj)?;
+            let served = self
+                .downloads
+                .serve_from_download(&origin, obj, need.clone())
+                .await
+                .map_err(|e| self.download_error(ino, e))?;
+            if let Some((start, data)) = served {
+                return Ok(data.slice((offset - start) as usize..(end - start) as usize));
+            }
+            self.downloads
+                .ensure_blocks(&origin, obj, need.start, need.end - need.start)
+                .await
+                .map_err(|e| self.download_error(ino, e))?;
         }
-        self.ensure_blocks(ino, obj, need.start, need.end - need.start)
-            .await?;
         let o = obj.clone();
         let n = (end - offset) as usize;
         // Bytes in the kernel's page cache (just downloaded, or read lately) are answered as a
@@ -393,5 +425,61 @@ impl Vfs {
         }
         self.tree().maybe_drop(ino);
         result
+    }
+
+    /// Makes sure the blocks of `[offset, offset+len)` of `ino`'s cached version `obj` are in
+    /// the cache (see [`download::Downloads::ensure_blocks`]).
+    pub(super) async fn ensure_blocks(
+        &self,
+        ino: Ino,
+        obj: &Arc<CacheObject>,
+        offset: u64,
+        len: u64,
+    ) -> VfsResult<()> {
+        if obj.missing(offset, len).is_empty() {
+            return Ok(());
+        }
+        self.downloads
+            .ensure_blocks(&self.origin(ino, obj)?, obj, offset, len)
+            .await
+            .map_err(|e| self.download_error(ino, e))
+    }
+
+    /// Where the version `obj` of `ino` is downloaded from: its GETs are conditional when the
+    /// server gives the node an ETag (without one the version is made up locally).
+    fn origin(&self, ino: Ino, obj: &CacheObject) -> VfsResult<Origin> {
+        let conditional = self.tree().get(ino).is_some_and(|n| n.etag.is_some());
+        self.origin_of(obj.key(), conditional)
+    }
+
+    fn origin_of(&self, key: &ObjectKey, conditional: bool) -> VfsResult<Origin> {
+        Ok(Origin {
+            remote: self.remote(key.area)?.clone(),
+            conditional,
+        })
+    }
+
+    /// The errno side of a failed download of `ino`. When the server has another version,
+    /// its listing is forgotten so the next access sees the new version, and EIO is reported.
+    fn download_error(&self, ino: Ino, e: DownloadError) -> VfsError {
+        match e {
+            DownloadError::Changed(e) => {
+                let mut t = self.tree();
+                let parent = t.get(ino).map(|n| n.parent);
+                if let Some(d) = parent
+                    .and_then(|p| t.get_mut(p))
+                    .and_then(|p| p.dir.as_mut())
+                {
+                    d.listed_at = None;
+                }
+                tracing::warn!(error = %e, "file changed on the server while reading");
+                VfsError::Changed(e.to_string())
+            }
+            DownloadError::Remote(e) => e.into(),
+            DownloadError::Cache(e) => e.into(),
+            DownloadError::Task(e) => {
+                VfsError::Io(std::io::Error::other(format!("blocking task failed: {e}")))
+            }
+        }
     }
 }

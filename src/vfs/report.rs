@@ -4,10 +4,56 @@
 
 use std::time::{Duration, Instant};
 
-use super::*;
+use super::{
+    off_thread, status, version_of, FileKind, FsStats, Ino, Vfs, VfsError, VfsResult, ROOT_INO,
+    STATE_XATTR,
+};
+use crate::cache::ObjectState;
+use crate::meta::AreaId;
+use crate::remote::RemotePath;
 
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
+
+/// The state of a file, as shown in `user.cloudmount.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// On the server only (and every directory).
+    Online,
+    /// Some of the current version is in the cache.
+    Partial,
+    /// The whole current version is in the cache (or a staged copy with nothing to upload).
+    Cached,
+    /// Changed here, waiting for its upload.
+    Dirty,
+    /// Being uploaded now.
+    Uploading,
+    /// Changed here, and its last upload failed (it is retried).
+    Error,
+    /// A conflict copy: our version, kept beside the server's.
+    Conflict,
+}
+
+impl FileState {
+    /// The word shown in the extended attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Online => "online",
+            FileState::Partial => "partial",
+            FileState::Cached => "cached",
+            FileState::Dirty => "dirty",
+            FileState::Uploading => "uploading",
+            FileState::Error => "error",
+            FileState::Conflict => "conflict",
+        }
+    }
+}
+
+impl std::fmt::Display for FileState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 impl Vfs {
     pub async fn statfs(&self) -> VfsResult<FsStats> {
@@ -49,45 +95,45 @@ impl Vfs {
     }
 
     /// The state of a file, as shown in `user.cloudmount.state`.
-    pub async fn state_of(&self, ino: Ino) -> VfsResult<&'static str> {
+    pub async fn state_of(&self, ino: Ino) -> VfsResult<FileState> {
         let (staged, key) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
             if n.kind == FileKind::Dir {
-                return Ok("online");
+                return Ok(FileState::Online);
             }
             let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
         };
         if let Some((area, path, _)) = &key {
             if self.queue.is_conflict_copy(*area, path) {
-                return Ok("conflict");
+                return Ok(FileState::Conflict);
             }
         }
         if let Some(st) = staged {
             let s = st.snapshot();
             return Ok(if s.uploading {
-                "uploading"
+                FileState::Uploading
             } else if s.error.is_some() && s.dirty() {
-                "error"
+                FileState::Error
             } else if s.dirty() {
-                "dirty"
+                FileState::Dirty
             } else {
-                "cached"
+                FileState::Cached
             });
         }
         let Some((area, path, etag)) = key else {
-            return Ok("online");
+            return Ok(FileState::Online);
         };
         let cache = self.cache.clone();
         let existing = off_thread(move || cache.existing(area, &path)).await?;
         Ok(match existing {
             Some(o) if o.key().etag == etag => match o.state() {
-                ObjectState::Cached => "cached",
-                ObjectState::Partial => "partial",
-                ObjectState::Online => "online",
+                ObjectState::Cached => FileState::Cached,
+                ObjectState::Partial => FileState::Partial,
+                ObjectState::Online => FileState::Online,
             },
-            _ => "online",
+            _ => FileState::Online,
         })
     }
 
@@ -95,7 +141,7 @@ impl Vfs {
         if name != STATE_XATTR {
             return Err(VfsError::NoAttr);
         }
-        Ok(self.state_of(ino).await?.as_bytes().to_vec())
+        Ok(self.state_of(ino).await?.as_str().as_bytes().to_vec())
     }
 
     pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {

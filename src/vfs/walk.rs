@@ -3,18 +3,22 @@
 //! and small files opened one after the other in name order fetch the next ones into the cache
 //! (`files_ahead`). Both are bounded for the whole mount and skip very large directories.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::*;
+use tokio::sync::Semaphore;
+
+use super::{FileKind, Ino, Vfs, VfsResult, SMALL_FILE};
 
 /// Sibling directories listed ahead when a directory is read (see `list_siblings_ahead`).
 const SIBLINGS_AHEAD: usize = 8;
 /// Small files fetched ahead of a walk at once, for the whole mount (see `files_ahead`).
-pub(super) const FILES_AHEAD: usize = 4;
+const FILES_AHEAD: usize = 4;
 /// No listing ahead when listings are trusted for less than this.
 const MIN_TTL_AHEAD: Duration = Duration::from_secs(1);
 /// Listings fetched ahead at once, for the whole mount.
-pub(super) const LISTINGS_AHEAD: usize = 4;
+const LISTINGS_AHEAD: usize = 4;
 /// Directories with more entries than this get nothing read ahead among them (each open
 /// scans the entries: a walk of n entries costs n² steps).
 const SIBLINGS_SCAN_MAX: usize = 4096;
@@ -31,6 +35,26 @@ fn first_by_name<'a>(
     }
     v.sort_unstable();
     v
+}
+
+/// The state of reading ahead of walks, for the whole mount.
+pub(super) struct WalkAhead {
+    /// Permits for listings fetched ahead ([`LISTINGS_AHEAD`]).
+    listings: Arc<Semaphore>,
+    /// Permits for small files fetched ahead ([`FILES_AHEAD`]).
+    files: Arc<Semaphore>,
+    /// Files being fetched ahead now (taken after `tree` when both are held).
+    fetching: Mutex<HashSet<Ino>>,
+}
+
+impl Default for WalkAhead {
+    fn default() -> Self {
+        WalkAhead {
+            listings: Arc::new(Semaphore::new(LISTINGS_AHEAD)),
+            files: Arc::new(Semaphore::new(FILES_AHEAD)),
+            fetching: Mutex::default(),
+        }
+    }
 }
 
 impl Vfs {
@@ -72,7 +96,7 @@ impl Vfs {
                 .collect()
         };
         for sibling in next {
-            let Ok(permit) = self.listings_ahead.clone().try_acquire_owned() else {
+            let Ok(permit) = self.walk.listings.clone().try_acquire_owned() else {
                 return;
             };
             let me = me.clone();
@@ -135,7 +159,7 @@ impl Vfs {
             .collect();
         let mut last = None;
         for (child_name, child) in next {
-            let Ok(permit) = self.files_ahead.clone().try_acquire_owned() else {
+            let Ok(permit) = self.walk.files.clone().try_acquire_owned() else {
                 break;
             };
             if !self.lock_fetching_ahead().insert(child) {
@@ -158,12 +182,8 @@ impl Vfs {
         }
     }
 
-    pub(super) fn lock_fetching_ahead(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<Ino>> {
-        self.fetching_ahead
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    pub(super) fn lock_fetching_ahead(&self) -> std::sync::MutexGuard<'_, HashSet<Ino>> {
+        self.walk.fetching.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Downloads a whole file into the cache (when not there yet), one GET.

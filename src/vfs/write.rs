@@ -1,5 +1,8 @@
-//! The write path: a file open for writing is staged whole in a local file; flush, fsync and
-//! close commit it to the durable upload queue (`writeback.rs`), which uploads it later.
+//! The write path: a file open for writing (`open` for writing, `create`, a truncating
+//! `setattr`) is staged whole in a local file (`stage`), which `write` changes; flush, fsync and
+//! close commit it to the durable upload queue (`writeback.rs`), which uploads it later; once
+//! uploaded and idle, the staged file becomes the cached copy of the new version
+//! (`unstage_if_idle`).
 //!
 //! A [`Staged`] file belongs to an inode, not to a handle: every handle of the inode reads and
 //! writes the same bytes, so readers on the mount see writes at once. It knows the version it was
@@ -11,15 +14,22 @@
 //! `Vfs::changing`): size and mtime alone miss a change to the same size within one tick of a
 //! coarse file clock.
 //!
-//! Lock order: `Staged::commit_lock` → the inode's lock (`Vfs::inode_lock`) →
-//! `Staged::note` (these three async) → `Vfs::tree` → `Staged::state`; none is taken while
-//! holding a later one.
+//! Lock order: `Staged::commit_lock` → the inode lock → `Staged::note` → `Vfs::tree` →
+//! `Staged::state` (the whole order is the table in `vfs/mod.rs`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::io_mode::{HandleIo, Want};
+use super::tree::Node;
+use super::{
+    namespace, now, off_thread, read, version_of, Attr, FileKind, Ino, OpenIo, OpenMode, Opened,
+    Vfs, VfsError, VfsResult,
+};
+use crate::cache::ObjectKey;
 use crate::remote::ETag;
 
 /// What is known about a staged file.
@@ -92,6 +102,30 @@ impl Staged {
     }
 }
 
+/// Names of staging files: `<run>-<inode>-<n>`, never repeated across runs (the run's part is
+/// random) nor within one (a counter).
+pub(super) struct StagingNames {
+    run_id: u64,
+    next: AtomicU64,
+}
+
+impl StagingNames {
+    pub fn new() -> std::io::Result<StagingNames> {
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(StagingNames {
+            run_id: u64::from_le_bytes(seed),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// A new name for a staging file of `ino`.
+    pub fn next(&self, ino: Ino) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{ino}-{n}", self.run_id)
+    }
+}
+
 /// Runs blocking file I/O off the async workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
@@ -122,8 +156,6 @@ pub(crate) async fn pread(st: Arc<Staged>, offset: u64, len: usize) -> std::io::
     .await
 }
 
-use super::*;
-
 impl Vfs {
     /// Gets (or makes) the staged copy of a file, counting the caller as one more writer (the
     /// caller must take that back: `release` for handles, `setattr` itself). Without
@@ -139,7 +171,7 @@ impl Vfs {
             if truncate && st.state().size != 0 {
                 let _change = self.changing(&st).await;
                 let s2 = st.clone();
-                write::blocking(move || s2.file.set_len(0)).await?;
+                blocking(move || s2.file.set_len(0)).await?;
                 let mut s = st.state();
                 s.size = 0;
                 s.version += 1;
@@ -155,18 +187,14 @@ impl Vfs {
             let base = (!n.pending_create).then(|| version_of(n));
             (n.size, base, n.pending_create)
         };
-        let path = self.staging_dir.join(format!(
-            "{:016x}-{ino}-{}",
-            self.run_id,
-            self.next_staging.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path = self.staging_dir.join(self.staging_names.next(ino));
         let fill = !truncate && size > 0 && !pending;
         if fill {
             // The whole current version, through the cache.
             let (obj, _guard) = self.object_for(ino).await?.ok_or(VfsError::NotFound)?;
             self.ensure_blocks(ino, &obj, 0, size).await?;
             let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
-            write::blocking(move || {
+            blocking(move || {
                 std::fs::copy(&src, &dst)?;
                 let f = std::fs::OpenOptions::new().write(true).open(&dst)?;
                 f.set_len(size)?;
@@ -175,7 +203,7 @@ impl Vfs {
             .await?;
         }
         let p2 = path.clone();
-        let file = write::blocking(move || {
+        let file = blocking(move || {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -235,7 +263,7 @@ impl Vfs {
         }
         {
             let _change = self.changing(&st).await;
-            write::pwrite(st.clone(), offset, data.to_vec()).await?;
+            pwrite(st.clone(), offset, data.to_vec()).await?;
             let mut s = st.state();
             s.size = s.size.max(offset + data.len() as u64);
             s.version += 1;

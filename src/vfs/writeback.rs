@@ -7,9 +7,9 @@
 //! the user deleting or replacing the file, removes the record. A record names its staging
 //! file, so after a crash the next start finds and uploads every record (`recover`).
 //!
-//! Lock order: `Staged::commit_lock` (async) → inode lock (async) → the queue's lock (while it
-//! picks a record, it asks whether the file is open for writing) → `tree` → `recovered` →
-//! `Staged::state`. No sync lock is held across an `.await`.
+//! Lock order: `Staged::commit_lock` → inode lock → the queue's lock (while it picks a record,
+//! it asks whether the file is open for writing) → `tree` → `recovered` → `Staged::state` (the
+//! whole order is the table in `vfs/mod.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
