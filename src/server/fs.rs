@@ -14,6 +14,8 @@
 //!   reserve gives `FsError::InsufficientStorage`, which dav-server answers with 507.
 //! - **Hidden names.** Any path with a segment starting with `.cloudmount-put-` is invisible:
 //!   left out of directory listings, 404 for reads, 403 for anything that would create one.
+//! - **Confinement.** Symlinks are never followed: every operation checks its paths first (see
+//!   [`super::confine`]), and listings leave symlinks out.
 //!
 //! Every other operation is `LocalFs`'s, so ETags (`<inode>-<size>-<mtime µs>` in hex, as Apache)
 //! are the same in GET, HEAD, PUT responses and PROPFIND. Each version written through the server
@@ -37,6 +39,7 @@ use dav_server::localfs::LocalFs;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::confine;
 use super::quota::Quota;
 
 /// Name prefix of upload temp files; names starting with it are never served.
@@ -77,6 +80,18 @@ impl CloudFs {
 
     fn fspath(&self, path: &DavPath) -> PathBuf {
         self.root.join(path.as_rel_ospath())
+    }
+
+    /// Refuses (403) a path that names or passes through a symlink (see [`confine`]).
+    async fn confine(&self, path: &DavPath) -> FsResult<()> {
+        let (root, rel) = (self.root.clone(), path.as_rel_ospath().to_path_buf());
+        blocking(move || {
+            confine::check(&root, &rel).map_err(|e| {
+                tracing::info!(path = %rel.display(), reason = %e, "request refused: outside the served directory");
+                FsError::Forbidden
+            })
+        })
+        .await
     }
 
     /// Wraps directory metadata so that its `len()` is the quota usage (see [`QuotaDirMeta`]).
@@ -193,6 +208,7 @@ impl DavFileSystem for CloudFs {
                     FsError::NotFound
                 });
             }
+            self.confine(path).await?;
             if !writing {
                 return self.inner.open(path, options).await;
             }
@@ -233,21 +249,29 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let quota = self.quota.clone();
-            let stream = self.inner.read_dir(path, meta).await?;
+            // Entries are always read with lstat data, so that symlinks are seen as such and
+            // dropped; for every entry kept, lstat and stat data are the same.
+            let _ = meta;
+            let stream = self.inner.read_dir(path, ReadDirMeta::DataSymlink).await?;
             let filtered = stream.filter_map(move |item| {
-                let item = match item {
-                    Ok(entry) if is_hidden_name(&entry.name()) => None,
-                    Ok(entry) => Some(Ok(match &quota {
-                        Some(q) => Box::new(QuotaDirEntry {
-                            inner: entry,
-                            quota: q.clone(),
-                        }) as Box<dyn DavDirEntry>,
-                        None => entry,
-                    })),
-                    Err(e) => Some(Err(e)),
-                };
-                std::future::ready(item)
+                let quota = quota.clone();
+                async move {
+                    match item {
+                        Ok(entry) if is_hidden_name(&entry.name()) => None,
+                        // Symlinks are never served, so never listed (see `confine`).
+                        Ok(entry) if entry.is_symlink().await.unwrap_or(true) => None,
+                        Ok(entry) => Some(Ok(match quota {
+                            Some(q) => Box::new(QuotaDirEntry {
+                                inner: entry,
+                                quota: q,
+                            }) as Box<dyn DavDirEntry>,
+                            None => entry,
+                        })),
+                        Err(e) => Some(Err(e)),
+                    }
+                }
             });
             Ok(Box::pin(filtered) as FsStream<Box<dyn DavDirEntry>>)
         }
@@ -259,6 +283,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let meta = self.inner.metadata(path).await?;
             Ok(self.wrap_meta(meta))
         }
@@ -270,6 +295,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let meta = self.inner.symlink_metadata(path).await?;
             Ok(self.wrap_meta(meta))
         }
@@ -281,6 +307,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::Forbidden);
             }
+            self.confine(path).await?;
             self.inner.create_dir(path).await
         }
         .boxed()
@@ -291,7 +318,20 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
-            self.inner.remove_dir(path).await
+            self.confine(path).await?;
+            let dir = self.fspath(path);
+            blocking(move || match std::fs::remove_dir(&dir) {
+                // Symlinks are not listed, so a recursive DELETE did not remove them: unlink
+                // them (never what they point to) and try again.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                    if confine::remove_symlinks_in(&dir).map_err(fs_err)? == 0 {
+                        return Err(fs_err(e));
+                    }
+                    std::fs::remove_dir(&dir).map_err(fs_err)
+                }
+                r => r.map_err(fs_err),
+            })
+            .await
         }
         .boxed()
     }
@@ -301,6 +341,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let Some(quota) = self.quota.clone() else {
                 return self.inner.remove_file(path).await;
             };
@@ -325,6 +366,8 @@ impl DavFileSystem for CloudFs {
             if names_hidden(to) {
                 return Err(FsError::Forbidden);
             }
+            self.confine(from).await?;
+            self.confine(to).await?;
             let Some(quota) = self.quota.clone() else {
                 return self.inner.rename(from, to).await;
             };
@@ -357,6 +400,8 @@ impl DavFileSystem for CloudFs {
             if names_hidden(to) {
                 return Err(FsError::Forbidden);
             }
+            self.confine(from).await?;
+            self.confine(to).await?;
             let (src, dst) = (self.fspath(from), self.fspath(to));
             let quota = self.quota.clone();
             blocking(move || copy_atomic(&src, &dst, quota.as_deref())).await

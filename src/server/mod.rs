@@ -27,37 +27,40 @@
 //! ```
 
 mod auth;
+mod body;
+mod confine;
 mod etagfix;
 mod fs;
+mod protocol;
 mod quota;
+mod xmlguard;
 
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dav_server::fakels::FakeLs;
 use dav_server::DavHandler;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::size::FormatSize;
 
 use self::auth::BasicAuth;
+use self::body::SharedBody;
 use self::etagfix::EtagQuotedBody;
 use self::fs::CloudFs;
 use self::quota::Quota;
@@ -66,11 +69,9 @@ use self::quota::Quota;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A connection that sends no complete request header within this time is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// After an error answer to a request whose body was not read (401, 507, …), up to this much of
-/// the body is read and discarded before answering, so the client sees the answer instead of a
-/// connection reset (closing a socket with unread data makes the kernel send RST).
-const DRAIN_MAX_BYTES: u64 = 32 << 20;
-const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+/// Largest body accepted for methods other than PUT and PATCH (XML bodies: PROPFIND, PROPPATCH,
+/// LOCK); dav-server's own limit.
+const MAX_XML_BODY: usize = 64 << 10;
 
 /// What to serve and how.
 #[derive(Clone)]
@@ -96,6 +97,26 @@ impl fmt::Debug for ServeConfig {
             )
             .field("quota", &self.quota)
             .finish()
+    }
+}
+
+/// Bounds on what clients can make the server hold; [`Default`] suits a real deployment.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// A request body that sends nothing for this long while it is read fails: 408 Request
+    /// Timeout, the connection closed, a partial upload dropped. Default 60 s.
+    pub body_idle_timeout: Duration,
+    /// Connections served at once. Further connections wait (in the listen backlog) until one
+    /// closes. Default 512.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+        }
     }
 }
 
@@ -176,8 +197,17 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Starts serving `cfg.root` on `cfg.listen`. Returns once the socket is bound.
+/// Starts serving `cfg.root` on `cfg.listen` with the default [`ServeLimits`]. Returns once the
+/// socket is bound.
 pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
+    start_with_limits(cfg, ServeLimits::default()).await
+}
+
+/// [`start`] with explicit [`ServeLimits`].
+pub async fn start_with_limits(
+    cfg: ServeConfig,
+    limits: ServeLimits,
+) -> Result<ServerHandle, ServeError> {
     let root = check_root(&cfg.root)?;
 
     let auth = match &cfg.auth {
@@ -241,7 +271,11 @@ pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
         // GET on a collection: an HTML listing, so the demo can be browsed in a web browser.
         .autoindex(true)
         .build_handler();
-    let state = Arc::new(State { dav, auth });
+    let state = Arc::new(State {
+        dav,
+        auth,
+        body_idle_timeout: limits.body_idle_timeout,
+    });
 
     if state.auth.is_none() && !local_addr.ip().is_loopback() {
         tracing::warn!(%local_addr, "serving without authentication on a non-loopback address");
@@ -250,7 +284,8 @@ pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
         quota = ?cfg.quota, "WebDAV server listening");
 
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, state, stop_rx));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let task = tokio::spawn(accept_loop(listener, state, slots, stop_rx));
     Ok(ServerHandle {
         local_addr,
         root,
@@ -284,20 +319,46 @@ fn check_root(root: &std::path::Path) -> Result<PathBuf, ServeError> {
 struct State {
     dav: DavHandler,
     auth: Option<BasicAuth>,
+    body_idle_timeout: Duration,
 }
 
 type RespBody = UnsyncBoxBody<Bytes, io::Error>;
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
+    // A connection is accepted only with a slot in hand: past the cap, connections wait in the
+    // kernel's listen backlog until one closes.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut at_cap_logged = false;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            permit = slots.clone().acquire_owned(), if slot.is_none() => {
+                // The semaphore is never closed.
+                slot = permit.ok();
+            }
+            accepted = listener.accept(), if slot.is_some() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
+                    let permit = slot.take();
+                    if slots.available_permits() == 0 && !at_cap_logged {
+                        tracing::warn!(open = conns.len() + 1,
+                            "connection limit reached: further connections wait");
+                        at_cap_logged = true;
+                    } else if slots.available_permits() > 0 {
+                        at_cap_logged = false;
+                    }
+                    let conn = serve_connection(stream, peer, state.clone(), stop.clone());
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -360,29 +421,19 @@ async fn handle_request(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let (parts, body) = req.into_parts();
-    let body = SharedBody::new(body);
+    let body = SharedBody::new(body, state.body_idle_timeout);
 
-    let response = if state
-        .auth
-        .as_ref()
-        .is_some_and(|a| !a.check(parts.headers.get(header::AUTHORIZATION)))
-    {
-        unauthorized()
-    } else {
-        let is_propfind = parts.method.as_str() == "PROPFIND";
-        let resp = state
-            .dav
-            .handle(Request::from_parts(parts, body.clone()))
-            .await;
-        let (mut head, dav_body) = resp.into_parts();
-        let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
-            head.headers.remove(header::CONTENT_LENGTH);
-            EtagQuotedBody::new(dav_body).boxed_unsync()
-        } else {
-            dav_body.boxed_unsync()
-        };
-        Response::from_parts(head, body)
-    };
+    let mut response = answer(&state, parts, body.clone()).await;
+    if body.timed_out() {
+        tracing::info!(%method, path, "request body timed out");
+        response = plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "408 Request Timeout: the request body stopped arriving\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
@@ -398,103 +449,111 @@ async fn handle_request(
     Ok(response)
 }
 
-fn unauthorized() -> Response<RespBody> {
+/// The answer to one request: refusals by auth and by the checks done before dav-server, else
+/// dav-server's answer (fixed up).
+async fn answer(
+    state: &State,
+    parts: http::request::Parts,
+    body: SharedBody,
+) -> Response<RespBody> {
+    if state
+        .auth
+        .as_ref()
+        .is_some_and(|a| !a.check(parts.headers.get(header::AUTHORIZATION)))
+    {
+        return unauthorized();
+    }
+    if let Err(refusal) = protocol::check(&parts.method, &parts.headers) {
+        tracing::debug!(method = %parts.method, reason = refusal.reason, "request refused");
+        return match refusal.body {
+            Some(xml) => with_body(
+                refusal.status,
+                "application/xml; charset=utf-8",
+                Bytes::from_static(xml.as_bytes()),
+            ),
+            None => plain(refusal.status, refusal.reason),
+        };
+    }
+    // PUT and PATCH bodies stream to a file; every other body is XML that dav-server parses
+    // into a tree, recursively: it is read and checked here first.
+    if parts.method == Method::PUT || parts.method.as_str() == "PATCH" {
+        return dav_answer(state, parts, body).await;
+    }
+    let xml =
+        match body.read_to_bytes(MAX_XML_BODY).await {
+            Ok(Some(xml)) => xml,
+            Ok(None) => return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large: request bodies other than uploads are limited to 64 KiB\n",
+            ),
+            // A timeout is answered by the caller; anything else is a broken request.
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: incomplete body\n",
+                )
+            }
+        };
+    if let Err(e) = xmlguard::check(&xml) {
+        tracing::info!(method = %parts.method, reason = %e, "XML body refused");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("400 Bad Request: XML body refused: {e}\n"),
+        );
+    }
+    dav_answer(state, parts, Full::new(xml)).await
+}
+
+/// dav-server's answer, with the PROPFIND ETags quoted and a collection's `Allow` completed.
+async fn dav_answer<B>(state: &State, parts: http::request::Parts, body: B) -> Response<RespBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let is_propfind = parts.method.as_str() == "PROPFIND";
+    let is_options = parts.method == Method::OPTIONS;
+    let resp = state.dav.handle(Request::from_parts(parts, body)).await;
+    let (mut head, dav_body) = resp.into_parts();
+    if is_options {
+        protocol::fix_allow(&mut head.headers);
+    }
+    let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
+        head.headers.remove(header::CONTENT_LENGTH);
+        EtagQuotedBody::new(dav_body).boxed_unsync()
+    } else {
+        dav_body.boxed_unsync()
+    };
+    Response::from_parts(head, body)
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<RespBody> {
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(
-            b"401 Unauthorized: credentials required\n",
-        ))
-        .map_err(|never| match never {})
-        .boxed_unsync(),
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
     );
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    let h = resp.headers_mut();
-    h.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(auth::CHALLENGE),
-    );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-/// The request body, shared between dav-server (which may stop reading it early) and the
-/// service, which can then drain what is left (see [`DRAIN_MAX_BYTES`]).
-#[derive(Clone)]
-struct SharedBody(Arc<Mutex<SharedBodyState>>);
-
-struct SharedBodyState {
-    body: Incoming,
-    done: bool,
-    polled: bool,
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut text = text.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    with_body(status, "text/plain; charset=utf-8", Bytes::from(text))
 }
 
-impl SharedBody {
-    fn new(body: Incoming) -> SharedBody {
-        SharedBody(Arc::new(Mutex::new(SharedBodyState {
-            body,
-            done: false,
-            polled: false,
-        })))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBodyState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads and discards the rest of the body, within limits. With `Expect: 100-continue` and
-    /// nothing read yet, the client is waiting for our answer and will not send the body: then
-    /// there is nothing to drain.
-    async fn drain(&self, expect_continue: bool) {
-        {
-            let st = self.lock();
-            if st.done || st.body.is_end_stream() || (expect_continue && !st.polled) {
-                return;
-            }
-        }
-        let mut body = self.clone();
-        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async move {
-            let mut left = DRAIN_MAX_BYTES;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    match left.checked_sub(data.len() as u64) {
-                        Some(l) => left = l,
-                        None => return,
-                    }
-                }
-            }
-        })
-        .await;
-    }
-}
-
-impl Body for SharedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut st = self.lock();
-        if st.done {
-            return Poll::Ready(None);
-        }
-        st.polled = true;
-        let polled = Pin::new(&mut st.body).poll_frame(cx);
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-            st.done = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let st = self.lock();
-        st.done || st.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.lock().body.size_hint()
-    }
+fn unauthorized() -> Response<RespBody> {
+    let mut resp = plain(
+        StatusCode::UNAUTHORIZED,
+        "401 Unauthorized: credentials required\n",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(auth::CHALLENGE),
+    );
+    resp
 }
