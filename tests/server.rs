@@ -1567,3 +1567,41 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_target_with_a_fragment_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    std::fs::create_dir(srv.path("frag")).unwrap();
+    std::fs::write(srv.path("frag/f"), b"x").unwrap();
+    let (st, text) = raw(&srv.url, &raw_head("DELETE", "/frag/#ment", ""));
+    assert_eq!(st, 400, "{text}");
+    assert!(srv.path("frag/f").exists());
+
+    // Also later on a kept-alive connection, after a request with a body.
+    let mut sock =
+        tokio::net::TcpStream::connect(srv.url.trim_start_matches("http://").trim_end_matches('/'))
+            .await
+            .unwrap();
+    sock.write_all(
+        b"PUT /frag/g HTTP/1.1\r\nHost: x\r\nContent-Length: 26\r\n\r\nDELETE /frag/#x HTTP/1.1\r\n\
+          DELETE /frag/#ment HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = read_reply(&mut sock, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    assert!(reply.contains("HTTP/1.1 400"), "{reply}");
+    assert!(srv.path("frag/f").exists());
+    assert_eq!(
+        std::fs::read(srv.path("frag/g")).unwrap(),
+        b"DELETE /frag/#x HTTP/1.1\r\n"
+    );
+    // Without the fragment, DELETE works.
+    let (st, text) = raw(&srv.url, &raw_head("DELETE", "/frag/", ""));
+    assert_eq!(st, 204, "{text}");
+    assert!(!srv.path("frag").exists());
+}

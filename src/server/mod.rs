@@ -30,6 +30,7 @@ mod auth;
 mod body;
 mod confine;
 mod etagfix;
+mod fragment;
 mod fs;
 mod protocol;
 mod quota;
@@ -391,7 +392,11 @@ async fn serve_connection(
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let svc = service_fn(move |req| handle_request(state.clone(), req));
+    let (stream, fragments) = fragment::Sniffer::new(stream);
+    let svc = service_fn(move |req| {
+        let has_fragment = fragments.next_has_fragment();
+        handle_request(state.clone(), req, has_fragment)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -412,6 +417,7 @@ async fn serve_connection(
 async fn handle_request(
     state: Arc<State>,
     req: Request<Incoming>,
+    has_fragment: bool,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -423,7 +429,16 @@ async fn handle_request(
     let (parts, body) = req.into_parts();
     let body = SharedBody::new(body, state.body_idle_timeout);
 
-    let mut response = answer(&state, parts, body.clone()).await;
+    let mut response = if has_fragment {
+        // Acting on the URI without its fragment could hit another resource (DELETE /dir/#x
+        // would delete /dir/): refused, as Apache does.
+        plain(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: a request target must not have a #fragment\n",
+        )
+    } else {
+        answer(&state, parts, body.clone()).await
+    };
     if body.timed_out() {
         tracing::info!(%method, path, "request body timed out");
         response = plain(
