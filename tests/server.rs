@@ -1605,3 +1605,19 @@ async fn a_request_target_with_a_fragment_is_refused() {
     assert_eq!(st, 204, "{text}");
     assert!(!srv.path("frag").exists());
 }
+
+#[test]
+fn serving_beyond_loopback_requires_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+        .arg("serve")
+        .arg(dir.path())
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("CLOUDMOUNT_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "must not announce an address");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without authentication"), "{err}");
+}

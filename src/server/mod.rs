@@ -1,8 +1,9 @@
 //! The embedded WebDAV server behind `cloudmount serve`, the demo and the test suites.
 //!
 //! A [`dav_server`] handler on hyper 1, serving one local directory, with:
-//! - optional HTTP Basic auth ([`ServeConfig::auth`]; 401 with
-//!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise),
+//! - HTTP Basic auth ([`ServeConfig::auth`]; 401 with
+//!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise), required unless the server
+//!   listens on a loopback address only ([`ServeError::AuthRequired`]),
 //! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
 //!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
@@ -10,6 +11,23 @@
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
 //!   `quota-available-bytes`, and 507 Insufficient Storage for a write that would exceed it,
 //!   leaving no partial file and the old content intact.
+//!
+//! What it guarantees against hostile requests (each has a test in `tests/server.rs`):
+//! - **Nothing outside the directory.** Symlinks are never followed, listed or copied: a path
+//!   naming or passing through one is 403 for every method (see the `confine` module). `..` and
+//!   its encodings cannot climb above the root; hard links are never written through (every
+//!   write is a new file renamed into place).
+//! - **No request crashes or wedges it.** XML bodies are bounded (64 KiB, 413) and checked
+//!   without recursion before dav-server's recursive parser sees them (nesting past 64 levels,
+//!   DTDs and malformed XML are 400; see `xmlguard`); request heads must arrive within 30 s;
+//!   a body that makes no progress for [`ServeLimits::body_idle_timeout`] is 408; at most
+//!   [`ServeLimits::max_connections`] connections are served at once.
+//! - **RFC 4918 where dav-server is lax** (see `protocol`, `fragment`): PROPFIND of infinite or
+//!   missing Depth is 403 `propfind-finite-depth`, a bad Depth 400; a COPY/MOVE `Destination`
+//!   on another host is 502; a request target with a `#fragment` is 400.
+//!
+//! Locks are not real yet: LOCK answers with a token and records nothing (`FakeLs`, which macOS
+//! Finder and Windows need to write at all); PROPPATCH is 501.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloudmount::server::ServeError> {
@@ -136,6 +154,11 @@ pub enum ServeError {
     InvalidUser(String),
     #[error("the password is empty")]
     EmptyPassword,
+    #[error(
+        "refusing to serve without authentication on {0}, which is not a loopback address: \
+         set a user and password (and put TLS in front: see `cloudmount serve --help`)"
+    )]
+    AuthRequired(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot measure the space used under {} for the quota: {source}", path.display())]
@@ -224,6 +247,10 @@ pub async fn start_with_limits(
         None => None,
     };
 
+    if auth.is_none() && !cfg.listen.ip().is_loopback() {
+        return Err(ServeError::AuthRequired(cfg.listen));
+    }
+
     let quota = match cfg.quota {
         Some(limit) => {
             let scan_root = root.clone();
@@ -278,9 +305,6 @@ pub async fn start_with_limits(
         body_idle_timeout: limits.body_idle_timeout,
     });
 
-    if state.auth.is_none() && !local_addr.ip().is_loopback() {
-        tracing::warn!(%local_addr, "serving without authentication on a non-loopback address");
-    }
     tracing::info!(root = %root.display(), %local_addr, auth = state.auth.is_some(),
         quota = ?cfg.quota, "WebDAV server listening");
 
