@@ -143,8 +143,8 @@ pub enum Command {
             of nesting, request heads must arrive within 30 s, a request body that stalls for \
             60 s is answered 408, and at most 512 connections are served at once (more wait);\n  \
             - PROPFIND needs Depth 0 or 1 (infinity is refused with 403, as Apache does).\n\
-            Locks are not real yet: LOCK is accepted (Finder and Windows need it) but does not \
-            stop another client from writing.\n\n\
+            Locks are real (exclusive and shared, a writer without the lock token gets 423), \
+            held in memory, and expire after at most 10 minutes unless refreshed.\n\n\
             Once listening it prints one line on stdout:\n  \
             cloudmount serve: serving DIR at http://ADDR:PORT/\n\
             Logs go to stderr (filter with RUST_LOG, default \"info\"). SIGINT or SIGTERM stops \

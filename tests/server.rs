@@ -1609,15 +1609,174 @@ async fn a_request_target_with_a_fragment_is_refused() {
 #[test]
 fn serving_beyond_loopback_requires_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
         .arg("serve")
         .arg(dir.path())
         .args(["--listen", "0.0.0.0:0"])
         .env_remove("CLOUDMOUNT_PASSWORD")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serving on 0.0.0.0 without authentication");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "must not announce an address");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without authentication"), "{err}");
+}
+
+const LOCKINFO_EXCLUSIVE: &str = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+const LOCKINFO_SHARED: &str = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+
+/// LOCK `url`: (status, Lock-Token without brackets, body).
+async fn lock(
+    c: &Client,
+    url: &str,
+    info: &str,
+    depth: &str,
+    timeout: &str,
+) -> (StatusCode, String, String) {
+    let r = c
+        .req("LOCK", url)
+        .header("Depth", depth)
+        .header("Timeout", timeout)
+        .header("Content-Type", "application/xml")
+        .body(info.to_string())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let token = r
+        .headers()
+        .get("lock-token")
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .trim_matches(|c| c == '<' || c == '>')
+                .to_string()
+        })
+        .unwrap_or_default();
+    (st, token, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn locks_are_real() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"v1").unwrap();
+    let f = srv.url("f");
+
+    let (st, token, body) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(token.starts_with("urn:uuid:"), "{token}");
+    let (_, xml) = c.propfind(&f, "0", &["lockdiscovery"]).await;
+    assert!(xml.contains(&token), "{xml}");
+
+    // Another exclusive lock, and writes without the token, are refused.
+    let (st, _, _) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    let (st, _, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    assert_eq!(c.put(&f, b"v2".to_vec()).await.status(), StatusCode::LOCKED);
+    for (method, dest) in [("DELETE", None), ("MOVE", Some(srv.url("g")))] {
+        let st = status_of(&c, method, &f, dest.as_deref()).await;
+        assert_eq!(st, StatusCode::LOCKED, "{method}");
+    }
+    assert_eq!(std::fs::read(srv.path("f")).unwrap(), b"v1");
+    // With the token, the holder writes.
+    let r = c
+        .req("PUT", &f)
+        .header("If", format!("(<{token}>)"))
+        .body("v3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("f")).unwrap(), b"v3");
+    // UNLOCK needs the real token.
+    let st = c
+        .req("UNLOCK", &f)
+        .header(
+            "Lock-Token",
+            "<urn:uuid:00000000-0000-0000-0000-000000000000>",
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(!st.is_success(), "{st}");
+    let st = c
+        .req("UNLOCK", &f)
+        .header("Lock-Token", format!("<{token}>"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.put(&f, b"v4".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Shared locks coexist, and still keep out writers without a token.
+    let (st1, t1, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    let (st2, t2, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    assert_eq!((st1, st2), (StatusCode::OK, StatusCode::OK));
+    assert_ne!(t1, t2);
+    let (st, _, _) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    assert_eq!(c.put(&f, b"v5".to_vec()).await.status(), StatusCode::LOCKED);
+
+    // A depth-infinity lock on a collection covers new members.
+    std::fs::create_dir(srv.path("dir")).unwrap();
+    let (st, dt, _) = lock(
+        &c,
+        &srv.url("dir/"),
+        LOCKINFO_EXCLUSIVE,
+        "infinity",
+        "Second-100",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        c.put(&srv.url("dir/x"), b"x".to_vec()).await.status(),
+        StatusCode::LOCKED
+    );
+    let r = c
+        .req("PUT", &srv.url("dir/x"))
+        .header("If", format!("(<{dt}>)"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Locks expire; an infinite one is granted the server's maximum.
+    let (st, _, body) = lock(&c, &srv.url("h"), LOCKINFO_EXCLUSIVE, "0", "Infinite").await;
+    assert!(st.is_success(), "{st}");
+    assert!(body.contains("Second-600"), "{body}");
+    let (st, _, _) = lock(&c, &srv.url("short"), LOCKINFO_EXCLUSIVE, "0", "Second-1").await;
+    assert!(st.is_success(), "{st}");
+    assert_eq!(
+        c.put(&srv.url("short"), b"s".to_vec()).await.status(),
+        StatusCode::LOCKED
+    );
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert!(c
+        .put(&srv.url("short"), b"s".to_vec())
+        .await
+        .status()
+        .is_success());
 }

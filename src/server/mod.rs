@@ -26,8 +26,9 @@
 //!   missing Depth is 403 `propfind-finite-depth`, a bad Depth 400; a COPY/MOVE `Destination`
 //!   on another host is 502; a request target with a `#fragment` is 400.
 //!
-//! Locks are not real yet: LOCK answers with a token and records nothing (`FakeLs`, which macOS
-//! Finder and Windows need to write at all); PROPPATCH is 501.
+//! Locks are real (see `locks`): exclusive and shared, depth 0 and infinity, `If:` tokens
+//! required to write a locked resource, timeouts of at most 10 minutes enforced; they live in
+//! memory. PROPPATCH is 501 (no dead properties yet).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloudmount::server::ServeError> {
@@ -50,6 +51,7 @@ mod confine;
 mod etagfix;
 mod fragment;
 mod fs;
+mod locks;
 mod protocol;
 mod quota;
 mod xmlguard;
@@ -63,7 +65,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dav_server::fakels::FakeLs;
 use dav_server::DavHandler;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -82,6 +83,7 @@ use self::auth::BasicAuth;
 use self::body::SharedBody;
 use self::etagfix::EtagQuotedBody;
 use self::fs::CloudFs;
+use self::locks::LockKeeper;
 use self::quota::Quota;
 
 /// How long [`ServerHandle::shutdown`] lets requests in flight finish before cutting them.
@@ -292,15 +294,17 @@ pub async fn start_with_limits(
         source,
     })?;
 
+    // Real locks (macOS Finder and Windows also refuse to write without lock support).
+    let (locks, ls) = LockKeeper::new();
     let dav = DavHandler::builder()
         .filesystem(Box::new(CloudFs::new(root.clone(), quota.clone())))
-        // Advertise (fake) locking: macOS Finder and Windows refuse to write without it.
-        .locksystem(FakeLs::new())
+        .locksystem(ls)
         // GET on a collection: an HTML listing, so the demo can be browsed in a web browser.
         .autoindex(true)
         .build_handler();
     let state = Arc::new(State {
         dav,
+        locks,
         auth,
         body_idle_timeout: limits.body_idle_timeout,
     });
@@ -343,6 +347,7 @@ fn check_root(root: &std::path::Path) -> Result<PathBuf, ServeError> {
 
 struct State {
     dav: DavHandler,
+    locks: LockKeeper,
     auth: Option<BasicAuth>,
     body_idle_timeout: Duration,
 }
@@ -544,15 +549,28 @@ async fn answer(
 }
 
 /// dav-server's answer, with the PROPFIND ETags quoted and a collection's `Allow` completed.
-async fn dav_answer<B>(state: &State, parts: http::request::Parts, body: B) -> Response<RespBody>
+async fn dav_answer<B>(
+    state: &State,
+    mut parts: http::request::Parts,
+    body: B,
+) -> Response<RespBody>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let is_propfind = parts.method.as_str() == "PROPFIND";
     let is_options = parts.method == Method::OPTIONS;
+    state.locks.expire().await;
+    let lock_req = match state
+        .locks
+        .prepare(&parts.method, parts.uri.path(), &mut parts.headers)
+    {
+        Ok(r) => r,
+        Err(status) => return plain(status, "too many locks held; try again later"),
+    };
     let resp = state.dav.handle(Request::from_parts(parts, body)).await;
     let (mut head, dav_body) = resp.into_parts();
+    state.locks.record(lock_req, head.status, &head.headers);
     if is_options {
         protocol::fix_allow(&mut head.headers);
     }
