@@ -144,7 +144,9 @@ pub enum Command {
             60 s is answered 408, and at most 512 connections are served at once (more wait);\n  \
             - PROPFIND needs Depth 0 or 1 (infinity is refused with 403, as Apache does).\n\
             Locks are real (exclusive and shared, a writer without the lock token gets 423), \
-            held in memory, and expire after at most 10 minutes unless refreshed.\n\n\
+            held in memory, and expire after at most 10 minutes unless refreshed. Properties \
+            set with PROPPATCH are stored in hidden .cloudmount-props-NAME files beside their \
+            files and follow them through MOVE, COPY and DELETE.\n\n\
             Once listening it prints one line on stdout:\n  \
             cloudmount serve: serving DIR at http://ADDR:PORT/\n\
             Logs go to stderr (filter with RUST_LOG, default \"info\"). SIGINT or SIGTERM stops \

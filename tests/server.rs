@@ -1780,3 +1780,171 @@ async fn locks_are_real() {
         .status()
         .is_success());
 }
+
+#[tokio::test]
+async fn dead_properties_are_stored_and_follow_their_resource() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"x").unwrap();
+    std::fs::create_dir(srv.path("d")).unwrap();
+    let proppatch = |url: String, body: String| {
+        let c = &c;
+        async move {
+            let r = c
+                .req("PROPPATCH", &url)
+                .header("Content-Type", "application/xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let set = |name: &str, value: &str| {
+        format!(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:set><D:prop><Z:{name}>{value}</Z:{name}></D:prop></D:set></D:propertyupdate>"#
+        )
+    };
+    let get = |url: String, name: &'static str| {
+        let c = &c;
+        async move {
+            let body = format!(
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:prop><Z:{name}/></D:prop></D:propfind>"#
+            );
+            let r = c
+                .req("PROPFIND", &url)
+                .header("Depth", "0")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::MULTI_STATUS);
+            r.text().await.unwrap()
+        }
+    };
+
+    let (st, xml) = proppatch(srv.url("f"), set("color", "blue ü")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS, "{xml}");
+    assert!(xml.contains("200 OK"), "{xml}");
+    assert!(get(srv.url("f"), "color").await.contains("blue ü"));
+    let (st, _) = proppatch(srv.url("d/"), set("shape", "round")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    let (st, _) = proppatch(srv.url(""), set("root", "yes")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    // A missing resource has no properties to set.
+    let (st, _) = proppatch(srv.url("missing"), set("color", "red")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Kept across an overwrite and a restart (stored on disk), never listed or served.
+    assert_eq!(
+        c.put(&srv.url("f"), b"y".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert!(!xml.contains(".cloudmount-props-"), "{xml}");
+    let (st, _) = c.get(&srv.url(".cloudmount-props-f")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Restart on the same directory (taken out of the first server before it is dropped).
+    let mut srv = srv;
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    drop(srv);
+    let srv = Server::start_in(
+        dir,
+        Opts {
+            auth: false,
+            quota: None,
+        },
+    );
+    let c = srv.client();
+    let get = |url: String, name: &'static str| {
+        let c = &c;
+        async move {
+            let body = format!(
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:prop><Z:{name}/></D:prop></D:propfind>"#
+            );
+            let r = c
+                .req("PROPFIND", &url)
+                .header("Depth", "0")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    };
+    assert!(get(srv.url("f"), "color").await.contains("blue ü"));
+    assert!(get(srv.url("d/"), "shape").await.contains("round"));
+    assert!(get(srv.url(""), "root").await.contains("yes"));
+
+    // COPY copies them, MOVE takes them along, DELETE removes them.
+    assert_eq!(
+        status_of(&c, "COPY", &srv.url("f"), Some(&srv.url("g"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("g"), "color").await.contains("blue ü"));
+    assert_eq!(
+        status_of(&c, "MOVE", &srv.url("f"), Some(&srv.url("d/h"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("d/h"), "color").await.contains("blue ü"));
+    assert_eq!(
+        status_of(&c, "MOVE", &srv.url("d/"), Some(&srv.url("e/"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("e/"), "shape").await.contains("round"));
+    assert!(get(srv.url("e/h"), "color").await.contains("blue ü"));
+    // A new file under an old name starts without properties.
+    assert_eq!(
+        c.put(&srv.url("f"), b"new".to_vec()).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(!get(srv.url("f"), "color").await.contains("blue"));
+    assert_eq!(
+        status_of(&c, "DELETE", &srv.url("e/"), None).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status_of(&c, "DELETE", &srv.url("g"), None).await,
+        StatusCode::NO_CONTENT
+    );
+    let mut left: Vec<String> = std::fs::read_dir(srv.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".cloudmount-props-", "f"],
+        "only the root's properties and f remain"
+    );
+}
+
+#[test]
+fn litmus_passes_every_suite() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: Some("1G"),
+    });
+    let out = Command::new("litmus")
+        .args(["-k", &srv.url, USER, PASSWORD])
+        .env("HOME", srv.dir.path())
+        .output()
+        .expect("litmus is not installed: run the tests with tests/run.sh (it installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summaries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("<- summary for"))
+        .collect();
+    assert_eq!(summaries.len(), 5, "{text}");
+    for s in &summaries {
+        assert!(
+            s.contains(" 0 failed") && s.ends_with("100.0%"),
+            "{s}\n\n{text}"
+        );
+    }
+    assert!(!text.contains("SKIPPED"), "{text}");
+    assert!(out.status.success(), "{text}");
+}

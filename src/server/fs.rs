@@ -12,8 +12,9 @@
 //!   `Content-Length` (dav-server passes it as `OpenOptions::size`, so an oversized PUT fails in
 //!   `open`, before any byte is read), and chunk by chunk for bodies of unknown length. Failing to
 //!   reserve gives `FsError::InsufficientStorage`, which dav-server answers with 507.
-//! - **Hidden names.** Any path with a segment starting with `.cloudmount-put-` is invisible:
-//!   left out of directory listings, 404 for reads, 403 for anything that would create one.
+//! - **Hidden names.** Any path with a segment starting with `.cloudmount-put-` (upload temp
+//!   files) or `.cloudmount-props-` (dead properties, see [`super::props`]) is invisible: left
+//!   out of directory listings, 404 for reads, 403 for anything that would create one.
 //! - **Confinement.** Symlinks are never followed: every operation checks its paths first (see
 //!   [`super::confine`]), and listings leave symlinks out.
 //!
@@ -32,14 +33,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsResult, FsStream,
-    OpenOptions, ReadDirMeta,
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
+    FsStream, OpenOptions, ReadDirMeta,
 };
 use dav_server::localfs::LocalFs;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::confine;
+use super::props::{self, PROPS_PREFIX};
 use super::quota::Quota;
 
 /// Name prefix of upload temp files; names starting with it are never served.
@@ -50,9 +52,14 @@ pub(crate) fn is_hidden_name(name: &[u8]) -> bool {
     name.starts_with(HIDDEN_PREFIX.as_bytes())
 }
 
-/// True when any segment of the (decoded) request path is a hidden name.
+/// True when a file name is never served: an upload temp file or a property file.
+fn is_reserved_name(name: &[u8]) -> bool {
+    is_hidden_name(name) || name.starts_with(PROPS_PREFIX.as_bytes())
+}
+
+/// True when any segment of the (decoded) request path is a reserved name.
 fn names_hidden(path: &DavPath) -> bool {
-    path.as_bytes().split(|b| *b == b'/').any(is_hidden_name)
+    path.as_bytes().split(|b| *b == b'/').any(is_reserved_name)
 }
 
 /// Mode of files the server creates (before the umask), as `cp` would.
@@ -80,6 +87,32 @@ impl CloudFs {
 
     fn fspath(&self, path: &DavPath) -> PathBuf {
         self.root.join(path.as_rel_ospath())
+    }
+
+    /// The property file of `path`.
+    fn props_file(&self, path: &DavPath) -> FsResult<PathBuf> {
+        props::props_file(&self.root, path.as_rel_ospath()).ok_or(FsError::Forbidden)
+    }
+
+    /// After a MOVE or COPY: the destination's properties become the source's.
+    async fn props_follow(&self, from: &DavPath, to: &DavPath, copy: bool) {
+        let (Ok(src), Ok(dst)) = (self.props_file(from), self.props_file(to)) else {
+            return;
+        };
+        let done = blocking(move || props::follow(&src, &dst, copy).map_err(fs_err)).await;
+        if let Err(e) = done {
+            tracing::warn!(from = %from, to = %to, error = ?e, "properties not moved along");
+        }
+    }
+
+    /// After a DELETE: the resource's properties go too.
+    async fn props_remove(&self, path: &DavPath) {
+        let Ok(file) = self.props_file(path) else {
+            return;
+        };
+        if let Err(e) = blocking(move || props::remove(&file).map_err(fs_err)).await {
+            tracing::warn!(path = %path, error = ?e, "properties not removed");
+        }
     }
 
     /// Refuses (403) a path that names or passes through a symlink (see [`confine`]).
@@ -259,7 +292,7 @@ impl DavFileSystem for CloudFs {
                 let quota = quota.clone();
                 async move {
                     match item {
-                        Ok(entry) if is_hidden_name(&entry.name()) => None,
+                        Ok(entry) if is_reserved_name(&entry.name()) => None,
                         // Symlinks are never served, so never listed (see `confine`).
                         Ok(entry) if entry.is_symlink().await.unwrap_or(true) => None,
                         Ok(entry) => Some(Ok(match quota {
@@ -321,17 +354,20 @@ impl DavFileSystem for CloudFs {
             self.confine(path).await?;
             let dir = self.fspath(path);
             blocking(move || match std::fs::remove_dir(&dir) {
-                // Symlinks are not listed, so a recursive DELETE did not remove them: unlink
-                // them (never what they point to) and try again.
+                // Symlinks and property files are not listed, so a recursive DELETE did not
+                // remove them: unlink them (never what a symlink points to) and try again.
                 Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-                    if confine::remove_symlinks_in(&dir).map_err(fs_err)? == 0 {
+                    let links = confine::remove_symlinks_in(&dir).map_err(fs_err)?;
+                    if links + props::remove_all_in(&dir).map_err(fs_err)? == 0 {
                         return Err(fs_err(e));
                     }
                     std::fs::remove_dir(&dir).map_err(fs_err)
                 }
                 r => r.map_err(fs_err),
             })
-            .await
+            .await?;
+            self.props_remove(path).await;
+            Ok(())
         }
         .boxed()
     }
@@ -342,18 +378,22 @@ impl DavFileSystem for CloudFs {
                 return Err(FsError::NotFound);
             }
             self.confine(path).await?;
-            let Some(quota) = self.quota.clone() else {
-                return self.inner.remove_file(path).await;
-            };
-            let target = self.fspath(path);
-            blocking(move || {
-                let mut st = quota.lock();
-                let old = counted_len(&target);
-                std::fs::remove_file(&target).map_err(fs_err)?;
-                st.used = st.used.saturating_sub(old);
-                Ok(())
-            })
-            .await
+            match self.quota.clone() {
+                None => self.inner.remove_file(path).await?,
+                Some(quota) => {
+                    let target = self.fspath(path);
+                    blocking(move || {
+                        let mut st = quota.lock();
+                        let old = counted_len(&target);
+                        std::fs::remove_file(&target).map_err(fs_err)?;
+                        st.used = st.used.saturating_sub(old);
+                        Ok(())
+                    })
+                    .await?
+                }
+            }
+            self.props_remove(path).await;
+            Ok(())
         }
         .boxed()
     }
@@ -368,26 +408,9 @@ impl DavFileSystem for CloudFs {
             }
             self.confine(from).await?;
             self.confine(to).await?;
-            let Some(quota) = self.quota.clone() else {
-                return self.inner.rename(from, to).await;
-            };
-            let (src, dst) = (self.fspath(from), self.fspath(to));
-            blocking(move || {
-                let mut st = quota.lock();
-                let replaced = counted_len(&dst);
-                match std::fs::rename(&src, &dst) {
-                    Ok(()) => {}
-                    // As LocalFs: WebDAV allows a MOVE of a directory over a file.
-                    Err(e) if e.kind() == io::ErrorKind::NotADirectory && src.is_dir() => {
-                        let _ = std::fs::remove_file(&dst);
-                        std::fs::rename(&src, &dst).map_err(fs_err)?;
-                    }
-                    Err(e) => return Err(fs_err(e)),
-                }
-                st.used = st.used.saturating_sub(replaced);
-                Ok(())
-            })
-            .await
+            self.rename_counted(from, to).await?;
+            self.props_follow(from, to, false).await;
+            Ok(())
         }
         .boxed()
     }
@@ -404,7 +427,68 @@ impl DavFileSystem for CloudFs {
             self.confine(to).await?;
             let (src, dst) = (self.fspath(from), self.fspath(to));
             let quota = self.quota.clone();
-            blocking(move || copy_atomic(&src, &dst, quota.as_deref())).await
+            blocking(move || copy_atomic(&src, &dst, quota.as_deref())).await?;
+            self.props_follow(from, to, true).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(std::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(http::StatusCode, DavProp)>> {
+        async move {
+            // The resource must exist (and be reachable); metadata() checks both.
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let answer = patch
+                .iter()
+                .map(|(_, p)| (http::StatusCode::OK, without_value(p)))
+                .collect();
+            blocking(move || {
+                props::patch(&file, &patch, create_temp).map_err(|e| {
+                    tracing::warn!(file = %file.display(), error = %e, "PROPPATCH not stored");
+                    fs_err(e)
+                })
+            })
+            .await?;
+            Ok(answer)
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let all = blocking(move || props::load(&file).map_err(fs_err)).await?;
+            Ok(if do_content {
+                all
+            } else {
+                all.iter().map(without_value).collect()
+            })
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let all = blocking(move || props::load(&file).map_err(fs_err)).await?;
+            all.into_iter()
+                .find(|p| p.name == prop.name && p.namespace == prop.namespace)
+                .and_then(|p| p.xml)
+                .ok_or(FsError::NotFound)
         }
         .boxed()
     }
@@ -412,6 +496,40 @@ impl DavFileSystem for CloudFs {
     fn get_quota(&self) -> FsFuture<'_, (u64, Option<u64>)> {
         let q = self.quota.as_ref().map(|q| (q.used(), Some(q.limit())));
         std::future::ready(q.ok_or(FsError::NotImplemented)).boxed()
+    }
+}
+
+/// A property without its value (for the status list of a PROPPATCH, and a names-only listing).
+fn without_value(p: &DavProp) -> DavProp {
+    DavProp {
+        xml: None,
+        ..p.clone()
+    }
+}
+
+impl CloudFs {
+    /// The rename of a MOVE, with the quota kept right when it replaces a file.
+    async fn rename_counted(&self, from: &DavPath, to: &DavPath) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return self.inner.rename(from, to).await;
+        };
+        let (src, dst) = (self.fspath(from), self.fspath(to));
+        blocking(move || {
+            let mut st = quota.lock();
+            let replaced = counted_len(&dst);
+            match std::fs::rename(&src, &dst) {
+                Ok(()) => {}
+                // As LocalFs: WebDAV allows a MOVE of a directory over a file.
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory && src.is_dir() => {
+                    let _ = std::fs::remove_file(&dst);
+                    std::fs::rename(&src, &dst).map_err(fs_err)?;
+                }
+                Err(e) => return Err(fs_err(e)),
+            }
+            st.used = st.used.saturating_sub(replaced);
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -25,8 +25,9 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # Packages
 
 # apache2-bin, not apache2: it has /usr/sbin/apache2 and every module we load, but no system
-# service and no /etc/apache2, so installing it starts nothing on port 80.
-CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux)
+# service and no /etc/apache2, so installing it starts nothing on port 80. litmus: the WebDAV
+# compliance suite tests/server.rs runs against `cloudmount serve`.
+CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux litmus)
 
 cm_pkg_installed() {
     [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
