@@ -1442,13 +1442,20 @@ async fn destination_on_another_server_is_502_and_allow_is_complete() {
     let r = c.req("OPTIONS", &srv.url("dir/")).send().await.unwrap();
     let methods = allow(&r);
     for m in [
-        "OPTIONS", "GET", "HEAD", "PROPFIND", "COPY", "MOVE", "DELETE",
+        "OPTIONS",
+        "GET",
+        "HEAD",
+        "PROPFIND",
+        "PROPPATCH",
+        "COPY",
+        "MOVE",
+        "DELETE",
     ] {
         assert!(methods.iter().any(|x| x == m), "{m} not in {methods:?}");
     }
     let r = c.req("OPTIONS", &srv.url("f")).send().await.unwrap();
     let methods = allow(&r);
-    for m in ["GET", "HEAD", "PUT", "PROPFIND", "DELETE"] {
+    for m in ["GET", "HEAD", "PUT", "PROPFIND", "PROPPATCH", "DELETE"] {
         assert!(methods.iter().any(|x| x == m), "{m} not in {methods:?}");
     }
     let r = c.req("OPTIONS", &srv.url("missing/")).send().await.unwrap();

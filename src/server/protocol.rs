@@ -9,7 +9,7 @@
 //!   Bad Gateway (§9.8.4, §9.9.4). Behind a reverse proxy, the proxy must pass the original
 //!   `Host` on.
 //! - `Allow` of a collection lists GET and HEAD (dav-server answers those with an HTML index but
-//!   leaves them out).
+//!   leaves them out), and that of any existing resource PROPPATCH.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
@@ -104,18 +104,30 @@ fn check_destination_host(headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// Fixes the `Allow` header of an OPTIONS answer: a collection (dav-server lists PROPFIND but
-/// not GET for it) also allows GET and HEAD.
+/// Fixes the `Allow` header of an OPTIONS answer on an existing resource (dav-server lists
+/// PROPFIND for it): a collection also allows GET and HEAD (an HTML index), and every resource
+/// PROPPATCH, which dav-server leaves out.
 pub(crate) fn fix_allow(headers: &mut HeaderMap) {
     let Some(allow) = headers.get(header::ALLOW).and_then(|v| v.to_str().ok()) else {
         return;
     };
     let methods: Vec<&str> = allow.split(',').map(str::trim).collect();
-    if !methods.contains(&"PROPFIND") || methods.contains(&"GET") {
+    if !methods.contains(&"PROPFIND") {
         return;
     }
-    let mut fixed = vec!["OPTIONS", "GET", "HEAD"];
-    fixed.extend(methods.iter().filter(|m| **m != "OPTIONS"));
+    let mut fixed = vec!["OPTIONS"];
+    if !methods.contains(&"GET") {
+        fixed.extend(["GET", "HEAD"]);
+    }
+    for m in methods
+        .iter()
+        .filter(|m| **m != "OPTIONS" && **m != "PROPPATCH")
+    {
+        fixed.push(m);
+        if *m == "PROPFIND" {
+            fixed.push("PROPPATCH");
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&fixed.join(",")) {
         headers.insert(header::ALLOW, v);
     }
@@ -191,12 +203,15 @@ mod tests {
         fix_allow(&mut h);
         assert_eq!(
             h.get("allow").unwrap(),
-            "OPTIONS,GET,HEAD,PROPFIND,COPY,MOVE,DELETE,LOCK,UNLOCK"
+            "OPTIONS,GET,HEAD,PROPFIND,PROPPATCH,COPY,MOVE,DELETE,LOCK,UNLOCK"
         );
         let file = "HEAD,GET,PATCH,PUT,OPTIONS,PROPFIND,COPY,MOVE,DELETE,LOCK,UNLOCK";
         let mut h = headers(&[("allow", file)]);
         fix_allow(&mut h);
-        assert_eq!(h.get("allow").unwrap(), file);
+        assert_eq!(
+            h.get("allow").unwrap(),
+            "OPTIONS,HEAD,GET,PATCH,PUT,PROPFIND,PROPPATCH,COPY,MOVE,DELETE,LOCK,UNLOCK"
+        );
         let unmapped = "OPTIONS,MKCOL,PUT,LOCK";
         let mut h = headers(&[("allow", unmapped)]);
         fix_allow(&mut h);
