@@ -1964,3 +1964,70 @@ fn litmus_passes_every_suite() {
     );
     assert!(out.status.success(), "{text}");
 }
+
+/// Runs rclone (installed by the test command) against the server; returns stdout.
+fn rclone(srv: &Server, conf_dir: &Path, args: &[&str]) -> String {
+    let obscured = Command::new("rclone")
+        .args(["obscure", PASSWORD])
+        .output()
+        .expect("rclone is not installed: run the tests with tests/run.sh (it installs it)");
+    let obscured = String::from_utf8(obscured.stdout).unwrap();
+    let out = Command::new("rclone")
+        .args(args)
+        .args(["--webdav-url", &srv.url, "--webdav-user", USER])
+        .args(["--webdav-pass", obscured.trim(), "--retries", "1"])
+        .env("RCLONE_CONFIG", conf_dir.join("rclone.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rclone {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rclone_as_a_client() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: Some("1G"),
+    });
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    std::fs::write(src.join("sub/b.bin"), data(300_000, 3)).unwrap();
+    std::fs::write(src.join("ü # name.txt"), b"odd").unwrap();
+    let src_s = src.to_str().unwrap();
+
+    rclone(&srv, local.path(), &["copy", src_s, ":webdav:dst"]);
+    assert_eq!(
+        std::fs::read(srv.path("dst/sub/b.bin")).unwrap(),
+        data(300_000, 3)
+    );
+    assert_eq!(std::fs::read(srv.path("dst/ü # name.txt")).unwrap(), b"odd");
+    rclone(&srv, local.path(), &["check", src_s, ":webdav:dst"]);
+    let mut listed: Vec<String> = rclone(&srv, local.path(), &["lsf", "-R", ":webdav:dst"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["a.txt", "sub/", "sub/b.bin", "ü # name.txt"]);
+
+    rclone(
+        &srv,
+        local.path(),
+        &["moveto", ":webdav:dst/a.txt", ":webdav:dst/sub/moved.txt"],
+    );
+    assert_eq!(
+        std::fs::read(srv.path("dst/sub/moved.txt")).unwrap(),
+        b"hello"
+    );
+    assert!(!srv.path("dst/a.txt").exists());
+    rclone(&srv, local.path(), &["purge", ":webdav:dst/sub"]);
+    assert!(!srv.path("dst/sub").exists());
+    let about = rclone(&srv, local.path(), &["about", ":webdav:"]);
+    assert!(about.contains("Used:"), "{about}");
+}
