@@ -276,7 +276,7 @@ impl DavFileSystem for CloudFs {
     fn read_dir<'a>(
         &'a self,
         path: &'a DavPath,
-        meta: ReadDirMeta,
+        _meta: ReadDirMeta,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             if names_hidden(path) {
@@ -284,9 +284,8 @@ impl DavFileSystem for CloudFs {
             }
             self.confine(path).await?;
             let quota = self.quota.clone();
-            // Entries are always read with lstat data, so that symlinks are seen as such and
-            // dropped; for every entry kept, lstat and stat data are the same.
-            let _ = meta;
+            // Entries are always read with lstat data (whatever was asked), so that symlinks
+            // are seen as such and dropped; for every entry kept, lstat and stat data agree.
             let stream = self.inner.read_dir(path, ReadDirMeta::DataSymlink).await?;
             let filtered = stream.filter_map(move |item| {
                 let quota = quota.clone();
