@@ -1941,9 +1941,12 @@ fn litmus_passes_every_suite() {
         auth: true,
         quota: Some("1G"),
     });
+    // litmus writes debug.log and child.log into its working directory.
+    let work = tempfile::tempdir().unwrap();
     let out = Command::new("litmus")
         .args(["-k", &srv.url, USER, PASSWORD])
-        .env("HOME", srv.dir.path())
+        .current_dir(work.path())
+        .env("HOME", work.path())
         .output()
         .expect("litmus is not installed: run the tests with tests/run.sh (it installs it)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
