@@ -130,18 +130,35 @@ pub enum Command {
     /// Serve a local directory over WebDAV (a test server and the demo's backend)
     #[command(
         long_about = "Serve a local directory over WebDAV.\n\n\
-            A small WebDAV server (RFC 4918) for trying cloudmount without a cloud account and \
-            for tests: range GETs, ETags (the same in headers and PROPFIND), atomic uploads (a \
-            failed or refused PUT never leaves a partial file and never damages the old one), \
-            optional Basic auth and an optional quota with RFC 4331 quota properties and \
-            507 Insufficient Storage.\n\n\
+            A small WebDAV server (RFC 4918) for trying cloudmount without a cloud account, for \
+            tests, and for reaching a folder from other devices: range GETs, ETags (the same in \
+            headers and PROPFIND), atomic uploads (a failed or refused PUT never leaves a partial \
+            file and never damages the old one), Basic auth and an optional quota with RFC 4331 \
+            quota properties and 507 Insufficient Storage.\n\n\
+            What it guarantees:\n  \
+            - nothing outside DIR is reachable: symlinks are never followed (a path naming or \
+            passing through one is 403 for every method; they are not listed or copied), `..` \
+            in any spelling cannot climb above DIR, and a hard link is never written through;\n  \
+            - no request crashes or wedges it: XML bodies are limited to 64 KiB and 64 levels \
+            of nesting, request heads must arrive within 30 s, a request body that stalls for \
+            60 s is answered 408, and at most 512 connections are served at once (more wait);\n  \
+            - PROPFIND needs Depth 0 or 1 (infinity is refused with 403, as Apache does).\n\
+            Locks are real (exclusive and shared, a writer without the lock token gets 423), \
+            held in memory, and expire after at most 10 minutes unless refreshed. Properties \
+            set with PROPPATCH are stored in hidden .cloudmount-props-NAME files beside their \
+            files and follow them through MOVE, COPY and DELETE.\n\n\
             Once listening it prints one line on stdout:\n  \
             cloudmount serve: serving DIR at http://ADDR:PORT/\n\
             Logs go to stderr (filter with RUST_LOG, default \"info\"). SIGINT or SIGTERM stops \
             it, letting requests in flight finish.",
         after_help = "The password for --user is read from the environment variable \
             CLOUDMOUNT_PASSWORD, never from the command line (where other users could see it):\n  \
-            CLOUDMOUNT_PASSWORD=secret cloudmount serve ~/served --user alice --quota 1G"
+            CLOUDMOUNT_PASSWORD=secret cloudmount serve ~/served --user alice --quota 1G\n\n\
+            Exposing it beyond this machine: --user is required for any --listen address that \
+            is not loopback. The server speaks plain HTTP, so Basic auth and the files cross \
+            the network readable: put it behind a TLS reverse proxy (Caddy, nginx, Apache) \
+            listening publicly while serve listens on 127.0.0.1, and have the proxy pass the \
+            original Host header on (COPY and MOVE check their Destination against it)."
     )]
     Serve(ServeArgs),
 }

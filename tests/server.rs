@@ -1020,3 +1020,1017 @@ async fn library_start_and_shutdown() {
     let dbg = format!("{:?}", cfg(dir.path().into(), Some(("u", "hunter2"))));
     assert!(!dbg.contains("hunter2"), "{dbg}");
 }
+
+/// One HTTP/1.1 exchange on a fresh connection, with the request bytes exactly as given (for
+/// request targets an HTTP library would normalize): (status, head and body as text).
+fn raw(base_url: &str, request: &str) -> (u16, String) {
+    let addr = base_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    sock.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = sock.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|t| t.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+/// A request head for [`raw`]: `Connection: close`, no body.
+fn raw_head(method: &str, target: &str, extra: &str) -> String {
+    format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Length: 0\r\n\r\n")
+}
+
+fn nested_xml(root: &str, inner: &str, levels: usize) -> String {
+    format!(
+        r#"<?xml version="1.0"?><D:{root} xmlns:D="DAV:">{}{}</D:{root}>"#,
+        format!("<D:{inner}>").repeat(levels),
+        format!("</D:{inner}>").repeat(levels)
+    )
+}
+
+#[tokio::test]
+async fn deeply_nested_xml_is_refused_and_the_server_lives_on() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"x").unwrap();
+    for (method, root, inner) in [
+        ("PROPFIND", "propfind", "prop"),
+        ("PROPPATCH", "propertyupdate", "set"),
+        ("LOCK", "lockinfo", "owner"),
+    ] {
+        // ~30 KB: enough nesting to overflow a worker's stack in a recursive parser.
+        let body = nested_xml(root, inner, 2_000);
+        let r = c
+            .req(method, &srv.url("f"))
+            .header("Depth", "0")
+            .header("Content-Type", "application/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{method}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("nested"), "{method}: {text}");
+        // Still alive, and normal bodies still work.
+        let (st, xml) = c.propfind(&srv.url("f"), "0", &["getetag"]).await;
+        assert_eq!(st, StatusCode::MULTI_STATUS, "after {method}: {xml}");
+    }
+    // A DTD (entity expansion) is refused too, and a body over 64 KiB is 413.
+    let r = c
+        .req("PROPFIND", &srv.url("f"))
+        .header("Depth", "0")
+        .body(r#"<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaa">]><D:propfind xmlns:D="DAV:"><D:prop>&a;</D:prop></D:propfind>"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let big = format!(
+        r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop>{}</D:prop></D:propfind>"#,
+        "<D:getetag/>".repeat(10_000)
+    );
+    let r = c
+        .req("PROPFIND", &srv.url("f"))
+        .header("Depth", "0")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, _) = c.get(&srv.url("f")).await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+/// Sends `method` to `url` with optional Destination, returns the status.
+async fn status_of(c: &Client, method: &str, url: &str, dest: Option<&str>) -> StatusCode {
+    let mut rb = c.req(method, url);
+    if let Some(d) = dest {
+        rb = rb.header("Destination", d);
+    }
+    if method == "PROPFIND" {
+        rb = rb.header("Depth", "1");
+    }
+    if method == "PROPPATCH" {
+        rb = rb.body(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:z"><D:set><D:prop><Z:p>v</Z:p></D:prop></D:set></D:propertyupdate>"#,
+        );
+    }
+    if method == "LOCK" {
+        rb = rb.body(
+            r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockinfo>"#,
+        );
+    }
+    if method == "PUT" {
+        rb = rb.body("written through a link");
+    }
+    rb.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn symlinks_lead_nowhere_for_any_method() {
+    let outside = tempfile::tempdir().unwrap();
+    let o = outside.path();
+    std::fs::write(o.join("secret"), b"outside secret").unwrap();
+    std::fs::create_dir(o.join("sub")).unwrap();
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("real"), b"real file").unwrap();
+    std::fs::create_dir(srv.path("dir")).unwrap();
+    std::os::unix::fs::symlink(o.join("secret"), srv.path("lfile")).unwrap();
+    std::os::unix::fs::symlink(o, srv.path("ldir")).unwrap();
+    // A link that stays inside is not followed either (one simple rule).
+    std::os::unix::fs::symlink("real", srv.path("dir/inner")).unwrap();
+
+    for (method, path, dest) in [
+        ("GET", "lfile", None),
+        ("HEAD", "lfile", None),
+        ("GET", "ldir/secret", None),
+        ("GET", "ldir/", None),
+        ("GET", "dir/inner", None),
+        ("PROPFIND", "lfile", None),
+        ("PROPFIND", "ldir/", None),
+        ("PROPFIND", "ldir/secret", None),
+        ("PROPPATCH", "lfile", None),
+        ("PUT", "lfile", None),
+        ("PUT", "ldir/secret", None),
+        ("PUT", "ldir/new", None),
+        ("PUT", "ldir/sub/new", None),
+        ("MKCOL", "ldir/newdir/", None),
+        ("DELETE", "ldir/secret", None),
+        ("DELETE", "lfile", None),
+        ("LOCK", "ldir/locked", None),
+        ("COPY", "ldir/secret", Some("stolen")),
+        ("COPY", "lfile", Some("stolen")),
+        ("MOVE", "ldir/secret", Some("stolen")),
+        ("COPY", "real", Some("ldir/copied")),
+        ("MOVE", "real", Some("ldir/moved")),
+        ("COPY", "real", Some("lfile")),
+        ("MOVE", "dir/", Some("ldir/sub/moved/")),
+    ] {
+        let dest = dest.map(|d| srv.url(d));
+        let st = status_of(&c, method, &srv.url(path), dest.as_deref()).await;
+        // A Destination whose parent is behind a link gets 409 (no such parent collection).
+        let conflict_ok = dest.is_some() && st == StatusCode::CONFLICT;
+        assert!(
+            st == StatusCode::FORBIDDEN || conflict_ok,
+            "{method} {path} {dest:?}: {st}"
+        );
+    }
+    // Nothing outside changed, nothing was created there or stolen from there.
+    let mut names: Vec<String> = std::fs::read_dir(o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["secret", "sub"]);
+    assert_eq!(std::fs::read_dir(o.join("sub")).unwrap().count(), 0);
+    assert_eq!(std::fs::read(o.join("secret")).unwrap(), b"outside secret");
+    assert!(!srv.path("stolen").exists());
+    assert_eq!(std::fs::read(srv.path("real")).unwrap(), b"real file");
+    assert!(srv.path("lfile").is_symlink() && srv.path("ldir").is_symlink());
+
+    // Symlinks are not listed, neither in PROPFIND nor in the HTML index.
+    let (st, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    assert!(
+        xml.contains("real") && !xml.contains("lfile") && !xml.contains("ldir"),
+        "{xml}"
+    );
+    let (_, html) = c.get(&srv.url("")).await;
+    let html = String::from_utf8_lossy(&html);
+    assert!(
+        html.contains("real") && !html.contains("lfile") && !html.contains("ldir"),
+        "{html}"
+    );
+
+    // Deleting a collection unlinks the symlinks in it, never what they point to.
+    std::os::unix::fs::symlink(o, srv.path("dir/out")).unwrap();
+    let st = c
+        .req("DELETE", &srv.url("dir/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert!(!srv.path("dir").exists());
+    assert_eq!(std::fs::read(o.join("secret")).unwrap(), b"outside secret");
+    assert_eq!(std::fs::read(srv.path("real")).unwrap(), b"real file");
+}
+
+#[tokio::test]
+async fn hard_links_are_never_written_through() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"outside secret").unwrap();
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::hard_link(&secret, srv.path("hl")).unwrap();
+    // PUT replaces the name, not the shared inode.
+    let r = c.put(&srv.url("hl"), b"new".to_vec()).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("hl")).unwrap(), b"new");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"outside secret");
+    // So do partial updates and COPY onto it.
+    std::fs::remove_file(srv.path("hl")).unwrap();
+    std::fs::hard_link(&secret, srv.path("hl")).unwrap();
+    let r = c
+        .req("PUT", &srv.url("hl"))
+        .header("Content-Range", "bytes 0-2/*")
+        .body("NEW")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(std::fs::read(srv.path("hl")).unwrap(), b"NEWside secret");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"outside secret");
+    std::fs::write(srv.path("src"), b"copied").unwrap();
+    std::fs::remove_file(srv.path("hl")).unwrap();
+    std::fs::hard_link(&secret, srv.path("hl")).unwrap();
+    let st = status_of(&c, "COPY", &srv.url("src"), Some(&srv.url("hl"))).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("hl")).unwrap(), b"copied");
+    assert_eq!(std::fs::read(&secret).unwrap(), b"outside secret");
+    // DELETE removes the name only.
+    let st = c
+        .req("DELETE", &srv.url("hl"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(&secret).unwrap(), b"outside secret");
+}
+
+#[tokio::test]
+async fn no_path_spelling_leaves_the_served_directory() {
+    // The served dir and a secret beside it: `..` from the root would reach it.
+    let parent = tempfile::tempdir().unwrap();
+    let served = tempfile::tempdir_in(parent.path()).unwrap();
+    std::fs::write(parent.path().join("secret"), b"outside secret").unwrap();
+    std::fs::create_dir(served.path().join("sub")).unwrap();
+    let srv = Server::start_in(
+        served,
+        Opts {
+            auth: false,
+            quota: None,
+        },
+    );
+    for target in [
+        "/../secret",
+        "/sub/../../secret",
+        "/%2e%2e/secret",
+        "/%2E%2E/secret",
+        "/sub/%2e%2e/%2e%2e/secret",
+        "/sub/..%2f..%2fsecret",
+        "/..%2fsecret",
+        "//../secret",
+        "/.%2e/secret",
+        "/..\\secret",
+        "/sub/..%5c..%5csecret",
+        "/%2e%2e%5csecret",
+        "/sub/%00/../../secret",
+        "/sub/.../secret",
+    ] {
+        for method in ["GET", "PROPFIND", "DELETE"] {
+            let extra = if method == "PROPFIND" {
+                "Depth: 0\r\n"
+            } else {
+                ""
+            };
+            let (_, text) = raw(&srv.url, &raw_head(method, target, extra));
+            assert!(
+                !text.contains("outside secret"),
+                "{method} {target}: {text}"
+            );
+        }
+        // Writes may create an oddly named file *inside* (`..\secret` is a plain name on
+        // Unix); they must never touch anything outside.
+        let put = format!(
+            "PUT {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\r\nowned"
+        );
+        raw(&srv.url, &put);
+        raw(
+            &srv.url,
+            &raw_head(
+                "COPY",
+                "/sub/",
+                &format!("Destination: http://x{target}\r\n"),
+            ),
+        );
+        assert_eq!(
+            std::fs::read(parent.path().join("secret")).unwrap(),
+            b"outside secret",
+            "{target}"
+        );
+        assert_eq!(
+            std::fs::read_dir(parent.path()).unwrap().count(),
+            2,
+            "{target}"
+        );
+    }
+    // The plain `..` spellings are refused outright.
+    for target in ["/../secret", "/%2e%2e/secret", "/sub/../../secret"] {
+        let (st, text) = raw(&srv.url, &raw_head("GET", target, ""));
+        assert!(st == 403 || st == 400, "GET {target}: {st}\n{text}");
+    }
+    assert!(srv.path("sub").is_dir());
+}
+
+#[tokio::test]
+async fn propfind_depth_must_be_finite_and_valid() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::create_dir(srv.path("dir")).unwrap();
+    std::fs::write(srv.path("dir/f"), b"x").unwrap();
+    for url in [srv.url("dir/"), srv.url("dir/f")] {
+        for depth in [None, Some("infinity"), Some("Infinity")] {
+            let mut rb = c.req("PROPFIND", &url);
+            if let Some(d) = depth {
+                rb = rb.header("Depth", d);
+            }
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{url} {depth:?}");
+            let xml = r.text().await.unwrap();
+            assert!(
+                xml.contains("<D:error") && xml.contains("propfind-finite-depth"),
+                "{xml}"
+            );
+        }
+        for bad in ["2", "one", "", "-1"] {
+            let r = c
+                .req("PROPFIND", &url)
+                .header("Depth", bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url} {bad:?}");
+        }
+    }
+    // Depth 0 and 1 still work, on a file and on a collection.
+    for depth in ["0", "1"] {
+        let (st, xml) = c.propfind(&srv.url("dir/f"), depth, &[]).await;
+        assert_eq!(st, StatusCode::MULTI_STATUS, "{xml}");
+        assert_eq!(elements(&xml, "D:href"), ["/dir/f"], "{xml}");
+    }
+    let (_, xml) = c.propfind(&srv.url("dir/"), "0", &[]).await;
+    assert_eq!(elements(&xml, "D:href"), ["/dir/"], "{xml}");
+    let (_, xml) = c.propfind(&srv.url("dir/"), "1", &[]).await;
+    assert_eq!(elements(&xml, "D:href"), ["/dir/", "/dir/f"], "{xml}");
+}
+
+#[tokio::test]
+async fn destination_on_another_server_is_502_and_allow_is_complete() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"x").unwrap();
+    std::fs::create_dir(srv.path("dir")).unwrap();
+    let port: u16 = srv
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    for method in ["COPY", "MOVE"] {
+        for dest in [
+            "http://other.example/g".to_string(),
+            format!("http://127.0.0.1:{}/g", port.wrapping_add(1)),
+            format!("http://localhost:{port}/g"),
+        ] {
+            let st = status_of(&c, method, &srv.url("f"), Some(&dest)).await;
+            assert_eq!(st, StatusCode::BAD_GATEWAY, "{method} {dest}");
+        }
+    }
+    assert!(srv.path("f").exists() && !srv.path("g").exists());
+    // The same server, spelled as the request's Host, works.
+    let st = status_of(&c, "COPY", &srv.url("f"), Some(&srv.url("g"))).await;
+    assert_eq!(st, StatusCode::CREATED);
+
+    let allow = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get("allow")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect()
+    };
+    let r = c.req("OPTIONS", &srv.url("dir/")).send().await.unwrap();
+    let methods = allow(&r);
+    for m in [
+        "OPTIONS",
+        "GET",
+        "HEAD",
+        "PROPFIND",
+        "PROPPATCH",
+        "COPY",
+        "MOVE",
+        "DELETE",
+    ] {
+        assert!(methods.iter().any(|x| x == m), "{m} not in {methods:?}");
+    }
+    let r = c.req("OPTIONS", &srv.url("f")).send().await.unwrap();
+    let methods = allow(&r);
+    for m in ["GET", "HEAD", "PUT", "PROPFIND", "PROPPATCH", "DELETE"] {
+        assert!(methods.iter().any(|x| x == m), "{m} not in {methods:?}");
+    }
+    let r = c.req("OPTIONS", &srv.url("missing/")).send().await.unwrap();
+    let methods = allow(&r);
+    for m in ["PUT", "MKCOL"] {
+        assert!(methods.iter().any(|x| x == m), "{m} not in {methods:?}");
+    }
+}
+
+/// The library server with small limits, for the timing tests.
+async fn limited_server(
+    limits: cloudmount::server::ServeLimits,
+) -> (tempfile::TempDir, cloudmount::server::ServerHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = cloudmount::server::start_with_limits(
+        cloudmount::server::ServeConfig {
+            root: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: None,
+            quota: None,
+        },
+        limits,
+    )
+    .await
+    .unwrap();
+    (dir, handle)
+}
+
+/// Reads what the server sends until it closes or `limit` passes.
+async fn read_reply(sock: &mut tokio::net::TcpStream, limit: Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, sock.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_body_times_out_and_a_slow_one_does_not() {
+    use tokio::io::AsyncWriteExt;
+    let (dir, srv) = limited_server(cloudmount::server::ServeLimits {
+        body_idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let addr = srv.local_addr();
+
+    // 10 bytes of 100, then nothing: 408 and the connection closed, no file, no temp file.
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"PUT /stalled HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = read_reply(&mut sock, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+    // The same for a stalled XML body.
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        b"PROPFIND / HTTP/1.1\r\nHost: x\r\nDepth: 0\r\nContent-Length: 100\r\n\r\n<?xml",
+    )
+    .await
+    .unwrap();
+    let reply = read_reply(&mut sock, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?}");
+
+    // A body that keeps arriving, slower in total than the timeout, is fine.
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        b"PUT /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 8\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for b in b"abcdefgh" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sock.write_all(&[*b]).await.unwrap();
+    }
+    let reply = read_reply(&mut sock, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply:?}");
+    assert_eq!(std::fs::read(dir.path().join("slow")).unwrap(), b"abcdefgh");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    use tokio::io::AsyncWriteExt;
+    let (dir, srv) = limited_server(cloudmount::server::ServeLimits {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    std::fs::write(dir.path().join("f"), b"hello").unwrap();
+    let addr = srv.local_addr();
+    let get = b"GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // Two idle connections take both slots.
+    let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(get).await.unwrap();
+    let reply = read_reply(&mut third, Duration::from_secs(1)).await;
+    assert_eq!(reply, "", "served beyond the cap");
+
+    // One closes: the waiting connection is served.
+    drop(idle1);
+    let reply = read_reply(&mut third, Duration::from_secs(10)).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("hello"),
+        "{reply:?}"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_target_with_a_fragment_is_refused() {
+    use tokio::io::AsyncWriteExt;
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    std::fs::create_dir(srv.path("frag")).unwrap();
+    std::fs::write(srv.path("frag/f"), b"x").unwrap();
+    let (st, text) = raw(&srv.url, &raw_head("DELETE", "/frag/#ment", ""));
+    assert_eq!(st, 400, "{text}");
+    assert!(srv.path("frag/f").exists());
+
+    // Also later on a kept-alive connection, after a request with a body.
+    let mut sock =
+        tokio::net::TcpStream::connect(srv.url.trim_start_matches("http://").trim_end_matches('/'))
+            .await
+            .unwrap();
+    sock.write_all(
+        b"PUT /frag/g HTTP/1.1\r\nHost: x\r\nContent-Length: 26\r\n\r\nDELETE /frag/#x HTTP/1.1\r\n\
+          DELETE /frag/#ment HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let reply = read_reply(&mut sock, Duration::from_secs(10)).await;
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    assert!(reply.contains("HTTP/1.1 400"), "{reply}");
+    assert!(srv.path("frag/f").exists());
+    assert_eq!(
+        std::fs::read(srv.path("frag/g")).unwrap(),
+        b"DELETE /frag/#x HTTP/1.1\r\n"
+    );
+    // Without the fragment, DELETE works.
+    let (st, text) = raw(&srv.url, &raw_head("DELETE", "/frag/", ""));
+    assert_eq!(st, 204, "{text}");
+    assert!(!srv.path("frag").exists());
+}
+
+#[test]
+fn serving_beyond_loopback_requires_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+        .arg("serve")
+        .arg(dir.path())
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("CLOUDMOUNT_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serving on 0.0.0.0 without authentication");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "must not announce an address");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without authentication"), "{err}");
+}
+
+const LOCKINFO_EXCLUSIVE: &str = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+const LOCKINFO_SHARED: &str = r#"<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>"#;
+
+/// LOCK `url`: (status, Lock-Token without brackets, body).
+async fn lock(
+    c: &Client,
+    url: &str,
+    info: &str,
+    depth: &str,
+    timeout: &str,
+) -> (StatusCode, String, String) {
+    let r = c
+        .req("LOCK", url)
+        .header("Depth", depth)
+        .header("Timeout", timeout)
+        .header("Content-Type", "application/xml")
+        .body(info.to_string())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let token = r
+        .headers()
+        .get("lock-token")
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .trim_matches(|c| c == '<' || c == '>')
+                .to_string()
+        })
+        .unwrap_or_default();
+    (st, token, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn locks_are_real() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"v1").unwrap();
+    let f = srv.url("f");
+
+    let (st, token, body) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert!(token.starts_with("urn:uuid:"), "{token}");
+    let (_, xml) = c.propfind(&f, "0", &["lockdiscovery"]).await;
+    assert!(xml.contains(&token), "{xml}");
+
+    // Another exclusive lock, and writes without the token, are refused.
+    let (st, _, _) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    let (st, _, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    assert_eq!(c.put(&f, b"v2".to_vec()).await.status(), StatusCode::LOCKED);
+    for (method, dest) in [("DELETE", None), ("MOVE", Some(srv.url("g")))] {
+        let st = status_of(&c, method, &f, dest.as_deref()).await;
+        assert_eq!(st, StatusCode::LOCKED, "{method}");
+    }
+    assert_eq!(std::fs::read(srv.path("f")).unwrap(), b"v1");
+    // With the token, the holder writes.
+    let r = c
+        .req("PUT", &f)
+        .header("If", format!("(<{token}>)"))
+        .body("v3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(std::fs::read(srv.path("f")).unwrap(), b"v3");
+    // UNLOCK needs the real token.
+    let st = c
+        .req("UNLOCK", &f)
+        .header(
+            "Lock-Token",
+            "<urn:uuid:00000000-0000-0000-0000-000000000000>",
+        )
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(!st.is_success(), "{st}");
+    let st = c
+        .req("UNLOCK", &f)
+        .header("Lock-Token", format!("<{token}>"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.put(&f, b"v4".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    // Shared locks coexist, and still keep out writers without a token.
+    let (st1, t1, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    let (st2, t2, _) = lock(&c, &f, LOCKINFO_SHARED, "0", "Second-100").await;
+    assert_eq!((st1, st2), (StatusCode::OK, StatusCode::OK));
+    assert_ne!(t1, t2);
+    let (st, _, _) = lock(&c, &f, LOCKINFO_EXCLUSIVE, "0", "Second-100").await;
+    assert_eq!(st, StatusCode::LOCKED);
+    assert_eq!(c.put(&f, b"v5".to_vec()).await.status(), StatusCode::LOCKED);
+
+    // A depth-infinity lock on a collection covers new members.
+    std::fs::create_dir(srv.path("dir")).unwrap();
+    let (st, dt, _) = lock(
+        &c,
+        &srv.url("dir/"),
+        LOCKINFO_EXCLUSIVE,
+        "infinity",
+        "Second-100",
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        c.put(&srv.url("dir/x"), b"x".to_vec()).await.status(),
+        StatusCode::LOCKED
+    );
+    let r = c
+        .req("PUT", &srv.url("dir/x"))
+        .header("If", format!("(<{dt}>)"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Locks expire; an infinite one is granted the server's maximum.
+    let (st, _, body) = lock(&c, &srv.url("h"), LOCKINFO_EXCLUSIVE, "0", "Infinite").await;
+    assert!(st.is_success(), "{st}");
+    assert!(body.contains("Second-600"), "{body}");
+    let (st, _, _) = lock(&c, &srv.url("short"), LOCKINFO_EXCLUSIVE, "0", "Second-1").await;
+    assert!(st.is_success(), "{st}");
+    assert_eq!(
+        c.put(&srv.url("short"), b"s".to_vec()).await.status(),
+        StatusCode::LOCKED
+    );
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert!(c
+        .put(&srv.url("short"), b"s".to_vec())
+        .await
+        .status()
+        .is_success());
+}
+
+#[tokio::test]
+async fn dead_properties_are_stored_and_follow_their_resource() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    std::fs::write(srv.path("f"), b"x").unwrap();
+    std::fs::create_dir(srv.path("d")).unwrap();
+    let proppatch = |url: String, body: String| {
+        let c = &c;
+        async move {
+            let r = c
+                .req("PROPPATCH", &url)
+                .header("Content-Type", "application/xml")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let set = |name: &str, value: &str| {
+        format!(
+            r#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:set><D:prop><Z:{name}>{value}</Z:{name}></D:prop></D:set></D:propertyupdate>"#
+        )
+    };
+    let get = |url: String, name: &'static str| {
+        let c = &c;
+        async move {
+            let body = format!(
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:prop><Z:{name}/></D:prop></D:propfind>"#
+            );
+            let r = c
+                .req("PROPFIND", &url)
+                .header("Depth", "0")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::MULTI_STATUS);
+            r.text().await.unwrap()
+        }
+    };
+
+    let (st, xml) = proppatch(srv.url("f"), set("color", "blue ü")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS, "{xml}");
+    assert!(xml.contains("200 OK"), "{xml}");
+    assert!(get(srv.url("f"), "color").await.contains("blue ü"));
+    let (st, _) = proppatch(srv.url("d/"), set("shape", "round")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    let (st, _) = proppatch(srv.url(""), set("root", "yes")).await;
+    assert_eq!(st, StatusCode::MULTI_STATUS);
+    // A property the resource does not have is answered 404 (and one it has, 200).
+    let xml = get(srv.url("f"), "nosuch").await;
+    assert!(
+        xml.contains("nosuch") && xml.contains("404 Not Found"),
+        "{xml}"
+    );
+    // A missing resource has no properties to set.
+    let (st, _) = proppatch(srv.url("missing"), set("color", "red")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Kept across an overwrite and a restart (stored on disk), never listed or served.
+    assert_eq!(
+        c.put(&srv.url("f"), b"y".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, xml) = c.propfind(&srv.url(""), "1", &[]).await;
+    assert!(!xml.contains(".cloudmount-props-"), "{xml}");
+    let (st, _) = c.get(&srv.url(".cloudmount-props-f")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Restart on the same directory (taken out of the first server before it is dropped).
+    let mut srv = srv;
+    let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
+    drop(srv);
+    let srv = Server::start_in(
+        dir,
+        Opts {
+            auth: false,
+            quota: None,
+        },
+    );
+    let c = srv.client();
+    let get = |url: String, name: &'static str| {
+        let c = &c;
+        async move {
+            let body = format!(
+                r#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:cm-test"><D:prop><Z:{name}/></D:prop></D:propfind>"#
+            );
+            let r = c
+                .req("PROPFIND", &url)
+                .header("Depth", "0")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.text().await.unwrap()
+        }
+    };
+    assert!(get(srv.url("f"), "color").await.contains("blue ü"));
+    assert!(get(srv.url("d/"), "shape").await.contains("round"));
+    assert!(get(srv.url(""), "root").await.contains("yes"));
+
+    // COPY copies them, MOVE takes them along, DELETE removes them.
+    assert_eq!(
+        status_of(&c, "COPY", &srv.url("f"), Some(&srv.url("g"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("g"), "color").await.contains("blue ü"));
+    assert_eq!(
+        status_of(&c, "MOVE", &srv.url("f"), Some(&srv.url("d/h"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("d/h"), "color").await.contains("blue ü"));
+    assert_eq!(
+        status_of(&c, "MOVE", &srv.url("d/"), Some(&srv.url("e/"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("e/"), "shape").await.contains("round"));
+    assert!(get(srv.url("e/h"), "color").await.contains("blue ü"));
+    // A new file under an old name starts without properties.
+    assert_eq!(
+        c.put(&srv.url("f"), b"new".to_vec()).await.status(),
+        StatusCode::CREATED
+    );
+    assert!(!get(srv.url("f"), "color").await.contains("blue"));
+    assert_eq!(
+        status_of(&c, "DELETE", &srv.url("e/"), None).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status_of(&c, "DELETE", &srv.url("g"), None).await,
+        StatusCode::NO_CONTENT
+    );
+    let mut left: Vec<String> = std::fs::read_dir(srv.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [".cloudmount-props-", "f"],
+        "only the root's properties and f remain"
+    );
+}
+
+#[test]
+fn litmus_passes_every_suite() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: Some("1G"),
+    });
+    // litmus writes debug.log and child.log into its working directory.
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("litmus")
+        .args(["-k", &srv.url, USER, PASSWORD])
+        .current_dir(work.path())
+        .env("HOME", work.path())
+        .output()
+        .expect("litmus is not installed: run the tests with tests/run.sh (it installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summaries: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("<- summary for"))
+        .collect();
+    assert_eq!(summaries.len(), 5, "{text}");
+    for s in &summaries {
+        assert!(
+            s.contains(" 0 failed") && s.ends_with("100.0%"),
+            "{s}\n\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("SKIPPED") && !text.contains("WARNING"),
+        "{text}"
+    );
+    assert!(out.status.success(), "{text}");
+}
+
+/// Runs rclone (installed by the test command) against the server; returns stdout.
+fn rclone(srv: &Server, conf_dir: &Path, args: &[&str]) -> String {
+    let obscured = Command::new("rclone")
+        .args(["obscure", PASSWORD])
+        .output()
+        .expect("rclone is not installed: run the tests with tests/run.sh (it installs it)");
+    let obscured = String::from_utf8(obscured.stdout).unwrap();
+    let out = Command::new("rclone")
+        .args(args)
+        .args(["--webdav-url", &srv.url, "--webdav-user", USER])
+        .args(["--webdav-pass", obscured.trim(), "--retries", "1"])
+        .env("RCLONE_CONFIG", conf_dir.join("rclone.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rclone {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn rclone_as_a_client() {
+    let srv = Server::start(Opts {
+        auth: true,
+        quota: Some("1G"),
+    });
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    std::fs::write(src.join("sub/b.bin"), data(300_000, 3)).unwrap();
+    std::fs::write(src.join("ü # name.txt"), b"odd").unwrap();
+    let src_s = src.to_str().unwrap();
+
+    rclone(&srv, local.path(), &["copy", src_s, ":webdav:dst"]);
+    assert_eq!(
+        std::fs::read(srv.path("dst/sub/b.bin")).unwrap(),
+        data(300_000, 3)
+    );
+    assert_eq!(std::fs::read(srv.path("dst/ü # name.txt")).unwrap(), b"odd");
+    rclone(&srv, local.path(), &["check", src_s, ":webdav:dst"]);
+    let mut listed: Vec<String> = rclone(&srv, local.path(), &["lsf", "-R", ":webdav:dst"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["a.txt", "sub/", "sub/b.bin", "ü # name.txt"]);
+
+    rclone(
+        &srv,
+        local.path(),
+        &["moveto", ":webdav:dst/a.txt", ":webdav:dst/sub/moved.txt"],
+    );
+    assert_eq!(
+        std::fs::read(srv.path("dst/sub/moved.txt")).unwrap(),
+        b"hello"
+    );
+    assert!(!srv.path("dst/a.txt").exists());
+    rclone(&srv, local.path(), &["purge", ":webdav:dst/sub"]);
+    assert!(!srv.path("dst/sub").exists());
+    let about = rclone(&srv, local.path(), &["about", ":webdav:"]);
+    assert!(about.contains("Used:"), "{about}");
+}

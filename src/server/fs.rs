@@ -12,8 +12,11 @@
 //!   `Content-Length` (dav-server passes it as `OpenOptions::size`, so an oversized PUT fails in
 //!   `open`, before any byte is read), and chunk by chunk for bodies of unknown length. Failing to
 //!   reserve gives `FsError::InsufficientStorage`, which dav-server answers with 507.
-//! - **Hidden names.** Any path with a segment starting with `.cloudmount-put-` is invisible:
-//!   left out of directory listings, 404 for reads, 403 for anything that would create one.
+//! - **Hidden names.** Any path with a segment starting with `.cloudmount-put-` (upload temp
+//!   files) or `.cloudmount-props-` (dead properties, see [`super::props`]) is invisible: left
+//!   out of directory listings, 404 for reads, 403 for anything that would create one.
+//! - **Confinement.** Symlinks are never followed: every operation checks its paths first (see
+//!   [`super::confine`]), and listings leave symlinks out.
 //!
 //! Every other operation is `LocalFs`'s, so ETags (`<inode>-<size>-<mtime µs>` in hex, as Apache)
 //! are the same in GET, HEAD, PUT responses and PROPFIND. Each version written through the server
@@ -30,13 +33,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes};
 use dav_server::davpath::DavPath;
 use dav_server::fs::{
-    DavDirEntry, DavFile, DavFileSystem, DavMetaData, FsError, FsFuture, FsResult, FsStream,
-    OpenOptions, ReadDirMeta,
+    DavDirEntry, DavFile, DavFileSystem, DavMetaData, DavProp, FsError, FsFuture, FsResult,
+    FsStream, OpenOptions, ReadDirMeta,
 };
 use dav_server::localfs::LocalFs;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use super::confine;
+use super::props::{self, PROPS_PREFIX};
 use super::quota::Quota;
 
 /// Name prefix of upload temp files; names starting with it are never served.
@@ -47,9 +52,14 @@ pub(crate) fn is_hidden_name(name: &[u8]) -> bool {
     name.starts_with(HIDDEN_PREFIX.as_bytes())
 }
 
-/// True when any segment of the (decoded) request path is a hidden name.
+/// True when a file name is never served: an upload temp file or a property file.
+fn is_reserved_name(name: &[u8]) -> bool {
+    is_hidden_name(name) || name.starts_with(PROPS_PREFIX.as_bytes())
+}
+
+/// True when any segment of the (decoded) request path is a reserved name.
 fn names_hidden(path: &DavPath) -> bool {
-    path.as_bytes().split(|b| *b == b'/').any(is_hidden_name)
+    path.as_bytes().split(|b| *b == b'/').any(is_reserved_name)
 }
 
 /// Mode of files the server creates (before the umask), as `cp` would.
@@ -77,6 +87,44 @@ impl CloudFs {
 
     fn fspath(&self, path: &DavPath) -> PathBuf {
         self.root.join(path.as_rel_ospath())
+    }
+
+    /// The property file of `path`.
+    fn props_file(&self, path: &DavPath) -> FsResult<PathBuf> {
+        props::props_file(&self.root, path.as_rel_ospath()).ok_or(FsError::Forbidden)
+    }
+
+    /// After a MOVE or COPY: the destination's properties become the source's.
+    async fn props_follow(&self, from: &DavPath, to: &DavPath, copy: bool) {
+        let (Ok(src), Ok(dst)) = (self.props_file(from), self.props_file(to)) else {
+            return;
+        };
+        let done = blocking(move || props::follow(&src, &dst, copy).map_err(fs_err)).await;
+        if let Err(e) = done {
+            tracing::warn!(from = %from, to = %to, error = ?e, "properties not moved along");
+        }
+    }
+
+    /// After a DELETE: the resource's properties go too.
+    async fn props_remove(&self, path: &DavPath) {
+        let Ok(file) = self.props_file(path) else {
+            return;
+        };
+        if let Err(e) = blocking(move || props::remove(&file).map_err(fs_err)).await {
+            tracing::warn!(path = %path, error = ?e, "properties not removed");
+        }
+    }
+
+    /// Refuses (403) a path that names or passes through a symlink (see [`confine`]).
+    async fn confine(&self, path: &DavPath) -> FsResult<()> {
+        let (root, rel) = (self.root.clone(), path.as_rel_ospath().to_path_buf());
+        blocking(move || {
+            confine::check(&root, &rel).map_err(|e| {
+                tracing::info!(path = %rel.display(), reason = %e, "request refused: outside the served directory");
+                FsError::Forbidden
+            })
+        })
+        .await
     }
 
     /// Wraps directory metadata so that its `len()` is the quota usage (see [`QuotaDirMeta`]).
@@ -193,6 +241,7 @@ impl DavFileSystem for CloudFs {
                     FsError::NotFound
                 });
             }
+            self.confine(path).await?;
             if !writing {
                 return self.inner.open(path, options).await;
             }
@@ -227,27 +276,34 @@ impl DavFileSystem for CloudFs {
     fn read_dir<'a>(
         &'a self,
         path: &'a DavPath,
-        meta: ReadDirMeta,
+        _meta: ReadDirMeta,
     ) -> FsFuture<'a, FsStream<Box<dyn DavDirEntry>>> {
         async move {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let quota = self.quota.clone();
-            let stream = self.inner.read_dir(path, meta).await?;
+            // Entries are always read with lstat data (whatever was asked), so that symlinks
+            // are seen as such and dropped; for every entry kept, lstat and stat data agree.
+            let stream = self.inner.read_dir(path, ReadDirMeta::DataSymlink).await?;
             let filtered = stream.filter_map(move |item| {
-                let item = match item {
-                    Ok(entry) if is_hidden_name(&entry.name()) => None,
-                    Ok(entry) => Some(Ok(match &quota {
-                        Some(q) => Box::new(QuotaDirEntry {
-                            inner: entry,
-                            quota: q.clone(),
-                        }) as Box<dyn DavDirEntry>,
-                        None => entry,
-                    })),
-                    Err(e) => Some(Err(e)),
-                };
-                std::future::ready(item)
+                let quota = quota.clone();
+                async move {
+                    match item {
+                        Ok(entry) if is_reserved_name(&entry.name()) => None,
+                        // Symlinks are never served, so never listed (see `confine`).
+                        Ok(entry) if entry.is_symlink().await.unwrap_or(true) => None,
+                        Ok(entry) => Some(Ok(match quota {
+                            Some(q) => Box::new(QuotaDirEntry {
+                                inner: entry,
+                                quota: q,
+                            }) as Box<dyn DavDirEntry>,
+                            None => entry,
+                        })),
+                        Err(e) => Some(Err(e)),
+                    }
+                }
             });
             Ok(Box::pin(filtered) as FsStream<Box<dyn DavDirEntry>>)
         }
@@ -259,6 +315,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let meta = self.inner.metadata(path).await?;
             Ok(self.wrap_meta(meta))
         }
@@ -270,6 +327,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
+            self.confine(path).await?;
             let meta = self.inner.symlink_metadata(path).await?;
             Ok(self.wrap_meta(meta))
         }
@@ -281,6 +339,7 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::Forbidden);
             }
+            self.confine(path).await?;
             self.inner.create_dir(path).await
         }
         .boxed()
@@ -291,7 +350,23 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
-            self.inner.remove_dir(path).await
+            self.confine(path).await?;
+            let dir = self.fspath(path);
+            blocking(move || match std::fs::remove_dir(&dir) {
+                // Symlinks and property files are not listed, so a recursive DELETE did not
+                // remove them: unlink them (never what a symlink points to) and try again.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
+                    let links = confine::remove_symlinks_in(&dir).map_err(fs_err)?;
+                    if links + props::remove_all_in(&dir).map_err(fs_err)? == 0 {
+                        return Err(fs_err(e));
+                    }
+                    std::fs::remove_dir(&dir).map_err(fs_err)
+                }
+                r => r.map_err(fs_err),
+            })
+            .await?;
+            self.props_remove(path).await;
+            Ok(())
         }
         .boxed()
     }
@@ -301,18 +376,23 @@ impl DavFileSystem for CloudFs {
             if names_hidden(path) {
                 return Err(FsError::NotFound);
             }
-            let Some(quota) = self.quota.clone() else {
-                return self.inner.remove_file(path).await;
-            };
-            let target = self.fspath(path);
-            blocking(move || {
-                let mut st = quota.lock();
-                let old = counted_len(&target);
-                std::fs::remove_file(&target).map_err(fs_err)?;
-                st.used = st.used.saturating_sub(old);
-                Ok(())
-            })
-            .await
+            self.confine(path).await?;
+            match self.quota.clone() {
+                None => self.inner.remove_file(path).await?,
+                Some(quota) => {
+                    let target = self.fspath(path);
+                    blocking(move || {
+                        let mut st = quota.lock();
+                        let old = counted_len(&target);
+                        std::fs::remove_file(&target).map_err(fs_err)?;
+                        st.used = st.used.saturating_sub(old);
+                        Ok(())
+                    })
+                    .await?
+                }
+            }
+            self.props_remove(path).await;
+            Ok(())
         }
         .boxed()
     }
@@ -325,26 +405,11 @@ impl DavFileSystem for CloudFs {
             if names_hidden(to) {
                 return Err(FsError::Forbidden);
             }
-            let Some(quota) = self.quota.clone() else {
-                return self.inner.rename(from, to).await;
-            };
-            let (src, dst) = (self.fspath(from), self.fspath(to));
-            blocking(move || {
-                let mut st = quota.lock();
-                let replaced = counted_len(&dst);
-                match std::fs::rename(&src, &dst) {
-                    Ok(()) => {}
-                    // As LocalFs: WebDAV allows a MOVE of a directory over a file.
-                    Err(e) if e.kind() == io::ErrorKind::NotADirectory && src.is_dir() => {
-                        let _ = std::fs::remove_file(&dst);
-                        std::fs::rename(&src, &dst).map_err(fs_err)?;
-                    }
-                    Err(e) => return Err(fs_err(e)),
-                }
-                st.used = st.used.saturating_sub(replaced);
-                Ok(())
-            })
-            .await
+            self.confine(from).await?;
+            self.confine(to).await?;
+            self.rename_counted(from, to).await?;
+            self.props_follow(from, to, false).await;
+            Ok(())
         }
         .boxed()
     }
@@ -357,9 +422,72 @@ impl DavFileSystem for CloudFs {
             if names_hidden(to) {
                 return Err(FsError::Forbidden);
             }
+            self.confine(from).await?;
+            self.confine(to).await?;
             let (src, dst) = (self.fspath(from), self.fspath(to));
             let quota = self.quota.clone();
-            blocking(move || copy_atomic(&src, &dst, quota.as_deref())).await
+            blocking(move || copy_atomic(&src, &dst, quota.as_deref())).await?;
+            self.props_follow(from, to, true).await;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn have_props<'a>(
+        &'a self,
+        _path: &'a DavPath,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(std::future::ready(true))
+    }
+
+    fn patch_props<'a>(
+        &'a self,
+        path: &'a DavPath,
+        patch: Vec<(bool, DavProp)>,
+    ) -> FsFuture<'a, Vec<(http::StatusCode, DavProp)>> {
+        async move {
+            // The resource must exist (and be reachable); metadata() checks both.
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let answer = patch
+                .iter()
+                .map(|(_, p)| (http::StatusCode::OK, without_value(p)))
+                .collect();
+            blocking(move || {
+                props::patch(&file, &patch, create_temp).map_err(|e| {
+                    tracing::warn!(file = %file.display(), error = %e, "PROPPATCH not stored");
+                    fs_err(e)
+                })
+            })
+            .await?;
+            Ok(answer)
+        }
+        .boxed()
+    }
+
+    fn get_props<'a>(&'a self, path: &'a DavPath, do_content: bool) -> FsFuture<'a, Vec<DavProp>> {
+        async move {
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let all = blocking(move || props::load(&file).map_err(fs_err)).await?;
+            Ok(if do_content {
+                all
+            } else {
+                all.iter().map(without_value).collect()
+            })
+        }
+        .boxed()
+    }
+
+    fn get_prop<'a>(&'a self, path: &'a DavPath, prop: DavProp) -> FsFuture<'a, Vec<u8>> {
+        async move {
+            self.metadata(path).await?;
+            let file = self.props_file(path)?;
+            let all = blocking(move || props::load(&file).map_err(fs_err)).await?;
+            all.into_iter()
+                .find(|p| p.name == prop.name && p.namespace == prop.namespace)
+                .and_then(|p| p.xml)
+                .ok_or(FsError::NotFound)
         }
         .boxed()
     }
@@ -367,6 +495,40 @@ impl DavFileSystem for CloudFs {
     fn get_quota(&self) -> FsFuture<'_, (u64, Option<u64>)> {
         let q = self.quota.as_ref().map(|q| (q.used(), Some(q.limit())));
         std::future::ready(q.ok_or(FsError::NotImplemented)).boxed()
+    }
+}
+
+/// A property without its value (for the status list of a PROPPATCH, and a names-only listing).
+fn without_value(p: &DavProp) -> DavProp {
+    DavProp {
+        xml: None,
+        ..p.clone()
+    }
+}
+
+impl CloudFs {
+    /// The rename of a MOVE, with the quota kept right when it replaces a file.
+    async fn rename_counted(&self, from: &DavPath, to: &DavPath) -> FsResult<()> {
+        let Some(quota) = self.quota.clone() else {
+            return self.inner.rename(from, to).await;
+        };
+        let (src, dst) = (self.fspath(from), self.fspath(to));
+        blocking(move || {
+            let mut st = quota.lock();
+            let replaced = counted_len(&dst);
+            match std::fs::rename(&src, &dst) {
+                Ok(()) => {}
+                // As LocalFs: WebDAV allows a MOVE of a directory over a file.
+                Err(e) if e.kind() == io::ErrorKind::NotADirectory && src.is_dir() => {
+                    let _ = std::fs::remove_file(&dst);
+                    std::fs::rename(&src, &dst).map_err(fs_err)?;
+                }
+                Err(e) => return Err(fs_err(e)),
+            }
+            st.used = st.used.saturating_sub(replaced);
+            Ok(())
+        })
+        .await
     }
 }
 

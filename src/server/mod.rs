@@ -1,8 +1,9 @@
 //! The embedded WebDAV server behind `cloudmount serve`, the demo and the test suites.
 //!
 //! A [`dav_server`] handler on hyper 1, serving one local directory, with:
-//! - optional HTTP Basic auth ([`ServeConfig::auth`]; 401 with
-//!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise),
+//! - HTTP Basic auth ([`ServeConfig::auth`]; 401 with
+//!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise), required unless the server
+//!   listens on a loopback address only ([`ServeError::AuthRequired`]),
 //! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
 //!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
@@ -10,6 +11,27 @@
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
 //!   `quota-available-bytes`, and 507 Insufficient Storage for a write that would exceed it,
 //!   leaving no partial file and the old content intact.
+//!
+//! What it guarantees against hostile requests (each has a test in `tests/server.rs`):
+//! - **Nothing outside the directory.** Symlinks are never followed, listed or copied: a path
+//!   naming or passing through one is 403 for every method (see the `confine` module). `..` and
+//!   its encodings cannot climb above the root; hard links are never written through (every
+//!   write is a new file renamed into place).
+//! - **No request crashes or wedges it.** XML bodies are bounded (64 KiB, 413) and checked
+//!   without recursion before dav-server's recursive parser sees them (nesting past 64 levels,
+//!   DTDs and malformed XML are 400; see `xmlguard`); request heads must arrive within 30 s;
+//!   a body that makes no progress for [`ServeLimits::body_idle_timeout`] is 408; at most
+//!   [`ServeLimits::max_connections`] connections are served at once.
+//! - **RFC 4918 where dav-server is lax** (see `protocol`, `fragment`): PROPFIND of infinite or
+//!   missing Depth is 403 `propfind-finite-depth`, a bad Depth 400; a COPY/MOVE `Destination`
+//!   on another host is 502; a request target with a `#fragment` is 400.
+//!
+//! Locks are real (see `locks`): exclusive and shared, depth 0 and infinity, `If:` tokens
+//! required to write a locked resource, timeouts of at most 10 minutes enforced; they live in
+//! memory. Dead properties (PROPPATCH) are stored in a hidden file beside their resource and
+//! follow it through MOVE, COPY and DELETE (see `props`); a PROPFIND naming properties the
+//! resource lacks gets them in a 404 propstat (see `propstat`). litmus passes every suite,
+//! without warnings.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cloudmount::server::ServeError> {
@@ -27,50 +49,56 @@
 //! ```
 
 mod auth;
+mod body;
+mod confine;
 mod etagfix;
+mod fragment;
 mod fs;
+mod locks;
+mod props;
+mod propstat;
+mod protocol;
 mod quota;
+mod xmlguard;
 
 use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dav_server::fakels::FakeLs;
 use dav_server::DavHandler;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::size::FormatSize;
 
 use self::auth::BasicAuth;
+use self::body::SharedBody;
 use self::etagfix::EtagQuotedBody;
 use self::fs::CloudFs;
+use self::locks::LockKeeper;
+use self::propstat::PropstatBody;
 use self::quota::Quota;
 
 /// How long [`ServerHandle::shutdown`] lets requests in flight finish before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A connection that sends no complete request header within this time is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// After an error answer to a request whose body was not read (401, 507, …), up to this much of
-/// the body is read and discarded before answering, so the client sees the answer instead of a
-/// connection reset (closing a socket with unread data makes the kernel send RST).
-const DRAIN_MAX_BYTES: u64 = 32 << 20;
-const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+/// Largest body accepted for methods other than PUT and PATCH (XML bodies: PROPFIND, PROPPATCH,
+/// LOCK); dav-server's own limit.
+const MAX_XML_BODY: usize = 64 << 10;
 
 /// What to serve and how.
 #[derive(Clone)]
@@ -99,6 +127,26 @@ impl fmt::Debug for ServeConfig {
     }
 }
 
+/// Bounds on what clients can make the server hold; [`Default`] suits a real deployment.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// A request body that sends nothing for this long while it is read fails: 408 Request
+    /// Timeout, the connection closed, a partial upload dropped. Default 60 s.
+    pub body_idle_timeout: Duration,
+    /// Connections served at once. Further connections wait (in the listen backlog) until one
+    /// closes. Default 512.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> ServeLimits {
+        ServeLimits {
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+        }
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -114,6 +162,11 @@ pub enum ServeError {
     InvalidUser(String),
     #[error("the password is empty")]
     EmptyPassword,
+    #[error(
+        "refusing to serve without authentication on {0}, which is not a loopback address: \
+         set a user and password (and put TLS in front: see `cloudmount serve --help`)"
+    )]
+    AuthRequired(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("cannot measure the space used under {} for the quota: {source}", path.display())]
@@ -176,8 +229,17 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Starts serving `cfg.root` on `cfg.listen`. Returns once the socket is bound.
+/// Starts serving `cfg.root` on `cfg.listen` with the default [`ServeLimits`]. Returns once the
+/// socket is bound.
 pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
+    start_with_limits(cfg, ServeLimits::default()).await
+}
+
+/// [`start`] with explicit [`ServeLimits`].
+pub async fn start_with_limits(
+    cfg: ServeConfig,
+    limits: ServeLimits,
+) -> Result<ServerHandle, ServeError> {
     let root = check_root(&cfg.root)?;
 
     let auth = match &cfg.auth {
@@ -192,6 +254,10 @@ pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
         }
         None => None,
     };
+
+    if auth.is_none() && !cfg.listen.ip().is_loopback() {
+        return Err(ServeError::AuthRequired(cfg.listen));
+    }
 
     let quota = match cfg.quota {
         Some(limit) => {
@@ -234,23 +300,27 @@ pub async fn start(cfg: ServeConfig) -> Result<ServerHandle, ServeError> {
         source,
     })?;
 
+    // Real locks (macOS Finder and Windows also refuse to write without lock support).
+    let (locks, ls) = LockKeeper::new();
     let dav = DavHandler::builder()
         .filesystem(Box::new(CloudFs::new(root.clone(), quota.clone())))
-        // Advertise (fake) locking: macOS Finder and Windows refuse to write without it.
-        .locksystem(FakeLs::new())
+        .locksystem(ls)
         // GET on a collection: an HTML listing, so the demo can be browsed in a web browser.
         .autoindex(true)
         .build_handler();
-    let state = Arc::new(State { dav, auth });
+    let state = Arc::new(State {
+        dav,
+        locks,
+        auth,
+        body_idle_timeout: limits.body_idle_timeout,
+    });
 
-    if state.auth.is_none() && !local_addr.ip().is_loopback() {
-        tracing::warn!(%local_addr, "serving without authentication on a non-loopback address");
-    }
     tracing::info!(root = %root.display(), %local_addr, auth = state.auth.is_some(),
         quota = ?cfg.quota, "WebDAV server listening");
 
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, state, stop_rx));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let task = tokio::spawn(accept_loop(listener, state, slots, stop_rx));
     Ok(ServerHandle {
         local_addr,
         root,
@@ -283,21 +353,48 @@ fn check_root(root: &std::path::Path) -> Result<PathBuf, ServeError> {
 
 struct State {
     dav: DavHandler,
+    locks: LockKeeper,
     auth: Option<BasicAuth>,
+    body_idle_timeout: Duration,
 }
 
 type RespBody = UnsyncBoxBody<Bytes, io::Error>;
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut conns = JoinSet::new();
+    // A connection is accepted only with a slot in hand: past the cap, connections wait in the
+    // kernel's listen backlog until one closes.
+    let mut slot: Option<OwnedSemaphorePermit> = None;
+    let mut at_cap_logged = false;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => match accepted {
+            permit = slots.clone().acquire_owned(), if slot.is_none() => {
+                // The semaphore is never closed.
+                slot = permit.ok();
+            }
+            accepted = listener.accept(), if slot.is_some() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(serve_connection(stream, peer, state.clone(), stop.clone()));
+                    let permit = slot.take();
+                    if slots.available_permits() == 0 && !at_cap_logged {
+                        tracing::warn!(open = conns.len() + 1,
+                            "connection limit reached: further connections wait");
+                        at_cap_logged = true;
+                    } else if slots.available_permits() > 0 {
+                        at_cap_logged = false;
+                    }
+                    let conn = serve_connection(stream, peer, state.clone(), stop.clone());
+                    conns.spawn(async move {
+                        conn.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -330,7 +427,11 @@ async fn serve_connection(
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let svc = service_fn(move |req| handle_request(state.clone(), req));
+    let (stream, fragments) = fragment::Sniffer::new(stream);
+    let svc = service_fn(move |req| {
+        let has_fragment = fragments.next_has_fragment();
+        handle_request(state.clone(), req, has_fragment)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -351,6 +452,7 @@ async fn serve_connection(
 async fn handle_request(
     state: Arc<State>,
     req: Request<Incoming>,
+    has_fragment: bool,
 ) -> Result<Response<RespBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
@@ -360,29 +462,28 @@ async fn handle_request(
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let (parts, body) = req.into_parts();
-    let body = SharedBody::new(body);
+    let body = SharedBody::new(body, state.body_idle_timeout);
 
-    let response = if state
-        .auth
-        .as_ref()
-        .is_some_and(|a| !a.check(parts.headers.get(header::AUTHORIZATION)))
-    {
-        unauthorized()
+    let mut response = if has_fragment {
+        // Acting on the URI without its fragment could hit another resource (DELETE /dir/#x
+        // would delete /dir/): refused, as Apache does.
+        plain(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: a request target must not have a #fragment\n",
+        )
     } else {
-        let is_propfind = parts.method.as_str() == "PROPFIND";
-        let resp = state
-            .dav
-            .handle(Request::from_parts(parts, body.clone()))
-            .await;
-        let (mut head, dav_body) = resp.into_parts();
-        let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
-            head.headers.remove(header::CONTENT_LENGTH);
-            EtagQuotedBody::new(dav_body).boxed_unsync()
-        } else {
-            dav_body.boxed_unsync()
-        };
-        Response::from_parts(head, body)
+        answer(&state, parts, body.clone()).await
     };
+    if body.timed_out() {
+        tracing::info!(%method, path, "request body timed out");
+        response = plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "408 Request Timeout: the request body stopped arriving\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
@@ -398,103 +499,134 @@ async fn handle_request(
     Ok(response)
 }
 
-fn unauthorized() -> Response<RespBody> {
+/// The answer to one request: refusals by auth and by the checks done before dav-server, else
+/// dav-server's answer (fixed up).
+async fn answer(
+    state: &State,
+    parts: http::request::Parts,
+    body: SharedBody,
+) -> Response<RespBody> {
+    if state
+        .auth
+        .as_ref()
+        .is_some_and(|a| !a.check(parts.headers.get(header::AUTHORIZATION)))
+    {
+        return unauthorized();
+    }
+    if let Err(refusal) = protocol::check(&parts.method, &parts.headers) {
+        tracing::debug!(method = %parts.method, reason = refusal.reason, "request refused");
+        return match refusal.body {
+            Some(xml) => with_body(
+                refusal.status,
+                "application/xml; charset=utf-8",
+                Bytes::from_static(xml.as_bytes()),
+            ),
+            None => plain(refusal.status, refusal.reason),
+        };
+    }
+    // PUT and PATCH bodies stream to a file; every other body is XML that dav-server parses
+    // into a tree, recursively: it is read and checked here first.
+    if parts.method == Method::PUT || parts.method.as_str() == "PATCH" {
+        return dav_answer(state, parts, body, None).await;
+    }
+    let xml =
+        match body.read_to_bytes(MAX_XML_BODY).await {
+            Ok(Some(xml)) => xml,
+            Ok(None) => return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large: request bodies other than uploads are limited to 64 KiB\n",
+            ),
+            // A timeout is answered by the caller; anything else is a broken request.
+            Err(_) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: incomplete body\n",
+                )
+            }
+        };
+    if let Err(e) = xmlguard::check(&xml) {
+        tracing::info!(method = %parts.method, reason = %e, "XML body refused");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("400 Bad Request: XML body refused: {e}\n"),
+        );
+    }
+    let wanted = match parts.method.as_str() {
+        "PROPFIND" => propstat::requested(&xml),
+        _ => None,
+    };
+    dav_answer(state, parts, Full::new(xml), wanted).await
+}
+
+/// dav-server's answer, with the PROPFIND ETags quoted, the properties named in `wanted` (a
+/// PROPFIND `<D:prop>` request) and not found answered 404, and `Allow` completed.
+async fn dav_answer<B>(
+    state: &State,
+    mut parts: http::request::Parts,
+    body: B,
+    wanted: Option<Vec<propstat::PropName>>,
+) -> Response<RespBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let is_propfind = parts.method.as_str() == "PROPFIND";
+    let is_options = parts.method == Method::OPTIONS;
+    state.locks.expire().await;
+    let lock_req = match state
+        .locks
+        .prepare(&parts.method, parts.uri.path(), &mut parts.headers)
+    {
+        Ok(r) => r,
+        Err(status) => return plain(status, "too many locks held; try again later"),
+    };
+    let resp = state.dav.handle(Request::from_parts(parts, body)).await;
+    let (mut head, dav_body) = resp.into_parts();
+    state.locks.record(lock_req, head.status, &head.headers);
+    if is_options {
+        protocol::fix_allow(&mut head.headers);
+    }
+    let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
+        head.headers.remove(header::CONTENT_LENGTH);
+        let quoted = EtagQuotedBody::new(dav_body);
+        match wanted {
+            Some(wanted) => PropstatBody::new(quoted, wanted).boxed_unsync(),
+            None => quoted.boxed_unsync(),
+        }
+    } else {
+        dav_body.boxed_unsync()
+    };
+    Response::from_parts(head, body)
+}
+
+fn with_body(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<RespBody> {
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(
-            b"401 Unauthorized: credentials required\n",
-        ))
-        .map_err(|never| match never {})
-        .boxed_unsync(),
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
     );
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    let h = resp.headers_mut();
-    h.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(auth::CHALLENGE),
-    );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
-/// The request body, shared between dav-server (which may stop reading it early) and the
-/// service, which can then drain what is left (see [`DRAIN_MAX_BYTES`]).
-#[derive(Clone)]
-struct SharedBody(Arc<Mutex<SharedBodyState>>);
-
-struct SharedBodyState {
-    body: Incoming,
-    done: bool,
-    polled: bool,
+fn plain(status: StatusCode, text: &str) -> Response<RespBody> {
+    let mut text = text.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    with_body(status, "text/plain; charset=utf-8", Bytes::from(text))
 }
 
-impl SharedBody {
-    fn new(body: Incoming) -> SharedBody {
-        SharedBody(Arc::new(Mutex::new(SharedBodyState {
-            body,
-            done: false,
-            polled: false,
-        })))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SharedBodyState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads and discards the rest of the body, within limits. With `Expect: 100-continue` and
-    /// nothing read yet, the client is waiting for our answer and will not send the body: then
-    /// there is nothing to drain.
-    async fn drain(&self, expect_continue: bool) {
-        {
-            let st = self.lock();
-            if st.done || st.body.is_end_stream() || (expect_continue && !st.polled) {
-                return;
-            }
-        }
-        let mut body = self.clone();
-        let _ = tokio::time::timeout(DRAIN_MAX_TIME, async move {
-            let mut left = DRAIN_MAX_BYTES;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    match left.checked_sub(data.len() as u64) {
-                        Some(l) => left = l,
-                        None => return,
-                    }
-                }
-            }
-        })
-        .await;
-    }
-}
-
-impl Body for SharedBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut st = self.lock();
-        if st.done {
-            return Poll::Ready(None);
-        }
-        st.polled = true;
-        let polled = Pin::new(&mut st.body).poll_frame(cx);
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-            st.done = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let st = self.lock();
-        st.done || st.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.lock().body.size_hint()
-    }
+fn unauthorized() -> Response<RespBody> {
+    let mut resp = plain(
+        StatusCode::UNAUTHORIZED,
+        "401 Unauthorized: credentials required\n",
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(auth::CHALLENGE),
+    );
+    resp
 }

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use super::fs::is_hidden_name;
+use super::props::PROPS_PREFIX;
 
 /// The counters, behind [`Quota::lock`].
 #[derive(Debug, Default)]
@@ -81,8 +82,8 @@ impl Quota {
 
 /// Walks `root` and returns the total size of the regular files in it.
 ///
-/// Leftover upload temp files (from a crash) are deleted on the way and not counted. Symbolic
-/// links are not followed. Blocking: run it on a blocking thread.
+/// Leftover upload temp files (from a crash) are deleted on the way and not counted, nor are
+/// property files. Symbolic links are not followed. Blocking: run it on a blocking thread.
 pub(crate) fn scan(root: &Path) -> io::Result<u64> {
     let mut total = 0u64;
     let mut stack = vec![root.to_path_buf()];
@@ -116,6 +117,8 @@ pub(crate) fn scan(root: &Path) -> io::Result<u64> {
             }
             if file_type.is_dir() {
                 stack.push(entry.path());
+            } else if name.as_encoded_bytes().starts_with(PROPS_PREFIX.as_bytes()) {
+                // Property files are metadata, not counted (as they are not while serving).
             } else if file_type.is_file() {
                 total = total.saturating_add(entry.metadata()?.len());
             }
@@ -148,7 +151,9 @@ mod tests {
         std::fs::write(&temp, b"partial").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
+        std::fs::write(dir.path().join(".cloudmount-props-a"), b"cmprops1").unwrap();
         assert_eq!(scan(dir.path()).unwrap(), 1005);
         assert!(!temp.exists());
+        assert!(dir.path().join(".cloudmount-props-a").exists());
     }
 }

@@ -29,8 +29,9 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # service and no /etc/apache2, so installing it starts nothing on port 80.
 # nginx (the core binary, with the built-in dav module) and the dav-ext module (PROPFIND,
 # OPTIONS) do come with a system service: cm_ensure_packages keeps apt from starting it.
+# litmus: the WebDAV compliance suite tests/server.rs runs against `cloudmount serve`.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
-    nginx libnginx-mod-http-dav-ext)
+    nginx libnginx-mod-http-dav-ext litmus)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
 cm_pkg_installed() {
