@@ -19,6 +19,8 @@ pub struct Request {
     pub method: String,
     /// The request target as sent (a percent-encoded path, for the clients under test).
     pub target: String,
+    /// Whether it carried an `Authorization` header (credentials, Basic or Digest).
+    pub signed: bool,
     /// The final (non-1xx) response's status, once its status line went back to the client.
     pub status: Option<u16>,
 }
@@ -50,11 +52,12 @@ impl RequestLog {
         self.lock().clone()
     }
 
-    fn push(&self, method: String, target: String) -> usize {
+    fn push(&self, method: String, target: String, signed: bool) -> usize {
         let mut v = self.lock();
         v.push(Request {
             method,
             target,
+            signed,
             status: None,
         });
         v.len() - 1
@@ -221,7 +224,10 @@ impl Exchange {
             let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
                 return Framing::UntilClose;
             };
-            let index = self.log.push(method.to_string(), target.to_string());
+            let signed = header(&text, "authorization").is_some();
+            let index = self
+                .log
+                .push(method.to_string(), target.to_string(), signed);
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
