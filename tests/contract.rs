@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use cloudmount::remote::mem::MemRemote;
 use cloudmount::remote::{ByteRange, ETag, PutBody, PutCondition, Remote, RemoteError, RemotePath};
+use common::proxy::{target_of, FaultProxy};
 use common::*;
 
 /// A server under test and a fresh directory on it.
@@ -786,63 +787,110 @@ async fn apache_digest_survives_nonce_expiry() {
     );
 }
 
-/// A wrong password is a clear auth error, after one signed attempt: no retry storm.
-async fn wrong_password(url: &str) -> RemoteError {
-    let r = webdav(url, &test_user(), "definitely-not-the-password");
-    let err = r
-        .stat(&RemotePath::new(&format!("wrongpw-{}", unique())).unwrap())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, RemoteError::Auth { .. }), "{err}");
-    assert!(err.to_string().contains("check user and password"), "{err}");
-    err
-}
-
-#[tokio::test]
-async fn apache_basic_wrong_password() {
+/// A wrong password is a clear auth error, after one signed attempt: no retry storm. The
+/// requests are counted through the test proxy, whatever the server: `expected` lists all of
+/// them (method, whether it was for the base URL or the asked path, signed, status). The client
+/// learns the auth scheme with one unauthenticated OPTIONS of the base URL; a server that
+/// answers it without a challenge (rclone) gives it at the first 401 instead. Then one signed
+/// request, refused with 401, and nothing more.
+async fn wrong_password(url: &str, user: &str, expected: &[(&str, Target, bool, u16)]) {
+    let proxy = FaultProxy::start(target_of(url)).await;
+    let r = webdav(&proxy.url_for(url), user, "definitely-not-the-password");
     let marker = format!("wrongpw-{}", unique());
-    let url = env("CLOUDMOUNT_TEST_APACHE_BASIC_URL");
-    let r = webdav(&url, &test_user(), "definitely-not-the-password");
     let err = r
         .stat(&RemotePath::new(&marker).unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, RemoteError::Auth { .. }), "{err}");
-    // Count the requests that reached the server for this path: exactly one.
-    let log_path = env("CLOUDMOUNT_TEST_APACHE_ACCESS_LOG");
-    let mut hits = 0;
-    for _ in 0..50 {
-        let log = std::fs::read_to_string(&log_path).unwrap();
-        hits = log.lines().filter(|l| l.contains(&marker)).count();
-        if hits > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(hits, 1, "requests with a wrong password: {hits}");
+    assert!(err.to_string().contains("check user and password"), "{err}");
+    // A retry would come after the error: give it time to show.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let base = url::Url::parse(url).unwrap().path().to_string();
+    let asked = format!("{base}{marker}");
+    let got: Vec<(String, String, bool, Option<u16>)> = proxy
+        .requests()
+        .into_iter()
+        .map(|q| (q.method.clone(), q.path().to_string(), q.signed, q.status))
+        .collect();
+    let want: Vec<(String, String, bool, Option<u16>)> = expected
+        .iter()
+        .map(|(m, t, signed, st)| {
+            let path = match t {
+                Target::Base => base.clone(),
+                Target::Asked => asked.clone(),
+            };
+            (m.to_string(), path, *signed, Some(*st))
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "the requests a wrong password made (method, path, signed, status)"
+    );
+    assert_eq!(got.iter().filter(|q| q.2).count(), 1, "one signed attempt");
+}
+
+/// What a request of [`wrong_password`] was for.
+#[derive(Clone, Copy)]
+enum Target {
+    Base,
+    Asked,
+}
+
+/// OPTIONS answered with a challenge, then one signed PROPFIND.
+const CHALLENGED_OPTIONS: &[(&str, Target, bool, u16)] = &[
+    ("OPTIONS", Target::Base, false, 401),
+    ("PROPFIND", Target::Asked, true, 401),
+];
+
+#[tokio::test]
+async fn apache_basic_wrong_password() {
+    wrong_password(
+        &env("CLOUDMOUNT_TEST_APACHE_BASIC_URL"),
+        &test_user(),
+        CHALLENGED_OPTIONS,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn apache_digest_wrong_password() {
-    wrong_password(&env("CLOUDMOUNT_TEST_APACHE_DIGEST_URL")).await;
+    wrong_password(
+        &env("CLOUDMOUNT_TEST_APACHE_DIGEST_URL"),
+        &test_user(),
+        CHALLENGED_OPTIONS,
+    )
+    .await;
 }
 
+/// rclone answers OPTIONS without credentials: the first PROPFIND brings the challenge.
 #[tokio::test]
 async fn rclone_wrong_password() {
-    wrong_password(&env("CLOUDMOUNT_TEST_RCLONE_URL")).await;
+    wrong_password(
+        &env("CLOUDMOUNT_TEST_RCLONE_URL"),
+        &test_user(),
+        &[
+            ("OPTIONS", Target::Base, false, 200),
+            ("PROPFIND", Target::Asked, false, 401),
+            ("PROPFIND", Target::Asked, true, 401),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nginx_wrong_password() {
-    wrong_password(&env("CLOUDMOUNT_TEST_NGINX_URL")).await;
+    wrong_password(
+        &env("CLOUDMOUNT_TEST_NGINX_URL"),
+        &test_user(),
+        CHALLENGED_OPTIONS,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn embedded_wrong_password() {
     let s = embedded_server(None);
-    let r = webdav(&s.url, "cmtest", "wrong");
-    let err = r.stat(&RemotePath::root()).await.unwrap_err();
-    assert!(matches!(err, RemoteError::Auth { .. }), "{err}");
+    wrong_password(&s.url, "cmtest", CHALLENGED_OPTIONS).await;
 }
 
 /// Without credentials, a server that wants them gives an auth error, not a hang or a panic.

@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use common::mount::*;
+use common::proxy::{target_of, FaultProxy, Request};
 use common::{pattern, sha256};
 
 const MIB: usize = 1 << 20;
@@ -627,7 +628,7 @@ mod cases {
     }
 
     /// A second mount on the same cache directory shows the same tree, and reads what the first
-    /// one cached without a GET (counted in Apache's access log).
+    /// one cached without a GET (both mounts go through the test proxy, which counts requests).
     pub fn remount_on_same_cache_agrees(s: &Server) {
         let dav = Dav::fresh(s, "remount");
         for n in [0, 1, 4096, MIB + 1, 3 * MIB] {
@@ -637,8 +638,10 @@ mod cases {
         dav.put("sub dir/x #1", &pattern(5000, 9));
         let cache = tempfile::tempdir().unwrap();
         let opts = MountOpts::for_server(s).cache_dir(cache.path());
+        let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+        let url = proxy.url_for(&dav.url);
 
-        let m = Mounted::new(&dav.url, &opts);
+        let m = Mounted::new(&url, &opts);
         let first = local_tree(&m.dir);
         // Files written just before the unmount are uploaded and kept in the cache too.
         for i in 0..5 {
@@ -648,20 +651,39 @@ mod cases {
         let server = dav.tree();
         assert_eq!(first.len() + 5, server.len());
 
-        let gets_before = count_gets(&dav);
-        let m = Mounted::new(&dav.url, &opts);
+        let before = gets(&proxy, &dav);
+        assert!(
+            !before.is_empty(),
+            "{}: the first mount's reads were not seen by the proxy",
+            s.name
+        );
+        let m = Mounted::new(&url, &opts);
         let second = local_tree(&m.dir);
-        let gets_after = count_gets(&dav);
+        let after = gets(&proxy, &dav);
         assert_trees_equal(s.name, &second, &server);
-        if let (Some(before), Some(after)) = (gets_before, gets_after) {
-            assert_eq!(
-                after.len(),
-                before.len(),
-                "{}: the second mount on the same cache sent GETs for cached content:\n{}",
-                s.name,
-                after[before.len()..].join("\n")
-            );
-        }
+        let mut refetched: Vec<&str> = after[before.len()..].iter().map(|r| r.path()).collect();
+        refetched.sort();
+        refetched.dedup();
+        // Known bug on nginx (listings without ETags): a file uploaded by the mount is cached
+        // under the ETag of its upload, and the next mount's listing names its version by size
+        // and mtime instead, so the cached copy is not found and the file is downloaded again.
+        // Files the first mount downloaded are found. When this is fixed, the list below is
+        // empty and this check says so: remove the exception.
+        let want: Vec<String> = if s.name == "nginx" {
+            (0..5)
+                .map(|i| dav.url_path(&format!("written {i}")))
+                .collect()
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            refetched,
+            want,
+            "{}: the second mount on the same cache sent GETs for cached content (the list \
+             is the files expected to be fetched again):\n{:#?}",
+            s.name,
+            &after[before.len()..]
+        );
         m.unmount();
     }
 
@@ -680,8 +702,9 @@ mod cases {
                 want.insert(rel, data);
             }
         }
-        let m = mount(&dav);
-        let gets_before = count_gets(&dav);
+        let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+        let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(s));
+        let gets_before = gets(&proxy, &dav).len();
         let mut found = 0;
         for d in 0..4 {
             let mut names: Vec<String> = fs::read_dir(m.path(&format!("d{d}")))
@@ -696,43 +719,35 @@ mod cases {
             }
         }
         assert_eq!(found, want.len(), "{}", s.name);
-        if let (Some(before), Some(after)) = (gets_before, count_gets(&dav)) {
-            // Successful ones only (Digest may answer 401 once when its nonce went stale).
-            let mut gets: Vec<&String> = after[before.len()..]
-                .iter()
-                .filter(|l| {
-                    l.split('"')
-                        .nth(2)
-                        .is_some_and(|st| st.trim().starts_with("20"))
-                })
-                .collect();
-            gets.sort();
-            let n = gets.len();
-            gets.dedup_by(|a, b| a.split('"').nth(1) == b.split('"').nth(1));
-            assert_eq!(n, want.len(), "{}: one GET per file:\n{gets:?}", s.name);
-            assert_eq!(gets.len(), n, "{}: a file was fetched twice", s.name);
-        }
+        // Successful ones only (Digest answers 401 once when its nonce went stale, and the
+        // client asks again).
+        let after = gets(&proxy, &dav);
+        let mut fetched: Vec<&str> = after[gets_before..]
+            .iter()
+            .filter(|r| r.succeeded())
+            .map(|r| r.path())
+            .collect();
+        fetched.sort();
+        let n = fetched.len();
+        fetched.dedup();
+        assert_eq!(
+            n,
+            want.len(),
+            "{}: one GET per file:\n{:#?}",
+            s.name,
+            &after[gets_before..]
+        );
+        assert_eq!(fetched.len(), n, "{}: a file was fetched twice", s.name);
     }
 
-    fn count_gets(dav: &Dav) -> Option<Vec<String>> {
-        dav.server.access_log.as_ref()?;
-        let gets = || -> Vec<String> {
-            dav.log_lines()
-                .into_iter()
-                .filter(|l| l.contains("\"GET "))
-                .collect()
-        };
-        // Apache writes a log line after it sent the response: wait until the log is quiet, so
-        // the test's own last requests are not counted on the wrong side.
-        let mut last = gets();
-        loop {
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            let now = gets();
-            if now.len() == last.len() {
-                return Some(now);
-            }
-            last = now;
-        }
+    /// The GETs of `dav`'s folder that went through `proxy`, once the mount has been quiet for
+    /// a moment (reading ahead finishes after the reads that caused it).
+    fn gets(proxy: &FaultProxy, dav: &Dav) -> Vec<Request> {
+        proxy
+            .requests_when_quiet(&dav.url_path(""), Duration::from_millis(500))
+            .into_iter()
+            .filter(|r| r.method == "GET")
+            .collect()
     }
 
     /// Changes made on the server by another client show through the mount once the listing

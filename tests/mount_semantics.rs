@@ -321,6 +321,237 @@ fn touch_mtime_is_kept_locally() {
     );
 }
 
+fn ts(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as _,
+    }
+}
+
+/// utimensat(2) of `p` (following no symlink: there are none here).
+fn utimens(p: &Path, atime: libc::timespec, mtime: libc::timespec) -> Result<(), i32> {
+    let times = [atime, mtime];
+    // SAFETY: a NUL-terminated path and an array of two timespecs, as utimensat wants.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, cstr(p).as_ptr(), times.as_ptr(), 0) };
+    check(r, "utimensat")
+}
+
+/// (mtime, atime) of `p` as (seconds, nanoseconds), through stat(2).
+fn times_of(p: &Path) -> ((i64, i64), (i64, i64)) {
+    let md = fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+    ((md.mtime(), md.mtime_nsec()), (md.atime(), md.atime_nsec()))
+}
+
+/// Waits past --dir-cache-time (1 s) and lists the mount's root: the listing is revalidated.
+fn revalidate(m: &Mounted) {
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = fs::read_dir(&m.dir).unwrap().count();
+}
+
+/// Unmounts and mounts the same folder again on the same cache directory.
+fn remount(dav: &Dav, m: Mounted, cache: &Path) -> Mounted {
+    m.unmount();
+    Mounted::new(
+        &dav.url,
+        &MountOpts::for_server(&dav.server).cache_dir(cache),
+    )
+}
+
+/// The mtime of each file as read back: now, after the listing was revalidated, after a
+/// remount on the same cache, and after a revalidation there.
+fn mtime_through_remount(
+    dav: &Dav,
+    m: Mounted,
+    cache: &Path,
+    names: &[&str],
+) -> (Mounted, Vec<[(i64, i64); 4]>) {
+    let mut seen: Vec<[(i64, i64); 4]> =
+        names.iter().map(|n| [times_of(&m.path(n)).0; 4]).collect();
+    revalidate(&m);
+    for (n, s) in names.iter().zip(&mut seen) {
+        s[1] = times_of(&m.path(n)).0;
+    }
+    let m = remount(dav, m, cache);
+    for (n, s) in names.iter().zip(&mut seen) {
+        s[2] = times_of(&m.path(n)).0;
+    }
+    revalidate(&m);
+    for (n, s) in names.iter().zip(&mut seen) {
+        s[3] = times_of(&m.path(n)).0;
+    }
+    (m, seen)
+}
+
+/// The server's last-modified time of `rel`, as (seconds, nanoseconds).
+fn server_mtime(dav: &Dav, rel: &str) -> (i64, i64) {
+    let t = dav
+        .stat(rel)
+        .unwrap_or_else(|| panic!("{rel} is not on the server"))
+        .mtime
+        .unwrap_or_else(|| panic!("the server gives no mtime for {rel}"));
+    let d = t.duration_since(UNIX_EPOCH).unwrap();
+    (d.as_secs() as i64, d.subsec_nanos() as i64)
+}
+
+/// Checks what [`mtime_through_remount`] saw: the mtime set, while mounted; after a remount,
+/// the server's (see the known bug below).
+fn assert_mtimes(dav: &Dav, names: &[&str], set: &[(i64, i64)], seen: &[[(i64, i64); 4]]) {
+    // Known bug: a set mtime is stored in the cache directory (meta.db, local_mtimes) but never
+    // read back, so after a remount the server's time shows. When it is fixed, the next mount
+    // shows the time set: expect `set` in all four columns (and mind the clamp of stored times
+    // past 2262: meta.db keeps signed 64-bit nanoseconds).
+    let want: Vec<[(i64, i64); 4]> = names
+        .iter()
+        .zip(set)
+        .map(|(n, s)| {
+            let server = server_mtime(dav, n);
+            assert_eq!(server.1, 0, "{n}: the server's mtimes are whole seconds");
+            [*s, *s, server, server]
+        })
+        .collect();
+    assert_eq!(
+        seen, want,
+        "mtimes of {names:?}: as set, after revalidation, after a remount, after revalidation"
+    );
+}
+
+/// An mtime set with nanoseconds (files and directories) reads back exactly through stat, also
+/// after the listing is revalidated. The atime reads as the mtime (noatime; an atime set is not
+/// kept): what pjdfstest `utimensat::subsecond` stops at, before it checks the mtime.
+#[test]
+fn subsecond_mtimes_are_kept() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "subsec");
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).cache_dir(cache.path()));
+    fs::write(m.path("f"), b"x").unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    m.settle();
+    let file_mtime = (200_000_000, 123_456_789);
+    let dir_mtime = (1_700_000_000, 999_999_999);
+    utimens(
+        &m.path("f"),
+        ts(100_000_000, 100_000_000),
+        ts(file_mtime.0, file_mtime.1),
+    )
+    .unwrap();
+    utimens(
+        &m.path("d"),
+        ts(100_000_000, 1),
+        ts(dir_mtime.0, dir_mtime.1),
+    )
+    .unwrap();
+    let ((f_m, f_a), (d_m, d_a)) = (times_of(&m.path("f")), times_of(&m.path("d")));
+    assert_eq!(f_m, file_mtime, "file mtime");
+    assert_eq!(f_a, f_m, "the atime reads as the mtime");
+    assert_eq!(d_m, dir_mtime, "directory mtime");
+    assert_eq!(d_a, d_m, "the atime reads as the mtime");
+    let (_m, seen) = mtime_through_remount(&dav, m, cache.path(), &["f", "d"]);
+    assert_mtimes(&dav, &["f", "d"], &[file_mtime, dir_mtime], &seen);
+}
+
+/// Times past 2038 (2^31 s, beyond a signed 32-bit time_t), past 2106 (2^32 s, beyond an
+/// unsigned one) and past 2262 (2^34 s, beyond signed 64-bit nanoseconds) are shown exactly,
+/// also after the listing is revalidated: nothing is clamped on a mount. What pjdfstest
+/// `utimensat::y2038` stops at, before it checks the mtime, is its atime.
+#[test]
+fn mtimes_past_2038_2106_and_2262_are_kept() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "y2038");
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).cache_dir(cache.path()));
+    let cases: [(&str, (i64, i64)); 4] = [
+        ("y2038", (1 << 31, 0)),
+        ("y2106", (1 << 32, 5)),
+        ("y2262", (9_223_372_036, 854_775_807)),
+        ("y2514", (1 << 34, 999_999_999)),
+    ];
+    for (name, _) in &cases {
+        fs::write(m.path(name), name.as_bytes()).unwrap();
+    }
+    m.settle();
+    for (name, set) in &cases {
+        utimens(&m.path(name), ts(set.0, set.1), ts(set.0, set.1))
+            .unwrap_or_else(|e| panic!("utimensat {name}: errno {e}"));
+    }
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    let set: Vec<(i64, i64)> = cases.iter().map(|c| c.1).collect();
+    let (_m, seen) = mtime_through_remount(&dav, m, cache.path(), &names);
+    assert_mtimes(&dav, &names, &set, &seen);
+}
+
+/// utimensat with UTIME_OMIT for the mtime succeeds and leaves the mtime exactly as it was (the
+/// atime given is not kept: it reads as the mtime); UTIME_OMIT for the atime sets the mtime
+/// alone. What pjdfstest `utimensat::utime_omit` stops at, before it checks the mtime, is its
+/// atime.
+#[test]
+fn utime_omit_leaves_the_mtime_alone() {
+    let (_dav, m) = setup("omit");
+    let f = m.path("f");
+    fs::write(&f, b"x").unwrap();
+    m.settle();
+    utimens(&f, ts(0, libc::UTIME_OMIT), ts(1_800_000_000, 42)).unwrap();
+    assert_eq!(times_of(&f), ((1_800_000_000, 42), (1_800_000_000, 42)));
+    utimens(&f, ts(1_900_000_000, 0), ts(0, libc::UTIME_OMIT)).unwrap();
+    assert_eq!(
+        times_of(&f).0,
+        (1_800_000_000, 42),
+        "the mtime after an atime-only utimensat"
+    );
+    revalidate(&m);
+    assert_eq!(
+        times_of(&f),
+        ((1_800_000_000, 42), (1_800_000_000, 42)),
+        "after revalidation: the mtime kept, the atime reads as the mtime"
+    );
+    // Both omitted: nothing changes.
+    utimens(&f, ts(0, libc::UTIME_OMIT), ts(0, libc::UTIME_OMIT)).unwrap();
+    assert_eq!(times_of(&f).0, (1_800_000_000, 42));
+}
+
+/// After a directory is renamed into another one, its `..` is the new parent: stat of `d/..`
+/// is the new parent (not the old one), at once and after the listings are revalidated; a
+/// relative path through `..` reaches the new parent's files. What pjdfstest
+/// `rename::updates_link_parent` checks after the link counts it stops at.
+#[test]
+fn dotdot_of_a_renamed_directory_is_its_new_parent() {
+    let (dav, m) = setup("dotdot");
+    for d in ["a", "b", "a/d"] {
+        fs::create_dir(m.path(d)).unwrap();
+    }
+    fs::write(m.path("b/only in b"), b"b").unwrap();
+    fs::rename(m.path("a/d"), m.path("b/d")).unwrap();
+    let ino = |rel: &str| fs::metadata(m.path(rel)).unwrap().ino();
+    let check_dotdot = |when: &str| {
+        assert_eq!(ino("b/d/.."), ino("b"), "{when}: stat of b/d/.. is b");
+        assert_ne!(ino("b/d/.."), ino("a"), "{when}: stat of b/d/.. is not a");
+        assert_eq!(
+            fs::read(m.path("b/d/../only in b")).unwrap(),
+            b"b",
+            "{when}: a path through b/d/.. reaches b's files"
+        );
+        let names: Vec<String> = fs::read_dir(m.path("b/d/.."))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"d".to_string()) && names.contains(&"only in b".to_string()),
+            "{when}: listing b/d/.. gives {names:?}"
+        );
+    };
+    check_dotdot("after the rename");
+    // A directory renamed to the top, and one moved down again.
+    fs::rename(m.path("b/d"), m.path("d")).unwrap();
+    assert_eq!(ino("d/.."), ino(""), "stat of d/.. after a move to the top");
+    fs::rename(m.path("d"), m.path("b/d")).unwrap();
+    m.settle();
+    revalidate(&m);
+    let _ = fs::read_dir(m.path("b")).unwrap().count();
+    check_dotdot("after revalidation");
+    assert_eq!(dav.names("b"), ["d", "only in b"]);
+    assert!(dav.names("a").is_empty());
+}
+
 /// An open file reads the version it opened: if the server's copy changes, a block not cached
 /// yet is EIO (never the new version's bytes); a new open after the listing TTL reads the new
 /// version.

@@ -336,3 +336,94 @@ async fn requests_in_flight_are_capped() {
     );
     r.delete(&dir).await.unwrap();
 }
+
+/// The request log tells requests apart across bodies (chunked and sized), interim responses
+/// and bodiless HEAD answers, whatever the chunking of the bytes on the wire.
+#[test]
+fn the_request_log_follows_http_framing() {
+    let log = Arc::new(common::http_log::RequestLog::default());
+    let x = common::http_log::Exchange::new(log.clone());
+    // A PUT with a chunked body split at awkward places, then a GET, then a HEAD.
+    let up = b"PUT /a%20b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+               3\r\nabc\r\n0\r\n\r\nGET /c?x=1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n\
+               HEAD /d HTTP/1.1\r\n\r\nPROPFIND /e HTTP/1.1\r\ncontent-length: 4\r\n\r\nGET ";
+    for chunk in up.chunks(5) {
+        x.client_sent(chunk);
+    }
+    let down = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok\
+                 HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
+                 HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n\
+                 HTTP/1.1 401 No\r\nContent-Length: 0\r\n\r\n";
+    for chunk in down.chunks(7) {
+        x.server_sent(chunk);
+    }
+    let got: Vec<(String, String, Option<u16>)> = log
+        .snapshot()
+        .into_iter()
+        .map(|r| (r.method, r.target, r.status))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("PUT".into(), "/a%20b".into(), Some(201)),
+            ("GET".into(), "/c?x=1".into(), Some(200)),
+            ("HEAD".into(), "/d".into(), Some(200)),
+            ("PROPFIND".into(), "/e".into(), Some(401)),
+        ]
+    );
+    assert_eq!(log.snapshot()[1].path(), "/c");
+}
+
+/// Through a real server, the proxy logs each request with its method, path and status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_logs_every_request_with_its_status() {
+    let proxy = FaultProxy::start(target_of(&apache_url())).await;
+    let (r, dir) = through(&proxy, "reqlog", Duration::from_secs(10), 0).await;
+    let prefix = url::Url::parse(&apache_url())
+        .unwrap()
+        .join(&format!("{}/", dir.as_str()))
+        .unwrap()
+        .path()
+        .to_string();
+    let f = dir.join("f x").unwrap();
+    r.put(&f, PutBody::from(vec![7u8; 100_000]), PutCondition::None)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let got = r
+            .read_range(&f, cloudmount::remote::ByteRange::whole(), None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 100_000);
+    }
+    assert!(r.stat(&dir.join("missing").unwrap()).await.is_err());
+    // The client may check a PUT with a PROPFIND (its ETag): only the others are listed here.
+    let log: Vec<(String, String, bool)> = proxy
+        .requests_under(&prefix)
+        .into_iter()
+        .filter(|q| q.method != "PROPFIND" || q.path().ends_with("missing"))
+        .map(|q| (q.method.clone(), q.path().to_string(), q.succeeded()))
+        .collect();
+    let file = format!("{prefix}f%20x");
+    assert_eq!(
+        log,
+        [
+            ("MKCOL".to_string(), prefix.clone(), true),
+            ("PUT".to_string(), file.clone(), true),
+            ("GET".to_string(), file.clone(), true),
+            ("GET".to_string(), file, true),
+            ("PROPFIND".to_string(), format!("{prefix}missing"), false),
+        ],
+        "{:#?}",
+        proxy.requests()
+    );
+    assert_eq!(
+        proxy.requests_under(&prefix).last().unwrap().status,
+        Some(404)
+    );
+    assert_eq!(proxy.count("GET", &prefix), 2);
+    r.delete(&dir).await.unwrap();
+}

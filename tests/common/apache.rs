@@ -212,7 +212,6 @@ impl PrivateApache {
             url: self.url.clone(),
             user: test_user(),
             password: test_password(),
-            access_log: Some(self.access_log.clone()),
         }
     }
 

@@ -41,8 +41,6 @@ pub struct Server {
     pub url: String,
     pub user: String,
     pub password: String,
-    /// Access log (Apache only): one line per request, see tests/servers/README.md.
-    pub access_log: Option<PathBuf>,
 }
 
 impl Server {
@@ -52,9 +50,6 @@ impl Server {
             url: super::env("CLOUDMOUNT_TEST_APACHE_BASIC_URL"),
             user: test_user(),
             password: test_password(),
-            access_log: Some(PathBuf::from(super::env(
-                "CLOUDMOUNT_TEST_APACHE_ACCESS_LOG",
-            ))),
         }
     }
 
@@ -64,9 +59,6 @@ impl Server {
             url: super::env("CLOUDMOUNT_TEST_APACHE_DIGEST_URL"),
             user: test_user(),
             password: test_password(),
-            access_log: Some(PathBuf::from(super::env(
-                "CLOUDMOUNT_TEST_APACHE_DIGEST_ACCESS_LOG",
-            ))),
         }
     }
 
@@ -76,7 +68,6 @@ impl Server {
             url: super::env("CLOUDMOUNT_TEST_RCLONE_URL"),
             user: test_user(),
             password: test_password(),
-            access_log: None,
         }
     }
 
@@ -88,7 +79,6 @@ impl Server {
             url: super::env("CLOUDMOUNT_TEST_NGINX_URL"),
             user: test_user(),
             password: test_password(),
-            access_log: None,
         }
     }
 
@@ -104,7 +94,6 @@ impl Server {
             url: s.url.clone(),
             user: "cmtest".into(),
             password: super::EMBEDDED_PASSWORD.into(),
-            access_log: None,
         }
     }
 }
@@ -166,7 +155,7 @@ impl Dav {
         p
     }
 
-    /// The path of `rel` as the server's URL path (for matching access log lines).
+    /// The path of `rel` as the server's URL path (for matching the requests a test proxy saw).
     pub fn url_path(&self, rel: &str) -> String {
         let base = url::Url::parse(&self.server.url).unwrap();
         self.p(rel).to_url(&base, false).path().to_string()
@@ -287,27 +276,6 @@ impl Dav {
             }
         }
         out
-    }
-
-    /// Access log lines of this test's own paths (Apache only).
-    pub fn log_lines(&self) -> Vec<String> {
-        let log = self
-            .server
-            .access_log
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} has no access log", self.server.name));
-        let text = std::fs::read_to_string(log)
-            .unwrap_or_else(|e| panic!("read access log {}: {e}", log.display()));
-        let prefix = self.url_path("");
-        text.lines()
-            .filter(|l| {
-                l.split('"')
-                    .nth(1)
-                    .and_then(|req| req.split(' ').nth(1))
-                    .is_some_and(|p| p.starts_with(&prefix))
-            })
-            .map(|l| l.to_string())
-            .collect()
     }
 }
 

@@ -25,6 +25,11 @@
 //! - [`FaultProxy::reset_after_bytes`]: the next connection that sends client→server data is
 //!   reset once it has forwarded that many bytes (counted from its first chunk after the call;
 //!   an upload is cut midway).
+//!
+//! Requests: [`FaultProxy::requests`] is every HTTP request forwarded so far (method and target
+//! from its request line, and its response's status), so tests count requests on any server —
+//! e.g. "a file read twice is fetched once" — without a server's access log
+//! (`tests/common/http_log.rs` follows the HTTP/1.1 framing).
 
 #![allow(dead_code)]
 
@@ -38,6 +43,9 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+pub use super::http_log::Request;
+use super::http_log::{Exchange, RequestLog};
 
 /// What the proxy does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +87,7 @@ struct Shared {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     resets: AtomicU64,
+    requests: Arc<RequestLog>,
 }
 
 impl Shared {
@@ -159,6 +168,7 @@ impl FaultProxy {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             resets: AtomicU64::new(0),
+            requests: Arc::default(),
         });
         let listener = {
             let _guard = handle.enter();
@@ -252,6 +262,43 @@ impl FaultProxy {
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::SeqCst)
     }
+
+    /// Every request forwarded so far, in the order their request lines went through.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.requests.snapshot()
+    }
+
+    /// The requests forwarded so far whose path starts with `prefix` (a percent-encoded URL
+    /// path, e.g. [`Dav::url_path`](super::mount::Dav::url_path)).
+    pub fn requests_under(&self, prefix: &str) -> Vec<Request> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path().starts_with(prefix))
+            .collect()
+    }
+
+    /// How many `method` requests below `prefix` were forwarded so far.
+    pub fn count(&self, method: &str, prefix: &str) -> usize {
+        self.requests_under(prefix)
+            .iter()
+            .filter(|r| r.method == method)
+            .count()
+    }
+
+    /// The requests below `prefix` once no new one has come for `quiet` (work the client
+    /// does in the background, such as reading ahead, is counted on the right side).
+    pub fn requests_when_quiet(&self, prefix: &str, quiet: Duration) -> Vec<Request> {
+        let mut last = self.requests_under(prefix);
+        loop {
+            std::thread::sleep(quiet);
+            let now = self.requests_under(prefix);
+            let answered = now.iter().all(|r| r.status.is_some());
+            if now.len() == last.len() && answered {
+                return now;
+            }
+            last = now;
+        }
+    }
 }
 
 impl Drop for FaultProxy {
@@ -338,13 +385,14 @@ async fn connection(client: TcpStream, shared: Arc<Shared>, kill: CancellationTo
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
 
+    let exchange = Exchange::new(shared.requests.clone());
     let outcome = {
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = upstream.split();
         let mut mode_up = mode.clone();
         let mut mode_down = mode;
-        let up = pump(&mut cr, &mut uw, &shared, &mut mode_up, true);
-        let down = pump(&mut ur, &mut cw, &shared, &mut mode_down, false);
+        let up = pump(&mut cr, &mut uw, &shared, &exchange, &mut mode_up, true);
+        let down = pump(&mut ur, &mut cw, &shared, &exchange, &mut mode_down, false);
         // Biased: a reset_all is acted on at the next wake-up, before more bytes are forwarded.
         tokio::select! {
             biased;
@@ -363,6 +411,7 @@ async fn pump(
     from: &mut ReadHalf<'_>,
     to: &mut WriteHalf<'_>,
     shared: &Shared,
+    exchange: &Exchange,
     mode: &mut watch::Receiver<ProxyMode>,
     up: bool,
 ) -> Result<(), Abort> {
@@ -398,6 +447,11 @@ async fn pump(
                 &shared.bytes_down
             };
             counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            if up {
+                exchange.client_sent(chunk);
+            } else {
+                exchange.server_sent(chunk);
+            }
             to.write_all(chunk).await.map_err(|_| Abort)?;
         }
         if cut {
