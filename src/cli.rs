@@ -467,7 +467,12 @@ mod tests {
         };
         assert!(st.json);
         assert_eq!(st.mountpoint, Some(PathBuf::from("/mnt/c")));
-        assert!(Cli::try_parse_from(["cloudmount", "status"]).is_err());
+        // No mount point: every mount.
+        let cli = Cli::try_parse_from(["cloudmount", "status"]).unwrap();
+        let Command::Status(st) = cli.command else {
+            panic!("not status")
+        };
+        assert_eq!(st.mountpoint, None);
         let cli = Cli::try_parse_from(["cloudmount", "demo"]).unwrap();
         let Command::Demo(d) = cli.command else {
             panic!("not demo")
