@@ -423,22 +423,34 @@ impl MetaStore {
     }
 
     /// Records the mtime set locally by the user (`utimens`), kept even though WebDAV cannot
-    /// store it; `None` forgets it. The path need not have an entry. The caller decides when a
-    /// server-side change makes it obsolete.
+    /// store it, for the file's `version` (`None` for a directory: kept whatever the version);
+    /// `mtime: None` forgets it. The path need not have an entry.
     pub fn set_local_mtime(
         &self,
         area: AreaId,
         path: &RemotePath,
         mtime: Option<SystemTime>,
+        version: Option<&ETag>,
     ) -> Result<(), MetaError> {
         let conn = self.lock();
         match mtime {
-            Some(t) => conn
-                .prepare_cached(
-                    "INSERT INTO local_mtimes (area, path, mtime_ns) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (area, path) DO UPDATE SET mtime_ns = excluded.mtime_ns",
+            Some(t) => {
+                let (sec, nsec) = time_to_sec_nsec(t);
+                conn.prepare_cached(
+                    "INSERT INTO local_mtimes (area, path, mtime_ns, sec, nsec, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (area, path) DO UPDATE SET mtime_ns = excluded.mtime_ns,
+                        sec = excluded.sec, nsec = excluded.nsec, version = excluded.version",
                 )?
-                .execute(params![area, path.as_str(), time_to_ns(t)])?,
+                .execute(params![
+                    area,
+                    path.as_str(),
+                    time_to_ns(t),
+                    sec,
+                    nsec,
+                    version.map(ETag::header_value)
+                ])?
+            }
             None => conn
                 .prepare_cached("DELETE FROM local_mtimes WHERE area = ?1 AND path = ?2")?
                 .execute(params![area, path.as_str()])?,
@@ -453,12 +465,92 @@ impl MetaStore {
         path: &RemotePath,
     ) -> Result<Option<SystemTime>, MetaError> {
         let conn = self.lock();
-        let ns: Option<i64> = conn
-            .prepare_cached("SELECT mtime_ns FROM local_mtimes WHERE area = ?1 AND path = ?2")?
-            .query_row(params![area, path.as_str()], |r| r.get(0))
+        let row: Option<(i64, Option<i64>, Option<i64>)> = conn
+            .prepare_cached(
+                "SELECT mtime_ns, sec, nsec FROM local_mtimes WHERE area = ?1 AND path = ?2",
+            )?
+            .query_row(params![area, path.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
-        Ok(ns.map(ns_to_time))
+        row.map(|(ns, sec, nsec)| stored_mtime(ns, sec, nsec))
+            .transpose()
     }
+
+    /// The local mtimes of the children of `dir`: (name, time, the version it was set on).
+    pub fn local_mtimes_in(
+        &self,
+        area: AreaId,
+        dir: &RemotePath,
+    ) -> Result<Vec<(String, SystemTime, Option<ETag>)>, MetaError> {
+        let conn = self.lock();
+        let (lo, hi) = if dir.is_root() {
+            (String::new(), "\u{10FFFF}".to_string())
+        } else {
+            descendant_bounds(dir.as_str())
+        };
+        let mut st = conn.prepare_cached(
+            "SELECT path, mtime_ns, sec, nsec, version FROM local_mtimes
+             WHERE area = ?1 AND path >= ?2 AND path < ?3",
+        )?;
+        let mut rows = st.query(params![area, lo, hi])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let path: String = r.get(0)?;
+            let name = if dir.is_root() {
+                path.as_str()
+            } else {
+                &path[lo.len()..]
+            };
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            let t = stored_mtime(r.get(1)?, r.get(2)?, r.get(3)?)?;
+            out.push((name.to_string(), t, etag_from_sql(r.get(4)?)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Whole seconds since the epoch (negative before it) and nanoseconds 0..1e9.
+fn time_to_sec_nsec(t: SystemTime) -> (i64, i64) {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => (
+            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            i64::from(d.subsec_nanos()),
+        ),
+        Err(e) => {
+            let d = e.duration();
+            let (s, n) = (
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                i64::from(d.subsec_nanos()),
+            );
+            if n == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000_000 - n)
+            }
+        }
+    }
+}
+
+/// A stored local mtime: exact from `sec`/`nsec` (v7), else from `mtime_ns`.
+fn stored_mtime(ns: i64, sec: Option<i64>, nsec: Option<i64>) -> Result<SystemTime, MetaError> {
+    let (Some(sec), Some(nsec)) = (sec, nsec) else {
+        return Ok(ns_to_time(ns));
+    };
+    let nsec = u32::try_from(nsec)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| MetaError::Corrupt(format!("local mtime nanoseconds {nsec}")))?;
+    let t = if sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(sec as u64, nsec))
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(sec.unsigned_abs()))
+            .and_then(|t| t.checked_add(Duration::from_nanos(u64::from(nsec))))
+    };
+    t.ok_or_else(|| MetaError::Corrupt(format!("local mtime {sec}.{nsec} out of range")))
 }
 
 /// Refuses renames that cannot be expressed on a tree.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -163,9 +163,20 @@ INSERT INTO settings (key, value)
        OR EXISTS (SELECT 1 FROM local_mtimes);
 "#;
 
+/// Version 7: a local mtime is kept exactly (`sec`, `nsec`: whole seconds since the epoch,
+/// and nanoseconds 0..1e9, for times `mtime_ns` cannot hold, past 2262) and names the version
+/// of the file it was set on (`version`, an ETag header value; NULL for directories, and for
+/// rows written before v7): after a restart it is shown again only while the file has that
+/// version.
+pub(super) const V7: &str = r#"
+ALTER TABLE local_mtimes ADD COLUMN sec INTEGER;
+ALTER TABLE local_mtimes ADD COLUMN nsec INTEGER CHECK (nsec IS NULL OR (nsec >= 0 AND nsec < 1000000000));
+ALTER TABLE local_mtimes ADD COLUMN version TEXT;
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

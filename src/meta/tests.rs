@@ -98,9 +98,9 @@ fn populate(m: &MetaStore, area: AreaId) {
             .unwrap();
         m.save_listing(area, &p(&format!("{n}/y")), t(3), &[file("z", 2, "e2")])
             .unwrap();
-        m.set_local_mtime(area, &p(&format!("{n}/y/z")), Some(t(42)))
+        m.set_local_mtime(area, &p(&format!("{n}/y/z")), Some(t(42)), None)
             .unwrap();
-        m.set_local_mtime(area, &p(n), Some(t(43))).unwrap();
+        m.set_local_mtime(area, &p(n), Some(t(43)), None).unwrap();
     }
 }
 
@@ -356,14 +356,14 @@ fn times_round_trip() {
         UNIX_EPOCH - Duration::new(86_400 * 365, 5),
         UNIX_EPOCH + Duration::new(4_000_000_000, 999_999_999),
     ] {
-        m.set_local_mtime(0, &p("f"), Some(time)).unwrap();
+        m.set_local_mtime(0, &p("f"), Some(time), None).unwrap();
         assert_eq!(m.local_mtime(0, &p("f")).unwrap(), Some(time));
         let mut e = file("f", 1, "x");
         e.mtime = Some(time);
         m.upsert_entry(0, &p("f"), &e).unwrap();
         assert_eq!(m.get_entry(0, &p("f")).unwrap().unwrap().mtime, Some(time));
     }
-    m.set_local_mtime(0, &p("f"), None).unwrap();
+    m.set_local_mtime(0, &p("f"), None, None).unwrap();
     assert_eq!(m.local_mtime(0, &p("f")).unwrap(), None);
 }
 
@@ -872,4 +872,31 @@ fn a_version_5_store_adopts_positions_once() {
     let w = m.waiting_elsewhere(&[0, 1, 3]).unwrap();
     assert_eq!(w.len(), 1);
     assert_eq!((w[0].area, w[0].url.clone(), w[0].files), (2, None, 1));
+}
+
+#[test]
+fn local_mtimes_are_exact_and_listed_per_directory_with_their_version() {
+    let m = MetaStore::open_in_memory().unwrap();
+    let far = UNIX_EPOCH + Duration::new(1 << 34, 999_999_999); // past 2262
+    let before = UNIX_EPOCH - Duration::new(5, 250_000_000);
+    let v = ETag::parse("\"v1\"").unwrap();
+    m.set_local_mtime(0, &p("d/a"), Some(far), Some(&v))
+        .unwrap();
+    m.set_local_mtime(0, &p("d/b"), Some(before), None).unwrap();
+    m.set_local_mtime(0, &p("d/b/deeper"), Some(t(1)), None)
+        .unwrap();
+    m.set_local_mtime(0, &p("top"), Some(t(2)), None).unwrap();
+    assert_eq!(m.local_mtime(0, &p("d/a")).unwrap(), Some(far));
+    assert_eq!(m.local_mtime(0, &p("d/b")).unwrap(), Some(before));
+    let mut d = m.local_mtimes_in(0, &p("d")).unwrap();
+    d.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        d,
+        vec![
+            ("a".to_string(), far, Some(v)),
+            ("b".to_string(), before, None)
+        ]
+    );
+    let root = m.local_mtimes_in(0, &RemotePath::root()).unwrap();
+    assert_eq!(root, vec![("top".to_string(), t(2), None)]);
 }

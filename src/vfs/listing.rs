@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::tree::Node;
-use super::{meta_op, upload, DirEntry, FileKind, Ino, Vfs, VfsError, VfsResult};
+use super::{meta_op, upload, version_of, DirEntry, FileKind, Ino, Vfs, VfsError, VfsResult};
 use crate::meta::{AreaId, EntryRecord};
 use crate::remote::{Entry, EntryKind, RemoteError, RemotePath};
 
@@ -133,6 +133,7 @@ impl Vfs {
                     tracing::debug!(dir = %path, entries = entries.len(), "saved listing still fresh");
                     let at = instant_of(at);
                     let _ = self.merge_listing(dir, &entries, at, at);
+                    self.restore_local_mtimes(dir).await;
                     return Ok(());
                 }
                 saved = Some(entries);
@@ -143,6 +144,7 @@ impl Vfs {
             // a program wait for a dead network each time), and ask again in the background.
             if let Some(entries) = &saved {
                 let _ = self.merge_listing(dir, entries, None, None);
+                self.restore_local_mtimes(dir).await;
             }
             self.retry_listing_later(dir);
             if let Some(me) = self.me.upgrade() {
@@ -253,6 +255,7 @@ impl Vfs {
                     }
                 }
                 let gone = self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
+                self.restore_local_mtimes(dir).await;
                 self.sweep_stray_uploads(area, &path, &records);
                 if let Err(e) = self.forget_resolved_conflicts(area, gone).await {
                     tracing::warn!(error = %e, "cannot forget resolved conflicts");
@@ -282,6 +285,7 @@ impl Vfs {
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
                     let _ = self.merge_listing(dir, &entries, None, None);
+                    self.restore_local_mtimes(dir).await;
                 }
                 let something_known = known || {
                     let t = self.tree();
@@ -304,6 +308,40 @@ impl Vfs {
     /// Applies a listing to `dir`: updates and adds children, drops those the server no longer
     /// has (unless they hold local changes). `requested`: when the listing was asked for (None:
     /// long ago); files this mount uploaded since are newer than it and are left alone.
+    /// Shows again the mtimes the user set on `dir`'s children (kept in `meta.db`, which WebDAV
+    /// cannot store) for nodes that have none yet: after a restart, or a node forgotten and
+    /// listed again. A file's time holds only for the version it was set on; a node with local
+    /// changes keeps what it has.
+    pub(super) async fn restore_local_mtimes(&self, dir: Ino) {
+        let Some((area, path)) = self.tree().path(dir) else {
+            return;
+        };
+        let stored = match meta_op(&self.meta, move |m| m.local_mtimes_in(area, &path)).await {
+            Ok(v) if v.is_empty() => return,
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the mtimes set locally");
+                return;
+            }
+        };
+        let mut t = self.tree();
+        for (name, mtime, version) in stored {
+            let Some(ino) = t.child(dir, &name) else {
+                continue;
+            };
+            let Some(n) = t.get_mut(ino) else {
+                continue;
+            };
+            let holds = match n.kind {
+                FileKind::Dir => true,
+                FileKind::File => version.is_none_or(|v| v == version_of(n)),
+            };
+            if n.local_mtime.is_none() && !n.has_local_state() && holds {
+                n.local_mtime = Some(mtime);
+            }
+        }
+    }
+
     pub(super) fn merge_listing(
         &self,
         dir: Ino,

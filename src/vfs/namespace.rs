@@ -71,15 +71,17 @@ impl Vfs {
             }
         }
         if let Some(mtime) = set.mtime {
-            let path = {
+            let (path, version) = {
                 let mut t = self.tree();
                 let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
                 n.local_mtime = Some(mtime);
-                t.path(ino)
+                // A file's time holds for its version; a directory's whatever happens in it.
+                let version = (n.kind == FileKind::File).then(|| version_of(n));
+                (t.path(ino), version)
             };
             if let Some((area, p)) = path {
                 meta_op(&self.meta, move |m| {
-                    m.set_local_mtime(area, &p, Some(mtime))
+                    m.set_local_mtime(area, &p, Some(mtime), version.as_ref())
                 })
                 .await?;
             }
