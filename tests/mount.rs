@@ -1029,6 +1029,9 @@ fn df_shows_the_quota_of_the_embedded_server() {
         free >= available && free.abs_diff(avail) < frsize,
         "df free {free}"
     );
+    // WebDAV counts no inodes: `df -i` shows none used.
+    assert!(st.f_files > 0);
+    assert_eq!(st.f_ffree, st.f_files, "df -i shows inodes used");
     // And the `df` command agrees (1K blocks).
     let out = std::process::Command::new("df")
         .arg("-k")

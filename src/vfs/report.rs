@@ -88,8 +88,9 @@ impl Vfs {
             blocks: total / BS,
             blocks_free: avail / BS,
             blocks_avail: avail / BS,
+            // WebDAV counts no inodes: all of them free, so `df -i` shows none used (not half).
             files: 1 << 32,
-            files_free: 1 << 31,
+            files_free: 1 << 32,
             name_max: crate::remote::path::NAME_MAX as u32,
         })
     }
@@ -163,10 +164,13 @@ impl Vfs {
                 });
             }
         }
-        let quota = cached.map(|(_, q)| status::QuotaStatus {
-            used: q.used,
-            available: q.available,
-        });
+        // `null` unless the server said something: never `{"used":null,"available":null}`.
+        let quota = cached
+            .map(|(_, q)| status::QuotaStatus {
+                used: q.used,
+                available: q.available,
+            })
+            .filter(|q| q.used.is_some() || q.available.is_some());
         let usage = self.cache.usage();
         let (queue, mut errors, conflicts) = self.queue.report(&|a, p| self.display_path(a, p));
         let health = self.health.report();
