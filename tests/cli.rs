@@ -5,7 +5,7 @@
 //! Every spawned command gets its own HOME and XDG directories in a temp dir, a timeout, and
 //! every mount point a guard that unmounts it (`fusermount3 -u -z`) when the test ends.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -1212,4 +1212,43 @@ fn unmount_waits_for_a_real_queued_upload() {
         std::fs::read(srv.root.path().join("late.txt")).unwrap(),
         b"uploaded after all"
     );
+}
+
+/// A plain HTTP server that answers every request with `status` (as Python's http.server
+/// answers PROPFIND with 501), on a free loopback port; returns its URL.
+fn plain_http_server(status: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(32) {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            // The request head, up to its blank line (bodies are not read: the answer closes).
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let body = "<html>not here</html>";
+            let _ = write!(
+                &conn,
+                "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_that_is_not_webdav_is_named_so_not_unreachable() {
+    let url = plain_http_server("501 Not Implemented");
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    let o = run(sb
+        .cmd(&["mount", &url, mp.to_str().unwrap(), "--user", USER])
+        .env("CLOUDMOUNT_PASSWORD", PASSWORD));
+    assert_one_line_error(&o, &["not a WebDAV collection", "501"]);
+    assert!(!stderr_of(&o).contains("cannot reach"), "{}", stderr_of(&o));
+    assert!(!is_mounted(&mp));
 }

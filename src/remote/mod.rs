@@ -319,7 +319,9 @@ impl RemoteError {
             412 => RemoteError::PreconditionFailed { url },
             423 => RemoteError::Locked { url },
             507 => RemoteError::InsufficientStorage { url },
-            408 | 429 | 500..=599 => RemoteError::Transient {
+            // 501 (method not implemented) and 505 (version not supported) say what the server
+            // is, not how it is doing: asking again will not help.
+            408 | 429 | 500 | 502..=504 | 506..=599 => RemoteError::Transient {
                 method: method.to_string(),
                 url,
                 reason: format!("HTTP {status}"),
@@ -455,6 +457,9 @@ mod tests {
         for s in [408, 429, 500, 502, 503, 504, 599] {
             assert!(e(s).is_transient(), "{s}");
         }
+        // A server that does not implement the method was reached: not a passing failure.
+        assert!(matches!(e(501), RemoteError::Status { status: 501, .. }));
+        assert!(!e(505).is_transient());
         let other = e(418);
         assert!(matches!(other, RemoteError::Status { status: 418, .. }));
         assert!(other.to_string().contains("http://h/x"));
