@@ -77,7 +77,8 @@ pub enum Command {
             directory and are uploaded when the same cache is mounted again. `cloudmount \
             status MOUNTPOINT` shows what is queued.\n\n\
             Then it unmounts and waits until the daemon has finished the uploads in flight \
-            and exited. A daemon that does not answer status requests (an older version, or \
+            and exited (with --lazy it returns once the mount is detached: the daemon exits \
+            when the last program using the mount lets go). A daemon that does not answer status requests (an older version, or \
             one that died) is not waited for; it is unmounted as before.\n\n\
             Fails when MOUNTPOINT is not a cloudmount mount, or when it is busy (a file is \
             open there, or a shell's working directory is inside): close those, or use --lazy \

@@ -592,7 +592,9 @@ pub fn unmount(
     let mp = instance.mountpoint().to_path_buf();
     let pid = instance.live_daemon();
     mounts::unmount(&mp, options.lazy)?;
-    if let Some(pid) = pid {
+    // Lazily detached, the daemon serves the programs still using the mount until the last
+    // one lets go: not waited for (that is what --lazy is for).
+    if let Some(pid) = pid.filter(|_| !options.lazy) {
         let started = Instant::now();
         let mut told = false;
         while crate::instance::is_cloudmount_alive(pid) {

@@ -136,7 +136,7 @@ fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
     if !args.no_wait {
         rt.block_on(wait_for_uploads(&dirs.runtime, &args.mountpoint))?;
     }
-    daemon::unmount(
+    let done = daemon::unmount(
         &dirs.runtime,
         &args.mountpoint,
         UnmountOptions { lazy: args.lazy },
@@ -146,6 +146,16 @@ fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
             )
         },
     )?;
+    if let Some(pid) = done
+        .daemon_pid
+        .filter(|p| args.lazy && cloudmount::instance::is_cloudmount_alive(*p))
+    {
+        eprintln!(
+            "cloudmount: detached {}; the daemon (pid {pid}) goes on serving the programs still \
+             using it and exits when the last one lets go",
+            done.mountpoint.display()
+        );
+    }
     Ok(())
 }
 

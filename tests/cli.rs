@@ -1252,3 +1252,48 @@ fn a_server_that_is_not_webdav_is_named_so_not_unreachable() {
     assert!(!stderr_of(&o).contains("cannot reach"), "{}", stderr_of(&o));
     assert!(!is_mounted(&mp));
 }
+
+/// `unmount --lazy` on a busy mount returns once the mount is detached (it waited for the last
+/// user before); the daemon goes on serving the open file and exits when it is closed.
+#[test]
+fn lazy_unmount_returns_at_once_and_the_daemon_exits_with_the_last_user() {
+    let srv = TestServer::start();
+    std::fs::write(srv.root.path().join("held.txt"), "held open").unwrap();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    let pid = daemon_pid(&sb, &mp).expect("the daemon's pid");
+    let mut held = std::fs::File::open(mp.join("held.txt")).expect("open in the mount");
+
+    // A plain unmount refuses a busy mount.
+    let o = run(&mut sb.cmd(&["unmount", mp.to_str().unwrap()]));
+    assert!(!o.status.success(), "a busy mount was unmounted");
+    assert!(is_mounted(&mp));
+
+    let child = sb
+        .cmd(&["unmount", "--lazy", mp.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(20));
+    assert!(o.status.success(), "unmount --lazy: {}", stderr_of(&o));
+    assert!(!is_mounted(&mp), "detached when unmount --lazy returns");
+    assert!(
+        stderr_of(&o).contains("exits when the last one lets go"),
+        "{}",
+        stderr_of(&o)
+    );
+    // The open file still reads, served by the daemon, which is still there.
+    assert!(instance::is_cloudmount_alive(pid));
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "held open");
+    drop(held);
+    wait_until(
+        "the daemon exits once the last user is gone",
+        Duration::from_secs(30),
+        || !instance::is_cloudmount_alive(pid),
+    );
+}
