@@ -44,6 +44,8 @@ use crate::size::{parse_size, SizeError};
 pub const PASSWORD_ENV: &str = "CLOUDMOUNT_PASSWORD";
 /// Default budget of the block cache.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+/// The smallest cache budget taken: below it nothing read stays cached long enough to help.
+pub const MIN_CACHE_SIZE: u64 = 1 << 20;
 /// Default time a directory listing is trusted before it is revalidated with the server.
 pub const DEFAULT_DIR_CACHE_TIME: Duration = Duration::from_secs(30);
 /// Default wait after the last close of a changed file before its upload starts.
@@ -51,6 +53,11 @@ pub const DEFAULT_WRITE_BACK_DELAY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "cache size {given} is too small: nothing read would stay cached (every read would \
+         download again); give at least {min}, e.g. --cache-size 1G"
+    )]
+    CacheTooSmall { given: String, min: String },
     #[error("cannot read {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -848,6 +855,12 @@ pub fn resolve(
         (None, Some(v)) => v.bytes("cache_size")?,
         (None, None) => DEFAULT_CACHE_SIZE,
     };
+    if cache_size < MIN_CACHE_SIZE {
+        return Err(ConfigError::CacheTooSmall {
+            given: crate::size::FormatSize(cache_size).to_string(),
+            min: crate::size::FormatSize(MIN_CACHE_SIZE).to_string(),
+        });
+    }
     let dir_cache_time = match (req.dir_cache_time, &profile.dir_cache_time) {
         (Some(d), _) => d,
         (None, Some(v)) => v.duration()?,

@@ -322,6 +322,10 @@ fn bad_size_and_duration_are_clear_errors() {
     let o = run(&mut sb.cmd(&["mount", "http://127.0.0.1:1/", mp, "-o", "cache_size=lots"]));
     assert_one_line_error(&o, &["cache_size", "lots"]);
 
+    // Zero (or a budget too small to keep anything) is refused, not taken silently.
+    let o = run(&mut sb.cmd(&["mount", "http://127.0.0.1:1/", mp, "--cache-size", "0"]));
+    assert_one_line_error(&o, &["cache size 0 B is too small", "--cache-size 1G"]);
+
     let o = run(&mut sb.cmd(&[
         "mount",
         "http://127.0.0.1:1/",
