@@ -555,21 +555,31 @@ async fn server_edit(
     if matches!(edit, ServerEdit::Delete { .. }) && local(plain, edit.path()).is_dir() {
         settle(vfs, what).await;
     }
-    let on_server = mem.exists(&rel).then(|| mem.file_bytes(&rel));
-    let Some(plan) = plan_server_edit(plain, edit, on_server) else {
-        return;
+    use cloudmount::remote::{PutCondition, Remote, RemotePath};
+    let p = RemotePath::new(&rel).unwrap();
+    // What the server has is read, then the PUT is made only if it still has that version
+    // (else read again): an upload landing in between would make the model expect a
+    // conflict copy for a change that is no longer waiting.
+    let plan = loop {
+        let etag = mem.etag(&rel);
+        let on_server = mem.exists(&rel).then(|| mem.file_bytes(&rel));
+        let Some(plan) = plan_server_edit(plain, edit, on_server) else {
+            return;
+        };
+        match edit {
+            ServerEdit::Put { data, .. } => {
+                let cond = etag.map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
+                match mem.put(&p, data.clone().into(), cond).await {
+                    Ok(_) => {}
+                    Err(cloudmount::remote::RemoteError::PreconditionFailed { .. }) => continue,
+                    Err(e) => panic!("{what}: PUT {rel}: {e}"),
+                }
+            }
+            ServerEdit::Mkdir { .. } => mem.mkdir(&p).await.unwrap(),
+            ServerEdit::Delete { .. } => mem.delete(&p).await.unwrap(),
+        }
+        break plan;
     };
-    match edit {
-        ServerEdit::Put { data, .. } => {
-            mem.insert_file(&rel, data.clone());
-        }
-        ServerEdit::Mkdir { .. } => mem.insert_dir(&rel),
-        ServerEdit::Delete { .. } => {
-            use cloudmount::remote::Remote;
-            let p = cloudmount::remote::RemotePath::new(&rel).unwrap();
-            mem.delete(&p).await.unwrap();
-        }
-    }
     settle(vfs, what).await;
     tokio::time::sleep(cfg.dir_ttl + Duration::from_millis(5)).await;
     // The conflict copies of the name, as the vfs lists its folder.
