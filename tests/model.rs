@@ -6,12 +6,12 @@
 //! on the whole tree, contents included — and the fake server must hold exactly what the local
 //! directory holds.
 //!
-//! A crash drops the `Vfs` without shutdown and opens a new one on the same cache directory:
-//! what every returned operation did must survive, and nothing may be kept aside (every file was
-//! closed). Two runs: one with listings trusted for an hour and uploads at once, one with a
-//! listing TTL of 30 ms, uploads 150 ms after each close and server-side edits (each checked
-//! once the listings are refreshed; an edit racing a change not uploaded yet must keep both
-//! versions).
+//! A crash drops the `Vfs` without shutdown and shuts its runtime down (every task stops at its
+//! next await, as with `kill -9`), then opens a new one on the same cache directory: what every
+//! returned operation did must survive, and nothing may be kept aside (every file was closed).
+//! Two runs: one with listings trusted for an hour and uploads at once, one with a listing TTL
+//! of 30 ms, uploads 150 ms after each close and server-side edits (each checked once the
+//! listings are refreshed; an edit racing a change not uploaded yet must keep both versions).
 //!
 //! Shrunk failures are kept below as named regression tests.
 
@@ -403,139 +403,161 @@ fn check(ops: &[Op]) {
 /// Runs a sequence on both sides and checks they agree, after every step and at the end;
 /// returns the final tree.
 fn check_steps(steps: &[Step], cfg: Config) -> Snapshot {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run_steps(steps, cfg))
-}
-
-async fn run_steps(steps: &[Step], cfg: Config) -> Snapshot {
     let plain = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let mem = Arc::new(MemRemote::new());
-    let mut vfs = open_vfs(&mem, cache.path(), cfg);
+    // Each run of the vfs has its own runtime, which a crash shuts down.
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let mut rt = runtime();
+    let mut vfs = {
+        let _in = rt.enter();
+        open_vfs(&mem, cache.path(), cfg)
+    };
     let mut held: [Option<Held>; SLOTS] = [None, None];
     for (i, step) in steps.iter().enumerate() {
         let at = || format!("step {i}: {step:?}\nsteps: {steps:?}");
-        let (want, got) = match step {
-            Step::Op(op) => (apply_local(plain.path(), op), apply_vfs(&vfs, op).await),
-            Step::Crash | Step::CrashNow => {
+        let res = if matches!(step, Step::Crash | Step::CrashNow) {
+            rt.block_on(async {
                 for h in &mut held {
                     close_held(&vfs, h).await;
                 }
                 if matches!(step, Step::Crash) {
                     settle(&vfs, &at()).await;
                 }
-                vfs = crash(vfs, &mem, cache.path(), cfg, &at()).await;
-                (Ok(None), Ok(None))
-            }
-            Step::Open { slot, path, how } => {
-                let h = &mut held[*slot as usize];
-                close_held(&vfs, h).await;
-                let l = open_held(&local(plain.path(), path), *how);
-                let v = open_vfs_held(&vfs, path, *how).await;
-                let res = (l.as_ref().map(|_| None).map_err(errno_of), v.map(|_| None));
-                if let (Ok(local), Ok(v)) = (l, v) {
-                    *h = Some(Held {
-                        local,
-                        vfs: v,
-                        path: path.clone(),
-                        how: *how,
-                    });
-                } else if let Ok(Some((ino, fh))) = v {
-                    vfs.release(ino, fh).await.unwrap();
-                }
-                res
-            }
-            Step::HeldWrite { slot, .. }
-            | Step::HeldAppend { slot, .. }
-            | Step::HeldTruncate { slot, .. }
-            | Step::HeldFsync { slot }
-            | Step::HeldRead { slot } => match &held[*slot as usize] {
-                // A plain write(2) through a descriptor not opened O_APPEND would move its
-                // position, which the model does not track: such appends are skipped.
-                Some(h) if matches!(step, Step::HeldAppend { .. }) && h.how == OpenAs::Write => {
-                    continue
-                }
-                Some(h) => (
-                    apply_held(&h.local, step),
-                    apply_vfs_held(&vfs, h, step).await,
-                ),
-                None => continue,
-            },
-            Step::DeleteHeld { slot } => match &held[*slot as usize] {
-                Some(h) => {
-                    let op = Op::Unlink {
-                        path: h.path.clone(),
-                    };
-                    (apply_local(plain.path(), &op), apply_vfs(&vfs, &op).await)
-                }
-                None => continue,
-            },
-            Step::Close { slot } => {
-                close_held(&vfs, &mut held[*slot as usize]).await;
-                continue;
-            }
-            Step::Server(edit) => {
-                for h in &mut held {
-                    close_held(&vfs, h).await;
-                }
-                server_edit(&vfs, &mem, plain.path(), edit, cfg, &at()).await;
-                (Ok(None), Ok(None))
-            }
+            });
+            // As `kill -9`: every task of the vfs stops at its next await, without any
+            // shutdown (what runs on a blocking thread ends first), and a new vfs opens on the
+            // same cache directory. Every file was closed: nothing may be kept aside.
+            drop(vfs);
+            rt.shutdown_timeout(Duration::from_secs(30));
+            rt = runtime();
+            vfs = {
+                let _in = rt.enter();
+                open_vfs(&mem, cache.path(), cfg)
+            };
+            let kept = vfs.status().kept_aside;
+            assert!(
+                kept.as_ref().is_none_or(|k| k.files == 0),
+                "{}: files kept aside after a crash, although every file was closed: {kept:?}",
+                at()
+            );
+            Some((Ok(None), Ok(None)))
+        } else {
+            rt.block_on(apply_step(
+                &vfs,
+                &mem,
+                plain.path(),
+                &mut held,
+                step,
+                cfg,
+                &at(),
+            ))
+        };
+        let Some((want, got)) = res else {
+            continue;
         };
         assert_eq!(got, want, "{}", at());
         let want = shape_of(plain.path(), "the local directory");
-        let got = shape_vfs(&vfs).await;
+        let got = rt.block_on(shape_vfs(&vfs));
         assert_eq!(got, want, "tree shape after {}", at());
     }
-    for h in &mut held {
-        close_held(&vfs, h).await;
-    }
-    let want = snapshot_local(plain.path());
-    assert_eq!(
-        snapshot_vfs(&vfs).await,
-        want,
-        "tree through the vfs\nsteps: {steps:?}"
-    );
-    settle(&vfs, "at the end").await;
-    assert_eq!(
-        snapshot_mem(&mem),
-        want,
-        "tree on the server\nsteps: {steps:?}"
-    );
-    want
+    rt.block_on(async {
+        for h in &mut held {
+            close_held(&vfs, h).await;
+        }
+        let want = snapshot_local(plain.path());
+        assert_eq!(
+            snapshot_vfs(&vfs).await,
+            want,
+            "tree through the vfs\nsteps: {steps:?}"
+        );
+        settle(&vfs, "at the end").await;
+        assert_eq!(
+            snapshot_mem(&mem),
+            want,
+            "tree on the server\nsteps: {steps:?}"
+        );
+        want
+    })
 }
 
-/// Drops the `Vfs` without shutdown (no final flush or upload; an upload already running
-/// ends first, as it holds the `Vfs`) and opens a new one on the same cache directory.
-/// Every file was closed: nothing may be kept aside.
-async fn crash(
-    vfs: Arc<Vfs>,
-    mem: &Arc<MemRemote>,
-    cache: &std::path::Path,
+type Outcome = Result<Option<Vec<u8>>, i32>;
+
+/// One step (not a crash) on both sides: (the local directory's result, the vfs's), or None
+/// when it does nothing here (a held-descriptor step with no descriptor held, a close).
+async fn apply_step(
+    vfs: &Vfs,
+    mem: &MemRemote,
+    plain: &std::path::Path,
+    held: &mut [Option<Held>; SLOTS],
+    step: &Step,
     cfg: Config,
-    what: &str,
-) -> Arc<Vfs> {
-    let gone = Arc::downgrade(&vfs);
-    drop(vfs);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while gone.strong_count() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: the dropped vfs is still alive after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let vfs = open_vfs(mem, cache, cfg);
-    let kept = vfs.status().kept_aside;
-    assert!(
-        kept.as_ref().is_none_or(|k| k.files == 0),
-        "{what}: files kept aside after a crash, although every file was closed: {kept:?}"
-    );
-    vfs
+    at: &str,
+) -> Option<(Outcome, Outcome)> {
+    Some(match step {
+        Step::Op(op) => (apply_local(plain, op), apply_vfs(vfs, op).await),
+        Step::Crash | Step::CrashNow => unreachable!("crashes are made by the caller"),
+        Step::Open { slot, path, how } => {
+            let h = &mut held[*slot as usize];
+            close_held(vfs, h).await;
+            let l = open_held(&local(plain, path), *how);
+            let v = open_vfs_held(vfs, path, *how).await;
+            let res = (l.as_ref().map(|_| None).map_err(errno_of), v.map(|_| None));
+            if let (Ok(local), Ok(v)) = (l, v) {
+                *h = Some(Held {
+                    local,
+                    vfs: v,
+                    path: path.clone(),
+                    how: *how,
+                });
+            } else if let Ok(Some((ino, fh))) = v {
+                vfs.release(ino, fh).await.unwrap();
+            }
+            res
+        }
+        Step::HeldWrite { slot, .. }
+        | Step::HeldAppend { slot, .. }
+        | Step::HeldTruncate { slot, .. }
+        | Step::HeldFsync { slot }
+        | Step::HeldRead { slot } => match &held[*slot as usize] {
+            // A plain write(2) through a descriptor not opened O_APPEND would move its
+            // position, which the model does not track: such appends are skipped.
+            Some(h) if matches!(step, Step::HeldAppend { .. }) && h.how == OpenAs::Write => {
+                return None
+            }
+            Some(h) => (
+                apply_held(&h.local, step),
+                apply_vfs_held(vfs, h, step).await,
+            ),
+            None => return None,
+        },
+        Step::DeleteHeld { slot } => match &held[*slot as usize] {
+            Some(h) => {
+                let op = Op::Unlink {
+                    path: h.path.clone(),
+                };
+                (apply_local(plain, &op), apply_vfs(vfs, &op).await)
+            }
+            None => return None,
+        },
+        Step::Close { slot } => {
+            close_held(vfs, &mut held[*slot as usize]).await;
+            return None;
+        }
+        Step::Server(edit) => {
+            for h in held.iter_mut() {
+                close_held(vfs, h).await;
+            }
+            server_edit(vfs, mem, plain, edit, cfg, at).await;
+            (Ok(None), Ok(None))
+        }
+    })
 }
 
 /// Another client edits the fake server: once the edit has settled and the listings are
@@ -550,9 +572,12 @@ async fn server_edit(
     what: &str,
 ) {
     let rel = edit.rel();
-    // A folder is deleted only once what was written in it is uploaded (what the mount does
-    // with a change inside a folder deleted by someone else is not decided here).
-    if matches!(edit, ServerEdit::Delete { .. }) && local(plain, edit.path()).is_dir() {
+    // A folder is deleted, and anything moved, only once what was written is uploaded (what
+    // the mount does with a change inside a folder deleted, or in a file moved, by someone
+    // else is not decided here).
+    let deletes_folder =
+        matches!(edit, ServerEdit::Delete { .. }) && local(plain, edit.path()).is_dir();
+    if deletes_folder || matches!(edit, ServerEdit::Move { .. }) {
         settle(vfs, what).await;
     }
     use cloudmount::remote::{PutCondition, Remote, RemotePath};
@@ -577,6 +602,10 @@ async fn server_edit(
             }
             ServerEdit::Mkdir { .. } => mem.mkdir(&p).await.unwrap(),
             ServerEdit::Delete { .. } => mem.delete(&p).await.unwrap(),
+            ServerEdit::Move { to, .. } => {
+                let to = RemotePath::new(&names(to).join("/")).unwrap();
+                mem.rename(&p, &to, false).await.unwrap()
+            }
         }
         break plan;
     };
@@ -758,7 +787,8 @@ fn a_server_delete_racing_a_change_not_uploaded_loses_nothing() {
     assert_eq!(tree.len(), 1, "{tree:?}");
 }
 
-/// Edits on the server (a new folder with a file, a replaced file, a deleted folder) show
+/// Edits on the server (a new folder with a file, a replaced file, a file moved out of a
+/// folder, then that folder deleted) show
 /// through the vfs once its listings are refreshed.
 #[test]
 fn server_edits_show_after_the_ttl() {
@@ -774,9 +804,15 @@ fn server_edits_show_after_the_ttl() {
             path: vec![0],
             data: data(3),
         }),
+        Step::Server(ServerEdit::Move {
+            path: vec![2, 1],
+            to: vec![1, 1],
+        }),
         Step::Server(ServerEdit::Delete { path: vec![2] }),
         Step::Op(Op::Read { path: vec![1, 0] }),
+        Step::Op(Op::Read { path: vec![1, 1] }),
         Step::Op(Op::Read { path: vec![0] }),
     ]);
     check_steps(&steps, SHORT_TTL);
 }
+

@@ -8,7 +8,7 @@
 //! and attribute caching), the FUSE adapter, the block cache on disk and a real server. Beside
 //! the operations of the vfs model, a sequence may hold two descriptors open across steps
 //! (read, pwrite, `O_APPEND` write, ftruncate, fsync through them; delete their file; close
-//! them), and another client may edit the server between steps (PUT, MKCOL, DELETE through
+//! them), and another client may edit the server between steps (PUT, MKCOL, DELETE, MOVE through
 //! WebDAV): once the listings are refreshed (`--dir-cache-time`) the mount must show the edit,
 //! and a change of ours not uploaded yet that the edit raced must not be lost (a conflict copy
 //! against a PUT, uploaded again after a DELETE). After every step the trees' names, kinds and
@@ -259,11 +259,12 @@ fn server_edit(
 ) -> Result<Option<bool>, String> {
     let rel = format!("{dir}/{}", edit.rel());
     let dav = &model.dav;
-    // A folder is deleted only once what was written in it is uploaded (what the mount does
-    // with a change inside a folder deleted by someone else is not decided here).
+    // A folder is deleted, and anything moved, only once what was written is uploaded (what
+    // the mount does with a change inside a folder deleted, or in a file moved, by someone
+    // else is not decided here).
     let deletes_folder =
         matches!(edit, ServerEdit::Delete { .. }) && local(plain, edit.path()).is_dir();
-    if !model.racing_edits || deletes_folder {
+    if !model.racing_edits || deletes_folder || matches!(edit, ServerEdit::Move { .. }) {
         model.mount.borrow().settle();
     }
     // Below a file, Apache answers a PROPFIND with 400: such an edit is left out before.
@@ -281,6 +282,11 @@ fn server_edit(
         ServerEdit::Put { data, .. } => dav.put(&rel, data),
         ServerEdit::Mkdir { .. } => dav.mkdir(&rel),
         ServerEdit::Delete { .. } => dav.delete(&rel),
+        ServerEdit::Move { to, .. } => {
+            let to = dav.p(&format!("{dir}/{}", names(to).join("/")));
+            dav.block_on(dav.remote.rename(&dav.p(&rel), &to, false))
+                .unwrap_or_else(|e| panic!("MOVE {rel}: {e}"))
+        }
     }
     let m = model.mount.borrow();
     m.settle();

@@ -171,6 +171,10 @@ pub enum ServerEdit {
     Mkdir { path: Vec<u8> },
     /// DELETE of a file, or of a folder with everything in it.
     Delete { path: Vec<u8> },
+    /// MOVE of a file or a folder to a free name (made once the upload queue is empty: what
+    /// the mount does with a change not uploaded yet whose file another client moves is not
+    /// decided here).
+    Move { path: Vec<u8>, to: Vec<u8> },
 }
 
 impl ServerEdit {
@@ -178,7 +182,8 @@ impl ServerEdit {
         match self {
             ServerEdit::Put { path, .. }
             | ServerEdit::Mkdir { path }
-            | ServerEdit::Delete { path } => path,
+            | ServerEdit::Delete { path }
+            | ServerEdit::Move { path, .. } => path,
         }
     }
 
@@ -200,6 +205,12 @@ impl std::fmt::Debug for ServerEdit {
             ),
             ServerEdit::Mkdir { .. } => write!(f, "ServerMkdir({:?})", self.rel()),
             ServerEdit::Delete { .. } => write!(f, "ServerDelete({:?})", self.rel()),
+            ServerEdit::Move { to, .. } => write!(
+                f,
+                "ServerMove({:?} -> {:?})",
+                self.rel(),
+                names(to).join("/")
+            ),
         }
     }
 }
@@ -363,7 +374,8 @@ fn server_edit_strategy(
         3 => (path.clone(), proptest::collection::vec(any::<u8>(), 0..3000))
             .prop_map(|(path, data)| ServerEdit::Put { path, data }),
         1 => path.clone().prop_map(|path| ServerEdit::Mkdir { path }),
-        2 => path.prop_map(|path| ServerEdit::Delete { path }),
+        2 => path.clone().prop_map(|path| ServerEdit::Delete { path }),
+        1 => (path.clone(), path).prop_map(|(path, to)| ServerEdit::Move { path, to }),
     ]
 }
 
@@ -466,6 +478,13 @@ pub fn plan_server_edit(
         }
         ServerEdit::Mkdir { .. } => (parent_is_dir && here.is_none() && on_server.is_none())
             .then_some(EditPlan { pending: None }),
+        ServerEdit::Move { path, to } => {
+            let t = local(root, to);
+            let free = t.parent().is_some_and(|d| d.is_dir())
+                && std::fs::symlink_metadata(&t).is_err()
+                && !to.starts_with(path);
+            (free && here.is_some() && on_server.is_some()).then_some(EditPlan { pending: None })
+        }
         ServerEdit::Delete { .. } => {
             // A file that never reached the server cannot be deleted there.
             on_server.as_ref()?;
@@ -510,6 +529,7 @@ pub fn adopt_server_edit(
             std::fs::write(&p, data).unwrap();
         }
         ServerEdit::Mkdir { .. } => std::fs::create_dir(&p).unwrap(),
+        ServerEdit::Move { to, .. } => std::fs::rename(&p, local(root, to)).unwrap(),
         ServerEdit::Delete { .. } => {
             if plan.pending.is_none() {
                 if p.is_dir() {
