@@ -845,11 +845,12 @@ fn server_edits_show_after_the_ttl() {
 }
 
 /// Found by the model, a bug in src/ not fixed yet: uploads 0–30 ms after close, a listing TTL
-/// of 30 ms, and the daemon crashing (twice, three times) right after. A listing of the
-/// folder asked for before an upload's MOVE and stored after its record was removed (with the
-/// file put in the stored listing, in one transaction) replaces the stored listing without the
-/// file: after the next crash the file, on the server and no longer queued, is missing from
-/// its folder until the TTL runs out (`src/vfs/listing.rs`, `list_now` → `save_listing`).
+/// of 30 ms, and the daemon crashing (twice, three times) right after. After a crash the file,
+/// on the server and no longer queued, is missing from its folder until the TTL runs out (then
+/// it shows). Most likely cause, not yet proven: a listing of the folder asked for before the
+/// upload's MOVE and stored after its record was removed (with the file put in the stored
+/// listing, in one transaction) replaces the stored listing without the file
+/// (`src/vfs/listing.rs`, `list_now` → `save_listing`).
 /// With the mount's 30 s default that is 30 s of a file gone, against SEMANTICS.md ("a file
 /// whose upload ended just before the crash is listed at once"). Failed 3 runs of 3 (200 sequences each).
 /// The random sequences wait for the TTL after a crash until this is fixed.
