@@ -468,6 +468,13 @@ impl MetaStore {
                 None => set_base_tx(tx, area, path, entry.etag.as_ref(), true)?,
             };
             super::upsert_entry_tx(tx, area, path, entry)?;
+            // Newer than any listing asked for before now (see `save_listing_asked_at`).
+            tx.prepare_cached("UPDATE entries SET uploaded_ns = ?3 WHERE area = ?1 AND path = ?2")?
+                .execute(params![
+                    area,
+                    path.as_str(),
+                    super::time_to_ns(SystemTime::now())
+                ])?;
             Ok((removed, newer))
         })
     }

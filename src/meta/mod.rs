@@ -253,6 +253,21 @@ impl MetaStore {
         listed_at: SystemTime,
         entries: &[EntryRecord],
     ) -> Result<(), MetaError> {
+        self.save_listing_asked_at(area, dir, listed_at, entries, None)
+    }
+
+    /// [`save_listing`](Self::save_listing) of a listing asked for at `asked`: the entries
+    /// this cache's uploads stored at or after that time (`upload_done`) are newer than the
+    /// listing and are left as they are, neither replaced nor dropped.
+    pub fn save_listing_asked_at(
+        &self,
+        area: AreaId,
+        dir: &RemotePath,
+        listed_at: SystemTime,
+        entries: &[EntryRecord],
+        asked: Option<SystemTime>,
+    ) -> Result<(), MetaError> {
+        let asked_ns = asked.map(time_to_ns);
         for e in entries {
             check_name(&e.name).map_err(|reason| MetaError::InvalidName {
                 name: e.name.clone(),
@@ -262,13 +277,22 @@ impl MetaStore {
         let dir_s = dir.as_str();
         self.tx(|tx| {
             let mut old: HashMap<String, EntryKind> = HashMap::new();
+            let mut newer: std::collections::HashSet<String> = Default::default();
             {
                 let mut st = tx.prepare_cached(
-                    "SELECT name, kind FROM entries WHERE area = ?1 AND parent = ?2",
+                    "SELECT name, kind, uploaded_ns FROM entries WHERE area = ?1 AND parent = ?2",
                 )?;
                 let mut rows = st.query(params![area, dir_s])?;
                 while let Some(r) = rows.next()? {
-                    old.insert(r.get(0)?, kind_from_sql(r.get(1)?)?);
+                    let name: String = r.get(0)?;
+                    let uploaded: Option<i64> = r.get(2)?;
+                    if let (Some(u), Some(a)) = (uploaded, asked_ns) {
+                        if u >= a {
+                            newer.insert(name);
+                            continue;
+                        }
+                    }
+                    old.insert(name, kind_from_sql(r.get(1)?)?);
                 }
             }
             let new: HashMap<&str, &EntryRecord> =
@@ -283,7 +307,7 @@ impl MetaStore {
                     Some(_) => {}
                 }
             }
-            for e in entries {
+            for e in entries.iter().filter(|e| !newer.contains(&e.name)) {
                 upsert(tx, area, &child_path(dir_s, &e.name), Some(dir_s), e)?;
             }
             tx.prepare_cached(
@@ -671,7 +695,7 @@ fn upsert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (area, path) DO UPDATE SET
            kind = excluded.kind, size = excluded.size,
-           mtime_ns = excluded.mtime_ns, etag = excluded.etag",
+           mtime_ns = excluded.mtime_ns, etag = excluded.etag, uploaded_ns = NULL",
     )?
     .execute(params![
         area,

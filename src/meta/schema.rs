@@ -167,11 +167,13 @@ INSERT INTO settings (key, value)
 /// and nanoseconds 0..1e9, for times `mtime_ns` cannot hold, past 2262) and names the version
 /// of the file it was set on (`version`, an ETag header value; NULL for directories, and for
 /// rows written before v7): after a restart it is shown again only while the file has that
-/// version.
+/// version. `entries.uploaded_ns`: when this cache's upload stored the entry (NULL when a
+/// listing did): a listing asked for before that time does not replace or drop it.
 pub(super) const V7: &str = r#"
 ALTER TABLE local_mtimes ADD COLUMN sec INTEGER;
 ALTER TABLE local_mtimes ADD COLUMN nsec INTEGER CHECK (nsec IS NULL OR (nsec >= 0 AND nsec < 1000000000));
 ALTER TABLE local_mtimes ADD COLUMN version TEXT;
+ALTER TABLE entries ADD COLUMN uploaded_ns INTEGER;
 "#;
 
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and

@@ -242,6 +242,7 @@ impl Vfs {
         saved: Option<Vec<EntryRecord>>,
     ) -> VfsResult<()> {
         let requested = Instant::now();
+        let asked = SystemTime::now();
         match self.remote(area)?.list(&path).await {
             Ok(listing) => {
                 let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
@@ -262,7 +263,7 @@ impl Vfs {
                 }
                 let listed = SystemTime::now();
                 let saved = meta_op(&self.meta, move |m| {
-                    m.save_listing(area, &path, listed, &records)
+                    m.save_listing_asked_at(area, &path, listed, &records, Some(asked))
                 })
                 .await;
                 match saved {
