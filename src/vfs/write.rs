@@ -169,12 +169,28 @@ impl Vfs {
             // yet count as a change (taking back a note that it is the server's version, so a
             // crash would keep it aside as a file never closed).
             if truncate && st.state().size != 0 {
-                let _change = self.changing(&st).await;
+                let change = self.changing(&st).await;
+                // Counted as a writer and a new version before the file is cut: an upload of
+                // the closed version finishing meanwhile must see the change (else it would
+                // take the emptied file, padded with zeros, for the version it sent, and drop
+                // that version's record).
+                {
+                    let mut s = st.state();
+                    s.writers += 1;
+                    s.version += 1;
+                }
                 let s2 = st.clone();
-                blocking(move || s2.file.set_len(0)).await?;
-                let mut s = st.state();
-                s.size = 0;
-                s.version += 1;
+                if let Err(e) = blocking(move || s2.file.set_len(0)).await {
+                    st.state().writers -= 1;
+                    return Err(e.into());
+                }
+                {
+                    let mut s = st.state();
+                    s.size = 0;
+                    s.version += 1;
+                }
+                drop(change);
+                return Ok(st);
             }
             st.state().writers += 1;
             return Ok(st);
