@@ -145,6 +145,10 @@ impl Shared {
                 "cache index checked"
             );
         }
+        // Rows deleted by an earlier run (or just now) may not be durable yet (a process
+        // killed before its WAL was fsynced, then a power cut): make them durable before this
+        // run creates any file, which could take the name of such a row (see `forget`).
+        self.meta.sync_wal()?;
         let pins = self.meta.pins_all()?;
         let max_access = self.meta.obj_max_access()?;
         self.clock.fetch_max(max_access, Ordering::SeqCst);

@@ -48,6 +48,11 @@
 //!   is only ever unlinked, never truncated or reused, while its row exists.
 //! - Row ids are never reused (`AUTOINCREMENT`) and every update names the row's file, so a
 //!   late flush for a dropped object cannot land on a newer one.
+//! - A file name is not reused while a power cut could bring back the row that named it: a
+//!   row's deletion is not fsynced, so its name stays taken (`State::freed`) until the index is
+//!   made durable (a WAL checkpoint at open, and whenever 4,096 names wait). Otherwise the
+//!   same version cached again, under the same name, and flushed could come back after a cut
+//!   under the old row's presence bits and serve holes (`tests/powerloss.rs`).
 //! - Checked at open: a row whose file is missing, has the wrong length, or whose bitmap does
 //!   not fit the size is dropped; a file in `objects/` without a row is deleted (no leaks).
 //!   The length is checked again whenever an object is loaded.

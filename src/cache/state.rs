@@ -20,6 +20,9 @@ use super::{lock, ObjectKey};
 use crate::meta::objects::{NewObject, ObjectBrief, RawObject};
 use crate::meta::{AreaId, MetaStore};
 
+/// Names of deleted rows kept from reuse before the index is synced (see [`Shared::forget`]).
+const FREED_MAX: usize = 4096;
+
 /// What a cache's handles, its objects and its background thread share.
 pub(super) struct Shared {
     pub(super) layout: CacheLayout,
@@ -56,6 +59,9 @@ pub(super) struct State {
     pub(super) used: u64,
     pub(super) objects: u64,
     pub(super) pins: HashSet<(AreaId, String)>,
+    /// File names of rows deleted since the index was last made durable: a power cut may
+    /// bring such a row back, so no new file takes its name until then (see `forget`).
+    pub(super) freed: HashSet<String>,
 }
 
 impl State {
@@ -180,15 +186,19 @@ impl Shared {
         }))
     }
 
-    /// A file name for a new object, not used by any row.
-    pub(super) fn pick_name(&self, key: &ObjectKey) -> Result<String, CacheError> {
+    /// A file name for a new object, not used by any row, nor by a row whose deletion may
+    /// not be durable yet (`State::freed`).
+    pub(super) fn pick_name(&self, st: &State, key: &ObjectKey) -> Result<String, CacheError> {
         let base = object_name(key.area, &key.path, &key.etag);
-        if !self.meta.obj_file_in_use(&base)? {
+        let taken = |name: &str| -> Result<bool, CacheError> {
+            Ok(st.freed.contains(name) || self.meta.obj_file_in_use(name)?)
+        };
+        if !taken(&base)? {
             return Ok(base);
         }
         for n in 1u32.. {
             let cand = format!("{base}-{n}");
-            if !self.meta.obj_file_in_use(&cand)? {
+            if !taken(&cand)? {
                 return Ok(cand);
             }
         }
@@ -203,7 +213,7 @@ impl Shared {
         key: &ObjectKey,
         adopt: Option<&Path>,
     ) -> Result<Arc<ObjectInner>, CacheError> {
-        let name = self.pick_name(key)?;
+        let name = self.pick_name(st, key)?;
         let file_path = self.file_path(&name);
         let dir = file_path.parent().expect("has a parent");
         let nblocks = key.size.div_ceil(self.block_size);
@@ -331,6 +341,16 @@ impl Shared {
         }
         let ids: Vec<i64> = victims.iter().map(|r| r.id).collect();
         self.meta.obj_delete(&ids)?;
+        // The deletion is not fsynced (synchronous=NORMAL): after a power cut the rows may be
+        // back, naming these files. A new file of the same name (the same version cached
+        // again) made durable by a flush would then be served under the old row's presence
+        // bits: holes as data. So the names stay taken until the index is durable; past
+        // FREED_MAX names, make it durable and free them.
+        if st.freed.len() + victims.len() > FREED_MAX {
+            self.meta.sync_wal()?;
+            st.freed.clear();
+        }
+        st.freed.extend(victims.iter().map(|r| r.file.clone()));
         st.used = st.used.saturating_sub(freed);
         st.objects = st.objects.saturating_sub(victims.len() as u64);
         for r in victims {
