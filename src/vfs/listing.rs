@@ -426,7 +426,7 @@ impl Vfs {
                 }
             }
         }
-        self.attach_recovered(&mut t, dir);
+        self.place_unplaced(&mut t, dir);
         if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
             d.listed_at = listed_at.or(d.listed_at);
         }

@@ -40,8 +40,8 @@
 //! | `Staged::note` (async rwlock) | whether a staged file is noted as holding the server's version | `commit_lock`, inode lock |
 //! | the upload queue's lock (`queue.rs`) | the queue's schedule | the async locks |
 //! | `tree` | the inode tree | the async locks, the queue's lock |
-//! | `recovered` | changed files of earlier runs not in the tree yet | the above, `tree` |
-//! | `Staged::state` | a staged file's size, versions, writers, upload state | the above, `tree`, `recovered` |
+//! | `unplaced` | changed files of earlier runs not on a node yet (their folder not listed) | the above, `tree` |
+//! | `Staged::state` | a staged file's size, versions, writers, upload state | the above, `tree`, `unplaced` |
 //! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
 //! | `handles` | open file handles | the async locks only (never `tree`) |
 //! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
@@ -177,7 +177,7 @@ pub struct Vfs {
     /// The root inode of each area, by id.
     area_roots: Vec<(AreaId, Ino)>,
     /// Changed files of an earlier run whose folder was not listed yet (so not in the tree).
-    recovered: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
+    unplaced: Mutex<HashMap<(AreaId, RemotePath), Arc<Staged>>>,
     /// Files whose changes were lost before this run (shown by `status`).
     problems: Mutex<Vec<(AreaId, RemotePath, String)>>,
     /// This cache's identity (`MetaStore::cache_id`), in the names of temporary uploads.
@@ -347,7 +347,7 @@ impl Vfs {
             queue,
             health,
             area_roots,
-            recovered: Mutex::new(HashMap::new()),
+            unplaced: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
             temp_tag,
             sweeping: Mutex::new(Default::default()),

@@ -8,7 +8,7 @@
 //! file, so after a crash the next start finds and uploads every record (`recover`).
 //!
 //! Lock order: `Staged::commit_lock` → inode lock → the queue's lock (while it picks a record,
-//! it asks whether the file is open for writing) → `tree` → `recovered` → `Staged::state` (the
+//! it asks whether the file is open for writing) → `tree` → `unplaced` → `Staged::state` (the
 //! whole order is the table in `vfs/mod.rs`).
 
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ impl Vfs {
             };
             let size = st.state().size;
             tracing::info!(file = %rec.path, size, "uploading a file changed before the last stop");
-            self.recovered
+            self.unplaced
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert((rec.area, rec.path.clone()), st);
@@ -138,14 +138,14 @@ impl Vfs {
         Some(ino)
     }
 
-    /// The staged content of `path`: on its node, or recovered and not yet in the tree.
+    /// The staged content of `path`: on its node, or unplaced (an earlier run's, not in the tree yet).
     fn find_staged(&self, area: AreaId, path: &RemotePath) -> Option<(Option<Ino>, Arc<Staged>)> {
         if let Some(ino) = self.find_ino(area, path) {
             if let Some(st) = self.tree().get(ino).and_then(|n| n.staged.clone()) {
                 return Some((Some(ino), st));
             }
         }
-        self.recovered
+        self.unplaced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(area, path.clone()))
@@ -320,12 +320,12 @@ impl Vfs {
     }
 
     /// A record whose content is on disk but on no node (cannot normally happen): open it as
-    /// recovered, so it is uploaded rather than lost.
+    /// unplaced, so it is uploaded rather than lost.
     async fn adopt_orphan(&self, rec: &DirtyRecord) -> Option<Arc<Staged>> {
         let path = self.staging_abs(&rec.staging);
         let r = rec.clone();
         let st = write::blocking(move || open_staged(path, &r)).await.ok()?;
-        self.recovered
+        self.unplaced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((rec.area, rec.path.clone()), st.clone());
@@ -364,7 +364,7 @@ impl Vfs {
     ) -> VfsResult<()> {
         let area = rec.area;
         let commit = st.commit_lock.lock().await;
-        // A recovered file may have been put on its node (its folder was listed) meanwhile.
+        // An unplaced file may have been put on its node (its folder was listed) meanwhile.
         let ino = ino.or_else(|| self.ino_holding(area, &rec.path, st));
         let id = rec.id;
         match sent {
@@ -450,7 +450,7 @@ impl Vfs {
                     Some(ino) => self.unstage_if_idle(ino).await,
                     None => {
                         let keep = etag.map(|e| (rec.path.clone(), e));
-                        self.settle_recovered(area, &rec.path, st, keep, size).await
+                        self.settle_unplaced(area, &rec.path, st, keep, size).await
                     }
                 }
                 Ok(())
@@ -522,7 +522,7 @@ impl Vfs {
                     m.invalidate_listing(area, &p.parent().unwrap_or_else(RemotePath::root))
                 })
                 .await;
-                self.settle_recovered(area, &rec.path, st, copy_etag.map(|e| (copy, e)), size)
+                self.settle_unplaced(area, &rec.path, st, copy_etag.map(|e| (copy, e)), size)
                     .await;
                 Ok(())
             }
@@ -531,7 +531,7 @@ impl Vfs {
 
     /// A staged file no node uses any more is done: its content becomes the cached copy of
     /// `keep` (path and version on the server), or is deleted.
-    async fn settle_recovered(
+    async fn settle_unplaced(
         &self,
         area: AreaId,
         path: &RemotePath,
@@ -540,7 +540,7 @@ impl Vfs {
         size: u64,
     ) {
         {
-            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rec = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
             if rec
                 .get(&(area, path.clone()))
                 .is_some_and(|s| Arc::ptr_eq(s, st))
@@ -710,14 +710,14 @@ impl Vfs {
         self.mark_uploaded(ino, Some(etag.clone()), size);
     }
 
-    /// Puts recovered files of `dir` (not yet in the tree) on their nodes. Called with the
+    /// Puts the unplaced files of `dir` (an earlier run's changes, not yet in the tree) on their nodes. Called with the
     /// tree locked, from `merge_listing`.
-    pub(super) fn attach_recovered(&self, t: &mut super::tree::Tree, dir: Ino) {
+    pub(super) fn place_unplaced(&self, t: &mut super::tree::Tree, dir: Ino) {
         let Some((area, dir_path)) = t.path(dir) else {
             return;
         };
         let mine: Vec<(RemotePath, Arc<Staged>)> = {
-            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rec = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
             if rec.is_empty() {
                 return;
             }
@@ -809,7 +809,7 @@ impl Vfs {
                 self.queue.update(&r);
             }
         }
-        let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rec = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
         let moved: Vec<(AreaId, RemotePath)> = rec
             .keys()
             .filter(|(a, p)| *a == area && (p.starts_with(from) || p.starts_with(to)))
@@ -834,7 +834,7 @@ impl Vfs {
         let gone = meta_op(&self.meta, move |m| m.remove_dirty_subtree(area, &p)).await?;
         self.queue.remove(gone.iter().map(|r| r.id));
         {
-            let mut rec = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            let mut rec = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
             rec.retain(|(a, p), _| !(*a == area && p.starts_with(path)));
         }
         if self.queue.remove_conflicts(area, path) {
