@@ -9,12 +9,7 @@
 //! `</D:getetag>`, unless the value already starts with a quote (in case a later dav-server
 //! fixes this). Streaming, with a carry-over of at most a tag's length between chunks.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use hyper::body::{Body, Frame};
+use super::rewrite::{Rewriter, RewrittenBody};
 
 const OPEN: &[u8] = b"<D:getetag>";
 const CLOSE: &[u8] = b"</D:getetag>";
@@ -27,9 +22,9 @@ pub(crate) struct EtagQuoter {
     quoting: bool,
 }
 
-impl EtagQuoter {
+impl Rewriter for EtagQuoter {
     /// Rewrites the next chunk; `last` flushes everything held back.
-    pub fn process(&mut self, input: &[u8], last: bool) -> Vec<u8> {
+    fn process(&mut self, input: &[u8], last: bool) -> Vec<u8> {
         let mut data = std::mem::take(&mut self.carry);
         data.extend_from_slice(input);
         let mut out = Vec::with_capacity(data.len() + 8);
@@ -77,61 +72,12 @@ impl EtagQuoter {
     }
 }
 
-/// A response body passed through [`EtagQuoter`].
-pub(crate) struct EtagQuotedBody<B> {
-    inner: B,
-    quoter: EtagQuoter,
-    done: bool,
-}
+/// A response body with its PROPFIND ETags quoted.
+pub(crate) type EtagQuotedBody<B> = RewrittenBody<B, EtagQuoter>;
 
-impl<B> EtagQuotedBody<B> {
-    pub fn new(inner: B) -> Self {
-        EtagQuotedBody {
-            inner,
-            quoter: EtagQuoter::default(),
-            done: false,
-        }
-    }
-}
-
-impl<B> Body for EtagQuotedBody<B>
-where
-    B: Body<Data = Bytes, Error = io::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        let out = this.quoter.process(&data, false);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                    }
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => {
-                    this.done = true;
-                    let out = this.quoter.process(&[], true);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                    }
-                }
-            }
-        }
-    }
+/// `inner` with its ETags quoted.
+pub(crate) fn quoted<B>(inner: B) -> EtagQuotedBody<B> {
+    RewrittenBody::new(inner, EtagQuoter::default())
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ mod props;
 mod propstat;
 mod protocol;
 mod quota;
+mod rewrite;
 mod xmlguard;
 
 use std::convert::Infallible;
@@ -86,10 +87,8 @@ use crate::size::FormatSize;
 
 use self::auth::BasicAuth;
 use self::body::SharedBody;
-use self::etagfix::EtagQuotedBody;
 use self::fs::CloudFs;
 use self::locks::LockKeeper;
-use self::propstat::PropstatBody;
 use self::quota::Quota;
 
 /// How long [`ServerHandle::shutdown`] lets requests in flight finish before cutting them.
@@ -588,9 +587,9 @@ where
     }
     let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
         head.headers.remove(header::CONTENT_LENGTH);
-        let quoted = EtagQuotedBody::new(dav_body);
+        let quoted = etagfix::quoted(dav_body);
         match wanted {
-            Some(wanted) => PropstatBody::new(quoted, wanted).boxed_unsync(),
+            Some(wanted) => propstat::fixed(quoted, wanted).boxed_unsync(),
             None => quoted.boxed_unsync(),
         }
     } else {

@@ -7,16 +7,11 @@
 //! on the fly, one `<D:response>` at a time: duplicates are dropped and a 404 propstat naming
 //! the missing properties is added.
 
-use std::collections::HashSet;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use hyper::body::{Body, Frame};
+use super::rewrite::{Rewriter, RewrittenBody};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
+use std::collections::HashSet;
 
 /// A property name: namespace (none for `xmlns=""`) and local name.
 pub(crate) type PropName = (Option<String>, String);
@@ -162,57 +157,18 @@ impl PropstatFixer {
     }
 }
 
+impl Rewriter for PropstatFixer {
+    fn process(&mut self, input: &[u8], last: bool) -> Vec<u8> {
+        PropstatFixer::process(self, input, last)
+    }
+}
+
 /// A response body passed through [`PropstatFixer`].
-pub(crate) struct PropstatBody<B> {
-    inner: B,
-    fixer: PropstatFixer,
-    done: bool,
-}
+pub(crate) type PropstatBody<B> = RewrittenBody<B, PropstatFixer>;
 
-impl<B> PropstatBody<B> {
-    pub(crate) fn new(inner: B, wanted: Vec<PropName>) -> Self {
-        PropstatBody {
-            inner,
-            fixer: PropstatFixer::new(wanted),
-            done: false,
-        }
-    }
-}
-
-impl<B> Body for PropstatBody<B>
-where
-    B: Body<Data = Bytes, Error = io::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            let (data, last) = match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => (data, false),
-                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                },
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => {
-                    this.done = true;
-                    (Bytes::new(), true)
-                }
-            };
-            let out = this.fixer.process(&data, last);
-            if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-            }
-        }
-    }
+/// `inner` with the properties asked for and missing answered 404 (see [`PropstatFixer`]).
+pub(crate) fn fixed<B>(inner: B, wanted: Vec<PropName>) -> PropstatBody<B> {
+    RewrittenBody::new(inner, PropstatFixer::new(wanted))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
