@@ -128,7 +128,7 @@ impl Health {
             s.connection = Connection::Offline;
             s.since = Some(SystemTime::now());
         }
-        s.last_error = Some(e.to_string());
+        s.last_error = Some(why_unreachable(e));
     }
 
     /// Whether the last request could not reach the server.
@@ -147,6 +147,25 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(f));
     }
+}
+
+/// Why the server cannot be reached, said of the server rather than of the request that found
+/// out (which may be an upload's clean-up of a temporary file): its host and the root cause,
+/// e.g. `127.0.0.1:4918: Connection refused (os error 111)`.
+fn why_unreachable(e: &RemoteError) -> String {
+    let RemoteError::Transient { url, reason, .. } = e else {
+        return e.to_string();
+    };
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}")))
+        })
+        .unwrap_or_else(|| url.clone());
+    // reqwest's chain ends with the cause ("…: tcp connect error: Connection refused (…)").
+    let cause = reason.rsplit(": ").next().unwrap_or(reason);
+    format!("{host}: {cause}")
 }
 
 #[cfg(test)]
@@ -169,7 +188,20 @@ mod tests {
         h.observe::<()>(&Err(transient()));
         let r = h.report();
         assert_eq!(r.connection, Connection::Offline);
-        assert!(r.last_error.unwrap().contains("connection refused"));
+        assert_eq!(r.last_error.as_deref(), Some("h: connection refused"));
+        let reqwest_like = RemoteError::Transient {
+            method: "DELETE".into(),
+            url: "http://127.0.0.1:4918/docs/.cloudmount-upload-1.part".into(),
+            reason: "error sending request for url (http://127.0.0.1:4918/docs/x): client error \
+                     (Connect): tcp connect error: Connection refused (os error 111)"
+                .into(),
+        };
+        h.unreachable(&reqwest_like);
+        assert_eq!(
+            h.report().last_error.as_deref(),
+            Some("127.0.0.1:4918: Connection refused (os error 111)"),
+            "the server and the cause, not the request that found out"
+        );
         // An error status is an answer: the server was reached.
         h.observe::<()>(&Err(RemoteError::NotFound { url: "x".into() }));
         assert_eq!(h.report().connection, Connection::Online);
