@@ -28,4 +28,5 @@ pub mod meta;
 pub mod remote;
 pub mod server;
 pub mod size;
+pub mod sync;
 pub mod vfs;

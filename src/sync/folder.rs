@@ -1,0 +1,116 @@
+//! A sync folder: its stable identity and the settings the user chose for it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The stable identity of a sync folder: 32 hex digits, random, never a position in a list.
+/// Another computer of the same account refers to a folder by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FolderId(pub String);
+
+impl FolderId {
+    /// A new random id.
+    pub fn random() -> std::io::Result<FolderId> {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(FolderId(b.iter().map(|x| format!("{x:02x}")).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FolderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which way changes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Changes on either side reach the other, deletes included.
+    #[default]
+    Bidirectional,
+    /// A backup: the server follows the local folder; nothing on the server ever changes the
+    /// local folder.
+    UploadOnly,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bidirectional => "bidirectional",
+            Mode::UploadOnly => "upload-only",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "bidirectional" | "bi" | "both" => Some(Mode::Bidirectional),
+            "upload-only" | "upload" | "backup" => Some(Mode::UploadOnly),
+            _ => None,
+        }
+    }
+}
+
+/// When a folder syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// As soon as something changes (inotify on the local side, polling on the server).
+    #[default]
+    Immediate,
+    /// Once a day, at the settings' `schedule.time`.
+    Daily,
+    /// Once a week, on the settings' `schedule.day` at `schedule.time`.
+    Weekly,
+}
+
+impl Schedule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::Immediate => "immediate",
+            Schedule::Daily => "daily",
+            Schedule::Weekly => "weekly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Schedule> {
+        match s {
+            "immediate" | "now" | "continuous" => Some(Schedule::Immediate),
+            "daily" => Some(Schedule::Daily),
+            "weekly" => Some(Schedule::Weekly),
+            _ => None,
+        }
+    }
+}
+
+/// Share of one side's files a single sync may delete before it pauses for a confirmation.
+pub const DEFAULT_DELETE_LIMIT_PERCENT: u8 = 50;
+
+/// One sync folder of this computer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderSpec {
+    pub id: FolderId,
+    /// Absolute local path.
+    pub local: PathBuf,
+    /// Path on the server, below the profile's URL (`/`-separated, no leading slash).
+    pub remote: String,
+    pub mode: Mode,
+    pub schedule: Schedule,
+    /// Upload-only: a local delete does not delete the server copy.
+    pub keep_deleted: bool,
+    /// Paused by the user: nothing runs until resumed.
+    pub paused: bool,
+    /// A sync that would delete more than this share (percent) of one side's files pauses
+    /// until confirmed.
+    pub delete_limit_percent: u8,
+    /// Seconds since the Unix epoch when the folder was added.
+    pub added_at: i64,
+}
