@@ -116,6 +116,63 @@ pub enum Command {
     )]
     Status(StatusArgs),
 
+    /// Start a profile's daemon: its sync folders, and its mount when the profile has a mountpoint
+    #[command(
+        long_about = "Start the daemon of a profile (an account of the config file): it runs the \
+            profile's sync folders, and mounts the profile when it has a `mountpoint`.\n\n\
+            Without --foreground it returns once the daemon answers, which goes on in the \
+            background and logs to ~/.local/state/cloudmount/PROFILE-daemon.log. The systemd \
+            user unit runs `cloudmount start PROFILE --foreground`.\n\n\
+            PROFILE may be left out when the config file has one profile.",
+        after_help = "Examples:\n  \
+            cloudmount start work\n  \
+            cloudmount sync add ~/Documents/CloudMe\n  \
+            cloudmount stop work"
+    )]
+    Start(StartArgs),
+
+    /// Stop a profile's daemon, after the transfers in flight
+    Stop(StopArgs),
+
+    /// Sync folders: local folders kept mirrored with folders in the cloud
+    #[command(
+        long_about = "Sync folders: any local folder kept mirrored with a folder on the server, \
+            bidirectionally (the default: changes on either side reach the other, deletes \
+            included) or upload-only (a backup: the server follows the local folder, and \
+            nothing that happens on the server ever changes the local folder). A folder syncs \
+            immediately (local changes are seen at once, the server is checked every \
+            sync_poll_interval) or daily or weekly at the time of the settings \
+            (`cloudmount settings`).\n\n\
+            Sync folders run in the profile's daemon: start it with `cloudmount start PROFILE` \
+            (or the systemd user unit). These commands talk to it.\n\n\
+            Nothing is ever lost: a file changed on both sides keeps both versions (the \
+            server's under the name, ours as `NAME (conflicted copy HOST DATE).EXT`); files the \
+            sync deletes locally go to the trash; a folder that is missing or lost its \
+            .cloudmount-sync marker (a disk not mounted) stops instead of deleting; a sync \
+            that would delete more than half of one side pauses until `sync now --confirm`.",
+        after_help = "Examples:\n  \
+            cloudmount sync add ~/Documents/CloudMe\n  \
+            cloudmount sync add ~/Music --mode upload-only --schedule weekly\n  \
+            cloudmount sync list\n  \
+            cloudmount sync now ~/Music --wait\n  \
+            cloudmount sync set ~/Music --schedule daily\n  \
+            cloudmount sync pause ~/Music\n  \
+            cloudmount sync conflicts"
+    )]
+    Sync(SyncArgs),
+
+    /// Show or change the settings of a profile's sync folders (schedule.time, schedule.day)
+    #[command(
+        long_about = "Show or change the settings of a profile's daemon.\n\n\
+            Keys:\n  \
+            schedule.time  when daily and weekly folders run, HH:MM local time (default 03:00)\n  \
+            schedule.day   the day weekly folders run (default sunday)",
+        after_help = "Examples:\n  \
+            cloudmount settings\n  \
+            cloudmount settings set schedule.time 03:00"
+    )]
+    Settings(SettingsArgs),
+
     /// Run a local demo cloud and mount it (three areas), in the foreground
     #[command(
         long_about = "Run a local demo cloud and mount it, in the foreground.\n\n\
@@ -289,6 +346,161 @@ pub struct StatusArgs {
     /// Print the status as one JSON object instead of a summary
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which profile, and which config file.
+#[derive(Debug, Args, Clone)]
+pub struct ProfileArgs {
+    /// The profile (may be left out when the config file has one)
+    #[arg(long, short = 'p', value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Config file [default: ~/.config/cloudmount/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The profile (may be left out when the config file has one)
+    pub profile: Option<String>,
+
+    /// Config file [default: ~/.config/cloudmount/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Stay in the foreground (logs on stderr)
+    #[arg(long, short = 'f')]
+    pub foreground: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The profile (may be left out when the config file has one)
+    pub profile: Option<String>,
+
+    /// Config file [default: ~/.config/cloudmount/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+
+    #[command(subcommand)]
+    pub command: SyncCommand,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Changes on either side reach the other, deletes included
+    Bidirectional,
+    /// A backup: the server follows the local folder; the local folder is never changed
+    UploadOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// As soon as something changes
+    Immediate,
+    /// Once a day at schedule.time
+    Daily,
+    /// Once a week on schedule.day at schedule.time
+    Weekly,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Add a local folder (created if missing) and start syncing it
+    #[command(
+        after_help = "The server folder is, by default, one of the same name under the profile's \
+            sync_root (a path below its URL); --remote PATH chooses another (below the URL). \
+            A first sync of two folders that both hold files overwrites nothing: equal files \
+            are adopted, different ones kept as conflict copies."
+    )]
+    Add {
+        dir: PathBuf,
+        /// Server folder, a path below the profile's URL
+        #[arg(long, value_name = "PATH")]
+        remote: Option<String>,
+        #[arg(long, value_enum, default_value = "bidirectional")]
+        mode: ModeArg,
+        #[arg(long, value_enum, default_value = "immediate")]
+        schedule: ScheduleArg,
+        /// Upload-only: a file deleted here stays on the server
+        #[arg(long)]
+        keep_deleted: bool,
+    },
+    /// List the sync folders with their state
+    #[command(
+        after_help = "JSON (--json): an array of {id, local, remote, mode, schedule, keep_deleted, \
+            delete_limit_percent, state, reason, next_run, last_sync, last_outcome, runs, \
+            files_total, files_done, bytes_total, bytes_done, problems [{path, reason, attempts}], \
+            conflicts}; times in seconds since the epoch."
+    )]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync a folder (or all) now
+    #[command(
+        after_help = "Exit status with --wait: 0 when the folder is in sync, 1 when the sync \
+            failed, stopped (see the message) or left files unsynced."
+    )]
+    Now {
+        dir: Option<PathBuf>,
+        /// Wait until it is done, with progress
+        #[arg(long)]
+        wait: bool,
+        /// Let a sync paused for deleting too much go ahead
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Change a folder's mode, schedule or delete limit
+    Set {
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        #[arg(long, value_enum)]
+        schedule: Option<ScheduleArg>,
+        /// Upload-only: keep files deleted here on the server (true/false)
+        #[arg(long, value_name = "BOOL")]
+        keep_deleted: Option<bool>,
+        /// Pause for confirmation when a sync would delete more than this share of one side
+        #[arg(long, value_name = "PERCENT")]
+        delete_limit: Option<u8>,
+    },
+    /// Pause a folder
+    Pause { dir: PathBuf },
+    /// Resume a paused folder
+    Resume { dir: PathBuf },
+    /// Stop syncing a folder; deletes nothing, anywhere
+    Remove { dir: PathBuf },
+    /// List the conflicts kept as two versions
+    Conflicts {
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SettingsArgs {
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+
+    #[command(subcommand)]
+    pub command: Option<SettingsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show every setting
+    Get,
+    /// Change a setting
+    Set { key: String, value: String },
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@
 
 pub mod background;
 pub mod demo;
+pub mod profile;
 mod requests;
 
 use std::fs::File;
@@ -159,7 +160,7 @@ pub enum DaemonError {
 }
 
 /// The WebDAV client's credentials for the configured login.
-fn credentials(login: &Login) -> Credentials {
+pub(crate) fn credentials(login: &Login) -> Credentials {
     Credentials {
         user: login.user.clone(),
         password: login.password.clone(),

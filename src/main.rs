@@ -8,6 +8,7 @@
 //! ([`cloudmount::control`]).
 
 mod cli;
+mod sync_cmd;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -38,8 +39,13 @@ fn main() -> ExitCode {
         }
     }
     init_tracing(match &cli.command {
-        Command::Demo(_) | Command::Unmount(_) | Command::Status(_) => "warn",
-        Command::Mount(_) | Command::Serve(_) => "info",
+        Command::Demo(_)
+        | Command::Unmount(_)
+        | Command::Status(_)
+        | Command::Sync(_)
+        | Command::Settings(_)
+        | Command::Stop(_) => "warn",
+        Command::Mount(_) | Command::Serve(_) | Command::Start(_) => "info",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +63,10 @@ fn main() -> ExitCode {
         Command::Status(args) => status(args, &runtime),
         Command::Demo(args) => demo(args, &runtime),
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Start(args) => sync_cmd::start(args, &runtime),
+        Command::Stop(args) => sync_cmd::stop(args, &runtime),
+        Command::Sync(args) => sync_cmd::sync(args, &runtime),
+        Command::Settings(args) => sync_cmd::settings(args, &runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -327,6 +327,10 @@ pub struct Profile {
     /// Mount over a directory that holds files (default false; see `--allow-non-empty`).
     pub allow_non_empty: Option<bool>,
     pub mountpoint: Option<PathBuf>,
+    /// Where sync folders go on the server by default: a path below the profile's URL.
+    pub sync_root: Option<String>,
+    /// How often immediate sync folders look at the server (default 30 s).
+    pub sync_poll_interval: Option<DurationValue>,
 }
 
 impl fmt::Debug for Profile {
@@ -346,6 +350,8 @@ impl fmt::Debug for Profile {
             .field("allow_other", &self.allow_other)
             .field("passthrough", &self.passthrough)
             .field("mountpoint", &self.mountpoint)
+            .field("sync_root", &self.sync_root)
+            .field("sync_poll_interval", &self.sync_poll_interval)
             .finish()
     }
 }
@@ -689,14 +695,14 @@ fn url_cache_name(url: &str, user: Option<&str>) -> String {
 }
 
 /// A profile and the directory of its config file (its relative paths are taken from there).
-struct LoadedProfile {
-    name: String,
-    profile: Profile,
-    dir: PathBuf,
+pub(crate) struct LoadedProfile {
+    pub(crate) name: String,
+    pub(crate) profile: Profile,
+    pub(crate) dir: PathBuf,
 }
 
 /// Reads the config file for `req` when SOURCE is a profile name.
-fn load_profile(
+pub(crate) fn load_profile(
     req: &MountRequest,
     dirs: &Dirs,
     cwd: &Path,
@@ -895,6 +901,11 @@ pub fn resolve(
         runtime_dir: dirs.runtime.clone(),
     })
 }
+
+mod profile_daemon;
+pub use profile_daemon::{
+    pick_profile, resolve_profile_daemon, socket_of, ProfileDaemonConfig, DEFAULT_SYNC_POLL,
+};
 
 #[cfg(test)]
 mod tests;

@@ -164,6 +164,11 @@ fn refused_or(
 fn unexpected(socket: &Path, response: &Response) -> ControlError {
     let what = match response {
         Response::Status(_) => "status",
+        Response::SyncFolders(_) => "sync folders",
+        Response::SyncStarted(_) => "sync started",
+        Response::SyncConflicts(_) => "sync conflicts",
+        Response::Settings(_) => "settings",
+        Response::Done { .. } => "done",
         Response::Error { .. } => "error",
     };
     ControlError::Protocol {

@@ -33,16 +33,94 @@ pub const LEGACY_STATUS: &str = "status";
 pub enum Request {
     /// The mount's state: connection, upload queue, errors, conflicts, cache.
     Status,
+    /// The sync folders of the profile, with their state (answered by the profile's daemon).
+    SyncList,
+    /// Adds a sync folder.
+    SyncAdd(SyncAdd),
+    /// Changes a folder's settings (the fields given).
+    SyncSet(SyncSet),
+    /// Syncs a folder (or all) now; `confirm` lets a sync paused for too many deletes go on.
+    SyncNow {
+        folder: Option<String>,
+        #[serde(default)]
+        confirm: bool,
+    },
+    SyncPause {
+        folder: String,
+    },
+    SyncResume {
+        folder: String,
+    },
+    /// Stops syncing a folder; deletes nothing, anywhere.
+    SyncRemove {
+        folder: String,
+    },
+    /// Conflicts kept as two versions, of one folder or all.
+    SyncConflicts {
+        folder: Option<String>,
+    },
+    /// The settings; with `set`, changes one first.
+    Settings {
+        set: Option<(String, String)>,
+    },
+    /// Stops the daemon after the transfers in flight.
+    Stop,
+}
+
+/// A folder to add (see `cloudmount sync add`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAdd {
+    /// Absolute local path.
+    pub local: std::path::PathBuf,
+    /// Server path below the profile's URL; default: the folder's name under `sync_root`.
+    pub remote: Option<String>,
+    pub mode: crate::sync::Mode,
+    pub schedule: crate::sync::Schedule,
+    #[serde(default)]
+    pub keep_deleted: bool,
+}
+
+/// Changes to a folder's settings; `None` keeps a setting as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncSet {
+    /// The folder: its local path or its id.
+    pub folder: String,
+    pub mode: Option<crate::sync::Mode>,
+    pub schedule: Option<crate::sync::Schedule>,
+    pub keep_deleted: Option<bool>,
+    pub delete_limit_percent: Option<u8>,
 }
 
 impl Request {
     /// The verbs this build understands, as they are spelled on the wire.
-    pub const VERBS: &'static [&'static str] = &["status"];
+    pub const VERBS: &'static [&'static str] = &[
+        "status",
+        "sync_list",
+        "sync_add",
+        "sync_set",
+        "sync_now",
+        "sync_pause",
+        "sync_resume",
+        "sync_remove",
+        "sync_conflicts",
+        "settings",
+        "stop",
+    ];
 
     /// The verb, as spelled on the wire.
     pub fn verb(&self) -> &'static str {
         match self {
             Request::Status => "status",
+            Request::SyncList => "sync_list",
+            Request::SyncAdd(_) => "sync_add",
+            Request::SyncSet(_) => "sync_set",
+            Request::SyncNow { .. } => "sync_now",
+            Request::SyncPause { .. } => "sync_pause",
+            Request::SyncResume { .. } => "sync_resume",
+            Request::SyncRemove { .. } => "sync_remove",
+            Request::SyncConflicts { .. } => "sync_conflicts",
+            Request::Settings { .. } => "settings",
+            Request::Stop => "stop",
         }
     }
 }
@@ -52,6 +130,19 @@ impl Request {
 #[serde(rename_all = "snake_case")]
 pub enum Response {
     Status(Box<VfsStatus>),
+    /// The sync folders and their state.
+    SyncFolders(Vec<crate::sync::report::FolderReport>),
+    /// `sync now` was taken: per folder id, the number of the run that covers the request
+    /// (wait until the folder's `runs` reaches it).
+    SyncStarted(Vec<(String, u64)>),
+    /// Conflicts kept by the sync folders.
+    SyncConflicts(Vec<crate::sync::report::ConflictReport>),
+    /// The settings, by key.
+    Settings(std::collections::BTreeMap<String, String>),
+    /// Done; `message` says what, in one line.
+    Done {
+        message: String,
+    },
     /// The request was not carried out; `message` says why, in one line for the user.
     Error {
         message: String,
@@ -167,6 +258,7 @@ pub fn encode_legacy(response: &Response) -> String {
         Response::Status(s) => serde_json::to_string(s)
             .unwrap_or_else(|e| legacy_error_object(&format!("status not encodable: {e}"))),
         Response::Error { message } => legacy_error_object(message),
+        _ => legacy_error_object("not a status"),
     };
     line.push('\n');
     line

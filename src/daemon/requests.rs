@@ -35,6 +35,10 @@ impl ControlHandler for Requests {
                     }
                 }
             }
+            other => Response::error(format!(
+                "this is the daemon of a mount; {:?} is asked of the profile's daemon (cloudmount start PROFILE)",
+                other.verb()
+            )),
         }
     }
 }

@@ -1,1 +1,369 @@
-//! engine
+//! One sync of one folder: check both roots, scan both sides, plan, apply; again while the
+//! previous pass placed something the plan did not know (a conflict copy to upload), at most
+//! [`MAX_PASSES`] times.
+//!
+//! Safety before anything is decided:
+//! - **the local folder must be there and be the one we synced**: its marker file
+//!   (`.cloudmount-sync`, holding the folder's id) is written at the first sync; a folder that
+//!   is missing, or has lost its marker (a disk that is not mounted leaves an empty mount
+//!   point), stops the folder with that reason — it is never read as "everything deleted";
+//! - **the server folder must answer**: an error listing it (offline, 5xx, a timeout, a
+//!   partial listing) stops the run; a server folder that is gone after it was synced stops it
+//!   too (nothing deleted locally);
+//! - the plan's mass-delete guard (see [`super::plan`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::apply::{self, ApplyError, Context};
+use super::exclude::Excludes;
+use super::folder::{FolderId, FolderSpec};
+use super::journal::{Journal, JournalError};
+use super::local;
+use super::plan::{self, Inputs, Rules, Stop};
+use super::remote_scan;
+use crate::remote::{RemoteError, RemotePath};
+
+/// Name of the marker file at the root of every local sync folder.
+pub const MARKER: &str = ".cloudmount-sync";
+
+/// Most passes of one run.
+pub const MAX_PASSES: usize = 3;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Both sides agree (except `problems` files that could not be synced).
+    Synced {
+        changes: usize,
+        conflicts: usize,
+        problems: usize,
+        /// The server is out of space: some uploads wait.
+        full: Option<String>,
+    },
+    /// A safety rule stopped it before anything was done; the reason is for the user.
+    Stopped(String),
+    /// The server does not answer (or refuses the credentials): tried again later.
+    Offline(String),
+    /// Something else failed.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The word the journal keeps for it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Synced { problems: 0, full: None, .. } => "ok",
+            Outcome::Synced { .. } => "partial",
+            Outcome::Stopped(_) => "stopped",
+            Outcome::Offline(_) => "offline",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// One line for the user.
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Synced {
+                changes,
+                conflicts,
+                problems,
+                full,
+            } => {
+                let mut s = if *changes == 0 {
+                    "nothing to do".to_string()
+                } else {
+                    format!("{changes} changes")
+                };
+                if *conflicts > 0 {
+                    s.push_str(&format!(", {conflicts} conflicts (both versions kept)"));
+                }
+                if *problems > 0 {
+                    s.push_str(&format!(", {problems} files not synced"));
+                }
+                if let Some(f) = full {
+                    s.push_str(&format!("; uploads wait: {f}"));
+                }
+                s
+            }
+            Outcome::Stopped(r) | Outcome::Offline(r) | Outcome::Failed(r) => r.clone(),
+        }
+    }
+}
+
+/// Writes the marker of a folder (first sync).
+fn write_marker(root: &Path, id: &FolderId) -> std::io::Result<()> {
+    let text = format!(
+        "# cloudmount sync folder {id}\n\
+         # This file tells cloudmount that this is the folder it syncs. If the folder is ever\n\
+         # found without it (a disk that is not mounted, a folder replaced), syncing stops\n\
+         # instead of deleting the server's files. Do not delete it.\n"
+    );
+    let tmp = root.join(format!("{MARKER}.new"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, root.join(MARKER))
+}
+
+/// The folder id a marker names, if it is one.
+fn read_marker(root: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::read_to_string(root.join(MARKER)) {
+        Ok(t) => Ok(t
+            .lines()
+            .find_map(|l| l.strip_prefix("# cloudmount sync folder "))
+            .map(|s| s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks the local root; `Some(reason)` stops the run.
+fn check_local_root(spec: &FolderSpec, synced_before: bool) -> Result<Option<String>, String> {
+    let root = &spec.local;
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Ok(Some(format!(
+                "{} is not a directory; nothing was deleted",
+                root.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some(format!(
+                "the local folder {} is missing (is its disk mounted?); nothing was deleted on the server",
+                root.display()
+            )))
+        }
+        Err(e) => return Err(format!("{}: {e}", root.display())),
+    }
+    match read_marker(root) {
+        Ok(Some(id)) if id == spec.id.as_str() => Ok(None),
+        Ok(Some(other)) => Ok(Some(format!(
+            "{} is marked as another sync folder ({other}) in {MARKER}; nothing was synced",
+            root.display()
+        ))),
+        Ok(None) if synced_before => Ok(Some(format!(
+            "{} has lost its marker file {MARKER}: its disk may not be mounted, or the folder was replaced; \
+             nothing was deleted. If the folder is right, remove it and add it again: \
+             cloudmount sync remove {p}; cloudmount sync add {p}",
+            root.display(),
+            p = root.display()
+        ))),
+        Ok(None) => {
+            write_marker(root, &spec.id).map_err(|e| format!("{}: {e}", root.display()))?;
+            Ok(None)
+        }
+        Err(e) => Err(format!("{}: {e}", root.display())),
+    }
+}
+
+/// Everything one run needs besides the folder.
+pub struct Env<'a> {
+    pub remote: &'a dyn crate::remote::Remote,
+    pub journal: &'a Mutex<Journal>,
+    pub trash: &'a super::trash::Trash,
+    pub device: String,
+    pub progress: &'a apply::Progress,
+}
+
+fn journal_err(e: JournalError) -> Outcome {
+    Outcome::Failed(e.to_string())
+}
+
+fn remote_outcome(e: RemoteError) -> Outcome {
+    match e {
+        e @ (RemoteError::Transient { .. } | RemoteError::Auth { .. }) => {
+            Outcome::Offline(e.to_string())
+        }
+        e => Outcome::Failed(e.to_string()),
+    }
+}
+
+/// The server path of a folder.
+pub fn remote_root(spec: &FolderSpec) -> Result<RemotePath, RemoteError> {
+    RemotePath::new(&spec.remote)
+}
+
+/// Runs one sync of `spec`. `confirm` lets deletes beyond the folder's limit go ahead.
+pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
+    env.progress.reset();
+    let lock = |j: &Mutex<Journal>| -> std::sync::MutexGuard<'_, Journal> {
+        j.lock().unwrap_or_else(|p| p.into_inner())
+    };
+    let mut bases = match lock(env.journal).bases(&spec.id) {
+        Ok(b) => b,
+        Err(e) => return journal_err(e),
+    };
+    match check_local_root(spec, !bases.is_empty()) {
+        Ok(None) => {}
+        Ok(Some(stop)) => return Outcome::Stopped(stop),
+        Err(e) => return Outcome::Failed(e),
+    }
+    let root = match remote_root(spec) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let (excludes, warning) = Excludes::load(&spec.local);
+    if let Some(w) = warning {
+        tracing::warn!(folder = %spec.local.display(), "{w}");
+    }
+    let excludes = std::sync::Arc::new(excludes);
+    let rules = Rules {
+        mode: spec.mode,
+        keep_deleted: spec.keep_deleted,
+        delete_limit_percent: spec.delete_limit_percent,
+        deletes_confirmed: confirm,
+    };
+    let ctx = Context {
+        remote: env.remote,
+        remote_root: root.clone(),
+        local_root: spec.local.clone(),
+        journal: env.journal,
+        folder: spec.id.clone(),
+        trash: env.trash,
+        device: env.device.clone(),
+        progress: env.progress,
+    };
+    let mut changes = 0;
+    let mut conflicts = 0;
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let mut full = None;
+    for pass in 0..MAX_PASSES {
+        // The server side.
+        let ex = excludes.clone();
+        let scan = remote_scan::scan(env.remote, &root, &move |p, d| ex.is_excluded(p, d)).await;
+        let remote = match scan {
+            Ok(s) => s.entries,
+            Err(e) if e.is_not_found() && bases.is_empty() => {
+                if let Err(e) = apply::ensure_remote_dir(env.remote, &root).await {
+                    return remote_outcome(e);
+                }
+                Default::default()
+            }
+            Err(e) if e.is_not_found() => {
+                return Outcome::Stopped(format!(
+                    "the server folder {} is gone; nothing was deleted locally. To upload the \
+                     folder again, remove it and add it again",
+                    spec.remote
+                ))
+            }
+            Err(e) => return remote_outcome(e),
+        };
+        // Our uploads whose version was not learnt yet (a run cut short): from this listing.
+        let adopted = apply::adopt_uploaded(&bases, &remote);
+        if !adopted.is_empty() {
+            let j = lock(env.journal);
+            for (p, b) in &adopted {
+                if let Err(e) = j.put_base(&spec.id, p, b) {
+                    return journal_err(e);
+                }
+            }
+            drop(j);
+            for (p, b) in adopted {
+                bases.insert(p, b);
+            }
+        }
+        // The local side.
+        let (lroot, ex, b2) = (spec.local.clone(), excludes.clone(), bases.clone());
+        let scanned =
+            tokio::task::spawn_blocking(move || local::scan(&lroot, &ex, &b2)).await;
+        let local = match scanned {
+            Ok(Ok(s)) => {
+                problems = s.problems;
+                s.entries
+            }
+            Ok(Err(e)) => return Outcome::Failed(format!("{}: {e}", spec.local.display())),
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let inputs = Inputs {
+            base: bases,
+            local,
+            remote,
+        };
+        let plan = plan::plan(&inputs, rules);
+        if let Some(stop) = plan.stop {
+            return Outcome::Stopped(stop_message(&stop, spec));
+        }
+        if plan.steps.is_empty() {
+            break;
+        }
+        tracing::info!(folder = %spec.local.display(), pass, steps = plan.steps.len(), "syncing");
+        let applied = match apply::apply(&ctx, &plan, &inputs).await {
+            Ok(a) => a,
+            Err(ApplyError::Server(e)) => return remote_outcome(e),
+            Err(ApplyError::Journal(e)) => return journal_err(e),
+        };
+        changes += applied.done;
+        conflicts += applied.conflicts;
+        problems.extend(applied.problems);
+        full = applied.full.or(full);
+        bases = match lock(env.journal).bases(&spec.id) {
+            Ok(b) => b,
+            Err(e) => return journal_err(e),
+        };
+        if applied.uploaded {
+            // Learn the versions of what we placed, at once (a later listing might already
+            // show another client's change, which would then be taken for ours).
+            let ex = excludes.clone();
+            if let Ok(s) =
+                remote_scan::scan(env.remote, &root, &move |p, d| ex.is_excluded(p, d)).await
+            {
+                let adopted = apply::adopt_uploaded(&bases, &s.entries);
+                let j = lock(env.journal);
+                for (p, b) in adopted {
+                    if let Err(e) = j.put_base(&spec.id, &p, &b) {
+                        return journal_err(e);
+                    }
+                    bases.insert(p, b);
+                }
+            }
+        }
+        if !applied.again {
+            break;
+        }
+    }
+    {
+        let j = lock(env.journal);
+        let keep: Vec<String> = problems.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = j.clear_problems_except(&spec.id, &keep) {
+            return journal_err(e);
+        }
+        for (p, reason) in &problems {
+            if let Err(e) = j.set_problem(&spec.id, p, reason) {
+                return journal_err(e);
+            }
+        }
+    }
+    Outcome::Synced {
+        changes,
+        conflicts,
+        problems: problems.len(),
+        full,
+    }
+}
+
+fn stop_message(stop: &Stop, spec: &FolderSpec) -> String {
+    match stop {
+        Stop::TooManyDeletes { side, count, total } => format!(
+            "this sync would delete {count} of the {total} files on the {side} (more than {}%); \
+             nothing was done. If that is what you want: cloudmount sync now {} --confirm",
+            spec.delete_limit_percent,
+            shell_path(&spec.local)
+        ),
+    }
+}
+
+fn shell_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-~+".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The local path of a folder's root, for messages.
+pub fn describe(spec: &FolderSpec) -> PathBuf {
+    spec.local.clone()
+}

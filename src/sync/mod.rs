@@ -27,6 +27,7 @@ pub mod journal;
 pub mod local;
 pub mod plan;
 pub mod remote_scan;
+pub mod report;
 pub mod schedule;
 pub mod service;
 pub mod state;

@@ -1,1 +1,684 @@
-//! service
+//! The sync folders of one profile, run by its daemon: one task per folder, and the answers to
+//! the `sync` and `settings` control requests.
+//!
+//! A folder's task:
+//! - *immediate*: syncs at start, then whenever inotify reports a change (debounced: an
+//!   editor's save is one sync), when the server folder changed (a listing every
+//!   `sync_poll_interval`, compared with the journal: nothing else runs when nothing changed),
+//!   and once an hour in full as a safety net (inotify can overflow or run out of watches);
+//! - *daily / weekly*: runs when its time has come (a run missed while the machine was off runs
+//!   at once), and sleeps until then;
+//! - *paused*: does nothing until resumed.
+//!
+//! `sync now` wakes a task at once, whatever its schedule.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::apply::Progress;
+use super::engine::{self, Env, Outcome};
+use super::exclude::Excludes;
+use super::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
+use super::journal::{Journal, RunRecord};
+use super::report::{ConflictReport, FolderReport, FolderState};
+use super::schedule;
+use super::trash::Trash;
+use super::watch::Watcher;
+use crate::control::protocol::{SyncAdd, SyncSet};
+use crate::control::{ControlHandler, Request, Response};
+use crate::remote::Remote;
+
+/// How a profile's sync folders run.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The profile's name (messages).
+    pub profile: String,
+    /// Where new folders go on the server by default (a path below the profile's URL).
+    pub sync_root: String,
+    /// How often immediate folders look at the server.
+    pub poll_interval: Duration,
+    /// How often immediate folders are scanned in full anyway.
+    pub rescan_interval: Duration,
+    /// A burst of local changes is synced once it has been quiet this long...
+    pub quiet: Duration,
+    /// ...or this long after it began.
+    pub max_delay: Duration,
+    /// This computer's name, for conflict copies.
+    pub device: String,
+}
+
+impl ServiceConfig {
+    pub fn new(profile: &str, sync_root: &str, poll_interval: Duration) -> Self {
+        ServiceConfig {
+            profile: profile.to_string(),
+            sync_root: sync_root.trim_matches('/').to_string(),
+            poll_interval,
+            rescan_interval: Duration::from_secs(3600),
+            quiet: Duration::from_millis(400),
+            max_delay: Duration::from_secs(5),
+            device: crate::vfs::conflict::device_name(),
+        }
+    }
+}
+
+/// What a folder's task is doing, for `sync list`.
+#[derive(Debug, Clone)]
+struct Live {
+    state: FolderState,
+    reason: Option<String>,
+    next_run: Option<i64>,
+}
+
+struct FolderTask {
+    spec: Mutex<FolderSpec>,
+    live: Mutex<Live>,
+    progress: Progress,
+    wake: Notify,
+    /// `sync now` asked for a run.
+    now: AtomicBool,
+    /// `sync now --confirm`: deletes beyond the limit go ahead, once.
+    confirm: AtomicBool,
+    stopped: AtomicBool,
+    /// Runs begun, and ended, since the daemon started.
+    started: AtomicU64,
+    runs: AtomicU64,
+    handle: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl FolderTask {
+    fn spec(&self) -> FolderSpec {
+        lock(&self.spec).clone()
+    }
+    fn set(&self, state: FolderState, reason: Option<String>, next_run: Option<i64>) {
+        *lock(&self.live) = Live {
+            state,
+            reason,
+            next_run,
+        };
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+struct Inner {
+    cfg: ServiceConfig,
+    remote: Arc<dyn Remote>,
+    journal: Arc<Mutex<Journal>>,
+    trash: Trash,
+    folders: Mutex<BTreeMap<FolderId, Arc<FolderTask>>>,
+    /// Told when the daemon should stop (the `stop` request).
+    stop: tokio::sync::mpsc::UnboundedSender<&'static str>,
+}
+
+/// The running sync folders of a profile.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+impl Service {
+    /// Starts a task for every folder of the journal. `stop` receives the `stop` request.
+    pub fn start(
+        cfg: ServiceConfig,
+        remote: Arc<dyn Remote>,
+        journal: Journal,
+        trash: Trash,
+        stop: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Result<Service, super::journal::JournalError> {
+        let folders = journal.folders()?;
+        let svc = Service {
+            inner: Arc::new(Inner {
+                cfg,
+                remote,
+                journal: Arc::new(Mutex::new(journal)),
+                trash,
+                folders: Mutex::new(BTreeMap::new()),
+                stop,
+            }),
+        };
+        for spec in folders {
+            svc.spawn(spec);
+        }
+        Ok(svc)
+    }
+
+    fn spawn(&self, spec: FolderSpec) -> Arc<FolderTask> {
+        let task = Arc::new(FolderTask {
+            spec: Mutex::new(spec.clone()),
+            live: Mutex::new(Live {
+                state: FolderState::Starting,
+                reason: None,
+                next_run: None,
+            }),
+            progress: Progress::default(),
+            wake: Notify::new(),
+            now: AtomicBool::new(false),
+            confirm: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            runs: AtomicU64::new(0),
+            handle: Mutex::new(None),
+        });
+        let handle = tokio::spawn(folder_loop(self.inner.clone(), task.clone()));
+        *lock(&task.handle) = Some(handle);
+        lock(&self.inner.folders).insert(spec.id.clone(), task.clone());
+        task
+    }
+
+    /// Stops every folder's task: the transfers in flight end (a cut transfer leaves only a
+    /// temporary file, removed or ignored; the next run redoes it).
+    pub async fn shutdown(&self) {
+        let tasks: Vec<Arc<FolderTask>> = lock(&self.inner.folders).values().cloned().collect();
+        for t in &tasks {
+            t.stopped.store(true, Ordering::SeqCst);
+            t.wake.notify_one();
+        }
+        for t in tasks {
+            let h = lock(&t.handle).take();
+            if let Some(h) = h {
+                // A run finishes its transfers in flight; give it a while, then cut it.
+                let abort = h.abort_handle();
+                if tokio::time::timeout(Duration::from_secs(20), h).await.is_err() {
+                    abort.abort();
+                }
+            }
+        }
+    }
+
+    fn find(&self, key: &str) -> Result<Arc<FolderTask>, String> {
+        let folders = lock(&self.inner.folders);
+        if let Some(t) = folders.get(&FolderId(key.to_string())) {
+            return Ok(t.clone());
+        }
+        let want = normalize(Path::new(key));
+        for t in folders.values() {
+            if normalize(&t.spec().local) == want {
+                return Ok(t.clone());
+            }
+        }
+        Err(format!(
+            "{key} is not a sync folder of profile {} (cloudmount sync list shows them)",
+            self.inner.cfg.profile
+        ))
+    }
+
+    fn report(&self, t: &FolderTask) -> FolderReport {
+        let spec = t.spec();
+        let live = lock(&t.live).clone();
+        let j = lock(&self.inner.journal);
+        let last = j.last_run(&spec.id).ok().flatten();
+        let problems = j.problems(&spec.id).unwrap_or_default();
+        let conflicts = j.conflicts(&spec.id).map(|c| c.len()).unwrap_or(0);
+        FolderReport {
+            id: spec.id.to_string(),
+            local: spec.local.clone(),
+            remote: spec.remote.clone(),
+            mode: spec.mode,
+            schedule: spec.schedule,
+            keep_deleted: spec.keep_deleted,
+            delete_limit_percent: spec.delete_limit_percent,
+            state: live.state,
+            reason: live.reason,
+            next_run: live.next_run,
+            last_sync: last.as_ref().map(|r| r.at),
+            last_outcome: last.map(|r| r.message),
+            runs: t.runs.load(Ordering::SeqCst),
+            files_total: t.progress.files_total.load(Ordering::Relaxed),
+            files_done: t.progress.files_done.load(Ordering::Relaxed),
+            bytes_total: t.progress.bytes_total.load(Ordering::Relaxed),
+            bytes_done: t.progress.bytes_done.load(Ordering::Relaxed),
+            problems,
+            conflicts,
+        }
+    }
+
+    fn list(&self) -> Vec<FolderReport> {
+        let tasks: Vec<Arc<FolderTask>> = lock(&self.inner.folders).values().cloned().collect();
+        let mut out: Vec<FolderReport> = tasks.iter().map(|t| self.report(t)).collect();
+        out.sort_by(|a, b| a.local.cmp(&b.local));
+        out
+    }
+
+    fn add(&self, req: SyncAdd) -> Result<String, String> {
+        let local = normalize(&req.local);
+        if !local.is_absolute() {
+            return Err(format!("{} is not an absolute path", local.display()));
+        }
+        match std::fs::symlink_metadata(&local) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; add the folder it points to",
+                    local.display()
+                ))
+            }
+            Ok(_) => return Err(format!("{} is not a directory", local.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&local)
+                    .map_err(|e| format!("cannot create {}: {e}", local.display()))?;
+            }
+            Err(e) => return Err(format!("{}: {e}", local.display())),
+        }
+        let remote = match &req.remote {
+            Some(r) => r.trim_matches('/').to_string(),
+            None => {
+                let name = local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| {
+                        format!(
+                            "{} has no name to give the server folder; use --remote PATH",
+                            local.display()
+                        )
+                    })?;
+                if self.inner.cfg.sync_root.is_empty() {
+                    name
+                } else {
+                    format!("{}/{name}", self.inner.cfg.sync_root)
+                }
+            }
+        };
+        crate::remote::RemotePath::new(&remote).map_err(|e| e.to_string())?;
+        let spec = FolderSpec {
+            id: FolderId::random().map_err(|e| e.to_string())?,
+            local: local.clone(),
+            remote: remote.clone(),
+            mode: req.mode,
+            schedule: req.schedule,
+            keep_deleted: req.keep_deleted,
+            paused: false,
+            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
+            added_at: now_secs(),
+        };
+        lock(&self.inner.journal)
+            .add_folder(&spec)
+            .map_err(|e| e.to_string())?;
+        self.spawn(spec.clone());
+        Ok(format!(
+            "added {} ⇄ {} ({}, {}); the first sync has started",
+            local.display(),
+            remote,
+            spec.mode.as_str(),
+            spec.schedule.as_str()
+        ))
+    }
+
+    fn update(&self, t: &FolderTask, f: impl FnOnce(&mut FolderSpec)) -> Result<FolderSpec, String> {
+        let mut spec = t.spec();
+        f(&mut spec);
+        lock(&self.inner.journal)
+            .update_folder(&spec)
+            .map_err(|e| e.to_string())?;
+        *lock(&t.spec) = spec.clone();
+        t.wake.notify_one();
+        Ok(spec)
+    }
+
+    fn set(&self, req: SyncSet) -> Result<String, String> {
+        let t = self.find(&req.folder)?;
+        if let Some(p) = req.delete_limit_percent {
+            if p == 0 || p > 100 {
+                return Err("the delete limit is a percentage from 1 to 100".into());
+            }
+        }
+        let spec = self.update(&t, |s| {
+            if let Some(m) = req.mode {
+                s.mode = m;
+            }
+            if let Some(sch) = req.schedule {
+                s.schedule = sch;
+            }
+            if let Some(k) = req.keep_deleted {
+                s.keep_deleted = k;
+            }
+            if let Some(p) = req.delete_limit_percent {
+                s.delete_limit_percent = p;
+            }
+        })?;
+        Ok(format!(
+            "{}: {}, {}{}, pauses for confirmation beyond {}% deletes",
+            spec.local.display(),
+            spec.mode.as_str(),
+            spec.schedule.as_str(),
+            if spec.keep_deleted {
+                ", keeps deleted files on the server"
+            } else {
+                ""
+            },
+            spec.delete_limit_percent
+        ))
+    }
+
+    async fn remove(&self, key: &str) -> Result<String, String> {
+        let t = self.find(key)?;
+        let spec = t.spec();
+        t.stopped.store(true, Ordering::SeqCst);
+        t.wake.notify_one();
+        let h = lock(&t.handle).take();
+        if let Some(h) = h {
+            let abort = h.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), h).await.is_err() {
+                abort.abort();
+            }
+        }
+        lock(&self.inner.folders).remove(&spec.id);
+        lock(&self.inner.journal)
+            .remove_folder(&spec.id)
+            .map_err(|e| e.to_string())?;
+        // Our marker goes (it names a folder that no longer exists); the files stay.
+        let marker = spec.local.join(engine::MARKER);
+        if let Err(e) = std::fs::remove_file(&marker) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(error = %e, "cannot remove {}", marker.display());
+            }
+        }
+        Ok(format!(
+            "{} is no longer synced; nothing was deleted (its files stay there and on the server in {})",
+            spec.local.display(),
+            spec.remote
+        ))
+    }
+
+    fn conflicts(&self, key: Option<&str>) -> Result<Vec<ConflictReport>, String> {
+        let tasks: Vec<Arc<FolderTask>> = match key {
+            Some(k) => vec![self.find(k)?],
+            None => lock(&self.inner.folders).values().cloned().collect(),
+        };
+        let mut out = Vec::new();
+        let j = lock(&self.inner.journal);
+        for t in tasks {
+            let spec = t.spec();
+            for c in j.conflicts(&spec.id).map_err(|e| e.to_string())? {
+                out.push(ConflictReport {
+                    folder: spec.local.clone(),
+                    path: c.path,
+                    copy: c.copy,
+                    at: c.at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn settings(&self, set: Option<(String, String)>) -> Result<BTreeMap<String, String>, String> {
+        let j = lock(&self.inner.journal);
+        if let Some((k, v)) = set {
+            j.set_setting(&k, &v).map_err(|e| e.to_string())?;
+        }
+        let all = j.settings().map_err(|e| e.to_string())?;
+        drop(j);
+        // Scheduled folders compute their next run again.
+        for t in lock(&self.inner.folders).values() {
+            t.wake.notify_one();
+        }
+        Ok(all)
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl ControlHandler for Service {
+    async fn handle(&self, request: Request) -> Response {
+        let done = |r: Result<String, String>| match r {
+            Ok(message) => Response::Done { message },
+            Err(message) => Response::Error { message },
+        };
+        match request {
+            Request::SyncList => Response::SyncFolders(self.list()),
+            Request::SyncAdd(a) => done(self.add(a)),
+            Request::SyncSet(s) => done(self.set(s)),
+            Request::SyncNow { folder, confirm } => {
+                let tasks = match folder {
+                    Some(f) => match self.find(&f) {
+                        Ok(t) => vec![t],
+                        Err(e) => return Response::error(e),
+                    },
+                    None => lock(&self.inner.folders).values().cloned().collect(),
+                };
+                if tasks.is_empty() {
+                    return Response::error("no sync folders: add one with cloudmount sync add DIR");
+                }
+                let mut tickets = Vec::new();
+                for t in &tasks {
+                    t.confirm.store(confirm, Ordering::SeqCst);
+                    t.now.store(true, Ordering::SeqCst);
+                    // The next run to begin starts after this request: the one to wait for.
+                    tickets.push((t.spec().id.to_string(), t.started.load(Ordering::SeqCst) + 1));
+                    t.wake.notify_one();
+                }
+                Response::SyncStarted(tickets)
+            }
+            Request::SyncPause { folder } => done(self.find(&folder).and_then(|t| {
+                self.update(&t, |s| s.paused = true)
+                    .map(|s| format!("{} paused", s.local.display()))
+            })),
+            Request::SyncResume { folder } => done(self.find(&folder).and_then(|t| {
+                self.update(&t, |s| s.paused = false)
+                    .map(|s| format!("{} resumed", s.local.display()))
+            })),
+            Request::SyncRemove { folder } => done(self.remove(&folder).await),
+            Request::SyncConflicts { folder } => match self.conflicts(folder.as_deref()) {
+                Ok(c) => Response::SyncConflicts(c),
+                Err(e) => Response::error(e),
+            },
+            Request::Settings { set } => match self.settings(set) {
+                Ok(s) => Response::Settings(s),
+                Err(e) => Response::error(e),
+            },
+            Request::Stop => {
+                let _ = self.inner.stop.send("stop request");
+                Response::Done {
+                    message: "stopping after the transfers in flight".into(),
+                }
+            }
+            Request::Status => Response::error(
+                "this is the daemon of a profile's sync folders; ask a mount's status with cloudmount status MOUNTPOINT",
+            ),
+        }
+    }
+}
+
+/// What woke a task up.
+enum Wake {
+    Asked,
+    LocalChange,
+    Poll,
+    Rescan,
+}
+
+async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
+    let mut watcher: Option<Watcher> = None;
+    let mut first = true;
+    let mut last_full = tokio::time::Instant::now();
+    let mut need_run = true;
+    loop {
+        if task.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let spec = task.spec();
+        if spec.paused {
+            watcher = None;
+            task.set(FolderState::Paused, None, None);
+            task.wake.notified().await;
+            need_run = true;
+            continue;
+        }
+        let asked = task.now.swap(false, Ordering::SeqCst);
+        match spec.schedule {
+            super::folder::Schedule::Immediate => {
+                if watcher.is_none() && spec.local.is_dir() {
+                    let (ex, _) = Excludes::load(&spec.local);
+                    match Watcher::start(&spec.local, Arc::new(ex)) {
+                        Ok(w) => watcher = Some(w),
+                        Err(e) => tracing::warn!(folder = %spec.local.display(), error = %e, "cannot watch the folder: it is scanned every poll interval instead"),
+                    }
+                }
+                if need_run || asked || first {
+                    run_once(&inner, &task, &spec).await;
+                    last_full = tokio::time::Instant::now();
+                    first = false;
+                    need_run = false;
+                    continue;
+                }
+                let wake = wait_immediate(&inner, &task, &mut watcher, last_full).await;
+                match wake {
+                    Wake::Asked | Wake::LocalChange | Wake::Rescan => need_run = true,
+                    Wake::Poll => {
+                        let watched = watcher.as_ref().is_some_and(|w| !w.is_limited());
+                        need_run = !watched || server_changed(&inner, &spec).await;
+                    }
+                }
+            }
+            super::folder::Schedule::Daily | super::folder::Schedule::Weekly => {
+                watcher = None;
+                let (time, day) = {
+                    let j = lock(&inner.journal);
+                    let s = j.schedule_settings();
+                    (s.time, s.day)
+                };
+                let last = lock(&inner.journal).last_run_at(&spec.id).ok().flatten();
+                let now = now_secs();
+                let next = schedule::next_run(spec.schedule, time, day, last, now);
+                let due = last.is_none() || next.is_some_and(|n| n <= now);
+                if asked || due {
+                    run_once(&inner, &task, &spec).await;
+                    continue;
+                }
+                let (reason, next_run) = match lock(&task.live).clone() {
+                    Live {
+                        state: FolderState::Stopped | FolderState::Error | FolderState::Offline,
+                        reason,
+                        ..
+                    } => (reason, next),
+                    _ => (None, next),
+                };
+                task.set(FolderState::Waiting, reason, next_run);
+                let sleep = next
+                    .map(|n| Duration::from_secs((n - now).clamp(1, 3600) as u64))
+                    .unwrap_or(Duration::from_secs(3600));
+                tokio::select! {
+                    _ = task.wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn wait_immediate(
+    inner: &Inner,
+    task: &FolderTask,
+    watcher: &mut Option<Watcher>,
+    last_full: tokio::time::Instant,
+) -> Wake {
+    let poll = tokio::time::sleep(inner.cfg.poll_interval);
+    let rescan = tokio::time::sleep_until(last_full + inner.cfg.rescan_interval);
+    let (quiet, max) = (inner.cfg.quiet, inner.cfg.max_delay);
+    let local = async {
+        match watcher.as_mut() {
+            Some(w) => match w.next_batch(quiet, max).await {
+                Some(_) => Wake::LocalChange,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = task.wake.notified() => Wake::Asked,
+        w = local => w,
+        _ = poll => Wake::Poll,
+        _ = rescan => Wake::Rescan,
+    }
+}
+
+/// Whether the server folder differs from what the journal says was synced (a listing, no
+/// local scan). An error counts as "changed": the run that follows reports it.
+async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
+    let Ok(root) = engine::remote_root(spec) else {
+        return true;
+    };
+    let (ex, _) = Excludes::load(&spec.local);
+    let scan =
+        super::remote_scan::scan(&*inner.remote, &root, &|p, d| ex.is_excluded(p, d)).await;
+    let Ok(scan) = scan else { return true };
+    let bases = match lock(&inner.journal).bases(&spec.id) {
+        Ok(b) => b,
+        Err(_) => return true,
+    };
+    for (p, r) in &scan.entries {
+        match bases.get(p) {
+            Some(b) if !r.changed_since(&b.remote) => {}
+            // Left on the server on purpose (upload-only): not a change.
+            None if spec.mode == super::folder::Mode::UploadOnly => {}
+            _ => return true,
+        }
+    }
+    bases.keys().any(|p| !scan.entries.contains_key(p))
+}
+
+async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) {
+    task.started.fetch_add(1, Ordering::SeqCst);
+    task.set(FolderState::Syncing, None, None);
+    let confirm = task.confirm.swap(false, Ordering::SeqCst);
+    let env = Env {
+        remote: &*inner.remote,
+        journal: &inner.journal,
+        trash: &inner.trash,
+        device: inner.cfg.device.clone(),
+        progress: &task.progress,
+    };
+    let outcome = engine::run(&env, spec, confirm).await;
+    tracing::info!(folder = %spec.local.display(), outcome = outcome.word(), "{}", outcome.message());
+    let record = RunRecord {
+        at: now_secs(),
+        outcome: outcome.word().to_string(),
+        message: outcome.message(),
+    };
+    if let Err(e) = lock(&inner.journal).set_last_run(&spec.id, &record) {
+        tracing::warn!(error = %e, "cannot record the run");
+    }
+    let (state, reason) = match &outcome {
+        Outcome::Synced { problems: 0, full: None, .. } => (FolderState::UpToDate, None),
+        Outcome::Synced { .. } => (FolderState::UpToDate, Some(outcome.message())),
+        Outcome::Stopped(r) => (FolderState::Stopped, Some(r.clone())),
+        Outcome::Offline(r) => (FolderState::Offline, Some(r.clone())),
+        Outcome::Failed(r) => (FolderState::Error, Some(r.clone())),
+    };
+    task.set(state, reason, None);
+    task.runs.fetch_add(1, Ordering::SeqCst);
+    if matches!(outcome, Outcome::Offline(_)) {
+        // Back off a little before the next try; `sync now` cuts it short.
+        tokio::select! {
+            _ = task.wake.notified() => { task.now.store(true, Ordering::SeqCst); }
+            _ = tokio::time::sleep(inner.cfg.poll_interval.min(Duration::from_secs(30))) => {}
+        }
+    }
+}

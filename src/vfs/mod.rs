@@ -46,7 +46,7 @@
 //! | `handles` | open file handles | the async locks only (never `tree`) |
 //! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
 
-mod conflict;
+pub mod conflict;
 pub mod download;
 pub mod error;
 mod io_mode;
@@ -73,6 +73,7 @@ pub use error::{VfsError, VfsResult};
 pub use queue::UploadOptions;
 pub use report::FileState;
 pub use types::*;
+pub(crate) use upload::TEMP_PREFIX as UPLOAD_TEMP_PREFIX;
 
 use crate::cache::{BlockCache, ObjectKey};
 use crate::health::Health;

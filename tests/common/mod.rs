@@ -10,6 +10,7 @@ pub mod http_log;
 pub mod mount;
 pub mod ops;
 pub mod proxy;
+pub mod sync;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

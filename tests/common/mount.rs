@@ -735,7 +735,7 @@ impl Drop for Mounted {
 
 /// Runs `cmd` to completion with a timeout; its output goes through files (a daemon that
 /// inherited a pipe would keep it open forever).
-fn run(mut cmd: Command, what: &str) -> Output {
+pub fn run(mut cmd: Command, what: &str) -> Output {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let stdout = out_dir.path().join("stdout");
     let stderr = out_dir.path().join("stderr");

@@ -1,0 +1,130 @@
+//! A profile's daemon (`cloudmount start PROFILE`): its sync folders, its control socket, and
+//! its mount when the profile has a mount point; until a stop request (SIGINT, SIGTERM, the
+//! `stop` control request) or the mount's end.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{credentials, DaemonError, WebDavFactory};
+use crate::config::ProfileDaemonConfig;
+use crate::remote::webdav::{WebDavConfig, WebDavRemote};
+use crate::sync::journal::Journal;
+use crate::sync::service::{Service, ServiceConfig};
+use crate::sync::trash::Trash;
+
+/// Why a profile's daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error(transparent)]
+    Journal(#[from] crate::sync::journal::JournalError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("{0}")]
+    Remote(#[from] crate::remote::RemoteError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started profile daemon.
+pub struct ProfileDaemon {
+    service: Service,
+    control: Option<crate::control::ControlServer>,
+    mount: Option<super::Running>,
+    stop: mpsc::UnboundedReceiver<&'static str>,
+}
+
+/// Forwards SIGINT and SIGTERM into `tx`.
+fn forward_signals(tx: mpsc::UnboundedSender<&'static str>) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if tx.send(name).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the daemon of `cfg`: the sync folders, the control socket, the mount. Returns once
+/// all of them are up (the sync folders then run on their own).
+pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    forward_signals(tx.clone())?;
+    crate::instance::ensure_private_dir(cfg.socket.parent().unwrap_or(std::path::Path::new("/")))?;
+    let mut wcfg = WebDavConfig::new(cfg.url.clone());
+    wcfg.credentials = cfg.credentials.as_ref().map(credentials);
+    let remote = Arc::new(WebDavRemote::new(wcfg)?);
+    let journal = Journal::open(&cfg.journal)?;
+    let trash = Trash::from_env();
+    let mut scfg = ServiceConfig::new(&cfg.name, &cfg.sync_root, cfg.poll_interval);
+    if let Ok(ms) = std::env::var("CLOUDMOUNT_SYNC_QUIET_MS") {
+        // For tests: how long a burst of local changes must settle.
+        if let Ok(ms) = ms.parse::<u64>() {
+            scfg.quiet = std::time::Duration::from_millis(ms);
+        }
+    }
+    let service = Service::start(scfg, remote, journal, trash, tx)?;
+    let control = crate::control::serve(&cfg.socket, service.clone())?;
+    let mount = match &cfg.mount {
+        Some(m) => Some(super::start(m, &WebDavFactory).await?),
+        None => None,
+    };
+    tracing::info!(profile = %cfg.name, socket = %cfg.socket.display(), "profile daemon started");
+    Ok(ProfileDaemon {
+        service,
+        control: Some(control),
+        mount,
+        stop: rx,
+    })
+}
+
+impl ProfileDaemon {
+    /// What the user should know (the mount's warnings).
+    pub fn warnings(&self) -> Vec<String> {
+        self.mount
+            .as_ref()
+            .map(|m| m.warnings().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Runs until stopped, then stops the sync folders (after their transfers in flight) and
+    /// the mount.
+    pub async fn serve(mut self) -> Result<(), ProfileError> {
+        let result = match self.mount.take() {
+            Some(m) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut stop = std::mem::replace(&mut self.stop, mpsc::unbounded_channel().1);
+                tokio::spawn(async move {
+                    while let Some(s) = stop.recv().await {
+                        if tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                });
+                m.serve(rx).await.map_err(ProfileError::from)
+            }
+            None => {
+                if let Some(s) = self.stop.recv().await {
+                    tracing::info!("{s} received: stopping after the transfers in flight");
+                }
+                Ok(())
+            }
+        };
+        if let Some(c) = self.control.take() {
+            c.shutdown();
+        }
+        self.service.shutdown().await;
+        tracing::info!("stopped");
+        result
+    }
+}

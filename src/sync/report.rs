@@ -1,0 +1,220 @@
+//! What `sync list` and `sync conflicts` show: the state of each folder as the daemon answers
+//! it, and its one-screen human form.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::folder::{Mode, Schedule};
+use super::journal::Problem;
+use crate::size::FormatSize;
+
+/// Where a folder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FolderState {
+    /// Not synced yet since the daemon started.
+    Starting,
+    UpToDate,
+    Syncing,
+    Paused,
+    /// A scheduled folder waiting for its next run.
+    Waiting,
+    /// The server does not answer; retried.
+    Offline,
+    /// A safety rule stopped it (too many deletes, the folder missing): see `reason`.
+    Stopped,
+    /// The last run failed: see `reason`.
+    Error,
+}
+
+impl FolderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FolderState::Starting => "starting",
+            FolderState::UpToDate => "up to date",
+            FolderState::Syncing => "syncing",
+            FolderState::Paused => "paused",
+            FolderState::Waiting => "waiting",
+            FolderState::Offline => "offline",
+            FolderState::Stopped => "stopped",
+            FolderState::Error => "error",
+        }
+    }
+}
+
+/// One folder, as `sync list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderReport {
+    pub id: String,
+    pub local: PathBuf,
+    pub remote: String,
+    pub mode: Mode,
+    pub schedule: Schedule,
+    pub keep_deleted: bool,
+    pub delete_limit_percent: u8,
+    pub state: FolderState,
+    /// Why it is stopped, offline or failed; what the run found, when it matters.
+    pub reason: Option<String>,
+    /// Next scheduled run (seconds since the epoch), for scheduled folders.
+    pub next_run: Option<i64>,
+    /// When the last sync ended, and how.
+    pub last_sync: Option<i64>,
+    pub last_outcome: Option<String>,
+    /// How many syncs ended since the daemon started (`sync now --wait` waits for it to grow).
+    pub runs: u64,
+    pub files_total: u64,
+    pub files_done: u64,
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+    /// Files that could not be synced, with the reason.
+    pub problems: Vec<Problem>,
+    pub conflicts: usize,
+}
+
+/// A conflict kept as two versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    pub folder: PathBuf,
+    /// The file that kept the name (the server's version), absolute on the local side.
+    pub path: String,
+    /// The other version.
+    pub copy: String,
+    pub at: i64,
+}
+
+/// Local date and time, `YYYY-MM-DD HH:MM`.
+pub fn local_time(secs: i64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r only writes the `tm` we pass; a zeroed tm is a valid value.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            libc::gmtime_r(&t, &mut tm);
+        }
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min
+    )
+}
+
+/// The state column: "syncing 3 of 10 files, 2.0 MiB left", "waiting until 2026-12-07 03:00".
+pub fn state_line(f: &FolderReport) -> String {
+    let mut s = f.state.as_str().to_string();
+    match f.state {
+        FolderState::Syncing if f.files_total > 0 => {
+            let _ = write!(
+                s,
+                " {} of {} files, {} left",
+                f.files_done,
+                f.files_total,
+                FormatSize(f.bytes_total.saturating_sub(f.bytes_done))
+            );
+        }
+        FolderState::Waiting => {
+            if let Some(n) = f.next_run {
+                let _ = write!(s, " until {}", local_time(n));
+            }
+        }
+        _ => {}
+    }
+    if let Some(r) = &f.reason {
+        let _ = write!(s, ": {r}");
+    }
+    s
+}
+
+/// `sync list` for people.
+pub fn list(folders: &[FolderReport]) -> String {
+    if folders.is_empty() {
+        return "No sync folders. Add one with: cloudmount sync add DIR\n".into();
+    }
+    let mut out = String::new();
+    for f in folders {
+        let _ = writeln!(out, "{}", f.local.display());
+        let _ = writeln!(out, "  server:    {}", f.remote);
+        let mut mode = format!("{}, {}", f.mode.as_str(), f.schedule.as_str());
+        if f.keep_deleted {
+            mode.push_str(", keeps deleted files on the server");
+        }
+        let _ = writeln!(out, "  mode:      {mode}");
+        let _ = writeln!(out, "  state:     {}", state_line(f));
+        match (f.last_sync, &f.last_outcome) {
+            (Some(at), Some(o)) => {
+                let _ = writeln!(out, "  last sync: {} ({o})", local_time(at));
+            }
+            _ => {
+                let _ = writeln!(out, "  last sync: never");
+            }
+        }
+        if f.conflicts > 0 {
+            let _ = writeln!(
+                out,
+                "  conflicts: {} (cloudmount sync conflicts)",
+                f.conflicts
+            );
+        }
+        if !f.problems.is_empty() {
+            let _ = writeln!(out, "  not synced: {} files", f.problems.len());
+            for p in f.problems.iter().take(5) {
+                let _ = writeln!(out, "    {}: {}", p.path, p.reason);
+            }
+            if f.problems.len() > 5 {
+                let _ = writeln!(out, "    … and {} more (--json lists all)", f.problems.len() - 5);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder() -> FolderReport {
+        FolderReport {
+            id: "ab".into(),
+            local: "/home/u/Music".into(),
+            remote: "CloudDrive/Documents/Music".into(),
+            mode: Mode::UploadOnly,
+            schedule: Schedule::Weekly,
+            keep_deleted: true,
+            delete_limit_percent: 50,
+            state: FolderState::Syncing,
+            reason: None,
+            next_run: None,
+            last_sync: None,
+            last_outcome: None,
+            runs: 0,
+            files_total: 10,
+            files_done: 3,
+            bytes_total: 3 << 20,
+            bytes_done: 1 << 20,
+            problems: vec![Problem {
+                path: "a|b".into(),
+                reason: "the server refused the name".into(),
+                attempts: 2,
+            }],
+            conflicts: 1,
+        }
+    }
+
+    #[test]
+    fn the_list_says_mode_progress_conflicts_and_problems() {
+        let s = list(&[folder()]);
+        assert!(s.contains("/home/u/Music"), "{s}");
+        assert!(s.contains("upload-only, weekly, keeps deleted"), "{s}");
+        assert!(s.contains("syncing 3 of 10 files, 2.0 MiB left"), "{s}");
+        assert!(s.contains("last sync: never"), "{s}");
+        assert!(s.contains("conflicts: 1"), "{s}");
+        assert!(s.contains("a|b: the server refused the name"), "{s}");
+        assert!(list(&[]).contains("cloudmount sync add"));
+    }
+}

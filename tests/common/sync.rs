@@ -1,0 +1,264 @@
+//! A user's home for the sync-folder tests: private XDG directories, a config file with one
+//! profile on a test folder of a real server, and the profile's daemon (`cloudmount start
+//! --foreground`, a child process so a test can kill it with SIGKILL). The daemon's log is
+//! printed when a test fails.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudmount::sync::report::{FolderReport, FolderState};
+
+use super::mount::{run, Server, BIN};
+
+/// The profile every test home has.
+pub const PROFILE: &str = "t";
+
+pub struct SyncHome {
+    pub home: tempfile::TempDir,
+    daemon: Option<Child>,
+}
+
+impl SyncHome {
+    /// A home whose profile `t` has the URL `url` (a test folder of `server`), its password
+    /// in a file, polling the server every second.
+    pub fn new(server: &Server, url: &str) -> SyncHome {
+        Self::with_profile_extra(server, url, "")
+    }
+
+    /// The same with more profile lines (`sync_root = "…"`, …).
+    pub fn with_profile_extra(server: &Server, url: &str, extra: &str) -> SyncHome {
+        let home = tempfile::Builder::new()
+            .prefix("cm-sync-home.")
+            .tempdir()
+            .expect("tempdir");
+        let h = home.path();
+        for d in [".config/cloudmount", ".local/state", ".local/share", "run"] {
+            std::fs::create_dir_all(h.join(d)).unwrap();
+        }
+        std::fs::set_permissions(h.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let pw = h.join(".config/cloudmount/password");
+        std::fs::write(&pw, &server.password).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = format!(
+            "[profiles.{PROFILE}]\nurl = \"{url}\"\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n{extra}\n",
+            server.user,
+            pw.display()
+        );
+        std::fs::write(h.join(".config/cloudmount/config.toml"), config).unwrap();
+        SyncHome { home, daemon: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A folder of this home (not created).
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.home.path().join(name)
+    }
+
+    /// The binary with this home's environment.
+    pub fn command(&self) -> Command {
+        let h = self.home.path();
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("CLOUDMOUNT_PASSWORD")
+            .env("HOME", h)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env("XDG_RUNTIME_DIR", h.join("run"))
+            .env("CLOUDMOUNT_SYNC_QUIET_MS", "200")
+            .env("RUST_LOG", "info,cloudmount=debug")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts the daemon in the foreground (a child of the test) and waits until it answers.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "the daemon is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = self.command();
+        cmd.args(["start", PROFILE, "--foreground"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        self.daemon = Some(cmd.spawn().expect("spawn cloudmount start"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.run(&["sync", "list", "--json"]);
+            if out.status.success() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.daemon.as_mut().map(|c| c.try_wait()) {
+                panic!("the daemon exited at once ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer within 30 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the daemon with SIGKILL (a crash).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `cloudmount stop`, and waits for the daemon to exit.
+    pub fn stop(&mut self) {
+        let out = self.run(&["stop", PROFILE]);
+        assert!(out.status.success(), "cloudmount stop: {}", text(&out));
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.wait();
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.home.path().join("daemon.log")
+    }
+
+    /// The daemon's log (last 300 lines).
+    pub fn log(&self) -> String {
+        let t = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(300)..].join("\n")
+    }
+
+    /// Runs the binary with `args`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run(cmd, &format!("cloudmount {}", args.join(" ")))
+    }
+
+    /// Runs `args` and asserts it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cloudmount {} failed: {}\ndaemon log:\n{}",
+            args.join(" "),
+            text(&out),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `args` and asserts it fails; returns stdout and stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "cloudmount {} succeeded but should not have: {}",
+            args.join(" "),
+            text(&out)
+        );
+        text(&out)
+    }
+
+    /// `sync add DIR ARGS…`.
+    pub fn add(&self, dir: &Path, args: &[&str]) {
+        let d = dir.to_str().unwrap();
+        let mut a = vec!["sync", "add", d];
+        a.extend_from_slice(args);
+        self.ok(&a);
+    }
+
+    /// `sync now DIR --wait`, asserting it ends in sync.
+    pub fn sync_now(&self, dir: &Path) -> String {
+        self.ok(&["sync", "now", dir.to_str().unwrap(), "--wait"])
+    }
+
+    /// `sync list --json`.
+    pub fn list(&self) -> Vec<FolderReport> {
+        let out = self.ok(&["sync", "list", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("sync list --json ({e}): {out}"))
+    }
+
+    /// The report of the folder at `dir`.
+    pub fn folder(&self, dir: &Path) -> FolderReport {
+        self.list()
+            .into_iter()
+            .find(|f| f.local == dir)
+            .unwrap_or_else(|| panic!("{} is not in sync list", dir.display()))
+    }
+
+    /// Waits until `cond` holds (checked every 100 ms), failing after `secs` with `what`.
+    pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {secs} s\ndaemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the folder has ended a run and is not syncing.
+    pub fn wait_state(&self, dir: &Path, state: FolderState) -> FolderReport {
+        let mut last = None;
+        self.wait_until(60, &format!("{} to be {state:?}", dir.display()), || {
+            let f = self.folder(dir);
+            let done = f.state == state && f.runs > 0;
+            last = Some(f);
+            done
+        });
+        last.unwrap()
+    }
+
+    /// Files in this home's trash (names in `Trash/files`).
+    pub fn trash(&self) -> Vec<String> {
+        let dir = self.home.path().join(".local/share/Trash/files");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for SyncHome {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+        self.kill9();
+    }
+}
+
+/// Writes `data` to `path` (creating parents).
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// stdout and stderr of a command, for messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
