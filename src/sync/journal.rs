@@ -235,9 +235,8 @@ impl Journal {
     }
 
     fn setup(&mut self) -> JournalResult<()> {
-        let path = self.path.clone();
-        let err = |e| sql_error(&path, e);
-        let conn = &mut self.conn;
+        let err = |e| sql_error(&self.path, e);
+        let conn = &self.conn;
         conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
         // The first read of the file: a file that is not SQLite fails here.
         let _: i64 = conn
@@ -256,14 +255,12 @@ impl Journal {
             }
             return Err(self.damaged(format!("integrity check failed: {}", reason.join("; "))));
         }
-        let conn = &mut self.conn;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(self.damaged(format!("cannot switch to WAL mode (got {mode})")));
         }
-        let conn = &mut self.conn;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true)
