@@ -146,7 +146,7 @@ fn mount_point(abs: &Path, dev: u64) -> io::Result<PathBuf> {
 fn topdir_trash(top: &Path, uid: u32) -> io::Result<PathBuf> {
     let shared = top.join(".Trash");
     if let Ok(m) = fs::symlink_metadata(&shared) {
-        if m.is_dir() && m.mode() & libc::S_ISVTX as u32 != 0 {
+        if m.is_dir() && m.mode() & libc::S_ISVTX != 0 {
             let mine = shared.join(uid.to_string());
             if make_trash_dir(&mine).is_ok() {
                 return Ok(mine);
