@@ -24,7 +24,7 @@ use tracing_subscriber::EnvFilter;
 use cli::{Cli, Command, DemoArgs, MountArgs, ServeArgs, StatusArgs, UnmountArgs, PASSWORD_ENV};
 use cloudmount::config::{self, Dirs};
 use cloudmount::control::{self, report, ControlError};
-use cloudmount::daemon::{self, background, demo, UnmountOptions, WebDavFactory};
+use cloudmount::daemon::{self, background, demo, profile, UnmountOptions, WebDavFactory};
 use cloudmount::fuse::mounts;
 use cloudmount::instance::Instance;
 use cloudmount::server::{self, ServeConfig};
@@ -404,27 +404,29 @@ fn demo(args: DemoArgs, rt: &Runtime) -> CmdResult {
             .map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
     }
     rt.block_on(async {
-        let stop = daemon::stop_signals()?;
         let password = demo::random_password()?;
         let server = demo::start_server(&data, &password).await?;
         let cfg = demo::mount_config(&dirs, &server.url(), &password, mountpoint)?;
-        let running = match daemon::start(&cfg, &WebDavFactory).await {
+        let pcfg = demo::profile_config(&dirs, cfg);
+        let sync_dir = demo::ensure_sync_folder(&dirs, &pcfg.journal)
+            .map_err(|e| format!("cannot set up the demo's sync folder: {e}"))?;
+        let running = match profile::start(&pcfg).await {
             Ok(r) => r,
             Err(e) => {
                 server.shutdown().await;
                 return Err(Failure::from(e));
             }
         };
-        print_demo_intro(
-            running.mountpoint(),
-            &data,
-            &server.url(),
-            !seeded.is_empty(),
-        );
+        let mp = pcfg
+            .mount
+            .as_ref()
+            .map(|m| m.mountpoint.clone())
+            .unwrap_or_default();
+        print_demo_intro(&mp, &sync_dir, &data, &server.url(), !seeded.is_empty());
         for w in running.warnings() {
             eprintln!("cloudmount: warning: {w}");
         }
-        let served = running.serve(stop).await;
+        let served = running.serve().await;
         server.shutdown().await;
         served?;
         println!("cloudmount demo: unmounted and stopped.");
@@ -432,7 +434,7 @@ fn demo(args: DemoArgs, rt: &Runtime) -> CmdResult {
     })
 }
 
-fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
+fn print_demo_intro(mp: &Path, sync_dir: &Path, data: &Path, url: &str, fresh: bool) {
     let q = |rel: &str| sh_quote(&mp.join(rel));
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -451,6 +453,14 @@ fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
          getfattr -n user.cloudmount.state {readme}\n  \
          df -h {root}\n\
          \n\
+         A sync folder, mirrored both ways as you change it:\n  \
+         {sync} <-> {drive_sync}\n\
+         \n\
+         Try:\n  \
+         cloudmount sync list\n  \
+         echo hello > {sync}/new.txt; sleep 2; ls {drive_sync}\n  \
+         echo edited > {drive_sync}/from-the-cloud.txt; sleep 8; ls {sync}\n\
+         \n\
          Press Ctrl-C here to unmount and stop.",
         mp = mp.display(),
         url = url,
@@ -459,6 +469,8 @@ fn print_demo_intro(mp: &Path, data: &Path, url: &str, fresh: bool) {
         root = sh_quote(mp),
         readme = q("Cloud Drive/README.txt"),
         drive = q("Cloud Drive/"),
+        sync = sh_quote(sync_dir),
+        drive_sync = q("Cloud Drive/Sync Demo"),
     );
     let _ = out.flush();
 }

@@ -44,7 +44,10 @@ fn schedule(s: ScheduleArg) -> Schedule {
 }
 
 /// The profile's name and the socket of its daemon.
-fn target(profile: Option<&str>, config: Option<&Path>) -> Result<(Dirs, String, PathBuf), Failure> {
+fn target(
+    profile: Option<&str>,
+    config: Option<&Path>,
+) -> Result<(Dirs, String, PathBuf), Failure> {
     let dirs = Dirs::from_env()?;
     let cwd = std::env::current_dir()?;
     let name = config::pick_profile(profile, config, &dirs, &cwd)?;
@@ -65,21 +68,22 @@ fn ask(rt: &Runtime, name: &str, socket: &Path, request: &Request) -> Result<Res
 }
 
 fn answers(rt: &Runtime, socket: &Path) -> bool {
-    rt.block_on(control::call(socket, None, &Request::SyncList, Duration::from_secs(2)))
-        .is_ok()
+    rt.block_on(control::call(
+        socket,
+        None,
+        &Request::SyncList,
+        Duration::from_secs(2),
+    ))
+    .is_ok()
 }
 
 pub fn start(args: StartArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
     let cwd = std::env::current_dir()?;
     let name = config::pick_profile(args.profile.as_deref(), args.config.as_deref(), &dirs, &cwd)?;
-    let cfg = config::resolve_profile_daemon(
-        &name,
-        args.config.as_deref(),
-        &dirs,
-        &cwd,
-        &|k| std::env::var(k).ok(),
-    )?;
+    let cfg = config::resolve_profile_daemon(&name, args.config.as_deref(), &dirs, &cwd, &|k| {
+        std::env::var(k).ok()
+    })?;
     if answers(rt, &cfg.socket) {
         return Err(Failure::Message(format!(
             "the daemon of profile {name} is already running (stop it with: cloudmount stop {name})"
@@ -359,11 +363,7 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
         let pending: Vec<&FolderReport> = mine
             .iter()
             .copied()
-            .filter(|f| {
-                tickets
-                    .iter()
-                    .any(|(id, t)| *id == f.id && f.runs < *t)
-            })
+            .filter(|f| tickets.iter().any(|(id, t)| *id == f.id && f.runs < *t))
             .collect();
         if pending.is_empty() {
             if let Some(b) = &bar {

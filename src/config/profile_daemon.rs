@@ -35,7 +35,8 @@ pub struct ProfileDaemonConfig {
 
 /// The control socket of profile `name`'s daemon.
 pub fn socket_of(dirs: &Dirs, name: &str) -> PathBuf {
-    dirs.runtime.join(format!("sync-{}.sock", sanitize_name(name)))
+    dirs.runtime
+        .join(format!("sync-{}.sock", sanitize_name(name)))
 }
 
 /// Picks the profile: the one named, or the only one of the config file.
@@ -53,6 +54,10 @@ pub fn pick_profile(
         None => dirs.config_file(),
     };
     if !path.exists() {
+        // `cloudmount demo` runs a daemon without a config file.
+        if socket_of(dirs, "demo").exists() {
+            return Ok("demo".into());
+        }
         return Err(ConfigError::Profile {
             profile: String::new(),
             message: format!(

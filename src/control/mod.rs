@@ -125,6 +125,7 @@ mod tests {
     fn fixed(files: u64) -> impl ControlHandler {
         move |req: Request| match req {
             Request::Status => Response::Status(Box::new(fake_status(files))),
+            other => Response::error(format!("{} is not answered here", other.verb())),
         }
     }
 

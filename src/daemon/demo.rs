@@ -1,12 +1,14 @@
 //! `cloudmount demo`: a local cloud (the embedded WebDAV server on 127.0.0.1 with a random
 //! password kept in memory) over a data folder with three areas, seeded with sample files the
-//! first time, mounted with the areas as folders (`Following` read-only).
+//! first time, mounted with the areas as folders (`Following` read-only); beside the mount, a
+//! sync folder (`~/cloudmount-demo-sync` ⇄ `Cloud Drive/Sync Demo`), run by the same daemon as
+//! a profile named `demo`.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{AreaConfig, Dirs, Login, MountConfig};
+use crate::config::{AreaConfig, Dirs, Login, MountConfig, ProfileDaemonConfig};
 use crate::remote::RemotePath;
 use crate::server::{self, ServeConfig, ServeError, ServerHandle};
 
@@ -35,6 +37,76 @@ pub fn data_dir(dirs: &Dirs) -> PathBuf {
 /// The default mount point: `~/cloudmount-demo`.
 pub fn default_mountpoint(dirs: &Dirs) -> PathBuf {
     dirs.home.join("cloudmount-demo")
+}
+
+/// The profile name of the demo's daemon (`cloudmount sync --profile demo list`; the default
+/// when there is no config file).
+pub const PROFILE: &str = "demo";
+
+/// The demo's sync folder on the server, below `Cloud Drive`.
+pub const SYNC_REMOTE: &str = "Sync Demo";
+
+/// The demo's local sync folder: `~/cloudmount-demo-sync`.
+pub fn default_sync_dir(dirs: &Dirs) -> PathBuf {
+    dirs.home.join("cloudmount-demo-sync")
+}
+
+/// The demo's daemon: the mount `mount`, and the sync folders of profile `demo` on the
+/// `Cloud Drive` area, checked for server changes every 5 seconds.
+pub fn profile_config(dirs: &Dirs, mount: MountConfig) -> ProfileDaemonConfig {
+    let drive = mount
+        .areas
+        .first()
+        .map(|a| a.url.clone())
+        .unwrap_or_default();
+    ProfileDaemonConfig {
+        name: PROFILE.into(),
+        url: drive,
+        credentials: mount.credentials.clone(),
+        sync_root: String::new(),
+        poll_interval: Duration::from_secs(5),
+        journal: dirs.data.join("sync").join(format!("{PROFILE}.db")),
+        socket: crate::config::socket_of(dirs, PROFILE),
+        log: dirs.state.join("demo.log"),
+        mount: Some(mount),
+    }
+}
+
+/// Registers the demo's sync folder the first time (seeding the local folder with a note).
+/// Returns the local folder of the demo's sync folder.
+pub fn ensure_sync_folder(dirs: &Dirs, journal: &Path) -> io::Result<PathBuf> {
+    use crate::sync::folder::{FolderId, FolderSpec, Mode, Schedule};
+    let j = crate::sync::journal::Journal::open(journal).map_err(io::Error::other)?;
+    let folders = j.folders().map_err(io::Error::other)?;
+    if let Some(f) = folders.first() {
+        return Ok(f.local.clone());
+    }
+    let local = default_sync_dir(dirs);
+    if !local.exists() {
+        std::fs::create_dir_all(&local)?;
+        std::fs::write(
+            local.join("hello from this computer.txt"),
+            "This file is in a sync folder on this computer: ~/cloudmount-demo-sync.\n\
+             cloudmount keeps it mirrored with 'Cloud Drive/Sync Demo' in the cloud.\n\
+             Edit it, add files beside it, and watch them appear there (and the other way).\n",
+        )?;
+    }
+    let spec = FolderSpec {
+        id: FolderId::random()?,
+        local: local.clone(),
+        remote: SYNC_REMOTE.into(),
+        mode: Mode::Bidirectional,
+        schedule: Schedule::Immediate,
+        keep_deleted: false,
+        paused: false,
+        delete_limit_percent: crate::sync::folder::DEFAULT_DELETE_LIMIT_PERCENT,
+        added_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    j.add_folder(&spec).map_err(io::Error::other)?;
+    Ok(local)
 }
 
 /// Creates the data folder and seeds each area that does not exist yet. Returns the areas

@@ -65,7 +65,7 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     wcfg.credentials = cfg.credentials.as_ref().map(credentials);
     let remote = Arc::new(WebDavRemote::new(wcfg)?);
     let journal = Journal::open(&cfg.journal)?;
-    let trash = Trash::from_env();
+    let trash = Trash::from_env()?;
     let mut scfg = ServiceConfig::new(&cfg.name, &cfg.sync_root, cfg.poll_interval);
     if let Ok(ms) = std::env::var("CLOUDMOUNT_SYNC_QUIET_MS") {
         // For tests: how long a burst of local changes must settle.

@@ -40,9 +40,7 @@ use super::plan::{Inputs, Plan, Step};
 use super::remote_scan::{etag_of, meta_of};
 use super::state::{Base, Kind, LocalMeta, RemoteMeta};
 use super::trash::Trash;
-use crate::remote::{
-    version, ByteRange, PutBody, PutCondition, Remote, RemoteError, RemotePath,
-};
+use crate::remote::{version, ByteRange, PutBody, PutCondition, Remote, RemoteError, RemotePath};
 use crate::vfs::conflict;
 
 /// How many transfers run at once.
@@ -221,7 +219,7 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, inputs: &Inputs) -> Result<Ap
         .sum();
     ctx.progress.bytes_total.fetch_add(bytes, Ordering::Relaxed);
 
-    let mut record = |path: &str, r: StepResult<()>, out: &mut Applied| -> Result<(), ApplyError> {
+    let record = |path: &str, r: StepResult<()>, out: &mut Applied| -> Result<(), ApplyError> {
         match r {
             Ok(()) => {
                 out.done += 1;
@@ -285,15 +283,22 @@ async fn run_step(
     shared: &Shared,
 ) -> (String, StepResult<()>) {
     match step {
-        Step::MoveRemote { from, to } => (to.clone(), move_remote(ctx, from, to, inputs, shared).await),
+        Step::MoveRemote { from, to } => {
+            (to.clone(), move_remote(ctx, from, to, inputs, shared).await)
+        }
         Step::Do { path, action } => {
             let r = match action {
                 Action::Nothing => Ok(()),
                 Action::Record => record_both(ctx, path, inputs).await,
-                Action::Forget => ctx.journal().forget_tree(&ctx.folder, path).map_err(Into::into),
+                Action::Forget => ctx
+                    .journal()
+                    .forget_tree(&ctx.folder, path)
+                    .map_err(Into::into),
                 Action::Upload { expect } => {
                     if uploads_stopped(shared) {
-                        Err(StepError::Problem("waiting: the server is out of space".into()))
+                        Err(StepError::Problem(
+                            "waiting: the server is out of space".into(),
+                        ))
                     } else {
                         upload(ctx, path, expect.clone(), shared).await
                     }
@@ -446,7 +451,9 @@ fn mkdir_local(ctx: &Context<'_>, rel: &str, inputs: &Inputs) -> StepResult<()> 
         return Ok(());
     };
     if l.kind != Kind::Dir {
-        return Err(StepError::Problem("a file of that name is in the way".into()));
+        return Err(StepError::Problem(
+            "a file of that name is in the way".into(),
+        ));
     }
     let remote = inputs.remote.get(rel).cloned().unwrap_or_else(dir_meta);
     ctx.put_base(rel, &Base { local: l, remote })?;
@@ -520,7 +527,11 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
         path: ctx.local_path(rel),
         len: l.size,
     };
-    let put = match ctx.remote.put(&temp, body.clone(), PutCondition::None).await {
+    let put = match ctx
+        .remote
+        .put(&temp, body.clone(), PutCondition::None)
+        .await
+    {
         Err(RemoteError::MissingParent { .. }) | Err(RemoteError::NotFound { .. }) => {
             if let Some(parent) = rp.parent() {
                 mkdir_p(ctx.remote, &parent).await?;
@@ -935,7 +946,9 @@ async fn keep_server_copy(
     }
     ctx.journal().forget_tree(&ctx.folder, rel)?;
     if uploads_stopped(shared) {
-        return Err(StepError::Problem("waiting: the server is out of space".into()));
+        return Err(StepError::Problem(
+            "waiting: the server is out of space".into(),
+        ));
     }
     if local.kind == Kind::Dir {
         mkdir_remote(ctx, rel).await?;

@@ -53,7 +53,11 @@ impl Outcome {
     /// The word the journal keeps for it.
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Synced { problems: 0, full: None, .. } => "ok",
+            Outcome::Synced {
+                problems: 0,
+                full: None,
+                ..
+            } => "ok",
             Outcome::Synced { .. } => "partial",
             Outcome::Stopped(_) => "stopped",
             Outcome::Offline(_) => "offline",
@@ -183,12 +187,13 @@ pub fn remote_root(spec: &FolderSpec) -> Result<RemotePath, RemoteError> {
     RemotePath::new(&spec.remote)
 }
 
+fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
+    j.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs one sync of `spec`. `confirm` lets deletes beyond the folder's limit go ahead.
 pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
     env.progress.reset();
-    let lock = |j: &Mutex<Journal>| -> std::sync::MutexGuard<'_, Journal> {
-        j.lock().unwrap_or_else(|p| p.into_inner())
-    };
     let mut bases = match lock(env.journal).bases(&spec.id) {
         Ok(b) => b,
         Err(e) => return journal_err(e),
@@ -264,12 +269,23 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
         }
         // The local side.
         let (lroot, ex, b2) = (spec.local.clone(), excludes.clone(), bases.clone());
-        let scanned =
-            tokio::task::spawn_blocking(move || local::scan(&lroot, &ex, &b2)).await;
+        let scanned = tokio::task::spawn_blocking(move || local::scan(&lroot, &ex, &b2)).await;
         let local = match scanned {
             Ok(Ok(s)) => {
+                let mut entries = s.entries;
+                // A path the scan could not read is neither present nor absent: it (and what
+                // is below it) counts as unchanged, never as deleted.
+                for (p, _) in &s.problems {
+                    let below = format!("{p}/");
+                    for (bp, b) in bases.range(p.clone()..) {
+                        if bp != p && !bp.starts_with(&below) {
+                            break;
+                        }
+                        entries.entry(bp.clone()).or_insert_with(|| b.local.clone());
+                    }
+                }
                 problems = s.problems;
-                s.entries
+                entries
             }
             Ok(Err(e)) => return Outcome::Failed(format!("{}: {e}", spec.local.display())),
             Err(e) => return Outcome::Failed(e.to_string()),

@@ -167,7 +167,11 @@ pub fn list(folders: &[FolderReport]) -> String {
                 let _ = writeln!(out, "    {}: {}", p.path, p.reason);
             }
             if f.problems.len() > 5 {
-                let _ = writeln!(out, "    … and {} more (--json lists all)", f.problems.len() - 5);
+                let _ = writeln!(
+                    out,
+                    "    … and {} more (--json lists all)",
+                    f.problems.len() - 5
+                );
             }
         }
     }

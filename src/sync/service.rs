@@ -193,7 +193,10 @@ impl Service {
             if let Some(h) = h {
                 // A run finishes its transfers in flight; give it a while, then cut it.
                 let abort = h.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(20), h).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(20), h)
+                    .await
+                    .is_err()
+                {
                     abort.abort();
                 }
             }
@@ -318,7 +321,11 @@ impl Service {
         ))
     }
 
-    fn update(&self, t: &FolderTask, f: impl FnOnce(&mut FolderSpec)) -> Result<FolderSpec, String> {
+    fn update(
+        &self,
+        t: &FolderTask,
+        f: impl FnOnce(&mut FolderSpec),
+    ) -> Result<FolderSpec, String> {
         let mut spec = t.spec();
         f(&mut spec);
         lock(&self.inner.journal)
@@ -372,7 +379,10 @@ impl Service {
         let h = lock(&t.handle).take();
         if let Some(h) = h {
             let abort = h.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), h).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), h)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -420,7 +430,13 @@ impl Service {
         if let Some((k, v)) = set {
             j.set_setting(&k, &v).map_err(|e| e.to_string())?;
         }
-        let all = j.settings().map_err(|e| e.to_string())?;
+        let all: BTreeMap<String, String> = j
+            .settings()
+            .map_err(|e| e.to_string())?
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         drop(j);
         // Scheduled folders compute their next run again.
         for t in lock(&self.inner.folders).values() {
@@ -519,6 +535,8 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
     let mut first = true;
     let mut last_full = tokio::time::Instant::now();
     let mut need_run = true;
+    // When a scheduled folder last tried (a run that did not sync is retried, not at once).
+    let mut last_attempt: Option<tokio::time::Instant> = None;
     loop {
         if task.stopped.load(Ordering::SeqCst) {
             return;
@@ -538,7 +556,9 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     let (ex, _) = Excludes::load(&spec.local);
                     match Watcher::start(&spec.local, Arc::new(ex)) {
                         Ok(w) => watcher = Some(w),
-                        Err(e) => tracing::warn!(folder = %spec.local.display(), error = %e, "cannot watch the folder: it is scanned every poll interval instead"),
+                        Err(e) => {
+                            tracing::warn!(folder = %spec.local.display(), error = %e, "cannot watch the folder: it is scanned every poll interval instead")
+                        }
                     }
                 }
                 if need_run || asked || first {
@@ -552,23 +572,30 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 match wake {
                     Wake::Asked | Wake::LocalChange | Wake::Rescan => need_run = true,
                     Wake::Poll => {
-                        let watched = watcher.as_ref().is_some_and(|w| !w.is_limited());
+                        let watched = watcher.as_ref().is_some_and(|w| !w.limited());
                         need_run = !watched || server_changed(&inner, &spec).await;
                     }
                 }
             }
             super::folder::Schedule::Daily | super::folder::Schedule::Weekly => {
                 watcher = None;
-                let (time, day) = {
+                let (time, day, last) = {
                     let j = lock(&inner.journal);
-                    let s = j.schedule_settings();
-                    (s.time, s.day)
+                    let s = j.settings().ok();
+                    (
+                        s.as_ref().map_or((3, 0), |s| s.schedule_time()),
+                        s.as_ref()
+                            .map_or(schedule::Weekday::Sun, |s| s.schedule_day()),
+                        j.last_run_at(&spec.id).ok().flatten(),
+                    )
                 };
-                let last = lock(&inner.journal).last_run_at(&spec.id).ok().flatten();
                 let now = now_secs();
-                let next = schedule::next_run(spec.schedule, time, day, last, now);
+                let next = schedule::next_run(spec.schedule, time, day, last, spec.added_at, now);
+                // Never run here yet: the first sync happens at once, then the schedule.
                 let due = last.is_none() || next.is_some_and(|n| n <= now);
-                if asked || due {
+                let retry_ok = last_attempt.is_none_or(|t| t.elapsed() >= inner.cfg.poll_interval);
+                if asked || (due && retry_ok) {
+                    last_attempt = Some(tokio::time::Instant::now());
                     run_once(&inner, &task, &spec).await;
                     continue;
                 }
@@ -581,9 +608,12 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     _ => (None, next),
                 };
                 task.set(FolderState::Waiting, reason, next_run);
-                let sleep = next
-                    .map(|n| Duration::from_secs((n - now).clamp(1, 3600) as u64))
-                    .unwrap_or(Duration::from_secs(3600));
+                let sleep = if due {
+                    inner.cfg.poll_interval
+                } else {
+                    next.map(|n| Duration::from_secs((n - now).clamp(1, 3600) as u64))
+                        .unwrap_or(Duration::from_secs(3600))
+                };
                 tokio::select! {
                     _ = task.wake.notified() => {}
                     _ = tokio::time::sleep(sleep) => {}
@@ -626,8 +656,7 @@ async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
         return true;
     };
     let (ex, _) = Excludes::load(&spec.local);
-    let scan =
-        super::remote_scan::scan(&*inner.remote, &root, &|p, d| ex.is_excluded(p, d)).await;
+    let scan = super::remote_scan::scan(&*inner.remote, &root, &|p, d| ex.is_excluded(p, d)).await;
     let Ok(scan) = scan else { return true };
     let bases = match lock(&inner.journal).bases(&spec.id) {
         Ok(b) => b,
@@ -662,11 +691,27 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) {
         outcome: outcome.word().to_string(),
         message: outcome.message(),
     };
-    if let Err(e) = lock(&inner.journal).set_last_run(&spec.id, &record) {
-        tracing::warn!(error = %e, "cannot record the run");
+    {
+        let j = lock(&inner.journal);
+        let counted = matches!(outcome, Outcome::Synced { .. });
+        let r = j.set_last_run(&spec.id, &record).and_then(|()| {
+            if counted {
+                // A scheduled folder's next run counts from the last run that synced.
+                j.set_last_run_at(&spec.id, record.at)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "cannot record the run");
+        }
     }
     let (state, reason) = match &outcome {
-        Outcome::Synced { problems: 0, full: None, .. } => (FolderState::UpToDate, None),
+        Outcome::Synced {
+            problems: 0,
+            full: None,
+            ..
+        } => (FolderState::UpToDate, None),
         Outcome::Synced { .. } => (FolderState::UpToDate, Some(outcome.message())),
         Outcome::Stopped(r) => (FolderState::Stopped, Some(r.clone())),
         Outcome::Offline(r) => (FolderState::Offline, Some(r.clone())),
