@@ -46,7 +46,7 @@
 //! | `handles` | open file handles | the async locks only (never `tree`) |
 //! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
 
-mod conflict;
+pub(crate) mod conflict;
 pub mod download;
 pub mod error;
 mod io_mode;
