@@ -371,7 +371,8 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
             }
             let mut failed = Vec::new();
             for f in &mine {
-                let ok = f.state == FolderState::UpToDate && f.reason.is_none();
+                let ok = matches!(f.state, FolderState::UpToDate | FolderState::Waiting)
+                    && f.reason.is_none();
                 let line = format!("{}: {}", f.local.display(), report::state_line(f));
                 if ok {
                     println!(

@@ -599,14 +599,9 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     run_once(&inner, &task, &spec).await;
                     continue;
                 }
-                let (reason, next_run) = match lock(&task.live).clone() {
-                    Live {
-                        state: FolderState::Stopped | FolderState::Error | FolderState::Offline,
-                        reason,
-                        ..
-                    } => (reason, next),
-                    _ => (None, next),
-                };
+                // What the last run found (a stop, files not synced) stays visible.
+                let reason = lock(&task.live).reason.clone();
+                let next_run = next;
                 task.set(FolderState::Waiting, reason, next_run);
                 let sleep = if due {
                     inner.cfg.poll_interval
