@@ -46,8 +46,6 @@ use crate::vfs::conflict;
 /// How many transfers run at once.
 const PARALLEL_TRANSFERS: usize = 6;
 
-/// Prefix of our temporary downloads (excluded from scans and watches).
-pub const LOCAL_TEMP_PREFIX: &str = ".cloudmount-tmp-";
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -463,15 +461,19 @@ fn mkdir_local(ctx: &Context<'_>, rel: &str, inputs: &Inputs) -> StepResult<()> 
 /// A name for a temporary upload of `rel`.
 fn upload_temp(ctx: &Context<'_>, rel: &str) -> Result<RemotePath, RemoteError> {
     let rp = ctx.remote_path(rel)?;
-    let name = format!(
-        "{}sync-{}.part",
-        crate::vfs::UPLOAD_TEMP_PREFIX,
-        random_hex()
-    );
+    let name = format!("{}{}.part", upload_temp_prefix(&ctx.folder), random_hex());
     match rp.parent() {
         Some(p) => p.join(&name),
         None => RemotePath::new(&name),
     }
+}
+
+/// The start of the names of this folder's temporary uploads on the server: a temporary file
+/// of this prefix found by a scan is left from a run cut short (no upload of the folder runs
+/// during its scan) and is deleted. Other computers' have other prefixes.
+pub fn upload_temp_prefix(folder: &FolderId) -> String {
+    let id: String = folder.as_str().chars().take(12).collect();
+    format!("{}sync-{id}-", crate::vfs::UPLOAD_TEMP_PREFIX)
 }
 
 fn random_hex() -> String {
@@ -625,7 +627,7 @@ async fn fetch_to_temp(
         .remote
         .read_range(&rp, ByteRange::whole(), expect.as_ref())
         .await?;
-    let temp = TempFile::new(dir.join(format!("{LOCAL_TEMP_PREFIX}{}", random_hex())))?;
+    let temp = TempFile::new(dir.join(format!("{}{}", super::exclude::TMP_PREFIX, random_hex())))?;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -237,7 +237,17 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
         let ex = excludes.clone();
         let scan = remote_scan::scan(env.remote, &root, &move |p, d| ex.is_excluded(p, d)).await;
         let remote = match scan {
-            Ok(s) => s.entries,
+            Ok(s) => {
+                // Uploads of ours cut short (the daemon killed mid-upload).
+                let ours = apply::upload_temp_prefix(&spec.id);
+                for t in s.temporaries.iter().filter(|t| t.name().starts_with(&ours)) {
+                    match env.remote.delete(t).await {
+                        Ok(()) => tracing::info!(path = %t, "removed a temporary upload left by a run cut short"),
+                        Err(e) => tracing::debug!(path = %t, error = %e, "cannot remove a temporary upload"),
+                    }
+                }
+                s.entries
+            }
             Err(e) if e.is_not_found() && bases.is_empty() => {
                 if let Err(e) = apply::ensure_remote_dir(env.remote, &root).await {
                     return remote_outcome(e);

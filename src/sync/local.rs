@@ -27,6 +27,8 @@ pub struct LocalScan {
     pub problems: Vec<(String, String)>,
     /// How many names the excludes skipped (an excluded directory counts once).
     pub excluded: u64,
+    /// Temporary files of downloads cut short, removed by the scan.
+    pub stale_removed: u64,
 }
 
 /// Scans the folder at `root`. `base` (the last synced state) lets an unchanged file keep its
@@ -112,6 +114,15 @@ fn scan_dir(
             }
         };
         let ft = meta.file_type();
+        if ft.is_file() && name.starts_with(super::exclude::TMP_PREFIX) {
+            // A download cut short (the process killed): no download of this folder runs
+            // while it is scanned, so it is stale.
+            match fs::remove_file(item.path()) {
+                Ok(()) => out.stale_removed += 1,
+                Err(e) => tracing::debug!(path, error = %e, "cannot remove a stale download"),
+            }
+            continue;
+        }
         if excludes.is_excluded(&path, ft.is_dir()) {
             out.excluded += 1;
             continue;

@@ -27,6 +27,8 @@ pub struct RemoteScan {
     pub entries: BTreeMap<String, RemoteMeta>,
     /// Entries left out because the excludes say so.
     pub excluded: u64,
+    /// Our temporary upload files (names starting with [`is_internal`]'s prefix), by full path.
+    pub temporaries: Vec<RemotePath>,
 }
 
 /// The [`RemoteMeta`] of a listed entry.
@@ -81,6 +83,9 @@ pub async fn scan(
         let listing = listing?;
         for child in listing.children {
             if is_internal(child.name()) {
+                if !child.is_dir() {
+                    out.temporaries.push(child.path.clone());
+                }
                 continue;
             }
             let full = child.path.as_str();
