@@ -93,7 +93,7 @@ fn open_creates_private_dir_and_file() {
         .conn
         .pragma_query_value(None, "synchronous", |r| r.get(0))
         .unwrap();
-    assert_eq!(sync, 2, "synchronous=FULL");
+    assert_eq!(sync, 1, "synchronous=NORMAL");
     let fk: i64 = j
         .conn
         .pragma_query_value(None, "foreign_keys", |r| r.get(0))

@@ -125,7 +125,12 @@ fn excluded_names_are_counted_and_excluded_directories_not_entered() {
     let s = scan(root, &Excludes::from_patterns(&pats), &BTreeMap::new()).unwrap();
     let keys: Vec<&str> = s.entries.keys().map(|k| k.as_str()).collect();
     assert_eq!(keys, ["dl", "keep.txt"]);
-    assert_eq!(s.excluded, 4);
+    assert_eq!(s.excluded, 3);
+    assert_eq!(s.stale_removed, 1);
+    assert!(
+        !root.join(".cloudmount-tmp-123").exists(),
+        "a download cut short is removed by the next scan"
+    );
     assert!(
         s.problems.is_empty(),
         "nothing under an excluded directory is looked at: {:?}",
