@@ -105,7 +105,7 @@ pub fn local_time(secs: i64) -> String {
     )
 }
 
-/// The state column: "syncing 3 of 10 files, 2.0 MiB left", "waiting until 2026-12-07 03:00".
+/// The state column: "syncing 3 of 10 files, 2 MiB left", "waiting until 2026-12-07 03:00".
 pub fn state_line(f: &FolderReport) -> String {
     let mut s = f.state.as_str().to_string();
     match f.state {
@@ -215,7 +215,7 @@ mod tests {
         let s = list(&[folder()]);
         assert!(s.contains("/home/u/Music"), "{s}");
         assert!(s.contains("upload-only, weekly, keeps deleted"), "{s}");
-        assert!(s.contains("syncing 3 of 10 files, 2.0 MiB left"), "{s}");
+        assert!(s.contains("syncing 3 of 10 files, 2 MiB left"), "{s}");
         assert!(s.contains("last sync: never"), "{s}");
         assert!(s.contains("conflicts: 1"), "{s}");
         assert!(s.contains("a|b: the server refused the name"), "{s}");
