@@ -153,25 +153,45 @@ impl World {
     }
 
     /// One user edit. `local` picks the side; ops: 0 modify, 1 delete, 2 new file, 3 new
-    /// directory, 4-5 rename (the server side modifies instead). Modify, delete and rename
-    /// pick the `a`-th path the side holds; creations and rename targets a pool path.
+    /// directory, 4-5 rename (the server side modifies instead), 6 replace by the other kind.
+    /// Modify, delete, rename and replace pick the `a`-th path the side holds; creations and
+    /// rename targets a pool path.
     fn edit(&mut self, local: bool, op: u8, a: usize, b: &str, pool: &[String]) {
         let v = self.fresh();
+        let op = op % 7;
         let held: Vec<&String> = if local {
             self.local.keys().collect()
         } else {
             self.remote.keys().collect()
         };
-        let a = if matches!(op % 6, 2 | 3) || held.is_empty() {
+        let a = if matches!(op, 2 | 3) || held.is_empty() {
             pool[a % pool.len()].clone()
         } else {
             held[a % held.len()].clone()
         };
         let a = a.as_str();
+        if op == 6 {
+            let (was_dir, inode) = if local {
+                let Some(e) = self.local.get(a) else { return };
+                (e.item == Item::Dir, self.fresh())
+            } else {
+                let Some(i) = self.remote.get(a) else { return };
+                (*i == Item::Dir, 0)
+            };
+            let item = if was_dir { Item::File(v) } else { Item::Dir };
+            if local {
+                self.local.retain(|k, _| !at_or_below(k, a));
+                self.local.insert(a.into(), LocalEntry { item, inode });
+            } else {
+                self.remote.retain(|k, _| !at_or_below(k, a));
+                self.remote.insert(a.into(), item);
+            }
+            return;
+        }
         if local {
             let parent_ok =
                 |w: &World, p: &str| is_dir_or_root(&w.local, parent(p), |e| e.item == Item::Dir);
-            match op % 6 {
+            match op {
                 0 => {
                     if let Some(e) = self.local.get_mut(a) {
                         if matches!(e.item, Item::File(_)) {
@@ -181,11 +201,7 @@ impl World {
                 }
                 1 => self.local.retain(|k, _| !at_or_below(k, a)),
                 2 | 3 if !self.local.contains_key(a) && parent_ok(self, a) => {
-                    let item = if op % 6 == 2 {
-                        Item::File(v)
-                    } else {
-                        Item::Dir
-                    };
+                    let item = if op == 2 { Item::File(v) } else { Item::Dir };
                     let inode = self.fresh();
                     self.local.insert(a.into(), LocalEntry { item, inode });
                 }
@@ -202,7 +218,7 @@ impl World {
         } else {
             let parent_ok =
                 |w: &World, p: &str| is_dir_or_root(&w.remote, parent(p), |i| *i == Item::Dir);
-            match op % 6 {
+            match op {
                 0 | 4 | 5 => {
                     if let Some(i) = self.remote.get_mut(a) {
                         if matches!(i, Item::File(_)) {
@@ -212,11 +228,7 @@ impl World {
                 }
                 1 => self.remote.retain(|k, _| !at_or_below(k, a)),
                 2 | 3 if !self.remote.contains_key(a) && parent_ok(self, a) => {
-                    let item = if op % 6 == 2 {
-                        Item::File(v)
-                    } else {
-                        Item::Dir
-                    };
+                    let item = if op == 2 { Item::File(v) } else { Item::Dir };
                     self.remote.insert(a.into(), item);
                 }
                 _ => {}
@@ -500,7 +512,7 @@ fn round(
 }
 
 fn edits() -> impl Strategy<Value = Vec<(bool, u8, usize, usize)>> {
-    proptest::collection::vec((any::<bool>(), 0u8..6, 0usize..64, 0usize..64), 0..12)
+    proptest::collection::vec((any::<bool>(), 0u8..7, 0usize..64, 0usize..64), 0..12)
 }
 
 /// 3,000 cases, or `PROPTEST_CASES` for a longer hunt.
