@@ -36,6 +36,9 @@ struct World {
     base: BTreeMap<String, Base>,
     trash: Vec<u64>,
     next: u64,
+    /// Files removed by `DeleteRemote` and `TrashLocal` steps.
+    deleted_remote: usize,
+    trashed_local: usize,
 }
 
 fn local_meta(e: &LocalEntry) -> LocalMeta {
@@ -388,11 +391,17 @@ impl World {
             }
             Action::DeleteRemote => {
                 need(remote.is_some(), "nothing to delete")?;
+                let before = self.remote.len();
+                self.remote
+                    .retain(|k, i| !at_or_below(k, path) || *i == Item::Dir);
+                self.deleted_remote += before - self.remote.len();
                 self.remote.retain(|k, _| !at_or_below(k, path));
             }
             Action::TrashLocal => {
                 need(local.is_some(), "nothing to trash")?;
+                let before = self.trash.len();
                 self.trash_local(path);
+                self.trashed_local += self.trash.len() - before;
             }
             Action::Conflict => {
                 let (Some(l), Some(r)) = (local, remote) else {
@@ -462,13 +471,53 @@ fn round(
         delete_limit_percent: 50,
         deletes_confirmed: true,
     };
-    let p = plan(&w.inputs(), rules);
+    let inputs = w.inputs();
+    let p = plan(&inputs, rules);
     if p.stop.is_some() {
         return Err(format!("stopped although confirmed: {p:?}"));
+    }
+    // A limit of 100 % never stops a plan.
+    let all = plan(
+        &inputs,
+        Rules {
+            delete_limit_percent: 100,
+            deletes_confirmed: false,
+            ..rules
+        },
+    );
+    if all != p {
+        return Err(format!("a 100 % limit changed the plan: {all:?}"));
     }
     for step in &p.steps {
         w.apply(step)
             .map_err(|e| format!("{e}\nplan: {:#?}", p.steps))?;
+    }
+    // The guard counts the files the steps delete on each side (a 0 % limit stops any).
+    let total = before
+        .base
+        .values()
+        .filter(|b| b.local.kind == Kind::File)
+        .count();
+    let expected = match (w.deleted_remote, w.trashed_local) {
+        _ if total < 4 => None,
+        (0, 0) => None,
+        (0, n) => Some(("local", n)),
+        (n, _) => Some(("server", n)),
+    };
+    let stopped = plan(
+        &inputs,
+        Rules {
+            delete_limit_percent: 0,
+            deletes_confirmed: false,
+            ..rules
+        },
+    );
+    let want = expected.map(|(side, count)| Stop::TooManyDeletes { side, count, total });
+    if stopped.stop != want || (want.is_some() && !stopped.steps.is_empty()) {
+        return Err(format!(
+            "guard: {:?}, the steps delete {expected:?}",
+            stopped.stop
+        ));
     }
     let show = || format!("\nbefore: {before:#?}\nplan: {:#?}\nafter: {w:#?}", p.steps);
 
