@@ -6,8 +6,8 @@
 //! Conventions the executor relies on:
 //! - Steps run in the order given. First every creation, upload, download, move, record and
 //!   file forget, parents before children (a move counts as a creation at its target, after
-//!   whatever makes the target's parent); then the
-//!   deletes (`DeleteRemote`, `TrashLocal`) and the forgets of directories, children first.
+//!   whatever makes the target's parent); then the deletes (`DeleteRemote`, `TrashLocal`) and
+//!   the forgets of directories, children first.
 //! - A `DeleteRemote` or `TrashLocal` of a directory covers its whole subtree, and the journal
 //!   records below it are forgotten with it: no step is given for the paths below. It is only
 //!   given when everything on that side below it goes too (rows 16/17); otherwise the directory
@@ -19,7 +19,10 @@
 //!   aside whole: it comes after the other creations and moves (some may move things out of
 //!   it), and no server deletes are given below it.
 //! - After a `MoveRemote`, the paths below the new name were decided as if the server's entries
-//!   and the records of the old name had moved with it (a MOVE keeps what is below).
+//!   and the records of the old name had moved with it (a MOVE keeps what is below): the
+//!   executor moves the journal records of `from` and below to `to`. An `If-Match` at a moved
+//!   path names the version from before the move; a server that changes ETags on MOVE answers
+//!   412, which is the usual re-discovery.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
