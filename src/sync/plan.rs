@@ -6,8 +6,8 @@
 //! Conventions the executor relies on:
 //! - Steps run in the order given. First every creation, upload, download, move, record and
 //!   file forget, parents before children (a move counts as a creation at its target, after
-//!   whatever makes the target's parent); then the
-//!   deletes (`DeleteRemote`, `TrashLocal`) and the forgets of directories, children first.
+//!   whatever makes the target's parent); then the deletes (`DeleteRemote`, `TrashLocal`) and
+//!   the forgets of directories, children first.
 //! - A `DeleteRemote` or `TrashLocal` of a directory covers its whole subtree, and the journal
 //!   records below it are forgotten with it: no step is given for the paths below. It is only
 //!   given when everything on that side below it goes too (rows 16/17); otherwise the directory
@@ -15,8 +15,14 @@
 //!   forgotten and the server keeps it with what must stay) and the paths below get their own
 //!   steps.
 //! - A `Forget` drops the record of its own path only.
+//! - Upload-only, a `KeepServerCopyThenUpload` over a server directory moves that directory
+//!   aside whole: it comes after the other creations and moves (some may move things out of
+//!   it), and no server deletes are given below it.
 //! - After a `MoveRemote`, the paths below the new name were decided as if the server's entries
-//!   and the records of the old name had moved with it (a MOVE keeps what is below).
+//!   and the records of the old name had moved with it (a MOVE keeps what is below): the
+//!   executor moves the journal records of `from` and below to `to`. An `If-Match` at a moved
+//!   path names the version from before the move; a server that changes ETags on MOVE answers
+//!   412, which is the usual re-discovery.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -108,6 +114,7 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
         }
     }
     keep_unsafe_dirs(&mut actions, rules.mode, local, &remote);
+    drop_deletes_below_moved_aside(&mut actions, &remote);
 
     let total = inputs
         .base
@@ -286,6 +293,27 @@ fn keep_unsafe_dirs(
     }
 }
 
+/// Upload-only, a local file where the server holds a directory: the directory moves aside
+/// whole (to a conflict-copy name), so the server deletes below it are moot (nothing is left
+/// there to delete, and the moved copy keeps it). Their records go at the next sync, when
+/// both sides no longer hold them.
+fn drop_deletes_below_moved_aside(
+    actions: &mut BTreeMap<String, Action>,
+    remote: &BTreeMap<String, RemoteMeta>,
+) {
+    let aside: BTreeSet<String> = actions
+        .iter()
+        .filter(|(p, a)| {
+            **a == Action::KeepServerCopyThenUpload
+                && remote.get(*p).map(|m| m.kind) == Some(Kind::Dir)
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !aside.is_empty() {
+        actions.retain(|p, a| *a != Action::DeleteRemote || !has_ancestor_in(p, &aside));
+    }
+}
+
 /// Puts the decided actions and the moves in an order that can be carried out, dropping the
 /// steps covered by a directory delete.
 fn order(
@@ -313,14 +341,19 @@ fn order(
         })
         .collect();
     let mut deletes: Vec<(String, Action)> = Vec::new();
+    let mut asides: Vec<Step> = Vec::new();
     for (path, action) in actions {
         let late = match action {
             Action::DeleteRemote | Action::TrashLocal => true,
             Action::Forget => is_dir(&path),
             _ => false,
         };
+        let aside = action == Action::KeepServerCopyThenUpload
+            && remote.get(&path).map(|m| m.kind) == Some(Kind::Dir);
         if late {
             deletes.push((path, action));
+        } else if aside {
+            asides.push(Step::Do { path, action });
         } else {
             creations.push((path.clone(), Step::Do { path, action }));
         }
@@ -331,6 +364,9 @@ fn order(
     // has to wait for a move other than through the target's ancestors.
     creations.sort_by(|a, b| a.0.cmp(&b.0));
     let mut steps: Vec<Step> = creations.into_iter().map(|(_, s)| s).collect();
+    // A server directory moved aside takes what is below it: after the moves out of it. Nothing
+    // is made below it (here it is a file).
+    steps.extend(asides);
 
     // Deletes: a directory delete covers (and drops) everything below it.
     let mut covering: BTreeSet<String> = BTreeSet::new();
@@ -375,3 +411,7 @@ fn has_ancestor_in(path: &str, dirs: &BTreeSet<String>) -> bool {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_model_tests.rs"]
+mod model_tests;

@@ -576,3 +576,44 @@ fn the_guard_spares_tiny_folders_and_renames() {
     assert_eq!(p.steps.len(), 4);
     assert!(p.steps.iter().all(|s| matches!(s, Step::MoveRemote { .. })));
 }
+
+#[test]
+fn a_directory_replaced_by_a_file_keeps_both() {
+    let mut i = synced(&["d/", "d/x"]);
+    remove_below(&mut i.local, "d");
+    i.local.insert("d".into(), lf(40, 40));
+    // Bidirectional: the file becomes a conflict copy beside the (now empty) directory.
+    assert_eq!(
+        steps(&i, rules(BI, false)),
+        vec![
+            step("d", Action::Conflict),
+            step("d/x", Action::DeleteRemote)
+        ]
+    );
+    // Upload-only: the server's directory moves aside whole, the file goes up.
+    assert_eq!(
+        steps(&i, rules(UP, false)),
+        vec![step("d", Action::KeepServerCopyThenUpload)]
+    );
+}
+
+#[test]
+fn a_server_directory_moved_aside_comes_after_moves_out_of_it() {
+    // Upload-only: b (a directory) renamed to d here, and a new file b made.
+    let mut i = synced(&["b/", "b/y", "b/z"]);
+    let moved: Vec<(String, LocalMeta)> = std::mem::take(&mut i.local)
+        .into_iter()
+        .map(|(k, v)| (k.replacen('b', "d", 1), v))
+        .collect();
+    i.local = moved.into_iter().collect();
+    i.local.insert("b".into(), lf(50, 50));
+    assert_eq!(
+        steps(&i, rules(UP, false)),
+        vec![
+            step("d", Action::MkdirRemote),
+            mv("b/y", "d/y"),
+            mv("b/z", "d/z"),
+            step("b", Action::KeepServerCopyThenUpload),
+        ]
+    );
+}
