@@ -523,3 +523,55 @@ fn a_full_server_pauses_uploads_with_the_reason() {
         Some(Node::File { .. })
     ));
 }
+
+#[test]
+fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders() {
+    let server = Server::apache_basic();
+    let dav = Dav::fresh(&server, "sync-mount");
+    dav.put("on-the-server.txt", b"seen through the mount");
+    let mnt = tempfile::tempdir().unwrap();
+    let mp = mnt.path().join("Cloud");
+    std::fs::create_dir(&mp).unwrap();
+    let home = SyncHome::with_profile_extra(
+        &server,
+        &dav.url,
+        &format!("mountpoint = \"{}\"\nsync_root = \"Synced\"", mp.display()),
+    );
+    home.ok(&["start"]);
+    let cleanup = scopeguard(|| {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&mp)
+            .status();
+    });
+    assert_eq!(
+        std::fs::read(mp.join("on-the-server.txt")).unwrap(),
+        b"seen through the mount"
+    );
+    let dir = home.dir("Notes");
+    write(&dir.join("n.txt"), b"note");
+    home.add(&dir, &[]);
+    home.sync_now(&dir);
+    assert_eq!(
+        dav.get("Synced/Notes/n.txt"),
+        b"note",
+        "the default server folder is under sync_root"
+    );
+    home.ok(&["stop"]);
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(mp.to_str().unwrap());
+    assert!(!mounted, "stop unmounts the profile's mount");
+    drop(cleanup);
+}
+
+/// Runs `f` when dropped (cleans up after a failed assertion too).
+fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
+    struct G<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for G<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    G(f)
+}

@@ -73,12 +73,14 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
             scfg.quiet = std::time::Duration::from_millis(ms);
         }
     }
-    let service = Service::start(scfg, remote, journal, trash, tx)?;
-    let control = crate::control::serve(&cfg.socket, service.clone())?;
+    // The mount first: `cloudmount start` returns once the socket answers, and by then the
+    // mount must be live.
     let mount = match &cfg.mount {
         Some(m) => Some(super::start(m, &WebDavFactory).await?),
         None => None,
     };
+    let service = Service::start(scfg, remote, journal, trash, tx)?;
+    let control = crate::control::serve(&cfg.socket, service.clone())?;
     tracing::info!(profile = %cfg.name, socket = %cfg.socket.display(), "profile daemon started");
     Ok(ProfileDaemon {
         service,

@@ -46,7 +46,6 @@ use crate::vfs::conflict;
 /// How many transfers run at once.
 const PARALLEL_TRANSFERS: usize = 6;
 
-
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {

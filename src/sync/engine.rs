@@ -242,8 +242,12 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
                 let ours = apply::upload_temp_prefix(&spec.id);
                 for t in s.temporaries.iter().filter(|t| t.name().starts_with(&ours)) {
                     match env.remote.delete(t).await {
-                        Ok(()) => tracing::info!(path = %t, "removed a temporary upload left by a run cut short"),
-                        Err(e) => tracing::debug!(path = %t, error = %e, "cannot remove a temporary upload"),
+                        Ok(()) => {
+                            tracing::info!(path = %t, "removed a temporary upload left by a run cut short")
+                        }
+                        Err(e) => {
+                            tracing::debug!(path = %t, error = %e, "cannot remove a temporary upload")
+                        }
                     }
                 }
                 s.entries
