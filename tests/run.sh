@@ -39,6 +39,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cm_ensure_packages
+cm_prepare_user
 
 # cargo: rustup's env file if PATH lacks it (CI shells, sudo).
 if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; then

@@ -40,7 +40,7 @@ fn bidirectional_round_trip(server: Server) {
     write(&dir.join("a.txt"), b"alpha");
     write(&dir.join("sub/b.bin"), &common::pattern(300_000, 3));
     write(&dir.join("sub/deeper/c.txt"), b"");
-    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    common::sync::mkdir(&dir.join("empty"));
     home.add(&dir, &[]);
     home.sync_now(&dir);
     assert_same("after the first sync", &dav, "Docs", &dir);
@@ -226,7 +226,7 @@ fn a_folder_whose_disk_is_not_mounted_stops_and_deletes_nothing() {
     home.sync_now(&dir);
     // The disk goes away: an empty mount point is left.
     std::fs::rename(&dir, home.dir("External.away")).unwrap();
-    std::fs::create_dir(&dir).unwrap();
+    common::sync::mkdir(&dir);
     let out = home.fails(&["sync", "now", dir.to_str().unwrap(), "--wait"]);
     assert!(out.contains("marker"), "{out}");
     assert_eq!(
@@ -269,7 +269,7 @@ fn deleting_most_of_a_folder_waits_for_a_confirmation() {
 fn a_local_save_reaches_the_server_by_itself() {
     let (dav, home) = setup(&Server::apache_basic(), "sync-immediate");
     let dir = home.dir("Live");
-    std::fs::create_dir_all(&dir).unwrap();
+    common::sync::mkdir(&dir);
     home.add(&dir, &[]);
     home.wait_state(&dir, FolderState::UpToDate);
     // An editor's save: a temporary file renamed over the name.
@@ -365,8 +365,8 @@ fn files_that_cannot_be_synced_are_listed_and_the_rest_goes_on() {
     let (dav, home) = setup(&Server::apache_basic(), "sync-problems");
     let dir = home.dir("P");
     write(&dir.join("fine.txt"), b"fine");
-    std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", dir.join("link")).unwrap();
+    common::sync::own(&dir.join("link"));
     home.add(&dir, &[]);
     let out = home.fails(&["sync", "now", dir.to_str().unwrap(), "--wait"]);
     assert!(out.contains("1 files not synced"), "{out}");
@@ -530,8 +530,9 @@ fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders(
     let dav = Dav::fresh(&server, "sync-mount");
     dav.put("on-the-server.txt", b"seen through the mount");
     let mnt = tempfile::tempdir().unwrap();
+    common::sync::own(mnt.path());
     let mp = mnt.path().join("Cloud");
-    std::fs::create_dir(&mp).unwrap();
+    common::sync::mkdir(&mp);
     let home = SyncHome::with_profile_extra(
         &server,
         &dav.url,
@@ -545,8 +546,12 @@ fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders(
             .status();
     });
     assert_eq!(
-        std::fs::read(mp.join("on-the-server.txt")).unwrap(),
+        common::sync::read_as_user(&mp.join("on-the-server.txt")),
         b"seen through the mount"
+    );
+    assert!(
+        std::fs::read(mp.join("on-the-server.txt")).is_err(),
+        "the user's mount is closed to other users (root included) without allow_other"
     );
     let dir = home.dir("Notes");
     write(&dir.join("n.txt"), b"note");

@@ -2,16 +2,116 @@
 //! profile on a test folder of a real server, and the profile's daemon (`cloudmount start
 //! --foreground`, a child process so a test can kill it with SIGKILL). The daemon's log is
 //! printed when a test fails.
+//!
+//! Users run cloudmount as themselves: every `cloudmount` here runs as the normal user the test
+//! command names (`CLOUDMOUNT_TEST_UNIX_USER`), from a copy of the binary that user can reach,
+//! and everything the test makes in the home ([`write`], [`mkdir`], [`own`]) belongs to that
+//! user.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::OnceLock;
+
 use cloudmount::sync::report::{FolderReport, FolderState};
 
 use super::mount::{run, Server, BIN};
+
+/// The normal user the tests run cloudmount as.
+#[derive(Debug, Clone, Copy)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The user named by `CLOUDMOUNT_TEST_UNIX_USER` (set by `tests/run.sh`).
+pub fn user() -> User {
+    static USER: OnceLock<User> = OnceLock::new();
+    *USER.get_or_init(|| {
+        let name = super::env("CLOUDMOUNT_TEST_UNIX_USER");
+        let c = std::ffi::CString::new(name.clone()).unwrap();
+        // SAFETY: getpwnam returns NULL or a pointer to a static passwd record, read at once.
+        let pw = unsafe { libc::getpwnam(c.as_ptr()) };
+        assert!(!pw.is_null(), "no user {name:?} (tests/run.sh creates it)");
+        // SAFETY: pw is non-null and points to a valid passwd record.
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        assert_ne!(uid, 0, "CLOUDMOUNT_TEST_UNIX_USER must not be root");
+        User { uid, gid }
+    })
+}
+
+/// Gives `path` (not following a symlink) to the test user.
+pub fn own(path: &Path) {
+    let u = user();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    let rc = unsafe { libc::lchown(c.as_ptr(), u.uid, u.gid) };
+    assert_eq!(
+        rc,
+        0,
+        "chown {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Gives `path` and everything below it to the test user.
+pub fn own_tree(path: &Path) {
+    own(path);
+    if path.symlink_metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        for e in std::fs::read_dir(path).unwrap().flatten() {
+            own_tree(&e.path());
+        }
+    }
+}
+
+/// Creates a directory and its missing parents, owned by the test user.
+pub fn mkdir(path: &Path) {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if p.exists() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    for p in missing.iter().rev() {
+        std::fs::create_dir(p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        own(p);
+    }
+}
+
+/// A copy of the binary the test user can run (the build directory may be out of its reach),
+/// shared by the test processes of one build.
+pub fn user_bin() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let meta = std::fs::metadata(BIN).expect("the cloudmount binary");
+        let mtime = meta
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("cloudmount-test-bin-{}-{mtime}", meta.len()));
+        let path = dir.join("cloudmount");
+        if !path.exists() {
+            let _ = std::fs::create_dir(&dir);
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let tmp = dir.join(format!(".cloudmount.{}", std::process::id()));
+            std::fs::copy(BIN, &tmp).expect("copy the binary");
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
 
 /// The profile every test home has.
 pub const PROFILE: &str = "t";
@@ -35,19 +135,20 @@ impl SyncHome {
             .tempdir()
             .expect("tempdir");
         let h = home.path();
+        own(h);
         for d in [".config/cloudmount", ".local/state", ".local/share", "run"] {
-            std::fs::create_dir_all(h.join(d)).unwrap();
+            mkdir(&h.join(d));
         }
         std::fs::set_permissions(h.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
         let pw = h.join(".config/cloudmount/password");
-        std::fs::write(&pw, &server.password).unwrap();
+        write(&pw, server.password.as_bytes());
         std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = format!(
             "[profiles.{PROFILE}]\nurl = \"{url}\"\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n{extra}\n",
             server.user,
             pw.display()
         );
-        std::fs::write(h.join(".config/cloudmount/config.toml"), config).unwrap();
+        write(&h.join(".config/cloudmount/config.toml"), config.as_bytes());
         SyncHome { home, daemon: None }
     }
 
@@ -63,8 +164,12 @@ impl SyncHome {
     /// The binary with this home's environment.
     pub fn command(&self) -> Command {
         let h = self.home.path();
-        let mut cmd = Command::new(BIN);
-        cmd.env_remove("CLOUDMOUNT_PASSWORD")
+        let u = user();
+        let mut cmd = Command::new(user_bin());
+        cmd.uid(u.uid)
+            .gid(u.gid)
+            .current_dir(h)
+            .env_remove("CLOUDMOUNT_PASSWORD")
             .env("HOME", h)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_DATA_HOME")
@@ -85,6 +190,7 @@ impl SyncHome {
             .append(true)
             .open(self.log_path())
             .unwrap();
+        own(&self.log_path());
         let mut cmd = self.command();
         cmd.args(["start", PROFILE, "--foreground"])
             .stdout(Stdio::null())
@@ -244,13 +350,14 @@ impl Drop for SyncHome {
     }
 }
 
-/// Writes `data` to `path` (creating parents).
+/// Writes `data` to `path` (creating parents), as the test user's file.
 pub fn write(path: &Path, data: &[u8]) {
     if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).unwrap();
+        mkdir(p);
     }
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(data).unwrap();
+    own(path);
 }
 
 /// stdout and stderr of a command, for messages.
@@ -261,4 +368,23 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Reads a file as the test user (a FUSE mount without `allow_other` is closed to everyone
+/// else, root included).
+pub fn read_as_user(path: &Path) -> Vec<u8> {
+    let u = user();
+    let out = Command::new("cat")
+        .arg(path)
+        .uid(u.uid)
+        .gid(u.gid)
+        .output()
+        .expect("run cat");
+    assert!(
+        out.status.success(),
+        "cat {} as the user: {}",
+        path.display(),
+        text(&out)
+    );
+    out.stdout
 }

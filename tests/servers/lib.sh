@@ -69,6 +69,35 @@ cm_ensure_packages() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# A normal user
+
+# Users run cloudmount as themselves: the tests of what they run (sync folders) start it as a
+# normal user, with FUSE as Debian gives it to users (/dev/fuse usable by all, fusermount3
+# setuid root). As root, a system user is made for that once; run as a normal user already,
+# the tests use that user.
+CM_UNIX_USER=cloudmount-tester
+
+cm_prepare_user() {
+    if [ "$(id -u)" -ne 0 ]; then
+        export CLOUDMOUNT_TEST_UNIX_USER="$(id -un)"
+        return 0
+    fi
+    if ! id -u "$CM_UNIX_USER" >/dev/null 2>&1; then
+        cm_log "creating the system user $CM_UNIX_USER (the tests run cloudmount as a normal user)"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+            "$CM_UNIX_USER" || cm_die "useradd $CM_UNIX_USER failed"
+    fi
+    if [ -e /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+        chmod 0666 /dev/fuse || cm_die "cannot make /dev/fuse usable by all (as Debian has it)"
+    fi
+    local fm
+    fm=$(command -v fusermount3 || true)
+    [ -n "$fm" ] || cm_die "fusermount3 not found (fuse3 not installed?)"
+    [ -u "$fm" ] || chmod u+s "$fm" || cm_die "cannot make $fm setuid root (as Debian has it)"
+    export CLOUDMOUNT_TEST_UNIX_USER="$CM_UNIX_USER"
+}
+
+# ---------------------------------------------------------------------------------------------
 # External test suites
 
 # Run on a real mount by tests/mount_fsx.rs and tests/mount_pjdfstest.rs; from crates.io,
