@@ -363,7 +363,12 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
         let pending: Vec<&FolderReport> = mine
             .iter()
             .copied()
-            .filter(|f| tickets.iter().any(|(id, t)| *id == f.id && f.runs < *t))
+            .filter(|f| {
+                // The run that covers the request has ended, and no later one is going on
+                // (a change seen meanwhile starts another: wait for it too).
+                tickets.iter().any(|(id, t)| *id == f.id && f.runs < *t)
+                    || matches!(f.state, FolderState::Syncing | FolderState::Starting)
+            })
             .collect();
         if pending.is_empty() {
             if let Some(b) = &bar {

@@ -267,6 +267,10 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
             }
             Err(e) => return remote_outcome(e),
         };
+        let mut remote = remote;
+        if let Err(e) = find_hidden(env.remote, &root, &bases, &mut remote).await {
+            return remote_outcome(e);
+        }
         // Our uploads whose version was not learnt yet (a run cut short): from this listing.
         let adopted = apply::adopt_uploaded(&bases, &remote);
         if !adopted.is_empty() {
@@ -369,6 +373,51 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
         problems: problems.len(),
         full,
     }
+}
+
+/// Some servers leave names starting with a dot out of their listings (nginx's dav-ext) while
+/// the files are there. A synced path with such a name that a listing does not show is asked
+/// about directly: only a "not found" makes it deleted. (Dot files another client puts there
+/// stay unseen on such servers.)
+async fn find_hidden(
+    remote: &dyn crate::remote::Remote,
+    root: &RemotePath,
+    bases: &std::collections::BTreeMap<String, super::state::Base>,
+    listed: &mut std::collections::BTreeMap<String, super::state::RemoteMeta>,
+) -> Result<(), RemoteError> {
+    let hidden: Vec<&String> = bases
+        .keys()
+        .filter(|p| !listed.contains_key(*p) && p.split('/').any(|s| s.starts_with('.')))
+        .collect();
+    for p in hidden {
+        // Below a dot directory that is itself missing: its answer covers the children.
+        if let Some((parent, _)) = p.rsplit_once('/') {
+            if bases.contains_key(parent) && !listed.contains_key(parent) {
+                continue;
+            }
+        }
+        let full = if root.is_root() {
+            RemotePath::new(p)?
+        } else {
+            RemotePath::new(&format!("{}/{p}", root.as_str()))?
+        };
+        match remote.stat(&full).await {
+            Ok(e) => {
+                listed.insert(p.clone(), remote_scan::meta_of(&e));
+                if e.is_dir() {
+                    // Its content is unlisted too: walk it.
+                    let prefix = format!("{p}/");
+                    let below = remote_scan::scan(remote, &full, &|_, _| false).await?;
+                    for (rel, m) in below.entries {
+                        listed.insert(format!("{prefix}{rel}"), m);
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn stop_message(stop: &Stop, spec: &FolderSpec) -> String {

@@ -665,7 +665,11 @@ async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
             _ => return true,
         }
     }
-    bases.keys().any(|p| !scan.entries.contains_key(p))
+    // A dot name missing from the listing may only be hidden by the server (nginx): the run
+    // asks about it; here it is no reason to run.
+    bases
+        .keys()
+        .any(|p| !scan.entries.contains_key(p) && !p.split('/').any(|s| s.starts_with('.')))
 }
 
 async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) {
