@@ -5,7 +5,8 @@
 //!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise), required unless the server
 //!   listens on a loopback address only ([`ServeError::AuthRequired`]),
 //! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
-//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
+//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module);
+//!   a multi-range reply gets a random boundary of its own (see the `byteranges` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
 //!   (see the `fs` module),
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
