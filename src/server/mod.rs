@@ -5,7 +5,8 @@
 //!   `WWW-Authenticate: Basic realm="cloudmount"` otherwise), required unless the server
 //!   listens on a loopback address only ([`ServeError::AuthRequired`]),
 //! - range GETs and ETags from dav-server's `LocalFs` (`"<inode>-<size>-<mtime µs>"` in hex),
-//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module),
+//!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module);
+//!   a multi-range reply gets a random boundary of its own (see the `byteranges` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
 //!   (see the `fs` module),
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
@@ -50,6 +51,7 @@
 
 mod auth;
 mod body;
+mod byteranges;
 mod confine;
 mod etagfix;
 mod fragment;
@@ -571,6 +573,8 @@ where
 {
     let is_propfind = parts.method.as_str() == "PROPFIND";
     let is_options = parts.method == Method::OPTIONS;
+    let is_get = parts.method == Method::GET;
+    let is_head = parts.method == Method::HEAD;
     state.locks.expire().await;
     let lock_req = match state
         .locks
@@ -585,6 +589,20 @@ where
     if is_options {
         protocol::fix_allow(&mut head.headers);
     }
+    // A multi-range reply gets a random boundary of its own (dav-server's is fixed).
+    let mut boundary = None;
+    if (is_get || is_head)
+        && head.status == StatusCode::PARTIAL_CONTENT
+        && byteranges::is_dav_multipart(&head.headers)
+    {
+        match byteranges::new_boundary() {
+            Ok(b) => {
+                byteranges::set_boundary(&mut head.headers, &b);
+                boundary = Some(b);
+            }
+            Err(e) => tracing::warn!(error = %e, "no random boundary: dav-server's fixed one kept"),
+        }
+    }
     let body = if is_propfind && head.status == StatusCode::MULTI_STATUS {
         head.headers.remove(header::CONTENT_LENGTH);
         let quoted = etagfix::quoted(dav_body);
@@ -592,6 +610,8 @@ where
             Some(wanted) => propstat::fixed(quoted, wanted).boxed_unsync(),
             None => quoted.boxed_unsync(),
         }
+    } else if let (true, Some(boundary)) = (is_get, boundary) {
+        byteranges::reframed(dav_body, boundary).boxed_unsync()
     } else {
         dav_body.boxed_unsync()
     };
