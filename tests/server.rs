@@ -1970,15 +1970,33 @@ fn litmus_passes_every_suite() {
 
 /// Runs rclone (installed by the test command) against the server; returns stdout.
 fn rclone(srv: &Server, conf_dir: &Path, args: &[&str]) -> String {
-    let obscured = Command::new("rclone")
-        .args(["obscure", PASSWORD])
-        .output()
+    use std::io::Write as _;
+    // The password goes through stdin and the environment, never argv.
+    let mut obscure = Command::new("rclone")
+        .args(["obscure", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("rclone is not installed: run the tests with tests/run.sh (it installs it)");
+    obscure
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    let obscured = obscure.wait_with_output().unwrap();
     let obscured = String::from_utf8(obscured.stdout).unwrap();
     let out = Command::new("rclone")
         .args(args)
-        .args(["--webdav-url", &srv.url, "--webdav-user", USER])
-        .args(["--webdav-pass", obscured.trim(), "--retries", "1"])
+        .args([
+            "--webdav-url",
+            &srv.url,
+            "--webdav-user",
+            USER,
+            "--retries",
+            "1",
+        ])
+        .env("RCLONE_WEBDAV_PASS", obscured.trim())
         .env("RCLONE_CONFIG", conf_dir.join("rclone.conf"))
         .output()
         .unwrap();
