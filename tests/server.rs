@@ -1898,6 +1898,16 @@ async fn dead_properties_are_stored_and_follow_their_resource() {
         StatusCode::CREATED
     );
     assert!(get(srv.url("g"), "color").await.contains("blue ü"));
+    // A copied collection takes its own properties along too.
+    assert_eq!(
+        status_of(&c, "COPY", &srv.url("d/"), Some(&srv.url("d2/"))).await,
+        StatusCode::CREATED
+    );
+    assert!(get(srv.url("d2/"), "shape").await.contains("round"));
+    assert_eq!(
+        status_of(&c, "DELETE", &srv.url("d2/"), None).await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         status_of(&c, "MOVE", &srv.url("f"), Some(&srv.url("d/h"))).await,
         StatusCode::CREATED

@@ -311,6 +311,7 @@ pub async fn start_with_limits(
         .build_handler();
     let state = Arc::new(State {
         dav,
+        root: root.clone(),
         locks,
         auth,
         body_idle_timeout: limits.body_idle_timeout,
@@ -354,6 +355,9 @@ fn check_root(root: &std::path::Path) -> Result<PathBuf, ServeError> {
 
 struct State {
     dav: DavHandler,
+    /// The served directory (for what dav-server does not do itself: a copied collection's
+    /// own properties).
+    root: PathBuf,
     locks: LockKeeper,
     auth: Option<BasicAuth>,
     body_idle_timeout: Duration,
@@ -575,6 +579,11 @@ where
     let is_options = parts.method == Method::OPTIONS;
     let is_get = parts.method == Method::GET;
     let is_head = parts.method == Method::HEAD;
+    // COPY of a collection: dav-server copies the members (with their properties, through the
+    // filesystem's copy) but makes the collection itself with MKCOL semantics.
+    let copied = (parts.method.as_str() == "COPY")
+        .then(|| props::copy_target(&parts.uri, &parts.headers))
+        .flatten();
     state.locks.expire().await;
     let lock_req = match state
         .locks
@@ -586,6 +595,18 @@ where
     let resp = state.dav.handle(Request::from_parts(parts, body)).await;
     let (mut head, dav_body) = resp.into_parts();
     state.locks.record(lock_req, head.status, &head.headers);
+    if let Some((from, to)) = copied {
+        if head.status.is_success() {
+            let root = state.root.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                props::copy_collection_props(&root, &from, &to)
+            })
+            .await;
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "the copied collection's own properties were not copied");
+            }
+        }
+    }
     if is_options {
         protocol::fix_allow(&mut head.headers);
     }

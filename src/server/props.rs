@@ -10,7 +10,7 @@
 //! The properties follow their resource: MOVE renames the property file along, COPY copies it,
 //! DELETE removes it (a destination overwritten by MOVE or COPY takes the source's properties,
 //! or none). A collection's members keep theirs through a MOVE of the collection (their
-//! property files are inside it); COPY of a collection copies its members' properties, not the
+//! property files are inside it); COPY of a collection copies its members' properties and the
 //! collection's own.
 
 use std::io::{self, Read};
@@ -178,6 +178,61 @@ fn decode(data: &[u8]) -> Option<Vec<DavProp>> {
         });
     }
     Some(props)
+}
+
+/// The source and destination of a COPY, as paths relative to the served directory, when both
+/// are plain paths below it (`None` otherwise: dav-server answers such a request itself).
+pub(crate) fn copy_target(
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Option<(PathBuf, PathBuf)> {
+    let dest = headers.get("destination")?.to_str().ok()?;
+    let dest_path = match dest.parse::<http::Uri>() {
+        Ok(u) => u.path().to_string(),
+        Err(_) => return None,
+    };
+    Some((rel_path(uri.path())?, rel_path(&dest_path)?))
+}
+
+/// A request path as a relative path below the served directory: decoded, without `.`, `..` or
+/// empty segments (refused), without its trailing slash.
+fn rel_path(path: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        let name = percent_encoding::percent_decode_str(seg)
+            .decode_utf8()
+            .ok()?;
+        if name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+            return None;
+        }
+        out.push(name.as_ref());
+    }
+    Some(out)
+}
+
+/// After a COPY of `from` to `to` (relative paths) succeeded: when `from` is a collection (a
+/// real directory, not a symlink), its own properties are copied to `to`'s.
+pub(crate) fn copy_collection_props(root: &Path, from: &Path, to: &Path) -> io::Result<()> {
+    let is_dir = std::fs::symlink_metadata(root.join(from)).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(root.join(to)).is_ok_and(|m| m.is_dir());
+    if !is_dir || from.as_os_str().is_empty() {
+        return Ok(());
+    }
+    // Never through a symlinked parent: the directories were made by our filesystem, which
+    // refuses symlinks; check the parents anyway before writing.
+    for p in [from, to] {
+        let mut at = root.to_path_buf();
+        for c in p.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(c);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Ok(());
+            }
+        }
+    }
+    match (props_file(root, from), props_file(root, to)) {
+        (Some(src), Some(dst)) => follow(&src, &dst, true),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
