@@ -577,6 +577,15 @@ fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders(
         b"note",
         "the default server folder is under sync_root"
     );
+    // A sync folder inside the mount, or holding it, is refused.
+    let out = home.fails(&["sync", "add", mp.join("sub").to_str().unwrap()]);
+    assert!(out.contains("inside the cloudmount mount"), "{out}");
+    assert!(
+        dav.stat("sub").is_none(),
+        "the refused folder was created in the mount"
+    );
+    let out = home.fails(&["sync", "add", mnt.path().to_str().unwrap()]);
+    assert!(out.contains("holds the cloudmount mount"), "{out}");
     home.ok(&["stop"]);
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()

@@ -262,6 +262,7 @@ impl Service {
         if !local.is_absolute() {
             return Err(format!("{} is not an absolute path", local.display()));
         }
+        refuse_cloudmount_mounts(&local)?;
         match std::fs::symlink_metadata(&local) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
@@ -444,6 +445,49 @@ impl Service {
         }
         Ok(all)
     }
+}
+
+/// A sync folder inside a cloudmount mount (its files are in the cloud already), or holding
+/// one (the sync would copy the whole mounted drive into the folder), is refused.
+fn refuse_cloudmount_mounts(local: &Path) -> Result<(), String> {
+    // The deepest existing ancestor, resolved (the folder itself may not exist yet).
+    let mut real = local.to_path_buf();
+    let mut rest = Vec::new();
+    while !real.exists() {
+        match (real.file_name().map(|n| n.to_os_string()), real.parent()) {
+            (Some(n), Some(p)) => {
+                rest.push(n);
+                real = p.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut real = real.canonicalize().unwrap_or(real);
+    for n in rest.into_iter().rev() {
+        real.push(n);
+    }
+    let Ok(mounts) = crate::fuse::mounts::mounts() else {
+        return Ok(());
+    };
+    for m in mounts.iter().filter(|m| m.is_cloudmount()) {
+        if real.starts_with(&m.mount_point) {
+            return Err(format!(
+                "{} is inside the cloudmount mount at {}: its files are in the cloud already; \
+                 a sync folder is a folder on a local disk",
+                local.display(),
+                m.mount_point.display()
+            ));
+        }
+        if m.mount_point.starts_with(&real) {
+            return Err(format!(
+                "{} holds the cloudmount mount at {}: syncing it would copy the whole mounted \
+                 drive; choose a folder that does not contain the mount",
+                local.display(),
+                m.mount_point.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn normalize(p: &Path) -> PathBuf {
