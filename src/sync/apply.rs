@@ -542,6 +542,17 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
     };
     if let Err(e) = put {
         let _ = ctx.remote.delete(&temp).await;
+        // The file went away or changed while it was read (a rename or delete here, or a
+        // conflict copy this run made of a directory above it): the failure was reading it,
+        // not the server (which a body error would otherwise stand for); the next pass sees
+        // what is there now.
+        match local_now(ctx, rel, false).await? {
+            Some(now) if same_file(&now, &l) => {}
+            _ => {
+                shared.again.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         return Err(e.into());
     }
     // The file changed while it was sent: throw the copy away; the next sync sends the new
