@@ -57,6 +57,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use cloudmount::remote::faulty::{FaultyRemote, Op as FaultOp};
 use cloudmount::remote::mem::MemRemote;
 use cloudmount::remote::{
     ByteRange, ETag, Entry, Listing, PutBody, PutCondition, PutOutcome, Quota, ReadResponse,
@@ -255,6 +256,8 @@ struct World {
     /// Versions a user overwrote or deleted where they were.
     destroyed: BTreeSet<String>,
     crashed: bool,
+    /// Latency added to every PUT a sync makes (to order a race deterministically).
+    put_delay: Option<Duration>,
     log: Vec<String>,
 }
 
@@ -385,6 +388,7 @@ impl World {
             written: BTreeSet::new(),
             destroyed: BTreeSet::new(),
             crashed: false,
+            put_delay: None,
             log: Vec::new(),
         }
     }
@@ -625,7 +629,11 @@ impl World {
     }
 
     fn sync(&mut self, c: Pc) -> Outcome {
-        let env = self.env(c, &*self.remote);
+        let slow = FaultyRemote::new(self.remote.clone());
+        if let Some(d) = self.put_delay {
+            slow.delay(FaultOp::Put, d);
+        }
+        let env = self.env(c, &slow);
         let spec = &self.pc(c).spec;
         let out = self.rt.block_on(engine::run(&env, spec, true));
         assert!(
@@ -792,7 +800,12 @@ impl World {
 }
 
 fn check(backend: Backend, ops: &[Op]) {
+    check_with(backend, ops, None)
+}
+
+fn check_with(backend: Backend, ops: &[Op], put_delay: Option<Duration>) {
     let mut w = World::new(backend);
+    w.put_delay = put_delay;
     for op in ops {
         w.apply(op);
     }
@@ -896,4 +909,37 @@ fn regression_a_file_replaced_by_a_rename_with_the_same_size_and_mtime_is_a_chan
             Rename(B, "e", "d/e/z.txt"),
         ],
     );
+}
+
+/// Found by this model on Apache: B made `d/e/z.txt` while A made a file `d`; B's sync keeps
+/// both (its directory `d` becomes a conflict copy) while, in parallel, it uploads
+/// `d/e/z.txt` — whose file had just moved away with its directory. The PUT's body could not be
+/// read, and that local error came back as a server that does not answer: the whole run ended
+/// `Offline`. Fixed in `sync::apply::upload`: a failed upload of a file that is no longer what
+/// was being sent is left for the next pass. (The PUTs are delayed so that the conflict's
+/// rename comes first; the in-memory server reports an unreadable body as a local error, so
+/// only Apache showed it.)
+fn an_upload_whose_file_moves_away_while_sent(backend: Backend) {
+    check_with(
+        backend,
+        &[
+            Write(B, "d/e/z.txt"),
+            Write(B, "d/x.txt"),
+            Write(B, "d/y.txt"),
+            Write(A, "d"),
+            Sync(A),
+            Sync(B),
+        ],
+        Some(Duration::from_millis(300)),
+    );
+}
+
+#[test]
+fn regression_an_upload_whose_file_moves_away_while_sent_is_not_a_server_failure() {
+    an_upload_whose_file_moves_away_while_sent(Backend::Mem);
+}
+
+#[test]
+fn regression_an_upload_whose_file_moves_away_while_sent_is_not_a_server_failure_on_apache() {
+    an_upload_whose_file_moves_away_while_sent(Backend::Apache);
 }
