@@ -823,7 +823,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, max_shrink_iters: 200, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 200, .. ProptestConfig::default() })]
     #[test]
     fn two_computers_and_another_client_converge_and_lose_nothing_on_apache(
         ops in proptest::collection::vec(op(), 1..30)
