@@ -543,6 +543,17 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
     };
     if let Err(e) = put {
         let _ = ctx.remote.delete(&temp).await;
+        // The file went away or changed while it was read (a rename or delete here, or a
+        // conflict copy this run made of a directory above it): the failure was reading it,
+        // not the server (which a body error would otherwise stand for); the next pass sees
+        // what is there now.
+        match local_now(ctx, rel, false).await? {
+            Some(now) if same_file(&now, &l) => {}
+            _ => {
+                shared.again.store(true, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         return Err(e.into());
     }
     // The file changed while it was sent: throw the copy away; the next sync sends the new
@@ -999,7 +1010,10 @@ async fn move_remote(
             .filter(|(p, _)| p == to || p.starts_with(&prefix))
             .collect()
     };
-    // The server may give moved files new versions: learnt from the listing after the run.
+    // The server may give moved files new versions: learnt from the listing after the run —
+    // only for the files the server still held as the base says. A file another client changed
+    // before the move keeps the base's version, so the change is still seen as one (taking its
+    // version from a listing would make it ours, never downloaded).
     let mut updated = Vec::new();
     for (p, mut b) in moved {
         if p == to {
@@ -1008,7 +1022,14 @@ async fn move_remote(
             }
         }
         if b.remote.kind == Kind::File {
-            b.remote.etag = None;
+            let old = format!("{from}{}", &p[to.len()..]);
+            let unchanged = inputs
+                .remote
+                .get(&old)
+                .is_some_and(|r| !r.changed_since(&b.remote));
+            if unchanged {
+                b.remote.etag = None;
+            }
         }
         updated.push((p, b));
     }
@@ -1020,6 +1041,63 @@ async fn move_remote(
     }
     shared.uploaded.store(true, Ordering::Relaxed);
     Ok(())
+}
+
+/// [`adopt_uploaded`] for a run that starts after one was cut short between placing a file
+/// and learning its version: meanwhile another client may have replaced it with a file of the
+/// same size, which must not be taken for ours (our next change would then overwrite it
+/// unseen). A listed file is adopted only when its content is the one we sent (its SHA-256 is
+/// the base's); otherwise its version stays unknown, which the plan takes for a server change
+/// (a download, or a conflict whose contents are compared first). `root` is the folder's
+/// server path.
+pub async fn adopt_uploaded_checked(
+    remote: &dyn Remote,
+    root: &RemotePath,
+    bases: &std::collections::BTreeMap<String, Base>,
+    listed: &std::collections::BTreeMap<String, RemoteMeta>,
+) -> Result<Vec<(String, Base)>, RemoteError> {
+    let mut out = Vec::new();
+    for (rel, base) in adopt_uploaded(bases, listed) {
+        let Some(sent) = bases.get(&rel).and_then(|b| b.local.hash) else {
+            continue;
+        };
+        let rp = if root.is_root() {
+            RemotePath::new(&rel)?
+        } else {
+            RemotePath::new(&format!("{}/{rel}", root.as_str()))?
+        };
+        let expect = base
+            .remote
+            .etag
+            .as_deref()
+            .and_then(etag_of)
+            .filter(|t| !t.is_stand_in());
+        let hash = match server_hash(remote, &rp, expect.as_ref()).await {
+            Ok(h) => h,
+            Err(e @ (RemoteError::Transient { .. } | RemoteError::Auth { .. })) => return Err(e),
+            // Gone or changed again since the listing: left unknown.
+            Err(_) => continue,
+        };
+        if hash == sent {
+            out.push((rel, base));
+        }
+    }
+    Ok(out)
+}
+
+/// The SHA-256 of a server file (of version `expect`, when given).
+async fn server_hash(
+    remote: &dyn Remote,
+    rp: &RemotePath,
+    expect: Option<&crate::remote::ETag>,
+) -> Result<[u8; 32], RemoteError> {
+    let resp = remote.read_range(rp, ByteRange::whole(), expect).await?;
+    let mut hasher = Sha256::new();
+    let mut body = resp.body;
+    while let Some(chunk) = body.next().await {
+        hasher.update(&chunk?);
+    }
+    Ok(hasher.finalize().into())
 }
 
 /// Completes the bases of files this computer placed on the server (whose version the

@@ -271,8 +271,13 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
         if let Err(e) = find_hidden(env.remote, &root, &bases, &mut remote).await {
             return remote_outcome(e);
         }
-        // Our uploads whose version was not learnt yet (a run cut short): from this listing.
-        let adopted = apply::adopt_uploaded(&bases, &remote);
+        // Our uploads whose version was not learnt yet (a run cut short): from this listing,
+        // once their content is checked (another client may have replaced them since).
+        let adopted = match apply::adopt_uploaded_checked(env.remote, &root, &bases, &remote).await
+        {
+            Ok(a) => a,
+            Err(e) => return remote_outcome(e),
+        };
         if !adopted.is_empty() {
             let j = lock(env.journal);
             for (p, b) in &adopted {

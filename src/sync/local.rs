@@ -141,7 +141,8 @@ fn scan_dir(
             Some(b) if b.kind == Kind::File && b.size == m.size => {
                 if b.mtime_ns == m.mtime_ns && b.inode == m.inode {
                     m.hash = b.hash;
-                } else if b.mtime_ns != m.mtime_ns {
+                } else {
+                    // Touched, or replaced (a rename over it): the content tells.
                     match hash_file(&item.path()) {
                         Ok(h) => m.hash = Some(h),
                         Err(e) if e.kind() == ErrorKind::NotFound => continue,

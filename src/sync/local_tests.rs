@@ -173,7 +173,12 @@ fn base_hash_is_carried_recomputed_or_dropped() {
     assert_eq!(s["same"].hash, Some(fake), "unchanged: the base's hash");
     assert_eq!(s["touched"].hash, Some(sha(b"content!")), "touched: hashed");
     assert_eq!(s["grown"].hash, None);
-    assert_eq!(s["replaced"].hash, None);
+    assert_eq!(
+        s["replaced"].hash,
+        Some(sha(b"CONTENT!")),
+        "replaced (a new inode): hashed"
+    );
+    assert!(s["replaced"].changed_since(&base["replaced"].local));
     assert_ne!(s["replaced"].inode, first["replaced"].inode);
     assert_eq!(s["was-dir"].hash, None);
     assert_eq!(s["new"].hash, None);

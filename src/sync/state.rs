@@ -28,8 +28,11 @@ pub struct LocalMeta {
 }
 
 impl LocalMeta {
-    /// Whether this differs from the base's local half: kind, size or mtime changed. When both
-    /// hashes are known and equal, a touch (mtime only) is not a change.
+    /// Whether this differs from the base's local half: kind, size, mtime or inode changed.
+    /// When both hashes are known and equal, a touch (mtime only) or a file replaced by an
+    /// equal one (a new inode) is not a change. The inode counts because a file replaced by a
+    /// rename can have the size and mtime of the one it replaced (two files downloaded in the
+    /// same second get the same mtime from the server).
     pub fn changed_since(&self, base: &LocalMeta) -> bool {
         if self.kind != base.kind {
             return true;
@@ -40,7 +43,7 @@ impl LocalMeta {
         if self.size != base.size {
             return true;
         }
-        if self.mtime_ns == base.mtime_ns {
+        if self.mtime_ns == base.mtime_ns && self.inode == base.inode {
             return false;
         }
         match (&self.hash, &base.hash) {
