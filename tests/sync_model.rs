@@ -28,9 +28,9 @@
 //! 1. **Convergence**: A's tree, the server's tree and B's tree are equal (names, kinds,
 //!    contents; the root's `.cloudmount-sync` marker aside). No temporary file is left locally
 //!    (`.cloudmount-tmp-*`). On the server, a run cut after it sent an upload's temporary file
-//!    (`.cloudmount-upload-sync-*.part`) and before it moved it in place leaves that file behind
-//!    (the design never cleans it; listings skip it): such strays are allowed only in cases that
-//!    crashed, and must hold only versions users wrote.
+//!    (`.cloudmount-upload-sync-<folder>-*.part`) and before it moved it in place leaves that
+//!    file behind until that computer's next run removes it (listings skip it): after the final
+//!    round none may be left.
 //! 2. **Nothing lost** (the oracle): every version a user wrote and did not destroy is still
 //!    present — under some name of the converged tree (a conflict copy counts) or in A's or B's
 //!    trash. A user *destroys* a version by overwriting it (write, append, a rename onto it) or
@@ -765,8 +765,8 @@ impl World {
             );
         }
         assert!(
-            strays.is_empty() || self.crashed,
-            "temporary uploads left on the server without a crash: {strays:?}\n{}",
+            strays.is_empty(),
+            "temporary uploads left on the server after the final round: {strays:?}\n{}",
             self.describe()
         );
         for (p, c) in &strays {

@@ -822,6 +822,35 @@ async fn conflict_both(
     if local.kind == Kind::Dir && server.kind == Kind::Dir {
         return record_both(ctx, rel, inputs).await;
     }
+    if local.kind == Kind::Dir {
+        // A directory here, a file on the server: the directory keeps the name (its content
+        // has paths of its own); the server's file moves aside to a conflict copy there, and
+        // the next pass brings each to the other side.
+        let rp = ctx.remote_path(rel)?;
+        let stamp = server
+            .mtime
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
+            .unwrap_or_else(SystemTime::now);
+        let root = ctx.local_root.clone();
+        let copy = conflict_copy_path(ctx, rel, stamp, &|c| {
+            inputs.remote.contains_key(c) || root.join(c).symlink_metadata().is_ok()
+        });
+        match ctx
+            .remote
+            .rename(&rp, &ctx.remote_path(&copy)?, false)
+            .await
+        {
+            Ok(()) => {
+                ctx.journal().forget_tree(&ctx.folder, rel)?;
+                add_conflict(ctx, rel, &copy)?;
+                shared.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        shared.again.store(true, Ordering::Relaxed);
+        return Ok(());
+    }
     // Fetch the server's file first: equal contents are no conflict.
     let fetched = if server.kind == Kind::File {
         let (temp, hash) = fetch_to_temp(ctx, rel, server).await?;
