@@ -410,10 +410,10 @@ impl Service {
             Some(k) => vec![self.find(k)?],
             None => lock(&self.inner.folders).values().cloned().collect(),
         };
+        let specs: Vec<FolderSpec> = tasks.iter().map(|t| t.spec()).collect();
         let mut out = Vec::new();
         let j = lock(&self.inner.journal);
-        for t in tasks {
-            let spec = t.spec();
+        for spec in specs {
             for c in j.conflicts(&spec.id).map_err(|e| e.to_string())? {
                 out.push(ConflictReport {
                     folder: spec.local.clone(),
