@@ -326,10 +326,17 @@ pub type StopRequests = mpsc::UnboundedReceiver<&'static str>;
 /// Forwards SIGINT and SIGTERM as stop requests. Install it before [`start`], so a signal sent
 /// as soon as the mount is live is not lost. Must run inside a tokio runtime.
 pub fn stop_signals() -> Result<StopRequests, DaemonError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    forward_signals(tx)?;
+    Ok(rx)
+}
+
+/// Sends the name of each SIGINT and SIGTERM to `tx` (which other stop requests may share).
+/// Must run inside a tokio runtime.
+pub fn forward_signals(tx: mpsc::UnboundedSender<&'static str>) -> Result<(), DaemonError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
@@ -341,7 +348,7 @@ pub fn stop_signals() -> Result<StopRequests, DaemonError> {
             }
         }
     });
-    Ok(rx)
+    Ok(())
 }
 
 /// A live mount and what it needs until it stops.

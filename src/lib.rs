@@ -15,7 +15,8 @@
 //! - `remote` — the server protocol behind the [`remote::Remote`] trait (WebDAV, a fake, a
 //!   fault injector);
 //! - `server` — the embedded WebDAV server behind `cloudmount serve`, the demo and tests;
-//! - `size` — human sizes (`512M`, `10G`).
+//! - `size` — human sizes (`512M`, `10G`); `localtime` — the local clock (C library);
+//! - `sync` — sync folders: local folders mirrored with the server, beside the vfs.
 
 pub mod cache;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod fuse;
 pub mod health;
 pub mod instance;
+pub mod localtime;
 pub mod meta;
 pub mod remote;
 pub mod server;

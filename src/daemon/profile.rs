@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{credentials, DaemonError, WebDavFactory};
+use super::{credentials, forward_signals, DaemonError, WebDavFactory};
 use crate::config::ProfileDaemonConfig;
 use crate::remote::webdav::{WebDavConfig, WebDavRemote};
 use crate::sync::journal::Journal;
@@ -34,25 +34,6 @@ pub struct ProfileDaemon {
     control: Option<crate::control::ControlServer>,
     mount: Option<super::Running>,
     stop: mpsc::UnboundedReceiver<&'static str>,
-}
-
-/// Forwards SIGINT and SIGTERM into `tx`.
-fn forward_signals(tx: mpsc::UnboundedSender<&'static str>) -> Result<(), DaemonError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            if tx.send(name).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(())
 }
 
 /// Starts the daemon of `cfg`: the sync folders, the control socket, the mount. Returns once

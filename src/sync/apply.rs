@@ -826,28 +826,7 @@ async fn conflict_both(
         // A directory here, a file on the server: the directory keeps the name (its content
         // has paths of its own); the server's file moves aside to a conflict copy there, and
         // the next pass brings each to the other side.
-        let rp = ctx.remote_path(rel)?;
-        let stamp = server
-            .mtime
-            .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
-            .unwrap_or_else(SystemTime::now);
-        let root = ctx.local_root.clone();
-        let copy = conflict_copy_path(ctx, rel, stamp, &|c| {
-            inputs.remote.contains_key(c) || root.join(c).symlink_metadata().is_ok()
-        });
-        match ctx
-            .remote
-            .rename(&rp, &ctx.remote_path(&copy)?, false)
-            .await
-        {
-            Ok(()) => {
-                ctx.journal().forget_tree(&ctx.folder, rel)?;
-                add_conflict(ctx, rel, &copy)?;
-                shared.conflicts.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+        move_server_copy_aside(ctx, rel, server, inputs, shared).await?;
         shared.again.store(true, Ordering::Relaxed);
         return Ok(());
     }
@@ -928,6 +907,49 @@ fn add_conflict(ctx: &Context<'_>, rel: &str, copy: &str) -> Result<(), JournalE
     )
 }
 
+/// Moves the server's copy of `rel` aside to a free conflict-copy name (on the server) and
+/// records the conflict. `Ok(false)`: it was gone already.
+async fn move_server_copy_aside(
+    ctx: &Context<'_>,
+    rel: &str,
+    server: &RemoteMeta,
+    inputs: &Inputs,
+    shared: &Shared,
+) -> StepResult<bool> {
+    let rp = ctx.remote_path(rel)?;
+    let stamp = server
+        .mtime
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
+        .unwrap_or_else(SystemTime::now);
+    let root = ctx.local_root.clone();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let copy = conflict_copy_path(ctx, rel, stamp, &|c| {
+            inputs.remote.contains_key(c) || root.join(c).symlink_metadata().is_ok()
+        });
+        match ctx
+            .remote
+            .rename(&rp, &ctx.remote_path(&copy)?, false)
+            .await
+        {
+            Ok(()) => {
+                ctx.journal().forget_tree(&ctx.folder, rel)?;
+                add_conflict(ctx, rel, &copy)?;
+                shared.conflicts.fetch_add(1, Ordering::Relaxed);
+                return Ok(true);
+            }
+            // Taken meanwhile (by another computer's copy): the next free name.
+            Err(RemoteError::AlreadyExists { .. }) if tries < 5 => continue,
+            Err(e) if e.is_not_found() => {
+                ctx.journal().forget_tree(&ctx.folder, rel)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Upload-only: the server has a version the local folder does not. Equal contents are
 /// recorded; else the server's version is moved aside to a conflict copy on the server, and
 /// ours is uploaded under the name.
@@ -960,32 +982,7 @@ async fn keep_server_copy(
             }
         }
     }
-    let rp = ctx.remote_path(rel)?;
-    let mut n_tries = 0;
-    let copy = loop {
-        n_tries += 1;
-        let copy = conflict_copy_path(
-            ctx,
-            rel,
-            server
-                .mtime
-                .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64))
-                .unwrap_or_else(SystemTime::now),
-            &|c| inputs.remote.contains_key(c),
-        );
-        let cp = ctx.remote_path(&copy)?;
-        match ctx.remote.rename(&rp, &cp, false).await {
-            Ok(()) => break copy,
-            Err(RemoteError::AlreadyExists { .. }) if n_tries < 5 => continue,
-            Err(e) if e.is_not_found() => break String::new(),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    if !copy.is_empty() {
-        add_conflict(ctx, rel, &copy)?;
-        shared.conflicts.fetch_add(1, Ordering::Relaxed);
-    }
-    ctx.journal().forget_tree(&ctx.folder, rel)?;
+    move_server_copy_aside(ctx, rel, server, inputs, shared).await?;
     if uploads_stopped(shared) {
         return Err(StepError::Problem(
             "waiting: the server is out of space".into(),

@@ -86,15 +86,7 @@ pub struct ConflictReport {
 
 /// Local date and time, `YYYY-MM-DD HH:MM`.
 pub fn local_time(secs: i64) -> String {
-    let t = secs as libc::time_t;
-    // SAFETY: localtime_r only writes the `tm` we pass; a zeroed tm is a valid value.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            libc::gmtime_r(&t, &mut tm);
-        }
-        tm
-    };
+    let tm = crate::localtime::local_or_utc(secs);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}",
         tm.tm_year + 1900,

@@ -140,12 +140,7 @@ fn next_at(after: i64, (hour, minute): (u8, u8), weekday: Option<Weekday>) -> Op
 }
 
 fn local_tm(t: i64) -> Option<libc::tm> {
-    let t = libc::time_t::try_from(t).ok()?;
-    // SAFETY: an all-zero `tm` is a valid value (plain integers, and a null `tm_zone`);
-    // localtime_r only writes into it and is thread-safe.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::localtime_r(&t, &mut tm) };
-    (!r.is_null()).then_some(tm)
+    crate::localtime::local_tm(t)
 }
 
 // `time_t` is `i64` here but narrower on some targets.

@@ -253,14 +253,12 @@ fn numbered(name: &OsStr, n: u32) -> OsString {
 
 /// Now in local time, `YYYY-MM-DDThh:mm:ss`.
 fn deletion_date() -> io::Result<String> {
-    // SAFETY: time with a null pointer only returns the time.
-    let now = unsafe { libc::time(std::ptr::null_mut()) };
-    // SAFETY: an all-zero tm is a valid value for localtime_r to fill.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the call.
-    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
-        return Err(io::Error::other("the local time is unknown"));
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let tm = crate::localtime::local_tm(now)
+        .ok_or_else(|| io::Error::other("the local time is unknown"))?;
     Ok(format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
         tm.tm_year + 1900,

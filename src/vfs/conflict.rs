@@ -30,17 +30,10 @@ pub fn sanitize_device(device: &str) -> String {
 /// `YYYY-MM-DD HHMMSS` in local time.
 pub fn timestamp(t: SystemTime) -> String {
     let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as libc::time_t,
+        Ok(d) => d.as_secs() as i64,
         Err(_) => 0,
     };
-    // SAFETY: localtime_r only writes the `tm` we pass; a zeroed tm is a valid value.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&secs, &mut tm).is_null() {
-            libc::gmtime_r(&secs, &mut tm);
-        }
-        tm
-    };
+    let tm = crate::localtime::local_or_utc(secs);
     format!(
         "{:04}-{:02}-{:02} {:02}{:02}{:02}",
         tm.tm_year + 1900,
