@@ -76,7 +76,12 @@ impl RemoteMeta {
             return false;
         }
         match (&self.etag, &base.etag) {
-            (Some(a), Some(b)) => a != b || self.size != base.size,
+            // Tags compare by their opaque value: Apache lists a file as W/"x" within a second
+            // of its change and as "x" after (the same version).
+            (Some(a), Some(b)) => {
+                crate::remote::ETag::parse(a) != crate::remote::ETag::parse(b)
+                    || self.size != base.size
+            }
             _ => true,
         }
     }
@@ -87,4 +92,30 @@ impl RemoteMeta {
 pub struct Base {
     pub local: LocalMeta,
     pub remote: RemoteMeta,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(etag: &str) -> RemoteMeta {
+        RemoteMeta {
+            kind: Kind::File,
+            size: 3,
+            etag: Some(etag.into()),
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn a_weak_and_a_strong_tag_of_one_value_are_the_same_version() {
+        assert!(!file(r#""x""#).changed_since(&file(r#"W/"x""#)));
+        assert!(!file(r#"W/"x""#).changed_since(&file(r#""x""#)));
+        assert!(file(r#""y""#).changed_since(&file(r#""x""#)));
+        let unknown = RemoteMeta {
+            etag: None,
+            ..file("x")
+        };
+        assert!(unknown.changed_since(&file("x")), "unknown is never unchanged");
+    }
 }
