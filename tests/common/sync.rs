@@ -262,3 +262,10 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+impl SyncHome {
+    /// The process id of the running daemon (for its memory use in /proc).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+}
