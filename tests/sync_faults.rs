@@ -545,7 +545,7 @@ fn an_inotify_overflow_is_rescanned_and_every_file_reaches_the_server_by_itself(
         }
         n
     };
-    let limit = Duration::from_secs(180);
+    let limit = Duration::from_secs(300);
     let mut last = 0;
     while last < DIRS * PER_DIR {
         assert!(
