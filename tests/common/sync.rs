@@ -388,3 +388,10 @@ pub fn read_as_user(path: &Path) -> Vec<u8> {
     );
     out.stdout
 }
+
+impl SyncHome {
+    /// The process id of the running daemon (for its memory use in /proc).
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+}
