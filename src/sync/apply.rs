@@ -6,8 +6,10 @@
 //! - **Upload**: the content goes to a temporary name beside the target
 //!   (`.cloudmount-upload-sync-….part`) and is MOVEd over it, so a PUT cut midway never leaves
 //!   a partial file under the real name. A new file is moved with `Overwrite: F`; a changed one
-//!   only after checking that the server still has the version the change was based on. A
-//!   refusal either way is a conflict: both versions are kept.
+//!   only after checking — before the upload and again right before the MOVE — that the server
+//!   still has the version the change was based on (WebDAV's MOVE takes no `If-Match`: a
+//!   change landing between that last check and the MOVE, milliseconds, is the one window).
+//!   A refusal either way is a conflict: both versions are kept.
 //! - **Download**: into `.cloudmount-tmp-…` in the target's directory, checked for length,
 //!   flushed to disk, then renamed over the target — after checking the local file did not
 //!   change meanwhile (a reader sees the old or the new content, never a mix).
@@ -514,7 +516,7 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
         return mkdir_remote(ctx, rel).await;
     }
     let rp = ctx.remote_path(rel)?;
-    let overwrite = match &expect {
+    let mut overwrite = match &expect {
         Expect::Absent => false,
         Expect::Version(v) => match still_version(ctx.remote, &rp, v).await? {
             Some(true) => true,
@@ -564,6 +566,22 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
             let _ = ctx.remote.delete(&temp).await;
             shared.again.store(true, Ordering::Relaxed);
             return Ok(());
+        }
+    }
+    // The server's copy may have changed while ours was sent (a large file takes a while):
+    // checked again right before it is replaced.
+    if let (true, Expect::Version(v)) = (overwrite, &expect) {
+        match still_version(ctx.remote, &rp, v).await {
+            Ok(Some(true)) => {}
+            Ok(None) => overwrite = false,
+            Ok(Some(false)) => {
+                let _ = ctx.remote.delete(&temp).await;
+                return conflict_on_upload(ctx, rel, shared).await;
+            }
+            Err(e) => {
+                let _ = ctx.remote.delete(&temp).await;
+                return Err(e.into());
+            }
         }
     }
     match ctx.remote.rename(&temp, &rp, overwrite).await {

@@ -579,6 +579,8 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
     let mut first = true;
     let mut last_full = tokio::time::Instant::now();
     let mut need_run = true;
+    // Whether the last run ended in sync.
+    let mut last_synced = true;
     // When a scheduled folder last tried (a run that did not sync is retried, not at once).
     let mut last_attempt: Option<tokio::time::Instant> = None;
     loop {
@@ -606,7 +608,7 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     }
                 }
                 if need_run || asked || first {
-                    run_once(&inner, &task, &spec).await;
+                    last_synced = run_once(&inner, &task, &spec).await;
                     last_full = tokio::time::Instant::now();
                     first = false;
                     need_run = false;
@@ -616,8 +618,10 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 match wake {
                     Wake::Asked | Wake::LocalChange | Wake::Rescan => need_run = true,
                     Wake::Poll => {
+                        // After a run that did not sync (the server was away), local changes
+                        // made meanwhile were seen and dropped: run whatever the server says.
                         let watched = watcher.as_ref().is_some_and(|w| !w.limited());
-                        need_run = !watched || server_changed(&inner, &spec).await;
+                        need_run = !watched || !last_synced || server_changed(&inner, &spec).await;
                     }
                 }
             }
@@ -640,7 +644,7 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 let retry_ok = last_attempt.is_none_or(|t| t.elapsed() >= inner.cfg.poll_interval);
                 if asked || (due && retry_ok) {
                     last_attempt = Some(tokio::time::Instant::now());
-                    run_once(&inner, &task, &spec).await;
+                    let _ = run_once(&inner, &task, &spec).await;
                     continue;
                 }
                 // What the last run found (a stop, files not synced) stays visible.
@@ -716,7 +720,8 @@ async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
         .any(|p| !scan.entries.contains_key(p) && !p.split('/').any(|s| s.starts_with('.')))
 }
 
-async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) {
+/// Runs one sync; returns whether it ended in sync.
+async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
     task.started.fetch_add(1, Ordering::SeqCst);
     task.set(FolderState::Syncing, None, None);
     let confirm = task.confirm.swap(false, Ordering::SeqCst);
@@ -769,4 +774,5 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) {
             _ = tokio::time::sleep(inner.cfg.poll_interval.min(Duration::from_secs(30))) => {}
         }
     }
+    matches!(outcome, Outcome::Synced { .. })
 }

@@ -116,6 +116,9 @@ mod tests {
             etag: None,
             ..file("x")
         };
-        assert!(unknown.changed_since(&file("x")), "unknown is never unchanged");
+        assert!(
+            unknown.changed_since(&file("x")),
+            "unknown is never unchanged"
+        );
     }
 }
