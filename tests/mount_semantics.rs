@@ -18,10 +18,18 @@ use common::pattern;
 const MIB: usize = 1 << 20;
 
 fn setup(label: &str) -> (Dav, Mounted) {
+    fixed_umask();
     let s = Server::apache_basic();
     let dav = Dav::fresh(&s, label);
     let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
     (dav, m)
+}
+
+/// New files are asked for 0666 and directories 0777 less the umask: 022 here, whatever the
+/// test runner's (each test is its own process).
+fn fixed_umask() {
+    // SAFETY: no preconditions.
+    unsafe { libc::umask(0o022) };
 }
 
 fn cstr(p: &Path) -> CString {
@@ -39,11 +47,24 @@ fn check(r: libc::c_int, what: &str) -> Result<(), i32> {
     }
 }
 
-/// Modes are fixed (0644 files, 0755 directories), every entry belongs to the mounting user;
-/// chmod to the same mode and chown to the same owner succeed, anything else is EPERM.
+/// The mode of `p` (type and permission bits), through stat(2).
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", p.display()))
+        .mode()
+}
+
+fn chmod(p: &Path, mode: u32) -> std::io::Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+}
+
+/// New files and directories have the mode they are created with (less the umask: 0644 and
+/// 0755 here), and chmod changes it (set-ID and sticky bits are dropped); both are kept on this
+/// machine only: nothing is uploaded, the server's file stays as it was. Every entry belongs to
+/// the mounting user; chown to it succeeds, to anyone else is EPERM.
 #[test]
-fn permissions_and_owners_are_fixed() {
-    let (_dav, m) = setup("perm");
+fn modes_are_kept_locally_and_owners_are_fixed() {
+    let (dav, m) = setup("perm");
     fs::write(m.path("f"), b"x").unwrap();
     fs::create_dir(m.path("d")).unwrap();
     // SAFETY: no preconditions.
@@ -55,30 +76,61 @@ fn permissions_and_owners_are_fixed() {
     }
     let root = fs::metadata(&m.dir).unwrap();
     assert_eq!(root.mode(), 0o040755);
-    // A mode given at creation is not kept.
+    // The mode given at creation (open, mkdir, mknod), less the umask.
     {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(0o4777)
             .open(m.path("private"))
             .unwrap();
+        fs::DirBuilder::new()
+            .mode(0o751)
+            .create(m.path("private-dir"))
+            .unwrap();
+        let p = cstr(&m.path("node"));
+        // SAFETY: valid path.
+        check(
+            unsafe { libc::mknod(p.as_ptr(), libc::S_IFREG | 0o640, 0) },
+            "mknod",
+        )
+        .unwrap();
     }
-    assert_eq!(fs::metadata(m.path("private")).unwrap().mode(), 0o100644);
+    assert_eq!(mode_of(&m.path("private")), 0o100755);
+    assert_eq!(mode_of(&m.path("private-dir")), 0o040751);
+    assert_eq!(mode_of(&m.path("node")), 0o100640);
 
-    fs::set_permissions(m.path("f"), fs::Permissions::from_mode(0o644)).unwrap();
-    fs::set_permissions(m.path("d"), fs::Permissions::from_mode(0o755)).unwrap();
-    for (name, mode) in [("f", 0o600), ("f", 0o755), ("d", 0o700), ("f", 0o4644)] {
-        assert_eq!(
-            errno_of(
-                fs::set_permissions(m.path(name), fs::Permissions::from_mode(mode)),
-                "chmod"
-            ),
-            libc::EPERM,
-            "chmod {mode:o} {name}"
-        );
+    m.settle();
+    let before = dav.stat("f").expect("f on the server");
+    for (name, set, shown) in [
+        ("f", 0o600, 0o100600),
+        ("f", 0o755, 0o100755),
+        ("f", 0o000, 0o100000),
+        ("f", 0o4755, 0o100755),
+        ("f", 0o2640, 0o100640),
+        ("d", 0o700, 0o040700),
+        ("d", 0o1777, 0o040777),
+        ("d", 0o755, 0o040755),
+    ] {
+        chmod(&m.path(name), set).unwrap_or_else(|e| panic!("chmod {set:o} {name}: {e}"));
+        assert_eq!(mode_of(&m.path(name)), shown, "chmod {set:o} {name}");
     }
+    // Through an open file too (fchmod).
+    File::open(m.path("f"))
+        .unwrap()
+        .set_permissions(fs::Permissions::from_mode(0o604))
+        .unwrap();
+    assert_eq!(mode_of(&m.path("f")), 0o100604);
+    // A chmod alone sends nothing: no upload queued, the server's file is the same version.
+    assert_eq!(m.status().queue.files, 0, "a chmod queues no upload");
+    let after = dav.stat("f").expect("f on the server");
+    assert_eq!((after.etag, after.size), (before.etag, before.size));
+    assert_eq!(dav.get("f"), b"x");
+    // The mode stays after the listing is revalidated.
+    revalidate(&m);
+    assert_eq!(mode_of(&m.path("f")), 0o100604);
+
     let p = cstr(&m.path("f"));
     // SAFETY: valid path.
     check(
@@ -93,6 +145,229 @@ fn permissions_and_owners_are_fixed() {
     assert_eq!(
         check(unsafe { libc::chown(p.as_ptr(), u32::MAX, 65534) }, "chgrp"),
         Err(libc::EPERM)
+    );
+}
+
+/// The execute bit set with chmod lets a script run; without it exec(2) is refused (EACCES,
+/// even for root: the kernel checks the mode, `default_permissions`).
+#[test]
+fn the_execute_bit_lets_a_script_run() {
+    let (_dav, m) = setup("exec");
+    let script = m.path("hello.sh");
+    fs::write(&script, b"#!/bin/sh\necho hello from the mount\n").unwrap();
+    let run_it = || std::process::Command::new(&script).output();
+    assert_eq!(
+        run_it()
+            .expect_err("a 0644 file does not run")
+            .raw_os_error(),
+        Some(libc::EACCES)
+    );
+    chmod(&script, 0o755).unwrap();
+    let out = run_it().expect("an executable script runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"hello from the mount\n");
+    // Once uploaded, it still runs (the mode is the path's, not the version's).
+    m.settle();
+    revalidate(&m);
+    let out = run_it().expect("the script still runs after its upload");
+    assert_eq!(out.stdout, b"hello from the mount\n");
+}
+
+/// Modes set with chmod are kept in the cache's meta.db: they come back after a remount on the
+/// same cache (the area's root too), move with a rename of the file or of a directory above it,
+/// and go with a delete (a new file of that name has the default mode).
+#[test]
+fn modes_survive_a_remount_and_follow_renames() {
+    fixed_umask();
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "perm-remount");
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).cache_dir(cache.path()));
+    fs::create_dir_all(m.path("d/inner")).unwrap();
+    for f in ["a", "d/inner/x", "gone", "same"] {
+        fs::write(m.path(f), f.as_bytes()).unwrap();
+    }
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(m.path("created-private"))
+            .unwrap();
+        f.write_all(b"secret").unwrap();
+    }
+    for (f, mode) in [
+        ("a", 0o600),
+        ("d/inner", 0o700),
+        ("d/inner/x", 0o751),
+        ("gone", 0o400),
+    ] {
+        chmod(&m.path(f), mode).unwrap();
+    }
+    chmod(&m.dir, 0o750).unwrap();
+    fs::rename(m.path("a"), m.path("b")).unwrap();
+    fs::rename(m.path("d"), m.path("e")).unwrap();
+    fs::remove_file(m.path("gone")).unwrap();
+    fs::write(m.path("gone"), b"new").unwrap();
+    let want = [
+        ("b", 0o100600),
+        ("e", 0o040755),
+        ("e/inner", 0o040700),
+        ("e/inner/x", 0o100751),
+        ("gone", 0o100644),
+        ("same", 0o100644),
+        ("created-private", 0o100600),
+    ];
+    let check_all = |m: &Mounted, when: &str| {
+        // The root's own mode is shown once it is listed.
+        let _ = fs::read_dir(&m.dir).unwrap().count();
+        assert_eq!(mode_of(&m.dir), 0o040750, "the root, {when}");
+        for (f, mode) in want {
+            assert_eq!(mode_of(&m.path(f)), mode, "{f}, {when}");
+        }
+    };
+    check_all(&m, "mounted");
+    m.settle();
+    let m = remount(&dav, m, cache.path());
+    check_all(&m, "after a remount");
+    revalidate(&m);
+    check_all(&m, "after a revalidation");
+    // The server has the files as written (it knows no modes).
+    assert_eq!(dav.get("b"), b"a");
+    assert_eq!(dav.get("e/inner/x"), b"d/inner/x");
+    // Back to the default mode: nothing left to keep, also after a remount.
+    chmod(&m.path("b"), 0o644).unwrap();
+    chmod(&m.dir, 0o755).unwrap();
+    let m = remount(&dav, m, cache.path());
+    let _ = fs::read_dir(&m.dir).unwrap().count();
+    assert_eq!(mode_of(&m.path("b")), 0o100644);
+    assert_eq!(mode_of(&m.dir), 0o040755);
+    assert_eq!(mode_of(&m.path("e/inner")), 0o040700);
+}
+
+/// A source tree with files and directories of several modes and mtimes, for rsync and cp.
+fn tree_of_modes(root: &Path) -> Vec<(&'static str, u32)> {
+    let entries: [(&str, u32); 9] = [
+        ("bin", 0o040755),
+        ("bin/run.sh", 0o100755),
+        ("bin/tool", 0o100700),
+        ("private", 0o040700),
+        ("private/key", 0o100600),
+        ("private/notes.txt", 0o100640),
+        ("shared", 0o040751),
+        ("shared/readme", 0o100444),
+        ("plain.txt", 0o100644),
+    ];
+    for (i, (rel, mode)) in entries.iter().enumerate() {
+        let p = root.join(rel);
+        if mode & 0o040000 != 0 {
+            fs::create_dir(&p).unwrap();
+        } else {
+            fs::write(&p, format!("{rel} {}\n", "x".repeat(i * 100))).unwrap();
+        }
+    }
+    // Files first (a directory made read-only first could not take them), then directories.
+    for (i, (rel, mode)) in entries.iter().enumerate().rev() {
+        let p = root.join(rel);
+        let when = UNIX_EPOCH + Duration::from_secs(1_500_000_000 + i as u64 * 86_400);
+        File::open(&p).unwrap().set_modified(when).unwrap();
+        chmod(&p, mode & 0o7777).unwrap();
+    }
+    entries.to_vec()
+}
+
+fn assert_modes(root: &Path, entries: &[(&str, u32)], what: &str) {
+    for (rel, mode) in entries {
+        assert_eq!(
+            mode_of(&root.join(rel)),
+            *mode,
+            "{what}: mode of {rel} ({:o} expected)",
+            mode
+        );
+    }
+}
+
+/// `rsync -a` into the mount works (its chmod of each file succeeds), and a second run, once
+/// the files are uploaded, finds nothing to transfer (sizes, mtimes and modes all match), also
+/// after a remount on the same cache.
+#[test]
+fn rsync_a_into_the_mount_and_again_sends_nothing() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "rsync");
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).cache_dir(cache.path()));
+    let src = tempfile::tempdir().unwrap();
+    let entries = tree_of_modes(src.path());
+    let rsync = |m: &Mounted, extra: &[&str]| {
+        let mut cmd = std::process::Command::new("rsync");
+        cmd.arg("-a")
+            .args(extra)
+            .arg(format!("{}/", src.path().display()))
+            .arg(format!("{}/", m.path("dst").display()));
+        let out = run(cmd, "rsync");
+        assert!(
+            out.status.success(),
+            "rsync {extra:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = rsync(&m, &["-i"]);
+    for (rel, _) in &entries {
+        assert!(
+            first
+                .lines()
+                .any(|l| l.ends_with(&format!(" {rel}")) || l.ends_with(&format!(" {rel}/"))),
+            "the first run sends {rel}: {first}"
+        );
+    }
+    assert_modes(&m.path("dst"), &entries, "after rsync -a");
+    m.settle();
+    revalidate(&m);
+    let again = rsync(&m, &["-i"]);
+    assert_eq!(again, "", "a second rsync -a finds nothing to transfer");
+    assert_modes(&m.path("dst"), &entries, "after the second rsync");
+    let m = remount(&dav, m, cache.path());
+    let again = rsync(&m, &["-i"]);
+    assert_eq!(
+        again, "",
+        "after a remount, rsync -a finds nothing to transfer"
+    );
+    assert_eq!(
+        dav.get("dst/private/key"),
+        fs::read(src.path().join("private/key")).unwrap()
+    );
+}
+
+/// `cp -a` into the mount exits 0 and the copies have the source's modes (and mtimes).
+#[test]
+fn cp_a_keeps_modes() {
+    let (dav, m) = setup("cp-a");
+    let src = tempfile::tempdir().unwrap();
+    let entries = tree_of_modes(src.path());
+    let mut cmd = std::process::Command::new("cp");
+    cmd.arg("-a").arg(src.path()).arg(m.path("copy"));
+    let out = run(cmd, "cp -a");
+    assert!(
+        out.status.success(),
+        "cp -a failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_modes(&m.path("copy"), &entries, "after cp -a");
+    for (rel, _) in &entries {
+        let (a, b) = (src.path().join(rel), m.path(&format!("copy/{rel}")));
+        assert_eq!(
+            fs::metadata(&a).unwrap().modified().unwrap(),
+            fs::metadata(&b).unwrap().modified().unwrap(),
+            "mtime of {rel}"
+        );
+    }
+    m.settle();
+    assert_eq!(
+        dav.get("copy/bin/run.sh"),
+        fs::read(src.path().join("bin/run.sh")).unwrap()
     );
 }
 
@@ -870,4 +1145,50 @@ fn a_shared_writable_mapping_beside_a_reader_reaches_the_server() {
         "the mapped write reached the server: it starts {:?}",
         &server[..4]
     );
+}
+
+/// A program running from the mount is "text busy": opening it for writing, or with O_TRUNC
+/// even read-only, is ETXTBSY, and the program runs on unharmed. (With FUSE_ATOMIC_O_TRUNC the
+/// kernel would empty its copy of the file at a read-only O_TRUNC open before it says ETXTBSY:
+/// the daemon refuses that open itself: before, the program crashed in a few runs of these.)
+#[test]
+fn a_running_program_is_text_busy() {
+    let (_dav, m) = setup("etxtbsy");
+    for i in 0..12 {
+        let p = m.path(&format!("sleep{i}"));
+        std::io::copy(
+            &mut File::open("/usr/bin/sleep").unwrap(),
+            &mut File::create(&p).unwrap(),
+        )
+        .unwrap();
+        chmod(&p, 0o755).unwrap();
+        if i % 2 == 1 {
+            m.settle();
+        }
+        let mut child = std::process::Command::new(&p).arg("10").spawn().unwrap();
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            let c = cstr(&p);
+            // SAFETY: a valid path; a descriptor opened here is closed here.
+            let fd = unsafe { libc::open(c.as_ptr(), flags) };
+            if fd >= 0 {
+                unsafe { libc::close(fd) };
+            }
+            assert_eq!(
+                check(fd.min(0), "open"),
+                Err(libc::ETXTBSY),
+                "open {flags:#o} of the running sleep{i}"
+            );
+        }
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "sleep{i} runs on after the refused opens"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().len(),
+            fs::metadata("/usr/bin/sleep").unwrap().len()
+        );
+    }
 }

@@ -406,6 +406,28 @@ async fn read_only_areas_refuse_writes() {
         .await
         .unwrap_err();
     assert!(err.errno() == libc::EXDEV || err.errno() == libc::EROFS);
+    // chmod: kept in a writable area; in a read-only one only the mode shown is accepted
+    // (EROFS for any other), and the root above the areas has none to change (EPERM).
+    let chmod = |ino, mode| {
+        vfs.setattr(
+            ino,
+            None,
+            SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            },
+        )
+    };
+    let mine = vfs.lookup(cd.ino, "mine").await.unwrap();
+    assert_eq!(chmod(mine.ino, 0o4750).await.unwrap().perm, 0o750);
+    assert_eq!(vfs.getattr(mine.ino).await.unwrap().perm, 0o750);
+    assert_eq!(chmod(s.ino, 0o444).await.unwrap().perm, 0o444);
+    assert_eq!(chmod(s.ino, 0o755).await.unwrap_err().errno(), libc::EROFS);
+    assert_eq!(vfs.getattr(s.ino).await.unwrap().perm, 0o444);
+    assert_eq!(
+        chmod(ROOT_INO, 0o700).await.unwrap_err().errno(),
+        libc::EPERM
+    );
 }
 
 #[tokio::test]

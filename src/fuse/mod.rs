@@ -12,7 +12,10 @@
 //! - setting or removing extended attributes (`setxattr`, `removexattr`): `ENOTSUP` — the only
 //!   attribute is the read-only `user.cloudmount.state`;
 //! - permission checks are the kernel's (`default_permissions`), against the owner and mode the
-//!   vfs reports; `access` therefore always allows.
+//!   vfs reports; `access` therefore always allows. The mode given to `create`, `mkdir` and
+//!   `mknod` (less the umask) is kept like a chmod's (locally, see `Vfs::setattr`), and the
+//!   kernel's open of a program it executes is marked, so that a read-only `O_TRUNC` open of a
+//!   running program is `ETXTBSY` (see `Vfs::open`).
 //!
 //! [`mount`] mounts a [`Vfs`] and gives back a [`MountHandle`] to wait for the end of the session
 //! or to unmount it.
@@ -38,7 +41,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::vfs::{Attr, OpenMode, Vfs, VfsError, VfsResult};
+use crate::vfs::{Attr, OpenMode, SetAttr, Vfs, VfsError, VfsResult};
 use convert::{errno, file_attr, file_type, utf8_name, xattr_answer, XattrAnswer};
 
 pub use mounts::{FuseUnavailable, UnmountError};
@@ -292,7 +295,7 @@ impl Filesystem for FuseFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -306,11 +309,12 @@ impl Filesystem for FuseFs {
         };
         let vfs = self.vfs.clone();
         self.spawn_entry(span, reply, async move {
-            let mode = OpenMode {
+            let open = OpenMode {
                 write: true,
                 ..OpenMode::default()
             };
-            let (attr, opened) = vfs.create(parent.0, &name, mode).await?;
+            let (attr, opened) = vfs.create(parent.0, &name, open).await?;
+            let attr = creation_mode(&vfs, attr, Some(opened.fh), mode, umask).await;
             vfs.release(attr.ino, opened.fh).await?;
             Ok(attr)
         });
@@ -321,8 +325,8 @@ impl Filesystem for FuseFs {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let span = op_span!("mkdir", req, ino = parent.0, name = %name.to_string_lossy());
@@ -330,7 +334,10 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::EINVAL);
         };
         let vfs = self.vfs.clone();
-        self.spawn_entry(span, reply, async move { vfs.mkdir(parent.0, &name).await });
+        self.spawn_entry(span, reply, async move {
+            let attr = vfs.mkdir(parent.0, &name).await?;
+            Ok(creation_mode(&vfs, attr, None, mode, umask).await)
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -415,11 +422,18 @@ impl Filesystem for FuseFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let span = op_span!("open", req, ino = ino.0, flags = flags.0);
         let mode = OpenMode::from_flags(flags.0);
+        // The kernel's own flag for the open of a program it executes (`__FMODE_EXEC`).
+        let exec = flags.0 & FMODE_EXEC != 0;
         let vfs = self.vfs.clone();
         let backings = self.backings.clone();
         self.spawn(span, async move {
             match vfs.open(ino.0, mode).await {
-                Ok(o) => reply_opened(&vfs, &backings, ino.0, reply, &o),
+                Ok(o) => {
+                    if exec {
+                        vfs.opened_for_exec(o.fh);
+                    }
+                    reply_opened(&vfs, &backings, ino.0, reply, &o)
+                }
                 Err(e) => reply.error(fail(&e)),
             }
         });
@@ -721,8 +735,8 @@ impl Filesystem for FuseFs {
         req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -730,13 +744,13 @@ impl Filesystem for FuseFs {
         let Some(name) = utf8_name(name) else {
             return reply.error(Errno::EINVAL);
         };
-        let mode = OpenMode::from_flags(flags);
+        let open = OpenMode::from_flags(flags);
         let vfs = self.vfs.clone();
         self.spawn(span, async move {
-            match vfs.create(parent.0, &name, mode).await {
+            match vfs.create(parent.0, &name, open).await {
                 Ok((attr, o)) => reply.created(
                     &vfs.ttl(),
-                    &file_attr(&attr),
+                    &file_attr(&creation_mode(&vfs, attr, Some(o.fh), mode, umask).await),
                     GENERATION,
                     FileHandle(o.fh),
                     convert::fopen_flags(&o),
@@ -744,6 +758,31 @@ impl Filesystem for FuseFs {
                 Err(e) => reply.error(fail(&e)),
             }
         });
+    }
+}
+
+/// `__FMODE_EXEC` (include/linux/fcntl.h): set in the flags of the open of a file the kernel
+/// executes; no open(2) flag has this bit.
+const FMODE_EXEC: i32 = 0x20;
+
+/// The permission bits a new file or directory was created with (`mode` less `umask`; set-ID
+/// and sticky bits dropped), kept like chmod's when they are not the default. Best effort: the
+/// entry exists either way, and shows the default mode if they could not be kept.
+async fn creation_mode(vfs: &Vfs, attr: Attr, fh: Option<u64>, mode: u32, umask: u32) -> Attr {
+    let perm = mode & !umask & 0o777;
+    if perm == u32::from(attr.perm) {
+        return attr;
+    }
+    let set = SetAttr {
+        mode: Some(perm),
+        ..SetAttr::default()
+    };
+    match vfs.setattr(attr.ino, fh, set).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "the mode given at creation is not kept");
+            attr
+        }
     }
 }
 

@@ -148,6 +148,7 @@ fn next_id(tx: &Transaction<'_>) -> Result<i64, MetaError> {
                 UNION ALL SELECT max(area) FROM entries
                 UNION ALL SELECT max(area) FROM listings
                 UNION ALL SELECT max(area) FROM local_mtimes
+                UNION ALL SELECT max(area) FROM local_modes
                 UNION ALL SELECT max(area) FROM dirty
                 UNION ALL SELECT max(area) FROM objects
                 UNION ALL SELECT max(area) FROM pins

@@ -244,8 +244,8 @@ impl MetaStore {
 
     /// Replaces the stored children of `dir` with `entries` (one transaction) and records when
     /// it was listed. Children that disappeared are removed with their subtrees (entries,
-    /// listings, local mtimes) but not cache objects (the cache decides that). A child that
-    /// became a file loses whatever was stored below it.
+    /// listings, local mtimes and modes) but not cache objects (the cache decides that). A child
+    /// that became a file loses whatever was stored below it; one that changed kind, its mode.
     pub fn save_listing(
         &self,
         area: AreaId,
@@ -302,8 +302,10 @@ impl MetaStore {
                 match new.get(name.as_str()) {
                     None => delete_subtree(tx, area, &child, true)?,
                     Some(e) if e.kind == EntryKind::File && *old_kind == EntryKind::Dir => {
-                        make_file(tx, area, &child)?
+                        make_file(tx, area, &child)?;
+                        drop_local_mode(tx, area, &child)?;
                     }
+                    Some(e) if e.kind != *old_kind => drop_local_mode(tx, area, &child)?,
                     Some(_) => {}
                 }
             }
@@ -380,7 +382,7 @@ impl MetaStore {
         self.tx(|tx| delete_subtree(tx, area, path.as_str(), true))
     }
 
-    /// Moves the entry at `from` with its subtree, listings and local mtimes to `to`, replacing
+    /// Moves the entry at `from` with its subtree, listings, local mtimes and modes to `to`, replacing
     /// whatever was stored at `to` (and below it). Renaming a path onto itself does nothing;
     /// moving a directory into itself, onto one of its ancestors, or moving the root is refused.
     pub fn rename_entry(
@@ -409,7 +411,7 @@ impl MetaStore {
                  WHERE area = ?1 AND path >= ?2 AND path < ?3",
             )?
             .execute(params![area, lo, hi, t, skip])?;
-            for table in ["listings", "local_mtimes"] {
+            for table in ["listings", "local_mtimes", "local_modes"] {
                 tx.prepare_cached(&format!(
                     "UPDATE {table} SET path = ?3 WHERE area = ?1 AND path = ?2"
                 ))?
@@ -534,6 +536,80 @@ impl MetaStore {
         }
         Ok(out)
     }
+
+    /// Records the permission bits set locally by the user (chmod), kept even though WebDAV
+    /// cannot store them; `perm: None` (the default mode) forgets them. Only `perm & 0o777`
+    /// is stored. The path need not have an entry.
+    pub fn set_local_mode(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        perm: Option<u16>,
+    ) -> Result<(), MetaError> {
+        let conn = self.lock();
+        match perm {
+            Some(perm) => conn
+                .prepare_cached(
+                    "INSERT INTO local_modes (area, path, perm) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (area, path) DO UPDATE SET perm = excluded.perm",
+                )?
+                .execute(params![area, path.as_str(), perm & 0o777])?,
+            None => conn
+                .prepare_cached("DELETE FROM local_modes WHERE area = ?1 AND path = ?2")?
+                .execute(params![area, path.as_str()])?,
+        };
+        Ok(())
+    }
+
+    /// The permission bits set locally on `path`, if any.
+    pub fn local_mode(&self, area: AreaId, path: &RemotePath) -> Result<Option<u16>, MetaError> {
+        let conn = self.lock();
+        let perm: Option<i64> = conn
+            .prepare_cached("SELECT perm FROM local_modes WHERE area = ?1 AND path = ?2")?
+            .query_row(params![area, path.as_str()], |r| r.get(0))
+            .optional()?;
+        perm.map(perm_from_sql).transpose()
+    }
+
+    /// The permission bits set locally on the children of `dir`: (name, bits).
+    pub fn local_modes_in(
+        &self,
+        area: AreaId,
+        dir: &RemotePath,
+    ) -> Result<Vec<(String, u16)>, MetaError> {
+        let conn = self.lock();
+        let (lo, hi) = if dir.is_root() {
+            (String::new(), "\u{10FFFF}".to_string())
+        } else {
+            descendant_bounds(dir.as_str())
+        };
+        let mut st = conn.prepare_cached(
+            "SELECT path, perm FROM local_modes WHERE area = ?1 AND path >= ?2 AND path < ?3",
+        )?;
+        let mut rows = st.query(params![area, lo, hi])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let path: String = r.get(0)?;
+            let name = if dir.is_root() {
+                path.as_str()
+            } else {
+                &path[lo.len()..]
+            };
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            out.push((name.to_string(), perm_from_sql(r.get(1)?)?));
+        }
+        Ok(out)
+    }
+}
+
+/// Stored permission bits, checked (0..=0o777).
+fn perm_from_sql(v: i64) -> Result<u16, MetaError> {
+    u16::try_from(v)
+        .ok()
+        .filter(|p| *p <= 0o777)
+        .ok_or_else(|| MetaError::Corrupt(format!("local mode {v:o}")))
 }
 
 /// Whole seconds since the epoch (negative before it) and nanoseconds 0..1e9.
@@ -611,14 +687,14 @@ pub(crate) fn child_path(dir: &str, name: &str) -> String {
 }
 
 /// Deletes the descendants of `path` (and `path` itself if `with_self`) from the entries,
-/// listings and local mtimes tables.
+/// listings, local mtimes and local modes tables.
 fn delete_subtree(
     tx: &Transaction<'_>,
     area: AreaId,
     path: &str,
     with_self: bool,
 ) -> Result<(), MetaError> {
-    for table in ["entries", "listings", "local_mtimes"] {
+    for table in ["entries", "listings", "local_mtimes", "local_modes"] {
         if path.is_empty() {
             if with_self {
                 tx.prepare_cached(&format!("DELETE FROM {table} WHERE area = ?1"))?
@@ -643,6 +719,13 @@ fn delete_subtree(
         ))?
         .execute(params![area, lo, hi])?;
     }
+    Ok(())
+}
+
+/// Forgets the mode set on `path` (another kind of entry took its place on the server).
+fn drop_local_mode(tx: &Transaction<'_>, area: AreaId, path: &str) -> Result<(), MetaError> {
+    tx.prepare_cached("DELETE FROM local_modes WHERE area = ?1 AND path = ?2")?
+        .execute(params![area, path])?;
     Ok(())
 }
 

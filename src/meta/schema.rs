@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -176,9 +176,22 @@ ALTER TABLE local_mtimes ADD COLUMN version TEXT;
 ALTER TABLE entries ADD COLUMN uploaded_ns INTEGER;
 "#;
 
+/// Version 8: permission bits set by the user (chmod), which WebDAV cannot store: kept on this
+/// machine only, per path (a mode belongs to the path, whatever its version). `perm` is
+/// `mode & 0o777`; a path showing the default mode (0644 files, 0755 directories) has no row.
+/// Moved by renames and dropped with their path, like `local_mtimes`.
+pub(super) const V8: &str = r#"
+CREATE TABLE local_modes (
+    area  INTEGER NOT NULL,
+    path  TEXT    NOT NULL,
+    perm  INTEGER NOT NULL CHECK (perm >= 0 AND perm <= 511),   -- 0o777
+    PRIMARY KEY (area, path)
+) WITHOUT ROWID;
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -101,6 +101,9 @@ fn populate(m: &MetaStore, area: AreaId) {
         m.set_local_mtime(area, &p(&format!("{n}/y/z")), Some(t(42)), None)
             .unwrap();
         m.set_local_mtime(area, &p(n), Some(t(43)), None).unwrap();
+        m.set_local_mode(area, &p(&format!("{n}/y/z")), Some(0o755))
+            .unwrap();
+        m.set_local_mode(area, &p(n), Some(0o700)).unwrap();
     }
 }
 
@@ -148,11 +151,17 @@ fn remove_subtree_spares_prefix_siblings() {
             m.local_mtime(0, &p(&format!("{sib}/y/z"))).unwrap(),
             Some(t(42))
         );
+        assert_eq!(
+            m.local_mode(0, &p(&format!("{sib}/y/z"))).unwrap(),
+            Some(0o755)
+        );
     }
     assert!(m.load_listing(0, &p("a")).unwrap().is_none());
     assert!(m.load_listing(0, &p("a/y")).unwrap().is_none());
     assert_eq!(m.local_mtime(0, &p("a/y/z")).unwrap(), None);
     assert_eq!(m.local_mtime(0, &p("a")).unwrap(), None);
+    assert_eq!(m.local_mode(0, &p("a/y/z")).unwrap(), None);
+    assert_eq!(m.local_mode(0, &p("a")).unwrap(), None);
     // The other area is untouched.
     assert_eq!(all_paths(&m, 1).len(), 5 * 4);
     // The root: everything of the area goes.
@@ -160,7 +169,9 @@ fn remove_subtree_spares_prefix_siblings() {
     assert!(all_paths(&m, 0).is_empty());
     assert!(table_paths(&m, "listings", 0).is_empty());
     assert!(table_paths(&m, "local_mtimes", 0).is_empty());
+    assert!(table_paths(&m, "local_modes", 0).is_empty());
     assert_eq!(all_paths(&m, 1).len(), 5 * 4);
+    assert_eq!(table_paths(&m, "local_modes", 1).len(), 5 * 2);
 }
 
 #[test]
@@ -179,11 +190,17 @@ fn save_listing_drops_vanished_children_with_subtrees() {
     assert!(m.get_entry(0, &p("a/x")).unwrap().is_none());
     assert!(m.load_listing(0, &p("a")).unwrap().is_none());
     assert_eq!(m.local_mtime(0, &p("a")).unwrap(), None);
+    assert_eq!(m.local_mode(0, &p("a")).unwrap(), None);
+    assert_eq!(m.local_mode(0, &p("a/y/z")).unwrap(), None);
     // `ab` is a file now: nothing below it, its listing gone, its own local mtime kept.
     assert!(m.get_entry(0, &p("ab/x")).unwrap().is_none());
     assert!(m.load_listing(0, &p("ab")).unwrap().is_none());
     assert_eq!(m.local_mtime(0, &p("ab/y/z")).unwrap(), None);
     assert_eq!(m.local_mtime(0, &p("ab")).unwrap(), Some(t(43)));
+    assert_eq!(m.local_mode(0, &p("ab/y/z")).unwrap(), None);
+    // A directory's mode is no file's: another kind of entry took the path.
+    assert_eq!(m.local_mode(0, &p("ab")).unwrap(), None);
+    assert_eq!(m.local_mode(0, &p("a b")).unwrap(), Some(0o700));
     assert_eq!(m.get_entry(0, &p("ab")).unwrap().unwrap().size, 5);
     // Directories that stayed keep their subtrees.
     for sib in ["a b", "a0", "a."] {
@@ -240,14 +257,22 @@ fn invalidate_keeps_children_but_forces_revalidation() {
 }
 
 #[test]
-fn rename_moves_subtree_listings_and_local_mtimes() {
+fn rename_moves_subtree_listings_local_mtimes_and_modes() {
     let m = MetaStore::open_in_memory().unwrap();
     populate(&m, 0);
+    m.set_local_mode(0, &p("ab/x"), Some(0o600)).unwrap();
     m.rename_entry(0, &p("a"), &p("ab")).unwrap(); // replaces `ab`
     assert_eq!(names(&m, 0, ""), vec!["a b", "a.", "a0", "ab"]);
     assert_eq!(names(&m, 0, "ab"), vec!["x", "y"]);
     assert_eq!(names(&m, 0, "ab/y"), vec!["z"]);
     assert_eq!(m.local_mtime(0, &p("ab/y/z")).unwrap(), Some(t(42)));
+    assert_eq!(m.local_mode(0, &p("ab/y/z")).unwrap(), Some(0o755));
+    assert_eq!(m.local_mode(0, &p("ab")).unwrap(), Some(0o700));
+    // The replaced `ab/x` took its mode along; nothing is left under the old name.
+    assert_eq!(m.local_mode(0, &p("ab/x")).unwrap(), None);
+    for path in table_paths(&m, "local_modes", 0) {
+        assert!(path != "a" && !path.starts_with("a/"), "{path}");
+    }
     assert!(m.load_listing(0, &p("a")).unwrap().is_none());
     for path in all_paths(&m, 0) {
         assert!(path != "a" && !path.starts_with("a/"), "{path}");
@@ -268,6 +293,10 @@ fn rename_moves_subtree_listings_and_local_mtimes() {
     // Renaming a file entry onto itself does nothing.
     m.rename_entry(0, &p("ab/x"), &p("ab/x")).unwrap();
     assert!(m.get_entry(0, &p("ab/x")).unwrap().is_some());
+    // A single file moves its mode too.
+    m.rename_entry(0, &p("ab/y/z"), &p("a0/z2")).unwrap();
+    assert_eq!(m.local_mode(0, &p("a0/z2")).unwrap(), Some(0o755));
+    assert_eq!(m.local_mode(0, &p("ab/y/z")).unwrap(), None);
 }
 
 #[test]
@@ -315,7 +344,7 @@ fn big_subtree_operations_are_fast_and_complete() {
 fn subtree_statements_use_the_primary_key() {
     let m = MetaStore::open_in_memory().unwrap();
     let conn = m.lock();
-    for table in ["entries", "listings", "local_mtimes", "pins"] {
+    for table in ["entries", "listings", "local_mtimes", "local_modes", "pins"] {
         let mut st = conn
             .prepare(&format!(
                 "EXPLAIN QUERY PLAN DELETE FROM {table} WHERE area = 1 AND path >= 'a/' AND path < 'a0'"
@@ -899,4 +928,77 @@ fn local_mtimes_are_exact_and_listed_per_directory_with_their_version() {
     );
     let root = m.local_mtimes_in(0, &RemotePath::root()).unwrap();
     assert_eq!(root, vec![("top".to_string(), t(2), None)]);
+}
+
+#[test]
+fn local_modes_are_listed_per_directory_and_forgotten_at_the_default() {
+    let m = MetaStore::open_in_memory().unwrap();
+    m.set_local_mode(0, &p("d/a"), Some(0o755)).unwrap();
+    m.set_local_mode(0, &p("d/b"), Some(0o000)).unwrap();
+    m.set_local_mode(0, &p("d/b/deeper"), Some(0o600)).unwrap();
+    m.set_local_mode(0, &p("top"), Some(0o7777)).unwrap();
+    m.set_local_mode(1, &p("d/c"), Some(0o700)).unwrap();
+    // Only the permission bits are stored.
+    assert_eq!(m.local_mode(0, &p("top")).unwrap(), Some(0o777));
+    let mut d = m.local_modes_in(0, &p("d")).unwrap();
+    d.sort();
+    assert_eq!(d, vec![("a".to_string(), 0o755), ("b".to_string(), 0)]);
+    assert_eq!(
+        m.local_modes_in(0, &RemotePath::root()).unwrap(),
+        vec![("top".to_string(), 0o777)]
+    );
+    m.set_local_mode(0, &p("d/a"), None).unwrap();
+    assert_eq!(m.local_mode(0, &p("d/a")).unwrap(), None);
+    assert_eq!(m.local_modes_in(0, &p("d")).unwrap().len(), 1);
+    // A value no release writes is an error, not a mode.
+    m.lock()
+        .execute("UPDATE local_modes SET perm = 511 WHERE path = 'top'", [])
+        .unwrap();
+    assert_eq!(m.local_mode(0, &p("top")).unwrap(), Some(0o777));
+    assert!(m
+        .lock()
+        .execute("UPDATE local_modes SET perm = 512 WHERE path = 'top'", [])
+        .is_err());
+}
+
+#[test]
+fn version_7_database_gets_local_modes_keeping_its_mtimes() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("meta.db");
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(super::schema::V1).unwrap();
+        for step in [
+            super::schema::V2,
+            super::schema::V3,
+            super::schema::V4,
+            super::schema::V5,
+            super::schema::V6,
+            super::schema::V7,
+        ] {
+            c.execute_batch(step).unwrap();
+        }
+        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 7).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO local_mtimes (area, path, mtime_ns, sec, nsec, version)
+             VALUES (0, 'd/f', 5000000000, 5, 0, NULL)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let m = MetaStore::open(&path).unwrap();
+    let v: i64 = m
+        .lock()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 8);
+    assert_eq!(SCHEMA_VERSION, 8);
+    assert_eq!(m.local_mtime(0, &p("d/f")).unwrap(), Some(t(5)));
+    assert!(m.local_modes_in(0, &p("d")).unwrap().is_empty());
+    m.set_local_mode(0, &p("d/f"), Some(0o751)).unwrap();
+    assert_eq!(m.local_mode(0, &p("d/f")).unwrap(), Some(0o751));
 }

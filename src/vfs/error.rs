@@ -23,6 +23,8 @@ pub enum VfsError {
     NotEmpty,
     #[error("read-only area")]
     ReadOnly,
+    #[error("the file is a running program")]
+    TextBusy,
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
     #[error("no space left: {0}")]
@@ -87,6 +89,7 @@ impl VfsError {
             VfsError::IsDir => EISDIR,
             VfsError::NotEmpty => ENOTEMPTY,
             VfsError::ReadOnly => EROFS,
+            VfsError::TextBusy => ETXTBSY,
             VfsError::NotPermitted(_) => EPERM,
             VfsError::NoSpace(_) => ENOSPC,
             VfsError::CrossDevice => EXDEV,

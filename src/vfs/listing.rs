@@ -133,7 +133,7 @@ impl Vfs {
                     tracing::debug!(dir = %path, entries = entries.len(), "saved listing still fresh");
                     let at = instant_of(at);
                     let _ = self.merge_listing(dir, &entries, at, at);
-                    self.restore_local_mtimes(dir).await;
+                    self.restore_local_attrs(dir).await;
                     return Ok(());
                 }
                 saved = Some(entries);
@@ -144,7 +144,7 @@ impl Vfs {
             // a program wait for a dead network each time), and ask again in the background.
             if let Some(entries) = &saved {
                 let _ = self.merge_listing(dir, entries, None, None);
-                self.restore_local_mtimes(dir).await;
+                self.restore_local_attrs(dir).await;
             }
             self.retry_listing_later(dir);
             if let Some(me) = self.me.upgrade() {
@@ -256,7 +256,7 @@ impl Vfs {
                     }
                 }
                 let gone = self.merge_listing(dir, &records, Some(Instant::now()), Some(requested));
-                self.restore_local_mtimes(dir).await;
+                self.restore_local_attrs(dir).await;
                 self.sweep_stray_uploads(area, &path, &records);
                 if let Err(e) = self.forget_resolved_conflicts(area, gone).await {
                     tracing::warn!(error = %e, "cannot forget resolved conflicts");
@@ -286,7 +286,7 @@ impl Vfs {
                 // Offline: serve what we know, and ask again a little later.
                 if let Some(entries) = saved {
                     let _ = self.merge_listing(dir, &entries, None, None);
-                    self.restore_local_mtimes(dir).await;
+                    self.restore_local_attrs(dir).await;
                 }
                 let something_known = known || {
                     let t = self.tree();
@@ -306,27 +306,38 @@ impl Vfs {
         }
     }
 
-    /// Applies a listing to `dir`: updates and adds children, drops those the server no longer
-    /// has (unless they hold local changes). `requested`: when the listing was asked for (None:
-    /// long ago); files this mount uploaded since are newer than it and are left alone.
-    /// Shows again the mtimes the user set on `dir`'s children (kept in `meta.db`, which WebDAV
-    /// cannot store) for nodes that have none yet: after a restart, or a node forgotten and
-    /// listed again. A file's time holds only for the version it was set on; a node with local
-    /// changes keeps what it has.
-    pub(super) async fn restore_local_mtimes(&self, dir: Ino) {
-        let Some((area, path)) = self.tree().path(dir) else {
+    /// Shows again what the user set on `dir`'s children and WebDAV cannot store (kept in
+    /// `meta.db`) on nodes that have none yet: after a restart, or a node forgotten and listed
+    /// again. The mtimes: a file's time holds only for the version it was set on; a node with
+    /// local changes keeps what it has. The permission bits (chmod) hold for the path, whatever
+    /// its version; an area's root gets its own back too.
+    pub(super) async fn restore_local_attrs(&self, dir: Ino) {
+        let (Some((area, path)), is_area_root) = ({
+            let t = self.tree();
+            (t.path(dir), t.get(dir).is_some_and(|n| n.is_area_root))
+        }) else {
             return;
         };
-        let stored = match meta_op(&self.meta, move |m| m.local_mtimes_in(area, &path)).await {
-            Ok(v) if v.is_empty() => return,
+        let stored = meta_op(&self.meta, move |m| {
+            let mtimes = m.local_mtimes_in(area, &path)?;
+            let modes = m.local_modes_in(area, &path)?;
+            let own = if is_area_root {
+                m.local_mode(area, &path)?
+            } else {
+                None
+            };
+            Ok((mtimes, modes, own))
+        })
+        .await;
+        let (mtimes, modes, own) = match stored {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the mtimes set locally");
+                tracing::warn!(error = %e, "cannot read the mtimes and modes set locally");
                 return;
             }
         };
         let mut t = self.tree();
-        for (name, mtime, version) in stored {
+        for (name, mtime, version) in mtimes {
             let Some(ino) = t.child(dir, &name) else {
                 continue;
             };
@@ -341,8 +352,20 @@ impl Vfs {
                 n.local_mtime = Some(mtime);
             }
         }
+        let own = own.map(|perm| (dir, perm));
+        let children = modes
+            .into_iter()
+            .filter_map(|(name, perm)| t.child(dir, &name).map(|ino| (ino, perm)));
+        for (ino, perm) in own.into_iter().chain(children).collect::<Vec<_>>() {
+            if let Some(n) = t.get_mut(ino).filter(|n| n.perm.is_none()) {
+                n.perm = Some(perm);
+            }
+        }
     }
 
+    /// Applies a listing to `dir`: updates and adds children, drops those the server no longer
+    /// has (unless they hold local changes). `requested`: when the listing was asked for (None:
+    /// long ago); files this mount uploaded since are newer than it and are left alone.
     pub(super) fn merge_listing(
         &self,
         dir: Ino,

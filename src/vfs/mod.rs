@@ -435,12 +435,7 @@ impl Vfs {
             None => (n.size, n.mtime),
         };
         let mtime = n.local_mtime.unwrap_or(mtime);
-        let perm = match (n.kind, read_only) {
-            (FileKind::Dir, false) => 0o755,
-            (FileKind::Dir, true) => 0o555,
-            (FileKind::File, false) => 0o644,
-            (FileKind::File, true) => 0o444,
-        };
+        let perm = perm_of(n.kind, n.perm, read_only);
         Attr {
             ino,
             kind: n.kind,
@@ -531,5 +526,24 @@ impl Vfs {
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");
         }
+    }
+}
+
+/// The permission bits of a node of `kind` nobody set a mode on: 0644 files, 0755 directories.
+pub(crate) fn default_perm(kind: FileKind) -> u16 {
+    match kind {
+        FileKind::Dir => 0o755,
+        FileKind::File => 0o644,
+    }
+}
+
+/// The permission bits shown: those set with chmod (kept in `meta.db`) or the default, without
+/// the write bits in a read-only area or mount.
+fn perm_of(kind: FileKind, set: Option<u16>, read_only: bool) -> u16 {
+    let perm = set.unwrap_or_else(|| default_perm(kind));
+    if read_only {
+        perm & !0o222
+    } else {
+        perm
     }
 }

@@ -1,15 +1,15 @@
 //! Changes to names and attributes: `mkdir`, `rmdir`, `unlink`, `rename`, and `setattr`
-//! (truncation, mtime; modes and owners are fixed). Deleting or replacing a file that programs
-//! have open for reading first fetches what its version lacks in the cache
-//! (`complete_for_readers`), so they go on reading it, as on a local disk.
+//! (truncation; mtime and permission bits, kept locally; owners are fixed). Deleting or
+//! replacing a file that programs have open for reading first fetches what its version lacks in
+//! the cache (`complete_for_readers`), so they go on reading it, as on a local disk.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::tree::Node;
 use super::{
-    meta_op, now, off_thread, version_of, write, Attr, FileKind, Ino, RenameFlags, SetAttr, Vfs,
-    VfsError, VfsResult,
+    default_perm, meta_op, now, off_thread, version_of, write, Attr, FileKind, Ino, RenameFlags,
+    SetAttr, Vfs, VfsError, VfsResult,
 };
 use crate::cache::CacheObject;
 use crate::meta::{AreaId, EntryRecord};
@@ -25,12 +25,15 @@ pub(super) fn check_name(name: &str) -> VfsResult<()> {
 impl Vfs {
     pub async fn setattr(&self, ino: Ino, fh: Option<u64>, set: SetAttr) -> VfsResult<Attr> {
         let current = self.attr(ino)?;
-        if let Some(mode) = set.mode {
-            if (mode & 0o7777) as u16 != current.perm {
-                return Err(VfsError::NotPermitted(
-                    "WebDAV has no permissions; modes are fixed",
-                ));
-            }
+        // Only the permission bits are kept: set-user-ID, set-group-ID and sticky are dropped
+        // (a server's content never runs set-ID here).
+        let perm = set
+            .mode
+            .map(|mode| (mode & 0o777) as u16)
+            .filter(|perm| *perm != current.perm);
+        if perm.is_some() {
+            // EROFS in a read-only area or mount, EPERM on the root above the areas.
+            self.check_writable(ino)?;
         }
         if set.uid.is_some_and(|u| u != self.opts.uid)
             || set.gid.is_some_and(|g| g != self.opts.gid)
@@ -86,7 +89,26 @@ impl Vfs {
                 .await?;
             }
         }
+        if let Some(perm) = perm {
+            self.set_perm(ino, perm).await?;
+        }
         self.attr(ino)
+    }
+
+    /// chmod: the permission bits are shown from now on and kept in `meta.db` (WebDAV cannot
+    /// store them; nothing is sent to the server). The default mode is kept as no mode at all.
+    async fn set_perm(&self, ino: Ino, perm: u16) -> VfsResult<()> {
+        let (path, kept) = {
+            let mut t = self.tree();
+            let n = t.get_mut(ino).ok_or(VfsError::NotFound)?;
+            let kept = (perm != default_perm(n.kind)).then_some(perm);
+            n.perm = kept;
+            (t.path(ino), kept)
+        };
+        if let Some((area, p)) = path {
+            meta_op(&self.meta, move |m| m.set_local_mode(area, &p, kept)).await?;
+        }
+        Ok(())
     }
 
     /// A directory's entries changed here: its mtime is now (until the server says otherwise).

@@ -30,6 +30,8 @@ pub(super) struct Handle {
     pub(super) readahead: download::ReadAhead,
     /// How the kernel serves it (its count in the node's `io`).
     pub(super) io: HandleIo,
+    /// Opened by the kernel to execute the file: a program runs from it while it is open.
+    pub(super) exec: bool,
 }
 
 impl Vfs {
@@ -40,6 +42,13 @@ impl Vfs {
             if n.kind == FileKind::Dir {
                 return Err(VfsError::IsDir);
             }
+        }
+        if mode.truncate && !mode.write && self.runs_a_program(ino) {
+            // open(O_RDONLY | O_TRUNC) of a running program. Opens for writing get ETXTBSY
+            // from the kernel before they reach us, this one only after a successful open —
+            // which, with FUSE_ATOMIC_O_TRUNC, has already emptied the kernel's copy of the
+            // file under the running program (it then crashes). Refused here first.
+            return Err(VfsError::TextBusy);
         }
         let mut handle = if mode.write {
             self.check_writable(ino)?;
@@ -53,6 +62,7 @@ impl Vfs {
                 object: None,
                 readahead: Default::default(),
                 io: HandleIo::Cached,
+                exec: false,
             }
         } else {
             self.revalidate(ino).await;
@@ -79,6 +89,7 @@ impl Vfs {
                 object,
                 readahead: Default::default(),
                 io: HandleIo::Cached,
+                exec: false,
             }
         };
         let (keep_cache, io) = {
@@ -110,6 +121,27 @@ impl Vfs {
             .unwrap_or_else(|e| e.into_inner())
             .insert(fh, handle);
         Ok(Opened { fh, keep_cache, io })
+    }
+
+    /// The kernel opened `fh` to execute its file (see [`VfsError::TextBusy`]'s use in `open`).
+    pub fn opened_for_exec(&self, fh: u64) {
+        if let Some(h) = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&fh)
+        {
+            h.exec = true;
+        }
+    }
+
+    /// Whether a program runs from `ino` (a handle the kernel opened to execute it is open).
+    fn runs_a_program(&self, ino: Ino) -> bool {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|h| h.ino == ino && h.exec)
     }
 
     /// Says whether passthrough works on this mount (the FUSE adapter, once the kernel has

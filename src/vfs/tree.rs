@@ -48,6 +48,9 @@ pub(crate) struct Node {
     pub etag: Option<ETag>,
     /// mtime set by the user (utimens); WebDAV cannot store it, we keep it.
     pub local_mtime: Option<SystemTime>,
+    /// Permission bits set by the user (chmod, `mode & 0o777`); `None`: the default (0644
+    /// files, 0755 directories). WebDAV cannot store them: kept in `meta.db`, on this machine.
+    pub perm: Option<u16>,
     pub dir: Option<DirState>,
     pub lookups: u64,
     pub linked: bool,
@@ -79,6 +82,7 @@ impl Node {
             mtime: SystemTime::UNIX_EPOCH,
             etag: None,
             local_mtime: None,
+            perm: None,
             dir: (kind == FileKind::Dir).then(DirState::default),
             lookups: 0,
             linked: true,

@@ -336,6 +336,7 @@ impl Vfs {
                     object: None,
                     readahead: Default::default(),
                     io,
+                    exec: false,
                 },
             );
         Ok((

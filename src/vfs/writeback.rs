@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::queue::{Finish, Next, UploadQueue};
 use super::upload::{self, Sent};
 use super::write::{self, Staged, StagedState};
-use super::{meta_op, now, off_thread, tree::Node, FileKind, Ino, Vfs, VfsResult};
+use super::{meta_op, now, off_thread, tree::Node, version_of, FileKind, Ino, Vfs, VfsResult};
 use crate::cache::{CacheLayout, ObjectKey};
 use crate::meta::{AreaId, DirtyRecord, EntryRecord};
 use crate::remote::{self, ETag, EntryKind, RemoteError, RemotePath};
@@ -443,6 +443,9 @@ impl Vfs {
                             n.mtime = m;
                         }
                     }
+                    if removed.is_some() && sent_is_current {
+                        self.repin_local_mtime(ino).await;
+                    }
                 }
                 drop(commit);
                 tracing::debug!(file = %rec.path, size, "uploaded");
@@ -663,6 +666,30 @@ impl Vfs {
     }
 
     /// The node of an uploaded file now shows the server's new version.
+    /// The content just uploaded is the file's current one: an mtime set on it (utimens, not
+    /// undone by a write since) now holds for the version the server gave it. `meta.db` named
+    /// the version it was set on, now replaced: without this the time would be lost at the
+    /// next start (`rsync -a` would then send every file again).
+    async fn repin_local_mtime(&self, ino: Ino) {
+        let pin = {
+            let t = self.tree();
+            t.get(ino)
+                .filter(|n| n.kind == FileKind::File)
+                .and_then(|n| n.local_mtime.map(|m| (m, version_of(n))))
+                .zip(t.path(ino))
+        };
+        let Some(((mtime, version), (area, path))) = pin else {
+            return;
+        };
+        let res = meta_op(&self.meta, move |m| {
+            m.set_local_mtime(area, &path, Some(mtime), Some(&version))
+        })
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "cannot keep the mtime set on an uploaded file");
+        }
+    }
+
     fn mark_uploaded(&self, ino: Ino, etag: Option<ETag>, size: u64) {
         let mut t = self.tree();
         let parent = t.get(ino).map(|n| n.parent);

@@ -33,7 +33,7 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # gvfs-backends (the dav backend), gvfs-daemons (gvfsd), libglib2.0-bin (`gio`) and dbus
 # (`dbus-run-session`): the GNOME client tests/serve_clients.rs drives `cloudmount serve` with.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
-    nginx libnginx-mod-http-dav-ext litmus
+    nginx libnginx-mod-http-dav-ext litmus rsync
     gvfs-backends gvfs-daemons libglib2.0-bin dbus)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
