@@ -337,10 +337,52 @@ mod tests {
             decode_request(r#"{"request":"status","v":1,"since":"later"}"#),
             Ok(Request::Status)
         );
-        for verb in Request::VERBS {
-            let line = format!("{{\"v\":1,\"request\":\"{verb}\"}}");
-            assert_eq!(decode_request(&line).unwrap().verb(), *verb);
+        // Every verb goes through the wire and back, and VERBS names exactly the verbs.
+        let samples = [
+            Request::Status,
+            Request::SyncList,
+            Request::SyncAdd(SyncAdd {
+                local: "/home/u/Music".into(),
+                remote: None,
+                mode: crate::sync::Mode::UploadOnly,
+                schedule: crate::sync::Schedule::Weekly,
+                keep_deleted: true,
+            }),
+            Request::SyncSet(SyncSet {
+                folder: "/home/u/Music".into(),
+                mode: None,
+                schedule: Some(crate::sync::Schedule::Daily),
+                keep_deleted: None,
+                delete_limit_percent: Some(30),
+            }),
+            Request::SyncNow {
+                folder: None,
+                confirm: true,
+            },
+            Request::SyncPause { folder: "a".into() },
+            Request::SyncResume { folder: "a".into() },
+            Request::SyncRemove { folder: "a".into() },
+            Request::SyncConflicts { folder: None },
+            Request::Settings {
+                set: Some(("schedule.time".into(), "03:00".into())),
+            },
+            Request::Stop,
+        ];
+        let verbs: Vec<&str> = samples.iter().map(Request::verb).collect();
+        assert_eq!(verbs, Request::VERBS);
+        for r in samples {
+            let line = encode_request(&r);
+            assert!(
+                line.contains(&format!("\"request\":\"{}\"", r.verb())),
+                "{line}"
+            );
+            assert_eq!(decode_request(&line), Ok(r));
         }
+        // A verb without its fields is malformed, not unknown.
+        assert!(matches!(
+            decode_request(r#"{"v":1,"request":"sync_add"}"#),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]
