@@ -73,7 +73,12 @@ impl RemoteMeta {
             return false;
         }
         match (&self.etag, &base.etag) {
-            (Some(a), Some(b)) => a != b || self.size != base.size,
+            // Tags compare by value: Apache lists a file as W/"x" within a second of its change
+            // and as "x" after (the same version).
+            (Some(a), Some(b)) => {
+                crate::remote::ETag::parse(a) != crate::remote::ETag::parse(b)
+                    || self.size != base.size
+            }
             _ => true,
         }
     }
