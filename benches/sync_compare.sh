@@ -156,44 +156,14 @@ sync_now() { # dir: sync now --wait, failing loudly
     cm sync now "$1" --wait >"$WORK/sync-now.out" 2>&1 \
         || { cat "$WORK/sync-now.out" >&2; cm_show_log "daemon log" "$WORK/daemon.log"; cm_die "sync now $1 failed"; }
 }
-# dir: the first sync of a folder just added: `sync now DIR --wait`. The add began a run of its
-# own; when `sync now` came before that run had begun, the run it waits for is that one, and the
-# run `sync now` asked for follows at once: --wait then sees the folder syncing again and
-# reports "DIR: syncing" as a failure (it judges the folder's state after the run, not the
-# run's outcome). Then this waits for that second run too, asking the daemon every 10 ms.
+# dir: the first sync of a folder just added: `sync now DIR --wait` (it waits for the add's
+# own run too, and for any run begun meanwhile).
 first_sync_now() {
-    if cm sync now "$1" --wait >"$WORK/sync-now.out" 2>&1; then return 0; fi
-    grep -q ": syncing\$" "$WORK/sync-now.out" \
-        || { cat "$WORK/sync-now.out" >&2; cm_show_log "daemon log" "$WORK/daemon.log"; cm_die "sync now $1 failed"; }
-    cm_log "sync now --wait said \"$(tail -1 "$WORK/sync-now.out")\": the run it asked for follows the add's; waiting for it"
-    python3 - "$H/run/cloudmount/sync-bench.sock" "$1" <<'EOF' || cm_die "the first sync of $1 failed"
-import json, socket, sys, time
-sock, folder = sys.argv[1:3]
-def mine():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sock)
-    s.sendall(b'{"v":1,"request":"sync_list"}\n')
-    data = b""
-    while not data.endswith(b"\n"):
-        b = s.recv(1 << 16)
-        if not b:
-            break
-        data += b
-    s.close()
-    for f in json.loads(data)["sync_folders"]:
-        if f["local"] == folder:
-            return f
-f = mine()
-while f["state"] == "syncing":
-    time.sleep(0.01)
-    f = mine()
-if f["state"] not in ("up-to-date", "waiting") or f["reason"]:
-    sys.exit("%s: %s (%s)" % (folder, f["state"], f["reason"]))
-EOF
+    sync_now "$1"
 }
 # dir: runs `sync now DIR --wait` and prints two times: until the command returned, and until
 # the run had ended, seen by asking the daemon (its control socket, one JSON line each way)
-# every 10 ms. The command looks every 200 ms, so it returns up to 200 ms after the run ended.
+# every 10 ms. The command looks every 50 ms, so it returns up to 50 ms after the run ended.
 # Only for a folder that nothing else makes run (a daily one).
 timed_sync_now() {
     python3 - "$WORK/cm" "$H/run/cloudmount/sync-bench.sock" "$1" <<'EOF' || cm_die "sync now $1 failed"

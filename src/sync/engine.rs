@@ -103,7 +103,9 @@ fn write_marker(root: &Path, id: &FolderId) -> std::io::Result<()> {
          # found without it (a disk that is not mounted, a folder replaced), syncing stops\n\
          # instead of deleting the server's files. Do not delete it.\n"
     );
-    let tmp = root.join(format!("{MARKER}.new"));
+    // A temporary name the excludes and the watcher ignore (the marker being written must not
+    // set off a sync of its own).
+    let tmp = root.join(format!("{}marker", super::exclude::TMP_PREFIX));
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, root.join(MARKER))
 }
