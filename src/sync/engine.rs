@@ -293,10 +293,22 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
             }
         }
         // The local side.
-        let (lroot, ex, b2) = (spec.local.clone(), excludes.clone(), bases.clone());
-        let scanned = tokio::task::spawn_blocking(move || local::scan(&lroot, &ex, &b2)).await;
+        // The bases go to the scan's thread and come back (no copy of every path).
+        let (lroot, ex) = (spec.local.clone(), excludes.clone());
+        let scanned = tokio::task::spawn_blocking(move || {
+            let s = local::scan(&lroot, &ex, &bases);
+            (s, bases)
+        })
+        .await;
+        let scanned = match scanned {
+            Ok((s, b)) => {
+                bases = b;
+                s
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
         let local = match scanned {
-            Ok(Ok(s)) => {
+            Ok(s) => {
                 let mut entries = s.entries;
                 // A path the scan could not read is neither present nor absent: it (and what
                 // is below it) counts as unchanged, never as deleted.
@@ -312,8 +324,7 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
                 problems = s.problems;
                 entries
             }
-            Ok(Err(e)) => return Outcome::Failed(format!("{}: {e}", spec.local.display())),
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => return Outcome::Failed(format!("{}: {e}", spec.local.display())),
         };
         let inputs = Inputs {
             base: bases,

@@ -720,6 +720,17 @@ async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
         .any(|p| !scan.entries.contains_key(p) && !p.split('/').any(|s| s.starts_with('.')))
 }
 
+/// Hands the memory a run freed back to the system: a run holds every path of the folder several
+/// times over (base, scans, plan), and the allocator would otherwise keep that peak for the
+/// daemon's whole life (216 MiB after a 100,000-file folder's first sync, 21 MiB at 2,000).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Runs one sync; returns whether it ended in sync.
 async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
     task.started.fetch_add(1, Ordering::SeqCst);
@@ -733,6 +744,7 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
         progress: &task.progress,
     };
     let outcome = engine::run(&env, spec, confirm).await;
+    release_freed_memory();
     tracing::info!(folder = %spec.local.display(), outcome = outcome.word(), "{}", outcome.message());
     let record = RunRecord {
         at: now_secs(),
