@@ -22,7 +22,7 @@
 #  3. a sync with 10 files changed on each side (10 local files rewritten, 10 others PUT on the
 #     server with curl), same commands.
 #     For 2 and 3 the table also shows when cloudmount's run itself ended (the daemon asked every
-#     10 ms): `sync now --wait` looks only every 200 ms;
+#     10 ms): `sync now --wait` looks every 50 ms;
 #  4. immediate mode: from a local save (write + close) in the same tree until the new content
 #     is on the server (HEAD every 20 ms), median of 10 saves; the daemon's default debounce
 #     (400 ms of quiet) is kept. rclone has no equivalent;
