@@ -622,6 +622,8 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                         // made meanwhile were seen and dropped: run whatever the server says.
                         let watched = watcher.as_ref().is_some_and(|w| !w.limited());
                         need_run = !watched || !last_synced || server_changed(&inner, &spec).await;
+                        // The listing of a large folder is a burst of memory: given back.
+                        release_freed_memory();
                     }
                 }
             }
