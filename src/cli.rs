@@ -12,7 +12,7 @@ use cloudmount::config::{ConfigError, MountRequest};
 pub const PASSWORD_ENV: &str = cloudmount::config::PASSWORD_ENV;
 
 /// Mount a WebDAV cloud account (CloudMe, Nextcloud, ownCloud, any RFC 4918 server) as a local
-/// folder tree.
+/// folder tree, and keep local folders in sync with it.
 #[derive(Debug, Parser)]
 #[command(
     name = "cloudmount",
@@ -173,14 +173,16 @@ pub enum Command {
     )]
     Settings(SettingsArgs),
 
-    /// Run a local demo cloud and mount it (three areas), in the foreground
+    /// Run a local demo cloud, mount it (three areas) and sync a folder with it, in the foreground
     #[command(
         long_about = "Run a local demo cloud and mount it, in the foreground.\n\n\
             Starts the embedded WebDAV server on 127.0.0.1 (a random port and password) over \
             ~/.local/share/cloudmount/demo, seeds it with sample files the first time, and \
             mounts it at MOUNTPOINT (default ~/cloudmount-demo, created if missing) with three \
-            areas as folders: Cloud Drive, Shared and Following (read-only). It prints what to \
-            try and stays in the foreground; Ctrl-C unmounts and stops it.\n\n\
+            areas as folders: Cloud Drive, Shared and Following (read-only). Beside the mount \
+            it syncs ~/cloudmount-demo-sync with Cloud Drive/Sync Demo (bidirectional, \
+            immediate; `cloudmount sync list` shows it). It prints what to try and stays in the \
+            foreground; Ctrl-C unmounts and stops it.\n\n\
             Needs FUSE (apt install fuse3)."
     )]
     Demo(DemoArgs),
