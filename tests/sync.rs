@@ -604,3 +604,38 @@ fn scopeguard<F: FnMut()>(f: F) -> impl Drop {
     }
     G(f)
 }
+
+#[test]
+fn a_first_sync_sends_each_new_file_in_two_requests() {
+    // PUT to a temporary name and MOVE into place; the version comes from one listing per
+    // folder afterwards, never from a request per file.
+    let server = Server::apache_basic();
+    let dav = Dav::fresh(&server, "sync-requests");
+    let proxy = common::proxy::FaultProxy::start_blocking(common::proxy::target_of(&server.url));
+    let mut home = SyncHome::new(&server, &proxy.url_for(&dav.url));
+    home.start();
+    let dir = home.dir("Req");
+    for i in 0..30 {
+        write(
+            &dir.join(format!("d{}/f{i}.txt", i % 3)),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    home.add(&dir, &["--schedule", "daily"]);
+    home.wait_state(&dir, FolderState::Waiting);
+    let under = dav.url_path("Req");
+    assert_eq!(proxy.count("PUT", &under), 30);
+    assert_eq!(proxy.count("MOVE", &under), 30);
+    let propfinds = proxy.count("PROPFIND", &under);
+    assert!(
+        propfinds <= 12,
+        "{propfinds} PROPFINDs for 30 files in 3 folders: {:?}",
+        proxy
+            .requests_under(&under)
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(proxy.count("HEAD", &under), 0);
+    assert_same("sent", &dav, "Req", &dir);
+}

@@ -375,6 +375,14 @@ pub trait Remote: Send + Sync + 'static {
         cond: PutCondition,
     ) -> RemoteResult<PutOutcome>;
 
+    /// Writes a whole file whose version the caller will not use — a temporary upload that is
+    /// moved into place next. Like an unconditional [`put`](Self::put), without learning the
+    /// version afterwards (a server whose PUT answer has no ETag is not asked for it: one
+    /// request less per file).
+    async fn put_unversioned(&self, path: &RemotePath, body: PutBody) -> RemoteResult<()> {
+        self.put(path, body, PutCondition::None).await.map(|_| ())
+    }
+
     /// Creates a collection.
     async fn mkdir(&self, path: &RemotePath) -> RemoteResult<()>;
 
@@ -415,6 +423,9 @@ impl<R: Remote + ?Sized> Remote for Arc<R> {
         cond: PutCondition,
     ) -> RemoteResult<PutOutcome> {
         (**self).put(path, body, cond).await
+    }
+    async fn put_unversioned(&self, path: &RemotePath, body: PutBody) -> RemoteResult<()> {
+        (**self).put_unversioned(path, body).await
     }
     async fn mkdir(&self, path: &RemotePath) -> RemoteResult<()> {
         (**self).mkdir(path).await

@@ -56,6 +56,9 @@ impl Remote for Watched {
     ) -> RemoteResult<PutOutcome> {
         self.seen(self.inner.put(path, body, cond).await)
     }
+    async fn put_unversioned(&self, path: &RemotePath, body: PutBody) -> RemoteResult<()> {
+        self.seen(self.inner.put_unversioned(path, body).await)
+    }
     async fn mkdir(&self, path: &RemotePath) -> RemoteResult<()> {
         self.seen(self.inner.mkdir(path).await)
     }

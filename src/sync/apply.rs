@@ -42,7 +42,7 @@ use super::plan::{Inputs, Plan, Step};
 use super::remote_scan::{etag_of, meta_of};
 use super::state::{Base, Kind, LocalMeta, RemoteMeta};
 use super::trash::Trash;
-use crate::remote::{version, ByteRange, PutBody, PutCondition, Remote, RemoteError, RemotePath};
+use crate::remote::{version, ByteRange, PutBody, Remote, RemoteError, RemotePath};
 use crate::vfs::conflict;
 
 /// How many transfers run at once.
@@ -530,16 +530,13 @@ async fn upload(ctx: &Context<'_>, rel: &str, expect: Expect, shared: &Shared) -
         path: ctx.local_path(rel),
         len: l.size,
     };
-    let put = match ctx
-        .remote
-        .put(&temp, body.clone(), PutCondition::None)
-        .await
-    {
+    // The temporary copy's version is of no use (the MOVE makes the real one): not asked for.
+    let put = match ctx.remote.put_unversioned(&temp, body.clone()).await {
         Err(RemoteError::MissingParent { .. }) | Err(RemoteError::NotFound { .. }) => {
             if let Some(parent) = rp.parent() {
                 mkdir_p(ctx.remote, &parent).await?;
             }
-            ctx.remote.put(&temp, body, PutCondition::None).await
+            ctx.remote.put_unversioned(&temp, body).await
         }
         r => r,
     };

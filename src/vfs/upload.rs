@@ -196,10 +196,7 @@ pub(crate) async fn send(
         // A file cut short meanwhile is padded to `size`, so that the PUT ends normally (an
         // aborted PUT can leave a partial file that a DELETE right after does not reach while
         // the server is still writing it); the check below then throws the copy away.
-        match remote
-            .put(&temp, padded_body(file, size), PutCondition::None)
-            .await
-        {
+        match remote.put_unversioned(&temp, padded_body(file, size)).await {
             Ok(_) if !unchanged() => {
                 if let Err(e) = remote.delete(&temp).await {
                     tracing::debug!(error = %e, temp = %temp, "could not remove the temporary upload");

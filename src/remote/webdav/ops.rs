@@ -244,70 +244,13 @@ impl Remote for WebDavRemote {
         body: PutBody,
         cond: PutCondition,
     ) -> RemoteResult<PutOutcome> {
-        if path.is_root() {
-            return Err(RemoteError::IsADirectory {
-                url: self.base.to_string(),
-            });
-        }
-        let url = self.url(path, false);
-        if self.cfg.verify_conditions && cond != PutCondition::None {
-            let current = match self.stat(path).await {
-                Ok(e) => Some(e),
-                Err(RemoteError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            let refused = match (&cond, &current) {
-                (_, Some(e)) if e.is_dir() => {
-                    return Err(RemoteError::IsADirectory {
-                        url: url.to_string(),
-                    })
-                }
-                (PutCondition::IfNoneMatch, Some(_)) => true,
-                (PutCondition::IfMatch(_), None) => true,
-                (PutCondition::IfMatch(want), Some(e)) => {
-                    e.etag.as_ref().is_some_and(|g| g != want)
-                }
-                _ => false,
-            };
-            if refused {
-                return Err(RemoteError::PreconditionFailed {
-                    url: url.to_string(),
-                });
-            }
-        }
-        let m = Method::PUT;
-        let mut req = Req::new(m.clone(), url.clone());
-        match &cond {
-            PutCondition::IfMatch(e) if !e.is_weak() => {
-                req = req.header("if-match", &e.header_value());
-            }
-            PutCondition::IfNoneMatch => req = req.header("if-none-match", "*"),
-            _ => {}
-        }
-        req.body = ReqBody::Put(body);
-        let resp = self.send(req).await?;
-        let status = resp.status();
-        let etag = header_str(resp.headers(), reqwest::header::ETAG).and_then(ETag::parse);
-        match status {
-            s if s.is_success() => {}
-            StatusCode::METHOD_NOT_ALLOWED => {
-                return Err(RemoteError::IsADirectory {
-                    url: url.to_string(),
-                })
-            }
-            s => return Err(status_error(&m, &url, s)),
-        }
-        let etag = match etag {
-            Some(e) => Some(e),
-            None => match self.stat(path).await {
-                Ok(e) => e.etag,
-                Err(e) => {
-                    tracing::debug!(error = %e, url = %url, "no ETag after PUT");
-                    None
-                }
-            },
-        };
-        Ok(PutOutcome { etag })
+        self.put_learning(path, body, cond, true).await
+    }
+
+    async fn put_unversioned(&self, path: &RemotePath, body: PutBody) -> RemoteResult<()> {
+        self.put_learning(path, body, PutCondition::None, false)
+            .await
+            .map(|_| ())
     }
 
     async fn mkdir(&self, path: &RemotePath) -> RemoteResult<()> {
@@ -377,5 +320,82 @@ impl Remote for WebDavRemote {
             &url,
             "reply does not describe the base collection",
         ))
+    }
+}
+
+impl WebDavRemote {
+    /// A PUT; with `learn`, the version is asked for when the answer has no ETag.
+    async fn put_learning(
+        &self,
+        path: &RemotePath,
+        body: PutBody,
+        cond: PutCondition,
+        learn: bool,
+    ) -> RemoteResult<PutOutcome> {
+        if path.is_root() {
+            return Err(RemoteError::IsADirectory {
+                url: self.base.to_string(),
+            });
+        }
+        let url = self.url(path, false);
+        if self.cfg.verify_conditions && cond != PutCondition::None {
+            let current = match self.stat(path).await {
+                Ok(e) => Some(e),
+                Err(RemoteError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let refused = match (&cond, &current) {
+                (_, Some(e)) if e.is_dir() => {
+                    return Err(RemoteError::IsADirectory {
+                        url: url.to_string(),
+                    })
+                }
+                (PutCondition::IfNoneMatch, Some(_)) => true,
+                (PutCondition::IfMatch(_), None) => true,
+                (PutCondition::IfMatch(want), Some(e)) => {
+                    e.etag.as_ref().is_some_and(|g| g != want)
+                }
+                _ => false,
+            };
+            if refused {
+                return Err(RemoteError::PreconditionFailed {
+                    url: url.to_string(),
+                });
+            }
+        }
+        let m = Method::PUT;
+        let mut req = Req::new(m.clone(), url.clone());
+        match &cond {
+            PutCondition::IfMatch(e) if !e.is_weak() => {
+                req = req.header("if-match", &e.header_value());
+            }
+            PutCondition::IfNoneMatch => req = req.header("if-none-match", "*"),
+            _ => {}
+        }
+        req.body = ReqBody::Put(body);
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let etag = header_str(resp.headers(), reqwest::header::ETAG).and_then(ETag::parse);
+        match status {
+            s if s.is_success() => {}
+            StatusCode::METHOD_NOT_ALLOWED => {
+                return Err(RemoteError::IsADirectory {
+                    url: url.to_string(),
+                })
+            }
+            s => return Err(status_error(&m, &url, s)),
+        }
+        let etag = match etag {
+            Some(e) => Some(e),
+            None if !learn => None,
+            None => match self.stat(path).await {
+                Ok(e) => e.etag,
+                Err(e) => {
+                    tracing::debug!(error = %e, url = %url, "no ETag after PUT");
+                    None
+                }
+            },
+        };
+        Ok(PutOutcome { etag })
     }
 }
