@@ -936,6 +936,7 @@ async fn large_files_use_the_page_cache_until_cached_then_passthrough() {
         vfs.release(big, fh).await.unwrap();
     }
     // Wholly cached: the kernel reads the cache file itself, and it holds the file.
+    vfs.wait_for_stores().await;
     let r1 = vfs.open(big, R).await.unwrap();
     let (file, direct) = backing_of(&r1);
     assert!(!direct);
@@ -962,6 +963,7 @@ async fn large_files_use_the_page_cache_until_cached_then_passthrough() {
     }
     // All closed: the next opens start afresh, on the new version.
     assert_eq!(read_all(&vfs, big).await, new);
+    vfs.wait_for_stores().await;
     let o = vfs.open(big, R).await.unwrap();
     let (file4, direct4) = backing_of(&o);
     assert!(!Arc::ptr_eq(&file, &file4) && !direct4);
@@ -1007,6 +1009,8 @@ async fn a_refused_passthrough_open_falls_back_to_the_page_cache_for_good() {
     let (vfs, _dir) = passthrough_vfs(mem.clone(), true, Duration::from_secs(60), true, true);
     let big = vfs.lookup(ROOT_INO, "big.bin").await.unwrap().ino;
     assert_eq!(read_all(&vfs, big).await, data);
+    // The last bytes read are stored in the background; a passthrough open needs them all.
+    vfs.wait_for_stores().await;
     let o1 = vfs.open(big, R).await.unwrap();
     backing_of(&o1);
     // What the FUSE adapter does when the kernel refuses the backing file.

@@ -608,6 +608,10 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     }
                 }
                 if need_run || asked || first {
+                    // What the watcher collected so far is seen by this run's scan.
+                    if let Some(w) = watcher.as_mut() {
+                        w.discard_pending();
+                    }
                     last_synced = run_once(&inner, &task, &spec).await;
                     last_full = tokio::time::Instant::now();
                     first = false;
@@ -621,7 +625,12 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                         // After a run that did not sync (the server was away), local changes
                         // made meanwhile were seen and dropped: run whatever the server says.
                         let watched = watcher.as_ref().is_some_and(|w| !w.limited());
-                        need_run = !watched || !last_synced || server_changed(&inner, &spec).await;
+                        // Local changes being collected when the poll came go too.
+                        let local = watcher.as_ref().is_some_and(Watcher::has_pending);
+                        need_run = !watched
+                            || !last_synced
+                            || local
+                            || server_changed(&inner, &spec).await;
                         // The listing of a large folder is a burst of memory: given back.
                         release_freed_memory();
                     }

@@ -66,6 +66,10 @@ pub struct Watcher {
     limited: Arc<AtomicBool>,
     wake: Arc<OwnedFd>,
     thread: Option<JoinHandle<()>>,
+    /// The batch being collected, and when it must end: kept here, not in the future of
+    /// [`Watcher::next_batch`], so that a caller who stops waiting (another wake-up won a
+    /// `select!`) loses no event.
+    pending: Option<(Batch, tokio::time::Instant)>,
     #[cfg(test)]
     inotify_fd: std::os::fd::RawFd,
 }
@@ -139,6 +143,7 @@ impl Watcher {
             limited,
             wake,
             thread: Some(thread),
+            pending: None,
             #[cfg(test)]
             inotify_fd,
         })
@@ -153,26 +158,54 @@ impl Watcher {
     /// Waits for the next change, then collects until nothing happened for `quiet` (so an
     /// editor's save — write a temporary file, rename it over — is one batch) or `max_wait`
     /// passed since the first event. `None` when the watcher stopped.
+    ///
+    /// Cancel-safe: dropped before it returns, it keeps what it collected for the next call
+    /// (and [`Watcher::has_pending`] says so).
     pub async fn next_batch(&mut self, quiet: Duration, max_wait: Duration) -> Option<Batch> {
         loop {
-            let first = self.rx.recv().await?;
-            let mut batch = Batch::default();
-            add(&mut batch, first);
-            let deadline = tokio::time::Instant::now() + max_wait;
+            if self.pending.is_none() {
+                let first = self.rx.recv().await?;
+                let mut batch = Batch::default();
+                add(&mut batch, first);
+                self.pending = Some((batch, tokio::time::Instant::now() + max_wait));
+            }
             loop {
+                let Some((_, deadline)) = self.pending.as_ref() else {
+                    break;
+                };
                 let now = tokio::time::Instant::now();
-                if now >= deadline {
+                if now >= *deadline {
                     break;
                 }
-                match tokio::time::timeout(quiet.min(deadline - now), self.rx.recv()).await {
-                    Ok(Some(ev)) => add(&mut batch, ev),
+                let left = *deadline - now;
+                match tokio::time::timeout(quiet.min(left), self.rx.recv()).await {
+                    Ok(Some(ev)) => {
+                        if let Some((batch, _)) = self.pending.as_mut() {
+                            add(batch, ev);
+                        }
+                    }
                     Ok(None) | Err(_) => break,
                 }
             }
+            let Some((batch, _)) = self.pending.take() else {
+                continue;
+            };
             if batch.rescan || !batch.paths.is_empty() {
                 return Some(batch);
             }
         }
+    }
+
+    /// Whether changes were seen that no batch returned yet.
+    pub fn has_pending(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|(b, _)| b.rescan || !b.paths.is_empty())
+    }
+
+    /// Forgets the changes collected so far (a full scan is about to see them anyway).
+    pub fn discard_pending(&mut self) {
+        self.pending = None;
     }
 }
 

@@ -280,3 +280,41 @@ fn start_fails_on_a_missing_root_and_drop_closes_the_descriptor() {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFD) }, -1);
 }
+
+#[tokio::test]
+async fn a_batch_interrupted_by_another_wake_up_loses_nothing() {
+    // The folder's task waits for a batch *or* its poll timer; when the timer wins while a
+    // batch is being collected, the events already taken must not be lost.
+    let s = Setup::new();
+    let mut w = s.watch(&[]);
+    fs::write(s.p("saved.txt"), b"x").unwrap();
+    let quiet = Duration::from_millis(500);
+    let cut = tokio::time::timeout(
+        Duration::from_millis(150),
+        w.next_batch(quiet, Duration::from_secs(5)),
+    )
+    .await;
+    assert!(
+        cut.is_err(),
+        "the batch ended before its quiet time: {cut:?}"
+    );
+    assert!(w.has_pending(), "what was collected is kept");
+    let b = tokio::time::timeout(
+        Duration::from_secs(5),
+        w.next_batch(quiet, Duration::from_secs(5)),
+    )
+    .await
+    .expect("the kept batch comes")
+    .expect("the watcher runs");
+    assert_eq!(b.paths, set(&["saved.txt"]));
+    assert!(!w.has_pending());
+    fs::write(s.p("other.txt"), b"y").unwrap();
+    let cut = tokio::time::timeout(
+        Duration::from_millis(150),
+        w.next_batch(quiet, Duration::from_secs(5)),
+    )
+    .await;
+    assert!(cut.is_err());
+    w.discard_pending();
+    assert!(!w.has_pending());
+}

@@ -505,6 +505,12 @@ impl Vfs {
         self.queue.wait_empty().await;
     }
 
+    /// Waits until the downloaded bytes being stored in the background are in the cache (a
+    /// file read to its end is then wholly cached, for a passthrough open for instance).
+    pub async fn wait_for_stores(&self) {
+        self.downloads.wait_for_stores().await;
+    }
+
     /// Makes files still open for writing durable and stops the upload workers; called once
     /// at unmount. What is not uploaded yet stays queued for the next mount.
     pub async fn shutdown(&self) {
