@@ -169,10 +169,7 @@ impl Watcher {
                 add(&mut batch, first);
                 self.pending = Some((batch, tokio::time::Instant::now() + max_wait));
             }
-            loop {
-                let Some((_, deadline)) = self.pending.as_ref() else {
-                    break;
-                };
+            while let Some((_, deadline)) = self.pending.as_ref() {
                 let now = tokio::time::Instant::now();
                 if now >= *deadline {
                     break;
