@@ -254,7 +254,10 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                 return Err(Failure::Message(format!("unexpected answer: {r:?}")));
             };
             if !wait {
-                println!("syncing {} folders", tickets.len());
+                match tickets.len() {
+                    1 => println!("syncing 1 folder"),
+                    n => println!("syncing {n} folders"),
+                }
                 return Ok(());
             }
             wait_for(rt, &name, &socket, &tickets)

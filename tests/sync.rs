@@ -384,7 +384,7 @@ fn files_that_cannot_be_synced_are_listed_and_the_rest_goes_on() {
     common::sync::own(&dir.join("link"));
     home.add(&dir, &[]);
     let out = home.fails(&["sync", "now", dir.to_str().unwrap(), "--wait"]);
-    assert!(out.contains("1 files not synced"), "{out}");
+    assert!(out.contains("1 file not synced"), "{out}");
     assert_eq!(dav.get("P/fine.txt"), b"fine");
     assert!(dav.stat("P/link").is_none());
     let f = home.folder(&dir);

@@ -74,16 +74,22 @@ impl Outcome {
                 problems,
                 full,
             } => {
+                let n = |count: usize, one: &str, many: &str| {
+                    format!("{count} {}", if count == 1 { one } else { many })
+                };
                 let mut s = if *changes == 0 {
                     "nothing to do".to_string()
                 } else {
-                    format!("{changes} changes")
+                    n(*changes, "change", "changes")
                 };
                 if *conflicts > 0 {
-                    s.push_str(&format!(", {conflicts} conflicts (both versions kept)"));
+                    s.push_str(&format!(
+                        ", {} (both versions kept)",
+                        n(*conflicts, "conflict", "conflicts")
+                    ));
                 }
                 if *problems > 0 {
-                    s.push_str(&format!(", {problems} files not synced"));
+                    s.push_str(&format!(", {} not synced", n(*problems, "file", "files")));
                 }
                 if let Some(f) = full {
                     s.push_str(&format!("; uploads wait: {f}"));

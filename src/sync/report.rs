@@ -154,7 +154,11 @@ pub fn list(folders: &[FolderReport]) -> String {
             );
         }
         if !f.problems.is_empty() {
-            let _ = writeln!(out, "  not synced: {} files", f.problems.len());
+            let _ = writeln!(
+                out,
+                "  not synced: {}",
+                crate::control::report::files(f.problems.len() as u64)
+            );
             for p in f.problems.iter().take(5) {
                 let _ = writeln!(out, "    {}: {}", p.path, p.reason);
             }
