@@ -58,8 +58,13 @@ impl RemotePath {
 
     /// Parses `a/b/c` (leading, trailing and doubled slashes are ignored).
     pub fn new(path: &str) -> Result<Self, RemoteError> {
-        let mut out = RemotePath::root();
-        for seg in path.split('/').filter(|s| !s.is_empty()) {
+        RemotePath::root().join_path(path)
+    }
+
+    /// This path with a relative `a/b/c` path below it (each name checked).
+    pub fn join_path(&self, rel: &str) -> Result<Self, RemoteError> {
+        let mut out = self.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
             out = out.join(seg)?;
         }
         Ok(out)

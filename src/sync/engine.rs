@@ -420,11 +420,7 @@ async fn find_hidden(
                 continue;
             }
         }
-        let full = if root.is_root() {
-            RemotePath::new(p)?
-        } else {
-            RemotePath::new(&format!("{}/{p}", root.as_str()))?
-        };
+        let full = root.join_path(p)?;
         match remote.stat(&full).await {
             Ok(e) => {
                 listed.insert(p.clone(), remote_scan::meta_of(&e));
