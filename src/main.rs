@@ -92,6 +92,22 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 type CmdResult = Result<(), Failure>;
 
+/// A command's answer, one line on stdout. Command modules speak through these three; only
+/// this file prints.
+fn say(line: &str) {
+    println!("{line}");
+}
+
+/// A command's answer as it is (the text holds its own line ends).
+fn say_raw(text: &str) {
+    print!("{text}");
+}
+
+/// What a command tells on the way (progress, warnings), one line on stderr.
+fn note(line: &str) {
+    eprintln!("{line}");
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
 fn init_tracing(default_level: &str) {
     let filter =

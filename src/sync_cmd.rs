@@ -13,7 +13,7 @@ use crate::cli::{
     ModeArg, ProfileArgs, ScheduleArg, SettingsArgs, SettingsCommand, StartArgs, StopArgs,
     SyncArgs, SyncCommand,
 };
-use crate::{CmdResult, Failure};
+use crate::{note, say, say_raw, CmdResult, Failure};
 use cloudmount::config::{self, Dirs, ProfileDaemonConfig};
 use cloudmount::control::protocol::{SyncAdd, SyncSet};
 use cloudmount::control::{self, ControlError, Request, Response};
@@ -93,14 +93,14 @@ pub fn start(args: StartArgs, rt: &Runtime) -> CmdResult {
         return run_foreground(&cfg, rt);
     }
     spawn_background(&cfg, &args, rt)?;
-    eprintln!(
+    note(&format!(
         "cloudmount: started the daemon of profile {name}{} (log: {})",
         cfg.mount
             .as_ref()
             .map(|m| format!(", mounted at {}", m.mountpoint.display()))
             .unwrap_or_default(),
         cfg.log.display()
-    );
+    ));
     Ok(())
 }
 
@@ -108,7 +108,7 @@ fn run_foreground(cfg: &ProfileDaemonConfig, rt: &Runtime) -> CmdResult {
     rt.block_on(async {
         let d = profile::start(cfg).await?;
         for w in d.warnings() {
-            eprintln!("cloudmount: warning: {w}");
+            note(&format!("cloudmount: warning: {w}"));
         }
         d.serve().await?;
         Ok::<_, Failure>(())
@@ -180,7 +180,7 @@ pub fn stop(args: StopArgs, rt: &Runtime) -> CmdResult {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("cloudmount: stopped the daemon of profile {name}");
+    note(&format!("cloudmount: stopped the daemon of profile {name}"));
     Ok(())
 }
 
@@ -194,7 +194,7 @@ fn folder_key(p: &Path) -> Result<String, Failure> {
 fn done(r: Response) -> CmdResult {
     match r {
         Response::Done { message } => {
-            println!("{message}");
+            say(&message);
             Ok(())
         }
         other => Err(Failure::Message(format!("unexpected answer: {other:?}"))),
@@ -241,9 +241,9 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
         SyncCommand::List { json } => {
             let f = folders(rt, &name, &socket)?;
             if json {
-                println!("{}", serde_json::to_string(&f)?);
+                say(&serde_json::to_string(&f)?);
             } else {
-                print!("{}", report::list(&f));
+                say_raw(&report::list(&f));
             }
             Ok(())
         }
@@ -255,8 +255,8 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
             };
             if !wait {
                 match tickets.len() {
-                    1 => println!("syncing 1 folder"),
-                    n => println!("syncing {n} folders"),
+                    1 => say("syncing 1 folder"),
+                    n => say(&format!("syncing {n} folders")),
                 }
                 return Ok(());
             }
@@ -317,18 +317,18 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
             match ask(rt, &name, &socket, &Request::SyncConflicts { folder })? {
                 Response::SyncConflicts(c) => {
                     if json {
-                        println!("{}", serde_json::to_string(&c)?);
+                        say(&serde_json::to_string(&c)?);
                     } else if c.is_empty() {
-                        println!("No conflicts.");
+                        say("No conflicts.");
                     } else {
                         for x in &c {
-                            println!(
+                            say(&format!(
                                 "{}  {}\n    the server's version: {}\n    the other version:    {}",
                                 report::local_time(x.at),
                                 x.folder.join(&x.path).display(),
                                 x.folder.join(&x.path).display(),
                                 x.folder.join(&x.copy).display()
-                            );
+                            ));
                         }
                     }
                     Ok(())
@@ -383,11 +383,11 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
                     && f.reason.is_none();
                 let line = format!("{}: {}", f.local.display(), report::state_line(f));
                 if ok {
-                    println!(
+                    say(&format!(
                         "{}: up to date ({})",
                         f.local.display(),
                         f.last_outcome.as_deref().unwrap_or("synced")
-                    );
+                    ));
                 } else {
                     failed.push(line);
                 }
@@ -415,11 +415,11 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
             None if last_line.elapsed() >= Duration::from_secs(5)
                 || began.elapsed() < Duration::from_millis(300) =>
             {
-                eprintln!(
+                note(&format!(
                     "cloudmount: syncing: {msg}, {} of {}",
                     FormatSize(done_bytes),
                     FormatSize(bytes)
-                );
+                ));
                 last_line = Instant::now();
             }
             None => {}
@@ -438,7 +438,7 @@ pub fn settings(args: SettingsArgs, rt: &Runtime) -> CmdResult {
     match ask(rt, &name, &socket, &Request::Settings { set })? {
         Response::Settings(all) => {
             for (k, v) in all {
-                println!("{k} = {v}");
+                say(&format!("{k} = {v}"));
             }
             Ok(())
         }
