@@ -35,6 +35,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=tests/servers/lib.sh
 . "$ROOT/tests/servers/lib.sh"
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 BIG_MIB=${BENCH_BIG_MIB:-1024}
 TREE_DIRS=100
@@ -69,23 +71,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-cm_ensure_packages
-# The workloads' helpers are Python (the random reads, the bare-client floor, the write watcher).
-if ! command -v python3 >/dev/null 2>&1; then
-    cm_log "installing python3"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 </dev/null
-fi
-if ! command -v cargo >/dev/null 2>&1 && [ -f "${HOME:-/root}/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "${HOME:-/root}/.cargo/env"
-fi
-cm_log "building cloudmount (release)"
-(cd "$ROOT" && cargo build --release --quiet)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-CM_BIN="$TARGET_DIR/release/cloudmount"
-
-cm_start_servers
+bench_prepare
 URL="$CLOUDMOUNT_TEST_APACHE_BASIC_URL"
 DATA="$CLOUDMOUNT_TEST_APACHE_BASIC_DIR"
 LOG="$CLOUDMOUNT_TEST_APACHE_ACCESS_LOG"
