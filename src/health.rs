@@ -152,7 +152,7 @@ impl Health {
 /// Why the server cannot be reached, said of the server rather than of the request that found
 /// out (which may be an upload's clean-up of a temporary file): its host and the root cause,
 /// e.g. `127.0.0.1:4918: Connection refused (os error 111)`.
-fn why_unreachable(e: &RemoteError) -> String {
+pub fn why_unreachable(e: &RemoteError) -> String {
     let RemoteError::Transient { url, reason, .. } = e else {
         return e.to_string();
     };

@@ -183,9 +183,11 @@ fn journal_err(e: JournalError) -> Outcome {
 
 fn remote_outcome(e: RemoteError) -> Outcome {
     match e {
-        e @ (RemoteError::Transient { .. } | RemoteError::Auth { .. }) => {
-            Outcome::Offline(e.to_string())
-        }
+        e @ RemoteError::Transient { .. } => Outcome::Offline(format!(
+            "the server does not answer ({})",
+            crate::health::why_unreachable(&e)
+        )),
+        e @ RemoteError::Auth { .. } => Outcome::Offline(e.to_string()),
         e => Outcome::Failed(e.to_string()),
     }
 }
