@@ -116,6 +116,47 @@ pub enum Command {
     )]
     Status(StatusArgs),
 
+    /// Keep files or folders of a mount on this device (pin): downloaded now, kept offline
+    #[command(
+        long_about = "Keep files or folders of a cloudmount mount on this device (\"always keep \
+            on this device\"): everything below a pinned folder is downloaded in the \
+            background and kept complete, offline too. Files that appear under it on the \
+            server later are pinned as well; a file changed on the server is downloaded again \
+            (checked every few minutes, and whenever a listing shows the change).\n\n\
+            Pinned files never count against --cache-size and are never evicted. A pin that \
+            would leave the local disk with less than 5 % (at most 1 GiB) free is refused.\n\n\
+            With --wait it shows the download's progress and exits once everything is here; \
+            it fails with the reason when it cannot finish (the server does not answer, a \
+            file cannot be read). Without it, `cloudmount status MOUNTPOINT` shows the \
+            progress.\n\n\
+            The same from any program: setfattr -n user.cloudmount.pin -v 1 PATH. A file's \
+            state (getfattr -n user.cloudmount.state) is `pinned` once all of it is here, \
+            `pinning` before.",
+        after_help = "Examples:\n  \
+            cloudmount pin ~/Cloud/Projects --wait\n  \
+            cloudmount unpin ~/Cloud/Projects\n  \
+            cloudmount free ~/Cloud/Videos"
+    )]
+    Pin(PinArgs),
+
+    /// Stop keeping files or folders on this device (they stay cached until the room is needed)
+    #[command(
+        long_about = "Stop keeping files or folders of a cloudmount mount on this device. What \
+            is cached stays, and is evicted like any cached file when the cache needs the \
+            room. Unpinning something inside a pinned folder makes it an exception: the rest \
+            of the folder stays pinned."
+    )]
+    Unpin(PathsArgs),
+
+    /// Free up space: unpin and drop the cached copies (changes not uploaded yet are kept)
+    #[command(
+        long_about = "Free up space: unpin files or folders of a cloudmount mount and drop their \
+            cached copies, so they take no room on this device (they stay in the cloud and \
+            are downloaded again when read). Files with changes not uploaded yet are never \
+            dropped, and files open now are left (their count is shown)."
+    )]
+    Free(PathsArgs),
+
     /// Start a profile's daemon: its sync folders, and its mount when the profile has a mountpoint
     #[command(
         long_about = "Start the daemon of a profile (an account of the config file): it runs the \
@@ -348,6 +389,24 @@ pub struct StatusArgs {
     /// Print the status as one JSON object instead of a summary
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Files or folders inside a cloudmount mount
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+
+    /// Show the download's progress and wait until everything is on this device
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PathsArgs {
+    /// Files or folders inside a cloudmount mount
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }
 
 /// Which profile, and which config file.

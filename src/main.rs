@@ -8,6 +8,7 @@
 //! ([`cloudmount::control`]).
 
 mod cli;
+mod pin_cmd;
 mod sync_cmd;
 
 use std::ffi::OsString;
@@ -44,7 +45,10 @@ fn main() -> ExitCode {
         | Command::Status(_)
         | Command::Sync(_)
         | Command::Settings(_)
-        | Command::Stop(_) => "warn",
+        | Command::Stop(_)
+        | Command::Pin(_)
+        | Command::Unpin(_)
+        | Command::Free(_) => "warn",
         Command::Mount(_) | Command::Serve(_) | Command::Start(_) => "info",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +71,9 @@ fn main() -> ExitCode {
         Command::Stop(args) => sync_cmd::stop(args, &runtime),
         Command::Sync(args) => sync_cmd::sync(args, &runtime),
         Command::Settings(args) => sync_cmd::settings(args, &runtime),
+        Command::Pin(args) => pin_cmd::pin(args, &runtime),
+        Command::Unpin(args) => pin_cmd::unpin(args, &runtime),
+        Command::Free(args) => pin_cmd::free(args, &runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

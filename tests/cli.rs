@@ -1000,6 +1000,7 @@ impl FakeControl {
             cache: Default::default(),
             kept_aside: None,
             other_areas: Vec::new(),
+            pins: Vec::new(),
         };
         let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
         let q = queue.clone();

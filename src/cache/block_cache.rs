@@ -199,8 +199,22 @@ impl BlockCache {
         sh.forget(&mut st, &rows, false)?;
         sh.meta.pins_delete_subtree(area, path)?;
         st.pins
-            .retain(|(a, p)| *a != area || !under(p, path.as_str()));
-        Ok(())
+            .retain(|(a, p), _| *a != area || !under(p, path.as_str()));
+        drop(st);
+        sh.recount_pinned()
+    }
+
+    /// *Free up space*: drops the cached objects at or below `path` that nobody holds open
+    /// (pins are not changed: unpin first). Returns the bytes freed and the objects left
+    /// because they are open.
+    pub fn free_path(&self, area: AreaId, path: &RemotePath) -> Result<(u64, u64), CacheError> {
+        let sh = &self.shared;
+        let mut st = sh.state();
+        let rows = sh.meta.obj_subtree(area, path)?;
+        let before = st.objects;
+        let freed = sh.forget(&mut st, &rows, true)?;
+        let dropped = before - st.objects;
+        Ok((freed, rows.len() as u64 - dropped))
     }
 
     /// Re-keys the objects and pins at or below `from` to `to` (files keep their names);
@@ -233,18 +247,20 @@ impl BlockCache {
                 st.live.insert((area, rebase(&k.1, f, t)), w);
             }
         }
-        st.pins.retain(|(a, p)| *a != area || !under(p, t));
+        st.pins.retain(|(a, p), _| *a != area || !under(p, t));
         let pins: Vec<(AreaId, String)> = st
             .pins
-            .iter()
+            .keys()
             .filter(|(a, p)| *a == area && under(p, f))
             .cloned()
             .collect();
         for k in pins {
-            st.pins.remove(&k);
-            st.pins.insert((area, rebase(&k.1, f, t)));
+            if let Some(keep) = st.pins.remove(&k) {
+                st.pins.insert((area, rebase(&k.1, f, t)), keep);
+            }
         }
-        Ok(())
+        drop(st);
+        sh.recount_pinned()
     }
 
     /// Moves the complete local `file` in as the object for `key` (all blocks present), e.g.
@@ -270,7 +286,7 @@ impl BlockCache {
             sh.forget(&mut st, &[brief_of_raw(&raw, key.area)], false)?;
         }
         let inner = sh.create(&mut st, key, Some(file))?;
-        let over = st.used > sh.budget;
+        let over = st.over_budget(sh.budget);
         drop(st);
         if over {
             sh.request_evict();
@@ -302,39 +318,78 @@ impl BlockCache {
     }
 
     /// Pins or unpins a path (file or directory: a pin covers everything below). Pinned
-    /// objects are never evicted. The path need not be cached.
+    /// objects are never evicted. The path need not be cached. Unpinning removes the path's
+    /// own mark only (see [`BlockCache::set_pin_mark`] for exceptions inside a pin).
     pub fn set_pinned(
         &self,
         area: AreaId,
         path: &RemotePath,
         pinned: bool,
     ) -> Result<(), CacheError> {
+        self.set_pin_mark(area, path, pinned.then_some(true))
+    }
+
+    /// Sets a path's pin mark: `Some(true)` pins it with everything below, `Some(false)` makes
+    /// it an exception inside a pinned folder (not kept), `None` removes the mark (the nearest
+    /// mark above decides again).
+    pub fn set_pin_mark(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        mark: Option<bool>,
+    ) -> Result<(), CacheError> {
         let mut st = self.shared.state();
-        self.shared.meta.pin_set(area, path, pinned)?;
+        self.shared.meta.pin_set(area, path, mark)?;
         let k = (area, path.as_str().to_string());
-        if pinned {
-            st.pins.insert(k);
-        } else {
-            st.pins.remove(&k);
+        match mark {
+            Some(keep) => {
+                st.pins.insert(k, keep);
+            }
+            None => {
+                st.pins.remove(&k);
+            }
         }
+        drop(st);
+        // Bytes that were kept may count against the budget again.
+        self.shared.recount_pinned()?;
+        self.shared.request_evict();
         Ok(())
     }
 
-    /// True when `path` or one of its ancestors is pinned.
+    /// The pin marks at or below `path` (for "unpin everything here").
+    pub fn pin_marks_under(&self, area: AreaId, path: &RemotePath) -> Vec<(RemotePath, bool)> {
+        let st = self.shared.state();
+        let mut v: Vec<(RemotePath, bool)> = st
+            .pins
+            .iter()
+            .filter(|((a, p), _)| *a == area && under(p, path.as_str()))
+            .filter_map(|((_, p), &k)| RemotePath::new(p).ok().map(|p| (p, k)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// True when the nearest pin mark at or above `path` pins it.
     pub fn is_pinned(&self, area: AreaId, path: &RemotePath) -> bool {
         self.shared.state().is_pinned(area, path.as_str())
     }
 
-    /// The pinned paths (as set, not expanded).
+    /// The pinned paths (as set, not expanded; exceptions left out).
     pub fn pins(&self) -> Vec<(AreaId, RemotePath)> {
         let st = self.shared.state();
         let mut v: Vec<(AreaId, RemotePath)> = st
             .pins
             .iter()
-            .filter_map(|(a, p)| RemotePath::new(p).ok().map(|p| (*a, p)))
+            .filter(|(_, &keep)| keep)
+            .filter_map(|((a, p), _)| RemotePath::new(p).ok().map(|p| (*a, p)))
             .collect();
         v.sort();
         v
+    }
+
+    /// Bytes of present blocks kept by pins (outside the budget).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.shared.state().pinned
     }
 
     pub fn block_size(&self) -> u64 {

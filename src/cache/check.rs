@@ -155,8 +155,12 @@ impl Shared {
         let mut st = self.state();
         st.used = used;
         st.objects = objects;
-        st.pins = pins.into_iter().collect();
-        Ok(())
+        st.pins = pins
+            .into_iter()
+            .map(|(a, p, keep)| ((a, p), keep))
+            .collect();
+        drop(st);
+        self.recount_pinned()
     }
 }
 

@@ -8,16 +8,55 @@ use super::error::CacheError;
 use super::lock;
 use super::state::Shared;
 use crate::meta::objects::ObjectBrief;
+use crate::meta::AreaId;
 
 impl Shared {
-    /// Evicts least-recently-used unguarded, unpinned objects until usage fits the budget.
+    /// Counts the bytes pins keep from the index (after pins changed or paths moved; blocks
+    /// stored and freed keep the count up to date in between). Present bytes of loaded
+    /// objects are newer than their rows: those count as loaded.
+    pub(super) fn recount_pinned(&self) -> Result<(), CacheError> {
+        let rows = if self.state().pins.values().any(|&k| k) {
+            self.meta.obj_present()?
+        } else {
+            Vec::new()
+        };
+        let mut st = self.state();
+        let mut pinned = 0;
+        let mut seen = std::collections::HashSet::new();
+        let live: Vec<((AreaId, String), u64)> = st
+            .live
+            .iter()
+            .filter_map(|(k, w)| w.upgrade().map(|i| (k.clone(), i)))
+            .filter_map(|(k, i)| {
+                let b = lock(&i.bits);
+                (!b.detached).then_some((k, b.present_bytes))
+            })
+            .collect();
+        for ((a, p), b) in live {
+            if st.is_pinned(a, &p) {
+                pinned += b;
+            }
+            seen.insert((a, p));
+        }
+        for (a, p, b) in rows {
+            if st.is_pinned(a, &p) && !seen.contains(&(a, p)) {
+                pinned += b;
+            }
+        }
+        st.pinned = pinned.min(st.used);
+        Ok(())
+    }
+
+    /// Evicts least-recently-used unguarded, unpinned objects until the bytes not kept by
+    /// pins fit the budget.
     pub(super) fn evict(&self) -> Result<u64, CacheError> {
         let _f = lock(&self.flush_lock);
         let mut st = self.state();
-        if st.used <= self.budget {
+        if !st.over_budget(self.budget) {
             return Ok(0);
         }
-        let need = st.used - self.budget;
+        let unpinned = st.used.saturating_sub(st.pinned);
+        let need = unpinned - self.budget;
         let mut chosen: Vec<ObjectBrief> = Vec::new();
         let mut planned = 0u64;
         let mut after = None;
@@ -55,7 +94,7 @@ impl Shared {
         }
         // `forget` re-checks guards under each object's lock, so a guard taken meanwhile wins.
         let freed = self.forget(&mut st, &chosen, true)?;
-        if st.used > self.budget {
+        if st.over_budget(self.budget) {
             tracing::debug!(
                 used = st.used,
                 budget = self.budget,

@@ -68,7 +68,7 @@ impl Shared {
             }
             let over = {
                 let st = self.state();
-                st.used > self.budget
+                st.over_budget(self.budget)
             };
             if evict || over {
                 last_evict = Instant::now();

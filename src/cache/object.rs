@@ -246,9 +246,12 @@ impl CacheObject {
                 if !b.detached && added > 0 {
                     b.changed = true;
                     st.used += added;
+                    if st.is_pinned(self.key.area, self.key.path.as_str()) {
+                        st.pinned += added;
+                    }
                     st.pending.entry(inner.id).or_insert_with(|| inner.clone());
                 }
-                let over = st.used > sh.budget;
+                let over = st.over_budget(sh.budget);
                 let crowded = st.pending.len() >= PENDING_SOFT_MAX;
                 drop(b);
                 drop(st);

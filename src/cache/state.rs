@@ -57,19 +57,32 @@ pub(super) struct State {
     /// Access times not yet persisted, by row id. Does not keep objects (or their files) open.
     pub(super) accessed: HashMap<i64, Access>,
     pub(super) used: u64,
+    /// Bytes of `used` that pins keep (outside the budget): counted as blocks arrive and are
+    /// freed, and counted again from the index when pins change or paths move.
+    pub(super) pinned: u64,
     pub(super) objects: u64,
-    pub(super) pins: HashSet<(AreaId, String)>,
+    /// Pin marks: `true` pins a path and everything below, `false` is an exception inside a
+    /// pinned folder; the nearest mark at or above a path decides.
+    pub(super) pins: HashMap<(AreaId, String), bool>,
     /// File names of rows deleted since the index was last made durable: a power cut may
     /// bring such a row back, so no new file takes its name until then (see `forget`).
     pub(super) freed: HashSet<String>,
 }
 
 impl State {
+    /// True when the bytes not kept by pins exceed `budget`.
+    pub(super) fn over_budget(&self, budget: u64) -> bool {
+        self.used.saturating_sub(self.pinned) > budget
+    }
+
     pub(super) fn is_pinned(&self, area: AreaId, path: &str) -> bool {
+        if self.pins.is_empty() {
+            return false;
+        }
         let mut p = path;
         loop {
-            if self.pins.contains(&(area, p.to_string())) {
-                return true;
+            if let Some(&keep) = self.pins.get(&(area, p.to_string())) {
+                return keep;
             }
             match p.rfind('/') {
                 Some(i) => p = &p[..i],
@@ -337,6 +350,9 @@ impl Shared {
                 None => r.present_bytes,
             };
             freed += bytes;
+            if st.is_pinned(r.area, &r.path) {
+                st.pinned = st.pinned.saturating_sub(bytes);
+            }
             victims.push(r);
         }
         let ids: Vec<i64> = victims.iter().map(|r| r.id).collect();

@@ -168,6 +168,7 @@ fn unexpected(socket: &Path, response: &Response) -> ControlError {
         Response::SyncStarted(_) => "sync started",
         Response::SyncConflicts(_) => "sync conflicts",
         Response::Settings(_) => "settings",
+        Response::Pinned(_) => "pinned",
         Response::Done { .. } => "done",
         Response::Error { .. } => "error",
     };

@@ -115,9 +115,11 @@ mod tests {
                 used_bytes: 5,
                 budget_bytes: 10 << 30,
                 dirty_bytes: files * 1000,
+                pinned_bytes: 0,
             },
             kept_aside: None,
             other_areas: Vec::new(),
+            pins: Vec::new(),
         }
     }
 

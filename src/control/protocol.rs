@@ -65,6 +65,16 @@ pub enum Request {
     },
     /// Stops the daemon after the transfers in flight.
     Stop,
+    /// Keeps a file or folder of the mount on this device (`keep`), or stops keeping it.
+    /// `path` is below the mount point, `/`-separated.
+    Pin {
+        path: String,
+        keep: bool,
+    },
+    /// *Free up space*: unpins a file or folder of the mount and drops its cached copies.
+    Free {
+        path: String,
+    },
 }
 
 /// A folder to add (see `cloudmount sync add`).
@@ -105,6 +115,8 @@ impl Request {
         "sync_conflicts",
         "settings",
         "stop",
+        "pin",
+        "free",
     ];
 
     /// The verb, as spelled on the wire.
@@ -121,6 +133,8 @@ impl Request {
             Request::SyncConflicts { .. } => "sync_conflicts",
             Request::Settings { .. } => "settings",
             Request::Stop => "stop",
+            Request::Pin { .. } => "pin",
+            Request::Free { .. } => "free",
         }
     }
 }
@@ -139,6 +153,8 @@ pub enum Response {
     SyncConflicts(Vec<crate::sync::report::ConflictReport>),
     /// The settings, by key.
     Settings(std::collections::BTreeMap<String, String>),
+    /// What `pin` or `free` did.
+    Pinned(crate::vfs::pins::PinAnswer),
     /// Done; `message` says what, in one line.
     Done {
         message: String,
@@ -324,6 +340,7 @@ mod tests {
             cache: CacheStatus::default(),
             kept_aside: None,
             other_areas: Vec::new(),
+            pins: Vec::new(),
         }
     }
 

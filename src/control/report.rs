@@ -110,18 +110,67 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
         );
     }
 
+    pins(&mut out, &s.pins);
+
     let c = &s.cache;
     let _ = write!(
         out,
         "cache: {} of {} used",
-        FormatSize(c.used_bytes),
+        FormatSize(c.used_bytes.saturating_sub(c.pinned_bytes)),
         FormatSize(c.budget_bytes)
     );
+    if c.pinned_bytes > 0 {
+        let _ = write!(out, "; {} kept by pins", FormatSize(c.pinned_bytes));
+    }
     let _ = match c.dirty_bytes {
         0 => writeln!(out),
         d => writeln!(out, "; {} not yet uploaded", FormatSize(d)),
     };
     out
+}
+
+/// The pins: one line of totals, then one per pin that is not complete.
+fn pins(out: &mut String, pins: &[crate::vfs::status::PinStatus]) {
+    use crate::vfs::status::PinPhase;
+    if pins.is_empty() {
+        return;
+    }
+    let bytes: u64 = pins.iter().map(|p| p.bytes).sum();
+    let busy = pins
+        .iter()
+        .filter(|p| matches!(p.state, PinPhase::Listing | PinPhase::Downloading))
+        .count();
+    let _ = write!(
+        out,
+        "pins: {}, {}",
+        match pins.len() {
+            1 => "1 pinned item".to_string(),
+            n => format!("{n} pinned items"),
+        },
+        FormatSize(bytes)
+    );
+    let _ = match busy {
+        0 => writeln!(out, ", all on this device"),
+        n => writeln!(out, ", {n} being downloaded"),
+    };
+    for p in pins {
+        let pct = (p.bytes_done * 100).checked_div(p.bytes).unwrap_or(100);
+        let _ = match (p.state, &p.error) {
+            (PinPhase::Complete, _) => Ok(()),
+            (PinPhase::Listing, _) => writeln!(out, "  {}: listing", p.path),
+            (PinPhase::Downloading, _) => writeln!(
+                out,
+                "  {}: downloading, {} of {} files, {} of {} ({pct} %)",
+                p.path,
+                p.files_done,
+                p.files,
+                FormatSize(p.bytes_done),
+                FormatSize(p.bytes)
+            ),
+            (_, Some(e)) => writeln!(out, "  {}: {} ({pct} % here)", p.path, e),
+            (_, None) => writeln!(out, "  {}: {}", p.path, p.state.as_str()),
+        };
+    }
 }
 
 /// One line for a list of mounts: the connection, the upload queue, problems if any.
@@ -237,9 +286,11 @@ mod tests {
                 used_bytes: 0,
                 budget_bytes: 10 * GIB,
                 dirty_bytes: 0,
+                pinned_bytes: 0,
             },
             kept_aside: None,
             other_areas: Vec::new(),
+            pins: Vec::new(),
         }
     }
 
@@ -281,6 +332,7 @@ mod tests {
                 used_bytes: 512 * MIB,
                 budget_bytes: 10 * GIB,
                 dirty_bytes: 12 * MIB,
+                pinned_bytes: 0,
             },
             kept_aside: Some(KeptAside {
                 dir: "/home/u/.cache/cloudmount/x/recovered".into(),
@@ -292,6 +344,7 @@ mod tests {
                 files: 2,
                 bytes: 2048,
             }],
+            pins: Vec::new(),
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),

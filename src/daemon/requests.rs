@@ -35,10 +35,44 @@ impl ControlHandler for Requests {
                     }
                 }
             }
+            Request::Pin { path, keep } => {
+                let vfs = &self.vfs;
+                let answer = match vfs.resolve(&path).await {
+                    Ok(ino) if keep => vfs.pin(ino).await,
+                    Ok(ino) => vfs.unpin(ino).await,
+                    Err(e) => Err(e),
+                };
+                pinned(&path, answer)
+            }
+            Request::Free { path } => {
+                let vfs = &self.vfs;
+                let answer = match vfs.resolve(&path).await {
+                    Ok(ino) => vfs.free(ino).await,
+                    Err(e) => Err(e),
+                };
+                pinned(&path, answer)
+            }
             other => Response::error(format!(
                 "this is the daemon of a mount; {:?} is asked of the profile's daemon (cloudmount start PROFILE)",
                 other.verb()
             )),
         }
+    }
+}
+
+/// The answer to `pin` or `free`: what was done, or why not in words for the user.
+fn pinned(path: &str, answer: crate::vfs::VfsResult<crate::vfs::pins::PinAnswer>) -> Response {
+    use crate::vfs::VfsError;
+    match answer {
+        Ok(a) => Response::Pinned(a),
+        Err(VfsError::NotFound) => Response::error(format!("{path}: no such file or folder")),
+        Err(VfsError::NoSpace(why)) => Response::error(why),
+        Err(VfsError::Remote(e)) if matches!(e, crate::remote::RemoteError::Transient { .. }) => {
+            Response::error(format!(
+                "{path}: the server does not answer ({}); a pin needs its listing once",
+                crate::health::why_unreachable(&e)
+            ))
+        }
+        Err(e) => Response::error(format!("{path}: {e}")),
     }
 }

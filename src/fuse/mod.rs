@@ -9,8 +9,8 @@
 //! What is not supported, and the errno an application sees:
 //! - symlinks and hard links (`symlink`, `link`): `EPERM` — WebDAV has neither;
 //! - device nodes, FIFOs and sockets (`mknod` of anything but a regular file): `EPERM`;
-//! - setting or removing extended attributes (`setxattr`, `removexattr`): `ENOTSUP` — the only
-//!   attribute is the read-only `user.cloudmount.state`;
+//! - extended attributes: `user.cloudmount.state` is read-only, `user.cloudmount.pin` can be
+//!   set (to `1` or `0`: pin, unpin); setting any other and `removexattr` give `ENOTSUP`;
 //! - permission checks are the kernel's (`default_permissions`), against the owner and mode the
 //!   vfs reports; `access` therefore always allows. The mode given to `create`, `mkdir` and
 //!   `mknod` (less the umask) is kept like a chmod's (locally, see `Vfs::setattr`), and the
@@ -685,15 +685,25 @@ impl Filesystem for FuseFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOTSUP);
+        let span = op_span!("setxattr", req, ino = ino.0, name = %name.to_string_lossy());
+        let Some(name) = utf8_name(name) else {
+            return reply.error(Errno::ENOTSUP);
+        };
+        let (vfs, value) = (self.vfs.clone(), value.to_vec());
+        self.spawn(span, async move {
+            match vfs.setxattr(ino.0, &name, &value).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail(&e)),
+            }
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -323,28 +323,49 @@ impl MetaStore {
         Ok(v.unwrap_or(0))
     }
 
-    pub(crate) fn pins_all(&self) -> Result<Vec<(AreaId, String)>, MetaError> {
+    /// Every pin mark: `(area, path, keep)`; `keep` false is an exception inside a pin.
+    pub(crate) fn pins_all(&self) -> Result<Vec<(AreaId, String, bool)>, MetaError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached("SELECT area, path FROM pins")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut st = conn.prepare_cached("SELECT area, path, keep FROM pins")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)))?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// Sets the pin mark of a path (`Some(true)` pinned, `Some(false)` an exception inside a
+    /// pinned folder) or removes it (`None`).
     pub(crate) fn pin_set(
         &self,
         area: AreaId,
         path: &RemotePath,
-        pinned: bool,
+        mark: Option<bool>,
     ) -> Result<(), MetaError> {
         let conn = self.lock();
-        if pinned {
-            conn.prepare_cached("INSERT OR IGNORE INTO pins (area, path) VALUES (?1, ?2)")?
-                .execute(params![area, path.as_str()])?;
-        } else {
-            conn.prepare_cached("DELETE FROM pins WHERE area = ?1 AND path = ?2")?
-                .execute(params![area, path.as_str()])?;
+        match mark {
+            Some(keep) => {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO pins (area, path, keep) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![area, path.as_str(), keep as i64])?;
+            }
+            None => {
+                conn.prepare_cached("DELETE FROM pins WHERE area = ?1 AND path = ?2")?
+                    .execute(params![area, path.as_str()])?;
+            }
         }
         Ok(())
+    }
+
+    /// The present bytes of every object that holds data: `(area, path, bytes)` (to count
+    /// what pins keep).
+    pub(crate) fn obj_present(&self) -> Result<Vec<(AreaId, String, u64)>, MetaError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT area, path, present_bytes FROM objects WHERE present_bytes > 0",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     pub(crate) fn pins_delete_subtree(

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -189,9 +189,17 @@ CREATE TABLE local_modes (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 9: a pin row is a *mark*: `keep = 1` pins the path and everything below it,
+/// `keep = 0` is an exception inside a pinned folder (a file or folder the user unpinned
+/// there: not kept, but cached like any other). The nearest mark at or above a path decides.
+/// Rows of earlier versions were all pins.
+pub(super) const V9: &str = r#"
+ALTER TABLE pins ADD COLUMN keep INTEGER NOT NULL DEFAULT 1 CHECK (keep IN (0, 1));
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

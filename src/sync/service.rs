@@ -559,8 +559,8 @@ impl ControlHandler for Service {
                     message: "stopping after the transfers in flight".into(),
                 }
             }
-            Request::Status => Response::error(
-                "this is the daemon of a profile's sync folders; ask a mount's status with cloudmount status MOUNTPOINT",
+            Request::Status | Request::Pin { .. } | Request::Free { .. } => Response::error(
+                "this is the daemon of a profile's sync folders; status, pin and free are asked of a mount (cloudmount status MOUNTPOINT)",
             ),
         }
     }

@@ -383,6 +383,8 @@ impl Vfs {
         };
         let mut seen: std::collections::HashSet<&str> =
             std::collections::HashSet::with_capacity(entries.len());
+        // A file new or changed on the server: a pin covering it must fetch it.
+        let mut changed = false;
         for e in entries {
             if e.name.starts_with(upload::TEMP_PREFIX) {
                 // Our own upload in progress (or one a crash left behind).
@@ -405,6 +407,7 @@ impl Vfs {
                     if n.etag.is_some() && !same_version {
                         n.local_mtime = None;
                     }
+                    changed |= kind == FileKind::File && (!same_version || n.size != e.size);
                     n.size = e.size;
                     n.etag = e.etag.clone();
                     // The version we know (often our own upload): keep the time we showed.
@@ -418,6 +421,7 @@ impl Vfs {
                 // A file became a directory or the reverse: a new inode.
                 t.unlink(dir, &e.name);
             }
+            changed = true;
             let mut n = Node::new(dir, &e.name, Some(area), kind);
             n.size = e.size;
             n.etag = e.etag.clone();
@@ -452,6 +456,12 @@ impl Vfs {
         self.place_unplaced(&mut t, dir);
         if let Some(d) = t.get_mut(dir).and_then(|n| n.dir.as_mut()) {
             d.listed_at = listed_at.or(d.listed_at);
+        }
+        drop(t);
+        if changed && listed_at.is_some() {
+            if let Some(p) = &dir_path {
+                self.pins_changed_below(area, p);
+            }
         }
         removed
     }

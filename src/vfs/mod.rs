@@ -23,6 +23,8 @@
 //!   `create`, `flush`/`fsync`; `writeback.rs`: committing to the durable upload queue
 //!   (`queue.rs`) and what an upload's end does; `upload.rs`: sending one file with
 //!   conditional requests, keeping both versions on a conflict (`conflict.rs`).
+//! - `pins.rs`: files and folders kept on this device (pin, unpin, free up space) and the
+//!   keeper that downloads pinned trees and keeps them complete.
 //! - `report.rs`: `statfs`, the `user.cloudmount.state` attribute, the `status` snapshot
 //!   (its types in `status.rs`).
 //! - `error.rs`: the one mapping of errors to errno; `types.rs`: the interface's data types.
@@ -52,6 +54,7 @@ pub mod error;
 mod io_mode;
 mod listing;
 mod namespace;
+pub mod pins;
 pub mod queue;
 mod read;
 mod report;
@@ -185,11 +188,14 @@ pub struct Vfs {
     temp_tag: String,
     /// Stray temporary uploads being deleted (so a listing does not start a second DELETE).
     sweeping: Mutex<std::collections::HashSet<(AreaId, RemotePath)>>,
+    /// The keeper of pinned trees (`pins.rs`).
+    pins: pins::Pins,
 }
 
 impl Drop for Vfs {
     fn drop(&mut self) {
         self.queue.stop();
+        self.pins.stop();
     }
 }
 
@@ -352,9 +358,11 @@ impl Vfs {
             problems: Mutex::new(Vec::new()),
             temp_tag,
             sweeping: Mutex::new(Default::default()),
+            pins: Default::default(),
         });
         vfs.recover()?;
         vfs.spawn_upload_workers();
+        vfs.start_pin_keeper();
         Ok(vfs)
     }
 
@@ -528,6 +536,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
+        self.pins.stop();
         self.downloads.wait_for_stores().await;
         if let Err(e) = self.cache.flush() {
             tracing::warn!(error = %e, "cache flush at unmount failed");

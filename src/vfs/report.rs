@@ -32,6 +32,10 @@ pub enum FileState {
     Error,
     /// A conflict copy: our version, kept beside the server's.
     Conflict,
+    /// Kept on this device (pinned), and all of it is here.
+    Pinned,
+    /// Kept on this device (pinned), still being downloaded.
+    Pinning,
 }
 
 impl FileState {
@@ -45,6 +49,8 @@ impl FileState {
             FileState::Uploading => "uploading",
             FileState::Error => "error",
             FileState::Conflict => "conflict",
+            FileState::Pinned => "pinned",
+            FileState::Pinning => "pinning",
         }
     }
 }
@@ -101,7 +107,14 @@ impl Vfs {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
             if n.kind == FileKind::Dir {
-                return Ok(FileState::Online);
+                return Ok(match t.path(ino) {
+                    Some((a, p)) => match self.pin_state_of_dir(a, &p) {
+                        Some(true) => FileState::Pinned,
+                        Some(false) => FileState::Pinning,
+                        None => FileState::Online,
+                    },
+                    None => FileState::Online,
+                });
             }
             let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
@@ -126,14 +139,18 @@ impl Vfs {
         let Some((area, path, etag)) = key else {
             return Ok(FileState::Online);
         };
+        let pinned = self.cache.is_pinned(area, &path);
         let cache = self.cache.clone();
         let existing = off_thread(move || cache.existing(area, &path)).await?;
         Ok(match existing {
             Some(o) if o.key().etag == etag => match o.state() {
+                ObjectState::Cached if pinned => FileState::Pinned,
                 ObjectState::Cached => FileState::Cached,
+                _ if pinned => FileState::Pinning,
                 ObjectState::Partial => FileState::Partial,
                 ObjectState::Online => FileState::Online,
             },
+            _ if pinned => FileState::Pinning,
             _ => FileState::Online,
         })
     }
@@ -193,6 +210,7 @@ impl Vfs {
                 used_bytes: usage.used_bytes,
                 budget_bytes: usage.budget_bytes,
                 dirty_bytes: queue.bytes,
+                pinned_bytes: self.cache.pinned_bytes(),
             },
             queue,
             errors,
@@ -200,6 +218,7 @@ impl Vfs {
             quota,
             kept_aside: self.kept_aside(),
             other_areas: self.other_areas(),
+            pins: self.pin_report(),
         }
     }
 
@@ -234,7 +253,7 @@ impl Vfs {
     }
 
     /// `path` of `area` as seen below the mount point.
-    fn display_path(&self, area: AreaId, path: &RemotePath) -> String {
+    pub(super) fn display_path(&self, area: AreaId, path: &RemotePath) -> String {
         if self.area_roots.first().map(|r| r.1) == Some(ROOT_INO) {
             return path.as_str().to_string();
         }

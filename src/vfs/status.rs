@@ -58,6 +58,55 @@ pub struct CacheStatus {
     pub budget_bytes: u64,
     /// Bytes of changed files kept locally until uploaded (outside the budget).
     pub dirty_bytes: u64,
+    /// Bytes of `used_bytes` kept by pins (outside the budget).
+    #[serde(default)]
+    pub pinned_bytes: u64,
+}
+
+/// Where the keeper of a pinned tree is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinPhase {
+    /// Listing the tree (the first round, or a check of the server).
+    #[default]
+    Listing,
+    /// Downloading what is missing.
+    Downloading,
+    /// Everything is on this device, as of `checked_at`.
+    Complete,
+    /// The server does not answer: resumes when it does (the reason in `error`).
+    Waiting,
+    /// The last round failed (the reason in `error`); retried at the next check.
+    Error,
+}
+
+impl PinPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinPhase::Listing => "listing",
+            PinPhase::Downloading => "downloading",
+            PinPhase::Complete => "complete",
+            PinPhase::Waiting => "waiting",
+            PinPhase::Error => "error",
+        }
+    }
+}
+
+/// A pinned file or folder ("keep on this device") and how complete it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinStatus {
+    /// The path below the mount point.
+    pub path: String,
+    pub state: PinPhase,
+    /// Files the pin keeps, and how many of them are complete in this round.
+    pub files: u64,
+    pub files_done: u64,
+    /// Their size, and how much of it is on this device.
+    pub bytes: u64,
+    pub bytes_done: u64,
+    pub error: Option<String>,
+    /// When the tree was last found complete, seconds since the Unix epoch.
+    pub checked_at: Option<i64>,
 }
 
 /// Files kept aside because they were being written when cloudmount stopped unexpectedly and
@@ -99,4 +148,7 @@ pub struct VfsStatus {
     /// Queued files of areas this mount does not show (see [`OtherArea`]).
     #[serde(default)]
     pub other_areas: Vec<OtherArea>,
+    /// The pinned files and folders, with their progress.
+    #[serde(default)]
+    pub pins: Vec<PinStatus>,
 }

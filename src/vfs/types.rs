@@ -117,3 +117,5 @@ pub struct FsStats {
 
 /// The name of the extended attribute that shows a file's cache/upload state.
 pub const STATE_XATTR: &str = "user.cloudmount.state";
+/// The extended attribute that pins (`1`) or unpins (`0`) a file or folder when set.
+pub const PIN_XATTR: &str = "user.cloudmount.pin";

@@ -519,6 +519,14 @@ impl Mounted {
         cmd
     }
 
+    /// Runs `cloudmount ARGS` with this mount's environment (its XDG directories), and
+    /// returns what it did.
+    pub fn cli<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run(cmd, "cloudmount")
+    }
+
     /// `cloudmount status --json` of this mount.
     pub fn status(&self) -> cloudmount::vfs::status::VfsStatus {
         let mut cmd = self.command();
@@ -640,6 +648,23 @@ impl Mounted {
     /// `self.dir.join(rel)`.
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
+    }
+
+    /// Runs `cloudmount unmount --no-wait` (queued uploads stay in the cache for the next
+    /// mount) and asserts that it succeeds and the mount is gone.
+    pub fn unmount_no_wait(mut self) {
+        let mut cmd = self.command();
+        cmd.arg("unmount").arg(&self.dir).arg("--no-wait");
+        let out = run(cmd, "cloudmount unmount --no-wait");
+        assert!(
+            out.status.success(),
+            "cloudmount unmount --no-wait {} failed ({}): {}",
+            self.dir.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(mount_info(&self.dir).is_none(), "still mounted");
+        self.mounted = false;
     }
 
     /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.

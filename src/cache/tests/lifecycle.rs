@@ -61,7 +61,8 @@ fn eviction_is_lru_within_budget() {
 #[test]
 fn guards_and_pins_prevent_eviction() {
     let env = Env::new();
-    let c = env.open(BS);
+    // No budget: everything not open or pinned may go (pinned bytes are outside it).
+    let c = env.open(0);
     let a = c.object(&key("dir/a", "e", BS)).unwrap();
     fill_all(&a, &content(0, BS));
     let b = c.object(&key("b", "e", BS)).unwrap();
@@ -89,7 +90,7 @@ fn guards_and_pins_prevent_eviction() {
     c.set_pinned(0, &p("dir"), true).unwrap();
     drop((a, b));
     drop(c);
-    let c = env.open(BS);
+    let c = env.open(0);
     assert!(c.is_pinned(0, &p("dir/a")));
     assert!(!c.is_pinned(0, &p("b")));
     let a = c.object(&key("dir/a", "e", BS)).unwrap();
@@ -662,4 +663,53 @@ fn handles_are_send_and_sync() {
     check::<CacheObject>();
     check::<OpenGuard>();
     check::<MetaStore>();
+}
+
+#[test]
+fn pinned_bytes_are_outside_the_budget_and_exceptions_are_not_kept() {
+    let env = Env::new();
+    // A budget of one block.
+    let c = env.open(BS);
+    c.set_pinned(0, &p("keep"), true).unwrap();
+    c.set_pin_mark(0, &p("keep/not"), Some(false)).unwrap();
+    for (i, name) in ["keep/a", "keep/b", "keep/sub/c", "keep/not", "loose"]
+        .iter()
+        .enumerate()
+    {
+        let o = c.object(&key(name, "e", BS)).unwrap();
+        fill_all(&o, &content(i as u8, BS));
+    }
+    assert_eq!(c.pinned_bytes(), 3 * BS);
+    assert!(c.is_pinned(0, &p("keep/sub/c")));
+    assert!(!c.is_pinned(0, &p("keep/not")));
+    // Two unpinned blocks for a budget of one: one goes, the pinned three stay.
+    assert_eq!(c.evict().unwrap(), BS);
+    assert_eq!(c.usage().used_bytes, 4 * BS);
+    for name in ["keep/a", "keep/b", "keep/sub/c"] {
+        assert!(c.existing(0, &p(name)).unwrap().is_some(), "{name} evicted");
+    }
+    // Counted again after a restart, and after an unpin (then they count against the budget).
+    drop(c);
+    let c = env.open(BS);
+    assert_eq!(c.pinned_bytes(), 3 * BS);
+    assert_eq!(c.pins(), vec![(0, p("keep"))]);
+    assert_eq!(
+        c.pin_marks_under(0, &p("keep")),
+        vec![(p("keep"), true), (p("keep/not"), false)]
+    );
+    c.set_pin_mark(0, &p("keep"), None).unwrap();
+    assert_eq!(c.pinned_bytes(), 0);
+    assert!(c.evict().unwrap() >= 2 * BS);
+    assert!(c.usage().used_bytes <= BS);
+    // Freeing a subtree drops what nobody holds open.
+    let o = c.object(&key("f/x", "e", BS)).unwrap();
+    fill_all(&o, &content(9, BS));
+    let held = c.object(&key("f/y", "e", BS)).unwrap();
+    fill_all(&held, &content(8, BS));
+    let _g = held.open_guard();
+    drop(o);
+    let (freed, busy) = c.free_path(0, &p("f")).unwrap();
+    assert_eq!((freed, busy), (BS, 1));
+    assert!(c.existing(0, &p("f/x")).unwrap().is_none());
+    assert!(c.existing(0, &p("f/y")).unwrap().is_some());
 }

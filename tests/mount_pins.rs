@@ -1,0 +1,449 @@
+//! Files and folders kept on this device (pins), on real mounts: `cloudmount pin --wait`
+//! downloads a whole tree, which then lists and reads with the server unreachable; files
+//! new or changed on the server under a pin are fetched; pinned bytes are outside the cache
+//! budget; an exception inside a pinned folder; `free` never drops unsaved changes; pins
+//! survive a remount; a pin that would not fit on the disk is refused; `setfattr` pins too.
+//! Apache (ETags in listings) and nginx (none: versions from size and mtime).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::mount::*;
+use common::pattern;
+use common::proxy::{target_of, FaultProxy, ProxyMode};
+
+const MIB: usize = 1 << 20;
+
+macro_rules! pin_tests {
+    ($($case:ident),* $(,)?) => {
+        pin_tests!(@server apache_basic; $($case),*);
+        pin_tests!(@server nginx; $($case),*);
+    };
+    (@server $s:ident; $($case:ident),*) => {
+        mod $s {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case(&super::Server::$s());
+                }
+            )*
+        }
+    };
+}
+
+pin_tests!(
+    a_pinned_tree_is_downloaded_and_reads_and_lists_offline,
+    files_new_or_changed_on_the_server_under_a_pin_are_fetched,
+    pinned_bytes_are_outside_the_budget_and_never_evicted,
+    an_exception_inside_a_pinned_folder_is_not_kept,
+    free_drops_cached_copies_but_never_unsaved_changes,
+    pins_survive_a_remount,
+    setfattr_pins_and_unpins,
+);
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn state(p: &Path) -> String {
+    let v = xattr_get(p, "user.cloudmount.state")
+        .unwrap_or_else(|e| panic!("getxattr state of {}: {e}", p.display()));
+    String::from_utf8(v).unwrap()
+}
+
+fn xattr_get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// A tree of `files` (relative path → content) on the server, below `dir`.
+fn seed(dav: &Dav) -> Vec<(String, Vec<u8>)> {
+    let files = vec![
+        ("Proj/a.txt".to_string(), b"hello\n".to_vec()),
+        ("Proj/empty".to_string(), Vec::new()),
+        ("Proj/sub/big.bin".to_string(), pattern(3 * MIB + 17, 3)),
+        ("Proj/sub/deeper/x".to_string(), pattern(40_000, 4)),
+        ("Proj/sub/deeper/y z #1".to_string(), pattern(100, 5)),
+        ("Other/not pinned".to_string(), pattern(5000, 6)),
+    ];
+    for d in ["Proj", "Proj/sub", "Proj/sub/deeper", "Other"] {
+        dav.mkdir(d);
+    }
+    for (p, data) in &files {
+        dav.put(p, data);
+    }
+    files
+}
+
+fn offline(proxy: &FaultProxy) {
+    proxy.set_mode(ProxyMode::Refuse);
+    proxy.reset_all();
+}
+
+fn pin_wait(m: &Mounted, rel: &str) -> String {
+    ok(
+        &m.cli(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]),
+        &format!("cloudmount pin {rel} --wait"),
+    )
+}
+
+/// Waits until the pin at `shown` reports complete.
+fn wait_complete(m: &Mounted, shown: &str) {
+    eventually(Duration::from_secs(60), "the pin is complete", || {
+        let st = m.status();
+        st.pins
+            .iter()
+            .find(|p| p.path == shown)
+            .filter(|p| p.state == cloudmount::vfs::status::PinPhase::Complete)
+            .map(|_| ())
+    });
+}
+
+fn a_pinned_tree_is_downloaded_and_reads_and_lists_offline(s: &Server) {
+    let dav = Dav::fresh(s, "pin");
+    let files = seed(&dav);
+    let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+    let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(s));
+
+    let out = pin_wait(&m, "Proj");
+    assert!(out.contains("pinned") && out.contains("5 files"), "{out}");
+    assert!(out.contains("all on this device"), "{out}");
+    // Every file and folder of the tree says pinned; the folder outside does not.
+    for (p, _) in files.iter().filter(|(p, _)| p.starts_with("Proj/")) {
+        assert_eq!(state(&m.path(p)), "pinned", "{}: {p}", s.name);
+    }
+    assert_eq!(state(&m.path("Proj/sub/deeper")), "pinned");
+    assert_eq!(state(&m.path("Other/not pinned")), "online");
+    let st = m.status();
+    assert_eq!(st.pins.len(), 1, "{st:?}");
+    assert_eq!(st.pins[0].path, "Proj");
+    assert_eq!(st.pins[0].files, 5);
+    assert!(st.cache.pinned_bytes >= (3 * MIB + 17) as u64, "{st:?}");
+    let text = m.status_text();
+    assert!(text.contains("pins: 1 pinned item"), "{text}");
+
+    // The server is gone: the whole pinned tree lists and reads; a file never read says so.
+    offline(&proxy);
+    let tree = local_tree(&m.path("Proj"));
+    let names: Vec<&String> = tree.keys().collect();
+    assert_eq!(
+        names.len(),
+        7,
+        "{}: offline listing of the pinned tree: {names:?}",
+        s.name
+    );
+    for (p, data) in files.iter().filter(|(p, _)| p.starts_with("Proj/")) {
+        assert_eq!(&read(&m.path(p)), data, "{}: {p} offline", s.name);
+    }
+    let err = fs::read(m.path("Other/not pinned")).expect_err("an uncached file read offline");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    proxy.set_mode(ProxyMode::Pass);
+    m.unmount();
+}
+
+fn files_new_or_changed_on_the_server_under_a_pin_are_fetched(s: &Server) {
+    let dav = Dav::fresh(s, "pinsrv");
+    seed(&dav);
+    let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+    let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(s));
+    pin_wait(&m, "Proj");
+
+    // Another client adds a file in a pinned subfolder and changes one (a new size, so the
+    // version differs on servers without ETags too).
+    std::thread::sleep(Duration::from_millis(1100));
+    let new = pattern(70_000, 9);
+    let changed = pattern(50_000, 10);
+    dav.put("Proj/sub/deeper/new.bin", &new);
+    dav.put("Proj/sub/deeper/x", &changed);
+    // A listing (after the 1 s TTL) shows the change: the keeper fetches both.
+    std::thread::sleep(Duration::from_millis(1100));
+    let _ = fs::read_dir(m.path("Proj/sub/deeper")).unwrap().count();
+    eventually(
+        Duration::from_secs(30),
+        "the new and changed files are pinned",
+        || {
+            let (a, b) = (
+                state(&m.path("Proj/sub/deeper/new.bin")),
+                state(&m.path("Proj/sub/deeper/x")),
+            );
+            (a == "pinned" && b == "pinned").then_some(())
+        },
+    );
+    offline(&proxy);
+    assert_eq!(read(&m.path("Proj/sub/deeper/new.bin")), new, "{}", s.name);
+    assert_eq!(read(&m.path("Proj/sub/deeper/x")), changed, "{}", s.name);
+    proxy.set_mode(ProxyMode::Pass);
+    m.unmount();
+}
+
+fn pinned_bytes_are_outside_the_budget_and_never_evicted(s: &Server) {
+    let dav = Dav::fresh(s, "pinbudget");
+    dav.mkdir("keep");
+    dav.mkdir("stream");
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        let data = pattern(2 * MIB + i, i as u8);
+        dav.put(&format!("keep/k{i}"), &data);
+        kept.push(data);
+        dav.put(&format!("stream/s{i}"), &pattern(2 * MIB, 20 + i as u8));
+    }
+    let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+    // A budget of 1 MiB: smaller than any pinned file.
+    let m = Mounted::new(
+        &proxy.url_for(&dav.url),
+        &MountOpts::for_server(s).cache_size("1M"),
+    );
+    pin_wait(&m, "keep");
+    // Reading 6 MiB of unpinned files makes the cache evict: never the pinned ones.
+    for i in 0..3 {
+        let _ = read(&m.path(&format!("stream/s{i}")));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = m.status();
+    assert!(
+        st.cache.pinned_bytes >= (6 * MIB) as u64,
+        "{}: pinned bytes {st:?}",
+        s.name
+    );
+    assert!(
+        st.cache.used_bytes - st.cache.pinned_bytes <= st.cache.budget_bytes + (2 * MIB) as u64,
+        "{}: unpinned bytes kept within the budget (one file open at a time may exceed it): {st:?}",
+        s.name
+    );
+    for i in 0..3 {
+        assert_eq!(state(&m.path(&format!("keep/k{i}"))), "pinned");
+    }
+    offline(&proxy);
+    for (i, data) in kept.iter().enumerate() {
+        assert_eq!(&read(&m.path(&format!("keep/k{i}"))), data, "{}", s.name);
+    }
+    proxy.set_mode(ProxyMode::Pass);
+    m.unmount();
+}
+
+fn an_exception_inside_a_pinned_folder_is_not_kept(s: &Server) {
+    let dav = Dav::fresh(s, "pinexc");
+    seed(&dav);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(s));
+    pin_wait(&m, "Proj");
+    let out = m.cli(&["unpin".as_ref(), m.path("Proj/sub/big.bin").as_os_str()]);
+    ok(&out, "cloudmount unpin Proj/sub/big.bin");
+    // Cached still, no longer kept; the rest of the folder stays pinned.
+    assert_eq!(state(&m.path("Proj/sub/big.bin")), "cached");
+    assert_eq!(state(&m.path("Proj/sub/deeper/x")), "pinned");
+    assert_eq!(state(&m.path("Proj/a.txt")), "pinned");
+    // Pinning the folder again takes the exception away.
+    pin_wait(&m, "Proj");
+    assert_eq!(state(&m.path("Proj/sub/big.bin")), "pinned");
+    // Unpinning the folder unpins everything in it.
+    ok(
+        &m.cli(&["unpin".as_ref(), m.path("Proj").as_os_str()]),
+        "cloudmount unpin Proj",
+    );
+    assert_eq!(state(&m.path("Proj/a.txt")), "cached");
+    assert_eq!(state(&m.path("Proj")), "online");
+    assert!(m.status().pins.is_empty());
+    m.unmount();
+}
+
+fn free_drops_cached_copies_but_never_unsaved_changes(s: &Server) {
+    let dav = Dav::fresh(s, "pinfree");
+    seed(&dav);
+    // Changes wait 1 h before their upload: a file written now stays unsaved on the server.
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mounted::new(
+        &dav.url,
+        &MountOpts::for_server(s)
+            .write_back_delay("1h")
+            .cache_dir(cache.path()),
+    );
+    pin_wait(&m, "Proj");
+    let mine = pattern(12_345, 42);
+    fs::write(m.path("Proj/sub/mine.txt"), &mine).unwrap();
+    let out = ok(
+        &m.cli(&["free".as_ref(), m.path("Proj").as_os_str()]),
+        "cloudmount free Proj",
+    );
+    assert!(out.contains("freed"), "{out}");
+    assert_eq!(state(&m.path("Proj/sub/big.bin")), "online", "{}", s.name);
+    assert_eq!(state(&m.path("Proj/a.txt")), "online");
+    assert_eq!(state(&m.path("Proj/sub/mine.txt")), "dirty");
+    assert_eq!(read(&m.path("Proj/sub/mine.txt")), mine);
+    let st = m.status();
+    assert!(st.pins.is_empty(), "{st:?}");
+    assert_eq!(st.cache.pinned_bytes, 0);
+    assert_eq!(st.queue.files, 1, "{st:?}");
+    // Left queued (the delay is an hour), then uploaded by the next mount of the cache.
+    m.unmount_no_wait();
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(s).cache_dir(cache.path()));
+    m.settle();
+    assert_eq!(
+        dav.get("Proj/sub/mine.txt"),
+        mine,
+        "uploaded by the next mount"
+    );
+    m.unmount();
+}
+
+fn pins_survive_a_remount(s: &Server) {
+    let dav = Dav::fresh(s, "pinremount");
+    let files = seed(&dav);
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start_blocking(target_of(&dav.url));
+    let url = proxy.url_for(&dav.url);
+    let opts = MountOpts::for_server(s).cache_dir(cache.path());
+    let m = Mounted::new(&url, &opts);
+    pin_wait(&m, "Proj/sub");
+    m.unmount();
+
+    let m = Mounted::new(&url, &opts);
+    wait_complete(&m, "Proj/sub");
+    assert_eq!(state(&m.path("Proj/sub/big.bin")), "pinned");
+    assert_eq!(state(&m.path("Proj/a.txt")), "online");
+    m.unmount();
+
+    // And a mount that starts with the server unreachable reads them from its cache.
+    offline(&proxy);
+    let m = Mounted::new(&url, &opts);
+    for (p, data) in files.iter().filter(|(p, _)| p.starts_with("Proj/sub/")) {
+        assert_eq!(
+            &read(&m.path(p)),
+            data,
+            "{}: {p} offline after a remount",
+            s.name
+        );
+    }
+    proxy.set_mode(ProxyMode::Pass);
+    m.unmount();
+}
+
+fn setfattr_pins_and_unpins(s: &Server) {
+    let dav = Dav::fresh(s, "pinxattr");
+    seed(&dav);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(s));
+    let f = m.path("Proj/sub/big.bin");
+    let st = Command::new("setfattr")
+        .args(["-n", "user.cloudmount.pin", "-v", "1"])
+        .arg(&f)
+        .status()
+        .expect("setfattr");
+    assert!(st.success(), "setfattr pin: {st}");
+    eventually(Duration::from_secs(30), "the file is pinned", || {
+        (state(&f) == "pinned").then_some(())
+    });
+    // A value other than 0 or 1 is refused with EINVAL; other names are not supported.
+    let bad = Command::new("setfattr")
+        .args(["-n", "user.cloudmount.pin", "-v", "yes"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Invalid argument"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let other = Command::new("setfattr")
+        .args(["-n", "user.other", "-v", "1"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("not supported"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let st = Command::new("setfattr")
+        .args(["-n", "user.cloudmount.pin", "-v", "0"])
+        .arg(&f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(state(&f), "cached");
+    m.unmount();
+}
+
+/// A pin whose download would leave the cache's disk with less than 5 % free is refused with
+/// the reason, and nothing is pinned. The cache is on a 24 MiB tmpfs.
+#[test]
+fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "pinfull");
+    dav.mkdir("big");
+    for i in 0..4 {
+        dav.put(&format!("big/f{i}"), &pattern(6 * MIB, i as u8));
+    }
+    let small = tempfile::tempdir().unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(small.path())
+        .status()
+        .expect("mount tmpfs");
+    assert!(st.success(), "mount -t tmpfs: {st}");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _umount = Umount(small.path().to_path_buf());
+    let m = Mounted::new(
+        &dav.url,
+        &MountOpts::for_server(&s).cache_dir(&small.path().join("cache")),
+    );
+    let out = m.cli(&["pin".as_ref(), m.path("big").as_os_str()]);
+    assert!(!out.status.success(), "a 24 MiB pin fit on a 24 MiB disk");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs") && err.contains("free"),
+        "the refusal says why: {err}"
+    );
+    assert!(m.status().pins.is_empty());
+    assert_eq!(state(&m.path("big/f0")), "online");
+    // Half of it fits.
+    ok(
+        &m.cli(&[
+            "pin".as_ref(),
+            m.path("big/f1").as_os_str(),
+            "--wait".as_ref(),
+        ]),
+        "pin one file",
+    );
+    assert_eq!(state(&m.path("big/f1")), "pinned");
+    m.unmount();
+}
+
+/// A path outside any mount gets a clear error, and the command fails.
+#[test]
+fn pinning_a_path_outside_a_mount_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudmount"))
+        .arg("pin")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not inside a cloudmount mount"), "{err}");
+}
