@@ -100,14 +100,18 @@ pub enum Command {
             - conflicts: files changed both here and on the server; the server's version \
             keeps the name, yours is kept beside it as a conflicted copy;\n  \
             - the quota on the server, when it tells;\n  \
-            - the local cache: used out of its budget, and the changes kept until uploaded.\n\n\
+            - pinned files and folders (kept on this device) and how complete each is;\n  \
+            - the local cache: used out of its budget, what pins keep (outside the budget), \
+            and the changes kept until uploaded.\n\n\
             With --json it prints the daemon's JSON object, on one line, instead. Fails with \
             one line on stderr and a non-zero status when MOUNTPOINT is not a cloudmount \
             mount or its daemon does not answer.",
         after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
             last_error, queue {files, bytes, in_flight, in_flight_bytes, paused}, \
             errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
-            quota {used, available} or null, cache {used_bytes, budget_bytes, dirty_bytes}. \
+            quota {used, available} or null, cache {used_bytes, budget_bytes, dirty_bytes, \
+            pinned_bytes}, pins [{path, state (listing, downloading, complete, waiting, \
+            error), files, files_done, bytes, bytes_done, error, checked_at}]. \
             Sizes are bytes, `at` is seconds since the Unix epoch, paths are relative to the \
             mount point.\n\n\
             Examples:\n  \

@@ -15,7 +15,9 @@
 //! sizes are compared (a name listed twice fails). One
 //! mount serves every case, each in a fresh folder, so the caches carry state from case to
 //! case as they do for a user. A sequence may also crash the daemon (`kill -9`) and mount again
-//! on the same cache directory: every operation that returned must survive. It runs over
+//! on the same cache directory: every operation that returned must survive. And it may pin,
+//! unpin or free a path (`cloudmount pin --wait`, `unpin`, `free`): the contents shown do not
+//! change, and the states below the path must follow (see `pin_step`). It runs over
 //! Apache, over rclone serve webdav, and over Apache with uploads a second after each close
 //! (files stay local copies through most of a sequence, and the server-side edits race them;
 //! elsewhere the upload queue is drained before each edit); `CLOUDMOUNT_TEST_MODEL_CASES`
@@ -170,6 +172,13 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
                 held[*slot as usize] = None;
                 continue;
             }
+            Step::Pin { path, how } => {
+                match pin_step(model, dir, plain.path(), path, *how, &held) {
+                    Ok(checked) => tally.pins += usize::from(checked),
+                    Err(why) => panic!("{}", fail(&why)),
+                }
+                continue;
+            }
             Step::Server(edit) => {
                 held = [None, None];
                 match server_edit(model, dir, plain.path(), edit) {
@@ -244,6 +253,109 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
         ("a local directory", &want),
     );
     tally
+}
+
+/// Pins, unpins or frees `path` of the sequence's folder `dir` through the command line, and
+/// checks the states the mount then shows below it: after `pin --wait` every file is here
+/// (`pinned`, or a local change: `dirty`, `uploading`, `error`), after `unpin` none is pinned
+/// (an exception inside a pinned folder is not kept either), after `free` none is cached
+/// (files open in a held descriptor may stay). A path the local directory does not have must
+/// fail. Ok(true) when states were checked.
+fn pin_step(
+    model: &Model,
+    dir: &str,
+    plain: &Path,
+    path: &[u8],
+    how: PinHow,
+    held: &[HeldPair; SLOTS],
+) -> Result<bool, String> {
+    let m = model.mount.borrow();
+    let target = local(&m.path(dir), path);
+    let exists = local(plain, path).exists();
+    let verb = match how {
+        PinHow::Pin => "pin",
+        PinHow::Unpin => "unpin",
+        PinHow::Free => "free",
+    };
+    let mut args = vec![std::ffi::OsString::from(verb), target.clone().into()];
+    if how == PinHow::Pin {
+        args.push("--wait".into());
+    }
+    let out = m.cli(&args);
+    let said = || {
+        format!(
+            "cloudmount {verb} {}: {}\n{}",
+            target.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    if !exists {
+        return if out.status.success() {
+            Err(format!(
+                "{} succeeded on a path that does not exist",
+                said()
+            ))
+        } else {
+            Ok(false)
+        };
+    }
+    if !out.status.success() {
+        return Err(format!("{} failed", said()));
+    }
+    let open: Vec<std::path::PathBuf> = held
+        .iter()
+        .flatten()
+        .map(|(_, _, p)| local(&m.path(dir), p))
+        .collect();
+    for file in files_below(&target) {
+        let st = state_of(&file)?;
+        let ok = match how {
+            PinHow::Pin => matches!(st.as_str(), "pinned" | "dirty" | "uploading" | "error"),
+            PinHow::Unpin => !matches!(st.as_str(), "pinned" | "pinning"),
+            PinHow::Free => {
+                open.contains(&file)
+                    || matches!(st.as_str(), "online" | "dirty" | "uploading" | "error")
+            }
+        };
+        if !ok {
+            return Err(format!(
+                "after {verb} {}: {} is {st}",
+                target.display(),
+                file.display()
+            ));
+        }
+    }
+    Ok(true)
+}
+
+/// The regular files at or below `p`.
+fn files_below(p: &Path) -> Vec<std::path::PathBuf> {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() => std::fs::read_dir(p)
+            .map(|rd| rd.flatten().flat_map(|e| files_below(&e.path())).collect())
+            .unwrap_or_default(),
+        Ok(md) if md.is_file() => vec![p.to_path_buf()],
+        _ => Vec::new(),
+    }
+}
+
+/// `user.cloudmount.state` of a file of the mount.
+fn state_of(p: &Path) -> Result<String, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = c"user.cloudmount.state";
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(format!(
+            "getxattr state of {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf[..r as usize]).into_owned())
 }
 
 /// Another client edits the server below the sequence's folder `dir`; once the upload queue
@@ -330,6 +442,8 @@ struct Tally {
     /// Server-side edits made, and how many of them raced a change not uploaded yet.
     edits: usize,
     races: usize,
+    /// Pin, unpin and free steps whose states were checked.
+    pins: usize,
 }
 
 /// An I/O result as the model compares it: the bytes read, or the errno.
@@ -416,6 +530,7 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
     let mix = Mix {
         crashes: true,
         server_edits: true,
+        pins: true,
     };
     let strategy = proptest::collection::vec(step_strategy(mix), 1..40);
     let result = runner.run(&strategy, |steps| {
@@ -428,6 +543,7 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
         all.crashes += t.crashes;
         all.edits += t.edits;
         all.races += t.races;
+        all.pins += t.pins;
         Ok(())
     });
     match result {
@@ -449,6 +565,11 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
     assert!(
         cases < 10 || total.edits > 0,
         "no server-side edit was made: {total:?}"
+    );
+    // And pins were set on something that exists, and checked.
+    assert!(
+        cases < 10 || total.pins > 0,
+        "no pin, unpin or free was checked: {total:?}"
     );
     // Every case left its folder; all of them are on the server and through a fresh mount of
     // it with an empty cache (nothing the first mount holds only locally).

@@ -447,3 +447,51 @@ fn pinning_a_path_outside_a_mount_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not inside a cloudmount mount"), "{err}");
 }
+
+/// A file larger than the cache's budget is read from the server as a stream while it is
+/// open, never through the cache: sequential and random reads return its bytes, and the cache
+/// stays within its budget with the file open (it used to grow to the file's size until the
+/// file was closed).
+#[test]
+fn a_file_larger_than_the_cache_is_read_within_the_budget() {
+    use std::os::unix::fs::FileExt;
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "stream");
+    let data = pattern(24 * MIB + 5, 77);
+    dav.put("huge.bin", &data);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s).cache_size("2M"));
+    let f = fs::File::open(m.path("huge.bin")).unwrap();
+    // Sequentially, in 1 MiB reads.
+    let mut at = 0;
+    let mut buf = vec![0u8; MIB];
+    while at < data.len() {
+        let n = f.read_at(&mut buf, at as u64).unwrap();
+        assert!(n > 0, "short read at {at}");
+        assert_eq!(&buf[..n], &data[at..at + n], "bytes at {at}");
+        at += n;
+    }
+    // Jumping around, backwards too, across the GETs' spans.
+    let mut x: u64 = 12345;
+    for _ in 0..40 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = (x >> 16) as usize % (data.len() - 1);
+        let len = 1 + (x >> 40) as usize % (3 * MIB);
+        let mut b = vec![0u8; len];
+        let n = f.read_at(&mut b, off as u64).unwrap();
+        let want = &data[off..(off + len).min(data.len())];
+        assert_eq!(&b[..n], want, "{len} bytes at {off}");
+    }
+    let st = m.status();
+    assert!(
+        st.cache.used_bytes <= st.cache.budget_bytes,
+        "the cache grew past its budget with the file open: {st:?}"
+    );
+    drop(f);
+    assert_eq!(state(&m.path("huge.bin")), "online");
+    // Pinned, it is kept whole (pins are outside the budget) and read from the cache.
+    pin_wait(&m, "huge.bin");
+    assert_eq!(read(&m.path("huge.bin")), data);
+    m.unmount();
+}

@@ -290,10 +290,10 @@ mod tests {
                 .expect("a message")
                 .to_string()
         };
-        // A verb of a later build (e.g. pins) to this daemon.
-        let msg = error_of(&raw(&path, b"{\"v\":1,\"request\":\"pin\",\"path\":\"/a\"}\n").await);
+        // A verb of a later build (e.g. sharing links) to this daemon.
+        let msg = error_of(&raw(&path, b"{\"v\":1,\"request\":\"share\",\"path\":\"/a\"}\n").await);
         assert!(
-            msg.contains("unknown request \"pin\"") && msg.contains("understands: status"),
+            msg.contains("unknown request \"share\"") && msg.contains("understands: status"),
             "{msg}"
         );
         // A request in a newer version of the protocol.

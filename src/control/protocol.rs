@@ -384,6 +384,13 @@ mod tests {
                 set: Some(("schedule.time".into(), "03:00".into())),
             },
             Request::Stop,
+            Request::Pin {
+                path: "Cloud Drive/Projects".into(),
+                keep: true,
+            },
+            Request::Free {
+                path: "Cloud Drive/Videos".into(),
+            },
         ];
         let verbs: Vec<&str> = samples.iter().map(Request::verb).collect();
         assert_eq!(verbs, Request::VERBS);

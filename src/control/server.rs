@@ -259,9 +259,9 @@ mod tests {
             (b"\xff\xfe\n", false, "not UTF-8"),
             (b"{\xff}\n", true, "not UTF-8"),
             (
-                b"{\"v\":1,\"request\":\"pin\"}",
+                b"{\"v\":1,\"request\":\"share\"}",
                 true,
-                "unknown request \"pin\"",
+                "unknown request \"share\"",
             ),
             (
                 b"{\"v\":7,\"request\":\"status\"}",

@@ -1007,7 +1007,7 @@ fn version_8_database_keeps_its_pins_as_pins() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("meta.db");
     {
-        let mut c = rusqlite::Connection::open(&path).unwrap();
+        let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(super::schema::V1).unwrap();
         for step in [
             super::schema::V2,

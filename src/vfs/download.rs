@@ -76,7 +76,7 @@ pub(crate) enum DownloadError {
 }
 
 impl DownloadError {
-    fn remote(e: RemoteError) -> DownloadError {
+    pub(super) fn remote(e: RemoteError) -> DownloadError {
         match e {
             RemoteError::VersionChanged { .. } | RemoteError::BadResponse { .. } => {
                 DownloadError::Changed(e)
@@ -368,7 +368,7 @@ async fn fetch_run(
 }
 
 /// Starts the GET of `range` of `key`'s file (conditional when the origin says so).
-async fn get_range(
+pub(super) async fn get_range(
     origin: &Origin,
     key: &ObjectKey,
     range: Range<u64>,
@@ -386,7 +386,7 @@ async fn get_range(
 }
 
 /// A body that ended at `got` before `want`: the file is shorter than its listing said.
-fn check_length(key: &ObjectKey, got: u64, want: u64) -> Result<(), DownloadError> {
+pub(super) fn check_length(key: &ObjectKey, got: u64, want: u64) -> Result<(), DownloadError> {
     if got >= want {
         return Ok(());
     }

@@ -15,6 +15,8 @@
 //!   ETag at open) through the block cache; a full local disk degrades reads to uncached
 //!   downloads, never to errors. `io_mode.rs`: how the kernel serves each open (its page
 //!   cache, or passthrough of a complete cache file in read-only areas).
+//! - `stream.rs`: reads of a file larger than the cache's budget, from one long GET and never
+//!   through the cache (so the cache stays within its budget while such a file is open).
 //! - `download.rs`: the download engine, keyed by cache object and version (never by inode):
 //!   missing blocks fetched by ranged GET with `If-Match` (old and new bytes never mix),
 //!   single flight per block, read-ahead windows, the mount's read-ahead budget, storing
@@ -59,6 +61,7 @@ pub mod queue;
 mod read;
 mod report;
 pub mod status;
+mod stream;
 mod tree;
 pub mod types;
 mod upload;

@@ -32,6 +32,9 @@ pub(super) struct Handle {
     pub(super) io: HandleIo,
     /// Opened by the kernel to execute the file: a program runs from it while it is open.
     pub(super) exec: bool,
+    /// A file larger than the cache's budget is read from one long GET, never through the
+    /// cache (see `stream.rs`).
+    pub(super) stream: Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>,
 }
 
 impl Vfs {
@@ -63,6 +66,7 @@ impl Vfs {
                 readahead: Default::default(),
                 io: HandleIo::Cached,
                 exec: false,
+                stream: None,
             }
         } else {
             self.revalidate(ino).await;
@@ -83,13 +87,15 @@ impl Vfs {
                 }
                 other => other?,
             };
+            let stream = self.stream_for(ino, object.as_ref().map(|o| &o.0))?;
             Handle {
                 ino,
                 write: false,
-                object,
+                object: if stream.is_some() { None } else { object },
                 readahead: Default::default(),
                 io: HandleIo::Cached,
                 exec: false,
+                stream,
             }
         };
         let (keep_cache, io) = {
@@ -174,6 +180,35 @@ impl Vfs {
         }
     }
 
+    /// A stream for a read handle of `ino` when its file is larger than the cache's budget,
+    /// not pinned, and not complete in the cache (`obj`): it is then read from one long GET,
+    /// never through the cache (see `stream.rs`).
+    fn stream_for(
+        &self,
+        ino: Ino,
+        obj: Option<&Arc<CacheObject>>,
+    ) -> VfsResult<Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>> {
+        let (key, etag) = {
+            let t = self.tree();
+            let n = t.get(ino).ok_or(VfsError::NotFound)?;
+            if n.staged.is_some() || n.pending_create || n.size <= SMALL_FILE {
+                return Ok(None);
+            }
+            version_key(&t, ino)?
+        };
+        if key.size <= self.cache.usage().budget_bytes
+            || obj.is_some_and(|o| o.is_complete())
+            || self.cache.is_pinned(key.area, &key.path)
+        {
+            return Ok(None);
+        }
+        let origin = self.origin_of(&key, etag.is_some())?;
+        tracing::debug!(file = %key.path, size = key.size, "larger than the cache: read as a stream");
+        Ok(Some(Arc::new(tokio::sync::Mutex::new(
+            super::stream::Stream::new(key, origin),
+        ))))
+    }
+
     /// The cache object of the node's current version (None while the node is staged). The
     /// cache's index lives in SQLite: looked up on the blocking pool.
     pub(super) async fn object_for(
@@ -214,13 +249,13 @@ impl Vfs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let object = {
+        let (object, stream) = {
             let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
             if h.ino != ino {
                 return Err(VfsError::BadHandle);
             }
-            h.object.as_ref().map(|(o, _)| o.clone())
+            (h.object.as_ref().map(|(o, _)| o.clone()), h.stream.clone())
         };
         // Staged content wins: it is what this mount last wrote.
         let (staged, small) = {
@@ -240,6 +275,14 @@ impl Vfs {
                 return Ok(Bytes::new());
             }
             return Ok(Bytes::from(write::pread(st, offset, len).await?));
+        }
+        if let Some(stream) = stream {
+            return stream
+                .lock()
+                .await
+                .read(offset, u64::from(size))
+                .await
+                .map_err(|e| self.download_error(ino, e));
         }
         let obj = match object {
             Some(o) => o,

@@ -337,6 +337,7 @@ impl Vfs {
                     readahead: Default::default(),
                     io,
                     exec: false,
+                    stream: None,
                 },
             );
         Ok((

@@ -268,6 +268,20 @@ pub enum Step {
     },
     /// Another client changes the server; see [`plan_server_edit`].
     Server(ServerEdit),
+    /// `cloudmount pin --wait`, `unpin` or `free` of a path (the mount model only; the local
+    /// directory is not changed, and neither are the contents the mount shows).
+    Pin {
+        path: Vec<u8>,
+        how: PinHow,
+    },
+}
+
+/// What a [`Step::Pin`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinHow {
+    Pin,
+    Unpin,
+    Free,
 }
 
 /// Compact, as [`Op`]'s.
@@ -291,6 +305,7 @@ impl std::fmt::Debug for Step {
             Step::DeleteHeld { slot } => write!(f, "DeleteHeld#{slot}"),
             Step::Close { slot } => write!(f, "Close#{slot}"),
             Step::Server(e) => write!(f, "{e:?}"),
+            Step::Pin { path, how } => write!(f, "{how:?}({:?})", names(path).join("/")),
         }
     }
 }
@@ -300,6 +315,8 @@ impl std::fmt::Debug for Step {
 pub struct Mix {
     pub crashes: bool,
     pub server_edits: bool,
+    /// Pin, unpin and free steps (a real mount only).
+    pub pins: bool,
 }
 
 pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
@@ -360,6 +377,20 @@ pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
     if mix.crashes {
         arms.push((1, Just(Step::Crash).boxed()));
         arms.push((1, Just(Step::CrashNow).boxed()));
+    }
+    if mix.pins {
+        let how = prop_oneof![
+            3 => Just(PinHow::Pin),
+            2 => Just(PinHow::Unpin),
+            1 => Just(PinHow::Free)
+        ];
+        let p = proptest::collection::vec(0u8..NAMES.len() as u8, 0..=2);
+        arms.push((
+            2,
+            (p, how)
+                .prop_map(|(path, how)| Step::Pin { path, how })
+                .boxed(),
+        ));
     }
     if mix.server_edits {
         arms.push((2, server_edit_strategy(path).prop_map(Step::Server).boxed()));
