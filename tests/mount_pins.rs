@@ -495,3 +495,117 @@ fn a_file_larger_than_the_cache_is_read_within_the_budget() {
     assert_eq!(read(&m.path("huge.bin")), data);
     m.unmount();
 }
+
+/// A PNG of `w` x `h` pixels of noise (so it does not compress): a real image a thumbnailer
+/// can read.
+fn noise_png(w: u32, h: u32, seed: u8) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut c = kind.to_vec();
+        c.extend_from_slice(data);
+        out.extend_from_slice(&c);
+        out.extend_from_slice(&crc32(&c).to_be_bytes());
+    }
+    fn crc32(b: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &x in b {
+            crc ^= u32::from(x);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn adler(b: &[u8]) -> u32 {
+        let (mut a, mut s) = (1u32, 0u32);
+        for &x in b {
+            a = (a + u32::from(x)) % 65521;
+            s = (s + a) % 65521;
+        }
+        (s << 16) | a
+    }
+    let noise = pattern((w * h * 3) as usize, seed);
+    let mut raw = Vec::with_capacity(noise.len() + h as usize);
+    for row in noise.chunks(w as usize * 3) {
+        raw.push(0);
+        raw.extend_from_slice(row);
+    }
+    // zlib with stored (uncompressed) blocks.
+    let mut z = vec![0x78, 0x01];
+    let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        z.push(u8::from(i + 1 == blocks.len()));
+        z.extend_from_slice(&(b.len() as u16).to_le_bytes());
+        z.extend_from_slice(&(!(b.len() as u16)).to_le_bytes());
+        z.extend_from_slice(b);
+    }
+    z.extend_from_slice(&adler(&raw).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A file manager's thumbnailer (GNOME's `gdk-pixbuf-thumbnailer`, as Nautilus runs it)
+/// looking at a folder does not fill the cache: a small picture not on this device is read
+/// from the server and its thumbnail made, but it stays `online`; a picture larger than 8 MiB
+/// is not downloaded for a thumbnail at all (the thumbnailer fails). Once the file is on this
+/// device, its thumbnail is made from the cache.
+#[test]
+fn thumbnailers_do_not_download_folders_into_the_cache() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "thumbs");
+    dav.put("small.png", &noise_png(64, 48, 1));
+    let big = noise_png(1800, 1600, 2);
+    assert!(big.len() > 8 * MIB, "{}", big.len());
+    dav.put("big.png", &big);
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
+    let out = tempfile::tempdir().unwrap();
+    let thumb = |name: &str| {
+        Command::new("gdk-pixbuf-thumbnailer")
+            .args(["-s", "64"])
+            .arg(m.path(name))
+            .arg(out.path().join(format!("{name}.thumb.png")))
+            .output()
+            .expect("gdk-pixbuf-thumbnailer (Debian package libgdk-pixbuf2.0-bin)")
+    };
+    let small = thumb("small.png");
+    assert!(
+        small.status.success(),
+        "thumbnail of a small picture: {}",
+        String::from_utf8_lossy(&small.stderr)
+    );
+    assert!(out.path().join("small.png.thumb.png").exists());
+    assert_eq!(
+        state(&m.path("small.png")),
+        "online",
+        "a thumbnail cached it"
+    );
+    let refused = thumb("big.png");
+    assert!(
+        !refused.status.success(),
+        "a thumbnailer downloaded a {} byte picture",
+        big.len()
+    );
+    assert_eq!(state(&m.path("big.png")), "online");
+    assert_eq!(m.status().cache.used_bytes, 0, "{:?}", m.status());
+    // Opened by anyone else, it is read and cached; then the thumbnail is made from the cache.
+    assert_eq!(read(&m.path("big.png")), big);
+    assert_eq!(state(&m.path("big.png")), "cached");
+    let made = thumb("big.png");
+    assert!(
+        made.status.success(),
+        "thumbnail of a cached picture: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    m.unmount();
+}

@@ -23,6 +23,7 @@
 mod convert;
 pub mod mounts;
 mod passthrough;
+mod reader;
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -424,6 +425,7 @@ impl Filesystem for FuseFs {
         let mode = OpenMode::from_flags(flags.0);
         // The kernel's own flag for the open of a program it executes (`__FMODE_EXEC`).
         let exec = flags.0 & FMODE_EXEC != 0;
+        let pid = req.pid();
         let vfs = self.vfs.clone();
         let backings = self.backings.clone();
         self.spawn(span, async move {
@@ -431,6 +433,9 @@ impl Filesystem for FuseFs {
                 Ok(o) => {
                     if exec {
                         vfs.opened_for_exec(o.fh);
+                    }
+                    if !mode.write && reader::is_thumbnailer(pid) {
+                        vfs.opened_by_thumbnailer(o.fh);
                     }
                     reply_opened(&vfs, &backings, ino.0, reply, &o)
                 }

@@ -45,6 +45,8 @@ pub enum VfsError {
     AreaNotMounted(crate::meta::AreaId),
     #[error("the file changed on the server: {0}")]
     Changed(String),
+    #[error("not on this device: a thumbnailer does not download files larger than 8 MiB")]
+    NotCachedForPreview,
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
@@ -98,7 +100,9 @@ impl VfsError {
             VfsError::NotSupported(_) => ENOTSUP,
             VfsError::NoAttr => ENODATA,
             VfsError::BadHandle => EBADF,
-            VfsError::Changed(_) | VfsError::AreaNotMounted(_) => EIO,
+            VfsError::Changed(_) | VfsError::AreaNotMounted(_) | VfsError::NotCachedForPreview => {
+                EIO
+            }
             VfsError::Remote(e) => match e {
                 RemoteError::NotFound { .. } => ENOENT,
                 RemoteError::MissingParent { .. } => ENOENT,
@@ -129,7 +133,8 @@ impl VfsError {
                 _ => EIO,
             },
         };
-        if errno == EIO {
+        // A thumbnailer kept off a file is expected (a folder of photos shown): not a warning.
+        if errno == EIO && !matches!(self, VfsError::NotCachedForPreview) {
             tracing::warn!(error = %self, "I/O error reported to the application");
         }
         errno

@@ -35,7 +35,14 @@ pub(super) struct Handle {
     /// A file larger than the cache's budget is read from one long GET, never through the
     /// cache (see `stream.rs`).
     pub(super) stream: Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>,
+    /// Opened by a thumbnailer, for a file not on this device (see
+    /// [`Vfs::opened_by_thumbnailer`]).
+    pub(super) preview: bool,
 }
+
+/// The largest file not on this device a thumbnailer may read (through the network, never
+/// into the cache). Thumbnails of larger files are made once the file is cached or pinned.
+pub const PREVIEW_MAX: u64 = 8 << 20;
 
 impl Vfs {
     pub async fn open(&self, ino: Ino, mode: OpenMode) -> VfsResult<Opened> {
@@ -67,6 +74,7 @@ impl Vfs {
                 io: HandleIo::Cached,
                 exec: false,
                 stream: None,
+                preview: false,
             }
         } else {
             self.revalidate(ino).await;
@@ -96,6 +104,7 @@ impl Vfs {
                 io: HandleIo::Cached,
                 exec: false,
                 stream,
+                preview: false,
             }
         };
         let (keep_cache, io) = {
@@ -139,6 +148,65 @@ impl Vfs {
         {
             h.exec = true;
         }
+    }
+
+    /// The kernel opened `fh` for a thumbnailer (a file manager making previews of a folder
+    /// it shows). A file that is complete in the cache (or pinned) reads as usual. Any other
+    /// is not downloaded into the cache for it — looking at a folder must not fill the cache
+    /// with every picture in it: up to [`PREVIEW_MAX`] it is read from the server as a
+    /// stream, larger ones fail with EIO (no thumbnail until the file is on this device).
+    pub fn opened_by_thumbnailer(&self, fh: u64) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = handles.get_mut(&fh) else {
+            return;
+        };
+        if h.write || h.object.as_ref().is_some_and(|(o, _)| o.is_complete()) {
+            return;
+        }
+        h.object = None;
+        h.stream = None;
+        h.preview = true;
+    }
+
+    /// The stream of a preview handle (see [`Vfs::opened_by_thumbnailer`]), made on its
+    /// first read; None when the file is complete in the cache after all (read as usual).
+    async fn preview_stream(
+        &self,
+        ino: Ino,
+        fh: u64,
+    ) -> VfsResult<Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>> {
+        let (key, etag) = version_key(&self.tree(), ino)?;
+        let cache = self.cache.clone();
+        let k = key.clone();
+        let cached = off_thread(move || cache.cached_object(&k)).await?;
+        if cached.is_some_and(|o| o.is_complete()) || self.cache.is_pinned(key.area, &key.path) {
+            if let Some(h) = self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&fh)
+            {
+                h.preview = false;
+            }
+            return Ok(None);
+        }
+        if key.size > PREVIEW_MAX {
+            tracing::debug!(file = %key.path, size = key.size, "a thumbnailer's read of a file not on this device: refused");
+            return Err(VfsError::NotCachedForPreview);
+        }
+        let origin = self.origin_of(&key, etag.is_some())?;
+        let stream = Arc::new(tokio::sync::Mutex::new(super::stream::Stream::new(
+            key, origin,
+        )));
+        if let Some(h) = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&fh)
+        {
+            h.stream = Some(stream.clone());
+        }
+        Ok(Some(stream))
     }
 
     /// Whether a program runs from `ino` (a handle the kernel opened to execute it is open).
@@ -249,14 +317,21 @@ impl Vfs {
     }
 
     pub async fn read(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
-        let (object, stream) = {
+        let (object, mut stream, preview) = {
             let h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             let h = h.get(&fh).ok_or(VfsError::BadHandle)?;
             if h.ino != ino {
                 return Err(VfsError::BadHandle);
             }
-            (h.object.as_ref().map(|(o, _)| o.clone()), h.stream.clone())
+            (
+                h.object.as_ref().map(|(o, _)| o.clone()),
+                h.stream.clone(),
+                h.preview,
+            )
         };
+        if preview && stream.is_none() {
+            stream = self.preview_stream(ino, fh).await?;
+        }
         // Staged content wins: it is what this mount last wrote.
         let (staged, small) = {
             let t = self.tree();

@@ -338,6 +338,7 @@ impl Vfs {
                     io,
                     exec: false,
                     stream: None,
+                    preview: false,
                 },
             );
         Ok((

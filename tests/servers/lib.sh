@@ -34,7 +34,8 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # (`dbus-run-session`): the GNOME client tests/serve_clients.rs drives `cloudmount serve` with.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
     nginx libnginx-mod-http-dav-ext litmus rsync
-    gvfs-backends gvfs-daemons libglib2.0-bin dbus)
+    gvfs-backends gvfs-daemons libglib2.0-bin dbus
+    attr libgdk-pixbuf2.0-bin)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
 cm_pkg_installed() {
