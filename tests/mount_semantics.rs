@@ -906,9 +906,10 @@ fn an_unlinked_open_file_stays_usable() {
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
 }
 
-/// A file opened for reading and deleted through the mount before it was read: the program
-/// still reads all of it (what was not cached is fetched before the server's copy goes), and
-/// the server's copy is gone.
+/// A file opened for reading and deleted through the mount before it was read: the delete
+/// returns at once (the server's copy is moved to a hidden name, not downloaded first), the
+/// program still reads all of it, the name is gone from the server, and the hidden copy goes
+/// when the last reader closes.
 #[test]
 fn a_file_deleted_while_open_for_reading_is_read_whole() {
     let (dav, m) = setup("unlinked-unread");
@@ -927,12 +928,26 @@ fn a_file_deleted_while_open_for_reading_is_read_whole() {
     fs::remove_file(m.path("big")).unwrap();
     fs::remove_file(m.path("small")).unwrap();
     assert!(dav.stat("big").is_none() && dav.stat("small").is_none());
+    let hidden = || -> Vec<String> {
+        dav.names("")
+            .into_iter()
+            .filter(|n| n.starts_with(".cloudmount-upload-"))
+            .collect()
+    };
+    // Kept for the readers under hidden names (nothing was downloaded before the delete).
+    assert_eq!(hidden().len(), 2, "{:?}", dav.names(""));
     let mut got = vec![0u8; big.len()];
     fb.read_exact_at(&mut got, 0).unwrap();
     assert!(got == big, "the deleted file read back differently");
     let mut small = String::new();
     (&fs_).read_to_string(&mut small).unwrap();
     assert_eq!(small, "a few bytes");
+    drop((fb, fs_));
+    eventually(
+        Duration::from_secs(10),
+        "the hidden copies go with their readers",
+        || hidden().is_empty().then_some(()),
+    );
     // The same for a file replaced by a rename (an editor saving): its reader keeps the old.
     let old = File::open(m.path("doc")).unwrap();
     fs::write(m.path("doc.new"), b"the new version").unwrap();
@@ -944,6 +959,48 @@ fn a_file_deleted_while_open_for_reading_is_read_whole() {
         "the replaced file read back differently"
     );
     assert_eq!(fs::read(m.path("doc")).unwrap(), b"the new version");
+    assert_eq!(dav.get("doc"), b"the new version");
+    drop(old);
+    eventually(
+        Duration::from_secs(10),
+        "the replaced copy goes with its reader",
+        || hidden().is_empty().then_some(()),
+    );
+}
+
+/// The daemon killed while a deleted file is still read: its hidden copy on the server is
+/// removed by the next mount of the cache, the first time it lists the folder.
+#[test]
+fn a_file_set_aside_for_its_readers_is_swept_after_a_crash() {
+    use std::os::unix::fs::FileExt;
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "aside-crash");
+    dav.put("big", &pattern(2 * MIB, 8));
+    dav.put("other", b"stays");
+    let cache = tempfile::tempdir().unwrap();
+    let opts = MountOpts::for_server(&s).cache_dir(cache.path());
+    let mut m = Mounted::new(&dav.url, &opts);
+    let f = File::open(m.path("big")).unwrap();
+    let mut head = vec![0u8; 10];
+    f.read_exact_at(&mut head, 0).unwrap();
+    fs::remove_file(m.path("big")).unwrap();
+    let hidden = || -> usize {
+        dav.names("")
+            .iter()
+            .filter(|n| n.starts_with(".cloudmount-upload-"))
+            .count()
+    };
+    assert_eq!(hidden(), 1, "{:?}", dav.names(""));
+    drop(f);
+    m.kill9();
+    let m = Mounted::new(&dav.url, &opts);
+    eventually(Duration::from_secs(15), "the hidden copy is swept", || {
+        let _ = fs::read_dir(m.path("")).map(|d| d.count());
+        std::thread::sleep(Duration::from_millis(200));
+        (hidden() == 0).then_some(())
+    });
+    assert_eq!(dav.names(""), vec!["other".to_string()]);
+    m.unmount();
 }
 
 /// Files in the mount's staging directory (local copies of files written through it).

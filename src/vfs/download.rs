@@ -93,6 +93,9 @@ impl DownloadError {
 pub(crate) struct Origin {
     pub remote: Arc<dyn Remote>,
     pub conditional: bool,
+    /// Where the version is on the server when not at its key's path (a file deleted while
+    /// read, set aside for its readers: see `set_aside.rs`).
+    pub at: Option<crate::remote::RemotePath>,
 }
 
 impl Origin {
@@ -376,7 +379,7 @@ pub(super) async fn get_range(
     let resp = origin
         .remote
         .read_range(
-            &key.path,
+            origin.at.as_ref().unwrap_or(&key.path),
             ByteRange::new(range.start, range.end - range.start),
             origin.expect(key),
         )
@@ -768,6 +771,7 @@ mod tests {
         let origin = Origin {
             remote: mem.clone(),
             conditional: true,
+            at: None,
         };
         let downloads = Downloads::default();
         let obj = cache.object(&key).unwrap();
@@ -782,6 +786,7 @@ mod tests {
         let origin2 = Origin {
             remote: mem2.clone(),
             conditional: true,
+            at: None,
         };
         let data = downloads
             .download(&origin2, &key2, 0..key2.size)

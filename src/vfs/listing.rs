@@ -190,7 +190,7 @@ impl Vfs {
             let stray = match upload::temp_owner(&e.name) {
                 upload::TempOwner::NotTemp => continue,
                 upload::TempOwner::Cache { tag, id } if tag == self.temp_tag => {
-                    !self.queue.has_id(id)
+                    !self.queue.has_id(id) && !self.set_aside.holds(id)
                 }
                 _ => e
                     .mtime

@@ -17,6 +17,8 @@
 //!   cache, or passthrough of a complete cache file in read-only areas).
 //! - `stream.rs`: reads of a file larger than the cache's budget, from one long GET and never
 //!   through the cache (so the cache stays within its budget while such a file is open).
+//! - `set_aside.rs`: a file deleted or replaced while programs read it is moved to a hidden
+//!   name on the server for them (the delete returns at once), and deleted when they close.
 //! - `download.rs`: the download engine, keyed by cache object and version (never by inode):
 //!   missing blocks fetched by ranged GET with `If-Match` (old and new bytes never mix),
 //!   single flight per block, read-ahead windows, the mount's read-ahead budget, storing
@@ -60,6 +62,7 @@ pub mod pins;
 pub mod queue;
 mod read;
 mod report;
+mod set_aside;
 pub mod status;
 mod stream;
 mod tree;
@@ -193,6 +196,8 @@ pub struct Vfs {
     sweeping: Mutex<std::collections::HashSet<(AreaId, RemotePath)>>,
     /// The keeper of pinned trees (`pins.rs`).
     pins: pins::Pins,
+    /// Files deleted while read, kept on the server under hidden names (`set_aside.rs`).
+    set_aside: set_aside::SetAside,
 }
 
 impl Drop for Vfs {
@@ -362,6 +367,7 @@ impl Vfs {
             temp_tag,
             sweeping: Mutex::new(Default::default()),
             pins: Default::default(),
+            set_aside: Default::default(),
         });
         vfs.recover()?;
         vfs.spawn_upload_workers();

@@ -270,10 +270,18 @@ impl Vfs {
         };
         let pending = pending && self.tree().get(ino).is_some_and(|n| n.pending_create);
         if !pending {
-            self.complete_for_readers(ino).await;
-            match self.remote(area)?.delete(&path).await {
-                Ok(()) | Err(RemoteError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            use super::set_aside::SetAsideOutcome as Aside;
+            match self.set_aside_for_readers(area, ino, &path).await {
+                Aside::Moved | Aside::Gone => {}
+                aside => {
+                    if aside == Aside::Failed {
+                        self.complete_for_readers(ino).await;
+                    }
+                    match self.remote(area)?.delete(&path).await {
+                        Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
         self.touch_dir(parent);
@@ -393,7 +401,12 @@ impl Vfs {
             }
             // The target is replaced: programs reading it keep their version (see `unlink`).
             if dst_on_server && src_kind == FileKind::File {
-                self.complete_for_readers(d).await;
+                let to_path = self.node_path(d)?.1;
+                if self.set_aside_for_readers(area, d, &to_path).await
+                    == super::set_aside::SetAsideOutcome::Failed
+                {
+                    self.complete_for_readers(d).await;
+                }
             }
         }
         if src_pending {

@@ -194,7 +194,7 @@ impl Vfs {
             tracing::debug!(file = %key.path, size = key.size, "a thumbnailer's read of a file not on this device: refused");
             return Err(VfsError::NotCachedForPreview);
         }
-        let origin = self.origin_of(&key, etag.is_some())?;
+        let origin = self.origin_of(ino, &key, etag.is_some())?;
         let stream = Arc::new(tokio::sync::Mutex::new(super::stream::Stream::new(
             key, origin,
         )));
@@ -270,7 +270,7 @@ impl Vfs {
         {
             return Ok(None);
         }
-        let origin = self.origin_of(&key, etag.is_some())?;
+        let origin = self.origin_of(ino, &key, etag.is_some())?;
         tracing::debug!(file = %key.path, size = key.size, "larger than the cache: read as a stream");
         Ok(Some(Arc::new(tokio::sync::Mutex::new(
             super::stream::Stream::new(key, origin),
@@ -414,7 +414,7 @@ impl Vfs {
     async fn read_small(&self, ino: Ino, fh: u64, offset: u64, size: u32) -> VfsResult<Bytes> {
         let (key, etag) = version_key(&self.tree(), ino)?;
         let file_size = key.size;
-        let origin = self.origin_of(&key, etag.is_some())?;
+        let origin = self.origin_of(ino, &key, etag.is_some())?;
         let download = async {
             self.downloads
                 .download(&origin, &key, 0..file_size)
@@ -460,7 +460,7 @@ impl Vfs {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let origin = self.origin_of(&key, etag.is_some())?;
+        let origin = self.origin_of(ino, &key, etag.is_some())?;
         self.downloads
             .download(&origin, &key, offset..end)
             .await
@@ -573,6 +573,7 @@ impl Vfs {
             // The last reader of a file deleted while open lets go of its staged copy.
             self.unstage_if_idle(ino).await;
         }
+        self.drop_set_aside_if_unread(ino);
         self.tree().maybe_drop(ino);
         result
     }
@@ -599,13 +600,17 @@ impl Vfs {
     /// server gives the node an ETag (without one the version is made up locally).
     fn origin(&self, ino: Ino, obj: &CacheObject) -> VfsResult<Origin> {
         let conditional = self.tree().get(ino).is_some_and(|n| n.etag.is_some());
-        self.origin_of(obj.key(), conditional)
+        self.origin_of(ino, obj.key(), conditional)
     }
 
-    fn origin_of(&self, key: &ObjectKey, conditional: bool) -> VfsResult<Origin> {
+    /// Where `key` (the version of `ino`) is downloaded from: its path, or the hidden name it
+    /// was set aside to for its readers (then unconditionally, see `set_aside.rs`).
+    fn origin_of(&self, ino: Ino, key: &ObjectKey, conditional: bool) -> VfsResult<Origin> {
+        let at = self.set_aside_path(ino);
         Ok(Origin {
             remote: self.remote(key.area)?.clone(),
-            conditional,
+            conditional: conditional && at.is_none(),
+            at,
         })
     }
 

@@ -61,6 +61,14 @@ impl Stream {
         }
     }
 
+    /// The version was moved to `at` on the server (set aside for its readers): the next
+    /// GETs go there, unconditionally.
+    pub(super) fn redirect(&mut self, at: crate::remote::RemotePath) {
+        self.origin.at = Some(at);
+        self.origin.conditional = false;
+        self.body = None;
+    }
+
     /// Bytes `[offset, offset + len)` of the file (fewer at its end).
     pub(super) async fn read(&mut self, offset: u64, len: u64) -> Result<Bytes, DownloadError> {
         let size = self.key.size;

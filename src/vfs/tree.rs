@@ -68,6 +68,9 @@ pub(crate) struct Node {
     /// For a directory: when an upload of this mount last landed in it. A server mtime up to
     /// then is explained by our own change and does not replace the time shown.
     pub own_change_at: Option<SystemTime>,
+    /// A file deleted or replaced while read, whose server copy was moved to a hidden name
+    /// for its readers (its id and that name, see `set_aside.rs`).
+    pub set_aside: Option<(i64, crate::remote::RemotePath)>,
 }
 
 impl Node {
@@ -92,6 +95,7 @@ impl Node {
             kernel_etag: None,
             uploaded_at: None,
             own_change_at: None,
+            set_aside: None,
         }
     }
 
