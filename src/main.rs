@@ -8,6 +8,7 @@
 //! ([`cloudmount::control`]).
 
 mod cli;
+mod integrate_cmd;
 mod sync_cmd;
 
 use std::ffi::OsString;
@@ -44,7 +45,8 @@ fn main() -> ExitCode {
         | Command::Status(_)
         | Command::Sync(_)
         | Command::Settings(_)
-        | Command::Stop(_) => "warn",
+        | Command::Stop(_)
+        | Command::Integrate(_) => "warn",
         Command::Mount(_) | Command::Serve(_) | Command::Start(_) => "info",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => sync_cmd::stop(args, &runtime),
         Command::Sync(args) => sync_cmd::sync(args, &runtime),
         Command::Settings(args) => sync_cmd::settings(args, &runtime),
+        Command::Integrate(args) => integrate_cmd::integrate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
