@@ -24,10 +24,6 @@ class CloudmountMenu(GObject.GObject, Caja.MenuProvider):
         # Caja passes (window, files).
         return core.menu_items(Caja, FM, args[-1], refresher=_refresher)
 
-    def get_background_items(self, *args):
-        return core.menu_items(Caja, FM, [args[-1]], prefix="CloudmountFM::here-",
-                               refresher=_refresher)
-
 
 class CloudmountInfo(GObject.GObject, Caja.InfoProvider):
     def update_file_info(self, item):

@@ -20,14 +20,12 @@ FM = "nautilus"
 _refresher = core.Refresher()
 
 
+# No items for the background of a folder: Nautilus 43 runs a background item when the
+# selection's item at the same place in the menu is chosen, which would act on the whole folder.
 class CloudmountMenu(GObject.GObject, Nautilus.MenuProvider):
     def get_file_items(self, *args):
         # API 4.0 passes (files); older ones (window, files).
         return core.menu_items(Nautilus, FM, args[-1], refresher=_refresher)
-
-    def get_background_items(self, *args):
-        return core.menu_items(Nautilus, FM, [args[-1]], prefix="CloudmountFM::here-",
-                               refresher=_refresher)
 
 
 class CloudmountInfo(GObject.GObject, Nautilus.InfoProvider):

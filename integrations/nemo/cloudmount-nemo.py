@@ -24,10 +24,6 @@ class CloudmountMenu(GObject.GObject, Nemo.MenuProvider):
         # Nemo passes (window, files).
         return core.menu_items(Nemo, FM, args[-1], refresher=_refresher)
 
-    def get_background_items(self, *args):
-        return core.menu_items(Nemo, FM, [args[-1]], prefix="CloudmountFM::here-",
-                               refresher=_refresher)
-
 
 class CloudmountInfo(GObject.GObject, Nemo.InfoProvider):
     def update_file_info(self, item):
