@@ -239,6 +239,9 @@ pub fn nautilus(home: &Path, display: &Display, dir: &Path) -> Session {
         .env("DISPLAY", display.name())
         .env("NO_AT_BRIDGE", "1")
         .env("CLOUDMOUNT_FM_LOG", "1")
+        // GTK 4's default GL renderer runs on llvmpipe here: on a busy machine Nautilus then
+        // takes minutes to show a folder. The cairo renderer draws in software at once.
+        .env("GSK_RENDERER", "cairo")
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .process_group(0);
