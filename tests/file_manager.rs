@@ -9,7 +9,8 @@ use std::process::Command;
 
 use cloudmount::integrate::file_uri;
 use common::desktop::{
-    fm_log, getfattr_state, nautilus, user_command, wait_for, Display, UserMount,
+    file_manager, fm_log, getfattr_state, nautilus, user_command, wait_for, Display, Session,
+    UserMount,
 };
 use common::mount::{run, Server};
 use common::sync::{read_as_user, text, user_bin, SyncHome};
@@ -45,8 +46,28 @@ fn user_sh(home: &Path, script: &str, args: &[&Path]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
+/// A mount of the embedded server by the test user, with a file in each state a mount can
+/// show without pins (online, cached, dirty), and `cloudmount integrate` run.
+struct Drive {
+    // Dropped in this order: the mount before the home and the server.
+    _mount: UserMount,
+    home: SyncHome,
+    _server: common::EmbeddedServer,
+    mp: PathBuf,
+    /// Path → the state getfattr gave.
+    expected: BTreeMap<String, &'static str>,
+    /// The Nautilus extension file.
+    ext: PathBuf,
+    bookmarks: PathBuf,
+}
+
+impl Drive {
+    fn h(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+fn drive() -> Drive {
     let server = common::embedded_server(None);
     let served = server.dir.path();
     std::fs::create_dir(served.join("Projects")).unwrap();
@@ -58,7 +79,7 @@ fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
     let h = home.path().to_path_buf();
     let mp = h.join("Cloud");
     // A long write-back delay keeps a written file waiting for its upload (dirty).
-    let _mount = UserMount::new(&home, &srv, &mp, &["--write-back-delay", "10m"]);
+    let mount = UserMount::new(&home, &srv, &mp, &["--write-back-delay", "10m"]);
     assert_eq!(
         read_as_user(&mp.join("read.txt")),
         b"read through the mount"
@@ -129,56 +150,90 @@ fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
         );
     }
 
-    // A real Nautilus shows the mount.
-    let display = Display::start();
-    let fm = nautilus(&h, &display, &mp);
+    Drive {
+        _mount: mount,
+        home,
+        _server: server,
+        mp,
+        expected,
+        ext,
+        bookmarks,
+    }
+}
+
+/// Waits until `fm` has asked the extension for the state of every file of `d.expected`, and
+/// checks the answers against getfattr on the same files.
+fn check_states(d: &Drive, fm: &str, session: &Session) {
+    let h = d.h();
     let context = || {
         format!(
-            "extension log: {:#?}\nnautilus:\n{}",
-            fm_log(&h),
-            fm.output()
+            "extension log: {:#?}\n{fm}:\n{}",
+            fm_log(h),
+            session.output()
         )
     };
     let told: BTreeMap<String, (Option<String>, Option<String>)> = wait_for(
         180,
-        "Nautilus asking the extension for the state of every file shown",
+        &format!("{fm} asking the extension for the state of every file shown"),
         context,
         || {
             let mut told = BTreeMap::new();
-            for e in fm_log(&h).iter().filter(|e| e["event"] == "state") {
+            for e in fm_log(h)
+                .iter()
+                .filter(|e| e["event"] == "state" && e["fm"] == fm)
+            {
                 let path = e["path"].as_str().unwrap_or_default().to_string();
                 let s = |k: &str| e[k].as_str().map(str::to_string);
                 told.insert(path, (s("state"), s("emblem")));
             }
-            expected
+            d.expected
                 .keys()
                 .all(|p| told.contains_key(p))
                 .then_some(told)
         },
     );
-    for (path, state) in &expected {
+    for (path, state) in &d.expected {
         let (answered, emblem) = &told[path];
         // What the extension answered is what getfattr says of the same file.
         assert_eq!(
             answered.as_deref(),
-            getfattr_state(&h, Path::new(path)).as_deref(),
-            "{path}"
+            getfattr_state(h, Path::new(path)).as_deref(),
+            "{fm}: {path}"
         );
-        assert_eq!(answered.as_deref(), Some(*state), "{path}");
+        assert_eq!(answered.as_deref(), Some(*state), "{fm}: {path}");
         let want = match *state {
             "cached" => Some("emblem-ok-symbolic"),
             "dirty" => Some("emblem-synchronizing"),
             _ => None,
         };
-        assert_eq!(emblem.as_deref(), want, "the emblem of {path}");
+        assert_eq!(emblem.as_deref(), want, "{fm}: the emblem of {path}");
     }
+    let mp = d.mp.to_str().unwrap();
+    let outside: Vec<_> = fm_log(h)
+        .into_iter()
+        .filter(|e| e["path"].as_str().is_some_and(|p| !p.starts_with(mp)))
+        .collect();
     assert!(
-        !fm_log(&h).iter().any(|e| e["path"]
-            .as_str()
-            .is_some_and(|p| !p.starts_with(mp.to_str().unwrap()))),
-        "the extension answered for a file outside the mount: {:#?}",
-        fm_log(&h)
+        outside.is_empty(),
+        "{fm}: the extension answered for files outside the mount: {outside:#?}"
     );
+}
+
+#[test]
+fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
+    let d = drive();
+    let (h, mp) = (d.h(), &d.mp);
+    // A real Nautilus shows the mount.
+    let display = Display::start();
+    let fm = nautilus(h, &display, mp);
+    check_states(&d, "nautilus", &fm);
+    let context = || {
+        format!(
+            "extension log: {:#?}\nnautilus:\n{}",
+            fm_log(h),
+            fm.output()
+        )
+    };
 
     // Select read.txt (typing its name finds it) and open its context menu: Nautilus asks
     // the extension for the items of the selection.
@@ -188,7 +243,7 @@ fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
     display.xdotool(&["type", "--delay", "150", "read.t"]);
     let read = mp.join("read.txt");
     let menu = wait_for(60, "the menu of read.txt", context, || {
-        fm_log(&h)
+        fm_log(h)
             .into_iter()
             .find(|e| e["event"] == "menu" && e["paths"] == serde_json::json!([read]))
     });
@@ -204,7 +259,7 @@ fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
     }
     display.xdotool(&["key", "Return"]);
     let ran = wait_for(60, "Keep on this device to run", context, || {
-        fm_log(&h).into_iter().find(|e| e["event"] == "run")
+        fm_log(h).into_iter().find(|e| e["event"] == "run")
     });
     assert_eq!(
         ran["argv"],
@@ -214,10 +269,27 @@ fn nautilus_shows_the_states_and_menu_of_a_real_mount() {
     drop(fm);
 
     // --remove takes it all away again.
-    let out = home.ok(&["integrate", "--remove"]);
-    assert!(out.contains(&format!("removed {}", ext.display())), "{out}");
-    assert!(!ext.exists());
+    let out = d.home.ok(&["integrate", "--remove"]);
+    assert!(
+        out.contains(&format!("removed {}", d.ext.display())),
+        "{out}"
+    );
+    assert!(!d.ext.exists());
     assert!(!h.join(".local/share/cloudmount/file-manager").exists());
-    let marks = std::fs::read_to_string(&bookmarks).unwrap();
-    assert!(!marks.contains(&file_uri(&mp)), "{marks}");
+    let marks = std::fs::read_to_string(&d.bookmarks).unwrap();
+    assert!(!marks.contains(&file_uri(mp)), "{marks}");
+}
+
+/// Nemo and Caja load their extensions from the same install and show the same states.
+#[test]
+fn nemo_and_caja_show_the_states_of_a_real_mount() {
+    let d = drive();
+    for (fm, argv) in [
+        ("nemo", ["nemo", "--no-desktop"]),
+        ("caja", ["caja", "--no-desktop"]),
+    ] {
+        let display = Display::start();
+        let session = file_manager(d.h(), &display, &argv, &d.mp);
+        check_states(&d, fm, &session);
+    }
 }

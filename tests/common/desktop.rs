@@ -230,11 +230,18 @@ impl Drop for Session {
 /// Nautilus showing `dir`, as the test user in `home`, in its own D-Bus session, with the
 /// extension's log on.
 pub fn nautilus(home: &Path, display: &Display, dir: &Path) -> Session {
-    let log = home.join("nautilus.out");
+    file_manager(home, display, &["nautilus", "--new-window"], dir)
+}
+
+/// A file manager (`argv` and `dir`) as the test user in `home`, in its own D-Bus session,
+/// with the extension's log on.
+pub fn file_manager(home: &Path, display: &Display, argv: &[&str], dir: &Path) -> Session {
+    let log = home.join(format!("{}.out", argv[0]));
     let out = std::fs::File::create(&log).unwrap();
     super::sync::own(&log);
     let mut cmd = user_command(home, "dbus-run-session");
-    cmd.args(["--", "nautilus", "--new-window"])
+    cmd.arg("--")
+        .args(argv)
         .arg(dir)
         .env("DISPLAY", display.name())
         .env("NO_AT_BRIDGE", "1")
@@ -247,7 +254,7 @@ pub fn nautilus(home: &Path, display: &Display, dir: &Path) -> Session {
         .process_group(0);
     let child = cmd
         .spawn()
-        .expect("start nautilus (packages nautilus, dbus)");
+        .unwrap_or_else(|e| panic!("start {} (tests/run.sh installs it): {e}", argv[0]));
     Session { child, log }
 }
 

@@ -32,14 +32,15 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # litmus: the WebDAV compliance suite tests/server.rs runs against `cloudmount serve`.
 # gvfs-backends (the dav backend), gvfs-daemons (gvfsd), libglib2.0-bin (`gio`) and dbus
 # (`dbus-run-session`): the GNOME client tests/serve_clients.rs drives `cloudmount serve` with.
-# nautilus, python3-nautilus, nemo-python, python3-caja, xvfb, dbus-x11, xdotool, imagemagick,
-# x11-apps (xwd) and attr (getfattr): tests/file_manager.rs runs a real Nautilus under Xvfb
-# with the extensions of `cloudmount integrate` and checks its answers against getfattr.
+# nautilus, nemo, caja and their python3-nautilus, nemo-python, python3-caja, xvfb, dbus-x11,
+# xdotool, imagemagick, x11-apps (xwd) and attr (getfattr): tests/file_manager.rs runs the real
+# file managers under Xvfb with the extensions of `cloudmount integrate` and checks their
+# answers against getfattr.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
     nginx libnginx-mod-http-dav-ext litmus rsync
     gvfs-backends gvfs-daemons libglib2.0-bin dbus
-    nautilus python3-nautilus nemo-python python3-caja xvfb dbus-x11 xdotool imagemagick
-    x11-apps attr)
+    nautilus python3-nautilus nemo nemo-python caja python3-caja xvfb dbus-x11 xdotool
+    imagemagick x11-apps attr)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
 cm_pkg_installed() {
