@@ -211,6 +211,36 @@ class Commands(unittest.TestCase):
                          "/h/.cache/cloudmount/file-manager.log")
 
 
+class DolphinEntryPoint(unittest.TestCase):
+    """The service menu runs `python3 cloudmount_fm.py ACTION PATH...` on any selection."""
+
+    def setUp(self):
+        self.saved = (core.current_mounts, core.read_state, core.run_action)
+        self.ran = []
+        core.current_mounts = lambda: ["/m"]
+        core.read_state = lambda p: {"/m/a": "cached", "/m/p": "pinned"}.get(p)
+        core.run_action = lambda action, paths, fm: self.ran.append((action, paths, fm))
+
+    def tearDown(self):
+        core.current_mounts, core.read_state, core.run_action = self.saved
+
+    def test_does_what_the_menu_would_offer(self):
+        self.assertEqual(core.main(["pin", "/m/a"]), 0)
+        self.assertEqual(core.main(["unpin", "/m/p"]), 0)
+        self.assertEqual(self.ran, [("pin", ["/m/a"], "dolphin"),
+                                    ("unpin", ["/m/p"], "dolphin")])
+
+    def test_refuses_the_rest(self):
+        self.assertEqual(core.main(["unpin", "/m/a"]), 1)  # not kept
+        self.assertEqual(core.main(["pin", "/etc/hostname"]), 1)  # outside the mounts
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(core.main(["pin", d]), 1)
+            self.assertEqual(core.main(["sync-add", d]), 0)
+            self.assertEqual(self.ran, [("sync-add", [d], "dolphin")])
+        self.assertEqual(core.main(["bogus", "/m/a"]), 2)
+        self.assertEqual(core.main([]), 2)
+
+
 class FakeItem:
     """What the extensions use of a file manager's file."""
 

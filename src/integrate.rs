@@ -482,8 +482,11 @@ fn remove_gtk_bookmark(file: &Path, uri: &str) -> Result<bool, IntegrateError> {
     Ok(true)
 }
 
-/// Writes a file of the user's (keeping its permissions when it exists).
+/// Writes a file of the user's (keeping its permissions when it exists, and writing through a
+/// symlink to it: dotfiles are often links into a repository).
 fn write_plain(path: &Path, text: &str) -> Result<(), IntegrateError> {
+    let resolved = std::fs::canonicalize(path);
+    let path = resolved.as_deref().unwrap_or(path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }

@@ -146,3 +146,22 @@ fn quoting() {
     assert_eq!(path_of_uri("file:///a%20b/%C3%A9"), PathBuf::from("/a b/é"));
     assert_eq!(label(Path::new("/x/My\nCloud")), "My Cloud");
 }
+
+#[test]
+fn writes_through_a_symlinked_bookmarks_file() {
+    let t = tempfile::tempdir().unwrap();
+    let pl = places(t.path());
+    let real = t.path().join("dotfiles-bookmarks");
+    std::fs::write(&real, "file:///home/u/Music Music\n").unwrap();
+    let gtk = t.path().join("config/gtk-3.0/bookmarks");
+    std::fs::create_dir_all(gtk.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&real, &gtk).unwrap();
+    install(&pl, &opts(&["/home/u/Cloud"])).unwrap();
+    assert!(gtk.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(
+        read(&real),
+        "file:///home/u/Music Music\nfile:///home/u/Cloud Cloud\n"
+    );
+    remove(&pl).unwrap();
+    assert_eq!(read(&real), "file:///home/u/Music Music\n");
+}
