@@ -185,6 +185,43 @@ impl Display {
         })
     }
 
+    /// The visible windows: (id, width, height).
+    pub fn windows(&self) -> Vec<(String, u32, u32)> {
+        let list = Command::new("xdotool")
+            .args(["search", "--onlyvisible", "--name", ""])
+            .env("DISPLAY", self.name())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for id in list.lines() {
+            let Ok(o) = Command::new("xdotool")
+                .args(["getwindowgeometry", "--shell", id])
+                .env("DISPLAY", self.name())
+                .output()
+            else {
+                continue;
+            };
+            let geo = String::from_utf8_lossy(&o.stdout).into_owned();
+            let num = |k: &str| {
+                geo.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(0)
+            };
+            out.push((id.to_string(), num("WIDTH="), num("HEIGHT=")));
+        }
+        out
+    }
+
+    /// A popup menu open over `main` (a smaller window of its own), if one is.
+    pub fn popup(&self, main: &str) -> Option<String> {
+        self.windows()
+            .into_iter()
+            .find(|(id, w, h)| id != main && (100..700).contains(w) && *h > 100)
+            .map(|(id, _, _)| id)
+    }
+
     /// A screenshot of the whole screen as PNG.
     pub fn screenshot(&self, png: &Path) -> Output {
         Command::new("sh")
