@@ -321,7 +321,7 @@ def selection_of(items, mounts=None):
     return selected
 
 
-def menu_items(fm_module, fm, items, prefix="CloudmountFM::", refresher=None):
+def menu_items(fm_module, fm, items, refresher=None):
     """The menu items of a file manager for its selected files."""
     selected = selection_of(items)
     if not selected:
@@ -332,7 +332,7 @@ def menu_items(fm_module, fm, items, prefix="CloudmountFM::", refresher=None):
     built = []
     for action in entries:
         label, tip = ACTIONS[action]
-        item = fm_module.MenuItem(name=prefix + action, label=label, tip=tip)
+        item = fm_module.MenuItem(name="CloudmountFM::" + action, label=label, tip=tip)
         item.connect("activate", _activate, action, paths, fm, items, refresher)
         built.append(item)
     return built

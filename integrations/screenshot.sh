@@ -106,15 +106,19 @@ row=1
 xdotool mousemove 540 $((107 + row * 26)) click 1
 sleep 1
 xdotool click 3
-sleep 2
-xwd -root -silent | convert xwd:- png:"$TMP/screen.png"
+# The menu: a smaller window of its own, once it is open.
 pop=""
-for w in $(xdotool search --onlyvisible --name ''); do
-    [ "$w" = "$win" ] && continue
-    geo=$(xdotool getwindowgeometry --shell "$w")
-    eval "$geo"
-    [ "$WIDTH" -gt 100 ] && [ "$HEIGHT" -gt 100 ] && [ "$WIDTH" -lt 600 ] && pop="$w $X $Y" && break
+for _ in $(seq 60); do
+    for w in $(xdotool search --onlyvisible --name ''); do
+        [ "$w" = "$win" ] && continue
+        eval "$(xdotool getwindowgeometry --shell "$w")"
+        [ "$WIDTH" -gt 100 ] && [ "$HEIGHT" -gt 100 ] && [ "$WIDTH" -lt 600 ] && pop="$w $X $Y" && break
+    done
+    [ -n "$pop" ] && break
+    sleep 0.5
 done
+sleep 1
+xwd -root -silent | convert xwd:- png:"$TMP/screen.png"
 if [ -n "$pop" ]; then
     set -- $pop
     # xwd reads the menu's own window (the root's image leaves out its translucent surface).
