@@ -266,6 +266,36 @@ pub enum Command {
             original Host header on (COPY and MOVE check their Destination against it)."
     )]
     Serve(ServeArgs),
+
+    /// Add the drive to the file managers: menu entries, state emblems and a bookmark
+    #[command(
+        long_about = "Add the drive to the file managers of the current user.\n\n\
+            Installs extensions for Nautilus, Nemo and Caja (they need python3-nautilus, \
+            nemo-python or python3-caja) and a Dolphin service menu: each file of a mount shows \
+            its state as an emblem (on this device, always on this device, syncing, error) \
+            and its menu has Keep on this device, Don't keep on this device and Free up space; \
+            a local folder's menu has Add as sync folder. Each mount point (of the profiles, \
+            and those mounted now) becomes a bookmark in the sidebar.\n\n\
+            Files go where the file managers read them ($XDG_DATA_HOME, default \
+            ~/.local/share, and $XDG_CONFIG_HOME/gtk-3.0/bookmarks). Running it again brings \
+            them up to date. Restart the file manager afterwards (nautilus -q).",
+        after_help = "Examples:\n  \
+            cloudmount integrate\n  \
+            cloudmount integrate --remove"
+    )]
+    Integrate(IntegrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IntegrateArgs {
+    /// Take away what `integrate` installed (and nothing else)
+    #[arg(long)]
+    pub remove: bool,
+
+    /// Config file whose profiles' mount points become bookmarks
+    /// [default: ~/.config/cloudmount/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

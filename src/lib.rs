@@ -16,7 +16,8 @@
 //!   fault injector);
 //! - `server` — the embedded WebDAV server behind `cloudmount serve`, the demo and tests;
 //! - `size` — human sizes (`512M`, `10G`); `localtime` — the local clock (C library);
-//! - `sync` — sync folders: local folders mirrored with the server, beside the vfs.
+//! - `sync` — sync folders: local folders mirrored with the server, beside the vfs;
+//! - `integrate` — the file managers' extensions, menus and bookmarks (`cloudmount integrate`).
 
 pub mod cache;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod fuse;
 pub mod health;
 pub mod instance;
+pub mod integrate;
 pub mod localtime;
 pub mod meta;
 pub mod remote;

@@ -8,6 +8,7 @@
 //! ([`cloudmount::control`]).
 
 mod cli;
+mod integrate_cmd;
 mod pin_cmd;
 mod sync_cmd;
 
@@ -48,7 +49,8 @@ fn main() -> ExitCode {
         | Command::Stop(_)
         | Command::Pin(_)
         | Command::Unpin(_)
-        | Command::Free(_) => "warn",
+        | Command::Free(_)
+        | Command::Integrate(_) => "warn",
         Command::Mount(_) | Command::Serve(_) | Command::Start(_) => "info",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Pin(args) => pin_cmd::pin(args, &runtime),
         Command::Unpin(args) => pin_cmd::unpin(args, &runtime),
         Command::Free(args) => pin_cmd::free(args, &runtime),
+        Command::Integrate(args) => integrate_cmd::integrate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

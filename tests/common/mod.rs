@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod apache;
+pub mod desktop;
 pub mod http_log;
 pub mod mount;
 pub mod ops;

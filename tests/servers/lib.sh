@@ -32,10 +32,16 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # litmus: the WebDAV compliance suite tests/server.rs runs against `cloudmount serve`.
 # gvfs-backends (the dav backend), gvfs-daemons (gvfsd), libglib2.0-bin (`gio`) and dbus
 # (`dbus-run-session`): the GNOME client tests/serve_clients.rs drives `cloudmount serve` with.
+# nautilus, nemo, caja and their python3-nautilus, nemo-python, python3-caja, xvfb, dbus-x11,
+# xdotool, imagemagick, x11-apps (xwd) and attr (getfattr): tests/file_manager.rs runs the real
+# file managers under Xvfb with the extensions of `cloudmount integrate` and checks their
+# answers against getfattr. attr (setfattr) and libgdk-pixbuf2.0-bin (GNOME's real
+# gdk-pixbuf-thumbnailer): tests/mount_pins.rs.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
     nginx libnginx-mod-http-dav-ext litmus rsync
     gvfs-backends gvfs-daemons libglib2.0-bin dbus
-    attr libgdk-pixbuf2.0-bin)
+    nautilus python3-nautilus nemo nemo-python caja python3-caja xvfb dbus-x11 xdotool
+    imagemagick x11-apps attr libgdk-pixbuf2.0-bin)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
 cm_pkg_installed() {
