@@ -185,6 +185,8 @@ pub struct Vfs {
     temp_tag: String,
     /// Stray temporary uploads being deleted (so a listing does not start a second DELETE).
     sweeping: Mutex<std::collections::HashSet<(AreaId, RemotePath)>>,
+    /// Which files of recently asked folders have a cache object (for the xattr state).
+    cached_names: report::CachedNames,
 }
 
 impl Drop for Vfs {
@@ -352,6 +354,7 @@ impl Vfs {
             problems: Mutex::new(Vec::new()),
             temp_tag,
             sweeping: Mutex::new(Default::default()),
+            cached_names: Default::default(),
         });
         vfs.recover()?;
         vfs.spawn_upload_workers();

@@ -32,8 +32,9 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # litmus: the WebDAV compliance suite tests/server.rs runs against `cloudmount serve`.
 # gvfs-backends (the dav backend), gvfs-daemons (gvfsd), libglib2.0-bin (`gio`) and dbus
 # (`dbus-run-session`): the GNOME client tests/serve_clients.rs drives `cloudmount serve` with.
+# attr: `getfattr`, which tests/mount.rs runs on a mount as users read the file states.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
-    nginx libnginx-mod-http-dav-ext litmus rsync
+    nginx libnginx-mod-http-dav-ext litmus rsync attr
     gvfs-backends gvfs-daemons libglib2.0-bin dbus)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
