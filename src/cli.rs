@@ -77,8 +77,11 @@ pub enum Command {
             directory and are uploaded when the same cache is mounted again. `cloudmount \
             status MOUNTPOINT` shows what is queued.\n\n\
             Then it unmounts and waits until the daemon has finished the uploads in flight \
-            and exited (with --lazy it returns once the mount is detached: the daemon exits \
-            when the last program using the mount lets go). A daemon that does not answer status requests (an older version, or \
+            and exited.\n\n\
+            With --lazy it detaches the mount and returns at once, even when the mount is busy \
+            or files are queued: the daemon uploads the queue in the background, serves the \
+            programs still using the mount, and exits when both are done (with --no-wait too, \
+            it leaves the queue for the next mount). A daemon that does not answer status requests (an older version, or \
             one that died) is not waited for; it is unmounted as before.\n\n\
             Fails when MOUNTPOINT is not a cloudmount mount, or when it is busy (a file is \
             open there, or a shell's working directory is inside): close those, or use --lazy \
@@ -330,7 +333,8 @@ pub struct UnmountArgs {
     /// Where the cloudmount mount is
     pub mountpoint: PathBuf,
 
-    /// Detach at once even if busy; the kernel finishes when the last file is closed
+    /// Detach and return at once, even if busy or files are queued: the daemon uploads them in
+    /// the background and exits when that is done and the last file is closed
     #[arg(long, short = 'z')]
     pub lazy: bool,
 

@@ -1301,3 +1301,62 @@ fn lazy_unmount_returns_at_once_and_the_daemon_exits_with_the_last_user() {
         || !instance::is_cloudmount_alive(pid),
     );
 }
+
+/// `unmount --lazy` with a file queued (the server is down): detached and back at once; the
+/// daemon uploads the file once the server is back, then exits.
+#[test]
+fn lazy_unmount_leaves_the_queue_to_the_daemon() {
+    let mut srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    let pid = daemon_pid(&sb, &mp).expect("the daemon's pid");
+    let mut f = std::fs::File::create(mp.join("late.txt")).unwrap();
+    let addr = srv.stop();
+    f.write_all(b"uploaded in the background").unwrap();
+    drop(f);
+
+    let started = Instant::now();
+    let child = sb
+        .cmd(&["unmount", "--lazy", mp.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(20));
+    assert!(o.status.success(), "unmount --lazy: {}", stderr_of(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "unmount --lazy waited"
+    );
+    assert!(!is_mounted(&mp), "detached when unmount --lazy returns");
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("uploads the 1 file still queued in the background"),
+        "{err}"
+    );
+    assert!(!err.contains("waiting for"), "{err}");
+    assert!(
+        instance::is_cloudmount_alive(pid),
+        "the daemon stays for the queue"
+    );
+
+    srv.restart(addr);
+    wait_until(
+        "the upload after the lazy unmount",
+        Duration::from_secs(90),
+        || {
+            std::fs::read(srv.root.path().join("late.txt"))
+                .is_ok_and(|b| b == b"uploaded in the background")
+        },
+    );
+    wait_until(
+        "the daemon exits once the queue is empty",
+        Duration::from_secs(30),
+        || !instance::is_cloudmount_alive(pid),
+    );
+    assert_eq!(daemon_pid(&sb, &mp), None, "state file removed");
+    let logs = sb.logs();
+    assert!(logs.contains("every queued file is uploaded"), "{logs}");
+}
