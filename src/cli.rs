@@ -106,11 +106,17 @@ pub enum Command {
             - the local cache: used out of its budget, and the changes kept until uploaded.\n\n\
             With --json it prints the daemon's JSON object, on one line, instead. Fails with \
             one line on stderr and a non-zero status when MOUNTPOINT is not a cloudmount \
-            mount or its daemon does not answer.",
+            mount or its daemon does not answer.\n\n\
+            Without MOUNTPOINT it lists every cloudmount mount, one line each: the mount \
+            point, what is mounted there (cloudmount:PROFILE or cloudmount:URL) and its state \
+            in a few words; with --json, one array of {mountpoint, source, status} (or \
+            {mountpoint, source, error} for a daemon that does not answer).",
         after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
             last_error, queue {files, bytes, in_flight, in_flight_bytes, paused}, \
             errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
-            quota {used, available} or null, cache {used_bytes, budget_bytes, dirty_bytes}. \
+            quota {used, available} (either may be null when the server gives only one) or \
+            null when the server has told nothing (yet: it is asked in the background), \
+            cache {used_bytes, budget_bytes, dirty_bytes}. \
             Sizes are bytes, `at` is seconds since the Unix epoch, paths are relative to the \
             mount point.\n\n\
             Examples:\n  \

@@ -939,6 +939,27 @@ fn status_of_a_live_mount_and_unmount_no_wait() {
     assert_eq!(v["cache"]["budget_bytes"], 64u64 << 20, "{out}");
     let typed: cloudmount::vfs::status::VfsStatus = serde_json::from_str(&out).unwrap();
     assert_eq!(typed.queue.files, 0);
+    // The quota: null until the server has told it (it is asked in the background), then
+    // the object of the help, never {"used":null,"available":null}.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let quota = loop {
+        let v: serde_json::Value = serde_json::from_str(&status_json()).unwrap();
+        let q = v["quota"].clone();
+        assert!(
+            q.is_null() || q["used"].is_u64() || q["available"].is_u64(),
+            "{q}"
+        );
+        if !q.is_null() || Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (used, available) = (quota["used"].as_u64(), quota["available"].as_u64());
+    assert_eq!(
+        used.zip(available).map(|(u, a)| u + a),
+        Some(1 << 30),
+        "the embedded server's quota of 1 GiB: {quota}"
+    );
     assert!(!out.contains(PASSWORD), "no secrets in the status");
 
     let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap()]));
