@@ -4,6 +4,9 @@
 //! `tracing` span (operation, request id, inode, handle, name) and is spawned onto the tokio
 //! runtime with its reply moved in. The FUSE thread only decodes, spawns and returns: it never
 //! waits on the network, so a slow download of one file never stalls `ls` or reads of others.
+//! The exceptions answer from memory at once, where a hop to the runtime would cost more than
+//! the answer: `forget`, `releasedir`, `listxattr`, and `getxattr` whenever memory knows (see
+//! below).
 //! Errors are mapped to errno by [`crate::vfs::VfsError::errno`] (the one mapping).
 //!
 //! What is not supported, and the errno an application sees:
