@@ -62,13 +62,21 @@ impl std::fmt::Display for FileState {
 /// object is created or renamed anywhere. A file manager asks the state of every file of the
 /// folder it shows; without this, each would read the index on a thread of its own.
 #[derive(Default)]
-pub(super) struct CachedNames(Mutex<HashMap<(AreaId, RemotePath), FolderObjects>>);
+pub(super) struct CachedNames(Mutex<Folders>);
 
-/// The names of a folder's files that have a cache object, and the cache's generation then.
-type FolderObjects = (u64, HashSet<String>);
+#[derive(Default)]
+struct Folders {
+    /// By folder: the cache's generation when read, and the names of its files that have a
+    /// cache object.
+    dirs: HashMap<(AreaId, RemotePath), (u64, HashSet<String>)>,
+    /// Names held in `dirs`, all folders together.
+    names: usize,
+}
 
 /// Folders remembered at most (then forgotten all at once).
 const CACHED_NAMES_DIRS: usize = 4096;
+/// Names remembered at most, all folders together (then forgotten all at once).
+const CACHED_NAMES_TOTAL: usize = 65536;
 /// Objects under a folder above which its names are not remembered (the index is read for
 /// each file then).
 const CACHED_NAMES_MAX: usize = 4096;
@@ -83,10 +91,12 @@ impl CachedNames {
         let Some(now) = cache.generation_now() else {
             return false;
         };
-        let Ok(dirs) = self.0.try_lock() else {
+        let Ok(folders) = self.0.try_lock() else {
             return false;
         };
-        dirs.get(&(area, dir))
+        folders
+            .dirs
+            .get(&(area, dir))
             .is_some_and(|(at, names)| *at == now && !names.contains(path.name()))
     }
 
@@ -101,11 +111,16 @@ impl CachedNames {
             return Ok(true);
         };
         let may = names.contains(path.name());
-        let mut dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if dirs.len() >= CACHED_NAMES_DIRS {
-            dirs.clear();
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, old)) = f.dirs.remove(&(area, dir.clone())) {
+            f.names -= old.len();
         }
-        dirs.insert((area, dir), (at, names));
+        if f.dirs.len() >= CACHED_NAMES_DIRS || f.names + names.len() > CACHED_NAMES_TOTAL {
+            f.dirs.clear();
+            f.names = 0;
+        }
+        f.names += names.len();
+        f.dirs.insert((area, dir), (at, names));
         Ok(may)
     }
 }
