@@ -208,9 +208,9 @@ impl BlockCache {
         Some(sh.wrap(key, inner))
     }
 
-    /// The names of the files directly in folder `dir` that have an object (any version), at
-    /// most `max` (`None` when there are more), with the index's generation they were read
-    /// at. A path not among them has no object for as long as
+    /// The names of the files directly in folder `dir` that have an object (any version)
+    /// (`None` when more than `max` objects are below `dir`, at any depth), with the index's
+    /// generation they were read at. A path not among them has no object for as long as
     /// [`BlockCache::generation_now`] gives the same generation.
     pub fn objects_in(
         &self,
@@ -220,15 +220,17 @@ impl BlockCache {
     ) -> Result<(u64, Option<HashSet<String>>), CacheError> {
         let sh = &self.shared;
         let st = sh.state();
-        let rows = sh.meta.obj_subtree(area, dir)?;
-        let names = (rows.len() <= max).then(|| {
+        // Read no more than needed: a folder with more objects below it is not listed.
+        let paths = sh.meta.obj_paths_below(area, dir, max.saturating_add(1))?;
+        let names = (paths.len() <= max).then(|| {
             let prefix = if dir.is_root() {
                 String::new()
             } else {
                 format!("{}/", dir.as_str())
             };
-            rows.iter()
-                .filter_map(|r| r.path.strip_prefix(&prefix))
+            paths
+                .iter()
+                .filter_map(|p| p.strip_prefix(&prefix))
                 .filter(|name| !name.is_empty() && !name.contains('/'))
                 .map(str::to_string)
                 .collect()

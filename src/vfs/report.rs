@@ -64,11 +64,14 @@ impl std::fmt::Display for FileState {
 #[derive(Default)]
 pub(super) struct CachedNames(Mutex<Folders>);
 
+type Names = HashSet<String>;
+
 #[derive(Default)]
 struct Folders {
     /// By folder: the cache's generation when read, and the names of its files that have a
-    /// cache object.
-    dirs: HashMap<(AreaId, RemotePath), (u64, HashSet<String>)>,
+    /// cache object (`None`: too many objects below it to keep; not read again until the
+    /// generation moves).
+    dirs: HashMap<(AreaId, RemotePath), (u64, Option<Names>)>,
     /// Names held in `dirs`, all folders together.
     names: usize,
 }
@@ -77,8 +80,8 @@ struct Folders {
 const CACHED_NAMES_DIRS: usize = 4096;
 /// Names remembered at most, all folders together (then forgotten all at once).
 const CACHED_NAMES_TOTAL: usize = 65536;
-/// Objects under a folder above which its names are not remembered (the index is read for
-/// each file then).
+/// Objects below a folder above which its names are not remembered (the index is read for
+/// each file then, after one look per generation that finds it so).
 const CACHED_NAMES_MAX: usize = 4096;
 
 impl CachedNames {
@@ -94,10 +97,9 @@ impl CachedNames {
         let Ok(folders) = self.0.try_lock() else {
             return false;
         };
-        folders
-            .dirs
-            .get(&(area, dir))
-            .is_some_and(|(at, names)| *at == now && !names.contains(path.name()))
+        folders.dirs.get(&(area, dir)).is_some_and(|(at, names)| {
+            *at == now && names.as_ref().is_some_and(|n| !n.contains(path.name()))
+        })
     }
 
     /// Reads which files of `path`'s folder have a cache object and remembers it; returns
@@ -106,21 +108,30 @@ impl CachedNames {
         let Some(dir) = path.parent() else {
             return Ok(true);
         };
-        let (at, names) = cache.objects_in(area, &dir, CACHED_NAMES_MAX)?;
-        let Some(names) = names else {
-            return Ok(true);
-        };
-        let may = names.contains(path.name());
+        let key = (area, dir);
+        // Read already at this generation (the file has an object, or the folder has too
+        // many): not read again.
+        if let Some(now) = cache.generation_now() {
+            let f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, names)) = f.dirs.get(&key) {
+                if *at == now {
+                    return Ok(names.as_ref().is_none_or(|n| n.contains(path.name())));
+                }
+            }
+        }
+        let (at, names) = cache.objects_in(area, &key.1, CACHED_NAMES_MAX)?;
+        let may = names.as_ref().is_none_or(|n| n.contains(path.name()));
+        let count = names.as_ref().map_or(0, HashSet::len);
         let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, old)) = f.dirs.remove(&(area, dir.clone())) {
+        if let Some((_, Some(old))) = f.dirs.remove(&key) {
             f.names -= old.len();
         }
-        if f.dirs.len() >= CACHED_NAMES_DIRS || f.names + names.len() > CACHED_NAMES_TOTAL {
+        if f.dirs.len() >= CACHED_NAMES_DIRS || f.names + count > CACHED_NAMES_TOTAL {
             f.dirs.clear();
             f.names = 0;
         }
-        f.names += names.len();
-        f.dirs.insert((area, dir), (at, names));
+        f.names += count;
+        f.dirs.insert(key, (at, names));
         Ok(may)
     }
 }
