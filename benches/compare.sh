@@ -6,7 +6,7 @@
 #
 #   benches/compare.sh            # everything (about 8 minutes; needs ~3 GiB of disk)
 #   BENCH_BIG_MIB=256 benches/compare.sh   # smaller big file for a quick look
-#   BENCH_WORKLOADS=write benches/compare.sh   # only the write workloads (or "read")
+#   BENCH_WORKLOADS=write benches/compare.sh   # only the write workloads (or "read", "browse")
 #   BENCH_TOOLS=cm benches/compare.sh          # only cloudmount (ratios then read n/a)
 #   BENCH_REPEAT=1 benches/compare.sh          # each read workload once (default 3 rounds,
 #                                              # tools taking turns; the table shows medians)
@@ -19,6 +19,15 @@
 #   - one file of BENCH_WRITE_MIB (256) MiB of random data, `dd bs=1M` from a local file; its
 #     sha256 on the server must match (hashed outside the timed part)
 # BENCH_WRITE_TIMEOUT (300) seconds: how long to wait for the server to have everything.
+#
+# Browse workloads (a file manager, or `ls -l`, on a folder already listed): `ls -lR` of the
+# 100,000 entries of wide/ (100 folders), listed once first, then timed warm on each mount and
+# on the server's own disk (the Apache document root, in the page cache); and the state xattr
+# of the 10,000 files of tree/ (`getfattr -R -n user.cloudmount.state`, cloudmount only: rclone
+# has no such attribute), also after a first listing, with its floor: `getfattr` of an attribute
+# no file has (answered at once: the round trips through the kernel alone, one per file where
+# the state takes two). Goals: ls -lR <= 3 x the local disk and <= 0.3 x rclone; the 10,000
+# states in <= 0.5 s.
 #
 # The sequential reads are also run on a `--read-only` cloudmount mount (the warm re-read by FUSE
 # passthrough, as root); their rclone column repeats rclone's default mount (its read path is the
@@ -43,14 +52,14 @@ TREE_DIRS=100
 TREE_FILES=100        # per dir: 10,000 files of 512 B
 RSS_ENTRIES=100000    # entries listed for the memory figure
 RANDOM_READS=200
-WORKLOADS=${BENCH_WORKLOADS:-read write}
+WORKLOADS=${BENCH_WORKLOADS:-read write browse}
 WRITE_FILES=${BENCH_WRITE_FILES:-1000}
 WRITE_MIB=${BENCH_WRITE_MIB:-256}
 WRITE_TIMEOUT=${BENCH_WRITE_TIMEOUT:-300}
 REPEAT=${BENCH_REPEAT:-3}
 case "$REPEAT" in ''|*[!0-9]*|0) echo "BENCH_REPEAT must be a positive number" >&2; exit 2 ;; esac
 want() { case " $WORKLOADS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-want read || want write || { echo "BENCH_WORKLOADS must name read and/or write" >&2; exit 2; }
+want read || want write || want browse || { echo "BENCH_WORKLOADS must name read, write and/or browse" >&2; exit 2; }
 
 WORK=""
 CM_MNT=""
@@ -96,9 +105,9 @@ drop_caches() {
     python3 -c 'import os, random, sys, time'; cat /dev/null; find /dev/null >/dev/null
 }
 
-if want read; then
+if want read || want browse; then
 cm_log "creating the data set on the server's disk"
-head -c $(( BIG_MIB << 20 )) /dev/urandom >"$DATA/big.bin"
+if want read; then head -c $(( BIG_MIB << 20 )) /dev/urandom >"$DATA/big.bin"; fi
 mkdir -p "$DATA/tree" "$DATA/wide"
 python3 - "$DATA" "$TREE_DIRS" "$TREE_FILES" "$RSS_ENTRIES" <<'EOF'
 import os, sys
@@ -389,6 +398,35 @@ write_run() {
     rm -rf "${DATA:?}/$d"
 }
 
+ls_lr() { ls -lR "$1" >/dev/null; }
+states() { getfattr -R --absolute-names -n user.cloudmount.state "$1" >/dev/null; }
+# The floor of states(): an attribute no file has, answered at once without looking anything
+# up (one round trip through the kernel per file where states() makes two: size, then value).
+no_attr() { getfattr -R --absolute-names -n user.cloudmount.none "$1" >/dev/null 2>&1 || true; }
+if want browse; then
+    command -v getfattr >/dev/null 2>&1 || {
+        cm_log "installing attr (getfattr)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends attr </dev/null
+    }
+    cm_log "browse workloads: ls -lR of $RSS_ENTRIES entries, the state of $((TREE_DIRS * TREE_FILES)) files"
+    ls_lr "$DATA/wide"
+    for rep in $(seq "$REPEAT"); do
+        run disk lslr ls_lr "$DATA/wide"
+        for tool in ${BENCH_TOOLS:-cm rc}; do
+            m=$(mnt_of "$tool")
+            mount_tool "$tool"
+            ls_lr "$m/wide"                 # listed once: what follows is warm
+            run "$tool" lslr ls_lr "$m/wide"
+            if [ "$tool" = cm ]; then
+                ls_lr "$m/tree"
+                run cm states states "$m/tree"
+                run cm noattr no_attr "$m/tree"
+            fi
+            umount_tool "$tool"
+        done
+    done
+fi
+
 if want write; then
     cm_log "write workloads: $WRITE_FILES files of 4 KiB, one file of $WRITE_MIB MiB"
     head -c 4096 /dev/urandom >"$WORK/src-4k.bin"
@@ -406,7 +444,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 verdict() { awk -v v="$1" -v g="$2" 'BEGIN { print (v != "n/a" && v <= g) ? "met" : "NOT met" }'; }
 
 echo
-if want read; then sizes="${BIG_MIB} MiB file"; else sizes="write workloads only"; fi
+if want read; then sizes="${BIG_MIB} MiB file"; else sizes="no read workloads"; fi
 echo "cloudmount vs rclone mount --vfs-cache-mode full — Apache mod_dav on loopback, $sizes"
 printf '%-44s %10s %10s %8s  %-28s %s\n' workload cloudmount rclone ratio goal verdict
 fmt_s() { if [ "$1" = 0 ]; then echo n/a; else echo "${1}s"; fi; }   # 0: not run or timed out
@@ -426,6 +464,21 @@ if want write; then
     split files
     row "$WRITE_MIB MiB file, until on the server" big 0.3
     split big
+fi
+if want browse; then
+    row "ls -lR of $RSS_ENTRIES entries, warm" lslr 0.3
+    lslr_disk=$(ratio "${T[cm.lslr]:-0}" "${T[disk.lslr]:-0}")
+    printf '%-44s %s (the disk %ss; goal <= 3: %s)\n' "  cloudmount / the server's own disk" "$lslr_disk" \
+        "${T[disk.lslr]:-n/a}" "$(verdict "$lslr_disk" 3)"
+    printf '%-44s %10s %21s  %-28s %s\n' "state xattr of $((TREE_DIRS * TREE_FILES)) files, warm" \
+        "$(fmt_s "${T[cm.states]:-0}")" "" "<= 0.5 s" "$(verdict "${T[cm.states]:-n/a}" 0.5)"
+    printf '%-44s %10s\n' "  floor: an attribute no file has" "$(fmt_s "${T[cm.noattr]:-0}")"
+    for w in lslr states noattr; do
+        for tool in disk cm rc; do
+            [ -n "${S[$tool.$w]:-}" ] || continue
+            printf '  %-10s %-4s %s\n' "$w" "$tool" "${S[$tool.$w]}"
+        done
+    done
 fi
 want read || exit 0
 row "cold sequential read (cat)" seqcold 0.25

@@ -77,8 +77,11 @@ pub enum Command {
             directory and are uploaded when the same cache is mounted again. `cloudmount \
             status MOUNTPOINT` shows what is queued.\n\n\
             Then it unmounts and waits until the daemon has finished the uploads in flight \
-            and exited (with --lazy it returns once the mount is detached: the daemon exits \
-            when the last program using the mount lets go). A daemon that does not answer status requests (an older version, or \
+            and exited.\n\n\
+            With --lazy it detaches the mount and returns at once, even when the mount is busy \
+            or files are queued: the daemon uploads the queue in the background, serves the \
+            programs still using the mount, and exits when both are done (with --no-wait too, \
+            it leaves the queue for the next mount). A daemon that does not answer status requests (an older version, or \
             one that died) is not waited for; it is unmounted as before.\n\n\
             Fails when MOUNTPOINT is not a cloudmount mount, or when it is busy (a file is \
             open there, or a shell's working directory is inside): close those, or use --lazy \
@@ -105,13 +108,19 @@ pub enum Command {
             and the changes kept until uploaded.\n\n\
             With --json it prints the daemon's JSON object, on one line, instead. Fails with \
             one line on stderr and a non-zero status when MOUNTPOINT is not a cloudmount \
-            mount or its daemon does not answer.",
+            mount or its daemon does not answer.\n\n\
+            Without MOUNTPOINT it lists every cloudmount mount, one line each: the mount \
+            point, what is mounted there (cloudmount:PROFILE or cloudmount:URL) and its state \
+            in a few words; with --json, one array of {mountpoint, source, status} (or \
+            {mountpoint, source, error} for a daemon that does not answer).",
         after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
             last_error, queue {files, bytes, in_flight, in_flight_bytes, paused}, \
             errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
-            quota {used, available} or null, cache {used_bytes, budget_bytes, dirty_bytes, \
-            pinned_bytes}, pins [{path, state (listing, downloading, complete, waiting, \
-            error), files, files_done, bytes, bytes_done, error, checked_at}]. \
+            quota {used, available} (either may be null when the server gives only one) or \
+            null when the server has told nothing (yet: it is asked in the background), \
+            cache {used_bytes, budget_bytes, dirty_bytes, pinned_bytes}, pins [{path, state \
+            (listing, downloading, complete, waiting, error), files, files_done, bytes, \
+            bytes_done, error, checked_at}]. \
             Sizes are bytes, `at` is seconds since the Unix epoch, paths are relative to the \
             mount point.\n\n\
             Examples:\n  \
@@ -405,7 +414,8 @@ pub struct UnmountArgs {
     /// Where the cloudmount mount is
     pub mountpoint: PathBuf,
 
-    /// Detach at once even if busy; the kernel finishes when the last file is closed
+    /// Detach and return at once, even if busy or files are queued: the daemon uploads them in
+    /// the background and exits when that is done and the last file is closed
     #[arg(long, short = 'z')]
     pub lazy: bool,
 

@@ -539,6 +539,18 @@ impl Running {
         {
             tracing::warn!("requests still in flight after {IDLE_WAIT:?}; shutting down anyway");
         }
+        // `cloudmount unmount --lazy` returned at once and left the queue to this daemon: it
+        // is uploaded before the daemon exits (a stop signal ends the wait; what is left is
+        // uploaded at the next mount).
+        let queued = self.vfs.queued_files();
+        if !unmount && queued > 0 && self.instance.finish_uploads_asked() {
+            tracing::info!(
+                files = queued,
+                "unmounted lazily: uploading the files still queued before exiting"
+            );
+            self.vfs.wait_idle().await;
+            tracing::info!("every queued file is uploaded");
+        }
         // `cloudmount unmount` waits for the queue itself before the kernel unmount (or was
         // told not to); a signal gets a short grace period here.
         let queued = self.vfs.queued_files();
@@ -578,6 +590,9 @@ pub async fn run(cfg: MountConfig, factory: &dyn RemoteFactory) -> Result<(), Da
 pub struct UnmountOptions {
     /// Detach at once even if busy; the kernel finishes when the last file is closed.
     pub lazy: bool,
+    /// Have the daemon upload its whole queue before it exits (see
+    /// [`Instance::ask_to_finish_uploads`]), for a lazy unmount that did not wait for it.
+    pub finish_uploads: bool,
 }
 
 /// What [`unmount`] did.
@@ -599,6 +614,11 @@ pub fn unmount(
     let instance = Instance::find(runtime_dir, path)?;
     let mp = instance.mountpoint().to_path_buf();
     let pid = instance.live_daemon();
+    if options.finish_uploads && pid.is_some() {
+        if let Err(e) = instance.ask_to_finish_uploads() {
+            tracing::warn!(error = %e, "cannot ask the daemon to finish its uploads before it exits");
+        }
+    }
     mounts::unmount(&mp, options.lazy)?;
     // Lazily detached, the daemon serves the programs still using the mount until the last
     // one lets go: not waited for (that is what --lazy is for).

@@ -7,7 +7,9 @@
 //! - the state file `<runtime>/<sanitised mount point>-<hash>.pid`, mode 0600, holding `pid=…`
 //!   and informational lines; written atomically (temp file + rename) once the mount is live,
 //!   removed when the daemon exits;
-//! - the control socket, the same name with `.sock` ([`socket_path`]; see [`crate::control`]).
+//! - the control socket, the same name with `.sock` ([`socket_path`]; see [`crate::control`]);
+//! - `cloudmount unmount --lazy`'s request that the daemon upload its whole queue before it
+//!   exits, an empty file with `.finish-uploads` (see [`Instance::ask_to_finish_uploads`]).
 //!
 //! [`Instance`] bundles them for one mount point.
 
@@ -96,8 +98,32 @@ impl Instance {
     }
 
     /// Records this process as the mount's daemon (`source`: what was mounted, for people).
+    /// A request to finish uploads left by an earlier daemon is dropped.
     pub fn write_state(&self, source: &str) -> io::Result<()> {
+        let _ = std::fs::remove_file(self.finish_file());
         write_state(&self.state_file, source, &self.mountpoint)
+    }
+
+    /// Asks the mount's daemon to upload everything queued before it exits, once the session
+    /// ends (`unmount --lazy` returns at once and leaves that to the daemon; without it the
+    /// daemon finishes the uploads in flight only, the rest waits for the next mount).
+    pub fn ask_to_finish_uploads(&self) -> io::Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.finish_file())
+            .map(drop)
+    }
+
+    /// Whether [`Instance::ask_to_finish_uploads`] was called for this daemon.
+    pub fn finish_uploads_asked(&self) -> bool {
+        self.finish_file().exists()
+    }
+
+    fn finish_file(&self) -> PathBuf {
+        self.state_file.with_extension("finish-uploads")
     }
 
     /// The pid of the mount's daemon, if its state file names one that is alive.
@@ -105,8 +131,12 @@ impl Instance {
         read_pid(&self.state_file).filter(|p| is_cloudmount_alive(*p))
     }
 
-    /// Removes the state file if it names this process (a newer daemon may own it).
+    /// Removes the state file (and a request to finish uploads) if it names this process (a
+    /// newer daemon may own it).
     pub fn remove_own_state(&self) {
+        if read_pid(&self.state_file) == Some(std::process::id()) {
+            let _ = std::fs::remove_file(self.finish_file());
+        }
         remove_own(&self.state_file);
     }
 
@@ -341,8 +371,16 @@ mod tests {
         // Our own daemon is alive: not stale.
         inst.remove_stale_state();
         assert!(inst.state_file().exists());
+        // unmount --lazy's request goes with the daemon's state, and a new daemon drops it.
+        assert!(!inst.finish_uploads_asked());
+        inst.ask_to_finish_uploads().unwrap();
+        assert!(inst.finish_uploads_asked());
+        inst.write_state("src").unwrap();
+        assert!(!inst.finish_uploads_asked(), "left by an earlier daemon");
+        inst.ask_to_finish_uploads().unwrap();
         inst.remove_own_state();
         assert!(!inst.state_file().exists());
+        assert!(!inst.finish_uploads_asked());
         // A dead daemon's file is stale.
         std::fs::write(inst.state_file(), format!("pid={}\n", u32::MAX)).unwrap();
         assert_eq!(inst.live_daemon(), None);

@@ -169,13 +169,25 @@ fn daemon_child_args() -> Vec<OsString> {
 
 fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    if !args.no_wait {
-        rt.block_on(wait_for_uploads(&dirs.runtime, &args.mountpoint))?;
-    }
+    // --lazy detaches at once: the daemon uploads what is queued in the background.
+    let finish_uploads = args.lazy && !args.no_wait;
+    let queued = if finish_uploads {
+        rt.block_on(control::query_status(&dirs.runtime, &args.mountpoint))
+            .map(|s| s.queue.files)
+            .ok()
+    } else {
+        if !args.no_wait {
+            rt.block_on(wait_for_uploads(&dirs.runtime, &args.mountpoint))?;
+        }
+        None
+    };
     let done = daemon::unmount(
         &dirs.runtime,
         &args.mountpoint,
-        UnmountOptions { lazy: args.lazy },
+        UnmountOptions {
+            lazy: args.lazy,
+            finish_uploads,
+        },
         &mut |pid| {
             eprintln!(
                 "cloudmount: waiting for the daemon (pid {pid}) to finish its uploads and exit..."
@@ -186,11 +198,23 @@ fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
         .daemon_pid
         .filter(|p| args.lazy && cloudmount::instance::is_cloudmount_alive(*p))
     {
-        eprintln!(
-            "cloudmount: detached {}; the daemon (pid {pid}) goes on serving the programs still \
-             using it and exits when the last one lets go",
-            done.mountpoint.display()
-        );
+        let queue = match queued {
+            Some(0) => None,
+            Some(n) => Some(format!("the {} still queued", report::files(n))),
+            None => finish_uploads.then(|| "what is still queued".to_string()),
+        };
+        let mp = done.mountpoint.display();
+        match queue {
+            Some(queue) => eprintln!(
+                "cloudmount: detached {mp}; the daemon (pid {pid}) uploads {queue} in the \
+                 background and serves the programs still using the mount; it exits when both \
+                 are done (kill {pid} stops it sooner: what is left is uploaded at the next mount)"
+            ),
+            None => eprintln!(
+                "cloudmount: detached {mp}; the daemon (pid {pid}) goes on serving the programs \
+                 still using it and exits when the last one lets go"
+            ),
+        }
     }
     Ok(())
 }

@@ -939,6 +939,27 @@ fn status_of_a_live_mount_and_unmount_no_wait() {
     assert_eq!(v["cache"]["budget_bytes"], 64u64 << 20, "{out}");
     let typed: cloudmount::vfs::status::VfsStatus = serde_json::from_str(&out).unwrap();
     assert_eq!(typed.queue.files, 0);
+    // The quota: null until the server has told it (it is asked in the background), then
+    // the object of the help, never {"used":null,"available":null}.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let quota = loop {
+        let v: serde_json::Value = serde_json::from_str(&status_json()).unwrap();
+        let q = v["quota"].clone();
+        assert!(
+            q.is_null() || q["used"].is_u64() || q["available"].is_u64(),
+            "{q}"
+        );
+        if !q.is_null() || Instant::now() > deadline {
+            break q;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (used, available) = (quota["used"].as_u64(), quota["available"].as_u64());
+    assert_eq!(
+        used.zip(available).map(|(u, a)| u + a),
+        Some(1 << 30),
+        "the embedded server's quota of 1 GiB: {quota}"
+    );
     assert!(!out.contains(PASSWORD), "no secrets in the status");
 
     let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap()]));
@@ -1301,4 +1322,63 @@ fn lazy_unmount_returns_at_once_and_the_daemon_exits_with_the_last_user() {
         Duration::from_secs(30),
         || !instance::is_cloudmount_alive(pid),
     );
+}
+
+/// `unmount --lazy` with a file queued (the server is down): detached and back at once; the
+/// daemon uploads the file once the server is back, then exits.
+#[test]
+fn lazy_unmount_leaves_the_queue_to_the_daemon() {
+    let mut srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg(&sb, &srv, &mp);
+    let pid = daemon_pid(&sb, &mp).expect("the daemon's pid");
+    let mut f = std::fs::File::create(mp.join("late.txt")).unwrap();
+    let addr = srv.stop();
+    f.write_all(b"uploaded in the background").unwrap();
+    drop(f);
+
+    let started = Instant::now();
+    let child = sb
+        .cmd(&["unmount", "--lazy", mp.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = wait_output(child, Duration::from_secs(20));
+    assert!(o.status.success(), "unmount --lazy: {}", stderr_of(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "unmount --lazy waited"
+    );
+    assert!(!is_mounted(&mp), "detached when unmount --lazy returns");
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("uploads the 1 file still queued in the background"),
+        "{err}"
+    );
+    assert!(!err.contains("waiting for"), "{err}");
+    assert!(
+        instance::is_cloudmount_alive(pid),
+        "the daemon stays for the queue"
+    );
+
+    srv.restart(addr);
+    wait_until(
+        "the upload after the lazy unmount",
+        Duration::from_secs(90),
+        || {
+            std::fs::read(srv.root.path().join("late.txt"))
+                .is_ok_and(|b| b == b"uploaded in the background")
+        },
+    );
+    wait_until(
+        "the daemon exits once the queue is empty",
+        Duration::from_secs(30),
+        || !instance::is_cloudmount_alive(pid),
+    );
+    assert_eq!(daemon_pid(&sb, &mp), None, "state file removed");
+    let logs = sb.logs();
+    assert!(logs.contains("every queued file is uploaded"), "{logs}");
 }

@@ -1078,3 +1078,119 @@ fn mount_and_unmount_show_in_mountinfo() {
     m.unmount();
     assert!(mount_info(&dir).is_none());
 }
+
+/// `ls -l` and `getfattr` over a folder, as a file manager browses it: the mount keeps no ACLs
+/// or security labels and says so (ENOTSUP, so `ls` stops asking after the first file), an
+/// attribute it does not have is "No such attribute", and the state of every file is right
+/// when asked folder-wide, before and after some of the files are read.
+#[test]
+fn ls_l_and_getfattr_over_a_folder() {
+    use std::process::Command;
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "browse");
+    const FILES: usize = 40;
+    dav.mkdir("dir");
+    for i in 0..FILES {
+        dav.put(&format!("dir/f{i:02}"), &pattern(100 + i, i as u8));
+    }
+    let m = Mounted::new(&dav.url, &MountOpts::for_server(&s));
+    let dir = m.path("dir");
+
+    let ls = Command::new("ls")
+        .arg("-l")
+        .arg(&dir)
+        .output()
+        .expect("run ls");
+    assert!(ls.status.success(), "ls -l: {ls:?}");
+    assert!(ls.stderr.is_empty(), "ls -l: {ls:?}");
+    let text = String::from_utf8_lossy(&ls.stdout);
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('-')).collect();
+    assert_eq!(rows.len(), FILES, "{text}");
+    // No `+` (ACL) or `.` (security label) after the mode bits.
+    assert!(rows.iter().all(|r| r.starts_with("-rw-r--r-- ")), "{text}");
+
+    let f = dir.join("f00");
+    for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        assert_eq!(getxattr(&f, name), Err(libc::ENOTSUP), "{name}");
+    }
+    assert_eq!(getxattr(&f, "user.nosuch"), Err(libc::ENODATA));
+    let out = Command::new("getfattr")
+        .args(["-n", "user.nosuch"])
+        .arg(&f)
+        .output()
+        .expect("run getfattr (Debian package attr)");
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("user.nosuch: No such attribute"), "{err}");
+
+    // The state of each file, asked for the whole folder at once.
+    let states = || -> Vec<String> {
+        let out = Command::new("getfattr")
+            .args([
+                "--absolute-names",
+                "--only-values",
+                "-n",
+                "user.cloudmount.state",
+            ])
+            .args((0..FILES).map(|i| dir.join(format!("f{i:02}"))))
+            .output()
+            .expect("run getfattr");
+        assert!(out.status.success(), "{out:?}");
+        // --only-values prints the values without separators: each is one known word.
+        let mut text = String::from_utf8(out.stdout).unwrap();
+        let mut v = Vec::new();
+        while !text.is_empty() {
+            let w = ["online", "partial", "cached", "dirty", "uploading"]
+                .into_iter()
+                .find(|w| text.starts_with(w))
+                .unwrap_or_else(|| panic!("unexpected state in {text:?}"));
+            v.push(w.to_string());
+            text.drain(..w.len());
+        }
+        v
+    };
+    assert_eq!(states(), vec!["online"; FILES]);
+    // Some files read: they are cached, the others still online (what was remembered of
+    // the folder before the reads no longer says they have nothing cached).
+    let read = [3usize, 17, 31];
+    for i in read {
+        let p = dir.join(format!("f{i:02}"));
+        assert_eq!(fs::read(&p).unwrap(), pattern(100 + i, i as u8));
+    }
+    let want: Vec<String> = (0..FILES)
+        .map(|i| {
+            if read.contains(&i) {
+                "cached"
+            } else {
+                "online"
+            }
+            .to_string()
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(10),
+        "the read files show as cached",
+        || {
+            let now = states();
+            // Small files read ahead beside them may be cached too; the read ones must be.
+            let ok = now
+                .iter()
+                .zip(&want)
+                .all(|(n, w)| w != "cached" || n == "cached");
+            ok.then_some(())
+        },
+    );
+    // A file written on the mount shows its upload state, then cached.
+    fs::write(dir.join("f00"), b"changed here").unwrap();
+    let state =
+        String::from_utf8(getxattr(&dir.join("f00"), "user.cloudmount.state").unwrap()).unwrap();
+    assert!(
+        ["dirty", "uploading", "cached"].contains(&state.as_str()),
+        "{state}"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the written file is cached",
+        || (getxattr(&dir.join("f00"), "user.cloudmount.state").ok()? == b"cached").then_some(()),
+    );
+}

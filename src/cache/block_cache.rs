@@ -2,6 +2,7 @@
 //! rename and remove paths, adopt uploaded files, pins, usage, flush and evict on demand) and
 //! its shutdown.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::AtomicI64;
@@ -191,6 +192,57 @@ impl BlockCache {
         Ok(Some(sh.wrap(key, inner)))
     }
 
+    /// The object of a path whatever its ETag, if it is loaded: answered from memory without
+    /// waiting (`None` also when the cache's state is busy; ask [`BlockCache::existing`]
+    /// then). For the xattr state, answered on the FUSE thread. Not an access.
+    pub fn loaded(&self, area: AreaId, path: &RemotePath) -> Option<Arc<CacheObject>> {
+        let sh = &self.shared;
+        let mut st = sh.state.try_lock().ok()?;
+        let inner = st.live(area, path.as_str())?;
+        let key = ObjectKey {
+            area,
+            path: path.clone(),
+            etag: inner.etag.clone(),
+            size: inner.size,
+        };
+        Some(sh.wrap(key, inner))
+    }
+
+    /// The names of the files directly in folder `dir` that have an object (any version)
+    /// (`None` when more than `max` objects are below `dir`, at any depth), with the index's
+    /// generation they were read at. A path not among them has no object for as long as
+    /// [`BlockCache::generation_now`] gives the same generation.
+    pub fn objects_in(
+        &self,
+        area: AreaId,
+        dir: &RemotePath,
+        max: usize,
+    ) -> Result<(u64, Option<HashSet<String>>), CacheError> {
+        let sh = &self.shared;
+        let st = sh.state();
+        // Read no more than needed: a folder with more objects below it is not listed.
+        let paths = sh.meta.obj_paths_below(area, dir, max.saturating_add(1))?;
+        let names = (paths.len() <= max).then(|| {
+            let prefix = if dir.is_root() {
+                String::new()
+            } else {
+                format!("{}/", dir.as_str())
+            };
+            paths
+                .iter()
+                .filter_map(|p| p.strip_prefix(&prefix))
+                .filter(|name| !name.is_empty() && !name.contains('/'))
+                .map(str::to_string)
+                .collect()
+        });
+        Ok((st.paths_added, names))
+    }
+
+    /// The generation of [`BlockCache::objects_in`] now, if it can be read without waiting.
+    pub fn generation_now(&self) -> Option<u64> {
+        self.shared.state.try_lock().ok().map(|st| st.paths_added)
+    }
+
     /// Drops the objects at or below `path` and the pins there (the path is gone).
     pub fn remove_path(&self, area: AreaId, path: &RemotePath) -> Result<(), CacheError> {
         let sh = &self.shared;
@@ -234,6 +286,7 @@ impl BlockCache {
         let mut st = sh.state();
         let targets = sh.meta.obj_subtree(area, to)?;
         sh.forget(&mut st, &targets, false)?;
+        st.paths_added += 1;
         sh.meta.obj_rename(area, from, to)?;
         let (f, t) = (from.as_str(), to.as_str());
         let moved: Vec<(AreaId, String)> = st

@@ -67,6 +67,10 @@ pub(super) struct State {
     /// File names of rows deleted since the index was last made durable: a power cut may
     /// bring such a row back, so no new file takes its name until then (see `forget`).
     pub(super) freed: HashSet<String>,
+    /// Bumped whenever a path gains an object (a row created, paths renamed): what was read
+    /// of the index before says nothing of such paths any more (see
+    /// `BlockCache::objects_in`).
+    pub(super) paths_added: u64,
 }
 
 impl State {
@@ -260,6 +264,7 @@ impl Shared {
         let present_bytes = if adopt.is_some() { key.size } else { 0 };
         let now = tick(&self.clock);
         let etag = key.etag.header_value();
+        st.paths_added += 1;
         let id = self
             .meta
             .obj_insert(&NewObject {

@@ -113,6 +113,12 @@ pub(crate) fn xattr_answer(value: &[u8], size: u32) -> XattrAnswer<'_> {
 }
 
 /// listxattr's value: each name followed by a NUL byte.
+/// Whether `name` is in the `user.` namespace, the only one whose attributes the mount has
+/// (the others: POSIX ACLs in `system.`, security labels in `security.`, `trusted.`).
+pub(crate) fn is_user_xattr(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b"user.")
+}
+
 pub(crate) fn xattr_list(names: &[String]) -> Vec<u8> {
     let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
     for n in names {

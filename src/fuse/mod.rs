@@ -4,6 +4,9 @@
 //! `tracing` span (operation, request id, inode, handle, name) and is spawned onto the tokio
 //! runtime with its reply moved in. The FUSE thread only decodes, spawns and returns: it never
 //! waits on the network, so a slow download of one file never stalls `ls` or reads of others.
+//! The exceptions answer from memory at once, where a hop to the runtime would cost more than
+//! the answer: `forget`, `releasedir`, `listxattr`, and `getxattr` whenever memory knows (see
+//! below).
 //! Errors are mapped to errno by [`crate::vfs::VfsError::errno`] (the one mapping).
 //!
 //! What is not supported, and the errno an application sees:
@@ -11,6 +14,14 @@
 //! - device nodes, FIFOs and sockets (`mknod` of anything but a regular file): `EPERM`;
 //! - extended attributes: `user.cloudmount.state` is read-only, `user.cloudmount.pin` can be
 //!   set (to `1` or `0`: pin, unpin); setting any other and `removexattr` give `ENOTSUP`;
+//!   reading another `user.` attribute is
+//!   `ENODATA`, and any attribute of another namespace (`security.selinux`,
+//!   `system.posix_acl_access`, `trusted.…`) is `ENOTSUP`: the mount keeps no ACLs or security
+//!   labels, and `ls -l`, told so for the first file, stops asking for the others (coreutils
+//!   remembers it per device; `ENODATA` would have it ask again for every file). `cp -a` from
+//!   the mount takes ENOTSUP as "no ACL" and keeps the mode bits, as from any filesystem
+//!   without ACLs. These answers, and the state when memory knows it, are given on the FUSE
+//!   thread without a hop to the runtime;
 //! - permission checks are the kernel's (`default_permissions`), against the owner and mode the
 //!   vfs reports; `access` therefore always allows. The mode given to `create`, `mkdir` and
 //!   `mknod` (less the umask) is kept like a chmod's (locally, see `Vfs::setattr`), and the
@@ -42,7 +53,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::vfs::{Attr, OpenMode, SetAttr, Vfs, VfsError, VfsResult};
+use crate::vfs::{Attr, OpenMode, SetAttr, Vfs, VfsError, VfsResult, STATE_XATTR};
 use convert::{errno, file_attr, file_type, utf8_name, xattr_answer, XattrAnswer};
 
 pub use mounts::{FuseUnavailable, UnmountError};
@@ -121,6 +132,16 @@ impl FuseFs {
             }
             .instrument(span),
         );
+    }
+
+    /// Runs `f` on the runtime's blocking pool inside `span` (work that reads local files or
+    /// the index, never the network); the FUSE thread returns at once.
+    fn spawn_blocking(&self, span: tracing::Span, f: impl FnOnce() + Send + 'static) {
+        let guard = self.inflight.enter();
+        self.rt.spawn_blocking(move || {
+            span.in_scope(f);
+            drop(guard);
+        });
     }
 
     /// Spawns a request answered with an empty reply.
@@ -712,28 +733,35 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let span = op_span!("getxattr", req, ino = ino.0, name = %name.to_string_lossy(), size);
-        let Some(name) = utf8_name(name) else {
+        // Answered on this thread whenever memory knows (see the module docs): `ls -l` asks
+        // for two attributes of every file it shows, a file manager for the state of each.
+        if !convert::is_user_xattr(name) {
+            return reply.error(Errno::ENOTSUP);
+        }
+        if name != STATE_XATTR {
             return reply.error(Errno::NO_XATTR);
-        };
+        }
+        match self.vfs.state_now(ino.0) {
+            Some(Ok(state)) => return send_xattr(reply, state.as_str().as_bytes(), size),
+            Some(Err(e)) => return reply.error(fail(&e)),
+            None => {}
+        }
+        // Whether the cache holds the file is in its index, on disk: one hop to a thread
+        // that may block.
+        let span = op_span!("getxattr", req, ino = ino.0, name = STATE_XATTR, size);
         let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.getxattr(ino.0, &name).await {
-                Ok(value) => send_xattr(reply, &value, size),
-                Err(e) => reply.error(fail(&e)),
-            }
+        self.spawn_blocking(span, move || match vfs.state_blocking(ino.0) {
+            Ok(state) => send_xattr(reply, state.as_str().as_bytes(), size),
+            Err(e) => reply.error(fail(&e)),
         });
     }
 
-    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let span = op_span!("listxattr", req, ino = ino.0, size);
-        let vfs = self.vfs.clone();
-        self.spawn(span, async move {
-            match vfs.listxattr(ino.0).await {
-                Ok(names) => send_xattr(reply, &convert::xattr_list(&names), size),
-                Err(e) => reply.error(fail(&e)),
-            }
-        });
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        // From memory, on this thread.
+        match self.vfs.xattr_names(ino.0) {
+            Ok(names) => send_xattr(reply, &convert::xattr_list(&names), size),
+            Err(e) => reply.error(fail(&e)),
+        }
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

@@ -212,6 +212,35 @@ impl MetaStore {
         Ok(out)
     }
 
+    /// The paths of at most `limit` objects below folder `dir` (of the whole area for the
+    /// root), not `dir` itself.
+    pub(crate) fn obj_paths_below(
+        &self,
+        area: AreaId,
+        dir: &RemotePath,
+        limit: usize,
+    ) -> Result<Vec<String>, MetaError> {
+        let conn = self.lock();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        if dir.is_root() {
+            let mut st =
+                conn.prepare_cached("SELECT path FROM objects WHERE area = ?1 LIMIT ?2")?;
+            for r in st.query_map(params![area, limit], |r| r.get::<_, String>(0))? {
+                out.push(r?);
+            }
+        } else {
+            let (lo, hi) = descendant_bounds(dir.as_str());
+            let mut st = conn.prepare_cached(
+                "SELECT path FROM objects WHERE area = ?1 AND path >= ?2 AND path < ?3 LIMIT ?4",
+            )?;
+            for r in st.query_map(params![area, lo, hi, limit], |r| r.get::<_, String>(0))? {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Re-keys the objects and pins at or below `from` to `to` (whose own rows the caller has
     /// dropped), in one transaction; pins at or below `to` are removed first.
     pub(crate) fn obj_rename(

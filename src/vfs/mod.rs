@@ -198,6 +198,8 @@ pub struct Vfs {
     pins: pins::Pins,
     /// Files deleted while read, kept on the server under hidden names (`set_aside.rs`).
     set_aside: set_aside::SetAside,
+    /// Which files of recently asked folders have a cache object (for the xattr state).
+    cached_names: report::CachedNames,
 }
 
 impl Drop for Vfs {
@@ -368,6 +370,7 @@ impl Vfs {
             sweeping: Mutex::new(Default::default()),
             pins: Default::default(),
             set_aside: Default::default(),
+            cached_names: Default::default(),
         });
         vfs.recover()?;
         vfs.spawn_upload_workers();

@@ -2,15 +2,17 @@
 //! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute,
 //! and the snapshot shown by `cloudmount status` (its types are in `status.rs`).
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
     off_thread, status, version_of, FileKind, FsStats, Ino, Vfs, VfsError, VfsResult, ROOT_INO,
     STATE_XATTR,
 };
-use crate::cache::ObjectState;
+use crate::cache::{BlockCache, CacheObject, ObjectState};
 use crate::meta::AreaId;
-use crate::remote::RemotePath;
+use crate::remote::{ETag, RemotePath};
 
 /// How long statfs trusts the last quota answer.
 const QUOTA_TTL: Duration = Duration::from_secs(30);
@@ -61,6 +63,113 @@ impl std::fmt::Display for FileState {
     }
 }
 
+/// Folders whose files with a cache object were read from the cache's index, and when (the
+/// cache's generation): the state of their other files is then known from memory, until an
+/// object is created or renamed anywhere. A file manager asks the state of every file of the
+/// folder it shows; without this, each would read the index on a thread of its own.
+#[derive(Default)]
+pub(super) struct CachedNames(Mutex<Folders>);
+
+type Names = HashSet<String>;
+
+#[derive(Default)]
+struct Folders {
+    /// By folder: the cache's generation when read, and the names of its files that have a
+    /// cache object (`None`: too many objects below it to keep; not read again until the
+    /// generation moves).
+    dirs: HashMap<(AreaId, RemotePath), (u64, Option<Names>)>,
+    /// Names held in `dirs`, all folders together.
+    names: usize,
+}
+
+/// Folders remembered at most (then forgotten all at once).
+const CACHED_NAMES_DIRS: usize = 4096;
+/// Names remembered at most, all folders together (then forgotten all at once).
+const CACHED_NAMES_TOTAL: usize = 65536;
+/// Objects below a folder above which its names are not remembered (the index is read for
+/// each file then, after one look per generation that finds it so).
+const CACHED_NAMES_MAX: usize = 4096;
+
+impl CachedNames {
+    /// Whether `path` is known from memory to have no cache object (the state lock busy, or
+    /// its folder not read since the last change: not known).
+    fn has_none(&self, cache: &BlockCache, area: AreaId, path: &RemotePath) -> bool {
+        let Some(dir) = path.parent() else {
+            return false;
+        };
+        let Some(now) = cache.generation_now() else {
+            return false;
+        };
+        let Ok(folders) = self.0.try_lock() else {
+            return false;
+        };
+        folders.dirs.get(&(area, dir)).is_some_and(|(at, names)| {
+            *at == now && names.as_ref().is_some_and(|n| !n.contains(path.name()))
+        })
+    }
+
+    /// Reads which files of `path`'s folder have a cache object and remembers it; returns
+    /// whether `path` may have one (blocks: it reads the index).
+    fn learn(&self, cache: &BlockCache, area: AreaId, path: &RemotePath) -> VfsResult<bool> {
+        let Some(dir) = path.parent() else {
+            return Ok(true);
+        };
+        let key = (area, dir);
+        // Read already at this generation (the file has an object, or the folder has too
+        // many): not read again.
+        if let Some(now) = cache.generation_now() {
+            let f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, names)) = f.dirs.get(&key) {
+                if *at == now {
+                    return Ok(names.as_ref().is_none_or(|n| n.contains(path.name())));
+                }
+            }
+        }
+        let (at, names) = cache.objects_in(area, &key.1, CACHED_NAMES_MAX)?;
+        let may = names.as_ref().is_none_or(|n| n.contains(path.name()));
+        let count = names.as_ref().map_or(0, HashSet::len);
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, Some(old))) = f.dirs.remove(&key) {
+            f.names -= old.len();
+        }
+        if f.dirs.len() >= CACHED_NAMES_DIRS || f.names + count > CACHED_NAMES_TOTAL {
+            f.dirs.clear();
+            f.names = 0;
+        }
+        f.names += count;
+        f.dirs.insert(key, (at, names));
+        Ok(may)
+    }
+}
+
+/// What memory tells of a file's state (see `Vfs::state_in_memory`).
+enum Known {
+    State(FileState),
+    /// Whether the cache holds this version is in the cache's index, on disk.
+    AskCache {
+        area: AreaId,
+        path: RemotePath,
+        etag: ETag,
+        pinned: bool,
+    },
+}
+
+/// The state of a file of version `etag` whose cache object (any version) is `existing`;
+/// `pinned`: a pin keeps it (then it is `pinned` once complete, `pinning` before).
+fn cache_state(existing: Option<&CacheObject>, etag: &ETag, pinned: bool) -> FileState {
+    match existing {
+        Some(o) if o.key().etag == *etag => match o.state() {
+            ObjectState::Cached if pinned => FileState::Pinned,
+            ObjectState::Cached => FileState::Cached,
+            _ if pinned => FileState::Pinning,
+            ObjectState::Partial => FileState::Partial,
+            ObjectState::Online => FileState::Online,
+        },
+        _ if pinned => FileState::Pinning,
+        _ => FileState::Online,
+    }
+}
+
 impl Vfs {
     pub async fn statfs(&self) -> VfsResult<FsStats> {
         let cached = *self.quota.lock().unwrap_or_else(|e| e.into_inner());
@@ -103,30 +212,78 @@ impl Vfs {
 
     /// The state of a file, as shown in `user.cloudmount.state`.
     pub async fn state_of(&self, ino: Ino) -> VfsResult<FileState> {
+        match self.state_in_memory(ino)? {
+            Known::State(s) => Ok(s),
+            Known::AskCache {
+                area,
+                path,
+                etag,
+                pinned,
+            } => {
+                let cache = self.cache.clone();
+                let existing = off_thread(move || cache.existing(area, &path)).await?;
+                Ok(cache_state(existing.as_deref(), &etag, pinned))
+            }
+        }
+    }
+
+    /// The state of a file when it is known from memory (the tree, the upload queue, the
+    /// cache's loaded objects): answered at once, for the FUSE thread. `None`: the cache's
+    /// index must be read ([`Vfs::state_blocking`] or [`Vfs::state_of`]).
+    pub fn state_now(&self, ino: Ino) -> Option<VfsResult<FileState>> {
+        match self.state_in_memory(ino) {
+            Ok(Known::State(s)) => Some(Ok(s)),
+            Ok(Known::AskCache { .. }) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`Vfs::state_of`] on a thread that may block (it reads the cache's index).
+    pub fn state_blocking(&self, ino: Ino) -> VfsResult<FileState> {
+        match self.state_in_memory(ino)? {
+            Known::State(s) => Ok(s),
+            Known::AskCache {
+                area,
+                path,
+                etag,
+                pinned,
+            } => {
+                // The folder's other files are likely asked next (`ls`, a file manager).
+                if !self.cached_names.learn(&self.cache, area, &path)? {
+                    return Ok(cache_state(None, &etag, pinned));
+                }
+                let existing = self.cache.existing(area, &path)?;
+                Ok(cache_state(existing.as_deref(), &etag, pinned))
+            }
+        }
+    }
+
+    /// What memory tells of a file's state, or what to ask the cache's index.
+    fn state_in_memory(&self, ino: Ino) -> VfsResult<Known> {
         let (staged, key) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
             if n.kind == FileKind::Dir {
-                return Ok(match t.path(ino) {
+                return Ok(Known::State(match t.path(ino) {
                     Some((a, p)) => match self.pin_state_of_dir(a, &p) {
                         Some(true) => FileState::Pinned,
                         Some(false) => FileState::Pinning,
                         None => FileState::Online,
                     },
                     None => FileState::Online,
-                });
+                }));
             }
             let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
         };
         if let Some((area, path, _)) = &key {
             if self.queue.is_conflict_copy(*area, path) {
-                return Ok(FileState::Conflict);
+                return Ok(Known::State(FileState::Conflict));
             }
         }
         if let Some(st) = staged {
             let s = st.snapshot();
-            return Ok(if s.uploading {
+            return Ok(Known::State(if s.uploading {
                 FileState::Uploading
             } else if s.error.is_some() && s.dirty() {
                 FileState::Error
@@ -134,24 +291,23 @@ impl Vfs {
                 FileState::Dirty
             } else {
                 FileState::Cached
-            });
+            }));
         }
         let Some((area, path, etag)) = key else {
-            return Ok(FileState::Online);
+            return Ok(Known::State(FileState::Online));
         };
         let pinned = self.cache.is_pinned(area, &path);
-        let cache = self.cache.clone();
-        let existing = off_thread(move || cache.existing(area, &path)).await?;
-        Ok(match existing {
-            Some(o) if o.key().etag == etag => match o.state() {
-                ObjectState::Cached if pinned => FileState::Pinned,
-                ObjectState::Cached => FileState::Cached,
-                _ if pinned => FileState::Pinning,
-                ObjectState::Partial => FileState::Partial,
-                ObjectState::Online => FileState::Online,
-            },
-            _ if pinned => FileState::Pinning,
-            _ => FileState::Online,
+        if let Some(o) = self.cache.loaded(area, &path) {
+            return Ok(Known::State(cache_state(Some(&o), &etag, pinned)));
+        }
+        if self.cached_names.has_none(&self.cache, area, &path) {
+            return Ok(Known::State(cache_state(None, &etag, pinned)));
+        }
+        Ok(Known::AskCache {
+            area,
+            path,
+            etag,
+            pinned,
         })
     }
 
@@ -163,6 +319,11 @@ impl Vfs {
     }
 
     pub async fn listxattr(&self, ino: Ino) -> VfsResult<Vec<String>> {
+        self.xattr_names(ino)
+    }
+
+    /// The extended attributes of `ino` (answered from memory).
+    pub fn xattr_names(&self, ino: Ino) -> VfsResult<Vec<String>> {
         self.attr(ino)?;
         Ok(vec![STATE_XATTR.to_string()])
     }

@@ -35,7 +35,8 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # nautilus, nemo, caja and their python3-nautilus, nemo-python, python3-caja, xvfb, dbus-x11,
 # xdotool, imagemagick, x11-apps (xwd) and attr (getfattr): tests/file_manager.rs runs the real
 # file managers under Xvfb with the extensions of `cloudmount integrate` and checks their
-# answers against getfattr. attr (setfattr) and libgdk-pixbuf2.0-bin (GNOME's real
+# answers against getfattr; tests/mount.rs runs getfattr on a mount as users read the
+# file states. attr (setfattr) and libgdk-pixbuf2.0-bin (GNOME's real
 # gdk-pixbuf-thumbnailer): tests/mount_pins.rs.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
     nginx libnginx-mod-http-dav-ext litmus rsync

@@ -418,3 +418,43 @@ fn rename_and_remove_subtrees() {
     assert_eq!(c.usage().objects, 0);
     assert!(env.object_files().is_empty());
 }
+
+/// `objects_in` names the files directly in a folder that have an object, and the generation
+/// it gives changes whenever a path gains an object (created, or renamed into place), so that
+/// what was read before is known to be stale; `loaded` answers from memory only.
+#[test]
+fn objects_in_a_folder_and_the_generation() {
+    let env = Env::new();
+    let c = env.open(u64::MAX);
+    for n in ["d/x", "d/y", "d/sub/z", "dd/w", "top"] {
+        c.object(&key(n, "e", BS)).unwrap();
+    }
+    let names = |dir: &str| {
+        let (at, names) = c.objects_in(0, &p(dir), 100).unwrap();
+        let mut v: Vec<String> = names.unwrap().into_iter().collect();
+        v.sort();
+        (at, v)
+    };
+    let (at, d) = names("d");
+    assert_eq!(d, vec!["x", "y"]);
+    assert_eq!(names("").1, vec!["top"]);
+    assert_eq!(names("d/sub").1, vec!["z"]);
+    assert_eq!(names("none").1, Vec::<String>::new());
+    assert_eq!(c.generation_now(), Some(at), "nothing changed");
+    // Too many objects under the folder: not listed.
+    assert_eq!(c.objects_in(0, &p("d"), 2).unwrap().1, None);
+
+    c.object(&key("d/new", "e", BS)).unwrap();
+    let after_create = c.generation_now().unwrap();
+    assert_ne!(after_create, at, "a created object changes the generation");
+    assert_eq!(names("d").1, vec!["new", "x", "y"]);
+    c.rename_path(0, &p("dd/w"), &p("d/w")).unwrap();
+    assert_ne!(c.generation_now().unwrap(), after_create, "a rename too");
+    assert_eq!(names("d").1, vec!["new", "w", "x", "y"]);
+
+    // Loaded objects are answered from memory; others are not (ask `existing`).
+    assert!(c.loaded(0, &p("d/x")).is_none(), "not held by anyone");
+    let held = c.existing(0, &p("d/x")).unwrap().unwrap();
+    let seen = c.loaded(0, &p("d/x")).expect("loaded while held");
+    assert_eq!(seen.key().etag, held.key().etag);
+}
