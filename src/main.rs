@@ -511,6 +511,13 @@ fn print_demo_intro(mp: &Path, sync_dir: &Path, data: &Path, url: &str, fresh: b
          echo hello > {sync}/new.txt; sleep 2; ls {drive_sync}\n  \
          echo edited > {drive_sync}/from-the-cloud.txt; sleep 8; ls {sync}\n\
          \n\
+         Keep a folder on this device (it then reads with the server stopped too):\n  \
+         cloudmount pin {docs} --wait\n  \
+         getfattr -n user.cloudmount.state {notes}\n  \
+         cloudmount status {root}\n\
+         \n\
+         File-manager menus, emblems and a bookmark: cloudmount integrate\n\
+         \n\
          Press Ctrl-C here to unmount and stop.",
         mp = mp.display(),
         url = url,
@@ -521,6 +528,8 @@ fn print_demo_intro(mp: &Path, sync_dir: &Path, data: &Path, url: &str, fresh: b
         drive = q("Cloud Drive/"),
         sync = sh_quote(sync_dir),
         drive_sync = q("Cloud Drive/Sync Demo"),
+        docs = q("Cloud Drive/Documents"),
+        notes = q("Cloud Drive/Documents/notes.txt"),
     );
     let _ = out.flush();
 }
