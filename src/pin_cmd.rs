@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
@@ -80,7 +80,6 @@ fn for_each(paths: &[PathBuf], mut each: impl FnMut(&Path) -> Result<(), Failure
 
 pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    let since = unix_now();
     let mut waits = Vec::new();
     for_each(&args.paths, |p| {
         let (instance, rel) = locate(&dirs, p)?;
@@ -103,15 +102,15 @@ pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
                 ", all on this device".to_string()
             }
         ));
-        waits.push((instance, a.path, p.to_path_buf()));
+        waits.push((instance, a.path, a.round, p.to_path_buf()));
         Ok(())
     })?;
     if !args.wait {
         return Ok(());
     }
     let mut failed = false;
-    for (instance, shown, local) in waits {
-        if let Err(e) = wait_for(rt, &instance, &shown, since) {
+    for (instance, shown, round, local) in waits {
+        if let Err(e) = wait_for(rt, &instance, &shown, round) {
             if let Failure::Message(m) = e {
                 note(&format!("cloudmount: {}: {m}", local.display()));
             }
@@ -170,11 +169,6 @@ pub fn free(args: PathsArgs, rt: &Runtime) -> CmdResult {
     })
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 /// The pin `shown` (its path below the mount point) as the daemon reports it.
 fn pin_status(rt: &Runtime, instance: &Instance, shown: &str) -> Result<PinStatus, Failure> {
@@ -187,9 +181,9 @@ fn pin_status(rt: &Runtime, instance: &Instance, shown: &str) -> Result<PinStatu
         .ok_or_else(|| Failure::Message("the pin was removed meanwhile".into()))
 }
 
-/// Shows the progress of the pin `shown` until a round that began after `since` completes;
-/// fails with the reason when the keeper cannot finish.
-fn wait_for(rt: &Runtime, instance: &Instance, shown: &str, since: i64) -> CmdResult {
+/// Shows the progress of the pin `shown` until the keeper's round `round` (or a later one)
+/// has found it complete; fails with the reason when the keeper cannot finish.
+fn wait_for(rt: &Runtime, instance: &Instance, shown: &str, round: u64) -> CmdResult {
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::with_draw_target(
@@ -207,7 +201,7 @@ fn wait_for(rt: &Runtime, instance: &Instance, shown: &str, since: i64) -> CmdRe
     let mut last_line: Option<Instant> = None;
     loop {
         let s = pin_status(rt, instance, shown)?;
-        let done = s.state == PinPhase::Complete && s.checked_at.is_some_and(|t| t >= since);
+        let done = s.state == PinPhase::Complete && s.round >= round;
         if done || matches!(s.state, PinPhase::Error | PinPhase::Waiting) {
             if let Some(b) = &bar {
                 b.finish_and_clear();

@@ -78,6 +78,7 @@ impl BlockCache {
             state: Mutex::new(State::default()),
             signal: Mutex::new(Signal::default()),
             wake: Condvar::new(),
+            disk: Default::default(),
         });
         shared.check_index()?;
         let thread = match config.flush_interval {

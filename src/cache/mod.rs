@@ -108,6 +108,7 @@
 mod bitmap;
 mod block_cache;
 mod check;
+mod disk;
 mod error;
 mod evict;
 mod flush;
@@ -128,6 +129,7 @@ use crate::remote::{ETag, RemotePath};
 
 pub use crate::meta::AreaId;
 pub use block_cache::BlockCache;
+pub use disk::{disk_floor, disk_room};
 pub use error::CacheError;
 pub use layout::CacheLayout;
 pub use object::{CacheObject, OpenGuard};

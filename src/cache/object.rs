@@ -213,6 +213,16 @@ impl CacheObject {
         if len == 0 {
             return Ok(());
         }
+        // Below the disk's free-space floor: nothing new is kept (the caller serves the read
+        // from its download, as on a full disk).
+        if let Some(sh) = inner.shared.upgrade() {
+            if sh.disk.below_floor(sh.layout.root()) {
+                sh.request_evict();
+                return Err(io_err("write", &inner.file_path)(
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+        }
         let end = offset + len;
         let runs = lock(&inner.bits)
             .present

@@ -35,6 +35,8 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     pub(super) signal: Mutex<Signal>,
     pub(super) wake: Condvar,
+    /// Whether the disk is below the free-space floor (see `disk.rs`).
+    pub(super) disk: super::disk::DiskWatch,
 }
 
 /// Requests to the background thread (under `Shared::signal`, woken by `Shared::wake`).

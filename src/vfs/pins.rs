@@ -6,7 +6,8 @@
 //!   folder) takes its part out again; the nearest mark decides. Pinned bytes are never
 //!   evicted and do not count against `--cache-size`.
 //! - Pinning first lists the whole tree (so it also lists offline later) and refuses a pin
-//!   whose missing bytes would leave the local disk with less than [`disk_floor`] free.
+//!   whose missing bytes would leave the local disk with less than
+//!   [`crate::cache::disk_floor`] free.
 //! - The keeper (one task per mount) walks every pinned tree and downloads what is missing,
 //!   [`PARALLEL`] files at once, through the download engine (by cache object and version, the
 //!   same single-flight as reads). It runs when a pin is set, when the server is back after an
@@ -38,25 +39,6 @@ const PARALLEL: usize = 4;
 /// Directories listed at once while walking a pinned tree.
 const LIST_PARALLEL: usize = 8;
 
-/// The free space pinning leaves on the cache's disk: 5 % of it, at most 1 GiB.
-pub fn disk_floor(total: u64) -> u64 {
-    (total / 20).min(1 << 30)
-}
-
-/// Free and total bytes of the file system holding `dir` (for an unprivileged user).
-fn disk_room(dir: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `s` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = s.f_frsize as u64;
-    Ok((s.f_bavail as u64 * frsize, s.f_blocks as u64 * frsize))
-}
-
 /// What pinning or unpinning did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PinAnswer {
@@ -72,6 +54,10 @@ pub struct PinAnswer {
     pub freed_bytes: u64,
     /// For `free`: cached files left because they are open.
     pub busy_files: u64,
+    /// The keeper's round that covers this request: the pin is complete for it once its
+    /// status shows this round (or a later one) complete.
+    #[serde(default)]
+    pub round: u64,
 }
 
 /// One file of a pinned tree.
@@ -89,6 +75,8 @@ pub(super) struct Pins {
     progress: Mutex<BTreeMap<(AreaId, RemotePath), status::PinStatus>>,
     /// Set at unmount: the keeper ends.
     stopped: std::sync::atomic::AtomicBool,
+    /// Rounds of the keeper started so far (each numbered by this count when it starts).
+    rounds: std::sync::atomic::AtomicU64,
 }
 
 impl Pins {
@@ -207,7 +195,8 @@ impl Vfs {
 
     /// Keeps `ino` (a file or a folder, with everything below it) on this device: downloads it
     /// in the background, never evicts it. Lists the tree first and refuses, with ENOSPC, a
-    /// pin whose missing bytes would leave the cache's disk with less than [`disk_floor`].
+    /// pin whose missing bytes would leave the cache's disk with less than
+    /// [`crate::cache::disk_floor`].
     pub async fn pin(&self, ino: Ino) -> VfsResult<PinAnswer> {
         let (area, path) = self.pin_target(ino)?;
         let files = self.pinned_files(area, ino, true).await?;
@@ -220,8 +209,8 @@ impl Vfs {
             ..Default::default()
         };
         if missing > 0 {
-            let (free, total) = disk_room(&self.staging_dir)?;
-            let floor = disk_floor(total);
+            let (free, total) = crate::cache::disk_room(&self.staging_dir)?;
+            let floor = crate::cache::disk_floor(total);
             if free < missing.saturating_add(floor) {
                 return Err(VfsError::NoSpace(format!(
                     "pinning {} needs {} more on this computer's disk, which has {} free \
@@ -246,6 +235,14 @@ impl Vfs {
             Ok::<_, crate::cache::CacheError>(())
         })
         .await?;
+        // The pin that keeps it (itself, or a folder above it that was pinned already): its
+        // progress is what `pin --wait` follows.
+        let mut answer = answer;
+        if let Some(cover) = self.covering_pin(area, &path) {
+            answer.path = self.display_path(area, &cover);
+        }
+        // The round after the one running now (if any) lists the tree after this request.
+        answer.round = self.pins.rounds.load(std::sync::atomic::Ordering::SeqCst) + 1;
         tracing::info!(path = %answer.path, files = answer.files, missing, "pinned");
         self.pins.wake.notify_one();
         Ok(answer)
@@ -308,26 +305,47 @@ impl Vfs {
         Some(covering.is_some_and(|s| s.state == status::PinPhase::Complete))
     }
 
-    /// The pins and their progress, for `status`.
+    /// The outermost pin mark at or above `path` that pins it (the one whose keeper round
+    /// fetches it), if any.
+    fn covering_pin(&self, area: AreaId, path: &RemotePath) -> Option<RemotePath> {
+        self.cache
+            .pins()
+            .into_iter()
+            .filter(|(a, p)| *a == area && path.starts_with(p))
+            .map(|(_, p)| p)
+            .min_by_key(|p| p.as_str().len())
+    }
+
+    /// The pins and their progress, for `status`. A pin inside another pinned folder shows
+    /// the progress of the outer one (whose round keeps it), under its own path.
     pub(super) fn pin_report(&self) -> Vec<status::PinStatus> {
         let pins = self.cache.pins();
         let progress = self.pins.progress();
-        pins.into_iter()
+        pins.iter()
             .map(|(area, path)| {
-                progress
-                    .get(&(area, path.clone()))
+                let cover = self
+                    .covering_pin(*area, path)
+                    .unwrap_or_else(|| path.clone());
+                let mut s = progress
+                    .get(&(*area, cover))
                     .cloned()
                     .unwrap_or_else(|| status::PinStatus {
-                        path: self.display_path(area, &path),
                         state: status::PinPhase::Listing,
                         ..Default::default()
-                    })
+                    });
+                s.path = self.display_path(*area, path);
+                s
             })
             .collect()
     }
 
     /// One round of the keeper: every pin made complete (or stopped by an outage).
     async fn keep_pins(&self) {
+        let round = self
+            .pins
+            .rounds
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let pins = self.cache.pins();
         // The keeper's progress of pins removed meanwhile goes.
         self.pins
@@ -344,7 +362,7 @@ impl Vfs {
             if self.pins.is_stopped() {
                 return;
             }
-            if let Err(e) = self.keep_pin(area, &path).await {
+            if let Err(e) = self.keep_pin(area, &path, round).await {
                 let offline = self.health.is_offline();
                 let reason = match &e {
                     VfsError::Remote(r) if offline => {
@@ -378,7 +396,7 @@ impl Vfs {
     }
 
     /// Makes one pinned tree complete.
-    async fn keep_pin(&self, area: AreaId, path: &RemotePath) -> VfsResult<()> {
+    async fn keep_pin(&self, area: AreaId, path: &RemotePath, round: u64) -> VfsResult<()> {
         let key = (area, path.clone());
         let shown = self.display_path(area, path);
         let set = |f: &dyn Fn(&mut status::PinStatus)| {
@@ -445,6 +463,7 @@ impl Vfs {
             s.files_done = s.files;
             s.bytes_done = s.bytes;
             s.checked_at = Some(unix_now());
+            s.round = round;
         });
         Ok(())
     }

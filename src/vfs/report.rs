@@ -289,6 +289,12 @@ impl Vfs {
                 FileState::Error
             } else if s.dirty() {
                 FileState::Dirty
+            } else if key
+                .as_ref()
+                .is_some_and(|(a, p, _)| self.cache.is_pinned(*a, p))
+            {
+                // A local copy with nothing to upload: all of it is here.
+                FileState::Pinned
             } else {
                 FileState::Cached
             }));

@@ -107,6 +107,9 @@ pub struct PinStatus {
     pub error: Option<String>,
     /// When the tree was last found complete, seconds since the Unix epoch.
     pub checked_at: Option<i64>,
+    /// The keeper's round that last found it complete (see `PinAnswer::round`).
+    #[serde(default)]
+    pub round: u64,
 }
 
 /// Files kept aside because they were being written when cloudmount stopped unexpectedly and
