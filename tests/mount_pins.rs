@@ -385,7 +385,8 @@ fn setfattr_pins_and_unpins(s: &Server) {
 }
 
 /// A pin whose download would leave the cache's disk with less than 5 % free is refused with
-/// the reason, and nothing is pinned. The cache is on a 24 MiB tmpfs.
+/// the reason, and nothing is pinned. The cache is on a 24 MiB tmpfs (mounted by the test:
+/// root only).
 #[test]
 fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
     let s = Server::apache_basic();
@@ -400,7 +401,10 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
         .arg(small.path())
         .status()
         .expect("mount tmpfs");
-    assert!(st.success(), "mount -t tmpfs: {st}");
+    assert!(
+        st.success(),
+        "mount -t tmpfs (this test needs root: .config/nextest.toml keeps it root): {st}"
+    );
     struct Umount(std::path::PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {

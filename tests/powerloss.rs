@@ -24,7 +24,8 @@
 //! `CLOUDMOUNT_POWERLOSS_SEED=n` runs seed n alone, `CLOUDMOUNT_POWERLOSS_SEEDS=n` seeds 1 to n
 //! (default 12), `RUST_LOG=cloudmount=debug` shows what the vfs did.
 //!
-//! Needs root and `/dev/fuse` (it mounts the lossy filesystem); fails loudly without them.
+//! Needs `/dev/fuse` (it mounts the lossy filesystem; as a normal user, through fusermount3, as
+//! the test command runs it); fails loudly without it.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -13,6 +13,10 @@
 #                            an env file (printed), and keep them up until Ctrl-C.
 #
 # Runs from any directory; meant for root on Debian 12. Exits with the tests' exit code.
+# The real-mount tests run as a normal user (cloudmount-tester, made once; see
+# .config/nextest.toml): as root, the build directory must be readable by all (it is by default).
+# Run by a normal user, everything runs as that user, and the tests that need root (pjdfstest,
+# passthrough, a tmpfs cache) fail saying so.
 # Servers, ports and variables: tests/servers/README.md.
 set -euo pipefail
 
@@ -54,6 +58,7 @@ if [ "$SERVE_ONLY" -eq 0 ]; then
 fi
 
 cm_start_servers
+cm_share_test_tools
 
 if [ "$SERVE_ONLY" -eq 1 ]; then
     cm_write_env_file "$CM_TMP/env"

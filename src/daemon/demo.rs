@@ -175,7 +175,7 @@ fn readme(data: &Path) -> String {
          Its three areas are folders at the root of the mount:\n\
          - Cloud Drive: your own files (this one);\n\
          - Shared: folders you share with others;\n\
-         - Following: folders others share with you (read-only: writing gives EROFS).\n\
+         - Following: folders others share with you (read-only: a write is refused,\n  \"Permission denied\").\n\
          \n\
          Files are fetched on demand into a local cache. Each file's state is in an extended\n\
          attribute:\n\

@@ -854,6 +854,8 @@ pub struct MountOptions {
 pub enum MountError {
     #[error(transparent)]
     Unavailable(#[from] FuseUnavailable),
+    #[error(transparent)]
+    AllowOther(#[from] mounts::AllowOtherRefused),
     #[error("cannot mount at {}: {source}", path.display())]
     Mount { path: PathBuf, source: io::Error },
     #[error("cannot start the FUSE session thread: {0}")]
@@ -899,6 +901,9 @@ pub fn mount(
     options: &MountOptions,
 ) -> Result<MountHandle, MountError> {
     mounts::check_fuse_available()?;
+    if options.allow_other {
+        mounts::check_allow_other()?;
+    }
     let rt = Handle::current();
     let invalidations = vfs.take_invalidations();
     let fs = FuseFs::new(vfs, rt.clone());

@@ -61,6 +61,41 @@ pub fn check_fuse_available() -> Result<(), FuseUnavailable> {
     Ok(())
 }
 
+/// The FUSE configuration file read by `fusermount3`.
+pub const FUSE_CONF: &str = "/etc/fuse.conf";
+
+/// `--allow-other` by a normal user was refused before asking the kernel.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--allow-other (allow_other) is not allowed for a normal user on this machine: {FUSE_CONF} \
+     does not enable `user_allow_other`. Either leave the option out (then only you, not other \
+     users, see the files), or, as root, uncomment the line `user_allow_other` in {FUSE_CONF}"
+)]
+pub struct AllowOtherRefused;
+
+/// Whether `--allow-other` can be used by this process: as root always; otherwise only when
+/// [`FUSE_CONF`] enables `user_allow_other` (fusermount3 refuses it otherwise).
+pub fn check_allow_other() -> Result<(), AllowOtherRefused> {
+    if is_root() {
+        return Ok(());
+    }
+    // A missing or unreadable file enables nothing, for fusermount3 too.
+    let conf = std::fs::read_to_string(FUSE_CONF).unwrap_or_default();
+    if fuse_conf_allows_other(&conf) {
+        Ok(())
+    } else {
+        Err(AllowOtherRefused)
+    }
+}
+
+/// Whether the text of a fuse.conf enables `user_allow_other`: a line that is just that word
+/// (blanks around it allowed); `#` starts a comment.
+pub(crate) fn fuse_conf_allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .any(|l| l == "user_allow_other")
+}
+
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -316,6 +351,22 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), UnmountError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn user_allow_other_is_found_only_when_not_commented_out() {
+        use super::fuse_conf_allows_other as allows;
+        // Debian's default file.
+        let debian = "# The file /etc/fuse.conf allows for the following parameters:\n\
+                      #\n# user_allow_other - Using the allow_other mount option works fine as root, \
+                      in\n#\n#user_allow_other\n#mount_max = 1000\n";
+        assert!(!allows(debian));
+        assert!(!allows(""));
+        assert!(allows("user_allow_other\n"));
+        assert!(allows(
+            "mount_max = 1000\n  user_allow_other  # for cloudmount\n"
+        ));
+        assert!(!allows("user_allow_other_not\n"));
+    }
+
     use super::*;
 
     const SAMPLE: &str = "\

@@ -704,8 +704,8 @@ impl LossyMount {
             .and_then(|s| s.spawn())
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot mount the lossy test filesystem at {} (this test needs root and \
-                     /dev/fuse): {e}",
+                    "cannot mount the lossy test filesystem at {} (this test needs /dev/fuse, \
+                     and fusermount3 when not root): {e}",
                     self.dir.display()
                 )
             });
@@ -718,16 +718,36 @@ impl LossyMount {
         let Some(session) = self.session.take() else {
             return;
         };
-        let c = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: a valid C string; umount2 only reads it.
-        let r = unsafe { libc::umount2(c.as_ptr(), 0) };
-        if r != 0 {
-            // SAFETY: as above.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        // As root umount2; as a normal user (the mount tests run as one) the setuid
+        // fusermount3, which unmounts what the user mounted.
+        // SAFETY: geteuid has no preconditions.
+        let done = if unsafe { libc::geteuid() } == 0 {
+            let c = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).expect("path");
+            // SAFETY: a valid C string; umount2 only reads it.
+            let r = unsafe { libc::umount2(c.as_ptr(), 0) };
+            if r != 0 {
+                // SAFETY: as above.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+            r == 0
+        } else {
+            let fusermount = |args: &[&str]| {
+                std::process::Command::new("fusermount3")
+                    .args(args)
+                    .arg(&self.dir)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            let r = fusermount(&["-u", "-q"]);
+            if !r {
+                fusermount(&["-u", "-z", "-q"]);
+            }
+            r
+        };
         // The session thread ends when the kernel closes the connection; a lazily detached
         // one ends when its last descriptor goes (not waited for).
-        if r == 0 {
+        if done {
             let _ = session.join();
         }
     }

@@ -367,6 +367,13 @@ pub struct MountOpts {
     pub write_back_delay: String,
     /// More arguments (`--allow-other`, `--config FILE`, ...).
     pub extra: Vec<OsString>,
+    /// Where a user's session puts things: no `--cache-dir`, and only `HOME` and
+    /// `XDG_RUNTIME_DIR` set (no other `XDG_*`), so the config, cache and logs are found in
+    /// their default places under the home.
+    pub home_defaults: bool,
+    /// Files written into the home (path relative to it, content; mode 0600) before mounting,
+    /// e.g. `.config/cloudmount/config.toml`.
+    pub home_files: Vec<(String, Vec<u8>)>,
 }
 
 impl MountOpts {
@@ -380,7 +387,21 @@ impl MountOpts {
             dir_cache_time: "1s".into(),
             write_back_delay: "0".into(),
             extra: vec![],
+            home_defaults: false,
+            home_files: vec![],
         }
+    }
+
+    /// See [`MountOpts::home_defaults`].
+    pub fn home_defaults(mut self) -> Self {
+        self.home_defaults = true;
+        self
+    }
+
+    /// See [`MountOpts::home_files`].
+    pub fn home_file(mut self, rel: &str, content: &[u8]) -> Self {
+        self.home_files.push((rel.to_string(), content.to_vec()));
+        self
     }
 
     pub fn cache_dir(mut self, dir: &Path) -> Self {
@@ -410,13 +431,21 @@ impl MountOpts {
 }
 
 /// A live `cloudmount` mount, unmounted on drop (`cloudmount unmount`, then `fusermount3 -u -z`
-/// if that fails). Its XDG directories are private, so tests mount in parallel and each one's
-/// daemon log is its own (printed when the test fails).
+/// if that fails). Its home and XDG directories are private, so tests mount in parallel and each
+/// one's daemon log is its own (printed when the test fails).
+///
+/// Everything runs as whoever runs the test: the real-mount tests run as a normal user
+/// (`.config/nextest.toml` runs their binaries through `tests/as-user.sh`), so the mount, its
+/// daemon, its control socket, cache and logs are that user's, as for anyone mounting their drive.
 pub struct Mounted {
     /// The mount point.
     pub dir: PathBuf,
+    /// The cache dir given with `--cache-dir`; with [`MountOpts::home_defaults`], the default
+    /// cache root `HOME/.cache/cloudmount` (the mount's own folder is below it).
     pub cache_dir: PathBuf,
+    /// The home (`HOME`) of the mount's commands; the XDG directories are below it.
     xdg: PathBuf,
+    home_defaults: bool,
     mounted: bool,
     // Dropped after the unmount in `Drop::drop`.
     _mount_parent: tempfile::TempDir,
@@ -427,6 +456,12 @@ impl Mounted {
     /// Mounts `source` (a URL or a profile name) and asserts that `cloudmount mount` exits 0
     /// and that the mount is live.
     pub fn new(source: &str, opts: &MountOpts) -> Mounted {
+        Self::try_new(source, opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts `source`; a `cloudmount mount` that fails is `Err` with what it printed (and the
+    /// daemon log, if any); one that exits 0 must leave a live mount.
+    pub fn try_new(source: &str, opts: &MountOpts) -> Result<Mounted, MountFailed> {
         let home = tempfile::Builder::new()
             .prefix("cm-mount-home.")
             .tempdir()
@@ -436,6 +471,12 @@ impl Mounted {
             std::fs::create_dir_all(xdg.join(d)).unwrap();
         }
         std::fs::set_permissions(xdg.join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        for (rel, content) in &opts.home_files {
+            let path = xdg.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         // The parent of the mount point is world-searchable: other users (pjdfstest switches
         // users) must be able to reach an --allow-other mount.
         let mount_parent = tempfile::Builder::new()
@@ -446,15 +487,17 @@ impl Mounted {
             .unwrap();
         let dir = mount_parent.path().join("mnt");
         std::fs::create_dir(&dir).unwrap();
-        let cache_dir = opts
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| xdg.join("cache").join("blocks"));
+        let cache_dir = match (&opts.cache_dir, opts.home_defaults) {
+            (Some(d), _) => d.clone(),
+            (None, false) => xdg.join("cache").join("blocks"),
+            (None, true) => xdg.join(".cache").join("cloudmount"),
+        };
 
         let mut m = Mounted {
             dir: dir.clone(),
             cache_dir: cache_dir.clone(),
             xdg,
+            home_defaults: opts.home_defaults,
             mounted: false,
             _mount_parent: mount_parent,
             _home: home,
@@ -464,9 +507,10 @@ impl Mounted {
         if let Some(u) = &opts.user {
             cmd.arg("--user").arg(u);
         }
-        cmd.arg("--cache-dir")
-            .arg(&cache_dir)
-            .arg("--cache-size")
+        if !opts.home_defaults {
+            cmd.arg("--cache-dir").arg(&cache_dir);
+        }
+        cmd.arg("--cache-size")
             .arg(&opts.cache_size)
             .arg("--dir-cache-time")
             .arg(&opts.dir_cache_time)
@@ -478,14 +522,11 @@ impl Mounted {
         }
         let out = run(cmd, "cloudmount mount");
         if !out.status.success() {
-            let log = m.daemon_log();
-            panic!(
-                "cloudmount mount {source} {} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{log}",
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-            );
+            return Err(MountFailed {
+                what: format!("cloudmount mount {source} {}", dir.display()),
+                daemon_log: m.daemon_log(),
+                output: out,
+            });
         }
         m.mounted = true;
         let info = mount_info(&dir).unwrap_or_else(|| {
@@ -500,17 +541,47 @@ impl Mounted {
             "{} is mounted, but as {info:?}",
             dir.display()
         );
-        m
+        Ok(m)
+    }
+
+    /// The home (`HOME`) of this mount's commands.
+    pub fn home(&self) -> &Path {
+        &self.xdg
+    }
+
+    /// The `XDG_RUNTIME_DIR` of this mount's commands (the daemon's state file and control
+    /// socket are in its `cloudmount` folder).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.xdg.join("run")
+    }
+
+    /// Where the daemon logs: `XDG_STATE_HOME/cloudmount`.
+    fn state_dir(&self) -> PathBuf {
+        if self.home_defaults {
+            self.xdg.join(".local").join("state").join("cloudmount")
+        } else {
+            self.xdg.join("state").join("cloudmount")
+        }
     }
 
     /// A command of the binary with this mount's environment.
     fn command(&self) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env_remove("CLOUDMOUNT_PASSWORD")
-            .env("XDG_STATE_HOME", self.xdg.join("state"))
-            .env("XDG_RUNTIME_DIR", self.xdg.join("run"))
-            .env("XDG_CONFIG_HOME", self.xdg.join("config"))
-            .env("XDG_CACHE_HOME", self.xdg.join("cache"))
+            .env("HOME", &self.xdg)
+            .env("XDG_RUNTIME_DIR", self.runtime_dir());
+        for (var, dir) in [
+            ("XDG_STATE_HOME", "state"),
+            ("XDG_CONFIG_HOME", "config"),
+            ("XDG_CACHE_HOME", "cache"),
+        ] {
+            if self.home_defaults {
+                cmd.env_remove(var);
+            } else {
+                cmd.env(var, self.xdg.join(dir));
+            }
+        }
+        cmd.env_remove("XDG_DATA_HOME")
             .env(
                 "RUST_LOG",
                 std::env::var("CLOUDMOUNT_TEST_MOUNT_LOG").unwrap_or_else(|_| "info".into()),
@@ -578,7 +649,7 @@ impl Mounted {
     /// The daemon's pid, from its state file (`$XDG_RUNTIME_DIR/cloudmount/*.pid`, line
     /// `pid=`; see src/daemon/state.rs). Each mount has its own runtime dir: exactly one file.
     pub fn daemon_pid(&self) -> u32 {
-        let dir = self.xdg.join("run").join("cloudmount");
+        let dir = self.runtime_dir().join("cloudmount");
         let pids: Vec<u32> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
             .flatten()
@@ -701,7 +772,7 @@ impl Mounted {
     /// The daemon's log files (last 200 lines of each).
     pub fn daemon_log(&self) -> String {
         let mut s = String::new();
-        let dir = self.xdg.join("state").join("cloudmount");
+        let dir = self.state_dir();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
@@ -755,6 +826,39 @@ impl Drop for Mounted {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+    }
+}
+
+/// A `cloudmount mount` that failed ([`Mounted::try_new`]).
+pub struct MountFailed {
+    pub what: String,
+    pub output: Output,
+    pub daemon_log: String,
+}
+
+impl MountFailed {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+impl std::fmt::Display for MountFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            self.what,
+            self.output.status,
+            String::from_utf8_lossy(&self.output.stdout),
+            self.stderr(),
+            self.daemon_log
+        )
+    }
+}
+
+impl std::fmt::Debug for MountFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -906,11 +1010,19 @@ pub fn statvfs(path: &Path) -> libc::statvfs {
     st
 }
 
-/// An external test tool (fsx, pjdfstest): on PATH, or in ~/.cargo/bin; fails loudly otherwise.
+/// An external test tool (fsx, pjdfstest): in `CLOUDMOUNT_TEST_TOOLS_DIR` (the copies
+/// `tests/run.sh` makes for the normal user the mount tests run as), on PATH, or in
+/// ~/.cargo/bin; fails loudly otherwise.
 pub fn find_tool(name: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("CLOUDMOUNT_TEST_TOOLS_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    dirs.extend(
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".cargo/bin"));
     }

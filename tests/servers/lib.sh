@@ -82,10 +82,11 @@ cm_ensure_packages() {
 # ---------------------------------------------------------------------------------------------
 # A normal user
 
-# Users run cloudmount as themselves: the tests of what they run (sync folders) start it as a
-# normal user, with FUSE as Debian gives it to users (/dev/fuse usable by all, fusermount3
-# setuid root). As root, a system user is made for that once; run as a normal user already,
-# the tests use that user.
+# Users run cloudmount as themselves: the tests of what they run start it as a normal user,
+# with FUSE as Debian gives it to users (/dev/fuse usable by all, fusermount3 setuid root,
+# /etc/fuse.conf left as it is). The sync tests run cloudmount as that user; the real-mount test
+# binaries run wholly as that user (.config/nextest.toml, tests/as-user.sh). As root, a system
+# user is made for that once; run as a normal user already, the tests use that user.
 CM_UNIX_USER=cloudmount-tester
 
 cm_prepare_user() {
@@ -134,6 +135,24 @@ cm_ensure_test_tools() {
         [ "$have" = "$name $version" ] \
             || cm_die "$name $version was installed but \`$name --version\` says \"$have\" (is $bin first on PATH?)"
     done
+}
+
+# The suites where the normal user the mount tests run as can run them too (root's
+# ~/.cargo/bin is private): copies in $CM_TMP/bin (made by cm_start_servers), named by
+# CLOUDMOUNT_TEST_TOOLS_DIR (tests/common/mount.rs `find_tool` looks there first) and first on
+# PATH. A tool not installed is left out (`tests/run.sh --serve` installs none).
+cm_share_test_tools() {
+    local dir="$CM_TMP/bin" spec name src
+    mkdir -p "$dir"
+    chmod 0755 "$dir"
+    for spec in "${CM_CARGO_TOOLS[@]}"; do
+        name=${spec%@*}
+        src=$(command -v "$name" || true)
+        [ -n "$src" ] || continue
+        install -m 0755 "$src" "$dir/$name" || cm_die "cannot copy $src to $dir"
+    done
+    export CLOUDMOUNT_TEST_TOOLS_DIR="$dir"
+    export PATH="$dir:$PATH"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -278,8 +297,11 @@ cm_make_credentials() {
      printf 'user = "%s:%s"\n' "$CM_TEST_USER" "$CM_PASSWORD" >"$CM_TMP/curl-basic.conf"
      printf 'user = "%s:%s"\ndigest\n' "$CM_TEST_USER" "$CM_PASSWORD" >"$CM_TMP/curl-digest.conf")
     if [ "$(id -u)" -eq 0 ]; then
+        # Readable by all: the workers (www-data) and the private Apache a mount test starts
+        # (tests/common/apache.rs), which runs as the normal user the mount tests run as. They
+        # hold a hash of this run's random password, which every test has in its environment.
         chown root:www-data "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
-        chmod 0640 "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
+        chmod 0644 "$CM_TMP/htpasswd" "$CM_TMP/htdigest"
         chown -R www-data:www-data "$CM_TMP/data/apache-basic" "$CM_TMP/data/apache-digest" \
             "$CM_TMP/apache/davlock" "$CM_TMP/nginx/www/dav" "$CM_TMP/nginx/tmp"
     fi
