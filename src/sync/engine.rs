@@ -376,8 +376,6 @@ async fn run_inner(
             });
             break;
         }
-        // The listing is about to go stale.
-        *seen = None;
         tracing::info!(folder = %spec.local.display(), pass, steps = plan.steps.len(), "syncing");
         let applied = match apply::apply(&ctx, &plan, &inputs).await {
             Ok(a) => a,
@@ -392,6 +390,13 @@ async fn run_inner(
             Ok(b) => b,
             Err(e) => return journal_err(e),
         };
+        // This pass's listing, against the bases the pass left: the server may have changed
+        // since (our uploads, deletes), but a poll compares again whatever lists otherwise
+        // than this listing did. After downloads only, it is in sync.
+        *seen = snapshot.map(|snapshot| Seen {
+            in_sync: !poll::differs(&bases, &inputs.remote, None, spec.mode),
+            snapshot,
+        });
         if applied.uploaded {
             // Learn the versions of what we placed, at once (a later listing might already
             // show another client's change, which would then be taken for ours).

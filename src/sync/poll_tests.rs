@@ -351,3 +351,84 @@ fn differs_compares_only_the_listed_directories_when_told() {
     assert!(differs(&bases, &new, Some(&only_a), Mode::Bidirectional));
     assert!(!differs(&bases, &new, Some(&only_a), Mode::UploadOnly));
 }
+
+#[tokio::test]
+async fn a_run_hands_its_listing_over_in_sync_after_uploads_and_after_downloads() {
+    use crate::sync::apply::Progress;
+    use crate::sync::engine::{self, Env, Outcome};
+    use crate::sync::folder::{FolderId, FolderSpec, Schedule};
+    use crate::sync::journal::Journal;
+    use crate::sync::trash::Trash;
+    use std::sync::Mutex;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let local = tmp.path().join("Folder");
+    for f in ["a/b/one.txt", "a/two.txt", "three.txt"] {
+        let path = local.join(f);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, f).unwrap();
+    }
+    let spec = FolderSpec {
+        id: FolderId::random().unwrap(),
+        local: local.clone(),
+        remote: ROOT.to_string(),
+        mode: Mode::Bidirectional,
+        schedule: Schedule::Immediate,
+        keep_deleted: false,
+        paused: false,
+        delete_limit_percent: 100,
+        added_at: 0,
+    };
+    let journal = Journal::open(&tmp.path().join("journal.db")).unwrap();
+    journal.add_folder(&spec).unwrap();
+    let journal = Mutex::new(journal);
+    let trash = Trash::at(tmp.path().join("Trash"));
+    let progress = Progress::default();
+    let r = MemRemote::new();
+    let env = Env {
+        remote: &r,
+        journal: &journal,
+        trash: &trash,
+        device: "test".into(),
+        progress: &progress,
+    };
+    let bases = || journal.lock().unwrap().bases(&spec.id);
+    let mut st = PollState::default();
+
+    // The first sync uploads everything and hands over the listing it learnt the versions from.
+    let (out, seen) = engine::run_seen(&env, &spec, false).await;
+    assert!(matches!(out, Outcome::Synced { changes: 5, .. }), "{out:?}");
+    let seen = seen.expect("a run that synced hands its listing over");
+    assert!(seen.in_sync, "after the uploads' versions were learnt");
+    st.after_run(Some(seen));
+    let polled = st
+        .poll(&r, &p(ROOT), &|_, _| false, Mode::Bidirectional, bases)
+        .await;
+    assert_eq!((polled.changed, polled.parsed), (false, false));
+
+    // Another client edits a file deep down: seen, downloaded, and in sync again.
+    r.insert_file(&format!("{ROOT}/a/b/one.txt"), "edited elsewhere");
+    let polled = st
+        .poll(&r, &p(ROOT), &|_, _| false, Mode::Bidirectional, bases)
+        .await;
+    assert!(polled.changed);
+    let (out, seen) = engine::run_seen(&env, &spec, false).await;
+    assert!(matches!(out, Outcome::Synced { changes: 1, .. }), "{out:?}");
+    assert_eq!(
+        std::fs::read(local.join("a/b/one.txt")).unwrap(),
+        b"edited elsewhere"
+    );
+    let seen = seen.expect("listing handed over");
+    assert!(seen.in_sync, "a download leaves the server as listed");
+    st.after_run(Some(seen));
+    let polled = st
+        .poll(&r, &p(ROOT), &|_, _| false, Mode::Bidirectional, bases)
+        .await;
+    assert_eq!((polled.changed, polled.parsed), (false, false));
+
+    // A run that does not sync (the server folder gone) hands nothing over.
+    r.delete(&p(ROOT)).await.unwrap();
+    let (out, seen) = engine::run_seen(&env, &spec, false).await;
+    assert!(!matches!(out, Outcome::Synced { .. }), "{out:?}");
+    assert!(seen.is_none());
+}

@@ -769,6 +769,13 @@ async fn run_once(
         progress: &task.progress,
     };
     let (outcome, seen) = engine::run_seen(&env, spec, confirm).await;
+    // What the polls keep is copied out first: left where the run made it, among the memory
+    // the run freed, it would keep those pages resident.
+    let seen = seen.map(|s| {
+        let copy = s.clone();
+        drop(s);
+        copy
+    });
     release_freed_memory();
     tracing::info!(folder = %spec.local.display(), outcome = outcome.word(), "{}", outcome.message());
     let record = RunRecord {
