@@ -10,6 +10,9 @@
 #   BENCH_REPEAT=1 benches/sync_compare.sh         # no-change and 10-change syncs once each
 #                                                  # (default 3 rounds; the table shows medians)
 #   BENCH_SKIP_IDLE=1 benches/sync_compare.sh      # leave out the idle figures (part 5)
+#   BENCH_ONLY_IDLE=1 benches/sync_compare.sh      # only the idle figures (part 5; no rclone)
+#   BENCH_BIN=/path/cloudmount benches/sync_compare.sh  # measure that binary (e.g. an older
+#                                                  # build) instead of this tree's release build
 #   BENCH_KEEP=1 benches/sync_compare.sh           # keep the work dir (daemon log, trees) and
 #                                                  # the servers' logs (Apache's access log)
 #
@@ -85,6 +88,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 bench_prepare
+CM_BIN=${BENCH_BIN:-$CM_BIN}
+[ -x "$CM_BIN" ] || { echo "no binary at $CM_BIN" >&2; exit 2; }
+[ -z "${BENCH_ONLY_IDLE:-}" ] || [ -z "${BENCH_SKIP_IDLE:-}" ] \
+    || { echo "BENCH_ONLY_IDLE and BENCH_SKIP_IDLE exclude each other" >&2; exit 2; }
 URL="$CLOUDMOUNT_TEST_APACHE_BASIC_URL"
 DATA="$CLOUDMOUNT_TEST_APACHE_BASIC_DIR"
 LOG="$CLOUDMOUNT_TEST_APACHE_ACCESS_LOG"
@@ -203,6 +210,58 @@ for f in json.load(sys.stdin):
         print(f[sys.argv[2]])' "$1" "$2"
 }
 
+# Used by parts 4 and 5.
+# dir remote-path count pattern: saves `pattern % i` (write + close, a new size each time) for i
+# in 0..count, each once the previous one is on the server and its run ended; prints how long
+# after each close the new content was on the server (HEAD every 20 ms).
+measure_saves() {
+    BENCH_URL="${URL}$2" python3 - "$1" "$3" "$4" "$WORK/cm" <<'EOF'
+import base64, http.client, json, os, subprocess, sys, time, urllib.parse
+root, saves, pattern, cm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+url = urllib.parse.urlparse(os.environ["BENCH_URL"])
+auth = "Basic " + base64.b64encode(("%s:%s" % (os.environ["CLOUDMOUNT_TEST_USER"],
+                                    os.environ["CLOUDMOUNT_TEST_PASSWORD"])).encode()).decode()
+
+def state():
+    out = subprocess.run([cm, "sync", "list", "--json"], capture_output=True, check=True,
+                         stdin=subprocess.DEVNULL).stdout
+    for f in json.loads(out):
+        if f["local"] == root:
+            return f["state"]
+
+def head(path):
+    c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    c.request("HEAD", url.path + "/" + path, headers={"Authorization": auth})
+    r = c.getresponse(); r.read(); c.close()
+    return r.status, int(r.getheader("Content-Length") or -1)
+
+times = []
+for i in range(saves):
+    rel = pattern % i
+    data = ("save %d\n" % i).encode() * (700 + i)   # a size no earlier version had
+    t0 = time.monotonic()
+    with open(os.path.join(root, rel), "wb") as f:
+        f.write(data)
+    t_closed = time.monotonic()
+    while True:
+        st, ln = head(rel)
+        if st == 200 and ln == len(data):
+            break
+        if time.monotonic() - t0 > 120:
+            sys.exit("save %d of %s: not on the server after 120 s" % (i, rel))
+        time.sleep(0.02)
+    times.append(time.monotonic() - t_closed)
+    # The run that sent it ends (it learns the new version) before the next save.
+    deadline = time.monotonic() + 120
+    while state() != "up-to-date" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+print(" ".join("%.3f" % t for t in times))
+EOF
+}
+SAVE_MEDIAN=0; SAVE_TIMES=""; SAVE_REQ=""; DIFFERS=""
+# Parts 1-4 (the tree, and rclone's setup) unless only the idle figures are asked for.
+if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 # --- rclone: an on-the-fly remote "bench" from environment variables -------------------------
 export RCLONE_CONFIG="$WORK/rclone.conf"; : >"$RCLONE_CONFIG"
 export RCLONE_CACHE_DIR="$WORK/rclone-cache"
@@ -259,8 +318,11 @@ record() { # key seconds requests
     N[$1]=$3
 }
 
+fi
+
 start_daemon
 
+if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 # 1. First sync.
 cm_log "1. first sync of $TREE_FILES_N files ($TREE_MIB MiB): cloudmount"
 sync 2>/dev/null || true
@@ -331,54 +393,6 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 [ "$(folder_json "$CM_DIR" state)" = up-to-date ] || cm_die "the folder is not up to date after switching to immediate"
-# dir remote-path count pattern: saves `pattern % i` (write + close, a new size each time) for i
-# in 0..count, each once the previous one is on the server and its run ended; prints how long
-# after each close the new content was on the server (HEAD every 20 ms).
-measure_saves() {
-    BENCH_URL="${URL}$2" python3 - "$1" "$3" "$4" "$WORK/cm" <<'EOF'
-import base64, http.client, json, os, subprocess, sys, time, urllib.parse
-root, saves, pattern, cm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-url = urllib.parse.urlparse(os.environ["BENCH_URL"])
-auth = "Basic " + base64.b64encode(("%s:%s" % (os.environ["CLOUDMOUNT_TEST_USER"],
-                                    os.environ["CLOUDMOUNT_TEST_PASSWORD"])).encode()).decode()
-
-def state():
-    out = subprocess.run([cm, "sync", "list", "--json"], capture_output=True, check=True,
-                         stdin=subprocess.DEVNULL).stdout
-    for f in json.loads(out):
-        if f["local"] == root:
-            return f["state"]
-
-def head(path):
-    c = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    c.request("HEAD", url.path + "/" + path, headers={"Authorization": auth})
-    r = c.getresponse(); r.read(); c.close()
-    return r.status, int(r.getheader("Content-Length") or -1)
-
-times = []
-for i in range(saves):
-    rel = pattern % i
-    data = ("save %d\n" % i).encode() * (700 + i)   # a size no earlier version had
-    t0 = time.monotonic()
-    with open(os.path.join(root, rel), "wb") as f:
-        f.write(data)
-    t_closed = time.monotonic()
-    while True:
-        st, ln = head(rel)
-        if st == 200 and ln == len(data):
-            break
-        if time.monotonic() - t0 > 120:
-            sys.exit("save %d of %s: not on the server after 120 s" % (i, rel))
-        time.sleep(0.02)
-    times.append(time.monotonic() - t_closed)
-    # The run that sent it ends (it learns the new version) before the next save.
-    deadline = time.monotonic() + 120
-    while state() != "up-to-date" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-print(" ".join("%.3f" % t for t in times))
-EOF
-}
 l0=$(log_lines)
 # d000..d009/f0050: files the edits of parts 2 and 3 never touched.
 SAVE_TIMES=$(measure_saves "$CM_DIR" bench-cm/tree "$SAVES" "d%03d/f0050") \
@@ -387,6 +401,8 @@ n=$(requests_since "$l0")
 SAVE_MEDIAN=$(median <<<"$SAVE_TIMES")
 cm_log "saves on the server after: $SAVE_TIMES s (median $SAVE_MEDIAN s); $n requests for the $SAVES saves (HEAD polls included)"
 SAVE_REQ=$n
+
+fi
 
 # 5. Idle figures with a large watched folder.
 RSS_KB=0; HWM_KB=0; CPU_PCT=n/a; IDLE_SYNC=0; IDLE_REQ=""; IDLE_SYNC_REQ=""; RSS2_KB=0
@@ -405,9 +421,11 @@ for i in range(n):
         f.write(("small file %d\n" % i).encode() * (1 + i % 7))
 EOF
     # A fresh daemon that has only this folder (its memory is not the tree's leftovers).
-    cm sync remove "$CM_DIR" >/dev/null
-    stop_daemon
-    start_daemon
+    if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
+        cm sync remove "$CM_DIR" >/dev/null
+        stop_daemon
+        start_daemon
+    fi
     cm_log "5. idle: first sync of $IDLE_FILES files (immediate folder)"
     l0=$(log_lines); t0=$(now)
     cm sync add "$IDLE_DIR" --remote bench-cm/idle >/dev/null
@@ -458,8 +476,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", a 
 verdict() { awk -v v="$1" -v g="$2" 'BEGIN { print (v != "n/a" && v <= g) ? "met" : "NOT met" }'; }
 echo
 echo "cloudmount sync folders vs rclone bisync (--webdav-vendor owncloud) — Apache mod_dav on loopback"
-echo "tree: $TREE_FILES_N files in $TREE_DIRS directories, $TREE_MIB MiB; medians of $REPEAT rounds for the no-change and changed syncs"
+[ -n "${BENCH_ONLY_IDLE:-}" ] \
+    || echo "tree: $TREE_FILES_N files in $TREE_DIRS directories, $TREE_MIB MiB; medians of $REPEAT rounds for the no-change and changed syncs"
 printf '%-44s %10s %10s %7s  %-18s %s\n' workload cloudmount rclone ratio goal verdict
+if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 row() { # label key goal-ratio [tool-key]: cloudmount's figure is T[tool-key.key] (cm)
     local c=${T[${4:-cm}.$2]:-0} o=${T[rc.$2]:-0} r
     r=$(ratio "$c" "$o")
@@ -472,12 +492,14 @@ row "$CHANGES + $CHANGES files changed: sync now --wait" changed 0.2
 row "  the run itself (daemon asked / 10 ms)" changed 0.2 cmrun
 printf '%-44s %10s %10s %7s  %-18s %s\n' "local save -> on the server (median)" "${SAVE_MEDIAN}s" n/a n/a "<= 2 s" \
     "$(verdict "$SAVE_MEDIAN" 2)"
+fi
 if [ -z "${BENCH_SKIP_IDLE:-}" ]; then
     printf '%-44s %10s %10s %7s  %-18s %s\n' "daemon RSS, watching $IDLE_FILES files" "$(( RSS_KB / 1024 ))MiB" \
         n/a n/a "<= 100 MiB" "$(verdict $(( RSS_KB / 1024 )) 100)"
     printf '%-44s %10s %10s %7s  %-18s %s\n' "idle CPU over ${IDLE_WINDOW} s (one server poll)" "${CPU_PCT}%" \
         n/a n/a "< 1 %" "$(awk -v v="$CPU_PCT" 'BEGIN { print (v < 1) ? "met" : "NOT met" }')"
 fi
+if [ -z "${BENCH_ONLY_IDLE:-}" ]; then
 echo
 echo "Requests (Apache access log; the last round's):"
 printf '  %-22s cloudmount %s\n  %-22s rclone     %s\n' "first sync" "${N[cm.first]}" "" "${N[rc.first]}"
@@ -491,6 +513,7 @@ for k in first none changed; do
     [ -z "${S[cmrun.$k]:-}" ] || printf '  %-8s   the runs themselves %s\n' "" "${S[cmrun.$k]}"
 done
 printf '  %-8s cloudmount %s\n' saves "$SAVE_TIMES"
+fi
 if [ -z "${BENCH_SKIP_IDLE:-}" ]; then
     echo
     echo "Idle folder of $IDLE_FILES files (dirs of 100), sync_poll_interval 30 s (default):"

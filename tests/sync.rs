@@ -639,3 +639,46 @@ fn a_first_sync_sends_each_new_file_in_two_requests() {
     assert_eq!(proxy.count("HEAD", &under), 0);
     assert_same("sent", &dav, "Req", &dir);
 }
+
+#[test]
+fn a_deep_edit_in_place_on_apache_comes_down_by_the_poll_alone() {
+    // Apache's directory ETags change when a member is added or removed, never when a file is
+    // rewritten in place: a poll that trusted the folder's ETag would miss such an edit. The
+    // polls learn that from the changes they see, and walk the folder (unchanged listings
+    // unparsed) instead.
+    let (dav, home) = setup(&Server::apache_basic(), "sync-deep-poll");
+    let dir = home.dir("Deep");
+    for d in ["a", "a/b", "a/b/c", "x", "y"] {
+        for f in 0..3 {
+            write(
+                &dir.join(format!("{d}/f{f}.txt")),
+                format!("{d} {f}").as_bytes(),
+            );
+        }
+    }
+    home.add(&dir, &[]);
+    home.wait_state(&dir, FolderState::UpToDate);
+    home.wait_until(30, "everything on the server", || {
+        dav.stat("Deep/a/b/c/f1.txt").is_some() && dav.stat("Deep/y/f2.txt").is_some()
+    });
+    // A few polls of the synced folder (one a second here).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    for round in 0..3 {
+        let folder_tag = dav.stat("Deep").and_then(|e| e.etag);
+        let content = format!("edited on the server, round {round}").repeat(round + 2);
+        dav.put("Deep/a/b/c/f1.txt", content.as_bytes());
+        assert_eq!(
+            dav.stat("Deep").and_then(|e| e.etag),
+            folder_tag,
+            "the premise: Apache leaves the folder's ETag alone"
+        );
+        let t0 = std::time::Instant::now();
+        home.wait_until(15, "the deep edit here", || {
+            std::fs::read(dir.join("a/b/c/f1.txt")).is_ok_and(|b| b == content.as_bytes())
+        });
+        eprintln!("round {round}: the edit came down after {:?}", t0.elapsed());
+        // Polls with nothing changed between the rounds.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    assert_same("after the edits", &dav, "Deep", &dir);
+}

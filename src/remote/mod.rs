@@ -78,6 +78,52 @@ pub struct Listing {
     pub children: Vec<Entry>,
 }
 
+/// A fingerprint of a collection's listing: the SHA-256 of the server's reply as it came (the
+/// WebDAV client), or of the listed entries (the default). Two equal digests of the same path
+/// are the same listing; a digest says nothing across implementations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListingDigest(pub [u8; 32]);
+
+impl ListingDigest {
+    /// The digest of a listing's entries (the collection's own included).
+    pub fn of_listing(l: &Listing) -> ListingDigest {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for e in std::iter::once(&l.dir).chain(&l.children) {
+            let path = e.path.as_str();
+            h.update((path.len() as u64).to_le_bytes());
+            h.update(path.as_bytes());
+            h.update([u8::from(e.is_dir())]);
+            h.update(e.size.to_le_bytes());
+            let mtime = e
+                .mtime
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(-1, |d| d.as_nanos() as i128);
+            h.update(mtime.to_le_bytes());
+            let tag = e
+                .etag
+                .as_ref()
+                .map(|t| t.header_value())
+                .unwrap_or_default();
+            h.update((tag.len() as u64).to_le_bytes());
+            h.update(tag.as_bytes());
+            let ct = e.content_type.as_deref().unwrap_or("");
+            h.update((ct.len() as u64).to_le_bytes());
+            h.update(ct.as_bytes());
+        }
+        ListingDigest(h.finalize().into())
+    }
+}
+
+/// The answer of [`Remote::list_unless`].
+#[derive(Debug, Clone)]
+pub enum MaybeListing {
+    /// The listing has the digest the caller knew: not parsed again.
+    Unchanged,
+    /// A listing other than the one the caller knew, and its digest.
+    Listed(Listing, ListingDigest),
+}
+
 /// Storage quota (RFC 4331). Either figure may be unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
@@ -359,6 +405,24 @@ pub trait Remote: Send + Sync + 'static {
     /// A collection and its direct children. Fails with `NotADirectory` on a file.
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing>;
 
+    /// [`list`](Self::list), unless the listing's digest is `known`: then
+    /// [`MaybeListing::Unchanged`], and the reply is not parsed (the WebDAV client compares
+    /// the digest of the reply's bytes first). For a poller that asks the same collections
+    /// again and again, most of them unchanged. Errors as `list`.
+    async fn list_unless(
+        &self,
+        path: &RemotePath,
+        known: Option<&ListingDigest>,
+    ) -> RemoteResult<MaybeListing> {
+        let listing = self.list(path).await?;
+        let digest = ListingDigest::of_listing(&listing);
+        Ok(if known == Some(&digest) {
+            MaybeListing::Unchanged
+        } else {
+            MaybeListing::Listed(listing, digest)
+        })
+    }
+
     /// Reads `range` of a file; with `expect`, only from that version.
     async fn read_range(
         &self,
@@ -407,6 +471,13 @@ impl<R: Remote + ?Sized> Remote for Arc<R> {
     }
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing> {
         (**self).list(path).await
+    }
+    async fn list_unless(
+        &self,
+        path: &RemotePath,
+        known: Option<&ListingDigest>,
+    ) -> RemoteResult<MaybeListing> {
+        (**self).list_unless(path, known).await
     }
     async fn read_range(
         &self,

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    ByteRange, ETag, Entry, Listing, PutBody, PutCondition, PutOutcome, Quota, ReadResponse,
-    Remote, RemotePath, RemoteResult,
+    ByteRange, ETag, Entry, Listing, ListingDigest, MaybeListing, PutBody, PutCondition,
+    PutOutcome, Quota, ReadResponse, Remote, RemotePath, RemoteResult,
 };
 use crate::health::Health;
 
@@ -39,6 +39,13 @@ impl Remote for Watched {
     }
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing> {
         self.seen(self.inner.list(path).await)
+    }
+    async fn list_unless(
+        &self,
+        path: &RemotePath,
+        known: Option<&ListingDigest>,
+    ) -> RemoteResult<MaybeListing> {
+        self.seen(self.inner.list_unless(path, known).await)
     }
     async fn read_range(
         &self,

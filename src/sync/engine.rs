@@ -21,6 +21,7 @@ use super::folder::{FolderId, FolderSpec};
 use super::journal::{Journal, JournalError};
 use super::local;
 use super::plan::{self, Inputs, Rules, Stop};
+use super::poll::{self, Seen};
 use super::remote_scan;
 use crate::remote::{RemoteError, RemotePath};
 
@@ -203,6 +204,27 @@ fn lock(j: &Mutex<Journal>) -> std::sync::MutexGuard<'_, Journal> {
 
 /// Runs one sync of `spec`. `confirm` lets deletes beyond the folder's limit go ahead.
 pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
+    run_seen(env, spec, confirm).await.0
+}
+
+/// [`run`], and what it saw of the server folder at its end when it synced: its last listing,
+/// and whether that listing matched the bases as the run left them (the polls that follow
+/// compare only what changed since, see [`super::poll`]).
+pub async fn run_seen(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> (Outcome, Option<Seen>) {
+    let mut seen = None;
+    let outcome = run_inner(env, spec, confirm, &mut seen).await;
+    if !matches!(outcome, Outcome::Synced { .. }) {
+        seen = None;
+    }
+    (outcome, seen)
+}
+
+async fn run_inner(
+    env: &Env<'_>,
+    spec: &FolderSpec,
+    confirm: bool,
+    seen: &mut Option<Seen>,
+) -> Outcome {
     env.progress.reset();
     let mut bases = match lock(env.journal).bases(&spec.id) {
         Ok(b) => b,
@@ -245,9 +267,13 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
     for pass in 0..MAX_PASSES {
         // The server side.
         let ex = excludes.clone();
-        let scan = remote_scan::scan(env.remote, &root, &move |p, d| ex.is_excluded(p, d)).await;
+        let scan =
+            remote_scan::walk(env.remote, &root, &move |p, d| ex.is_excluded(p, d), None).await;
+        let mut snapshot = None;
         let remote = match scan {
-            Ok(s) => {
+            Ok(w) => {
+                snapshot = Some(w.snapshot);
+                let s = w.scan;
                 // Uploads of ours cut short (the daemon killed mid-upload).
                 let ours = apply::upload_temp_prefix(&spec.id);
                 for t in s.temporaries.iter().filter(|t| t.name().starts_with(&ours)) {
@@ -344,6 +370,10 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
             return Outcome::Stopped(stop_message(&stop, spec));
         }
         if plan.steps.is_empty() {
+            *seen = snapshot.map(|snapshot| Seen {
+                in_sync: !poll::differs(&inputs.base, &inputs.remote, None, spec.mode),
+                snapshot,
+            });
             break;
         }
         tracing::info!(folder = %spec.local.display(), pass, steps = plan.steps.len(), "syncing");
@@ -360,14 +390,21 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
             Ok(b) => b,
             Err(e) => return journal_err(e),
         };
+        // This pass's listing, against the bases the pass left: the server may have changed
+        // since (our uploads, deletes), but a poll compares again whatever lists otherwise
+        // than this listing did. After downloads only, it is in sync.
+        *seen = snapshot.map(|snapshot| Seen {
+            in_sync: !poll::differs(&bases, &inputs.remote, None, spec.mode),
+            snapshot,
+        });
         if applied.uploaded {
             // Learn the versions of what we placed, at once (a later listing might already
             // show another client's change, which would then be taken for ours).
             let ex = excludes.clone();
-            if let Ok(s) =
-                remote_scan::scan(env.remote, &root, &move |p, d| ex.is_excluded(p, d)).await
+            if let Ok(w) =
+                remote_scan::walk(env.remote, &root, &move |p, d| ex.is_excluded(p, d), None).await
             {
-                let adopted = apply::adopt_uploaded(&bases, &s.entries);
+                let adopted = apply::adopt_uploaded(&bases, &w.scan.entries);
                 let j = lock(env.journal);
                 for (p, b) in adopted {
                     if let Err(e) = j.put_base(&spec.id, &p, &b) {
@@ -375,6 +412,11 @@ pub async fn run(env: &Env<'_>, spec: &FolderSpec, confirm: bool) -> Outcome {
                     }
                     bases.insert(p, b);
                 }
+                drop(j);
+                *seen = Some(Seen {
+                    in_sync: !poll::differs(&bases, &w.scan.entries, None, spec.mode),
+                    snapshot: w.snapshot,
+                });
             }
         }
         if !applied.again {

@@ -4,8 +4,7 @@
 //!
 //! One sync of one folder (see [`engine`]):
 //! 1. [`local`] scans the local folder (skipping what [`exclude`] says), [`remote_scan`] lists
-//!    the server folder (skipping subtrees whose ETag did not change where the server
-//!    propagates folder ETags);
+//!    the server folder;
 //! 2. [`plan`] compares each side with its own last synced state from the [`journal`] and
 //!    asks [`decide`] — a pure function of (base, local, remote, mode) — what to do per path,
 //!    then detects local renames and applies the safety guards (a missing root, mass deletes);
@@ -15,8 +14,10 @@
 //!
 //! Around it: [`folder`] (a folder's stable identity and settings), [`store`] (the folders
 //! and settings of a profile, on disk), [`schedule`] (when scheduled folders run), [`watch`]
-//! (inotify, debounced) and [`service`] (the per-profile loop the daemon runs and the control
-//! requests it answers).
+//! (inotify, debounced), [`poll`] (the cheap look at the server between runs: unchanged
+//! listings left unparsed, the folder's ETag alone where the server propagates directory
+//! ETags) and [`service`] (the per-profile loop the daemon runs and the control requests it
+//! answers).
 
 pub mod apply;
 pub mod decide;
@@ -26,6 +27,7 @@ pub mod folder;
 pub mod journal;
 pub mod local;
 pub mod plan;
+pub mod poll;
 pub mod remote_scan;
 pub mod report;
 pub mod schedule;

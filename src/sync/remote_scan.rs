@@ -6,16 +6,23 @@
 //! partial listing is never used). Our own uploads in progress (`.cloudmount-upload-*`) are
 //! not entries.
 //!
+//! A [`walk`] also remembers a digest of each directory's listing ([`Snapshot`]): given the
+//! snapshot of an earlier walk, the directories whose listing is the same are not parsed again
+//! (the poll between runs, see [`super::poll`]); two snapshots tell whether the server
+//! propagates directory ETags ([`compare_walks`]).
+//!
 //! Versions: the listing's ETag, or a stand-in made of size and last-modified when the server
 //! lists none ([`crate::remote::version::of`]), kept as the header form (`"…"` or `W/"…"`) so
 //! [`etag_of`] gives the tag back for `If-Match`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::state::{Kind, RemoteMeta};
-use crate::remote::{version, ETag, Entry, EntryKind, Remote, RemotePath, RemoteResult};
+use crate::remote::{
+    version, ETag, Entry, EntryKind, ListingDigest, MaybeListing, Remote, RemotePath, RemoteResult,
+};
 
 /// How many collections are listed at once.
 const PARALLEL_LISTS: usize = 8;
@@ -57,6 +64,102 @@ pub fn is_internal(name: &str) -> bool {
     name.starts_with(crate::vfs::UPLOAD_TEMP_PREFIX)
 }
 
+/// What a walk remembers of one directory, to know it again at the next walk.
+#[derive(Debug, Clone)]
+struct DirMemo {
+    digest: ListingDigest,
+    /// The directory's own version, as its listing gave it (header form).
+    etag: Option<String>,
+    /// Its subdirectories that are walked (not excluded, not ours).
+    subdirs: Vec<RemotePath>,
+}
+
+/// The directories of one walk of a server folder, each with the digest of its listing: what a
+/// later walk compares with to leave unchanged directories unparsed ([`walk`]), and to learn
+/// whether the server propagates directory ETags ([`compare_walks`]).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// By path relative to the folder (`""`: the folder itself).
+    dirs: HashMap<String, DirMemo>,
+}
+
+impl Snapshot {
+    /// The folder's own version at that walk.
+    pub fn root_etag(&self) -> Option<&str> {
+        self.dirs.get("").and_then(|d| d.etag.as_deref())
+    }
+
+    /// How many directories were walked.
+    pub fn len(&self) -> usize {
+        self.dirs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+}
+
+/// A walk of the server folder.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// The entries of the directories listed anew (all of them without a known snapshot).
+    pub scan: RemoteScan,
+    /// Those directories, by path relative to the folder (`""`: the folder itself); the others
+    /// answered with the listing the known snapshot has.
+    pub listed: HashSet<String>,
+    pub snapshot: Snapshot,
+}
+
+/// What two walks of a folder say about its server's directory ETags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// No directory's listing changed between them.
+    Nothing,
+    /// Listings changed, and each changed directory had a new ETag of its own: as a server
+    /// that propagates directory ETags shows it.
+    Propagated,
+    /// A directory's listing changed while its own ETag did not (or it has none): a change
+    /// below it does not reach the folder's ETag.
+    NotPropagated,
+}
+
+/// Compares two walks of the same folder (`old` before `new`). If every directory whose
+/// content changed has a new ETag, then by induction from the deepest change up, the folder's
+/// own ETag changes whenever anything below it does; one directory that changed without a new
+/// ETag disproves it.
+pub fn compare_walks(old: &Snapshot, new: &Snapshot) -> Evidence {
+    let mut seen = Evidence::Nothing;
+    for (path, n) in &new.dirs {
+        let Some(o) = old.dirs.get(path) else {
+            // New directory: its parent's listing changed, which is judged there.
+            continue;
+        };
+        if o.digest == n.digest {
+            continue;
+        }
+        match (&o.etag, &n.etag) {
+            (Some(a), Some(b)) if !same_version(a, b) => seen = Evidence::Propagated,
+            _ => return Evidence::NotPropagated,
+        }
+    }
+    if seen == Evidence::Propagated {
+        // What the polls rely on, checked itself: the folder's own ETag moved too.
+        match (old.root_etag(), new.root_etag()) {
+            (Some(a), Some(b)) if !same_version(a, b) => {}
+            _ => return Evidence::NotPropagated,
+        }
+    }
+    seen
+}
+
+/// Whether two stored versions are the same (weak and strong forms of a tag are).
+fn same_version(a: &str, b: &str) -> bool {
+    match (etag_of(a), etag_of(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// Lists everything below `root`. `excluded(rel_path, is_dir)` leaves paths out (and, for a
 /// directory, what is below it).
 pub async fn scan(
@@ -64,27 +167,63 @@ pub async fn scan(
     root: &RemotePath,
     excluded: &(dyn Fn(&str, bool) -> bool + Sync),
 ) -> RemoteResult<RemoteScan> {
-    let mut out = RemoteScan::default();
+    walk(remote, root, excluded, None).await.map(|w| w.scan)
+}
+
+/// Walks everything below `root` as [`scan`] does, and remembers each directory's listing.
+/// With `known` (an earlier walk with the same excludes), a directory whose listing has the
+/// digest it had then is not parsed: its entries are not in the result's `scan` (nor in
+/// `listed`), and its subdirectories are those it had. Any error fails the whole walk.
+pub async fn walk(
+    remote: &dyn Remote,
+    root: &RemotePath,
+    excluded: &(dyn Fn(&str, bool) -> bool + Sync),
+    known: Option<&Snapshot>,
+) -> RemoteResult<Walk> {
+    let mut out = Walk::default();
     let prefix_len = if root.is_root() {
         0
     } else {
         root.as_str().len() + 1
+    };
+    let rel_of = |p: &RemotePath| -> String {
+        if p == root {
+            String::new()
+        } else {
+            p.as_str()[prefix_len..].to_string()
+        }
     };
     let mut pending = vec![root.clone()];
     let mut running = FuturesUnordered::new();
     loop {
         while running.len() < PARALLEL_LISTS {
             let Some(dir) = pending.pop() else { break };
-            running.push(async move { remote.list(&dir).await });
+            let rel = rel_of(&dir);
+            let memo = known.and_then(|k| k.dirs.get(&rel));
+            running.push(async move {
+                let r = remote.list_unless(&dir, memo.map(|m| &m.digest)).await;
+                (dir, rel, memo, r)
+            });
         }
-        let Some(listing) = running.next().await else {
+        let Some((dir, rel, memo, listing)) = running.next().await else {
             break;
         };
-        let listing = listing?;
+        let (listing, digest) = match listing? {
+            MaybeListing::Listed(l, d) => (l, d),
+            MaybeListing::Unchanged => {
+                // Answered as the known snapshot has it (`memo` is set: a digest was given).
+                if let Some(m) = memo {
+                    pending.extend(m.subdirs.iter().cloned());
+                    out.snapshot.dirs.insert(rel, m.clone());
+                }
+                continue;
+            }
+        };
+        let mut subdirs = Vec::new();
         for child in listing.children {
             if is_internal(child.name()) {
                 if !child.is_dir() {
-                    out.temporaries.push(child.path.clone());
+                    out.scan.temporaries.push(child.path.clone());
                 }
                 continue;
             }
@@ -94,20 +233,32 @@ pub async fn scan(
                 // to list this one.
                 return Err(crate::remote::RemoteError::BadResponse {
                     method: "PROPFIND".into(),
-                    url: root.to_string(),
+                    url: dir.to_string(),
                     reason: format!("the listing names {full:?}, outside the folder"),
                 });
             }
             let rel = full[prefix_len..].to_string();
             if excluded(&rel, child.is_dir()) {
-                out.excluded += 1;
+                out.scan.excluded += 1;
                 continue;
             }
             if child.is_dir() {
-                pending.push(child.path.clone());
+                subdirs.push(child.path.clone());
             }
-            out.entries.insert(rel, meta_of(&child));
+            out.scan.entries.insert(rel, meta_of(&child));
         }
+        pending.extend(subdirs.iter().cloned());
+        // The server's own tag only (no stand-in): what the folder's ETag check compares.
+        let etag = listing.dir.etag.as_ref().map(ETag::header_value);
+        out.listed.insert(rel.clone());
+        out.snapshot.dirs.insert(
+            rel,
+            DirMemo {
+                digest,
+                etag,
+                subdirs,
+            },
+        );
     }
     Ok(out)
 }

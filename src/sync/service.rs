@@ -3,9 +3,9 @@
 //!
 //! A folder's task:
 //! - *immediate*: syncs at start, then whenever inotify reports a change (debounced: an
-//!   editor's save is one sync), when the server folder changed (a listing every
-//!   `sync_poll_interval`, compared with the journal: nothing else runs when nothing changed),
-//!   and once an hour in full as a safety net (inotify can overflow or run out of watches);
+//!   editor's save is one sync), when the server folder changed (a look every
+//!   `sync_poll_interval`, see [`super::poll`]: nothing else runs when nothing changed), and
+//!   once an hour in full as a safety net (inotify can overflow or run out of watches);
 //! - *daily / weekly*: runs when its time has come (a run missed while the machine was off runs
 //!   at once), and sleeps until then;
 //! - *paused*: does nothing until resumed.
@@ -26,6 +26,7 @@ use super::engine::{self, Env, Outcome};
 use super::exclude::Excludes;
 use super::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
 use super::journal::{Journal, RunRecord};
+use super::poll::PollState;
 use super::report::{ConflictReport, FolderReport, FolderState};
 use super::schedule;
 use super::trash::Trash;
@@ -583,6 +584,8 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
     let mut last_synced = true;
     // When a scheduled folder last tried (a run that did not sync is retried, not at once).
     let mut last_attempt: Option<tokio::time::Instant> = None;
+    // What the polls know of the server folder between runs.
+    let mut polls = PollState::default();
     loop {
         if task.stopped.load(Ordering::SeqCst) {
             return;
@@ -612,7 +615,9 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     if let Some(w) = watcher.as_mut() {
                         w.discard_pending();
                     }
-                    last_synced = run_once(&inner, &task, &spec).await;
+                    let (synced, seen) = run_once(&inner, &task, &spec).await;
+                    last_synced = synced;
+                    polls.after_run(seen);
                     last_full = tokio::time::Instant::now();
                     first = false;
                     need_run = false;
@@ -630,9 +635,7 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                         need_run = !watched
                             || !last_synced
                             || local
-                            || server_changed(&inner, &spec).await;
-                        // The listing of a large folder is a burst of memory: given back.
-                        release_freed_memory();
+                            || server_changed(&inner, &spec, &mut polls).await;
                     }
                 }
             }
@@ -655,7 +658,8 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 let retry_ok = last_attempt.is_none_or(|t| t.elapsed() >= inner.cfg.poll_interval);
                 if asked || (due && retry_ok) {
                     last_attempt = Some(tokio::time::Instant::now());
-                    let _ = run_once(&inner, &task, &spec).await;
+                    let (_, seen) = run_once(&inner, &task, &spec).await;
+                    polls.after_run(seen);
                     continue;
                 }
                 // What the last run found (a stop, files not synced) stays visible.
@@ -703,32 +707,38 @@ async fn wait_immediate(
     }
 }
 
-/// Whether the server folder differs from what the journal says was synced (a listing, no
-/// local scan). An error counts as "changed": the run that follows reports it.
-async fn server_changed(inner: &Inner, spec: &FolderSpec) -> bool {
+/// Whether the server folder differs from what the journal says was synced (no local scan;
+/// see [`super::poll`] for what is listed and compared). An error counts as "changed": the run
+/// that follows reports it.
+async fn server_changed(inner: &Inner, spec: &FolderSpec, polls: &mut PollState) -> bool {
     let Ok(root) = engine::remote_root(spec) else {
         return true;
     };
     let (ex, _) = Excludes::load(&spec.local);
-    let scan = super::remote_scan::scan(&*inner.remote, &root, &|p, d| ex.is_excluded(p, d)).await;
-    let Ok(scan) = scan else { return true };
-    let bases = match lock(&inner.journal).bases(&spec.id) {
-        Ok(b) => b,
-        Err(_) => return true,
-    };
-    for (p, r) in &scan.entries {
-        match bases.get(p) {
-            Some(b) if !r.changed_since(&b.remote) => {}
-            // Left on the server on purpose (upload-only): not a change.
-            None if spec.mode == super::folder::Mode::UploadOnly => {}
-            _ => return true,
-        }
+    let started = std::time::Instant::now();
+    let polled = polls
+        .poll(
+            &*inner.remote,
+            &root,
+            &|p, d| ex.is_excluded(p, d),
+            spec.mode,
+            || lock(&inner.journal).bases(&spec.id),
+        )
+        .await;
+    tracing::debug!(
+        folder = %spec.local.display(),
+        changed = polled.changed,
+        parsed = polled.parsed,
+        requests = polled.requests,
+        propagation = ?polls.propagation(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "polled the server"
+    );
+    if polled.parsed {
+        // Parsed listings of a large folder are a burst of memory: given back.
+        release_freed_memory();
     }
-    // A dot name missing from the listing may only be hidden by the server (nginx): the run
-    // asks about it; here it is no reason to run.
-    bases
-        .keys()
-        .any(|p| !scan.entries.contains_key(p) && !p.split('/').any(|s| s.starts_with('.')))
+    polled.changed
 }
 
 /// Hands the memory a run freed back to the system: a run holds every path of the folder several
@@ -742,8 +752,12 @@ fn release_freed_memory() {
     }
 }
 
-/// Runs one sync; returns whether it ended in sync.
-async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
+/// Runs one sync; returns whether it ended in sync, and what it saw of the server at its end.
+async fn run_once(
+    inner: &Inner,
+    task: &FolderTask,
+    spec: &FolderSpec,
+) -> (bool, Option<super::poll::Seen>) {
     task.started.fetch_add(1, Ordering::SeqCst);
     task.set(FolderState::Syncing, None, None);
     let confirm = task.confirm.swap(false, Ordering::SeqCst);
@@ -754,7 +768,14 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
         device: inner.cfg.device.clone(),
         progress: &task.progress,
     };
-    let outcome = engine::run(&env, spec, confirm).await;
+    let (outcome, seen) = engine::run_seen(&env, spec, confirm).await;
+    // What the polls keep is copied out first: left where the run made it, among the memory
+    // the run freed, it would keep those pages resident.
+    let seen = seen.map(|s| {
+        let copy = s.clone();
+        drop(s);
+        copy
+    });
     release_freed_memory();
     tracing::info!(folder = %spec.local.display(), outcome = outcome.word(), "{}", outcome.message());
     let record = RunRecord {
@@ -797,5 +818,5 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> bool {
             _ = tokio::time::sleep(inner.cfg.poll_interval.min(Duration::from_secs(30))) => {}
         }
     }
-    matches!(outcome, Outcome::Synced { .. })
+    (matches!(outcome, Outcome::Synced { .. }), seen)
 }

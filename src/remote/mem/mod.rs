@@ -18,6 +18,8 @@
 //!   the destination contains the source, fail with [`RemoteError::InvalidPath`] (Apache answers
 //!   403 to these). Deleting, moving or copying the root, or onto the root, fails the same way.
 //! - Errors name the path as `mem:/a/b`.
+//! - [`MemRemote::set_propagate_dir_etags`] makes a change anywhere below a collection renew
+//!   its ETag, as Nextcloud and ownCloud do.
 //! - [`MemRemote::set_etag_report`] makes it answer like servers that list no ETags (nginx's
 //!   PROPFIND: `stat` still has them, as a HEAD gives them) or give none at all.
 //! - [`MemRemote::counters`] counts the calls of each operation (failed ones included) and the
@@ -105,6 +107,8 @@ struct State {
     /// Like some real servers (rclone's): a PUT whose body breaks leaves the target empty.
     truncate_on_failed_put: bool,
     etags: ETagReport,
+    /// Like Nextcloud and ownCloud: a change anywhere below a collection renews its ETag.
+    propagate_dir_etags: bool,
 }
 
 impl State {
@@ -116,6 +120,7 @@ impl State {
             counters: MemCounters::default(),
             truncate_on_failed_put: false,
             etags: ETagReport::Everywhere,
+            propagate_dir_etags: false,
         };
         let root = s.new_node(Content::Dir);
         s.nodes.insert(String::new(), root);
@@ -140,7 +145,8 @@ impl State {
         self.nodes.get(path.as_str())
     }
 
-    /// Renews the ETag and mtime of a collection whose members changed.
+    /// Renews the ETag and mtime of a collection whose members changed (and of every
+    /// collection above it, when ETags propagate).
     fn touch_dir(&mut self, dir: &RemotePath) {
         let etag = self.new_etag();
         if let Some(node) = self.nodes.get_mut(dir.as_str()) {
@@ -148,6 +154,19 @@ impl State {
                 node.etag = etag;
                 node.mtime = now();
             }
+        }
+        if self.propagate_dir_etags {
+            if let Some(parent) = dir.parent() {
+                self.touch_dir(&parent);
+            }
+        }
+    }
+
+    /// After a file was written: its collection changed if the file is new, or (propagating
+    /// ETags) in any case.
+    fn written(&mut self, path: &RemotePath, existed: bool) {
+        if !existed || self.propagate_dir_etags {
+            self.touch_parent(path);
         }
     }
 
@@ -379,6 +398,12 @@ impl MemRemote {
         self.lock().truncate_on_failed_put = on;
     }
 
+    /// Makes a change anywhere below a collection renew its ETag, as Nextcloud and ownCloud
+    /// do (off: only adding or removing a member does, as Apache's directory ETags).
+    pub fn set_propagate_dir_etags(&self, on: bool) {
+        self.lock().propagate_dir_etags = on;
+    }
+
     /// Sets which answers carry ETags (the tree keeps them all the same: [`MemRemote::etag`]).
     pub fn set_etag_report(&self, report: ETagReport) {
         self.lock().etags = report;
@@ -411,9 +436,7 @@ impl MemRemote {
         let node = s.new_node(Content::File(data.into()));
         let etag = node.etag.clone();
         s.nodes.insert(path.as_str().to_string(), node);
-        if !existed {
-            s.touch_parent(&path);
-        }
+        s.written(&path, existed);
         etag
     }
 
@@ -621,9 +644,7 @@ impl Remote for MemRemote {
         let node = s.new_node(Content::File(data));
         let etag = node.etag.clone();
         s.nodes.insert(path.as_str().to_string(), node);
-        if !existed {
-            s.touch_parent(path);
-        }
+        s.written(path, existed);
         let etag = (s.etags != ETagReport::Nowhere).then_some(etag);
         Ok(PutOutcome { etag })
     }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::remote::MaybeListing;
 use std::sync::Arc;
 
 fn p(s: &str) -> RemotePath {
@@ -882,5 +883,49 @@ proptest::proptest! {
         let e = range.end().map_or(size, |e| (e as usize).min(size)).max(s);
         proptest::prop_assert_eq!(&got[..], &d[s..e]);
         proptest::prop_assert_eq!(r.counters().bytes_read, (e - s) as u64);
+    }
+}
+
+#[tokio::test]
+async fn directory_etags_propagate_up_the_tree_only_when_set_to() {
+    let r = MemRemote::new();
+    r.insert_file("a/b/c/f", "1");
+    let tags = |r: &MemRemote| ["", "a", "a/b", "a/b/c"].map(|d| r.etag(d).unwrap());
+    // Off (Apache): an in-place write renews only the file's ETag, a new file its directory's.
+    let before = tags(&r);
+    r.insert_file("a/b/c/f", "2");
+    assert_eq!(tags(&r), before);
+    r.insert_file("a/b/c/g", "new");
+    let after = tags(&r);
+    assert_eq!(after[..3], before[..3]);
+    assert_ne!(after[3], before[3]);
+    // On (Nextcloud): any change renews every collection above it.
+    r.set_propagate_dir_etags(true);
+    let before = tags(&r);
+    r.put(&p("a/b/c/f"), b"3".as_slice().into(), PutCondition::None)
+        .await
+        .unwrap();
+    let after = tags(&r);
+    for i in 0..4 {
+        assert_ne!(after[i], before[i], "collection {i} renewed");
+    }
+}
+
+#[tokio::test]
+async fn list_unless_answers_unchanged_for_the_known_digest_only() {
+    let r = MemRemote::new();
+    r.insert_file("d/f", "1");
+    let MaybeListing::Listed(l, digest) = r.list_unless(&p("d"), None).await.unwrap() else {
+        panic!("nothing known: listed");
+    };
+    assert_eq!(l.children.len(), 1);
+    assert!(matches!(
+        r.list_unless(&p("d"), Some(&digest)).await.unwrap(),
+        MaybeListing::Unchanged
+    ));
+    r.insert_file("d/f", "2");
+    match r.list_unless(&p("d"), Some(&digest)).await.unwrap() {
+        MaybeListing::Listed(_, d) => assert_ne!(d, digest),
+        MaybeListing::Unchanged => panic!("an edited file changes the listing"),
     }
 }

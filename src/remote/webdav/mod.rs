@@ -41,8 +41,8 @@ use self::body::{empty_stream, Progress, ProgressBody, RangeBody};
 use self::propfind::{parse_multistatus, RawResponse, PROPFIND_ENTRY_BODY, PROPFIND_QUOTA_BODY};
 use super::path::{href_to_path, normalize_base};
 use super::{
-    ByteRange, ByteStream, ETag, Entry, EntryKind, Listing, PutBody, PutCondition, PutOutcome,
-    Quota, ReadResponse, Remote, RemoteError, RemotePath, RemoteResult,
+    ByteRange, ByteStream, ETag, Entry, EntryKind, Listing, ListingDigest, MaybeListing, PutBody,
+    PutCondition, PutOutcome, Quota, ReadResponse, Remote, RemoteError, RemotePath, RemoteResult,
 };
 
 /// Default of [`WebDavConfig::max_requests`]: the read-ahead's parallel GETs (its budget allows
@@ -661,6 +661,19 @@ impl WebDavRemote {
         depth: &str,
         body: &'static str,
     ) -> RemoteResult<(Url, Vec<RawResponse>)> {
+        let (url, bytes) = self.propfind_bytes(url, depth, body).await?;
+        let parsed = Self::parse_propfind(&url, &bytes)?;
+        Ok((url, parsed))
+    }
+
+    /// PROPFIND with `depth` and `body`; returns the reply's body as it came, unparsed, and
+    /// the URL that answered.
+    async fn propfind_bytes(
+        &self,
+        url: Url,
+        depth: &str,
+        body: &'static str,
+    ) -> RemoteResult<(Url, Vec<u8>)> {
         let m = method("PROPFIND");
         let mut req = Req::new(m.clone(), url).header("depth", depth);
         req.body = ReqBody::Xml(body);
@@ -673,12 +686,15 @@ impl WebDavRemote {
         let bytes = self
             .read_limited(&m, &url, resp, self.cfg.max_propfind_bytes)
             .await?;
-        let parsed = parse_multistatus(&bytes).map_err(|e| RemoteError::BadResponse {
-            method: m.to_string(),
+        Ok((url, bytes))
+    }
+
+    fn parse_propfind(url: &Url, bytes: &[u8]) -> RemoteResult<Vec<RawResponse>> {
+        parse_multistatus(bytes).map_err(|e| RemoteError::BadResponse {
+            method: "PROPFIND".to_string(),
             url: url.to_string(),
             reason: e.to_string(),
-        })?;
-        Ok((url, parsed))
+        })
     }
 
     fn bad(&self, m: &str, url: &Url, reason: impl Into<String>) -> RemoteError {

@@ -33,10 +33,21 @@ impl Remote for WebDavRemote {
     }
 
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing> {
+        match self.list_unless(path, None).await? {
+            MaybeListing::Listed(l, _) => Ok(l),
+            MaybeListing::Unchanged => unreachable!("no digest was given"),
+        }
+    }
+
+    async fn list_unless(
+        &self,
+        path: &RemotePath,
+        known: Option<&ListingDigest>,
+    ) -> RemoteResult<MaybeListing> {
         let res = self
-            .propfind(self.url(path, true), "1", PROPFIND_ENTRY_BODY)
+            .propfind_bytes(self.url(path, true), "1", PROPFIND_ENTRY_BODY)
             .await;
-        let (url, raws) = match res {
+        let (url, bytes) = match res {
             Err(
                 RemoteError::NotFound { url }
                 | RemoteError::Status {
@@ -52,6 +63,20 @@ impl Remote for WebDavRemote {
             }
             other => other?,
         };
+        // The same reply from the same URL is the same listing: compared before it is parsed.
+        let digest = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(url.as_str().as_bytes());
+            h.update([0]);
+            h.update(&bytes);
+            ListingDigest(h.finalize().into())
+        };
+        if known == Some(&digest) {
+            return Ok(MaybeListing::Unchanged);
+        }
+        let raws = Self::parse_propfind(&url, &bytes)?;
+        drop(bytes);
         let mut dir = None;
         let mut children: Vec<Entry> = Vec::with_capacity(raws.len().saturating_sub(1));
         let mut seen = std::collections::HashSet::with_capacity(raws.len());
@@ -92,7 +117,7 @@ impl Remote for WebDavRemote {
             etag: None,
             content_type: None,
         });
-        Ok(Listing { dir, children })
+        Ok(MaybeListing::Listed(Listing { dir, children }, digest))
     }
 
     async fn read_range(
