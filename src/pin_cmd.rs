@@ -169,7 +169,6 @@ pub fn free(args: PathsArgs, rt: &Runtime) -> CmdResult {
     })
 }
 
-
 /// The pin `shown` (its path below the mount point) as the daemon reports it.
 fn pin_status(rt: &Runtime, instance: &Instance, shown: &str) -> Result<PinStatus, Failure> {
     let answer = rt.block_on(control::query(instance))?;

@@ -18,7 +18,6 @@
 //!   `status`; it starts again when the server is back.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -326,13 +325,14 @@ impl Vfs {
                 let cover = self
                     .covering_pin(*area, path)
                     .unwrap_or_else(|| path.clone());
-                let mut s = progress
-                    .get(&(*area, cover))
-                    .cloned()
-                    .unwrap_or_else(|| status::PinStatus {
-                        state: status::PinPhase::Listing,
-                        ..Default::default()
-                    });
+                let mut s =
+                    progress
+                        .get(&(*area, cover))
+                        .cloned()
+                        .unwrap_or_else(|| status::PinStatus {
+                            state: status::PinPhase::Listing,
+                            ..Default::default()
+                        });
                 s.path = self.display_path(*area, path);
                 s
             })

@@ -386,7 +386,7 @@ pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
         ];
         let p = proptest::collection::vec(0u8..NAMES.len() as u8, 0..=2);
         arms.push((
-            2,
+            1,
             (p, how)
                 .prop_map(|(path, how)| Step::Pin { path, how })
                 .boxed(),
