@@ -114,7 +114,7 @@ pub enum Command {
             in a few words; with --json, one array of {mountpoint, source, status} (or \
             {mountpoint, source, error} for a daemon that does not answer).",
         after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
-            last_error, queue {files, bytes, in_flight, in_flight_bytes, paused}, \
+            last_error, queue {files, bytes, in_flight, in_flight_bytes, in_flight_sent, paused}, \
             errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
             quota {used, available} (either may be null when the server gives only one) or \
             null when the server has told nothing (yet: it is asked in the background), \

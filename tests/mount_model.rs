@@ -259,8 +259,8 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
 /// checks the states the mount then shows below it: after `pin --wait` every file is here
 /// (`pinned`, or a local change: `dirty`, `uploading`, `error`; a conflict copy says
 /// `conflict`), after `unpin` none is pinned
-/// (an exception inside a pinned folder is not kept either), after `free` none is cached
-/// (files open in a held descriptor may stay). A path the local directory does not have must
+/// (an exception inside a pinned folder is not kept either), after `free` (once the uploads
+/// are done) none is cached (files open in a held descriptor may stay). A path the local directory does not have must
 /// fail. Ok(true) when states were checked.
 fn pin_step(
     model: &Model,
@@ -278,6 +278,11 @@ fn pin_step(
         PinHow::Unpin => "unpin",
         PinHow::Free => "free",
     };
+    if how == PinHow::Free {
+        // What is still being uploaded cannot be freed, and lands in the cache when its upload
+        // ends: free what is on the server.
+        m.settle();
+    }
     let mut args = vec![std::ffi::OsString::from(verb), target.clone().into()];
     if how == PinHow::Pin {
         args.push("--wait".into());
@@ -917,4 +922,41 @@ fn a_server_edit_racing_a_change_not_uploaded_keeps_both_versions() {
     let names = model.dav.names("race");
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(is_conflict_copy_of(&names[1], "a"), "{names:?}");
+}
+
+/// Found by the model (its pin steps): `free` of a folder right after a large file was written
+/// there found the file still uploading (nothing to free), and its upload then put it in the
+/// cache: it said `cached` after the free. `free` now frees what is uploaded and idle (local
+/// copies included); the model waits for the uploads before a free.
+#[test]
+fn regression_free_right_after_a_large_write() {
+    use Op::*;
+    let model = Model::new(Server::rclone(), None);
+    for i in 0..3 {
+        let steps = vec![
+            Step::Op(Write {
+                path: vec![0],
+                data: vec![0u8; 1000],
+            }),
+            Step::Op(WriteBig {
+                path: vec![1],
+                len: 2_959_702,
+                seed: 78,
+            }),
+            Step::Pin {
+                path: vec![],
+                how: PinHow::Free,
+            },
+            Step::Op(Read { path: vec![1] }),
+            Step::Pin {
+                path: vec![],
+                how: PinHow::Pin,
+            },
+            Step::Pin {
+                path: vec![1],
+                how: PinHow::Unpin,
+            },
+        ];
+        check(&model, &format!("free{i}"), &steps, false);
+    }
 }

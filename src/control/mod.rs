@@ -101,6 +101,7 @@ mod tests {
                 bytes: files * 1000,
                 in_flight: 1,
                 in_flight_bytes: 1000,
+                in_flight_sent: 0,
                 paused: Some("server out of space".into()),
                 waiting_for_server: 0,
             },

@@ -241,9 +241,9 @@ impl WaitProgress {
         }
     }
 
-    /// Takes in a newer status.
+    /// Takes in a newer status. What the running uploads have sent counts as done.
     pub fn update(&mut self, s: &VfsStatus) {
-        let remaining = s.queue.bytes;
+        let remaining = s.queue.bytes.saturating_sub(s.queue.in_flight_sent);
         let expected = self.total - self.done;
         if remaining > expected {
             self.total += remaining - expected;
@@ -311,6 +311,7 @@ mod tests {
                 bytes: 12 * MIB,
                 in_flight: 1,
                 in_flight_bytes: 4 * MIB,
+                in_flight_sent: 0,
                 paused: Some("server out of space (507 Insufficient Storage)".into()),
                 waiting_for_server: 0,
             },
@@ -454,5 +455,29 @@ mod tests {
         assert_eq!((p.done(), p.total()), (0, 10));
         p.update(&queued(0, 0));
         assert_eq!((p.done(), p.total()), (10, 10));
+    }
+
+    /// One large file uploading: the bytes its body has sent count as done (a 2 GiB upload
+    /// used to show "0 B uploaded" until its end), and a retry that starts again from 0
+    /// does not make the count go back.
+    #[test]
+    fn progress_counts_the_bytes_a_running_upload_sent() {
+        let sending = |sent: u64| {
+            let mut s = queued(1, 2 * GIB);
+            s.queue.in_flight = 1;
+            s.queue.in_flight_bytes = 2 * GIB;
+            s.queue.in_flight_sent = sent;
+            s
+        };
+        let mut p = WaitProgress::new(&sending(0));
+        p.update(&sending(GIB / 2));
+        assert_eq!((p.done(), p.total()), (GIB / 2, 2 * GIB));
+        p.update(&sending(GIB));
+        assert_eq!(p.done(), GIB);
+        // The connection broke: the next attempt sends from 0 again.
+        p.update(&sending(0));
+        assert_eq!(p.done(), GIB);
+        p.update(&queued(0, 0));
+        assert_eq!(p.done(), p.total());
     }
 }

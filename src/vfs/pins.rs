@@ -280,6 +280,19 @@ impl Vfs {
     pub async fn free(&self, ino: Ino) -> VfsResult<PinAnswer> {
         let mut answer = self.unpin(ino).await?;
         let (area, path) = self.pin_target(ino)?;
+        // Local copies of files written here that are uploaded and idle go into the cache
+        // first (as they would later), so they are freed with the rest; the others stay.
+        let staged: Vec<Ino> = {
+            let t = self.tree();
+            t.staged_nodes()
+                .into_iter()
+                .filter(|(i, _)| t.is_within(*i, ino))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        for i in staged {
+            self.unstage_if_idle(i).await;
+        }
         let cache = self.cache.clone();
         let (freed, busy) = off_thread(move || cache.free_path(area, &path)).await?;
         answer.freed_bytes = freed;

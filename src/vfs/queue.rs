@@ -90,6 +90,8 @@ struct Item {
     /// A newer record of the path was queued while this one was uploading: it only waits for
     /// its upload to end (so two uploads of one path never overlap).
     superseded: bool,
+    /// Bytes of the running attempt's body sent so far (see `upload::SENT`).
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Paused {
@@ -191,6 +193,7 @@ impl UploadQueue {
                     offline: false,
                     running: false,
                     superseded: false,
+                    sent: Default::default(),
                 },
             );
         }
@@ -234,6 +237,14 @@ impl UploadQueue {
     }
 
     /// Whether record `id` is queued or being uploaded (a superseded one until it ends).
+    /// The counter of bytes sent by the running upload of record `id` (reset by each attempt).
+    pub fn sent_counter(&self, id: i64) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.st().items.get(&id).map(|it| {
+            it.sent.store(0, std::sync::atomic::Ordering::Relaxed);
+            it.sent.clone()
+        })
+    }
+
     pub fn has_id(&self, id: i64) -> bool {
         self.st().items.contains_key(&id)
     }
@@ -513,6 +524,10 @@ impl UploadQueue {
             if it.running {
                 q.in_flight += 1;
                 q.in_flight_bytes += it.rec.size;
+                q.in_flight_sent += it
+                    .sent
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .min(it.rec.size);
             }
             // A failure that reached no server is the server's health's to report, once.
             if it.error.is_some() && it.offline {

@@ -18,6 +18,9 @@ pub struct QueueStatus {
     pub in_flight: u64,
     /// Bytes of the running uploads.
     pub in_flight_bytes: u64,
+    /// Of those, the bytes already sent (a large upload shows its progress).
+    #[serde(default)]
+    pub in_flight_sent: u64,
     /// Set while uploads are paused, with the reason (the server is out of space).
     pub paused: Option<String>,
     /// Files whose last upload attempt could not reach the server; why is said once, in

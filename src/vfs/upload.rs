@@ -48,15 +48,45 @@ pub(crate) enum Sent {
     },
 }
 
+tokio::task_local! {
+    /// The bytes the running upload has sent, counted by its body as the HTTP client reads it
+    /// (set by the upload worker around one record's upload; see `UploadQueue::sent_counter`).
+    pub(super) static SENT: std::sync::Arc<std::sync::atomic::AtomicU64>;
+}
+
+/// The `len` bytes of `file` as a body; within an upload worker's record (see [`SENT`]), its
+/// bytes are counted as they are read for sending (from 0 at each attempt).
+fn file_body(file: &Path, len: u64) -> PutBody {
+    use std::sync::atomic::Ordering;
+    let plain = PutBody::File {
+        path: file.to_path_buf(),
+        len,
+    };
+    let Ok(counter) = SENT.try_with(|c| c.clone()) else {
+        return plain;
+    };
+    let make = move || -> crate::remote::ByteStream {
+        counter.store(0, Ordering::Relaxed);
+        let counter = counter.clone();
+        Box::pin(plain.open().map(move |piece| {
+            if let Ok(b) = &piece {
+                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
+            }
+            piece
+        }))
+    };
+    PutBody::Stream {
+        len,
+        make: std::sync::Arc::new(make),
+    }
+}
+
 /// The `size` bytes of `file` as a replayable body; zeros where the file is shorter by the
 /// time it is read. Only for temporary copies that are checked before they are used.
 fn padded_body(file: &Path, size: u64) -> PutBody {
     use std::sync::atomic::{AtomicU64, Ordering};
     const PIECE: u64 = 256 * 1024;
-    let content = PutBody::File {
-        path: file.to_path_buf(),
-        len: size,
-    };
+    let content = file_body(file, size);
     let make = move || -> crate::remote::ByteStream {
         // The file's own stream (at most `size` bytes), then zeros for what it lacked.
         let sent = std::sync::Arc::new(AtomicU64::new(0));
@@ -296,10 +326,7 @@ async fn put_in_place(
     } else {
         PutCondition::IfNoneMatch
     };
-    let body = PutBody::File {
-        path: file.to_path_buf(),
-        len: size,
-    };
+    let body = file_body(file, size);
     match remote.put(path, body, cond).await {
         Ok(PutOutcome { etag: Some(etag) }) => Ok(Sent::Uploaded(Some(Entry {
             path: path.clone(),
@@ -433,6 +460,37 @@ mod tests {
     use crate::meta::DirtyState;
     use crate::remote::mem::MemRemote;
     use std::time::Duration;
+
+    /// Within an upload worker's record, a file body counts the bytes read from it for sending,
+    /// from 0 at each attempt; outside one it is a plain file body.
+    #[tokio::test]
+    async fn a_file_body_counts_what_it_sends() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("big");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        assert!(matches!(file_body(&f, 3 << 20), PutBody::File { .. }));
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        SENT.scope(sent.clone(), async {
+            let body = file_body(&f, 3 << 20);
+            for attempt in 0..2 {
+                let mut stream = body.open();
+                let first = stream.next().await.unwrap().unwrap();
+                assert_eq!(
+                    sent.load(Ordering::Relaxed),
+                    first.len() as u64,
+                    "attempt {attempt}"
+                );
+                let mut total = first.len() as u64;
+                while let Some(piece) = stream.next().await {
+                    total += piece.unwrap().len() as u64;
+                }
+                assert_eq!(total, 3 << 20);
+                assert_eq!(sent.load(Ordering::Relaxed), 3 << 20);
+            }
+        })
+        .await;
+    }
 
     /// [`send`] of a file nothing writes to meanwhile: it is always placed.
     async fn send_now(

@@ -925,7 +925,11 @@ async fn upload_worker(vfs: Weak<Vfs>, queue: Arc<UploadQueue>) {
             Next::Stop => return,
             Next::Run(rec) => {
                 let how = match vfs.upgrade() {
-                    Some(v) => v.upload_record(&rec).await,
+                    Some(v) => match queue.sent_counter(rec.id) {
+                        // The body counts what it sends, for `status` and `unmount`.
+                        Some(sent) => super::upload::SENT.scope(sent, v.upload_record(&rec)).await,
+                        None => v.upload_record(&rec).await,
+                    },
                     None => return,
                 };
                 queue.finish(&rec, how);
