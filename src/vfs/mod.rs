@@ -50,7 +50,9 @@
 //! | `Staged::state` | a staged file's size, versions, writers, upload state | the above, `tree`, `unplaced` |
 //! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
 //! | `handles` | open file handles | the async locks only (never `tree`) |
-//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`) | their own map or value | the async locks only |
+//! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`), `SetAside::ids` (`set_aside.rs`) | their own map or value | the async locks only |
+//! | `Pins::progress` (`pins.rs`) | each pin's progress | the async locks only (the cache's own lock is taken inside it) |
+//! | a handle's stream (async, `stream.rs`) | one read of a file read as a stream | nothing (held across its GET) |
 
 pub mod conflict;
 pub mod download;
