@@ -1,3 +1,8 @@
+use std::time::Duration;
+
+use fuser::{MountOption, SessionACL};
+
+use super::session::fuser_config;
 use super::*;
 
 #[test]

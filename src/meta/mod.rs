@@ -65,6 +65,8 @@
 
 mod areas;
 mod dirty;
+#[cfg(test)]
+mod migration_tests;
 pub(crate) mod objects;
 mod schema;
 #[cfg(test)]
