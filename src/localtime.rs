@@ -1,6 +1,14 @@
 //! Local time from the C library (`localtime_r`): the one place it is called. Conflict-copy
 //! names, the trash's deletion dates, the schedule of sync folders and what `sync list` shows
-//! all read the clock the way the system's time zone says.
+//! all read the clock the way the system's time zone says. Times stored or shown as seconds
+//! since the epoch are read here too ([`unix_now`]).
+
+/// Now, in whole seconds since the Unix epoch (0 for a clock set before it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// The broken-down local time of `secs` (seconds since the epoch); `None` when the C library
 /// cannot tell (a time out of its range).

@@ -2,7 +2,7 @@
 //! each path.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
@@ -60,10 +60,13 @@ fn ask(rt: &Runtime, instance: &Instance, request: &Request) -> Result<PinAnswer
 }
 
 /// Runs `each` on every path; reports each failure and fails at the end if one did.
-fn for_each(paths: &[PathBuf], mut each: impl FnMut(&Path) -> Result<(), Failure>) -> CmdResult {
+fn for_each<T>(
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(T) -> Result<(), Failure>,
+) -> CmdResult {
     let mut failed = false;
-    for p in paths {
-        if let Err(e) = each(p) {
+    for item in items {
+        if let Err(e) = each(item) {
             match e {
                 Failure::Message(m) => note(&format!("cloudmount: {m}")),
                 Failure::Reported => {}
@@ -81,7 +84,7 @@ fn for_each(paths: &[PathBuf], mut each: impl FnMut(&Path) -> Result<(), Failure
 pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
     let mut waits = Vec::new();
-    for_each(&args.paths, |p| {
+    for_each(args.paths.iter(), |p| {
         let (instance, rel) = locate(&dirs, p)?;
         let a = ask(
             rt,
@@ -108,27 +111,19 @@ pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
     if !args.wait {
         return Ok(());
     }
-    let mut failed = false;
-    for (instance, shown, round, local) in waits {
-        if let Err(e) = wait_for(rt, &instance, &shown, round) {
-            if let Failure::Message(m) = e {
-                note(&format!("cloudmount: {}: {m}", local.display()));
-            }
-            failed = true;
-        } else {
-            say(&format!("{}: all on this device", local.display()));
-        }
-    }
-    if failed {
-        Err(Failure::Reported)
-    } else {
+    for_each(waits, |(instance, shown, round, local)| {
+        wait_for(rt, &instance, &shown, round).map_err(|e| match e {
+            Failure::Message(m) => Failure::Message(format!("{}: {m}", local.display())),
+            reported => reported,
+        })?;
+        say(&format!("{}: all on this device", local.display()));
         Ok(())
-    }
+    })
 }
 
 pub fn unpin(args: PathsArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    for_each(&args.paths, |p| {
+    for_each(args.paths.iter(), |p| {
         let (instance, rel) = locate(&dirs, p)?;
         ask(
             rt,
@@ -148,7 +143,7 @@ pub fn unpin(args: PathsArgs, rt: &Runtime) -> CmdResult {
 
 pub fn free(args: PathsArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    for_each(&args.paths, |p| {
+    for_each(args.paths.iter(), |p| {
         let (instance, rel) = locate(&dirs, p)?;
         let a = ask(rt, &instance, &Request::Free { path: rel })?;
         let busy = if a.busy_files > 0 {

@@ -227,34 +227,17 @@ fn unwatched_dirs(pid: u32, root: &Path) -> Vec<PathBuf> {
 /// Runs `sync now DIR --wait` with a limit of our own (the harness's is for small syncs).
 /// Returns whether it succeeded, and its stdout and stderr.
 fn sync_now_once(home: &SyncHome, dir: &Path, limit: Duration) -> (bool, String) {
-    let out_dir = tempfile::tempdir().expect("tempdir");
-    let (out, err) = (out_dir.path().join("out"), out_dir.path().join("err"));
     let mut cmd = home.command();
-    cmd.args(["sync", "now", dir.to_str().unwrap(), "--wait"])
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
-    let mut child = cmd.spawn().expect("spawn cloudmount sync now");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sync now --wait did not end within {limit:?}\ndaemon log:\n{}",
-                home.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    cmd.args(["sync", "now", dir.to_str().unwrap(), "--wait"]);
+    let out = common::mount::run_within(cmd, "sync now --wait", limit)
+        .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", home.log()));
     let text = format!(
-        "{status}\nstdout: {}\nstderr: {}",
-        std::fs::read_to_string(out).unwrap_or_default(),
-        std::fs::read_to_string(err).unwrap_or_default()
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    (status.success(), text)
+    (out.status.success(), text)
 }
 
 /// `sync now DIR --wait`, asserting it ends in sync within `limit`.

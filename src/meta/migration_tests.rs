@@ -1,38 +1,15 @@
 //! Migrations of `meta.db` from one schema version to the next, each on a store written by
 //! the older version's SQL.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
+use super::tests::{p, store_at_version, t};
 use super::*;
-
-fn p(s: &str) -> RemotePath {
-    RemotePath::new(s).unwrap()
-}
-
-fn t(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
-}
 
 #[test]
 fn version_7_database_gets_local_modes_keeping_its_mtimes() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("meta.db");
     {
-        let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(super::schema::V1).unwrap();
-        for step in [
-            super::schema::V2,
-            super::schema::V3,
-            super::schema::V4,
-            super::schema::V5,
-            super::schema::V6,
-            super::schema::V7,
-        ] {
-            c.execute_batch(step).unwrap();
-        }
-        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
-            .unwrap();
-        c.pragma_update(None, "user_version", 7).unwrap();
+        let mut c = store_at_version(&path, 7);
         let tx = c.transaction().unwrap();
         tx.execute(
             "INSERT INTO local_mtimes (area, path, mtime_ns, sec, nsec, version)
@@ -59,22 +36,7 @@ fn version_8_database_keeps_its_pins_as_pins() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("meta.db");
     {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(super::schema::V1).unwrap();
-        for step in [
-            super::schema::V2,
-            super::schema::V3,
-            super::schema::V4,
-            super::schema::V5,
-            super::schema::V6,
-            super::schema::V7,
-            super::schema::V8,
-        ] {
-            c.execute_batch(step).unwrap();
-        }
-        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
-            .unwrap();
-        c.pragma_update(None, "user_version", 8).unwrap();
+        let c = store_at_version(&path, 8);
         c.execute("INSERT INTO pins (area, path) VALUES (0, 'Projects')", [])
             .unwrap();
     }

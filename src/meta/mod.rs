@@ -512,11 +512,7 @@ impl MetaStore {
         dir: &RemotePath,
     ) -> Result<Vec<(String, SystemTime, Option<ETag>)>, MetaError> {
         let conn = self.lock();
-        let (lo, hi) = if dir.is_root() {
-            (String::new(), "\u{10FFFF}".to_string())
-        } else {
-            descendant_bounds(dir.as_str())
-        };
+        let (lo, hi) = below_bounds(dir);
         let mut st = conn.prepare_cached(
             "SELECT path, mtime_ns, sec, nsec, version FROM local_mtimes
              WHERE area = ?1 AND path >= ?2 AND path < ?3",
@@ -525,14 +521,9 @@ impl MetaStore {
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let path: String = r.get(0)?;
-            let name = if dir.is_root() {
-                path.as_str()
-            } else {
-                &path[lo.len()..]
-            };
-            if name.is_empty() || name.contains('/') {
+            let Some(name) = child_name(&path, &lo) else {
                 continue;
-            }
+            };
             let t = stored_mtime(r.get(1)?, r.get(2)?, r.get(3)?)?;
             out.push((name.to_string(), t, etag_from_sql(r.get(4)?)?));
         }
@@ -580,11 +571,7 @@ impl MetaStore {
         dir: &RemotePath,
     ) -> Result<Vec<(String, u16)>, MetaError> {
         let conn = self.lock();
-        let (lo, hi) = if dir.is_root() {
-            (String::new(), "\u{10FFFF}".to_string())
-        } else {
-            descendant_bounds(dir.as_str())
-        };
+        let (lo, hi) = below_bounds(dir);
         let mut st = conn.prepare_cached(
             "SELECT path, perm FROM local_modes WHERE area = ?1 AND path >= ?2 AND path < ?3",
         )?;
@@ -592,14 +579,9 @@ impl MetaStore {
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             let path: String = r.get(0)?;
-            let name = if dir.is_root() {
-                path.as_str()
-            } else {
-                &path[lo.len()..]
-            };
-            if name.is_empty() || name.contains('/') {
+            let Some(name) = child_name(&path, &lo) else {
                 continue;
-            }
+            };
             out.push((name.to_string(), perm_from_sql(r.get(1)?)?));
         }
         Ok(out)
@@ -678,6 +660,22 @@ pub(crate) fn check_rename(from: &RemotePath, to: &RemotePath) -> Result<(), Met
 pub(crate) fn descendant_bounds(p: &str) -> (String, String) {
     debug_assert!(!p.is_empty());
     (format!("{p}/"), format!("{p}0"))
+}
+
+/// The bounds of every path below `dir` (all paths for the root), for a range statement.
+fn below_bounds(dir: &RemotePath) -> (String, String) {
+    if dir.is_root() {
+        (String::new(), "\u{10FFFF}".to_string())
+    } else {
+        descendant_bounds(dir.as_str())
+    }
+}
+
+/// The name of `path` when it is a child (not a deeper descendant) of the folder whose lower
+/// bound (see [`below_bounds`]) is `lo`.
+fn child_name<'a>(path: &'a str, lo: &str) -> Option<&'a str> {
+    let name = path.get(lo.len()..)?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
 pub(crate) fn child_path(dir: &str, name: &str) -> String {

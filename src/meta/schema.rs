@@ -199,7 +199,7 @@ ALTER TABLE pins ADD COLUMN keep INTEGER NOT NULL DEFAULT 1 CHECK (keep IN (0, 1
 
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8, V9];
+pub(super) const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 
-fn p(s: &str) -> RemotePath {
+pub(super) fn p(s: &str) -> RemotePath {
     RemotePath::new(s).unwrap()
 }
 
@@ -34,7 +34,20 @@ fn names(m: &MetaStore, area: AreaId, d: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn t(secs: u64) -> SystemTime {
+/// A store at schema `version`, as that version's build wrote it (its SQL, in order).
+pub(super) fn store_at_version(path: &Path, version: i64) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(super::schema::V1).unwrap();
+    for step in &super::schema::MIGRATIONS[..(version - 1) as usize] {
+        c.execute_batch(step).unwrap();
+    }
+    c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
+        .unwrap();
+    c.pragma_update(None, "user_version", version).unwrap();
+    c
+}
+
+pub(super) fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
 }
 
@@ -745,11 +758,7 @@ fn version_1_database_is_migrated_keeping_dirty_records() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("meta.db");
     {
-        let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(super::schema::V1).unwrap();
-        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
-            .unwrap();
-        c.pragma_update(None, "user_version", 1).unwrap();
+        let c = store_at_version(&path, 1);
         c.execute(
             "INSERT INTO dirty (area, path, staging, base_etag, size, state, updated_at_ns)
              VALUES (0, 'old/file.txt', x'73746167696e672f31', '\"e\"', 3, 0, 0)",
@@ -862,19 +871,7 @@ fn a_version_5_store_adopts_positions_once() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("meta.db");
     {
-        let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(super::schema::V1).unwrap();
-        for step in [
-            super::schema::V2,
-            super::schema::V3,
-            super::schema::V4,
-            super::schema::V5,
-        ] {
-            c.execute_batch(step).unwrap();
-        }
-        c.pragma_update(None, "application_id", super::schema::APPLICATION_ID)
-            .unwrap();
-        c.pragma_update(None, "user_version", 5).unwrap();
+        let mut c = store_at_version(&path, 5);
         // Queued files of positions 1 and 2 (position 2's area was removed before the upgrade).
         let tx = c.transaction().unwrap();
         for (area, path) in [(1, "b.txt"), (2, "gone.txt")] {

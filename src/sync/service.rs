@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -107,13 +107,6 @@ impl FolderTask {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 struct Inner {
@@ -308,7 +301,7 @@ impl Service {
             keep_deleted: req.keep_deleted,
             paused: false,
             delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: now_secs(),
+            added_at: crate::localtime::unix_now(),
         };
         lock(&self.inner.journal)
             .add_folder(&spec)
@@ -651,7 +644,7 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                         j.last_run_at(&spec.id).ok().flatten(),
                     )
                 };
-                let now = now_secs();
+                let now = crate::localtime::unix_now();
                 let next = schedule::next_run(spec.schedule, time, day, last, spec.added_at, now);
                 // Never run here yet: the first sync happens at once, then the schedule.
                 let due = last.is_none() || next.is_some_and(|n| n <= now);
@@ -779,7 +772,7 @@ async fn run_once(
     release_freed_memory();
     tracing::info!(folder = %spec.local.display(), outcome = outcome.word(), "{}", outcome.message());
     let record = RunRecord {
-        at: now_secs(),
+        at: crate::localtime::unix_now(),
         outcome: outcome.word().to_string(),
         message: outcome.message(),
     };

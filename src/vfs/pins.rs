@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Notify;
@@ -95,12 +95,6 @@ impl Pins {
     ) -> std::sync::MutexGuard<'_, BTreeMap<(AreaId, RemotePath), status::PinStatus>> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Vfs {
@@ -475,7 +469,7 @@ impl Vfs {
             s.state = status::PinPhase::Complete;
             s.files_done = s.files;
             s.bytes_done = s.bytes;
-            s.checked_at = Some(unix_now());
+            s.checked_at = Some(crate::localtime::unix_now());
             s.round = round;
         });
         Ok(())

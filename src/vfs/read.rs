@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::download::{DownloadError, Origin};
 use super::io_mode::{HandleIo, Want};
+use super::stream::{SharedStream, Stream};
 use super::{
     download, off_thread, version_key, write, FileKind, Ino, OpenIo, OpenMode, Opened, Vfs,
     VfsError, VfsResult, SMALL_FILE,
@@ -34,7 +35,7 @@ pub(super) struct Handle {
     pub(super) exec: bool,
     /// A file larger than the cache's budget is read from one long GET, never through the
     /// cache (see `stream.rs`).
-    pub(super) stream: Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>,
+    pub(super) stream: Option<SharedStream>,
     /// Opened by a thumbnailer, for a file not on this device (see
     /// [`Vfs::opened_by_thumbnailer`]).
     pub(super) preview: bool,
@@ -170,43 +171,39 @@ impl Vfs {
 
     /// The stream of a preview handle (see [`Vfs::opened_by_thumbnailer`]), made on its
     /// first read; None when the file is complete in the cache after all (read as usual).
-    async fn preview_stream(
-        &self,
-        ino: Ino,
-        fh: u64,
-    ) -> VfsResult<Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>> {
+    async fn preview_stream(&self, ino: Ino, fh: u64) -> VfsResult<Option<SharedStream>> {
         let (key, etag) = version_key(&self.tree(), ino)?;
         let cache = self.cache.clone();
         let k = key.clone();
         let cached = off_thread(move || cache.cached_object(&k)).await?;
-        if cached.is_some_and(|o| o.is_complete()) || self.cache.is_pinned(key.area, &key.path) {
+        let on_handle = |f: &dyn Fn(&mut Handle)| {
             if let Some(h) = self
                 .handles
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get_mut(&fh)
             {
-                h.preview = false;
+                f(h);
             }
+        };
+        if cached.is_some_and(|o| o.is_complete()) || self.cache.is_pinned(key.area, &key.path) {
+            on_handle(&|h| h.preview = false);
             return Ok(None);
         }
         if key.size > PREVIEW_MAX {
             tracing::debug!(file = %key.path, size = key.size, "a thumbnailer's read of a file not on this device: refused");
             return Err(VfsError::NotCachedForPreview);
         }
-        let origin = self.origin_of(ino, &key, etag.is_some())?;
-        let stream = Arc::new(tokio::sync::Mutex::new(super::stream::Stream::new(
-            key, origin,
-        )));
-        if let Some(h) = self
-            .handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&fh)
-        {
-            h.stream = Some(stream.clone());
-        }
+        let stream = self.new_stream(ino, key, etag.is_some())?;
+        on_handle(&|h| h.stream = Some(stream.clone()));
         Ok(Some(stream))
+    }
+
+    /// A stream of the version `key` of `ino` (conditional on it when the server gave it an
+    /// ETag), for one handle.
+    fn new_stream(&self, ino: Ino, key: ObjectKey, conditional: bool) -> VfsResult<SharedStream> {
+        let origin = self.origin_of(ino, &key, conditional)?;
+        Ok(Arc::new(tokio::sync::Mutex::new(Stream::new(key, origin))))
     }
 
     /// Whether a program runs from `ino` (a handle the kernel opened to execute it is open).
@@ -255,7 +252,7 @@ impl Vfs {
         &self,
         ino: Ino,
         obj: Option<&Arc<CacheObject>>,
-    ) -> VfsResult<Option<Arc<tokio::sync::Mutex<super::stream::Stream>>>> {
+    ) -> VfsResult<Option<SharedStream>> {
         let (key, etag) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -270,11 +267,8 @@ impl Vfs {
         {
             return Ok(None);
         }
-        let origin = self.origin_of(ino, &key, etag.is_some())?;
         tracing::debug!(file = %key.path, size = key.size, "larger than the cache: read as a stream");
-        Ok(Some(Arc::new(tokio::sync::Mutex::new(
-            super::stream::Stream::new(key, origin),
-        ))))
+        self.new_stream(ino, key, etag.is_some()).map(Some)
     }
 
     /// The cache object of the node's current version (None while the node is staged). The

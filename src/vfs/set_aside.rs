@@ -79,12 +79,7 @@ impl Vfs {
         if self.tree().get(ino).is_none_or(|n| n.staged.is_some()) {
             return SetAsideOutcome::NotNeeded;
         }
-        type Reader = (
-            u64,
-            bool,
-            bool,
-            Option<std::sync::Arc<tokio::sync::Mutex<super::stream::Stream>>>,
-        );
+        type Reader = (u64, bool, bool, Option<super::stream::SharedStream>);
         let readers: Vec<Reader> = {
             let hs = self.handles.lock().unwrap_or_else(|e| e.into_inner());
             hs.iter()

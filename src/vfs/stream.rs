@@ -30,6 +30,9 @@ const AHEAD_SLACK: u64 = 16 << 20;
 const FIRST_SPAN: u64 = 4 << 20;
 const MAX_SPAN: u64 = 256 << 20;
 
+/// A handle's stream: one read at a time.
+pub(super) type SharedStream = std::sync::Arc<tokio::sync::Mutex<Stream>>;
+
 /// The sequential download of one version of a file, for one handle.
 pub(super) struct Stream {
     key: ObjectKey,

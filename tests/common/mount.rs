@@ -864,7 +864,13 @@ impl std::fmt::Debug for MountFailed {
 
 /// Runs `cmd` to completion with a timeout; its output goes through files (a daemon that
 /// inherited a pipe would keep it open forever).
-pub fn run(mut cmd: Command, what: &str) -> Output {
+pub fn run(cmd: Command, what: &str) -> Output {
+    run_within(cmd, what, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run`] with a limit of the caller's; past it the command is killed and the error says so
+/// (with its stderr).
+pub fn run_within(mut cmd: Command, what: &str, limit: Duration) -> Result<Output, String> {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let stdout = out_dir.path().join("stdout");
     let stderr = out_dir.path().join("stderr");
@@ -873,7 +879,7 @@ pub fn run(mut cmd: Command, what: &str) -> Output {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
@@ -881,18 +887,18 @@ pub fn run(mut cmd: Command, what: &str) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "{what} did not finish within {COMMAND_TIMEOUT:?}; stderr: {}",
+            return Err(format!(
+                "{what} did not finish within {limit:?}; stderr: {}",
                 std::fs::read_to_string(&stderr).unwrap_or_default()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
+    Ok(Output {
         status,
         stdout: std::fs::read(&stdout).unwrap_or_default(),
         stderr: std::fs::read(&stderr).unwrap_or_default(),
-    }
+    })
 }
 
 /// One line of `/proc/self/mountinfo`.
