@@ -136,10 +136,9 @@ fn pins(out: &mut String, pins: &[crate::vfs::status::PinStatus]) {
         return;
     }
     let bytes: u64 = pins.iter().map(|p| p.bytes).sum();
-    let busy = pins
-        .iter()
-        .filter(|p| matches!(p.state, PinPhase::Listing | PinPhase::Downloading))
-        .count();
+    let count = |f: fn(PinPhase) -> bool| pins.iter().filter(|p| f(p.state)).count();
+    let busy = count(|s| matches!(s, PinPhase::Listing | PinPhase::Downloading));
+    let stuck = count(|s| matches!(s, PinPhase::Waiting | PinPhase::Error));
     let _ = write!(
         out,
         "pins: {}, {}",
@@ -149,9 +148,11 @@ fn pins(out: &mut String, pins: &[crate::vfs::status::PinStatus]) {
         },
         FormatSize(bytes)
     );
-    let _ = match busy {
-        0 => writeln!(out, ", all on this device"),
-        n => writeln!(out, ", {n} being downloaded"),
+    let _ = match (busy, stuck) {
+        (0, 0) => writeln!(out, ", all on this device"),
+        (n, 0) => writeln!(out, ", {n} being downloaded"),
+        (0, n) => writeln!(out, ", {n} not complete (below)"),
+        (n, m) => writeln!(out, ", {n} being downloaded, {m} not complete (below)"),
     };
     for p in pins {
         let pct = (p.bytes_done * 100).checked_div(p.bytes).unwrap_or(100);
@@ -455,6 +456,44 @@ mod tests {
         assert_eq!((p.done(), p.total()), (0, 10));
         p.update(&queued(0, 0));
         assert_eq!((p.done(), p.total()), (10, 10));
+    }
+
+    /// The pins' line says "all on this device" only when every pin is complete; a pin
+    /// waiting for the server is named below it with the reason.
+    #[test]
+    fn pins_waiting_for_the_server_are_not_all_on_this_device() {
+        use crate::vfs::status::{PinPhase, PinStatus};
+        let mut s = idle();
+        let pin = |path: &str, state, error: Option<&str>| PinStatus {
+            path: path.into(),
+            state,
+            files: 2,
+            bytes: 4 * MIB,
+            bytes_done: if state == PinPhase::Complete {
+                4 * MIB
+            } else {
+                MIB
+            },
+            error: error.map(str::to_string),
+            ..Default::default()
+        };
+        s.pins = vec![pin("Projects", PinPhase::Complete, None)];
+        let text = summary(Path::new("/home/u/Cloud"), &s);
+        assert!(
+            text.contains("pins: 1 pinned item, 4 MiB, all on this device\n"),
+            "{text}"
+        );
+        s.pins.push(pin(
+            "Videos",
+            PinPhase::Waiting,
+            Some("waiting for the server: refused"),
+        ));
+        let text = summary(Path::new("/home/u/Cloud"), &s);
+        assert!(
+            text.contains("pins: 2 pinned items, 8 MiB, 1 not complete (below)\n")
+                && text.contains("  Videos: waiting for the server: refused (25 % here)\n"),
+            "{text}"
+        );
     }
 
     /// One large file uploading: the bytes its body has sent count as done (a 2 GiB upload
