@@ -17,6 +17,8 @@
 //! - `server` — the embedded WebDAV server behind `cloudmount serve`, the demo and tests;
 //! - `size` — human sizes (`512M`, `10G`); `localtime` — the local clock (C library);
 //! - `sync` — sync folders: local folders mirrored with the server, beside the vfs;
+//! - `transfer` — sending a file to the server without destroying its copy, and conflict
+//!   names: one upload path for the vfs's write-back and the sync folders;
 //! - `integrate` — the file managers' extensions, menus and bookmarks (`cloudmount integrate`).
 
 pub mod cache;
@@ -33,4 +35,5 @@ pub mod remote;
 pub mod server;
 pub mod size;
 pub mod sync;
+pub mod transfer;
 pub mod vfs;

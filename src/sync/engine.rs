@@ -275,7 +275,7 @@ async fn run_inner(
                 snapshot = Some(w.snapshot);
                 let s = w.scan;
                 // Uploads of ours cut short (the daemon killed mid-upload).
-                let ours = apply::upload_temp_prefix(&spec.id);
+                let ours = crate::transfer::temp::sync_prefix(spec.id.as_str());
                 for t in s.temporaries.iter().filter(|t| t.name().starts_with(&ours)) {
                     match env.remote.delete(t).await {
                         Ok(()) => {
@@ -289,7 +289,7 @@ async fn run_inner(
                 s.entries
             }
             Err(e) if e.is_not_found() && bases.is_empty() => {
-                if let Err(e) = apply::ensure_remote_dir(env.remote, &root).await {
+                if let Err(e) = crate::transfer::probe::mkdir_p(env.remote, &root).await {
                     return remote_outcome(e);
                 }
                 Default::default()

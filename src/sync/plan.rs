@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use super::decide::{decide, Action};
 use super::folder::Mode;
 use super::state::{Base, Kind, LocalMeta, RemoteMeta};
-use crate::vfs::conflict::is_conflict_copy;
+use crate::transfer::conflict::is_conflict_copy;
 
 /// The inputs of a plan. Paths are relative to the folder's root, `/`-separated, without a
 /// leading slash; the root itself is not in the maps.

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::sync::decide::Expect;
-use crate::vfs::conflict::conflict_name;
+use crate::transfer::conflict::conflict_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Item {

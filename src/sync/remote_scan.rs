@@ -61,7 +61,7 @@ pub fn etag_of(stored: &str) -> Option<ETag> {
 
 /// Whether a server name is one of ours that is never an entry (an upload in progress).
 pub fn is_internal(name: &str) -> bool {
-    name.starts_with(crate::vfs::UPLOAD_TEMP_PREFIX)
+    crate::transfer::temp::is_temp(name)
 }
 
 /// What a walk remembers of one directory, to know it again at the next walk.

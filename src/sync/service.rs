@@ -63,7 +63,7 @@ impl ServiceConfig {
             rescan_interval: Duration::from_secs(3600),
             quiet: Duration::from_millis(400),
             max_delay: Duration::from_secs(5),
-            device: crate::vfs::conflict::device_name(),
+            device: crate::transfer::conflict::device_name(),
         }
     }
 }

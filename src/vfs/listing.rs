@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::tree::Node;
-use super::{meta_op, upload, version_of, DirEntry, FileKind, Ino, Vfs, VfsError, VfsResult};
+use super::{meta_op, version_of, DirEntry, FileKind, Ino, Vfs, VfsError, VfsResult};
 use crate::meta::{AreaId, EntryRecord};
 use crate::remote::{Entry, EntryKind, RemoteError, RemotePath};
 
@@ -187,9 +187,9 @@ impl Vfs {
     fn sweep_stray_uploads(&self, area: AreaId, dir: &RemotePath, entries: &[EntryRecord]) {
         let now = SystemTime::now();
         for e in entries {
-            let stray = match upload::temp_owner(&e.name) {
-                upload::TempOwner::NotTemp => continue,
-                upload::TempOwner::Cache { tag, id } if tag == self.temp_tag => {
+            let stray = match crate::transfer::temp::owner(&e.name) {
+                crate::transfer::temp::TempOwner::NotTemp => continue,
+                crate::transfer::temp::TempOwner::Cache { tag, id } if tag == self.temp_tag => {
                     !self.queue.has_id(id) && !self.set_aside.holds(id)
                 }
                 _ => e
@@ -386,7 +386,7 @@ impl Vfs {
         // A file new or changed on the server: a pin covering it must fetch it.
         let mut changed = false;
         for e in entries {
-            if e.name.starts_with(upload::TEMP_PREFIX) {
+            if e.name.starts_with(crate::transfer::temp::TEMP_PREFIX) {
                 // Our own upload in progress (or one a crash left behind).
                 continue;
             }

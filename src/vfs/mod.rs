@@ -54,7 +54,6 @@
 //! | `Pins::progress` (`pins.rs`) | each pin's progress | the async locks only (the cache's own lock is taken inside it) |
 //! | a handle's stream (async, `stream.rs`) | one read of a file read as a stream | nothing (held across its GET) |
 
-pub mod conflict;
 pub mod download;
 pub mod error;
 mod io_mode;
@@ -84,7 +83,6 @@ pub use error::{VfsError, VfsResult};
 pub use queue::UploadOptions;
 pub use report::FileState;
 pub use types::*;
-pub(crate) use upload::TEMP_PREFIX as UPLOAD_TEMP_PREFIX;
 
 use crate::cache::{BlockCache, ObjectKey};
 use crate::health::Health;

@@ -73,7 +73,7 @@ impl Default for UploadOptions {
             retry_max: Duration::from_secs(60),
             space_retry: Duration::from_secs(30),
             via_temp: true,
-            device: super::conflict::device_name(),
+            device: crate::transfer::conflict::device_name(),
         }
     }
 }

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use super::{upload, Ino, Vfs};
+use super::{Ino, Vfs};
 use crate::meta::AreaId;
 use crate::remote::{RemoteError, RemotePath};
 
@@ -119,7 +119,7 @@ impl Vfs {
             }
         }
         let id = self.set_aside.take_id();
-        let temp = match upload::temp_path(path, &self.temp_tag, id) {
+        let temp = match crate::transfer::temp::for_record(path, &self.temp_tag, id) {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "no temporary name for a file deleted while read");

@@ -1,39 +1,28 @@
-//! Sending one dirty file to the server, without ever destroying the server's copy.
-//!
-//! - **Via a temporary name** (default): the content is PUT to
-//!   `.cloudmount-upload-<cache id>-<record id>.part` beside the target and MOVEd over it. A
-//!   PUT cut midway then leaves only a stray temporary file, never a truncated target
-//!   (rclone's server truncates the target on an aborted PUT). `Overwrite: F` on the MOVE
-//!   makes "the file is new" a server-side check.
-//! - **Directly**: one conditional PUT (`If-Match` / `If-None-Match: *`), for servers whose PUT
-//!   is atomic. Also the fallback when the server has no room for the temporary copy beside
-//!   the old one (507 on the temporary PUT of a file that exists): then a PUT cut midway on a
-//!   server whose PUT is not atomic could still damage the old copy — the price of fitting.
+//! Sending one dirty file of the mount to the server, without ever destroying the server's
+//! copy: the decisions that are the write-back queue's own, over the shared upload path of
+//! [`crate::transfer`] (temporary name and MOVE, or one conditional PUT; see there).
 //!
 //! Conflicts: when the server's copy is not the version the change was based on (or a file
 //! appeared where ours is new), both are kept: the server's version keeps the name and ours
-//! goes to a conflict copy (see [`super::conflict`]). Versions are compared by
-//! [`crate::remote::version::check`]: ETag with ETag, or (on servers that list no ETag) size
-//! and last-modified time with size and last-modified time; when the check cannot tell, the
-//! server's copy counts as changed. A file that is itself a conflict copy is
-//! never copied again: the newer version wins. A false conflict (the server already has exactly
-//! our bytes, e.g. our own upload whose confirmation was lost in a crash) is recognised by
+//! goes to a conflict copy on the server (named by [`crate::transfer::conflict`]). Versions are
+//! compared by [`crate::remote::version::check`]: ETag with ETag, or (on servers that list no
+//! ETag) size and last-modified time with size and last-modified time; when the check cannot
+//! tell, the server's copy counts as changed. A file that is itself a conflict copy is never
+//! copied again: the newer version wins. A false conflict (the server already has exactly our
+//! bytes, e.g. our own upload whose confirmation was lost in a crash) is recognised by
 //! comparing sizes and then the bytes, and counts as uploaded.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use futures_util::StreamExt;
-
-use super::conflict;
 use super::queue::UploadOptions;
 use crate::meta::DirtyRecord;
 use crate::remote::version::{self, Verdict};
 use crate::remote::{
-    ByteRange, ETag, Entry, EntryKind, PutBody, PutCondition, PutOutcome, Remote, RemoteError,
-    RemotePath, RemoteResult,
+    ETag, Entry, PutBody, PutCondition, Remote, RemoteError, RemotePath, RemoteResult,
 };
+use crate::transfer::probe::{current, placed, same_content};
+use crate::transfer::{self, conflict, Expect, Placed, UploadJob, Via};
 
 /// How a dirty file reached the server.
 #[derive(Debug)]
@@ -54,106 +43,6 @@ tokio::task_local! {
     pub(super) static SENT: std::sync::Arc<std::sync::atomic::AtomicU64>;
 }
 
-/// The `len` bytes of `file` as a body; within an upload worker's record (see [`SENT`]), its
-/// bytes are counted as they are read for sending (from 0 at each attempt).
-fn file_body(file: &Path, len: u64) -> PutBody {
-    use std::sync::atomic::Ordering;
-    let plain = PutBody::File {
-        path: file.to_path_buf(),
-        len,
-    };
-    let Ok(counter) = SENT.try_with(|c| c.clone()) else {
-        return plain;
-    };
-    let make = move || -> crate::remote::ByteStream {
-        counter.store(0, Ordering::Relaxed);
-        let counter = counter.clone();
-        Box::pin(plain.open().map(move |piece| {
-            if let Ok(b) = &piece {
-                counter.fetch_add(b.len() as u64, Ordering::Relaxed);
-            }
-            piece
-        }))
-    };
-    PutBody::Stream {
-        len,
-        make: std::sync::Arc::new(make),
-    }
-}
-
-/// The `size` bytes of `file` as a replayable body; zeros where the file is shorter by the
-/// time it is read. Only for temporary copies that are checked before they are used.
-fn padded_body(file: &Path, size: u64) -> PutBody {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    const PIECE: u64 = 256 * 1024;
-    let content = file_body(file, size);
-    let make = move || -> crate::remote::ByteStream {
-        // The file's own stream (at most `size` bytes), then zeros for what it lacked.
-        let sent = std::sync::Arc::new(AtomicU64::new(0));
-        let counted = {
-            let sent = sent.clone();
-            content.open().map(move |piece| {
-                if let Ok(b) = &piece {
-                    sent.fetch_add(b.len() as u64, Ordering::Relaxed);
-                }
-                piece
-            })
-        };
-        let zeros = futures_util::stream::once(async move { sent.load(Ordering::Relaxed) })
-            .flat_map(move |got| {
-                let missing = size.saturating_sub(got);
-                futures_util::stream::iter((0..missing.div_ceil(PIECE)).map(move |k| {
-                    let n = (missing - k * PIECE).min(PIECE) as usize;
-                    Ok(bytes::Bytes::from(vec![0u8; n]))
-                }))
-            });
-        Box::pin(counted.chain(zeros))
-    };
-    PutBody::Stream {
-        len: size,
-        make: std::sync::Arc::new(make),
-    }
-}
-
-/// The temporary name an upload of record `id` of the cache `tag` (its `cache_id`) uses
-/// beside `path`: `.cloudmount-upload-<tag>-<id>.part`.
-pub(crate) fn temp_path(path: &RemotePath, tag: &str, id: i64) -> RemoteResult<RemotePath> {
-    let parent = path.parent().unwrap_or_else(RemotePath::root);
-    parent.join(&format!("{TEMP_PREFIX}{tag}-{id}.part"))
-}
-
-/// Whose temporary upload file `name` is.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum TempOwner {
-    /// Not a temporary upload name.
-    NotTemp,
-    /// Of the cache `tag` (compare with ours), record `id`.
-    Cache { tag: String, id: i64 },
-    /// A temporary name of another form (an older version's `<id>.part`).
-    Unknown,
-}
-
-/// Parses a name made by [`temp_path`].
-pub(crate) fn temp_owner(name: &str) -> TempOwner {
-    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
-        return TempOwner::NotTemp;
-    };
-    let parsed = rest.strip_suffix(".part").and_then(|r| r.split_once('-'));
-    match parsed {
-        Some((tag, id)) if crate::meta::is_cache_id(tag) => match id.parse() {
-            Ok(id) => TempOwner::Cache {
-                tag: tag.to_string(),
-                id,
-            },
-            Err(_) => TempOwner::Unknown,
-        },
-        _ => TempOwner::Unknown,
-    }
-}
-
-/// Names starting with this are our uploads in progress: hidden from listings.
-pub(crate) const TEMP_PREFIX: &str = ".cloudmount-upload-";
-
 /// Uploads `file` (`size` bytes) as the content of `rec.path`. `unchanged` says whether the
 /// file is still the version being sent (nothing wrote to it since the upload began): checked
 /// once the temporary copy is on the server, before it is moved into place. `Ok(None)`: nothing
@@ -170,8 +59,8 @@ pub(crate) async fn send(
 ) -> RemoteResult<Option<Sent>> {
     let path = &rec.path;
     let is_copy = conflict::is_conflict_copy(path.name());
-    // Whether the target may be replaced, and whether we already know it conflicts.
-    let mut overwrite = false;
+    // What the server must still hold when ours is placed.
+    let mut expect = Expect::Absent;
     // The server's version when it is not the one the change was based on.
     let mut conflicting = None;
     // The record, rebased on the server's copy when that copy is our own earlier upload.
@@ -183,16 +72,18 @@ pub(crate) async fn send(
                     url: path.to_string(),
                 })
             }
+            Some(_) if is_copy => expect = Expect::Anything,
             Some(e) => {
-                overwrite = true;
                 let verdict = version::check(rec.base_etag.as_ref(), &e);
-                if verdict != Verdict::Same && !is_copy {
+                expect = Expect::Version(rec.base_etag.clone());
+                if verdict != Verdict::Same {
                     if verdict == Verdict::Unknown {
                         tracing::info!(path = %path, base = ?rec.base_etag, "cannot tell whether the server's copy is the version this change was based on: treated as changed");
                     }
                     if ours_before(remote, rec, &e).await? {
                         let mut r = rec.clone();
                         r.base_etag = version::of(&e);
+                        expect = Expect::Version(r.base_etag.clone());
                         rebased = Some(r);
                     } else {
                         conflicting = Some(e);
@@ -203,84 +94,66 @@ pub(crate) async fn send(
             None => {}
         }
     } else if is_copy {
-        overwrite = true;
+        expect = Expect::Anything;
     } else if rec.prior_move.is_some() {
         // New here, but an earlier version's upload may have put it there before a crash.
         if let Some(e) = current(remote, path).await? {
             if !e.is_dir() && ours_before(remote, rec, &e).await? {
-                overwrite = true;
+                expect = Expect::Anything;
             }
         }
     }
     let rec = rebased.as_ref().unwrap_or(rec);
     if let Some(server) = conflicting {
-        if same_content(remote, path, &server, file, size).await? {
-            return Ok(Some(Sent::Uploaded(Some(server))));
-        }
-        return to_conflict_copy(remote, rec, file, size, opts, None)
+        return keep_both(remote, rec, file, size, opts, server, None)
             .await
             .map(Some);
     }
-    if opts.via_temp {
-        let temp = temp_path(path, temp_tag, rec.id)?;
-        // A file cut short meanwhile is padded to `size`, so that the PUT ends normally (an
-        // aborted PUT can leave a partial file that a DELETE right after does not reach while
-        // the server is still writing it); the check below then throws the copy away.
-        match remote.put_unversioned(&temp, padded_body(file, size)).await {
-            Ok(_) if !unchanged() => {
-                if let Err(e) = remote.delete(&temp).await {
-                    tracing::debug!(error = %e, temp = %temp, "could not remove the temporary upload");
-                }
-                return Ok(None);
-            }
-            Ok(_) => {}
-            Err(RemoteError::InsufficientStorage { .. }) if overwrite => {
-                // Not room for two copies at once: replace the file in place instead, with a
-                // conditional PUT (atomic on most servers; see the module docs).
-                let _ = remote.delete(&temp).await;
-                tracing::info!(path = %path, "not enough space on the server for a temporary copy; uploading in place");
-                return put_in_place(remote, rec, file, size, opts, overwrite, is_copy)
-                    .await
-                    .map(Some);
-            }
-            Err(e) => {
-                // A broken PUT may leave a partial temporary file; the retry overwrites it,
-                // but do not leave it if we can help it.
-                let _ = remote.delete(&temp).await;
-                return Err(e);
-            }
-        }
-        match remote.rename(&temp, path, overwrite).await {
-            Ok(()) => Ok(Some(Sent::Uploaded(stat_placed(remote, path).await))),
-            Err(
-                e @ (RemoteError::AlreadyExists { .. } | RemoteError::PreconditionFailed { .. }),
-            ) => {
-                let Some(server) = current(remote, path).await? else {
-                    // Refused, yet nothing is there: not a conflict; retried later.
-                    let _ = remote.delete(&temp).await;
-                    return Err(e);
-                };
-                // A file appeared where ours is new (or changed since the check).
-                if same_content(remote, path, &server, file, size).await? {
-                    let _ = remote.delete(&temp).await;
-                    return Ok(Some(Sent::Uploaded(Some(server))));
-                }
-                to_conflict_copy(remote, rec, file, size, opts, Some(&temp))
-                    .await
-                    .map(Some)
-            }
-            Err(e) => {
-                if let Err(d) = remote.delete(&temp).await {
-                    tracing::debug!(error = %d, temp = %temp, "could not remove the temporary upload");
-                }
-                Err(e)
-            }
-        }
+    let via = if opts.via_temp {
+        Via::Temp(transfer::temp::for_record(path, temp_tag, rec.id)?)
     } else {
-        put_in_place(remote, rec, file, size, opts, overwrite, is_copy)
-            .await
-            .map(Some)
+        Via::Direct
+    };
+    let job = UploadJob {
+        target: path,
+        file,
+        size,
+        expect,
+        via,
+        make_parents: false,
+        learn_version: true,
+        sent: SENT.try_with(|c| c.clone()).ok(),
+        unchanged,
+    };
+    match transfer::upload(remote, &job).await? {
+        Placed::Done(e) => Ok(Some(Sent::Uploaded(e))),
+        Placed::SourceChanged => Ok(None),
+        Placed::Refused { server, temp } => {
+            keep_both(remote, rec, file, size, opts, server, temp.as_ref())
+                .await
+                .map(Some)
+        }
     }
+}
+
+/// The server holds `server`, not the version `rec` was based on: equal bytes are no conflict;
+/// else ours goes to a conflict copy (from `temp` when our content is already there).
+async fn keep_both(
+    remote: &dyn Remote,
+    rec: &DirtyRecord,
+    file: &Path,
+    size: u64,
+    opts: &UploadOptions,
+    server: Entry,
+    temp: Option<&RemotePath>,
+) -> RemoteResult<Sent> {
+    if same_content(remote, &rec.path, &server, file, size).await? {
+        if let Some(t) = temp {
+            transfer::discard(remote, t).await;
+        }
+        return Ok(Sent::Uploaded(Some(server)));
+    }
+    to_conflict_copy(remote, rec, file, size, opts, temp).await
 }
 
 /// Whether the server's `server` copy at `rec.path` is an earlier version of ours, put there
@@ -306,60 +179,6 @@ async fn ours_before(remote: &dyn Remote, rec: &DirtyRecord, server: &Entry) -> 
     Ok(gone)
 }
 
-/// One conditional PUT straight onto the target.
-async fn put_in_place(
-    remote: &dyn Remote,
-    rec: &DirtyRecord,
-    file: &Path,
-    size: u64,
-    opts: &UploadOptions,
-    overwrite: bool,
-    is_copy: bool,
-) -> RemoteResult<Sent> {
-    let path = &rec.path;
-    let cond = if overwrite {
-        match (&rec.base_etag, rec.on_server && !is_copy) {
-            // A stand-in is no tag of the server's: checked by `send` only.
-            (Some(b), true) if !b.is_stand_in() => PutCondition::IfMatch(b.clone()),
-            _ => PutCondition::None,
-        }
-    } else {
-        PutCondition::IfNoneMatch
-    };
-    let body = file_body(file, size);
-    match remote.put(path, body, cond).await {
-        Ok(PutOutcome { etag: Some(etag) }) => Ok(Sent::Uploaded(Some(Entry {
-            path: path.clone(),
-            kind: EntryKind::File,
-            size,
-            mtime: None,
-            etag: Some(etag),
-            content_type: None,
-        }))),
-        Ok(PutOutcome { etag: None }) => Ok(Sent::Uploaded(stat_placed(remote, path).await)),
-        Err(RemoteError::PreconditionFailed { .. }) => {
-            if let Some(server) = current(remote, path).await? {
-                if same_content(remote, path, &server, file, size).await? {
-                    return Ok(Sent::Uploaded(Some(server)));
-                }
-            }
-            to_conflict_copy(remote, rec, file, size, opts, None).await
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// What the server has at `path` after we placed a file there (`None`: could not be learnt).
-async fn stat_placed(remote: &dyn Remote, path: &RemotePath) -> Option<Entry> {
-    match remote.stat(path).await {
-        Ok(e) => Some(e),
-        Err(e) => {
-            tracing::debug!(error = %e, path = %path, "no version after upload");
-            None
-        }
-    }
-}
-
 /// Puts our version under a free conflict-copy name (from `temp` when it is already on the
 /// server).
 async fn to_conflict_copy(
@@ -375,7 +194,7 @@ async fn to_conflict_copy(
     for n in 1..=20 {
         let name = conflict::conflict_name(rec.path.name(), &opts.device, &stamp, n);
         let copy = parent.join(&name)?;
-        let placed = match temp {
+        let done = match temp {
             Some(t) => remote.rename(t, &copy, false).await,
             None => remote
                 .put(
@@ -389,18 +208,26 @@ async fn to_conflict_copy(
                 .await
                 .map(|_| ()),
         };
-        match placed {
+        match done {
             Ok(()) => {
                 tracing::warn!(path = %rec.path, copy = %copy, "conflict: the server's version keeps the name, ours was uploaded as a conflict copy");
                 return Ok(Sent::Conflict {
-                    copy_etag: stat_placed(remote, &copy).await.and_then(|e| e.etag),
+                    copy_etag: placed(remote, &copy).await.and_then(|e| e.etag),
                     copy,
                 });
             }
             Err(RemoteError::AlreadyExists { .. })
             | Err(RemoteError::PreconditionFailed { .. }) => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                if let Some(t) = temp {
+                    transfer::discard(remote, t).await;
+                }
+                return Err(e);
+            }
         }
+    }
+    if let Some(t) = temp {
+        transfer::discard(remote, t).await;
     }
     Err(RemoteError::BadResponse {
         method: "MOVE".into(),
@@ -409,88 +236,12 @@ async fn to_conflict_copy(
     })
 }
 
-/// What the server has at `path` now (`None`: nothing).
-async fn current(remote: &dyn Remote, path: &RemotePath) -> RemoteResult<Option<Entry>> {
-    match remote.stat(path).await {
-        Ok(e) => Ok(Some(e)),
-        Err(RemoteError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Whether the server's `path`, found as `server`, holds exactly the `size` bytes of `file`.
-async fn same_content(
-    remote: &dyn Remote,
-    path: &RemotePath,
-    server: &Entry,
-    file: &Path,
-    size: u64,
-) -> RemoteResult<bool> {
-    if server.is_dir() || server.size != size {
-        return Ok(false);
-    }
-    if size == 0 {
-        return Ok(true);
-    }
-    let f = std::fs::File::open(file).map_err(RemoteError::Io)?;
-    let resp = remote
-        .read_range(path, ByteRange::from(0), server.etag.as_ref())
-        .await?;
-    let mut body = resp.body;
-    let mut pos = 0u64;
-    let mut local = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        if pos + chunk.len() as u64 > size {
-            return Ok(false);
-        }
-        local.resize(chunk.len(), 0);
-        f.read_exact_at(&mut local, pos).map_err(RemoteError::Io)?;
-        if local != chunk {
-            return Ok(false);
-        }
-        pos += chunk.len() as u64;
-    }
-    Ok(pos == size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::meta::DirtyState;
     use crate::remote::mem::MemRemote;
     use std::time::Duration;
-
-    /// Within an upload worker's record, a file body counts the bytes read from it for sending,
-    /// from 0 at each attempt; outside one it is a plain file body.
-    #[tokio::test]
-    async fn a_file_body_counts_what_it_sends() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("big");
-        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
-        assert!(matches!(file_body(&f, 3 << 20), PutBody::File { .. }));
-        let sent = std::sync::Arc::new(AtomicU64::new(0));
-        SENT.scope(sent.clone(), async {
-            let body = file_body(&f, 3 << 20);
-            for attempt in 0..2 {
-                let mut stream = body.open();
-                let first = stream.next().await.unwrap().unwrap();
-                assert_eq!(
-                    sent.load(Ordering::Relaxed),
-                    first.len() as u64,
-                    "attempt {attempt}"
-                );
-                let mut total = first.len() as u64;
-                while let Some(piece) = stream.next().await {
-                    total += piece.unwrap().len() as u64;
-                }
-                assert_eq!(total, 3 << 20);
-                assert_eq!(sent.load(Ordering::Relaxed), 3 << 20);
-            }
-        })
-        .await;
-    }
 
     /// [`send`] of a file nothing writes to meanwhile: it is always placed.
     async fn send_now(
@@ -539,49 +290,6 @@ mod tests {
         (d, p)
     }
 
-    #[test]
-    fn temporary_names_say_whose_upload_they_are() {
-        let p = temp_path(&RemotePath::new("d/f.txt").unwrap(), "0123456789abcdef", 42).unwrap();
-        assert_eq!(p.as_str(), "d/.cloudmount-upload-0123456789abcdef-42.part");
-        assert_eq!(
-            temp_owner(p.name()),
-            TempOwner::Cache {
-                tag: "0123456789abcdef".into(),
-                id: 42
-            }
-        );
-        assert_eq!(temp_owner("f.txt"), TempOwner::NotTemp);
-        for other in [
-            ".cloudmount-upload-42.part",
-            ".cloudmount-upload-0123456789abcdef-x.part",
-            ".cloudmount-upload-0123-42.part",
-            ".cloudmount-upload-0123456789abcdef-42",
-        ] {
-            assert_eq!(temp_owner(other), TempOwner::Unknown, "{other}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_temporary_body_is_padded_to_its_length_when_the_file_is_cut_short() {
-        let (_d, f) = local(b"new");
-        let mut body = padded_body(&f, 11).open();
-        let mut got = Vec::new();
-        while let Some(chunk) = body.next().await {
-            got.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(got, b"new\0\0\0\0\0\0\0\0");
-        // Longer than `size`: only `size` bytes.
-        let (_d2, f2) = local(&[5u8; 300_000]);
-        let mut body = padded_body(&f2, 262_145).open();
-        let mut n = 0;
-        while let Some(chunk) = body.next().await {
-            let c = chunk.unwrap();
-            assert!(c.iter().all(|&b| b == 5));
-            n += c.len();
-        }
-        assert_eq!(n, 262_145);
-    }
-
     #[tokio::test]
     async fn a_file_changed_while_it_is_sent_is_not_placed_and_leaves_nothing() {
         let m = MemRemote::new();
@@ -603,7 +311,11 @@ mod tests {
         .unwrap();
         assert!(sent.is_none(), "nothing placed");
         assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"old");
-        let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();
+        let left = m
+            .paths()
+            .iter()
+            .filter(|x| x.contains(transfer::temp::TEMP_PREFIX))
+            .count();
         assert_eq!(left, 0, "the temporary copy is removed");
     }
 
@@ -628,7 +340,9 @@ mod tests {
             assert_eq!(m.file_bytes(r.path.as_str()).unwrap(), b"world!");
             let names = m.paths();
             assert!(
-                !names.iter().any(|n| n.contains(TEMP_PREFIX)),
+                !names
+                    .iter()
+                    .any(|n| n.contains(transfer::temp::TEMP_PREFIX)),
                 "no temporary file left: {names:?}"
             );
         }
@@ -678,7 +392,11 @@ mod tests {
             };
             assert_eq!(m.file_bytes(p.as_str()).unwrap(), b"else");
             assert_eq!(m.file_bytes(copy.as_str()).unwrap(), b"same");
-            let left = m.paths().iter().filter(|x| x.contains(TEMP_PREFIX)).count();
+            let left = m
+                .paths()
+                .iter()
+                .filter(|x| x.contains(transfer::temp::TEMP_PREFIX))
+                .count();
             assert_eq!(left, 0);
         }
     }

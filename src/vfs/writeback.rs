@@ -243,7 +243,7 @@ impl Vfs {
         // Write-ahead: from here on this content may reach the file's name (schema v4).
         let temp = opts
             .via_temp
-            .then(|| upload::temp_path(&rec.path, &self.temp_tag, rec.id).ok())
+            .then(|| crate::transfer::temp::for_record(&rec.path, &self.temp_tag, rec.id).ok())
             .flatten();
         let id = rec.id;
         if let Err(e) = meta_op(&self.meta, move |m| m.mark_moving(id, temp.as_ref(), size)).await {

@@ -10,13 +10,13 @@ use futures_util::stream::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::upload::random_hex;
 use super::{local_now, mkdir_local, same_file, Context, StepError, StepResult};
 use crate::remote::ByteRange;
 use crate::sync::exclude::TMP_PREFIX;
 use crate::sync::plan::Inputs;
 use crate::sync::remote_scan::etag_of;
 use crate::sync::state::{Base, Kind, RemoteMeta};
+use crate::transfer::temp::random_hex;
 
 /// Downloads `rel` into a temporary file in its directory; returns it with its hash.
 pub(super) async fn fetch_to_temp(

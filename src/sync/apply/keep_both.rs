@@ -15,7 +15,7 @@ use crate::sync::decide::Expect;
 use crate::sync::journal::{ConflictRecord, JournalError};
 use crate::sync::plan::Inputs;
 use crate::sync::state::{Base, Kind, LocalMeta, RemoteMeta};
-use crate::vfs::conflict;
+use crate::transfer::conflict;
 
 /// A free conflict-copy name for `rel` (relative path), beside it.
 pub(super) fn conflict_copy_path(

@@ -48,7 +48,6 @@ mod upload;
 pub use adopt::{adopt_uploaded, adopt_uploaded_checked};
 use download::download;
 use keep_both::{conflict_both, keep_server_copy};
-pub use upload::upload_temp_prefix;
 use upload::{move_remote, still_version, upload};
 
 /// How many transfers run at once.
@@ -374,40 +373,6 @@ async fn record_both(ctx: &Context<'_>, rel: &str, inputs: &Inputs) -> StepResul
     Ok(())
 }
 
-/// Creates `path` and its missing parents on the server.
-async fn mkdir_p(remote: &dyn Remote, path: &RemotePath) -> Result<(), RemoteError> {
-    let mut missing = Vec::new();
-    let mut at = Some(path.clone());
-    while let Some(p) = at {
-        if p.is_root() {
-            break;
-        }
-        match remote.mkdir(&p).await {
-            Ok(()) => break,
-            Err(RemoteError::AlreadyExists { .. }) => break,
-            Err(RemoteError::MissingParent { .. }) | Err(RemoteError::NotFound { .. }) => {
-                at = p.parent();
-                missing.push(p);
-            }
-            Err(RemoteError::Status { status: 405, .. }) => break,
-            Err(e) => return Err(e),
-        }
-    }
-    while let Some(p) = missing.pop() {
-        match remote.mkdir(&p).await {
-            Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
-            Err(RemoteError::Status { status: 405, .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Makes sure the server folder of a sync exists.
-pub async fn ensure_remote_dir(remote: &dyn Remote, path: &RemotePath) -> Result<(), RemoteError> {
-    mkdir_p(remote, path).await
-}
-
 async fn mkdir_remote(ctx: &Context<'_>, rel: &str) -> StepResult<()> {
     let rp = ctx.remote_path(rel)?;
     match ctx.remote.mkdir(&rp).await {
@@ -420,7 +385,9 @@ async fn mkdir_remote(ctx: &Context<'_>, rel: &str) -> StepResult<()> {
                 ));
             }
         }
-        Err(RemoteError::MissingParent { .. }) => mkdir_p(ctx.remote, &rp).await?,
+        Err(RemoteError::MissingParent { .. }) => {
+            crate::transfer::probe::mkdir_p(ctx.remote, &rp).await?
+        }
         Err(e) => return Err(e.into()),
     }
     let Some(l) = local_now(ctx, rel, false).await? else {

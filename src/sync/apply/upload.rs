@@ -1,47 +1,18 @@
-//! Sending a local file: to a temporary name, checked, moved into place; a local rename
-//! done as a server MOVE.
+//! Sending a local file, through the shared upload path ([`crate::transfer`]): a refusal
+//! becomes a conflict kept locally; a local rename done as a server MOVE.
 
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::keep_both::conflict_both;
-use super::{local_now, mkdir_p, mkdir_remote, same_file, Context, Shared, StepResult};
-use crate::remote::{version, PutBody, Remote, RemoteError, RemotePath};
+use super::{local_now, mkdir_remote, same_file, Context, Shared, StepResult};
+use crate::remote::{version, Remote, RemoteError, RemotePath};
 use crate::sync::decide::Expect;
-use crate::sync::folder::FolderId;
+use crate::sync::local;
 use crate::sync::plan::Inputs;
 use crate::sync::remote_scan::{etag_of, meta_of};
 use crate::sync::state::{Base, Kind, RemoteMeta};
-
-/// A name for a temporary upload of `rel`.
-pub(super) fn upload_temp(ctx: &Context<'_>, rel: &str) -> Result<RemotePath, RemoteError> {
-    let rp = ctx.remote_path(rel)?;
-    let name = format!("{}{}.part", upload_temp_prefix(&ctx.folder), random_hex());
-    match rp.parent() {
-        Some(p) => p.join(&name),
-        None => RemotePath::new(&name),
-    }
-}
-
-/// The start of the names of this folder's temporary uploads on the server: a temporary file
-/// of this prefix found by a scan is left from a run cut short (no upload of the folder runs
-/// during its scan) and is deleted. Other computers' have other prefixes.
-pub fn upload_temp_prefix(folder: &FolderId) -> String {
-    let id: String = folder.as_str().chars().take(12).collect();
-    format!("{}sync-{id}-", crate::vfs::UPLOAD_TEMP_PREFIX)
-}
-
-pub(super) fn random_hex() -> String {
-    let mut b = [0u8; 8];
-    if getrandom::getrandom(&mut b).is_err() {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        b = t.to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use crate::transfer::probe::mkdir_p;
+use crate::transfer::{self, Placed, UploadJob, Via};
 
 /// Whether the server's copy of `rp` is still `expected` (a stored version).
 pub(super) async fn still_version(
@@ -75,80 +46,46 @@ pub(super) async fn upload(
         return mkdir_remote(ctx, rel).await;
     }
     let rp = ctx.remote_path(rel)?;
-    let mut overwrite = match &expect {
-        Expect::Absent => false,
+    // Checked now, so that a conflict costs no upload; checked again by the upload right
+    // before ours is placed (a large file takes a while).
+    let job_expect = match &expect {
+        Expect::Absent => transfer::Expect::Absent,
         Expect::Version(v) => match still_version(ctx.remote, &rp, v).await? {
-            Some(true) => true,
+            Some(true) => transfer::Expect::Version(etag_of(v)),
             // Deleted on the server meanwhile: our change wins, as a new file.
-            None => false,
+            None => transfer::Expect::Absent,
             Some(false) => return conflict_on_upload(ctx, rel, shared).await,
         },
     };
-    let temp = upload_temp(ctx, rel)?;
-    let body = PutBody::File {
-        path: ctx.local_path(rel),
-        len: l.size,
+    // Whether the file is still what the scan saw (a stat; the send is thrown away if not).
+    let (root, rel_owned, scanned) = (ctx.local_root.clone(), rel.to_string(), l.clone());
+    let unchanged = move || matches!(local::stat(&root, &rel_owned), Ok(Some(now)) if same_file(&now, &scanned));
+    let file = ctx.local_path(rel);
+    let job = UploadJob {
+        target: &rp,
+        file: &file,
+        size: l.size,
+        expect: job_expect,
+        via: Via::Temp(transfer::temp::for_sync(&rp, ctx.folder.as_str())?),
+        make_parents: true,
+        learn_version: false,
+        sent: None,
+        unchanged: &unchanged,
     };
-    // The temporary copy's version is of no use (the MOVE makes the real one): not asked for.
-    let put = match ctx.remote.put_unversioned(&temp, body.clone()).await {
-        Err(RemoteError::MissingParent { .. }) | Err(RemoteError::NotFound { .. }) => {
-            if let Some(parent) = rp.parent() {
-                mkdir_p(ctx.remote, &parent).await?;
-            }
-            ctx.remote.put_unversioned(&temp, body).await
-        }
-        r => r,
-    };
-    if let Err(e) = put {
-        let _ = ctx.remote.delete(&temp).await;
-        // The file went away or changed while it was read (a rename or delete here, or a
-        // conflict copy this run made of a directory above it): the failure was reading it,
-        // not the server (which a body error would otherwise stand for); the next pass sees
-        // what is there now.
-        match local_now(ctx, rel, false).await? {
-            Some(now) if same_file(&now, &l) => {}
-            _ => {
-                shared.again.store(true, Ordering::Relaxed);
-                return Ok(());
-            }
-        }
-        return Err(e.into());
-    }
-    // The file changed while it was sent: throw the copy away; the next sync sends the new
-    // content.
-    match local_now(ctx, rel, false).await? {
-        Some(now) if same_file(&now, &l) => {}
-        _ => {
-            let _ = ctx.remote.delete(&temp).await;
+    match transfer::upload(ctx.remote, &job).await? {
+        Placed::Done(_) => {}
+        Placed::SourceChanged => {
+            // The file changed, or went away, while it was sent (a rename or delete here, or
+            // a conflict copy this run made of a directory above it): the next pass sends
+            // what is there now.
             shared.again.store(true, Ordering::Relaxed);
             return Ok(());
         }
-    }
-    // The server's copy may have changed while ours was sent (a large file takes a while):
-    // checked again right before it is replaced.
-    if let (true, Expect::Version(v)) = (overwrite, &expect) {
-        match still_version(ctx.remote, &rp, v).await {
-            Ok(Some(true)) => {}
-            Ok(None) => overwrite = false,
-            Ok(Some(false)) => {
-                let _ = ctx.remote.delete(&temp).await;
-                return conflict_on_upload(ctx, rel, shared).await;
+        Placed::Refused { temp, .. } => {
+            if let Some(t) = temp {
+                transfer::discard(ctx.remote, &t).await;
             }
-            Err(e) => {
-                let _ = ctx.remote.delete(&temp).await;
-                return Err(e.into());
-            }
-        }
-    }
-    match ctx.remote.rename(&temp, &rp, overwrite).await {
-        Ok(()) => {}
-        Err(RemoteError::AlreadyExists { .. }) | Err(RemoteError::PreconditionFailed { .. }) => {
-            let _ = ctx.remote.delete(&temp).await;
             return conflict_on_upload(ctx, rel, shared).await;
-        }
-        Err(e) => {
-            let _ = ctx.remote.delete(&temp).await;
-            return Err(e.into());
         }
     }
     ctx.progress.bytes_done.fetch_add(l.size, Ordering::Relaxed);
