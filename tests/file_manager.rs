@@ -445,3 +445,102 @@ fn folder_states_equal_each_files_attribute() {
         assert_eq!(got[p], (state.clone(), "folder".to_string()), "{p}");
     }
 }
+
+/// Dolphin (KDE's real KIO machinery) loads the service menu `cloudmount integrate` installs:
+/// the context menu of a file of the mount has the "Cloud drive" submenu with its three
+/// entries, and choosing "Keep on this device" pins the file.
+#[test]
+fn dolphin_runs_the_service_menu_on_a_real_mount() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = drive();
+    let (h, mp) = (d.h(), &d.mp);
+    // KIO reads service menus from here, and runs only executable ones.
+    for f in ["cloudmount.desktop", "cloudmount-sync-folder.desktop"] {
+        let p = h.join(".local/share/kio/servicemenus").join(f);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert!(mode & 0o111 != 0, "{} is not executable", p.display());
+    }
+    let display = Display::start();
+    let fm = file_manager(h, &display, &["dolphin", "--new-window"], mp);
+    let context = || format!("extension log: {:#?}\ndolphin:\n{}", fm_log(h), fm.output());
+    let win = display.window("dolphin", 120);
+    display.xdotool(&["windowsize", &win, "1000", "640"]);
+    display.xdotool(&["windowfocus", "--sync", &win]);
+    std::thread::sleep(Duration::from_secs(2));
+    let read = mp.join("read.txt");
+    // The context menu from the keyboard. Counted from its end (Properties, Assign Tags,
+    // Activities, then ours on Debian 12's Dolphin 22.12), "Cloud drive" is the submenu of
+    // three entries (sorted: Free up space, Keep on this device, Don't keep on this device).
+    // Other distances are tried when it is not there; Return is pressed only in that submenu.
+    let mut ran = None;
+    'tries: for up in [4, 3, 5, 2, 6, 1] {
+        // Menus left open by a try are closed (Escape only then: in the view it would
+        // clear the selection).
+        for _ in 0..3 {
+            if display.popup(&win).is_some() {
+                display.xdotool(&["key", "Escape"]);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        // An empty place of the view, then read.txt selected by typing its name.
+        display.xdotool(&["mousemove", "700", "560", "click", "1"]);
+        display.xdotool(&["type", "--delay", "150", "read.t"]);
+        std::thread::sleep(Duration::from_secs(1));
+        display.xdotool(&["key", "Menu"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while display.popup(&win).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let Some(menu) = display.popup(&win) else {
+            continue;
+        };
+        for _ in 0..up {
+            display.xdotool(&["key", "Up"]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        display.xdotool(&["key", "Right"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        // The submenu: another window beside the menu, three rows high.
+        let sub = display
+            .windows()
+            .into_iter()
+            .find(|(id, w, h)| *id != win && *id != menu && (100..700).contains(w) && *h < 120);
+        let Some((_, _, height)) = sub else {
+            continue;
+        };
+        if !(60..=100).contains(&height) {
+            continue;
+        }
+        display.xdotool(&["key", "Down"]);
+        std::thread::sleep(Duration::from_millis(300));
+        display.xdotool(&["key", "Return"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            ran = fm_log(h)
+                .into_iter()
+                .find(|e| e["event"] == "run" && e["fm"] == "dolphin");
+            if ran.is_some() {
+                break 'tries;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let ran = ran.unwrap_or_else(|| {
+        let shot = h.join("dolphin.png");
+        let _ = display.screenshot(&shot);
+        panic!(
+            "Keep on this device did not run from Dolphin's menu (screen: {})\n{}",
+            shot.display(),
+            context()
+        )
+    });
+    assert_eq!(
+        ran["argv"],
+        serde_json::json!([user_bin(), "pin", read]),
+        "{ran}"
+    );
+    // The command it started pinned the file.
+    wait_for(60, "read.txt pinned", context, || {
+        (getfattr_state(h, &read).as_deref() == Some("pinned")).then_some(())
+    });
+}
