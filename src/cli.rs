@@ -184,8 +184,9 @@ pub enum Command {
             Prints one line per entry, the state then the name, sorted by name. For a file, \
             the one line of that file. With --json, one object: {path, state, entries} where \
             path is the folder below the mount point, state the folder's own and entries maps \
-            each name to its state. The file-manager extensions (cloudmount integrate) ask the \
-            same way for the folder they show.",
+            each name to its state (for a file: its path and state, no entries). The \
+            file-manager extensions (cloudmount integrate) ask the same way for the folder \
+            they show.",
         after_help = "Examples:\n  \
             cloudmount state ~/Cloud/Projects\n  \
             cloudmount state ~/Cloud/Projects --json | jq -r '.entries | to_entries[] | \
