@@ -1,6 +1,7 @@
 //! What the mount tells about itself: `statfs` (the server's quota, trusted for
-//! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute,
-//! and the snapshot shown by `cloudmount status` (its types are in `status.rs`).
+//! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute
+//! (and of all the files of a folder at once, for the control socket's `states`), and the
+//! snapshot shown by `cloudmount status` (its types are in `status.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
