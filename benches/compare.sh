@@ -27,7 +27,10 @@
 # has no such attribute), also after a first listing, with its floor: `getfattr` of an attribute
 # no file has (answered at once: the round trips through the kernel alone, one per file where
 # the state takes two). Goals: ls -lR <= 3 x the local disk and <= 0.3 x rclone; the 10,000
-# states in <= 0.5 s.
+# states in <= 0.5 s. The same states as the file-manager extension reads them
+# (timed by its python core): by folder, one request to the daemon's control socket per folder
+# (100 requests), and by file, os.getxattr each (its fallback); and `cloudmount state DIR
+# --json` run once per folder (a process each).
 #
 # The sequential reads are also run on a `--read-only` cloudmount mount (the warm re-read by FUSE
 # passthrough, as root); their rclone column repeats rclone's default mount (its read path is the
@@ -403,6 +406,33 @@ states() { getfattr -R --absolute-names -n user.cloudmount.state "$1" >/dev/null
 # The floor of states(): an attribute no file has, answered at once without looking anything
 # up (one round trip through the kernel per file where states() makes two: size, then value).
 no_attr() { getfattr -R --absolute-names -n user.cloudmount.none "$1" >/dev/null 2>&1 || true; }
+# The states of every file below $2 as the file-manager extension reads them (its python core,
+# integrations/cloudmount_fm.py): $1 = folder (one request to the daemon per folder, the way
+# it asks now) or xattr (os.getxattr per file, its fallback). The names are listed before the
+# clock starts (the file manager has listed the folder already); prints its own time, and
+# fails when a state is missing or, by folder, was not answered by the daemon.
+timed_fm_states() { python3 - "$ROOT/integrations" "$@" <<'EOF'
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import cloudmount_fm as core
+how, root = sys.argv[2], sys.argv[3]
+paths = [os.path.join(root, d, f) for d in sorted(os.listdir(root))
+         for f in sorted(os.listdir(os.path.join(root, d)))]
+core.current_mounts()
+t0 = time.monotonic()
+if how == "folder":
+    got = [core.folder_states.state(p) for p in paths]
+else:
+    got = [(core.read_state(p), "xattr") for p in paths]
+t = time.monotonic() - t0
+bad = [p for p, (state, by) in zip(paths, got) if not state or (how == "folder") != (by == "folder")]
+if bad or not paths:
+    sys.exit("%d of %d states missing or not by %s: %s" % (len(bad), len(paths), how, bad[:3]))
+print("%.3f" % t)
+EOF
+}
+# `cloudmount state DIR --json` for each folder below $1 (a process per folder).
+cli_states() { local d; for d in "$1"/*/; do "$CM_BIN" state "$d" --json; done; }
 if want browse; then
     command -v getfattr >/dev/null 2>&1 || {
         cm_log "installing attr (getfattr)"
@@ -421,6 +451,9 @@ if want browse; then
                 ls_lr "$m/tree"
                 run cm states states "$m/tree"
                 run cm noattr no_attr "$m/tree"
+                run cm fmxattr timed_fm_states xattr "$m/tree"
+                run cm fmfolder timed_fm_states folder "$m/tree"
+                run cm clistate cli_states "$m/tree"
             fi
             umount_tool "$tool"
         done
@@ -473,7 +506,11 @@ if want browse; then
     printf '%-44s %10s %21s  %-28s %s\n' "state xattr of $((TREE_DIRS * TREE_FILES)) files, warm" \
         "$(fmt_s "${T[cm.states]:-0}")" "" "<= 0.5 s" "$(verdict "${T[cm.states]:-n/a}" 0.5)"
     printf '%-44s %10s\n' "  floor: an attribute no file has" "$(fmt_s "${T[cm.noattr]:-0}")"
-    for w in lslr states noattr; do
+    printf '%-44s %10s %21s  %-28s %s\n' "  by folder: extension, 1 request a folder" \
+        "$(fmt_s "${T[cm.fmfolder]:-0}")" "" "<= 0.5 s" "$(verdict "${T[cm.fmfolder]:-n/a}" 0.5)"
+    printf '%-44s %10s\n' "  by file: extension, os.getxattr each" "$(fmt_s "${T[cm.fmxattr]:-0}")"
+    printf '%-44s %10s\n' "  cloudmount state DIR --json, each folder" "$(fmt_s "${T[cm.clistate]:-0}")"
+    for w in lslr states noattr fmfolder fmxattr clistate; do
         for tool in disk cm rc; do
             [ -n "${S[$tool.$w]:-}" ] || continue
             printf '  %-10s %-4s %s\n' "$w" "$tool" "${S[$tool.$w]}"

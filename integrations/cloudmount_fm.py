@@ -6,19 +6,24 @@ Plain functions, free of any file manager's bindings, so that unit tests can cal
 (integrations/test_cloudmount_fm.py). The extensions pass their binding module (``Nautilus``,
 ``Nemo`` or ``Caja``) where menu items are built.
 
-Where the answers come from: the drive answers ``user.cloudmount.state`` of every file of a
-mount locally (never the network), so reading it on the file manager's UI thread is cheap;
-files outside a cloudmount mount are never asked (no extended attribute read on a slow
-network filesystem). Actions run the ``cloudmount`` command in the background and are never
-waited for.
+Where the answers come from: the states of a folder's files are asked of the mount's daemon
+in one request on its control socket (``{"v":1,"request":"states","path":...}``), once per
+folder shown and kept for a few seconds (FolderStates); the daemon answers from what it knows
+locally, never the network. When the daemon cannot be reached (an older version, or it is
+gone), or does not know a file, the file's ``user.cloudmount.state`` extended attribute is read
+instead (also answered locally). Files outside a cloudmount mount are never asked (no extended
+attribute read on a slow network filesystem). Actions run the ``cloudmount`` command in the
+background and are never waited for.
 
 Setting ``CLOUDMOUNT_FM_LOG`` in the file manager's environment logs what the extension
 answered, one JSON object a line, to ``$XDG_CACHE_HOME/cloudmount/file-manager.log``.
 """
 
+import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +178,162 @@ def read_state(path):
     return word or None
 
 
+# ---------------------------------------------------------------------------------------------
+# The states of a whole folder, from the mount's daemon
+
+
+def runtime_dir(environ=None, uid=None, isdir=os.path.isdir):
+    """The daemons' runtime directory, as `cloudmount` finds it (config::Dirs): under
+    $XDG_RUNTIME_DIR, else /run/user/UID, else /tmp/cloudmount-UID."""
+    env = os.environ if environ is None else environ
+    uid = os.getuid() if uid is None else uid
+    xdg = env.get("XDG_RUNTIME_DIR") or ""
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "cloudmount")
+    run_user = "/run/user/%d" % uid
+    if isdir(run_user):
+        return os.path.join(run_user, "cloudmount")
+    return "/tmp/cloudmount-%d" % uid
+
+
+def sanitize_name(s):
+    """A name made of ASCII letters, digits, `.`, `_` and `@`, a `-` for each run of other
+    characters (config::sanitize_name)."""
+    out = []
+    for c in s:
+        if (c.isascii() and c.isalnum()) or c in "._@":
+            out.append(c)
+        elif not out or out[-1] != "-":
+            out.append("-")
+    name = "".join(out).strip("-.")
+    return name or "root"
+
+
+SUN_PATH_MAX = 107
+
+
+def socket_path(runtime, mountpoint):
+    """The control socket of the daemon of the mount at `mountpoint` (instance::socket_path)."""
+    digest = hashlib.sha256(os.fsencode(mountpoint)).hexdigest()[:12]
+    readable = sanitize_name(mountpoint)[:100]
+    full = os.path.join(runtime, "%s-%s.sock" % (readable, digest))
+    over = len(os.fsencode(full)) - SUN_PATH_MAX
+    if over <= 0:
+        return full
+    readable = readable[:max(0, len(readable) - over)].rstrip("-")
+    if not readable:
+        return os.path.join(runtime, digest + ".sock")
+    return os.path.join(runtime, "%s-%s.sock" % (readable, digest))
+
+
+class DaemonError(Exception):
+    """The daemon could not be asked, or refused."""
+
+
+DAEMON_TIMEOUT_S = 1.0
+
+
+def ask_daemon(sock_path, request, timeout=DAEMON_TIMEOUT_S):
+    """Sends one request (a dict, without "v") and returns the answer's object; DaemonError
+    when the daemon is not there, too slow, or refuses."""
+    line = json.dumps(dict(request, v=1)).encode("utf-8") + b"\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(sock_path)
+            s.sendall(line)
+            chunks = []
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+    except OSError as e:  # not there, refused, timed out
+        raise DaemonError(str(e)) from e
+    try:
+        answer = json.loads(b"".join(chunks).decode("utf-8"))
+    except ValueError as e:
+        raise DaemonError("unreadable answer: %s" % e) from e
+    if not isinstance(answer, dict):
+        raise DaemonError("unreadable answer")
+    error = answer.get("error")
+    if error is not None:
+        raise DaemonError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+    return answer
+
+
+class FolderStates:
+    """The states of the files of the folders shown, asked of each mount's daemon one folder
+    at a time and kept for TTL_S seconds. A mount whose daemon cannot be asked is not asked
+    again for RETRY_S seconds; its files' states are read one by one meanwhile (read_state)."""
+
+    TTL_S = 3.0
+    RETRY_S = 10.0
+    MAX_FOLDERS = 64
+
+    def __init__(self, ask=ask_daemon, read=None, clock=time.monotonic, runtime=None):
+        self.ask = ask
+        self.read = read
+        self.clock = clock
+        self.runtime = runtime
+        self.folders = {}  # folder -> (clock time, {name: state})
+        self.down = {}  # mount point -> clock time of the failure
+
+    def forget(self, path=None):
+        """Drops what is known of the folder holding `path` (all folders without it)."""
+        if path is None:
+            self.folders.clear()
+        else:
+            self.folders.pop(os.path.dirname(path), None)
+            self.folders.pop(path, None)
+
+    def _entries(self, mount, folder):
+        now = self.clock()
+        known = self.folders.get(folder)
+        if known is not None and now - known[0] < self.TTL_S:
+            return known[1]
+        failed = self.down.get(mount)
+        if failed is not None and now - failed < self.RETRY_S:
+            return None
+        rel = os.path.relpath(folder, mount)
+        rel = "" if rel == "." else rel
+        runtime = self.runtime if self.runtime is not None else runtime_dir()
+        try:
+            answer = self.ask(socket_path(runtime, mount), {"request": "states", "path": rel})
+            entries = answer["states"]["entries"]
+            if not isinstance(entries, dict):
+                raise DaemonError("unreadable answer")
+        except (DaemonError, KeyError, TypeError) as e:
+            log("daemon-unreachable", mount=mount, folder=folder, error=str(e))
+            self.down[mount] = now
+            return None
+        self.down.pop(mount, None)
+        if len(self.folders) >= self.MAX_FOLDERS:
+            self.folders.clear()
+        self.folders[folder] = (now, entries)
+        return entries
+
+    def state(self, path, mounts=None):
+        """(state, how): the state word of a file of a mount, or None; how it was found:
+        "folder" (the daemon's answer for its folder), "xattr" (its extended attribute), or
+        None outside the mounts."""
+        mount = mount_of(path, current_mounts() if mounts is None else mounts)
+        if mount is None:
+            return None, None
+        folder, name = os.path.split(path)
+        if path != mount and name:
+            entries = self._entries(mount, folder)
+            if entries is not None and name in entries:
+                return entries[name], "folder"
+        read = self.read or read_state
+        return read(path), "xattr"
+
+
+folder_states = FolderStates()
+
+
 class Selected:
     """One selected file: its local path, whether it is a folder, whether it is inside a
     cloudmount mount, and its state there."""
@@ -269,6 +430,8 @@ def run_action(action, paths, fm, start=spawn):
     for argv in commands(action, paths, binary()):
         log("run", fm=fm, action=action, argv=argv)
         start(argv)
+    for p in paths:
+        folder_states.forget(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,9 +513,9 @@ def update_info(item, fm, refresher=None):
     path = path_of(item)
     if path is None or mount_of(path, current_mounts()) is None:
         return
-    state = read_state(path)
+    state, how = folder_states.state(path)
     emblem = emblem_for(state)
-    log("state", fm=fm, path=path, state=state, emblem=emblem)
+    log("state", fm=fm, path=path, state=state, emblem=emblem, via=how)
     if emblem:
         item.add_emblem(emblem)
     item.add_string_attribute("cloudmount_state", label_for(state))
@@ -376,8 +539,9 @@ class Refresher:
     AFTER_ACTION_S = 60
     MAX_WATCHED = 2000
 
-    def __init__(self, read=read_state, clock=time.monotonic):
-        self.read = read
+    def __init__(self, read=None, clock=time.monotonic):
+        # By default through the folders' answers, asked again at each tick.
+        self.read = read or (lambda p: folder_states.state(p)[0])
         self.clock = clock
         self.watched = {}  # path -> (item, state last told, until: clock time or None)
         self.timer = None
@@ -414,6 +578,7 @@ class Refresher:
         return out
 
     def tick(self):
+        folder_states.forget()
         for item in self.changed():
             item.invalidate_extension_info()
         if not self.watched:

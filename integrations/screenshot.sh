@@ -1,9 +1,12 @@
 #!/bin/sh
 # Takes docs/images/file-manager.png: a real Nautilus, with the extension of
 # `cloudmount integrate`, showing a cloudmount mount of the embedded server, with the files'
-# states and the context menu of one file open.
+# states and the context menu of one file open. With SCREENSHOT_FM=dolphin, takes
+# docs/images/dolphin.png: Dolphin showing the mount, with the service menu's "Cloud drive"
+# submenu open on one file (Dolphin shows no states: a service menu only adds entries).
 #
 #   integrations/screenshot.sh [OUT.png]
+#   SCREENSHOT_FM=dolphin integrations/screenshot.sh [OUT.png]   (needs dolphin)
 #
 # Needs a built binary (target/debug/cloudmount, or CLOUDMOUNT_BIN=…) and Debian's nautilus,
 # python3-nautilus, xvfb, dbus-x11, xdotool, imagemagick and x11-apps (tests/run.sh installs
@@ -13,12 +16,17 @@
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-OUT=${1:-$ROOT/docs/images/file-manager.png}
+FM=${SCREENSHOT_FM:-nautilus}
+case "$FM" in
+    nautilus) OUT=${1:-$ROOT/docs/images/file-manager.png} ;;
+    dolphin) OUT=${1:-$ROOT/docs/images/dolphin.png} ;;
+    *) echo "screenshot.sh: SCREENSHOT_FM is nautilus or dolphin" >&2; exit 2 ;;
+esac
 case "$OUT" in /*) ;; *) OUT=$PWD/$OUT ;; esac
 BIN=${CLOUDMOUNT_BIN:-$ROOT/target/debug/cloudmount}
 [ -n "${CARGO_TARGET_DIR:-}" ] && [ -z "${CLOUDMOUNT_BIN:-}" ] && BIN=$CARGO_TARGET_DIR/debug/cloudmount
 [ -x "$BIN" ] || { echo "screenshot.sh: no binary at $BIN (cargo build, or set CLOUDMOUNT_BIN)" >&2; exit 1; }
-for tool in nautilus Xvfb xdotool xwd convert dbus-run-session; do
+for tool in "$FM" Xvfb xdotool xwd convert dbus-run-session; do
     command -v $tool >/dev/null || { echo "screenshot.sh: $tool is missing (see the header)" >&2; exit 1; }
 done
 
@@ -30,7 +38,7 @@ if [ "$(id -u)" -eq 0 ]; then
     cp "$0" "$work/screenshot.sh"
     chown -R "$user" "$work"
     runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin CLOUDMOUNT_BIN="$work/cloudmount" \
-        SCREENSHOT_KEEP="${SCREENSHOT_KEEP:-}" \
+        SCREENSHOT_KEEP="${SCREENSHOT_KEEP:-}" SCREENSHOT_FM="$FM" \
         sh "$work/screenshot.sh" "$work/shot.png"
     mkdir -p "$(dirname "$OUT")"
     cp "$work/shot.png" "$OUT"
@@ -86,6 +94,32 @@ XVFB_PID=$!
 export DISPLAY=:$n NO_AT_BRIDGE=1 CLOUDMOUNT_FM_LOG=1 GSK_RENDERER=cairo
 for _ in $(seq 100); do [ -e /tmp/.X11-unix/X$n ] && break; sleep 0.1; done
 log=$HOME/.cache/cloudmount/file-manager.log
+if [ "$FM" = dolphin ]; then
+    # Icons of a theme Debian has without KDE's own.
+    mkdir -p "$HOME/.config"
+    printf '[Icons]\nTheme=Adwaita\n' >"$HOME/.config/kdeglobals"
+    setsid dbus-run-session -- dolphin --new-window "$HOME/Cloud" >"$TMP/dolphin.log" 2>&1 &
+    FM_PID=$!
+    for _ in $(seq 120); do win=$(xdotool search --onlyvisible --class dolphin | head -1); [ -n "$win" ] && break; sleep 0.5; done
+    W=760 H=540
+    xdotool windowsize "$win" $W $H windowfocus --sync "$win"
+    sleep 3
+    # Notes.txt selected by typing its name; its context menu from the keyboard, and the
+    # "Cloud drive" submenu (4th from the menu's end on Debian 12's Dolphin).
+    xdotool mousemove 600 480 click 1
+    xdotool type --delay 150 "Notes"
+    sleep 1
+    xdotool key Menu
+    sleep 2
+    for _ in 1 2 3 4; do xdotool key Up; sleep 0.3; done
+    xdotool key Right
+    sleep 4
+    xwd -root -silent | convert xwd:- png:"$TMP/screen.png"
+    # The menus may reach past the window: the picture is as wide and high as they need.
+    convert "$TMP/screen.png" -trim +repage -strip png:"$OUT"
+    echo "screenshot.sh: wrote $OUT"
+    exit 0
+fi
 cat >"$TMP/session.sh" <<'EOF'
 gsettings set org.gnome.nautilus.preferences default-folder-viewer 'list-view'
 gsettings set org.gnome.nautilus.list-view default-visible-columns "['name', 'size', 'CloudmountFM::state', 'date_modified']"

@@ -150,6 +150,145 @@ class Mounts(unittest.TestCase):
         self.assertIsNone(core.read_state("/nonexistent/x"))
 
 
+class SocketPaths(unittest.TestCase):
+    """Where the daemon of a mount listens (the same as instance::socket_path in Rust; checked
+    against it by tests/file_manager.rs)."""
+
+    def test_runtime_dir(self):
+        self.assertEqual(core.runtime_dir({"XDG_RUNTIME_DIR": "/run/user/7"}, 7),
+                         "/run/user/7/cloudmount")
+        self.assertEqual(core.runtime_dir({"XDG_RUNTIME_DIR": "rel"}, 7, isdir=lambda p: True),
+                         "/run/user/7/cloudmount")
+        self.assertEqual(core.runtime_dir({}, 7, isdir=lambda p: False), "/tmp/cloudmount-7")
+
+    def test_sanitize_name(self):
+        self.assertEqual(core.sanitize_name("/home/alice/My Cloud"), "home-alice-My-Cloud")
+        self.assertEqual(core.sanitize_name("/"), "root")
+        self.assertEqual(core.sanitize_name("/mnt/a.b_c@d/é-x"), "mnt-a.b_c@d-x")
+
+    def test_socket_path(self):
+        import hashlib
+        mp = "/home/alice/Cloud"
+        digest = hashlib.sha256(mp.encode()).hexdigest()[:12]
+        self.assertEqual(core.socket_path("/run/user/1000/cloudmount", mp),
+                         "/run/user/1000/cloudmount/home-alice-Cloud-%s.sock" % digest)
+        # Too long for a socket address: the readable part is cut, the hash stays.
+        long_mp = "/home/alice/" + "x" * 200
+        p = core.socket_path("/run/user/1000/cloudmount", long_mp)
+        self.assertEqual(len(p.encode()), core.SUN_PATH_MAX)
+        self.assertTrue(p.endswith("-%s.sock" % hashlib.sha256(long_mp.encode()).hexdigest()[:12]))
+
+
+class FakeDaemon:
+    """Answers ask_daemon's requests from a table of folders; counts the requests."""
+
+    def __init__(self, folders, fail=False):
+        self.folders, self.fail, self.asked = folders, fail, []
+
+    def __call__(self, sock, request):
+        self.asked.append((sock, request))
+        if self.fail:
+            raise core.DaemonError("no daemon")
+        if request["path"] not in self.folders:
+            raise core.DaemonError("no such folder")
+        return {"v": 1, "states": {"path": request["path"], "state": "online",
+                                   "entries": self.folders[request["path"]]}}
+
+
+class FolderStatesTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = [0.0]
+        self.read = []
+
+    def states(self, daemon):
+        def read(p):
+            self.read.append(p)
+            return "xattr-" + os.path.basename(p)
+        return core.FolderStates(ask=daemon, read=read, clock=lambda: self.clock[0],
+                                 runtime="/run/cm")
+
+    def test_one_request_per_folder(self):
+        daemon = FakeDaemon({"": {"a": "cached", "d": "online"},
+                             "d": {"x": "pinned", "y": "dirty"}})
+        fs = self.states(daemon)
+        m = ["/m"]
+        self.assertEqual(fs.state("/m/a", m), ("cached", "folder"))
+        self.assertEqual(fs.state("/m/d", m), ("online", "folder"))
+        self.assertEqual(fs.state("/m/d/x", m), ("pinned", "folder"))
+        self.assertEqual(fs.state("/m/d/y", m), ("dirty", "folder"))
+        self.assertEqual([r["path"] for _s, r in daemon.asked], ["", "d"])
+        self.assertEqual(daemon.asked[0][0], core.socket_path("/run/cm", "/m"))
+        self.assertEqual(daemon.asked[0][1]["request"], "states")
+        self.assertEqual(self.read, [])
+        # Asked again once the answer is old, or forgotten.
+        self.clock[0] = core.FolderStates.TTL_S + 1
+        fs.state("/m/a", m)
+        fs.forget("/m/d/x")
+        fs.state("/m/d/x", m)
+        self.assertEqual([r["path"] for _s, r in daemon.asked], ["", "d", "", "d"])
+
+    def test_what_the_daemon_does_not_know_is_read_from_the_file(self):
+        fs = self.states(FakeDaemon({"": {"a": "cached"}}))
+        self.assertEqual(fs.state("/m/new", ["/m"]), ("xattr-new", "xattr"))
+        # The mount point itself: its folder is outside the mount.
+        self.assertEqual(fs.state("/m", ["/m"]), ("xattr-m", "xattr"))
+        self.assertEqual(fs.state("/elsewhere/a", ["/m"]), (None, None))
+        self.assertEqual(self.read, ["/m/new", "/m"])
+
+    def test_without_a_daemon_each_file_is_read_and_the_daemon_retried_later(self):
+        daemon = FakeDaemon({"": {"a": "cached"}}, fail=True)
+        fs = self.states(daemon)
+        self.assertEqual(fs.state("/m/a", ["/m"]), ("xattr-a", "xattr"))
+        self.assertEqual(fs.state("/m/b", ["/m"]), ("xattr-b", "xattr"))
+        self.assertEqual(len(daemon.asked), 1)
+        daemon.fail = False
+        self.clock[0] = core.FolderStates.RETRY_S + 1
+        self.assertEqual(fs.state("/m/a", ["/m"]), ("cached", "folder"))
+
+    def test_a_real_socket(self):
+        import socket
+        import threading
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "m.sock")
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind(path)
+            srv.listen(4)
+            answers = [b'{"v":1,"states":{"path":"","state":"online","entries":{"a":"pinned"}}}\n',
+                       b'{"v":1,"error":{"message":"no such folder"}}\n',
+                       b'{"error":"unknown request \\"states\\""}\n',
+                       b"garbage\n",
+                       None]  # never answers
+            got = []
+
+            def serve():
+                for a in answers:
+                    c, _ = srv.accept()
+                    got.append(c.recv(1 << 16))
+                    if a is None:
+                        threading.Event().wait(2)
+                    else:
+                        c.sendall(a)
+                    c.close()
+
+            t = threading.Thread(target=serve, daemon=True)
+            t.start()
+            ans = core.ask_daemon(path, {"request": "states", "path": ""})
+            self.assertEqual(ans["states"]["entries"], {"a": "pinned"})
+            self.assertEqual(json.loads(got[0]), {"v": 1, "request": "states", "path": ""})
+            for needle in ("no such folder", "unknown request", "unreadable"):
+                with self.assertRaises(core.DaemonError) as e:
+                    core.ask_daemon(path, {"request": "states", "path": ""})
+                self.assertIn(needle, str(e.exception))
+            import time
+            began = time.monotonic()
+            with self.assertRaises(core.DaemonError):
+                core.ask_daemon(path, {"request": "states", "path": ""}, timeout=0.3)
+            self.assertLess(time.monotonic() - began, 1.5)
+            srv.close()
+            with self.assertRaises(core.DaemonError):
+                core.ask_daemon(os.path.join(d, "none.sock"), {"request": "states"})
+
+
 class Commands(unittest.TestCase):
     def test_one_command_a_path(self):
         self.assertEqual(core.commands("pin", ["/m/a", "/m/b"], "/bin/cm"),

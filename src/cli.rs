@@ -170,6 +170,30 @@ pub enum Command {
     )]
     Free(PathsArgs),
 
+    /// Show the state of every file of a folder of a mount (online, cached, pinned, dirty...)
+    #[command(
+        long_about = "Show the state of every entry of a folder of a cloudmount mount, asked \
+            from its daemon in one request: the word `getfattr -n user.cloudmount.state` gives \
+            for each, from what this device knows (the server is never asked; a folder must \
+            have been listed once).\n\n\
+            States: online (on the server only; every folder not pinned), partial (some of it \
+            is here), cached (all of it is here, may be evicted), pinned (kept on this \
+            device), pinning (kept, still downloading), dirty (changed here, waiting for its \
+            upload), uploading, error (its upload failed, it is retried), conflict (our \
+            version, kept beside the server's).\n\n\
+            Prints one line per entry, the state then the name, sorted by name. For a file, \
+            the one line of that file. With --json, one object: {path, state, entries} where \
+            path is the folder below the mount point, state the folder's own and entries maps \
+            each name to its state (for a file: its path and state, no entries). The \
+            file-manager extensions (cloudmount integrate) ask the same way for the folder \
+            they show.",
+        after_help = "Examples:\n  \
+            cloudmount state ~/Cloud/Projects\n  \
+            cloudmount state ~/Cloud/Projects --json | jq -r '.entries | to_entries[] | \
+            select(.value == \"dirty\") | .key'"
+    )]
+    State(StateArgs),
+
     /// Start a profile's daemon: its sync folders, and its mount when the profile has a mountpoint
     #[command(
         long_about = "Start the daemon of a profile (an account of the config file): it runs the \
@@ -444,6 +468,16 @@ pub struct PinArgs {
     /// Show the download's progress and wait until everything is on this device
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// A folder (or a file) inside a cloudmount mount
+    pub path: PathBuf,
+
+    /// Print one JSON object instead of a line per entry
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@
 mod cli;
 mod integrate_cmd;
 mod pin_cmd;
+mod state_cmd;
 mod sync_cmd;
 
 use std::ffi::OsString;
@@ -50,6 +51,7 @@ fn main() -> ExitCode {
         | Command::Pin(_)
         | Command::Unpin(_)
         | Command::Free(_)
+        | Command::State(_)
         | Command::Integrate(_) => "warn",
         Command::Mount(_) | Command::Serve(_) | Command::Start(_) => "info",
     });
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Command::Pin(args) => pin_cmd::pin(args, &runtime),
         Command::Unpin(args) => pin_cmd::unpin(args, &runtime),
         Command::Free(args) => pin_cmd::free(args, &runtime),
+        Command::State(args) => state_cmd::state(args, &runtime),
         Command::Integrate(args) => integrate_cmd::integrate(args),
     };
     match result {

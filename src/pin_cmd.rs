@@ -21,7 +21,7 @@ use cloudmount::vfs::status::{PinPhase, PinStatus};
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The cloudmount mount holding `path`, and `path` below its mount point (`/`-separated).
-fn locate(dirs: &Dirs, path: &Path) -> Result<(Instance, String), Failure> {
+pub(crate) fn locate(dirs: &Dirs, path: &Path) -> Result<(Instance, String), Failure> {
     let abs = std::fs::canonicalize(path)
         .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?;
     let mount = mounts::mounts()?

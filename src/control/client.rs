@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::protocol::{self, DecodeError, Request, Response, LEGACY_STATUS};
+use super::protocol::{self, DecodeError, FolderStates, Request, Response, LEGACY_STATUS};
 use super::{ControlError, IO_TIMEOUT};
 use crate::instance::Instance;
 use crate::vfs::status::VfsStatus;
@@ -69,6 +69,26 @@ pub(crate) async fn status_at(
                 json,
             })
         }
+        other => Err(unexpected(socket, &other)),
+    }
+}
+
+/// Asks the daemon of `instance` for the states of the entries of the folder `rel` (below the
+/// mount point, `/`-separated).
+pub async fn folder_states(instance: &Instance, rel: &str) -> Result<FolderStates, ControlError> {
+    let socket = instance.socket();
+    let request = Request::States {
+        path: rel.to_string(),
+    };
+    let answer = call(
+        socket,
+        Some(instance.mountpoint().to_path_buf()),
+        &request,
+        IO_TIMEOUT,
+    )
+    .await?;
+    match answer.response {
+        Response::States(states) => Ok(states),
         other => Err(unexpected(socket, &other)),
     }
 }
@@ -169,6 +189,7 @@ fn unexpected(socket: &Path, response: &Response) -> ControlError {
         Response::SyncConflicts(_) => "sync conflicts",
         Response::Settings(_) => "settings",
         Response::Pinned(_) => "pinned",
+        Response::States(_) => "states",
         Response::Done { .. } => "done",
         Response::Error { .. } => "error",
     };

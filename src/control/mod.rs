@@ -23,8 +23,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use client::{call, query, query_status, request_status, Answer, StatusAnswer};
-pub use protocol::{Request, Response, PROTOCOL_VERSION};
+pub use client::{call, folder_states, query, query_status, request_status, Answer, StatusAnswer};
+pub use protocol::{FolderStates, Request, Response, PROTOCOL_VERSION};
 pub use server::{serve, ControlHandler, ControlServer};
 
 use crate::instance::MountLookupError;

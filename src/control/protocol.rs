@@ -75,6 +75,12 @@ pub enum Request {
     Free {
         path: String,
     },
+    /// The state of each entry of a folder of the mount (`path` below the mount point,
+    /// `/`-separated; empty for the root), in one answer: what `user.cloudmount.state` says of
+    /// each, from what the daemon knows locally (never asking the server).
+    States {
+        path: String,
+    },
 }
 
 /// A folder to add (see `cloudmount sync add`).
@@ -117,6 +123,7 @@ impl Request {
         "stop",
         "pin",
         "free",
+        "states",
     ];
 
     /// The verb, as spelled on the wire.
@@ -135,6 +142,7 @@ impl Request {
             Request::Stop => "stop",
             Request::Pin { .. } => "pin",
             Request::Free { .. } => "free",
+            Request::States { .. } => "states",
         }
     }
 }
@@ -155,6 +163,8 @@ pub enum Response {
     Settings(std::collections::BTreeMap<String, String>),
     /// What `pin` or `free` did.
     Pinned(crate::vfs::pins::PinAnswer),
+    /// The states of a folder's entries.
+    States(FolderStates),
     /// Done; `message` says what, in one line.
     Done {
         message: String,
@@ -171,6 +181,20 @@ impl Response {
             message: message.into(),
         }
     }
+}
+
+/// The answer to [`Request::States`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderStates {
+    /// The folder, below the mount point.
+    pub path: String,
+    /// The folder's own state.
+    pub state: String,
+    /// Each entry's name and its state, the word of `user.cloudmount.state` (`online`,
+    /// `cached`, `pinned`, ...). A word is a string, not a closed set: a newer daemon may say
+    /// one this build does not know. An entry the daemon could not tell is left out (ask its
+    /// extended attribute).
+    pub entries: std::collections::BTreeMap<String, String>,
 }
 
 /// A message with its protocol version.
@@ -391,6 +415,9 @@ mod tests {
             Request::Free {
                 path: "Cloud Drive/Videos".into(),
             },
+            Request::States {
+                path: "Cloud Drive/Photos".into(),
+            },
         ];
         let verbs: Vec<&str> = samples.iter().map(Request::verb).collect();
         assert_eq!(verbs, Request::VERBS);
@@ -424,6 +451,23 @@ mod tests {
             "{\"v\":1,\"error\":{\"message\":\"no such thing\"}}\n"
         );
         assert_eq!(decode_response(&line), Ok(Response::error("no such thing")));
+        // The folder's states: the form the file-manager extensions read
+        // (integrations/cloudmount_fm.py).
+        let states = Response::States(FolderStates {
+            path: "Cloud Drive/Photos".into(),
+            state: "pinned".into(),
+            entries: [("b.jpg", "pinning"), ("a.jpg", "pinned")]
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s.to_string()))
+                .collect(),
+        });
+        let line = encode_response(&states);
+        assert_eq!(
+            line,
+            "{\"v\":1,\"states\":{\"path\":\"Cloud Drive/Photos\",\"state\":\"pinned\",\
+             \"entries\":{\"a.jpg\":\"pinned\",\"b.jpg\":\"pinning\"}}}\n"
+        );
+        assert_eq!(decode_response(&line), Ok(states));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::control::{ControlHandler, Request, Response};
+use crate::control::{ControlHandler, FolderStates, Request, Response};
 use crate::vfs::Vfs;
 
 /// Answers control requests about one mount.
@@ -51,6 +51,29 @@ impl ControlHandler for Requests {
                     Err(e) => Err(e),
                 };
                 pinned(&path, answer)
+            }
+            Request::States { path } => {
+                // From memory and the cache's index, never the server: off the async threads.
+                let vfs = self.vfs.clone();
+                let rel = path.clone();
+                match tokio::task::spawn_blocking(move || vfs.states_in(&rel)).await {
+                    Ok(Ok((state, entries))) => Response::States(FolderStates {
+                        path,
+                        state: state.to_string(),
+                        entries: entries
+                            .into_iter()
+                            .map(|(name, s)| (name, s.to_string()))
+                            .collect(),
+                    }),
+                    Ok(Err(crate::vfs::VfsError::NotFound)) => Response::error(format!(
+                        "{path}: no such folder known to the mount (list it first)"
+                    )),
+                    Ok(Err(crate::vfs::VfsError::NotDir)) => {
+                        Response::error(format!("{path}: not a folder"))
+                    }
+                    Ok(Err(e)) => Response::error(format!("{path}: {e}")),
+                    Err(e) => Response::error(format!("the states could not be read: {e}")),
+                }
             }
             other => Response::error(format!(
                 "this is the daemon of a mount; {:?} is asked of the profile's daemon (cloudmount start PROFILE)",

@@ -1,6 +1,7 @@
 //! What the mount tells about itself: `statfs` (the server's quota, trusted for
-//! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute,
-//! and the snapshot shown by `cloudmount status` (its types are in `status.rs`).
+//! [`QUOTA_TTL`]), the state of each file in the `user.cloudmount.state` extended attribute
+//! (and of all the files of a folder at once, for the control socket's `states`), and the
+//! snapshot shown by `cloudmount status` (its types are in `status.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -142,6 +143,10 @@ impl CachedNames {
     }
 }
 
+/// Objects below a folder that [`Vfs::states_in`] reads from the index at most to know which
+/// of its files have one (above, it looks each file up).
+const STATES_INDEX_MAX: usize = 65536;
+
 /// What memory tells of a file's state (see `Vfs::state_in_memory`).
 enum Known {
     State(FileState),
@@ -256,6 +261,69 @@ impl Vfs {
                 Ok(cache_state(existing.as_deref(), &etag, pinned))
             }
         }
+    }
+
+    /// The state of a folder and of each of its entries, by name: what `user.cloudmount.state`
+    /// answers for each, in one go (a file manager showing the folder). `rel` is the folder
+    /// below the mount point, `/`-separated. Never asks the server: the folder and the ones on
+    /// the way must be known already (NotFound otherwise), and its entries are those known now
+    /// (none for a folder never listed). Blocks: it may read the cache's index, once for the
+    /// folder, then once per file that has a cache object.
+    pub fn states_in(&self, rel: &str) -> VfsResult<(FileState, Vec<(String, FileState)>)> {
+        let (dir, kids) = {
+            let t = self.tree();
+            let mut ino = ROOT_INO;
+            for name in rel.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                if name == ".." {
+                    return Err(VfsError::Invalid(
+                        "a path below the mount point, without `..`",
+                    ));
+                }
+                ino = t.child(ino, name).ok_or(VfsError::NotFound)?;
+            }
+            let d = t.get(ino).ok_or(VfsError::NotFound)?;
+            let d = d.dir.as_ref().ok_or(VfsError::NotDir)?;
+            let kids: Vec<(String, Ino)> = d
+                .children
+                .iter()
+                .map(|(n, &i)| (n.to_string(), i))
+                .collect();
+            (ino, kids)
+        };
+        let own = self.state_blocking(dir)?;
+        let mut out = Vec::with_capacity(kids.len());
+        let mut ask = Vec::new();
+        for (name, ino) in kids {
+            match self.state_in_memory(ino) {
+                Ok(Known::State(s)) => out.push((name, s)),
+                Ok(Known::AskCache {
+                    area,
+                    path,
+                    etag,
+                    pinned,
+                }) => ask.push((name, area, path, etag, pinned)),
+                // Gone meanwhile: left out.
+                Err(VfsError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((_, area, path, _, _)) = ask.first() {
+            // Which files of the folder have a cache object: one read of the index; only those
+            // are looked up one by one.
+            let with_objects = match path.parent() {
+                Some(folder) => self.cache.objects_in(*area, &folder, STATES_INDEX_MAX)?.1,
+                None => None,
+            };
+            for (name, area, path, etag, pinned) in ask {
+                let existing = match &with_objects {
+                    Some(names) if !names.contains(path.name()) => None,
+                    _ => self.cache.existing(area, &path)?,
+                };
+                out.push((name, cache_state(existing.as_deref(), &etag, pinned)));
+            }
+        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok((own, out))
     }
 
     /// What memory tells of a file's state, or what to ask the cache's index.

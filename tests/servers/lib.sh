@@ -36,12 +36,13 @@ cm_die() { printf '[test-servers] ERROR: %s\n' "$*" >&2; exit 1; }
 # xdotool, imagemagick, x11-apps (xwd) and attr (getfattr): tests/file_manager.rs runs the real
 # file managers under Xvfb with the extensions of `cloudmount integrate` and checks their
 # answers against getfattr; tests/mount.rs runs getfattr on a mount as users read the
-# file states. attr (setfattr) and libgdk-pixbuf2.0-bin (GNOME's real
+# file states. dolphin (about 30 s to install here): tests/file_manager.rs opens the service
+# menu of `cloudmount integrate` in the real Dolphin and runs it. attr (setfattr) and libgdk-pixbuf2.0-bin (GNOME's real
 # gdk-pixbuf-thumbnailer): tests/mount_pins.rs.
 CM_PACKAGES=(apache2-bin apache2-utils rclone fuse3 curl media-types util-linux
     nginx libnginx-mod-http-dav-ext litmus rsync
     gvfs-backends gvfs-daemons libglib2.0-bin dbus
-    nautilus python3-nautilus nemo nemo-python caja python3-caja xvfb dbus-x11 xdotool
+    nautilus python3-nautilus nemo nemo-python caja python3-caja dolphin xvfb dbus-x11 xdotool
     imagemagick x11-apps attr libgdk-pixbuf2.0-bin)
 CM_NGINX_DAV_EXT=/usr/lib/nginx/modules/ngx_http_dav_ext_module.so
 
