@@ -190,6 +190,36 @@ fn transient(method: &Method, url: &Url, e: impl std::fmt::Display) -> RemoteErr
     }
 }
 
+/// Why a request got no response.
+#[derive(Debug)]
+struct Failed {
+    reason: String,
+    /// The connection was refused (or could not be made at all).
+    refused: bool,
+}
+
+impl Failed {
+    fn of(e: &reqwest::Error) -> Failed {
+        Failed {
+            reason: reqwest_reason(e),
+            refused: e.is_connect(),
+        }
+    }
+
+    fn other(reason: String) -> Failed {
+        Failed {
+            reason,
+            refused: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 fn reqwest_reason(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut s = e.to_string();
@@ -394,7 +424,7 @@ impl WebDavRemote {
                     self.set_auth(AuthState::Anonymous);
                     return Ok(());
                 }
-                Err(e) if attempt >= self.cfg.retries => {
+                Err(e) if attempt >= self.retries_for(&e) => {
                     return Err(transient(&m, &self.base, e));
                 }
                 Err(e) => {
@@ -493,16 +523,16 @@ impl WebDavRemote {
         &self,
         rb: reqwest::RequestBuilder,
         progress: Option<Arc<Progress>>,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, Failed> {
         let fut = rb.send();
         let limit = self.cfg.read_timeout;
         let Some(progress) = progress else {
             return match tokio::time::timeout(limit, fut).await {
-                Ok(res) => res.map_err(|e| reqwest_reason(&e)),
-                Err(_) => Err(format!(
+                Ok(res) => res.map_err(|e| Failed::of(&e)),
+                Err(_) => Err(Failed::other(format!(
                     "operation timed out: no response within {:.1} s",
                     limit.as_secs_f64()
-                )),
+                ))),
             };
         };
         let period = (limit / 4).clamp(Duration::from_millis(1), Duration::from_secs(1));
@@ -511,15 +541,15 @@ impl WebDavRemote {
         tokio::pin!(fut);
         loop {
             tokio::select! {
-                res = &mut fut => return res.map_err(|e| reqwest_reason(&e)),
+                res = &mut fut => return res.map_err(|e| Failed::of(&e)),
                 _ = tick.tick() => {
                     let idle = progress.idle();
                     if idle > progress.allowed_idle(limit) {
-                        return Err(format!(
+                        return Err(Failed::other(format!(
                             "operation timed out: upload made no progress for {:.1} s (read timeout {:.1} s)",
                             idle.as_secs_f64(),
                             limit.as_secs_f64()
-                        ));
+                        )));
                     }
                 }
             }
@@ -614,7 +644,7 @@ impl WebDavRemote {
                 }
                 Err(reason) => {
                     if !(req.retry_safe
-                        && attempt < self.cfg.retries
+                        && attempt < self.retries_for(&reason)
                         && first_sent.elapsed() < self.cfg.read_timeout)
                     {
                         return Err(transient(&req.method, &req.url, reason));
@@ -624,6 +654,17 @@ impl WebDavRemote {
             }
             self.backoff(attempt).await;
             attempt += 1;
+        }
+    }
+
+    /// How many times a request that failed with `f` is retried: a refused connection (nobody
+    /// listens there) once, for a server that restarts; others as configured. Retrying a
+    /// refused connection four times made a read of an uncached file offline take 8 s to fail.
+    fn retries_for(&self, f: &Failed) -> u32 {
+        if f.refused {
+            self.cfg.retries.min(1)
+        } else {
+            self.cfg.retries
         }
     }
 

@@ -221,6 +221,36 @@ async fn a_hanging_server_is_waited_for_once_not_once_per_retry() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_is_retried_once_not_four_times() {
+    // A port nobody listens on: bound, its number kept, closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut cfg = WebDavConfig::new(format!("http://{addr}/"));
+    cfg.retries = 4;
+    cfg.retry_base_delay = Duration::from_millis(400);
+    let remote = WebDavRemote::new(cfg).unwrap();
+    let started = Instant::now();
+    let err = remote
+        .stat(&RemotePath::new("f").unwrap())
+        .await
+        .expect_err("nobody listens there");
+    let took = started.elapsed();
+    assert!(err.is_transient(), "{err}");
+    // The PROPFIND retried once, after 0.4–0.5 s. Four retries would take
+    // 0.4 + 0.8 + 1.6 + 3.2 = 6 s.
+    assert!(
+        took >= Duration::from_millis(400),
+        "not retried at all: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "retried more than once: {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_get_body_that_goes_silent_still_times_out() {
     use futures_util::StreamExt;
     let remote = remote_at(sink(Sink::HalfGet), TIMEOUT);
