@@ -903,6 +903,7 @@ pub fn resolve(
 }
 
 mod profile_daemon;
+pub mod settings;
 pub use profile_daemon::{
     pick_profile, resolve_profile_daemon, socket_of, ProfileDaemonConfig, DEFAULT_SYNC_POLL,
 };
