@@ -75,6 +75,15 @@ pub enum Request {
     Free {
         path: String,
     },
+    /// The daemon's bandwidth limits (bytes per second, 0: none); with a value, that limit is
+    /// changed first, live. Answered by every daemon, with [`Response::Settings`]: the limits
+    /// in effect as `upload_limit` and `download_limit`, in bytes per second.
+    Bandwidth {
+        #[serde(default)]
+        upload: Option<u64>,
+        #[serde(default)]
+        download: Option<u64>,
+    },
 }
 
 /// A folder to add (see `cloudmount sync add`).
@@ -117,6 +126,7 @@ impl Request {
         "stop",
         "pin",
         "free",
+        "bandwidth",
     ];
 
     /// The verb, as spelled on the wire.
@@ -135,6 +145,7 @@ impl Request {
             Request::Stop => "stop",
             Request::Pin { .. } => "pin",
             Request::Free { .. } => "free",
+            Request::Bandwidth { .. } => "bandwidth",
         }
     }
 }
@@ -390,6 +401,10 @@ mod tests {
             },
             Request::Free {
                 path: "Cloud Drive/Videos".into(),
+            },
+            Request::Bandwidth {
+                upload: Some(1 << 20),
+                download: None,
             },
         ];
         let verbs: Vec<&str> = samples.iter().map(Request::verb).collect();

@@ -52,6 +52,9 @@ impl ControlHandler for Requests {
                 };
                 pinned(&path, answer)
             }
+            Request::Bandwidth { upload, download } => {
+                super::bandwidth::answer(upload, download)
+            }
             other => Response::error(format!(
                 "this is the daemon of a mount; {:?} is asked of the profile's daemon (cloudmount start PROFILE)",
                 other.verb()
