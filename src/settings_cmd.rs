@@ -120,7 +120,12 @@ fn set(profile: &ProfileArgs, pairs: &[String], rt: &Runtime) -> CmdResult {
         let (_, name, socket) = target(profile.profile.as_deref(), profile.config.as_deref())?;
         let mut last = None;
         for (k, v) in sync {
-            last = Some(ask(rt, &name, &socket, &Request::Settings { set: Some((k, v)) })?);
+            last = Some(ask(
+                rt,
+                &name,
+                &socket,
+                &Request::Settings { set: Some((k, v)) },
+            )?);
         }
         match last {
             Some(Response::Settings(all)) => {

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::cli::{
-    ModeArg, ProfileArgs, ScheduleArg, StartArgs, StopArgs, SyncArgs, SyncCommand,
-};
+use crate::cli::{ModeArg, ProfileArgs, ScheduleArg, StartArgs, StopArgs, SyncArgs, SyncCommand};
 use crate::{note, say, say_raw, CmdResult, Failure};
 use cloudmount::config::{self, Dirs, ProfileDaemonConfig};
 use cloudmount::control::protocol::{SyncAdd, SyncSet};
@@ -55,7 +53,12 @@ pub(crate) fn target(
 }
 
 /// Asks the daemon; a daemon that is not running gets the message that says how to start it.
-pub(crate) fn ask(rt: &Runtime, name: &str, socket: &Path, request: &Request) -> Result<Response, Failure> {
+pub(crate) fn ask(
+    rt: &Runtime,
+    name: &str,
+    socket: &Path,
+    request: &Request,
+) -> Result<Response, Failure> {
     match rt.block_on(control::call(socket, None, request, TIMEOUT)) {
         Ok(a) => Ok(a.response),
         Err(ControlError::NoDaemon { .. }) => Err(Failure::Message(format!(

@@ -184,7 +184,10 @@ impl UserSettings {
 /// binary multiples; `0` (or `off`, `unlimited`) for no limit. A trailing `/s` is allowed.
 pub fn parse_limit(value: &str) -> Result<u64, String> {
     let v = value.trim();
-    if matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "unlimited") {
+    if matches!(
+        v.to_ascii_lowercase().as_str(),
+        "off" | "none" | "unlimited"
+    ) {
         return Ok(0);
     }
     let v = v.strip_suffix("/s").unwrap_or(v);
@@ -268,6 +271,9 @@ mod tests {
         assert_eq!(format_limit(0), "0 (no limit)");
         assert_eq!(format_limit(2 * MIB), "2 MiB/s");
         // What is shown is accepted back.
-        assert_eq!(parse_limit(&format_limit(3 * MIB / 2)).unwrap(), 3 * MIB / 2);
+        assert_eq!(
+            parse_limit(&format_limit(3 * MIB / 2)).unwrap(),
+            3 * MIB / 2
+        );
     }
 }

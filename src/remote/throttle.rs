@@ -363,7 +363,9 @@ mod tests {
     }
 
     fn chunks(n: usize, size: usize) -> ByteStream {
-        let v: Vec<_> = (0..n).map(|i| Ok(Bytes::from(vec![i as u8; size]))).collect();
+        let v: Vec<_> = (0..n)
+            .map(|i| Ok(Bytes::from(vec![i as u8; size])))
+            .collect();
         Box::pin(futures_util::stream::iter(v))
     }
 
@@ -376,7 +378,10 @@ mod tests {
             .collect()
             .await;
         assert_eq!(out.len(), 4, "not cut into pieces");
-        assert!(out.iter().enumerate().all(|(i, c)| c.len() == 1 << 20 && c[0] == i as u8));
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.len() == 1 << 20 && c[0] == i as u8));
     }
 
     #[tokio::test]
