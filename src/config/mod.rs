@@ -94,6 +94,12 @@ pub enum ConfigError {
     Duration(String),
     #[error("unknown mount option {0:?}")]
     UnknownOption(String),
+    #[error("invalid {key} {value:?}: {reason}")]
+    Limit {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("mount option {0:?} needs a value ({0}=…)")]
     OptionNeedsValue(String),
     #[error("invalid URL {url:?}: {reason}")]
@@ -550,8 +556,11 @@ impl MountRequest {
                 }
                 "upload_limit" | "download_limit" => {
                     let v = need(value)?;
-                    let limit = settings::parse_limit(&v)
-                        .map_err(|e| ConfigError::UnknownOption(format!("{opt} ({e})")))?;
+                    let limit = settings::parse_limit(&v).map_err(|reason| ConfigError::Limit {
+                        key: key.to_string(),
+                        value: v.clone(),
+                        reason,
+                    })?;
                     if key == "upload_limit" {
                         self.upload_limit.get_or_insert(limit);
                     } else {

@@ -105,13 +105,14 @@ impl UserSettings {
             });
         }
         let limit = |key: &str, v: Option<SizeValue>| -> Result<u64, SettingsError> {
-            match v {
-                None => Ok(0),
-                Some(SizeValue::Bytes(n)) => Ok(n),
+            let rate = match v {
+                None => return Ok(0),
+                Some(SizeValue::Bytes(n)) => n,
                 Some(SizeValue::Text(s)) => {
-                    parse_size(&s).map_err(|e| parse_err(format!("{key}: {e}")))
+                    parse_size(&s).map_err(|e| parse_err(format!("{key}: {e}")))?
                 }
-            }
+            };
+            check_limit(rate).map_err(|e| parse_err(format!("{key}: {e}")))
         };
         Ok(UserSettings {
             limits: Limits {
@@ -180,8 +181,13 @@ impl UserSettings {
     }
 }
 
-/// A limit as given on the command line: a size per second (`2M`, `500K`, `1.5M`, `123`),
+/// The smallest limit: below it a transfer would sit longer between two pieces than a
+/// server waits for the next bytes.
+pub const MIN_LIMIT: u64 = 1024;
+
+/// A limit as given on the command line: a size per second (`2M`, `500K`, `1.5M`, `2048`),
 /// binary multiples; `0` (or `off`, `unlimited`) for no limit. A trailing `/s` is allowed.
+/// Limits below [`MIN_LIMIT`] (1K) are refused.
 pub fn parse_limit(value: &str) -> Result<u64, String> {
     let v = value.trim();
     if matches!(
@@ -191,7 +197,17 @@ pub fn parse_limit(value: &str) -> Result<u64, String> {
         return Ok(0);
     }
     let v = v.strip_suffix("/s").unwrap_or(v);
-    parse_size(v).map_err(|e| e.to_string())
+    check_limit(parse_size(v).map_err(|e| e.to_string())?)
+}
+
+fn check_limit(rate: u64) -> Result<u64, String> {
+    if rate != 0 && rate < MIN_LIMIT {
+        return Err(format!(
+            "{rate} bytes per second is too slow for a transfer to make progress; the least \
+             is 1K (1024), and 0 is no limit"
+        ));
+    }
+    Ok(rate)
 }
 
 /// `2 MiB/s`, or `0 (no limit)`.
@@ -268,6 +284,9 @@ mod tests {
         s.set("download_limit", "unlimited").unwrap();
         assert_eq!(s.limits.download, 0);
         assert_eq!(parse_limit("100K").unwrap(), 100 * 1024);
+        assert!(parse_limit("100").unwrap_err().contains("1K"));
+        assert_eq!(parse_limit("1K").unwrap(), MIN_LIMIT);
+        assert!(UserSettings::parse("download_limit = 10\n", Path::new("s")).is_err());
         assert_eq!(format_limit(0), "0 (no limit)");
         assert_eq!(format_limit(2 * MIB), "2 MiB/s");
         // What is shown is accepted back.

@@ -141,6 +141,16 @@ impl Bucket {
         }
     }
 
+    /// Waits until `n` bytes' worth of tokens are taken, a piece at a time (for bytes that
+    /// did not come through a [`Throttled`] stream). Returns at once with no limit.
+    pub async fn spend(&self, mut n: u64) {
+        while n > 0 && self.rate() > 0 {
+            let piece = n.min(self.piece());
+            self.acquire(piece).await;
+            n -= piece;
+        }
+    }
+
     /// Waits until `n` bytes' worth of tokens are taken. A change of rate cuts the wait short
     /// (and no limit ends it).
     pub async fn acquire(&self, n: u64) {
@@ -209,6 +219,12 @@ impl Bandwidth {
     /// `body`, sent no faster than the upload limit.
     pub fn upload(&self, body: ByteStream) -> ByteStream {
         Box::pin(Throttled::new(body, self.upload.clone()))
+    }
+
+    /// Counts `n` bytes received outside a body stream (a listing), waiting as the download
+    /// limit says.
+    pub async fn received(&self, n: u64) {
+        self.download.spend(n).await;
     }
 
     /// `body`, received no faster than the download limit.
@@ -367,6 +383,24 @@ mod tests {
             .map(|i| Ok(Bytes::from(vec![i as u8; size])))
             .collect();
         Box::pin(futures_util::stream::iter(v))
+    }
+
+    #[tokio::test]
+    async fn spending_outside_a_stream_keeps_the_limit() {
+        let bw = Bandwidth::new(Limits {
+            upload: 0,
+            download: 1 << 20,
+        });
+        let start = Instant::now();
+        bw.received(128 * 1024).await;
+        assert!(start.elapsed() < ms(50), "the first burst is free");
+        bw.received(256 * 1024).await;
+        let took = start.elapsed();
+        assert!(took >= ms(200), "256 KiB at 1 MiB/s: {took:?}");
+        let none = Bandwidth::new(Limits::default());
+        let start = Instant::now();
+        none.received(u64::MAX).await;
+        assert!(start.elapsed() < ms(50));
     }
 
     #[tokio::test]

@@ -632,7 +632,8 @@ impl WebDavRemote {
         }
     }
 
-    /// Reads a whole (XML) body, refusing more than `max` bytes.
+    /// Reads a whole (XML) body, refusing more than `max` bytes; it counts against the download
+    /// limit like any body.
     async fn read_limited(
         &self,
         m: &Method,
@@ -655,6 +656,7 @@ impl WebDavRemote {
                 });
             }
             out.extend_from_slice(&chunk);
+            self.cfg.bandwidth.received(chunk.len() as u64).await;
         }
         Ok(out)
     }
