@@ -50,6 +50,14 @@ fn uploaded_within(m: &Mounted, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// The rate of the running upload over `over`, from the bytes sent that `status` reports.
+fn sent_rate(m: &Mounted, over: Duration) -> f64 {
+    let (t0, s0) = (Instant::now(), m.status().queue.in_flight_sent);
+    std::thread::sleep(over);
+    let (t1, s1) = (Instant::now(), m.status().queue.in_flight_sent);
+    s1.saturating_sub(s0) as f64 / t1.duration_since(t0).as_secs_f64()
+}
+
 #[test]
 fn upload_limit_holds_and_changes_live() {
     let server = common::embedded_server(None);
@@ -82,24 +90,27 @@ fn upload_limit_holds_and_changes_live() {
     assert!(took < Duration::from_secs(30), "{took:?}");
     assert_eq!(dav.get("a.bin"), a);
 
-    // Slower, live (20 s for 5 MiB), then no limit in the middle of the upload.
+    // Mid-upload: slower, live, then no limit.
+    let b = pattern(6 * MIB, 2);
+    write_file(&m, "b.bin", &b);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sent_rate(&m, Duration::from_secs(1));
     let out = cli_ok(&m, &["settings", "set", "upload_limit", "256K"]);
     assert!(out.contains("applied now to 1 running daemon"), "{out}");
-    let b = pattern(5 * MIB, 2);
-    write_file(&m, "b.bin", &b);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        m.status().queue.files,
-        1,
-        "b.bin is still going up at 256 KiB/s"
-    );
+    // Within a second the new rate holds.
+    std::thread::sleep(Duration::from_millis(700));
+    let after = sent_rate(&m, Duration::from_secs(2));
+    eprintln!("upload rate before the change {before:.0} B/s, after {after:.0} B/s");
+    assert!(before > 600_000.0, "at 1 MiB/s: {before:.0} B/s");
+    assert!(after < 400_000.0, "at 256 KiB/s: {after:.0} B/s");
+    assert_eq!(m.status().queue.files, 1, "b.bin is still going up");
     let lifted = Instant::now();
     cli_ok(&m, &["settings", "set", "upload_limit", "0"]);
     let rest = uploaded_within(&m, Duration::from_secs(60))
         .map(|_| lifted.elapsed())
         .unwrap_or_else(|| panic!("b.bin not uploaded in 60 s\n{}", m.daemon_log()));
-    eprintln!("rest of the 5 MiB upload once the limit was lifted: {rest:?}");
-    // At 256 KiB/s about 18 s were left.
+    eprintln!("rest of the 6 MiB upload once the limit was lifted: {rest:?}");
+    // At 256 KiB/s more than 10 s were left.
     assert!(
         rest < Duration::from_secs(6),
         "the upload went on slowly after the limit was lifted: {rest:?}"
@@ -110,13 +121,46 @@ fn upload_limit_holds_and_changes_live() {
     m.unmount();
 }
 
+/// Reads the file at `path` in 64 KiB reads; its bytes, and when each read returned with the
+/// total read by then (the first mark is the start).
+fn read_timed(path: &std::path::Path) -> (Vec<u8>, Vec<(Instant, u64)>) {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut out = Vec::new();
+    let mut marks = vec![(Instant::now(), 0)];
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return (out, marks);
+        }
+        out.extend_from_slice(&buf[..n]);
+        marks.push((Instant::now(), out.len() as u64));
+    }
+}
+
+/// The bytes read by `t`, from [`read_timed`]'s marks.
+fn bytes_by(marks: &[(Instant, u64)], t: Instant) -> u64 {
+    marks
+        .iter()
+        .take_while(|(when, _)| *when <= t)
+        .last()
+        .map_or(0, |(_, n)| *n)
+}
+
+/// The rate of the reads between `from` and `to`, from [`read_timed`]'s marks.
+fn rate_between(marks: &[(Instant, u64)], from: Instant, to: Instant) -> f64 {
+    bytes_by(marks, to).saturating_sub(bytes_by(marks, from)) as f64
+        / to.duration_since(from).as_secs_f64()
+}
+
 #[test]
 fn download_limit_holds_and_changes_live() {
     let server = common::embedded_server(None);
     let srv = Server::embedded(&server);
     let dav = Dav::fresh(&srv, "throttle-down");
     let a = pattern(5 * MIB, 3);
-    let b = pattern(5 * MIB, 4);
+    let b = pattern(8 * MIB, 4);
     dav.put("a.bin", &a);
     dav.put("b.bin", &b);
     // The limit of this mount, from its flag.
@@ -141,21 +185,36 @@ fn download_limit_holds_and_changes_live() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
 
-    // Slower, live, then no limit in the middle of the read.
-    cli_ok(&m, &["settings", "set", "download_limit", "256K"]);
+    // Mid-read: slower, live, then no limit.
     let path = m.path("b.bin");
-    let reader = std::thread::spawn(move || {
-        let got = std::fs::read(path).unwrap();
-        (got, Instant::now())
-    });
-    std::thread::sleep(Duration::from_secs(2));
+    let reader = std::thread::spawn(move || read_timed(&path));
+    std::thread::sleep(Duration::from_millis(1500));
+    let slowed = Instant::now();
+    cli_ok(&m, &["settings", "set", "download_limit", "256K"]);
+    std::thread::sleep(Duration::from_millis(2700));
     assert!(!reader.is_finished(), "b.bin is still coming at 256 KiB/s");
     let lifted = Instant::now();
     cli_ok(&m, &["settings", "set", "download_limit", "0"]);
-    let (got, done) = reader.join().unwrap();
-    let rest = done.duration_since(lifted);
-    eprintln!("rest of the 5 MiB read once the limit was lifted: {rest:?}");
+    let (got, marks) = reader.join().unwrap();
     assert!(got == b, "b.bin read back differs");
+    let start = marks[0].0;
+    let before = rate_between(&marks, start + Duration::from_millis(300), slowed);
+    // Reads see the data a block at a time: what was read by the time the limit was lifted
+    // tells the rate better than a short window. At 1 MiB/s throughout it would be 4 MiB or
+    // more; with the change, about 1.5 + 0.7 MiB.
+    let by_lift = bytes_by(&marks, lifted);
+    let rest = marks.last().unwrap().0.duration_since(lifted);
+    eprintln!(
+        "read rate before the change {before:.0} B/s; read when lifted {by_lift} B \
+         ({:.1} s after the start); rest once lifted {rest:?}",
+        lifted.duration_since(start).as_secs_f64()
+    );
+    assert!(before > 600_000.0, "at 1 MiB/s: {before:.0} B/s");
+    assert!(
+        by_lift < 3 * MIB as u64 + MIB as u64 / 4,
+        "{by_lift} B read: the lower limit did not hold"
+    );
+    // At 256 KiB/s more than 10 s were left.
     assert!(
         rest < Duration::from_secs(6),
         "the read went on slowly after the limit was lifted: {rest:?}"
