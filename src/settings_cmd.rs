@@ -157,10 +157,17 @@ fn sockets(runtime: &Path) -> Vec<PathBuf> {
 /// Tells every running daemon the new limits; says how many took them and which did not.
 fn tell_daemons(runtime: &Path, upload: Option<u64>, download: Option<u64>, rt: &Runtime) {
     let request = Request::Bandwidth { upload, download };
-    let mut applied = 0;
+    let mut pids = std::collections::BTreeSet::new();
     for socket in sockets(runtime) {
         match rt.block_on(control::call(&socket, None, &request, TELL_TIMEOUT)) {
-            Ok(_) => applied += 1,
+            Ok(a) => {
+                // A profile's daemon answers on its socket and its mount's: one daemon.
+                let pid = match a.response {
+                    Response::Settings(m) => m.get("pid").cloned(),
+                    _ => None,
+                };
+                pids.insert(pid.unwrap_or_else(|| socket.display().to_string()));
+            }
             // A socket left by a daemon that is gone.
             Err(ControlError::NoDaemon { .. }) => {}
             Err(e) => note(&format!(
@@ -169,7 +176,7 @@ fn tell_daemons(runtime: &Path, upload: Option<u64>, download: Option<u64>, rt: 
             )),
         }
     }
-    match applied {
+    match pids.len() {
         0 => note("cloudmount: no daemon running; the limits apply from the next start"),
         1 => note("cloudmount: applied now to 1 running daemon"),
         n => note(&format!("cloudmount: applied now to {n} running daemons")),

@@ -39,7 +39,8 @@ pub fn apply_at_start(upload: Option<u64>, download: Option<u64>) -> Limits {
 }
 
 /// The answer to the `bandwidth` request: changes the limits given, live, then tells the
-/// limits in effect.
+/// limits in effect, and the process's `pid` (one process may answer on two sockets: a
+/// profile's daemon and its mount).
 pub(crate) fn answer(upload: Option<u64>, download: Option<u64>) -> Response {
     let bw = Bandwidth::process();
     if upload.is_some() || download.is_some() {
@@ -49,7 +50,9 @@ pub(crate) fn answer(upload: Option<u64>, download: Option<u64>) -> Response {
             download: download.unwrap_or(now.download),
         });
     }
-    Response::Settings(to_map(bw.limits()))
+    let mut m = to_map(bw.limits());
+    m.insert("pid".to_string(), std::process::id().to_string());
+    Response::Settings(m)
 }
 
 /// The limits as the `bandwidth` request's answer holds them.
