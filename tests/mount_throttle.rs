@@ -148,19 +148,13 @@ fn bytes_by(marks: &[(Instant, u64)], t: Instant) -> u64 {
         .map_or(0, |(_, n)| *n)
 }
 
-/// The rate of the reads between `from` and `to`, from [`read_timed`]'s marks.
-fn rate_between(marks: &[(Instant, u64)], from: Instant, to: Instant) -> f64 {
-    bytes_by(marks, to).saturating_sub(bytes_by(marks, from)) as f64
-        / to.duration_since(from).as_secs_f64()
-}
-
 #[test]
 fn download_limit_holds_and_changes_live() {
     let server = common::embedded_server(None);
     let srv = Server::embedded(&server);
     let dav = Dav::fresh(&srv, "throttle-down");
     let a = pattern(5 * MIB, 3);
-    let b = pattern(8 * MIB, 4);
+    let b = pattern(6 * MIB, 4);
     dav.put("a.bin", &a);
     dav.put("b.bin", &b);
     // The limit of this mount, from its flag.
@@ -185,36 +179,32 @@ fn download_limit_holds_and_changes_live() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
 
-    // Mid-read: slower, live, then no limit.
+    // Mid-read: slower, live, then no limit. Reads see the data a block (1 MiB) at a time,
+    // after the read-ahead's share: what shows the change is when the read ends. At 1 MiB/s
+    // throughout, 6 MiB are read in about 6 s; slowed to 256 KiB/s after 1.5 s, only about
+    // 3 MiB have come by 7.5 s.
     let path = m.path("b.bin");
+    let began = Instant::now();
     let reader = std::thread::spawn(move || read_timed(&path));
     std::thread::sleep(Duration::from_millis(1500));
-    let slowed = Instant::now();
     cli_ok(&m, &["settings", "set", "download_limit", "256K"]);
-    std::thread::sleep(Duration::from_millis(2700));
-    assert!(!reader.is_finished(), "b.bin is still coming at 256 KiB/s");
+    std::thread::sleep(Duration::from_millis(7500).saturating_sub(began.elapsed()));
+    assert!(
+        !reader.is_finished(),
+        "b.bin was read as fast as at 1 MiB/s: the lower limit did not hold"
+    );
     let lifted = Instant::now();
     cli_ok(&m, &["settings", "set", "download_limit", "0"]);
     let (got, marks) = reader.join().unwrap();
     assert!(got == b, "b.bin read back differs");
-    let start = marks[0].0;
-    let before = rate_between(&marks, start + Duration::from_millis(300), slowed);
-    // Reads see the data a block at a time: what was read by the time the limit was lifted
-    // tells the rate better than a short window. At 1 MiB/s throughout it would be 4 MiB or
-    // more; with the change, about 1.5 + 0.7 MiB.
     let by_lift = bytes_by(&marks, lifted);
     let rest = marks.last().unwrap().0.duration_since(lifted);
     eprintln!(
-        "read rate before the change {before:.0} B/s; read when lifted {by_lift} B \
-         ({:.1} s after the start); rest once lifted {rest:?}",
-        lifted.duration_since(start).as_secs_f64()
+        "read when the limit was lifted ({:.1} s after the start): {by_lift} B; rest once \
+         lifted {rest:?}",
+        lifted.duration_since(began).as_secs_f64()
     );
-    assert!(before > 600_000.0, "at 1 MiB/s: {before:.0} B/s");
-    assert!(
-        by_lift < 3 * MIB as u64 + MIB as u64 / 4,
-        "{by_lift} B read: the lower limit did not hold"
-    );
-    // At 256 KiB/s more than 10 s were left.
+    // At 256 KiB/s about 12 s were left.
     assert!(
         rest < Duration::from_secs(6),
         "the read went on slowly after the limit was lifted: {rest:?}"
