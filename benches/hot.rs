@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the hot code: PROPFIND parsing of a 10,000-entry listing (and the
-//! href resolution that follows), block-index lookups and updates, read-ahead decisions.
+//! href resolution that follows), block-index lookups and updates, read-ahead decisions, and
+//! what the bandwidth limit costs a body stream (none set, and one too high to wait).
 //!
 //!   cargo bench --bench hot
 //!
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use cloudmount::cache::{BlockCache, CacheLayout, ObjectKey};
 use cloudmount::meta::MetaStore;
 use cloudmount::remote::path::{href_to_path, normalize_base};
+use cloudmount::remote::throttle::{Bandwidth, Limits};
 use cloudmount::remote::webdav::propfind::parse_multistatus;
 use cloudmount::remote::{ETag, RemotePath};
 use cloudmount::vfs::download::ReadAhead;
@@ -112,5 +114,37 @@ fn readahead(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, propfind, block_index, readahead);
+/// 4096 chunks of 64 KiB (256 MiB, no copies) through a bare stream, through the download
+/// bucket with no limit (the pass-through), and with a limit too high to ever wait.
+fn throttle(c: &mut Criterion) {
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let chunk = bytes::Bytes::from(vec![7u8; 64 << 10]);
+    let body = || -> cloudmount::remote::ByteStream {
+        let c = chunk.clone();
+        Box::pin(futures_util::stream::iter(
+            (0..4096).map(move |_| Ok(c.clone())),
+        ))
+    };
+    let mut g = c.benchmark_group("bandwidth limit: 256 MiB in 64 KiB chunks");
+    g.throughput(Throughput::Bytes(256 << 20));
+    g.bench_function("bare stream", |b| b.iter(|| rt.block_on(body().count())));
+    let none = Bandwidth::new(Limits::default());
+    g.bench_function("no limit", |b| {
+        b.iter(|| rt.block_on(none.download(body()).count()))
+    });
+    let high = Bandwidth::new(Limits {
+        upload: 0,
+        download: 1 << 40,
+    });
+    g.bench_function("1 TiB/s limit", |b| {
+        b.iter(|| rt.block_on(high.download(body()).count()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, propfind, block_index, readahead, throttle);
 criterion_main!(benches);

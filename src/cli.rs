@@ -52,7 +52,7 @@ pub enum Command {
             holding a password) must be readable by its owner only (chmod 600).\n\n\
             -o takes comma-separated fstab-style options: ro, rw, allow_other, nopassthrough, user=USER, \
             password_file=FILE, cache_dir=DIR, cache_size=SIZE, dir_cache_time=DURATION, write_back_delay=DURATION, \
-            config=FILE; options mount(8) passes (defaults, noauto, nofail, _netdev, x-*, \
+            upload_limit=RATE, download_limit=RATE, config=FILE; options mount(8) passes (defaults, noauto, nofail, _netdev, x-*, \
             user, users, exec, suid, dev, ...) are ignored. A flag wins over the same -o \
             option.\n\n\
             Examples:\n  \
@@ -239,14 +239,28 @@ pub enum Command {
     )]
     Sync(SyncArgs),
 
-    /// Show or change the settings of a profile's sync folders (schedule.time, schedule.day)
+    /// Show or change the settings: bandwidth limits, and the schedule of a profile's sync folders
     #[command(
-        long_about = "Show or change the settings of a profile's daemon.\n\n\
+        long_about = "Show or change the settings.\n\n\
+            Bandwidth limits, for everything a daemon sends (upload_limit) or receives \
+            (download_limit): the mount's uploads and reads, pins, sync folders. One limit \
+            per direction for each daemon, shared by all its transfers. They are kept in \
+            $XDG_CONFIG_HOME/cloudmount/settings.toml, read by each daemon when it starts, \
+            and `set` also tells the running daemons, which apply the new limit at once, \
+            to transfers under way too. A mount's --upload-limit / --download-limit win \
+            over the file for that mount until the next `settings set` of that key.\n\n\
             Keys:\n  \
-            schedule.time  when daily and weekly folders run, HH:MM local time (default 03:00)\n  \
-            schedule.day   the day weekly folders run (default sunday)",
+            upload_limit    bytes per second, e.g. 2M, 500K, 1.5M (binary units: K = 1024); \
+            0 (or off) is no limit (default 0)\n  \
+            download_limit  likewise, for what is received (default 0)\n  \
+            schedule.time   when daily and weekly folders run, HH:MM local time (default \
+            03:00); kept by the profile's daemon\n  \
+            schedule.day    the day weekly folders run (default sunday); kept by the \
+            profile's daemon",
         after_help = "Examples:\n  \
-            cloudmount settings\n  \
+            cloudmount settings show\n  \
+            cloudmount settings set upload_limit 2M download_limit 0\n  \
+            cloudmount settings get upload_limit\n  \
             cloudmount settings set schedule.time 03:00"
     )]
     Settings(SettingsArgs),
@@ -371,6 +385,16 @@ pub struct MountArgs {
     #[arg(long, hide = true, value_name = "DURATION", value_parser = parse_duration_arg)]
     pub space_retry: Option<Duration>,
 
+    /// Most this mount's daemon sends, per second: e.g. 2M, 500K (binary units, bytes per
+    /// second); 0 is no limit [default: the `upload_limit` setting, see `cloudmount settings`]
+    #[arg(long, value_name = "RATE", value_parser = parse_limit_arg)]
+    pub upload_limit: Option<u64>,
+
+    /// Most this mount's daemon receives, per second, as --upload-limit [default: the
+    /// `download_limit` setting]
+    #[arg(long, value_name = "RATE", value_parser = parse_limit_arg)]
+    pub download_limit: Option<u64>,
+
     /// Mount read-only
     #[arg(long)]
     pub read_only: bool,
@@ -425,6 +449,8 @@ impl MountArgs {
             passthrough: self.no_passthrough.then_some(false),
             allow_non_empty: self.allow_non_empty.then_some(true),
             config: self.config.clone(),
+            upload_limit: self.upload_limit,
+            download_limit: self.download_limit,
         };
         for opts in &self.options {
             req.apply_options(opts)?;
@@ -636,10 +662,14 @@ pub struct SettingsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
-    /// Show every setting
-    Get,
-    /// Change a setting
-    Set { key: String, value: String },
+    /// Show the settings (all, or the KEYs given)
+    #[command(visible_alias = "get")]
+    Show { keys: Vec<String> },
+    /// Change settings: KEY VALUE, as many pairs as wanted
+    Set {
+        #[arg(value_name = "KEY VALUE", num_args = 2.., required = true)]
+        pairs: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -669,6 +699,10 @@ pub struct ServeArgs {
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     cloudmount::size::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_limit_arg(s: &str) -> Result<u64, String> {
+    cloudmount::config::settings::parse_limit(s)
 }
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {

@@ -21,6 +21,7 @@
 //! exit, so uploads in flight have finished when it returns.
 
 pub mod background;
+pub mod bandwidth;
 pub mod demo;
 pub mod profile;
 mod requests;
@@ -377,6 +378,7 @@ impl std::fmt::Debug for Running {
 pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Running, DaemonError> {
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
+    bandwidth::apply_at_start(cfg.upload_limit, cfg.download_limit);
     if !cfg.allow_non_empty && has_entries(&mountpoint)? {
         return Err(DaemonError::MountPointNotEmpty(mountpoint));
     }
@@ -707,6 +709,8 @@ mod tests {
             passthrough: true,
             allow_non_empty: false,
             runtime_dir: dir.join("run"),
+            upload_limit: None,
+            download_limit: None,
         }
     }
 

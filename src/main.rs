@@ -10,6 +10,7 @@
 mod cli;
 mod integrate_cmd;
 mod pin_cmd;
+mod settings_cmd;
 mod state_cmd;
 mod sync_cmd;
 
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
         Command::Start(args) => sync_cmd::start(args, &runtime),
         Command::Stop(args) => sync_cmd::stop(args, &runtime),
         Command::Sync(args) => sync_cmd::sync(args, &runtime),
-        Command::Settings(args) => sync_cmd::settings(args, &runtime),
+        Command::Settings(args) => settings_cmd::settings(args, &runtime),
         Command::Pin(args) => pin_cmd::pin(args, &runtime),
         Command::Unpin(args) => pin_cmd::unpin(args, &runtime),
         Command::Free(args) => pin_cmd::free(args, &runtime),
@@ -382,6 +383,9 @@ fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
             "{}",
             report::summary(instance.mountpoint(), &answer.status)
         )?;
+        if let Some(limits) = settings_cmd::limits_line(instance.socket(), rt) {
+            writeln!(out, "Bandwidth limits: {limits}")?;
+        }
     }
     out.flush()?;
     Ok(())
@@ -413,7 +417,15 @@ fn status_of_all(dirs: &Dirs, json: bool, rt: &Runtime) -> CmdResult {
             continue;
         }
         let line = match &answer {
-            Ok(a) => report::one_line(&a.status),
+            Ok(a) => {
+                let limits = Instance::find(&dirs.runtime, &e.mount_point)
+                    .ok()
+                    .and_then(|i| settings_cmd::limits_line(i.socket(), rt));
+                match limits {
+                    Some(l) => format!("{}; limits: {l}", report::one_line(&a.status)),
+                    None => report::one_line(&a.status),
+                }
+            }
             Err(msg) => format!("no answer: {msg}"),
         };
         writeln!(out, "{}  {}  {line}", e.mount_point.display(), e.source)?;

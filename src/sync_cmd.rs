@@ -1,4 +1,4 @@
-//! The commands of a profile's daemon: `start`, `stop`, `sync …` and `settings`. Each but
+//! The commands of a profile's daemon: `start`, `stop` and `sync …`. Each but
 //! `start --foreground` is a client of the daemon's control socket.
 
 use std::io::IsTerminal;
@@ -9,10 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use crate::cli::{
-    ModeArg, ProfileArgs, ScheduleArg, SettingsArgs, SettingsCommand, StartArgs, StopArgs,
-    SyncArgs, SyncCommand,
-};
+use crate::cli::{ModeArg, ProfileArgs, ScheduleArg, StartArgs, StopArgs, SyncArgs, SyncCommand};
 use crate::{note, say, say_raw, CmdResult, Failure};
 use cloudmount::config::{self, Dirs, ProfileDaemonConfig};
 use cloudmount::control::protocol::{SyncAdd, SyncSet};
@@ -44,7 +41,7 @@ fn schedule(s: ScheduleArg) -> Schedule {
 }
 
 /// The profile's name and the socket of its daemon.
-fn target(
+pub(crate) fn target(
     profile: Option<&str>,
     config: Option<&Path>,
 ) -> Result<(Dirs, String, PathBuf), Failure> {
@@ -56,7 +53,12 @@ fn target(
 }
 
 /// Asks the daemon; a daemon that is not running gets the message that says how to start it.
-fn ask(rt: &Runtime, name: &str, socket: &Path, request: &Request) -> Result<Response, Failure> {
+pub(crate) fn ask(
+    rt: &Runtime,
+    name: &str,
+    socket: &Path,
+    request: &Request,
+) -> Result<Response, Failure> {
     match rt.block_on(control::call(socket, None, request, TIMEOUT)) {
         Ok(a) => Ok(a.response),
         Err(ControlError::NoDaemon { .. }) => Err(Failure::Message(format!(
@@ -425,23 +427,5 @@ fn wait_for(rt: &Runtime, name: &str, socket: &Path, tickets: &[(String, u64)]) 
             None => {}
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-pub fn settings(args: SettingsArgs, rt: &Runtime) -> CmdResult {
-    let ProfileArgs { profile, config } = &args.profile;
-    let (_, name, socket) = target(profile.as_deref(), config.as_deref())?;
-    let set = match args.command {
-        None | Some(SettingsCommand::Get) => None,
-        Some(SettingsCommand::Set { key, value }) => Some((key, value)),
-    };
-    match ask(rt, &name, &socket, &Request::Settings { set })? {
-        Response::Settings(all) => {
-            for (k, v) in all {
-                say(&format!("{k} = {v}"));
-            }
-            Ok(())
-        }
-        other => Err(Failure::Message(format!("unexpected answer: {other:?}"))),
     }
 }

@@ -94,6 +94,12 @@ pub enum ConfigError {
     Duration(String),
     #[error("unknown mount option {0:?}")]
     UnknownOption(String),
+    #[error("invalid {key} {value:?}: {reason}")]
+    Limit {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("mount option {0:?} needs a value ({0}=…)")]
     OptionNeedsValue(String),
     #[error("invalid URL {url:?}: {reason}")]
@@ -446,6 +452,10 @@ pub struct MountRequest {
     /// Mount over a directory that holds files (hiding them until the unmount).
     pub allow_non_empty: Option<bool>,
     pub config: Option<PathBuf>,
+    /// Bandwidth limits of this mount's daemon, bytes per second (0: none); `None`: the
+    /// settings file's.
+    pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
 }
 
 /// Options that mount(8) passes to helpers and that mean nothing to cloudmount.
@@ -544,6 +554,19 @@ impl MountRequest {
                     let v = need(value)?;
                     self.config.get_or_insert(PathBuf::from(v));
                 }
+                "upload_limit" | "download_limit" => {
+                    let v = need(value)?;
+                    let limit = settings::parse_limit(&v).map_err(|reason| ConfigError::Limit {
+                        key: key.to_string(),
+                        value: v.clone(),
+                        reason,
+                    })?;
+                    if key == "upload_limit" {
+                        self.upload_limit.get_or_insert(limit);
+                    } else {
+                        self.download_limit.get_or_insert(limit);
+                    }
+                }
                 "password" => {
                     // Options are visible in `ps` and /proc/mounts-adjacent logs.
                     return Err(ConfigError::UnknownOption(
@@ -620,6 +643,10 @@ pub struct MountConfig {
     pub allow_non_empty: bool,
     /// Where the daemon's state file goes (see [`Dirs::runtime`]).
     pub runtime_dir: PathBuf,
+    /// Bandwidth limits given for this mount, over the settings file's (bytes per second,
+    /// 0: none).
+    pub upload_limit: Option<u64>,
+    pub download_limit: Option<u64>,
 }
 
 impl fmt::Debug for MountConfig {
@@ -641,6 +668,8 @@ impl fmt::Debug for MountConfig {
             .field("allow_other", &self.allow_other)
             .field("passthrough", &self.passthrough)
             .field("runtime_dir", &self.runtime_dir)
+            .field("upload_limit", &self.upload_limit)
+            .field("download_limit", &self.download_limit)
             .finish()
     }
 }
@@ -899,10 +928,13 @@ pub fn resolve(
             .or(profile.allow_non_empty)
             .unwrap_or(false),
         runtime_dir: dirs.runtime.clone(),
+        upload_limit: req.upload_limit,
+        download_limit: req.download_limit,
     })
 }
 
 mod profile_daemon;
+pub mod settings;
 pub use profile_daemon::{
     pick_profile, resolve_profile_daemon, socket_of, ProfileDaemonConfig, DEFAULT_SYNC_POLL,
 };

@@ -479,3 +479,25 @@ fn sanitized_names() {
         "bob@h.example-8443-dav"
     );
 }
+
+#[test]
+fn bandwidth_limit_options() {
+    let mut r = MountRequest {
+        upload_limit: Some(1024),
+        ..MountRequest::default()
+    };
+    r.apply_options("upload_limit=2M,download_limit=500K/s")
+        .unwrap();
+    assert_eq!(r.upload_limit, Some(1024), "the flag wins");
+    assert_eq!(r.download_limit, Some(500 * 1024));
+    let mut r = MountRequest::default();
+    r.apply_options("download_limit=off").unwrap();
+    assert_eq!(r.download_limit, Some(0));
+    let e = MountRequest::default()
+        .apply_options("upload_limit=12")
+        .unwrap_err();
+    assert!(matches!(e, ConfigError::Limit { .. }), "{e}");
+    assert!(MountRequest::default()
+        .apply_options("upload_limit")
+        .is_err());
+}

@@ -81,6 +81,15 @@ pub enum Request {
     States {
         path: String,
     },
+    /// The daemon's bandwidth limits (bytes per second, 0: none); with a value, that limit is
+    /// changed first, live. Answered by every daemon, with [`Response::Settings`]: the limits
+    /// in effect as `upload_limit` and `download_limit`, in bytes per second.
+    Bandwidth {
+        #[serde(default)]
+        upload: Option<u64>,
+        #[serde(default)]
+        download: Option<u64>,
+    },
 }
 
 /// A folder to add (see `cloudmount sync add`).
@@ -124,6 +133,7 @@ impl Request {
         "pin",
         "free",
         "states",
+        "bandwidth",
     ];
 
     /// The verb, as spelled on the wire.
@@ -143,6 +153,7 @@ impl Request {
             Request::Pin { .. } => "pin",
             Request::Free { .. } => "free",
             Request::States { .. } => "states",
+            Request::Bandwidth { .. } => "bandwidth",
         }
     }
 }
@@ -417,6 +428,10 @@ mod tests {
             },
             Request::States {
                 path: "Cloud Drive/Photos".into(),
+            },
+            Request::Bandwidth {
+                upload: Some(1 << 20),
+                download: None,
             },
         ];
         let verbs: Vec<&str> = samples.iter().map(Request::verb).collect();

@@ -298,6 +298,8 @@ pub fn mount_config(
         passthrough: true,
         allow_non_empty: false,
         runtime_dir: dirs.runtime.clone(),
+        upload_limit: None,
+        download_limit: None,
     })
 }
 

@@ -75,6 +75,9 @@ impl ControlHandler for Requests {
                     Err(e) => Response::error(format!("the states could not be read: {e}")),
                 }
             }
+            Request::Bandwidth { upload, download } => {
+                super::bandwidth::answer(upload, download)
+            }
             other => Response::error(format!(
                 "this is the daemon of a mount; {:?} is asked of the profile's daemon (cloudmount start PROFILE)",
                 other.verb()

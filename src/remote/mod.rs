@@ -18,6 +18,7 @@ pub mod etag;
 pub mod faulty;
 pub mod mem;
 pub mod path;
+pub mod throttle;
 pub mod version;
 pub mod watched;
 pub mod webdav;

@@ -547,6 +547,9 @@ impl ControlHandler for Service {
                 Ok(s) => Response::Settings(s),
                 Err(e) => Response::error(e),
             },
+            Request::Bandwidth { upload, download } => {
+                crate::daemon::bandwidth::answer(upload, download)
+            }
             Request::Stop => {
                 let _ = self.inner.stop.send("stop request");
                 Response::Done {

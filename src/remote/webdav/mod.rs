@@ -40,6 +40,7 @@ use self::auth::{Chosen, Credentials, DigestSession};
 use self::body::{empty_stream, Progress, ProgressBody, RangeBody};
 use self::propfind::{parse_multistatus, RawResponse, PROPFIND_ENTRY_BODY, PROPFIND_QUOTA_BODY};
 use super::path::{href_to_path, normalize_base};
+use super::throttle::Bandwidth;
 use super::{
     ByteRange, ByteStream, ETag, Entry, EntryKind, Listing, ListingDigest, MaybeListing, PutBody,
     PutCondition, PutOutcome, Quota, ReadResponse, Remote, RemoteError, RemotePath, RemoteResult,
@@ -74,6 +75,9 @@ pub struct WebDavConfig {
     /// are as many; a request that starts as another ends may open one more while the ended
     /// one goes back to the pool (the pool then closes the extra).
     pub max_requests: usize,
+    /// The bandwidth limits every body of this client goes through: by default the
+    /// process's ([`Bandwidth::process`]), shared by all clients of a daemon.
+    pub bandwidth: Arc<Bandwidth>,
 }
 
 impl WebDavConfig {
@@ -88,6 +92,7 @@ impl WebDavConfig {
             verify_conditions: true,
             max_propfind_bytes: 512 << 20,
             max_requests: MAX_REQUESTS,
+            bandwidth: Bandwidth::process(),
         }
     }
 
@@ -496,7 +501,7 @@ impl WebDavRemote {
                         .body(b.clone()),
                     _ => rb.header(reqwest::header::CONTENT_LENGTH, body.len()).body(
                         reqwest::Body::wrap_stream(ProgressBody {
-                            inner: body.open(),
+                            inner: self.cfg.bandwidth.upload(body.open()),
                             rest: Bytes::new(),
                             progress: progress.clone(),
                         }),
@@ -668,7 +673,8 @@ impl WebDavRemote {
         }
     }
 
-    /// Reads a whole (XML) body, refusing more than `max` bytes.
+    /// Reads a whole (XML) body, refusing more than `max` bytes; it counts against the download
+    /// limit like any body.
     async fn read_limited(
         &self,
         m: &Method,
@@ -691,6 +697,7 @@ impl WebDavRemote {
                 });
             }
             out.extend_from_slice(&chunk);
+            self.cfg.bandwidth.received(chunk.len() as u64).await;
         }
         Ok(out)
     }

@@ -218,7 +218,7 @@ impl Remote for WebDavRemote {
                 Ok(ReadResponse {
                     etag,
                     total_size: total,
-                    body: Box::pin(RangeBody {
+                    body: self.cfg.bandwidth.download(Box::pin(RangeBody {
                         _slot: resp.extensions_mut().remove::<Slot>(),
                         inner: Box::pin(resp.bytes_stream()),
                         idle: self.cfg.read_timeout,
@@ -229,7 +229,7 @@ impl Remote for WebDavRemote {
                         yielded: 0,
                         done: false,
                         url,
-                    }),
+                    })),
                 })
             }
             StatusCode::OK => {
@@ -245,7 +245,7 @@ impl Remote for WebDavRemote {
                 Ok(ReadResponse {
                     etag,
                     total_size: total,
-                    body: Box::pin(RangeBody {
+                    body: self.cfg.bandwidth.download(Box::pin(RangeBody {
                         _slot: resp.extensions_mut().remove::<Slot>(),
                         inner: Box::pin(resp.bytes_stream()),
                         idle: self.cfg.read_timeout,
@@ -256,7 +256,7 @@ impl Remote for WebDavRemote {
                         yielded: 0,
                         done: false,
                         url,
-                    }),
+                    })),
                 })
             }
             s => Err(status_error(&m, &url, s)),
