@@ -383,9 +383,6 @@ fn status(args: StatusArgs, rt: &Runtime) -> CmdResult {
             "{}",
             report::summary(instance.mountpoint(), &answer.status)
         )?;
-        if let Some(limits) = settings_cmd::limits_line(instance.socket(), rt) {
-            writeln!(out, "Bandwidth limits: {limits}")?;
-        }
     }
     out.flush()?;
     Ok(())
@@ -417,15 +414,7 @@ fn status_of_all(dirs: &Dirs, json: bool, rt: &Runtime) -> CmdResult {
             continue;
         }
         let line = match &answer {
-            Ok(a) => {
-                let limits = Instance::find(&dirs.runtime, &e.mount_point)
-                    .ok()
-                    .and_then(|i| settings_cmd::limits_line(i.socket(), rt));
-                match limits {
-                    Some(l) => format!("{}; limits: {l}", report::one_line(&a.status)),
-                    None => report::one_line(&a.status),
-                }
-            }
+            Ok(a) => report::one_line(&a.status),
             Err(msg) => format!("no answer: {msg}"),
         };
         writeln!(out, "{}  {}  {line}", e.mount_point.display(), e.source)?;

@@ -10,11 +10,9 @@ use tokio::runtime::Runtime;
 use crate::cli::{ProfileArgs, SettingsArgs, SettingsCommand};
 use crate::sync_cmd::{ask, target};
 use crate::{note, say, CmdResult, Failure};
-use cloudmount::config::settings::{self, format_limit, settings_file, UserSettings};
+use cloudmount::config::settings::{self, settings_file, UserSettings};
 use cloudmount::config::Dirs;
 use cloudmount::control::{self, ControlError, Request, Response};
-use cloudmount::daemon::bandwidth;
-use cloudmount::remote::throttle::Limits;
 use cloudmount::sync::store::SETTING_KEYS as SYNC_KEYS;
 
 /// How long one daemon may take to answer a change of limits.
@@ -181,27 +179,4 @@ fn tell_daemons(runtime: &Path, upload: Option<u64>, download: Option<u64>, rt: 
         1 => note("cloudmount: applied now to 1 running daemon"),
         n => note(&format!("cloudmount: applied now to {n} running daemons")),
     }
-}
-
-/// The daemon's limits at `socket`, for `status` (`upload 2 MiB/s, download 0 (no limit)`):
-/// `None` when it has none, or does not say.
-pub fn limits_line(socket: &Path, rt: &Runtime) -> Option<String> {
-    let request = Request::Bandwidth {
-        upload: None,
-        download: None,
-    };
-    let answer = rt
-        .block_on(control::call(socket, None, &request, TELL_TIMEOUT))
-        .ok()?;
-    let Response::Settings(m) = answer.response else {
-        return None;
-    };
-    let l = bandwidth::from_map(&m)?;
-    (l != Limits::default()).then(|| {
-        format!(
-            "upload {}, download {}",
-            format_limit(l.upload),
-            format_limit(l.download)
-        )
-    })
 }

@@ -121,6 +121,7 @@ mod tests {
             kept_aside: None,
             other_areas: Vec::new(),
             pins: Vec::new(),
+            bandwidth: Default::default(),
         }
     }
 

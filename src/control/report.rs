@@ -126,6 +126,9 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
         0 => writeln!(out),
         d => writeln!(out, "; {} not yet uploaded", FormatSize(d)),
     };
+    if let Some(l) = limits(s) {
+        let _ = writeln!(out, "bandwidth limits: {l}");
+    }
     out
 }
 
@@ -196,7 +199,23 @@ pub fn one_line(s: &VfsStatus) -> String {
     if !s.conflicts.is_empty() {
         parts.push(format!("{} conflicts", s.conflicts.len()));
     }
+    if let Some(l) = limits(s) {
+        parts.push(format!("limits: {l}"));
+    }
     parts.join(", ")
+}
+
+/// The bandwidth limits in words, when one is set.
+pub fn limits(s: &VfsStatus) -> Option<String> {
+    use crate::config::settings::format_limit;
+    let l = s.bandwidth;
+    (l != crate::remote::throttle::Limits::default()).then(|| {
+        format!(
+            "upload {}, download {}",
+            format_limit(l.upload),
+            format_limit(l.download)
+        )
+    })
 }
 
 fn more(out: &mut String, total: usize) {
@@ -292,6 +311,7 @@ mod tests {
             kept_aside: None,
             other_areas: Vec::new(),
             pins: Vec::new(),
+            bandwidth: Default::default(),
         }
     }
 
@@ -347,6 +367,7 @@ mod tests {
                 bytes: 2048,
             }],
             pins: Vec::new(),
+            bandwidth: Default::default(),
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),
@@ -456,6 +477,22 @@ mod tests {
         assert_eq!((p.done(), p.total()), (0, 10));
         p.update(&queued(0, 0));
         assert_eq!((p.done(), p.total()), (10, 10));
+    }
+
+    /// Bandwidth limits are named in the summary and the one-line status only when one is set.
+    #[test]
+    fn bandwidth_limits_are_shown_when_set() {
+        let mut s = idle();
+        let mp = Path::new("/home/u/Cloud");
+        assert!(!summary(mp, &s).contains("limits"));
+        assert!(!one_line(&s).contains("limits"));
+        s.bandwidth.upload = 2 << 20;
+        assert!(
+            summary(mp, &s).contains("bandwidth limits: upload 2 MiB/s, download 0 (no limit)\n"),
+            "{}",
+            summary(mp, &s)
+        );
+        assert!(one_line(&s).ends_with(", limits: upload 2 MiB/s, download 0 (no limit)"));
     }
 
     /// The pins' line says "all on this device" only when every pin is complete; a pin

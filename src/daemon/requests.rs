@@ -28,7 +28,10 @@ impl ControlHandler for Requests {
                 // The snapshot takes locks and reads the metadata store: off the async threads.
                 let vfs = self.vfs.clone();
                 match tokio::task::spawn_blocking(move || vfs.status()).await {
-                    Ok(status) => Response::Status(Box::new(status)),
+                    Ok(mut status) => {
+                        status.bandwidth = crate::remote::throttle::Bandwidth::process().limits();
+                        Response::Status(Box::new(status))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "status snapshot failed");
                         Response::error(format!("the status could not be taken: {e}"))

@@ -454,6 +454,8 @@ impl Vfs {
             kept_aside: self.kept_aside(),
             other_areas: self.other_areas(),
             pins: self.pin_report(),
+            // The daemon's, not the filesystem's: filled in by the daemon.
+            bandwidth: Default::default(),
         }
     }
 

@@ -157,4 +157,7 @@ pub struct VfsStatus {
     /// The pinned files and folders, with their progress.
     #[serde(default)]
     pub pins: Vec<PinStatus>,
+    /// The daemon's bandwidth limits in bytes per second (0: none), filled in by the daemon.
+    #[serde(default)]
+    pub bandwidth: crate::remote::throttle::Limits,
 }
