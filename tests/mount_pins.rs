@@ -435,7 +435,40 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
         "pin one file",
     );
     assert_eq!(state(&m.path("big/f1")), "pinned");
+    // The cache itself keeps to the floor: with the disk filled by something else to below
+    // 5 % free, a file read through the mount reads whole and exact, and nothing of it is kept.
+    let free = || {
+        let st = nix_statvfs(small.path());
+        st.0 * st.1
+    };
+    let filler = small.path().join("filler");
+    let room = free().saturating_sub(512 * 1024);
+    fs::write(&filler, vec![0u8; room as usize]).expect("fill the disk");
+    let before = free();
+    assert!(
+        before < (24 * MIB / 20) as u64,
+        "the disk is below the floor: {before} free"
+    );
+    // The cache looks at the free space at most once a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(fs::read(m.path("big/f2")).unwrap(), pattern(6 * MIB, 2));
+    assert_eq!(state(&m.path("big/f2")), "online", "nothing of it is kept");
+    assert!(
+        free() + 64 * 1024 >= before,
+        "the cache grew: {} → {} free",
+        before,
+        free()
+    );
     m.unmount();
+}
+
+/// (block size, free blocks) of the filesystem holding `p`.
+fn nix_statvfs(p: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+    (st.f_frsize as u64, st.f_bavail as u64)
 }
 
 /// A path outside any mount gets a clear error, and the command fails.
