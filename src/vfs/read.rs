@@ -371,10 +371,19 @@ impl Vfs {
             },
         };
         let end = offset.saturating_add(u64::from(size)).min(obj.size());
+        // Under a download limit (the daemon's, shared by all its clients), read-ahead is
+        // held to about two seconds of data, so the read waited for is not starved by it.
+        let max_window = super::download::window_for_limit(
+            crate::remote::throttle::Bandwidth::process()
+                .limits()
+                .download,
+        );
         let ahead = {
             let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-            h.get_mut(&fh)
-                .and_then(|h| h.readahead.on_read(offset, end, obj.size()))
+            h.get_mut(&fh).and_then(|h| {
+                h.readahead
+                    .on_read_within(offset, end, obj.size(), max_window)
+            })
         };
         if let Some(range) = ahead {
             let me = self.me.clone();
