@@ -20,6 +20,7 @@
 //! answers).
 
 pub mod apply;
+pub mod computer;
 pub mod decide;
 pub mod engine;
 pub mod exclude;
@@ -28,6 +29,7 @@ pub mod journal;
 pub mod local;
 pub mod plan;
 pub mod poll;
+pub mod registry;
 pub mod remote_scan;
 pub mod report;
 pub mod schedule;
