@@ -538,16 +538,48 @@ pub enum SyncCommand {
         #[arg(long)]
         keep_deleted: bool,
     },
-    /// List the sync folders with their state
+    /// List the sync folders with their state, and the account's folders inactive here
     #[command(
-        after_help = "JSON (--json): an array of {id, local, remote, mode, schedule, keep_deleted, \
-            delete_limit_percent, state, reason, next_run, last_sync, last_outcome, runs, \
-            files_total, files_done, bytes_total, bytes_done, problems [{path, reason, attempts}], \
-            conflicts}; times in seconds since the epoch."
+        after_help = "The sync folders of this computer, then those of the account (added on \
+            other computers) that are inactive here, with where and when they were added.\n\n\
+            JSON (--json): an array of this computer's folders {id, local, remote, mode, \
+            schedule, keep_deleted, delete_limit_percent, state, reason, next_run, last_sync, \
+            last_outcome, runs, files_total, files_done, bytes_total, bytes_done, problems \
+            [{path, reason, attempts}], conflicts}; with --inactive, the account's folders \
+            instead: {computer, host, folders [{id, name, remote, mode, schedule, added_by, \
+            added_at, active_here, active [{computer, host, local, since}]}], pending, read_at, \
+            error}; times in seconds since the epoch."
     )]
     List {
         #[arg(long)]
         json: bool,
+        /// Only the account's folders that are inactive on this computer
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Start syncing here a folder of the account added on another computer
+    #[command(
+        after_help = "NAME is the folder's name as `sync list` shows it (or its server path, or \
+            its id). LOCAL_DIR defaults to ~/NAME; it is created when missing. Files already in \
+            LOCAL_DIR are kept: the first sync merges both sides and overwrites nothing (files \
+            that differ are kept as conflict copies)."
+    )]
+    Activate {
+        name: String,
+        #[arg(value_name = "LOCAL_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Remove a folder from the account's sync folders, on every computer; deletes nothing
+    #[command(
+        after_help = "Every computer stops syncing the folder (this one at once, the others when \
+            they next read the account's list); no file is deleted, here, there or on the \
+            server. Asks for confirmation unless --yes."
+    )]
+    Forget {
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Sync a folder (or all) now
     #[command(
@@ -581,7 +613,8 @@ pub enum SyncCommand {
     Pause { dir: PathBuf },
     /// Resume a paused folder
     Resume { dir: PathBuf },
-    /// Stop syncing a folder; deletes nothing, anywhere
+    /// Stop syncing a folder on this computer; deletes nothing, anywhere (the other computers
+    /// where it is active keep syncing it)
     Remove { dir: PathBuf },
     /// List the conflicts kept as two versions
     Conflicts {

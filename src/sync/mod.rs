@@ -19,6 +19,7 @@
 //! ETags) and [`service`] (the per-profile loop the daemon runs and the control requests it
 //! answers).
 
+pub mod account;
 pub mod apply;
 pub mod computer;
 pub mod decide;
