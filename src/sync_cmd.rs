@@ -240,7 +240,11 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
         }
         SyncCommand::List { json, inactive } => list(rt, &name, &socket, json, inactive),
         SyncCommand::Activate { name: folder, dir } => {
-            let local = dir.as_deref().map(folder_key).transpose()?.map(PathBuf::from);
+            let local = dir
+                .as_deref()
+                .map(folder_key)
+                .transpose()?
+                .map(PathBuf::from);
             done(ask(
                 rt,
                 &name,

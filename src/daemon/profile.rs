@@ -68,7 +68,11 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
     let computer = Computer::load_or_create(&dirs.data, &crate::vfs::conflict::device_name())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let account = Account::open(remote, computer, cfg.journal.with_extension("registry.json"))?;
+    let account = Account::open(
+        remote,
+        computer,
+        cfg.journal.with_extension("registry.json"),
+    )?;
     let every = (cfg.poll_interval * 4).clamp(Duration::from_secs(2), Duration::from_secs(300));
     service.attach_account(Arc::new(account), every);
     let control = crate::control::serve(&cfg.socket, service.clone())?;

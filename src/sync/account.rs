@@ -263,7 +263,11 @@ mod tests {
         let v = a.view();
         assert_eq!(v.pending, 2);
         assert!(v.error.is_some());
-        assert_eq!(v.registry.folders.len(), 2, "the view shows our own changes");
+        assert_eq!(
+            v.registry.folders.len(),
+            2,
+            "the view shows our own changes"
+        );
         drop(a);
 
         // The daemon restarts; the server is back.

@@ -375,13 +375,21 @@ fn backoff(round: u32) -> Duration {
     Duration::from_millis((step * u64::from(round + 1)).min(50 * step) + jitter)
 }
 
-/// Writes the file; its folder is made when missing.
+/// Writes the file; its folder is made when missing (before a creation: a server may answer a
+/// conditional PUT into a missing folder with 412, as the embedded one does, not 409).
 async fn put(
     remote: &dyn Remote,
     file: &RemotePath,
     body: Vec<u8>,
     cond: PutCondition,
 ) -> RemoteResult<()> {
+    if cond == PutCondition::IfNoneMatch {
+        let dir = RemotePath::new(REGISTRY_DIR).expect("a valid constant path");
+        match remote.mkdir(&dir).await {
+            Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     match remote
         .put(file, PutBody::from(body.clone()), cond.clone())
         .await

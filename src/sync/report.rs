@@ -364,7 +364,10 @@ mod tests {
         a.error = Some("offline".into());
         let s = inactive(&a, 2000);
         assert!(!s.contains("Projects"), "{s}");
-        assert!(s.contains("2 changes to the account's list of sync folders wait for the server"), "{s}");
+        assert!(
+            s.contains("2 changes to the account's list of sync folders wait for the server"),
+            "{s}"
+        );
         assert_eq!(ago(59), "just now");
         assert_eq!(ago(3600), "1 hour ago");
     }

@@ -67,8 +67,9 @@ impl Service {
     }
 
     /// Queues a change and gives it a few seconds to reach the server; the words that say how
-    /// it went, to end a command's message.
-    async fn register(&self, change: Change, what: &str) -> String {
+    /// it went, to end a command's message: `done` when written, else `later` (what happens
+    /// once the server answers).
+    async fn register(&self, change: Change, done: &str, later: &str) -> String {
         let Ok(account) = self.account() else {
             return String::new();
         };
@@ -77,9 +78,9 @@ impl Service {
             return format!("; the account's list of sync folders could not be told ({e})");
         }
         match account.sync_within(ANSWER_WITHIN).await {
-            Ok(_) => format!("; {what} in the account"),
+            Ok(_) => format!("; {done}"),
             Err(e) => format!(
-                "; the account's list of sync folders could not be written ({e}): {what} there as soon as the server answers (kept, retried)"
+                "; the account's list of sync folders could not be written ({e}): {later} as soon as the server answers (kept, retried)"
             ),
         }
     }
@@ -97,7 +98,8 @@ impl Service {
         };
         self.register(
             change,
-            "registered (the other computers show it as inactive)",
+            "registered in the account (the other computers show it as inactive)",
+            "registered in the account",
         )
         .await
     }
@@ -114,7 +116,8 @@ impl Service {
         };
         self.register(
             change,
-            "inactive on this computer, still active wherever else it was,",
+            "the account's list says so (the other computers where it is active keep syncing it)",
+            "the account's list says so",
         )
         .await
     }
@@ -249,7 +252,13 @@ impl Service {
             local: local.clone(),
             at: spec.added_at,
         };
-        let registered = self.register(change, "active on this computer").await;
+        let registered = self
+            .register(
+                change,
+                "the account's list shows it active here",
+                "the account's list shows it active here",
+            )
+            .await;
         let merge = if had_files {
             " (the files already there are kept: the first sync merges both sides, overwrites nothing, and keeps differing files as conflict copies)"
         } else {
@@ -279,7 +288,13 @@ impl Service {
             by: ComputerRef::from(account.computer()),
             at: crate::localtime::unix_now(),
         };
-        let registered = self.register(change, "forgotten").await;
+        let registered = self
+            .register(
+                change,
+                "the account's list no longer has it",
+                "removed from the account's list",
+            )
+            .await;
         let others: Vec<&str> = e
             .active
             .iter()
