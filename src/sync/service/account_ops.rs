@@ -16,6 +16,8 @@ use crate::sync::store::normalise_remote;
 /// How long a command waits for the registry to be written before answering (what is not
 /// written by then is written later).
 const ANSWER_WITHIN: Duration = Duration::from_secs(8);
+/// How long `sync list` waits for a fresh copy of the registry.
+const LIST_WITHIN: Duration = Duration::from_secs(3);
 
 /// Whether a folder of this computer is the registry's entry (the same id, or the same server
 /// folder: two computers that added one server folder each share its entry).
@@ -125,7 +127,8 @@ impl Service {
     /// The account's folders, read anew when the server answers soon enough.
     pub(super) async fn account_report(&self) -> Result<AccountReport, String> {
         let account = self.account()?;
-        let _ = account.sync_within(ANSWER_WITHIN).await;
+        // A list should not hang on a server that does not answer: the last copy serves.
+        let _ = account.sync_within(LIST_WITHIN).await;
         let view = account.view();
         let me = account.computer();
         let specs = self.specs();
@@ -382,3 +385,7 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "account_tests.rs"]
+mod tests;
