@@ -309,6 +309,27 @@ pub async fn read(remote: &dyn Remote) -> Result<Option<(Registry, Option<ETag>)
     Ok(Some((reg, etag)))
 }
 
+/// [`read`], waiting for a version `If-Match` can name: a weak ETag is not sent in `If-Match`
+/// (Apache gives a file written within the last second a weak one, exactly when computers race),
+/// so the read is repeated a little later; still weak, it counts as no version.
+async fn read_versioned(
+    remote: &dyn Remote,
+) -> Result<Option<(Registry, Option<ETag>)>, RegistryError> {
+    let mut tries = 0;
+    loop {
+        match read(remote).await? {
+            Some((reg, Some(tag))) if tag.is_weak() => {
+                tries += 1;
+                if tries > 3 {
+                    return Ok(Some((reg, None)));
+                }
+                tokio::time::sleep(Duration::from_millis(if cfg!(test) { 5 } else { 400 })).await;
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
 /// Reads the registry, applies `changes` to it and writes it back under the version read; a
 /// lost race is read again and retried. Returns the registry as written (or as read, when the
 /// changes were all there already: then nothing is written).
@@ -319,7 +340,7 @@ pub async fn read(remote: &dyn Remote) -> Result<Option<(Registry, Option<ETag>)
 pub async fn update(remote: &dyn Remote, changes: &[Change]) -> Result<Registry, RegistryError> {
     let file = path();
     for round in 0..MAX_ROUNDS {
-        let (mut reg, cond) = match read(remote).await? {
+        let (mut reg, cond) = match read_versioned(remote).await? {
             Some((reg, Some(tag))) => (reg, PutCondition::IfMatch(tag)),
             Some((reg, None)) => (reg, PutCondition::None),
             None => (Registry::default(), PutCondition::IfNoneMatch),

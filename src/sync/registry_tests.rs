@@ -132,6 +132,18 @@ async fn the_first_update_creates_the_file_and_later_ones_keep_it() {
 struct Intruder {
     inner: Arc<MemRemote>,
     theirs: Mutex<Option<Vec<Change>>>,
+    /// The next reads carry weak ETags (Apache's, for a file written within the second).
+    weak_reads: std::sync::atomic::AtomicU32,
+}
+
+impl Intruder {
+    fn new(inner: Arc<MemRemote>, theirs: Option<Vec<Change>>) -> Intruder {
+        Intruder {
+            inner,
+            theirs: Mutex::new(theirs),
+            weak_reads: Default::default(),
+        }
+    }
 }
 
 #[async_trait]
@@ -148,7 +160,18 @@ impl Remote for Intruder {
         r: ByteRange,
         e: Option<&ETag>,
     ) -> RemoteResult<ReadResponse> {
-        self.inner.read_range(p, r, e).await
+        use std::sync::atomic::Ordering;
+        let mut resp = self.inner.read_range(p, r, e).await?;
+        let weak = self
+            .weak_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if weak {
+            resp.etag = resp
+                .etag
+                .and_then(|t| ETag::parse(&format!("W/{}", t.header_value())));
+        }
+        Ok(resp)
     }
     async fn put(&self, p: &RemotePath, b: PutBody, c: PutCondition) -> RemoteResult<PutOutcome> {
         let theirs = self.theirs.lock().unwrap().take();
@@ -181,10 +204,10 @@ async fn race(existing: bool) {
             .await
             .unwrap();
     }
-    let r = Intruder {
-        inner: mem.clone(),
-        theirs: Mutex::new(Some(vec![activate("theirs", "Theirs", 2, "/t", 5)])),
-    };
+    let r = Intruder::new(
+        mem.clone(),
+        Some(vec![activate("theirs", "Theirs", 2, "/t", 5)]),
+    );
     let ours = update(&r, &[activate("ours", "Ours", 1, "/o", 5)])
         .await
         .unwrap();
@@ -216,10 +239,7 @@ async fn a_remove_racing_an_add_keeps_both() {
     )
     .await
     .unwrap();
-    let r = Intruder {
-        inner: mem.clone(),
-        theirs: Mutex::new(Some(vec![activate("b", "B", 2, "/b", 2)])),
-    };
+    let r = Intruder::new(mem.clone(), Some(vec![activate("b", "B", 2, "/b", 2)]));
     let deact = Change::Deactivate {
         id: FolderId("a".into()),
         remote: "Docs/A".into(),
@@ -331,4 +351,23 @@ async fn a_server_without_etags_is_written_and_read_back() {
         .await
         .unwrap();
     assert_eq!(ids(&stored(&mem)), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_weak_etag_is_read_again_until_if_match_can_name_the_version() {
+    let mem = Arc::new(MemRemote::new());
+    update(&*mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    // Two weak answers, then a strong one: the write is conditional, and a race is still seen.
+    let r = Intruder::new(mem.clone(), Some(vec![activate("t", "T", 2, "/t", 2)]));
+    r.weak_reads.store(2, std::sync::atomic::Ordering::SeqCst);
+    update(&r, &[activate("o", "O", 3, "/o", 3)]).await.unwrap();
+    assert_eq!(ids(&stored(&mem)), ["a", "t", "o"]);
+    // Weak for good: written without a version, read back and checked.
+    let r = Intruder::new(mem.clone(), None);
+    r.weak_reads
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    update(&r, &[activate("w", "W", 4, "/w", 4)]).await.unwrap();
+    assert_eq!(ids(&stored(&mem)), ["a", "t", "o", "w"]);
 }
