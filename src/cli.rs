@@ -203,7 +203,10 @@ pub enum Command {
             server's under the name, ours as `NAME (conflicted copy HOST DATE).EXT`); files the \
             sync deletes locally go to the trash; a folder that is missing or lost its \
             .cloudmount-sync marker (a disk not mounted) stops instead of deleting; a sync \
-            that would delete more than half of one side pauses until `sync now --confirm`.",
+            that would delete more than half of one side pauses until `sync now --confirm`.\n\n\
+            Sync folders belong to the account: a folder added here is registered in it \
+            (.cloudmount/sync-folders.json below the profile's URL) and shows as inactive on \
+            the account's other computers until `sync activate` there.",
         after_help = "Examples:\n  \
             cloudmount sync add ~/Documents/CloudMe\n  \
             cloudmount sync add ~/Music --mode upload-only --schedule weekly\n  \
@@ -211,7 +214,9 @@ pub enum Command {
             cloudmount sync now ~/Music --wait\n  \
             cloudmount sync set ~/Music --schedule daily\n  \
             cloudmount sync pause ~/Music\n  \
-            cloudmount sync conflicts"
+            cloudmount sync conflicts\n  \
+            cloudmount sync activate Projects ~/work/Projects   # added on another computer\n  \
+            cloudmount sync forget Projects"
     )]
     Sync(SyncArgs),
 
