@@ -39,6 +39,8 @@ const MAX_FORGOTTEN: usize = 200;
 /// Read-modify-write rounds before giving up on a contended registry (each lost round means
 /// another computer's change went in: the file is not stuck, it is busy).
 const MAX_ROUNDS: u32 = 40;
+/// How long after a write it is read back (longer than a registry's PUT takes to land).
+const VERIFY_AFTER: Duration = Duration::from_millis(if cfg!(test) { 2 } else { 300 });
 
 type Extra = BTreeMap<String, serde_json::Value>;
 
@@ -336,7 +338,9 @@ async fn read_versioned(
 ///
 /// A server that gives the file no ETag cannot be asked for `If-Match`: the file is written
 /// without it and read back, and the round is retried while the changes are not all in it —
-/// this narrows the window but cannot close it (see the README).
+/// this narrows the window but cannot close it (see the README). Every write is read back a
+/// moment later in the same way: servers check `If-Match` before they take the body, so two
+/// conditional PUTs in flight at once can both be accepted.
 pub async fn update(remote: &dyn Remote, changes: &[Change]) -> Result<Registry, RegistryError> {
     let file = path();
     for round in 0..MAX_ROUNDS {
@@ -359,18 +363,28 @@ pub async fn update(remote: &dyn Remote, changes: &[Change]) -> Result<Registry,
         let body =
             serde_json::to_vec_pretty(&reg).map_err(|e| RegistryError::Damaged(e.to_string()))?;
         let create = cond == PutCondition::IfNoneMatch;
-        let unversioned = cond == PutCondition::None;
         match put(remote, &file, body, cond).await {
-            Ok(()) if unversioned => {
-                // No version to condition on: the write holds if a read shows every change.
+            Ok(()) => {
+                // The write holds if a read a moment later shows every change: a server checks
+                // `If-Match` before it takes the body and replaces the file after (Apache's
+                // mod_dav, the embedded server), so two conditional PUTs in flight at once can
+                // both succeed, the later replacing the earlier. The moment lets such a PUT land.
+                tokio::time::sleep(VERIFY_AFTER).await;
                 if let Some((mut back, _)) = read(remote).await? {
                     if changes.iter().all(|c| !back.apply(c)) {
                         return Ok(back);
                     }
                 }
-                tracing::debug!(round, "registry: a change was overwritten; again");
+                tracing::debug!(round, "registry: our write was overwritten; again");
             }
-            Ok(()) => return Ok(reg),
+            // The embedded server answers a creation that lost the race with 405 (taken for
+            // "a collection"): the next read tells (a real collection there fails it).
+            Err(RemoteError::IsADirectory { .. }) if create => {
+                tracing::debug!(
+                    round,
+                    "registry: created meanwhile by another computer; again"
+                );
+            }
             Err(RemoteError::PreconditionFailed { .. } | RemoteError::AlreadyExists { .. }) => {
                 tracing::debug!(
                     round,

@@ -134,6 +134,9 @@ struct Intruder {
     theirs: Mutex<Option<Vec<Change>>>,
     /// The next reads carry weak ETags (Apache's, for a file written within the second).
     weak_reads: std::sync::atomic::AtomicU32,
+    /// Their update lands *after* our PUT, on the version both read: a server that checked
+    /// both `If-Match`es before either replaced the file.
+    clobber: bool,
 }
 
 impl Intruder {
@@ -142,6 +145,7 @@ impl Intruder {
             inner,
             theirs: Mutex::new(theirs),
             weak_reads: Default::default(),
+            clobber: false,
         }
     }
 }
@@ -175,10 +179,26 @@ impl Remote for Intruder {
     }
     async fn put(&self, p: &RemotePath, b: PutBody, c: PutCondition) -> RemoteResult<PutOutcome> {
         let theirs = self.theirs.lock().unwrap().take();
-        if let Some(theirs) = theirs {
-            update(&*self.inner, &theirs).await.expect("their update");
+        match theirs {
+            Some(theirs) if self.clobber => {
+                let (mut old, _) = read(&*self.inner).await.unwrap().unwrap_or_default();
+                let ours = self.inner.put(p, b, c).await;
+                for t in &theirs {
+                    old.apply(t);
+                }
+                let body = serde_json::to_vec(&old).unwrap();
+                self.inner
+                    .put(p, PutBody::from(body), PutCondition::None)
+                    .await
+                    .unwrap();
+                ours
+            }
+            Some(theirs) => {
+                update(&*self.inner, &theirs).await.expect("their update");
+                self.inner.put(p, b, c).await
+            }
+            None => self.inner.put(p, b, c).await,
         }
-        self.inner.put(p, b, c).await
     }
     async fn mkdir(&self, p: &RemotePath) -> RemoteResult<()> {
         self.inner.mkdir(p).await
@@ -370,4 +390,39 @@ async fn a_weak_etag_is_read_again_until_if_match_can_name_the_version() {
         .store(1000, std::sync::atomic::Ordering::SeqCst);
     update(&r, &[activate("w", "W", 4, "/w", 4)]).await.unwrap();
     assert_eq!(ids(&stored(&mem)), ["a", "t", "o", "w"]);
+}
+
+#[tokio::test]
+async fn two_conditional_writes_both_accepted_by_the_server_keep_both_changes() {
+    let mem = Arc::new(MemRemote::new());
+    update(&*mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    let mut r = Intruder::new(mem.clone(), Some(vec![activate("t", "T", 2, "/t", 2)]));
+    r.clobber = true;
+    update(&r, &[activate("o", "O", 3, "/o", 3)]).await.unwrap();
+    let mut got = ids(&stored(&mem))
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(
+        got,
+        ["a", "o", "t"],
+        "our change, overwritten, was seen missing and written again"
+    );
+}
+
+#[tokio::test]
+async fn a_collection_in_the_registrys_place_is_an_error_not_a_loop() {
+    let mem = MemRemote::new();
+    mem.insert_dir(REGISTRY_DIR);
+    mem.insert_dir(REGISTRY_PATH);
+    let e = update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Remote(RemoteError::IsADirectory { .. })),
+        "{e}"
+    );
 }
