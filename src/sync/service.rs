@@ -289,13 +289,12 @@ impl Service {
         Ok(local)
     }
 
-    /// Records a new folder and starts its task.
+    /// Records a new folder (its task is started by the caller, once the folder is registered
+    /// in the account: the first sync does not wait on, nor slow, the registry's requests).
     fn add_spec(&self, spec: &FolderSpec) -> Result<(), String> {
         lock(&self.inner.journal)
             .add_folder(spec)
-            .map_err(|e| e.to_string())?;
-        self.spawn(spec.clone());
-        Ok(())
+            .map_err(|e| e.to_string())
     }
 
     async fn add(&self, req: SyncAdd) -> Result<String, String> {
@@ -333,6 +332,7 @@ impl Service {
         };
         self.add_spec(&spec)?;
         let registered = self.registered_added(&spec).await;
+        self.spawn(spec.clone());
         Ok(format!(
             "added {} ⇄ {} ({}, {}); the first sync has started{registered}",
             local.display(),

@@ -61,11 +61,12 @@ impl Service {
         })
     }
 
-    fn specs(&self) -> Vec<FolderSpec> {
-        lock(&self.inner.folders)
-            .values()
-            .map(|t| t.spec())
-            .collect()
+    /// This computer's folders, as the journal has them (a folder being added is there before
+    /// its task starts).
+    fn specs(&self) -> Result<Vec<FolderSpec>, String> {
+        lock(&self.inner.journal)
+            .folders()
+            .map_err(|e| e.to_string())
     }
 
     /// Queues a change and gives it a few seconds to reach the server; the words that say how
@@ -131,7 +132,7 @@ impl Service {
         let _ = account.sync_within(LIST_WITHIN).await;
         let view = account.view();
         let me = account.computer();
-        let specs = self.specs();
+        let specs = self.specs().unwrap_or_default();
         let folders = view
             .registry
             .folders
@@ -218,7 +219,7 @@ impl Service {
         local: Option<PathBuf>,
     ) -> Result<String, String> {
         let e = self.entry(name).await?;
-        if let Some(s) = self.specs().iter().find(|s| is(s, &e)) {
+        if let Some(s) = self.specs()?.iter().find(|s| is(s, &e)) {
             return Err(format!(
                 "{} is already synced on this computer, at {}",
                 e.name,
@@ -262,6 +263,7 @@ impl Service {
                 "the account's list shows it active here",
             )
             .await;
+        self.spawn(spec.clone());
         let merge = if had_files {
             " (the files already there are kept: the first sync merges both sides, overwrites nothing, and keeps differing files as conflict copies)"
         } else {
@@ -281,7 +283,7 @@ impl Service {
     /// stops syncing it now, the others when they next read the registry; no file is deleted.
     pub(super) async fn forget(&self, name: &str) -> Result<String, String> {
         let e = self.entry(name).await?;
-        let here = self.specs().into_iter().find(|s| is(s, &e));
+        let here = self.specs()?.into_iter().find(|s| is(s, &e));
         if let Some(s) = &here {
             self.stop_local(s.id.as_str()).await?;
         }
@@ -334,7 +336,9 @@ impl Service {
         // folder removed meanwhile registered again.
         let view = account.view().registry;
         let me = account.computer().clone();
-        let specs = self.specs();
+        let Ok(specs) = self.specs() else {
+            return;
+        };
         let now = crate::localtime::unix_now();
         for spec in &specs {
             let change = match view.find(&spec.id, &spec.remote) {
