@@ -620,7 +620,11 @@ pub enum SyncCommand {
     Resume { dir: PathBuf },
     /// Stop syncing a folder on this computer; deletes nothing, anywhere (the other computers
     /// where it is active keep syncing it)
-    Remove { dir: PathBuf },
+    Remove {
+        /// The local folder, or the folder's name as `sync list` shows it
+        #[arg(value_name = "DIR|NAME")]
+        dir: PathBuf,
+    },
     /// List the conflicts kept as two versions
     Conflicts {
         dir: Option<PathBuf>,

@@ -323,14 +323,15 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                 folder: folder_key(&dir)?,
             },
         )?),
-        SyncCommand::Remove { dir } => done(ask(
-            rt,
-            &name,
-            &socket,
-            &Request::SyncRemove {
-                folder: folder_key(&dir)?,
-            },
-        )?),
+        SyncCommand::Remove { dir } => {
+            // A path that is not there may be the folder's name (`sync remove Projects`).
+            let folder = if dir.exists() || dir.components().count() > 1 {
+                folder_key(&dir)?
+            } else {
+                dir.to_string_lossy().into_owned()
+            };
+            done(ask(rt, &name, &socket, &Request::SyncRemove { folder })?)
+        }
         SyncCommand::Conflicts { dir, json } => {
             let folder = dir.as_deref().map(folder_key).transpose()?;
             match ask(rt, &name, &socket, &Request::SyncConflicts { folder })? {

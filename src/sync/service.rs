@@ -220,6 +220,27 @@ impl Service {
                 return Ok(t.clone());
             }
         }
+        // Not a path: the folder's name in the account, or its server path.
+        let tasks: Vec<Arc<FolderTask>> = folders.values().cloned().collect();
+        drop(folders);
+        let named: Vec<Arc<FolderTask>> = tasks
+            .into_iter()
+            .filter(|t| self.named(&t.spec(), key))
+            .collect();
+        match named.as_slice() {
+            [one] => return Ok(one.clone()),
+            [] => {}
+            many => {
+                return Err(format!(
+                    "{key} names {} sync folders here ({}); give the local folder",
+                    many.len(),
+                    many.iter()
+                        .map(|t| t.spec().local.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
         Err(format!(
             "{key} is not a sync folder of profile {} (cloudmount sync list shows them)",
             self.inner.cfg.profile

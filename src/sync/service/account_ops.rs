@@ -55,6 +55,26 @@ impl Service {
         *lock(&self.inner.account_task) = Some(task.abort_handle());
     }
 
+    /// Whether `key` names folder `spec` other than by its local path or id: its server path,
+    /// or its name in the account (else its local folder's name).
+    pub(super) fn named(&self, spec: &FolderSpec, key: &str) -> bool {
+        if key.starts_with('/') {
+            return false;
+        }
+        if normalise_remote(key).is_ok_and(|r| !r.is_empty() && r == spec.remote) {
+            return true;
+        }
+        let entry_name = self.inner.account.get().and_then(|a| {
+            a.view()
+                .registry
+                .folders
+                .iter()
+                .find(|e| is(spec, e))
+                .map(|e| e.name.clone())
+        });
+        entry_name.unwrap_or_else(|| local_name(spec)) == key
+    }
+
     fn account(&self) -> Result<&Arc<Account>, String> {
         self.inner.account.get().ok_or_else(|| {
             "this daemon keeps no registry of the account's sync folders".to_string()

@@ -136,11 +136,11 @@ async fn add_activate_remove_forget_and_reconcile_on_two_computers() {
     })
     .await;
 
-    // remove on b: only b withdrawn.
+    // remove on b (by the folder's name in the account): only b withdrawn.
     let out = done(
         &b,
         Request::SyncRemove {
-            folder: here.to_string_lossy().into_owned(),
+            folder: "Docs".into(),
         },
     )
     .await;
