@@ -227,7 +227,10 @@ pub enum Command {
             server's under the name, ours as `NAME (conflicted copy HOST DATE).EXT`); files the \
             sync deletes locally go to the trash; a folder that is missing or lost its \
             .cloudmount-sync marker (a disk not mounted) stops instead of deleting; a sync \
-            that would delete more than half of one side pauses until `sync now --confirm`.",
+            that would delete more than half of one side pauses until `sync now --confirm`.\n\n\
+            Sync folders belong to the account: a folder added here is registered in it \
+            (.cloudmount/sync-folders.json below the profile's URL) and shows as inactive on \
+            the account's other computers until `sync activate` there.",
         after_help = "Examples:\n  \
             cloudmount sync add ~/Documents/CloudMe\n  \
             cloudmount sync add ~/Music --mode upload-only --schedule weekly\n  \
@@ -235,7 +238,9 @@ pub enum Command {
             cloudmount sync now ~/Music --wait\n  \
             cloudmount sync set ~/Music --schedule daily\n  \
             cloudmount sync pause ~/Music\n  \
-            cloudmount sync conflicts"
+            cloudmount sync conflicts\n  \
+            cloudmount sync activate Projects ~/work/Projects   # added on another computer\n  \
+            cloudmount sync forget Projects"
     )]
     Sync(SyncArgs),
 
@@ -598,16 +603,48 @@ pub enum SyncCommand {
         #[arg(long)]
         keep_deleted: bool,
     },
-    /// List the sync folders with their state
+    /// List the sync folders with their state, and the account's folders inactive here
     #[command(
-        after_help = "JSON (--json): an array of {id, local, remote, mode, schedule, keep_deleted, \
-            delete_limit_percent, state, reason, next_run, last_sync, last_outcome, runs, \
-            files_total, files_done, bytes_total, bytes_done, problems [{path, reason, attempts}], \
-            conflicts}; times in seconds since the epoch."
+        after_help = "The sync folders of this computer, then those of the account (added on \
+            other computers) that are inactive here, with where and when they were added.\n\n\
+            JSON (--json): an array of this computer's folders {id, local, remote, mode, \
+            schedule, keep_deleted, delete_limit_percent, state, reason, next_run, last_sync, \
+            last_outcome, runs, files_total, files_done, bytes_total, bytes_done, problems \
+            [{path, reason, attempts}], conflicts}; with --inactive, the account's folders \
+            instead: {computer, host, folders [{id, name, remote, mode, schedule, added_by, \
+            added_at, active_here, active [{computer, host, local, since}]}], pending, read_at, \
+            error}; times in seconds since the epoch."
     )]
     List {
         #[arg(long)]
         json: bool,
+        /// Only the account's folders that are inactive on this computer
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Start syncing here a folder of the account added on another computer
+    #[command(
+        after_help = "NAME is the folder's name as `sync list` shows it (or its server path, or \
+            its id). LOCAL_DIR defaults to ~/NAME; it is created when missing. Files already in \
+            LOCAL_DIR are kept: the first sync merges both sides and overwrites nothing (files \
+            that differ are kept as conflict copies)."
+    )]
+    Activate {
+        name: String,
+        #[arg(value_name = "LOCAL_DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Remove a folder from the account's sync folders, on every computer; deletes nothing
+    #[command(
+        after_help = "Every computer stops syncing the folder (this one at once, the others when \
+            they next read the account's list); no file is deleted, here, there or on the \
+            server. Asks for confirmation unless --yes."
+    )]
+    Forget {
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Sync a folder (or all) now
     #[command(
@@ -641,8 +678,13 @@ pub enum SyncCommand {
     Pause { dir: PathBuf },
     /// Resume a paused folder
     Resume { dir: PathBuf },
-    /// Stop syncing a folder; deletes nothing, anywhere
-    Remove { dir: PathBuf },
+    /// Stop syncing a folder on this computer; deletes nothing, anywhere (the other computers
+    /// where it is active keep syncing it)
+    Remove {
+        /// The local folder, or the folder's name as `sync list` shows it
+        #[arg(value_name = "DIR|NAME")]
+        dir: PathBuf,
+    },
     /// List the conflicts kept as two versions
     Conflicts {
         dir: Option<PathBuf>,

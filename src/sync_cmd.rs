@@ -16,7 +16,7 @@ use cloudmount::control::protocol::{SyncAdd, SyncSet};
 use cloudmount::control::{self, ControlError, Request, Response};
 use cloudmount::daemon::profile;
 use cloudmount::size::FormatSize;
-use cloudmount::sync::report::{self, FolderReport, FolderState};
+use cloudmount::sync::report::{self, AccountReport, FolderReport, FolderState};
 use cloudmount::sync::{Mode, Schedule};
 
 /// How long a control request may take.
@@ -240,14 +240,33 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                 }),
             )?)
         }
-        SyncCommand::List { json } => {
-            let f = folders(rt, &name, &socket)?;
-            if json {
-                say(&serde_json::to_string(&f)?);
-            } else {
-                say_raw(&report::list(&f));
+        SyncCommand::List { json, inactive } => list(rt, &name, &socket, json, inactive),
+        SyncCommand::Activate { name: folder, dir } => {
+            let local = dir
+                .as_deref()
+                .map(folder_key)
+                .transpose()?
+                .map(PathBuf::from);
+            done(ask(
+                rt,
+                &name,
+                &socket,
+                &Request::SyncActivate {
+                    name: folder,
+                    local,
+                },
+            )?)
+        }
+        SyncCommand::Forget { name: folder, yes } => {
+            if !yes {
+                confirm_forget(rt, &name, &socket, &folder)?;
             }
-            Ok(())
+            done(ask(
+                rt,
+                &name,
+                &socket,
+                &Request::SyncForget { name: folder },
+            )?)
         }
         SyncCommand::Now { dir, wait, confirm } => {
             let folder = dir.as_deref().map(folder_key).transpose()?;
@@ -306,14 +325,15 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                 folder: folder_key(&dir)?,
             },
         )?),
-        SyncCommand::Remove { dir } => done(ask(
-            rt,
-            &name,
-            &socket,
-            &Request::SyncRemove {
-                folder: folder_key(&dir)?,
-            },
-        )?),
+        SyncCommand::Remove { dir } => {
+            // A path that is not there may be the folder's name (`sync remove Projects`).
+            let folder = if dir.exists() || dir.components().count() > 1 {
+                folder_key(&dir)?
+            } else {
+                dir.to_string_lossy().into_owned()
+            };
+            done(ask(rt, &name, &socket, &Request::SyncRemove { folder })?)
+        }
         SyncCommand::Conflicts { dir, json } => {
             let folder = dir.as_deref().map(folder_key).transpose()?;
             match ask(rt, &name, &socket, &Request::SyncConflicts { folder })? {
@@ -338,6 +358,93 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                 other => Err(Failure::Message(format!("unexpected answer: {other:?}"))),
             }
         }
+    }
+}
+
+fn account(rt: &Runtime, name: &str, socket: &Path) -> Result<AccountReport, Failure> {
+    match ask(rt, name, socket, &Request::SyncAccount)? {
+        Response::SyncAccount(a) => Ok(*a),
+        other => Err(Failure::Message(format!("unexpected answer: {other:?}"))),
+    }
+}
+
+/// `sync list`: this computer's folders, then the account's folders inactive here.
+fn list(rt: &Runtime, name: &str, socket: &Path, json: bool, inactive: bool) -> CmdResult {
+    if inactive {
+        let mut a = account(rt, name, socket)?;
+        if json {
+            a.folders.retain(|f| !f.active_here);
+            say(&serde_json::to_string(&a)?);
+        } else {
+            let text = report::inactive(&a, cloudmount::localtime::unix_now());
+            if text.is_empty() {
+                say("No folders of the account are inactive on this computer.");
+            } else {
+                say_raw(&text);
+            }
+        }
+        return Ok(());
+    }
+    let f = folders(rt, name, socket)?;
+    if json {
+        say(&serde_json::to_string(&f)?);
+        return Ok(());
+    }
+    // A daemon that keeps no registry still lists its own folders.
+    let a = account(rt, name, socket).ok();
+    let others = a
+        .as_ref()
+        .map_or(0, |a| a.folders.iter().filter(|f| !f.active_here).count());
+    if f.is_empty() && others > 0 {
+        say("No sync folders on this computer.");
+    } else {
+        say_raw(&report::list(&f));
+    }
+    if let Some(a) = &a {
+        let text = report::inactive(a, cloudmount::localtime::unix_now());
+        if !text.is_empty() {
+            say("");
+            say_raw(&text);
+        }
+    }
+    Ok(())
+}
+
+/// Asks before `sync forget`, saying where the folder is active; refuses without a terminal.
+fn confirm_forget(rt: &Runtime, name: &str, socket: &Path, folder: &str) -> CmdResult {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::Message(format!(
+            "sync forget removes {folder} from the account's sync folders on every computer; \
+             confirm with --yes (no file is deleted)"
+        )));
+    }
+    let a = account(rt, name, socket)?;
+    let found = a
+        .folders
+        .iter()
+        .find(|f| f.id == folder || f.name == folder || f.remote == folder.trim_matches('/'));
+    let active = found
+        .map(|f| {
+            f.active
+                .iter()
+                .map(|o| format!("{} ({})", o.host, o.local.display()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    note(&format!(
+        "Forget {folder}? Every computer stops syncing it{}. No file is deleted, anywhere. [y/N] ",
+        if active.is_empty() {
+            String::new()
+        } else {
+            format!(" (active on: {})", active.join(", "))
+        }
+    ));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(())
+    } else {
+        Err(Failure::Message("nothing forgotten".into()))
     }
 }
 

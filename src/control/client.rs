@@ -187,6 +187,7 @@ fn unexpected(socket: &Path, response: &Response) -> ControlError {
         Response::SyncFolders(_) => "sync folders",
         Response::SyncStarted(_) => "sync started",
         Response::SyncConflicts(_) => "sync conflicts",
+        Response::SyncAccount(_) => "sync account",
         Response::Settings(_) => "settings",
         Response::Pinned(_) => "pinned",
         Response::States(_) => "states",

@@ -59,6 +59,18 @@ pub enum Request {
     SyncConflicts {
         folder: Option<String>,
     },
+    /// The account's sync folders, as its registry says (read anew when the server answers).
+    SyncAccount,
+    /// Starts syncing a folder of the account here: `name` is its name, id or server path;
+    /// `local` the local folder (absolute; default: the folder's name in the home).
+    SyncActivate {
+        name: String,
+        local: Option<std::path::PathBuf>,
+    },
+    /// Removes a folder from the account's registry; deletes nothing, anywhere.
+    SyncForget {
+        name: String,
+    },
     /// The settings; with `set`, changes one first.
     Settings {
         set: Option<(String, String)>,
@@ -128,6 +140,9 @@ impl Request {
         "sync_resume",
         "sync_remove",
         "sync_conflicts",
+        "sync_account",
+        "sync_activate",
+        "sync_forget",
         "settings",
         "stop",
         "pin",
@@ -148,6 +163,9 @@ impl Request {
             Request::SyncResume { .. } => "sync_resume",
             Request::SyncRemove { .. } => "sync_remove",
             Request::SyncConflicts { .. } => "sync_conflicts",
+            Request::SyncAccount => "sync_account",
+            Request::SyncActivate { .. } => "sync_activate",
+            Request::SyncForget { .. } => "sync_forget",
             Request::Settings { .. } => "settings",
             Request::Stop => "stop",
             Request::Pin { .. } => "pin",
@@ -170,6 +188,8 @@ pub enum Response {
     SyncStarted(Vec<(String, u64)>),
     /// Conflicts kept by the sync folders.
     SyncConflicts(Vec<crate::sync::report::ConflictReport>),
+    /// The account's sync folders.
+    SyncAccount(Box<crate::sync::report::AccountReport>),
     /// The settings, by key.
     Settings(std::collections::BTreeMap<String, String>),
     /// What `pin` or `free` did.
@@ -416,6 +436,14 @@ mod tests {
             Request::SyncResume { folder: "a".into() },
             Request::SyncRemove { folder: "a".into() },
             Request::SyncConflicts { folder: None },
+            Request::SyncAccount,
+            Request::SyncActivate {
+                name: "Projects".into(),
+                local: Some("/home/u/Projects".into()),
+            },
+            Request::SyncForget {
+                name: "Projects".into(),
+            },
             Request::Settings {
                 set: Some(("schedule.time".into(), "03:00".into())),
             },

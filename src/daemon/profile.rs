@@ -3,12 +3,15 @@
 //! `stop` control request) or the mount's end.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::{credentials, forward_signals, DaemonError, WebDavFactory};
 use crate::config::ProfileDaemonConfig;
 use crate::remote::webdav::{WebDavConfig, WebDavRemote};
+use crate::sync::account::Account;
+use crate::sync::computer::Computer;
 use crate::sync::journal::Journal;
 use crate::sync::service::{Service, ServiceConfig};
 use crate::sync::trash::Trash;
@@ -61,7 +64,18 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
         Some(m) => Some(super::start(m, &WebDavFactory).await?),
         None => None,
     };
-    let service = Service::start(scfg, remote, journal, trash, tx)?;
+    let service = Service::start(scfg, remote.clone(), journal, trash, tx)?;
+    // The account's registry of sync folders: this computer is this user's data directory.
+    let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let computer = Computer::load_or_create(&dirs.data, &crate::vfs::conflict::device_name())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let account = Account::open(
+        remote,
+        computer,
+        cfg.journal.with_extension("registry.json"),
+    )?;
+    let every = (cfg.poll_interval * 4).clamp(Duration::from_secs(2), Duration::from_secs(300));
+    service.attach_account(Arc::new(account), every);
     let control = crate::control::serve(&cfg.socket, service.clone())?;
     tracing::info!(profile = %cfg.name, socket = %cfg.socket.display(), "profile daemon started");
     Ok(ProfileDaemon {

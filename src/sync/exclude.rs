@@ -1,5 +1,5 @@
 //! What is never synced: editors' and browsers' temporary files by default, cloudmount's own
-//! files, and the patterns of the folder's ignore file (`.cloudmountignore`, gitignore syntax).
+//! files (the marker, temporaries, the account's registry folder `.cloudmount` at the root), and the patterns of the folder's ignore file (`.cloudmountignore`, gitignore syntax).
 //!
 //! The ignore file's syntax is gitignore's: blank lines and `#` comments are skipped; `!`
 //! re-includes (the last matching line wins); a trailing `/` matches directories only; a `/` at
@@ -109,6 +109,11 @@ impl Excludes {
     fn excluded_here(&self, segs: &[&str], is_dir: bool) -> bool {
         let name = segs[segs.len() - 1];
         if name == MARKER || name.starts_with(TMP_PREFIX) {
+            return true;
+        }
+        // The account's registry of sync folders, at the root of the profile's URL: a folder
+        // that syncs the whole account leaves it to the daemon.
+        if segs.len() == 1 && name == super::registry::REGISTRY_DIR {
             return true;
         }
         let mut excluded = false;

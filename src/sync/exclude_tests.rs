@@ -21,6 +21,10 @@ fn cloudmount_files_are_always_excluded_and_the_ignore_file_is_not() {
     assert!(file(&e, "a/b/.cloudmount-tmp-x"));
     assert!(!file(&e, ".cloudmountignore"));
     assert!(!file(&e, "notes.txt"));
+    // The account's registry folder, at the root only.
+    assert!(dir(&e, ".cloudmount"));
+    assert!(file(&e, ".cloudmount/sync-folders.json"));
+    assert!(!dir(&e, "sub/.cloudmount"));
     // A negation cannot bring them back.
     let e = ex(&["!.cloudmount-tmp-*", "!.cloudmount-sync"]);
     assert!(file(&e, ".cloudmount-tmp-1"));

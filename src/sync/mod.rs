@@ -19,7 +19,9 @@
 //! ETags) and [`service`] (the per-profile loop the daemon runs and the control requests it
 //! answers).
 
+pub mod account;
 pub mod apply;
+pub mod computer;
 pub mod decide;
 pub mod engine;
 pub mod exclude;
@@ -28,6 +30,7 @@ pub mod journal;
 pub mod local;
 pub mod plan;
 pub mod poll;
+pub mod registry;
 pub mod remote_scan;
 pub mod report;
 pub mod schedule;

@@ -84,6 +84,118 @@ pub struct ConflictReport {
     pub at: i64,
 }
 
+/// The account's sync folders, as `sync list` shows them beside this computer's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountReport {
+    /// This computer's id and host name.
+    pub computer: String,
+    pub host: String,
+    pub folders: Vec<RegisteredFolder>,
+    /// Changes of this computer that wait for the server (retried).
+    pub pending: usize,
+    /// When the registry was last read (seconds since the epoch); `None`: never.
+    pub read_at: Option<i64>,
+    /// Why it could not be read or written last time.
+    pub error: Option<String>,
+}
+
+/// A sync folder of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredFolder {
+    pub id: String,
+    pub name: String,
+    pub remote: String,
+    pub mode: Mode,
+    pub schedule: Schedule,
+    pub added_by: String,
+    pub added_at: i64,
+    /// Whether it is active on this computer.
+    pub active_here: bool,
+    pub active: Vec<ActiveOn>,
+}
+
+/// A computer where a folder is active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveOn {
+    pub computer: String,
+    pub host: String,
+    pub local: PathBuf,
+    pub since: i64,
+}
+
+/// "5 minutes ago", "2 days ago".
+pub fn ago(secs: i64) -> String {
+    let s = secs.max(0);
+    let (n, unit) = match s {
+        0..=59 => return "just now".into(),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        _ => (s / 86_400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// The account's folders that are not active here, for `sync list`; and what waits for the
+/// server.
+pub fn inactive(a: &AccountReport, now: i64) -> String {
+    let mut out = String::new();
+    let others: Vec<&RegisteredFolder> = a.folders.iter().filter(|f| !f.active_here).collect();
+    if !others.is_empty() {
+        let _ = writeln!(
+            out,
+            "Inactive on this computer ({}; start one with: cloudmount sync activate NAME [DIR])",
+            a.host
+        );
+        for f in others {
+            let _ = writeln!(out, "{}", f.name);
+            let _ = writeln!(out, "  server:    {}", f.remote);
+            let _ = writeln!(
+                out,
+                "  mode:      {}, {}",
+                f.mode.as_str(),
+                f.schedule.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "  state:     inactive (added on {}, {})",
+                f.added_by,
+                ago(now - f.added_at)
+            );
+            if f.active.is_empty() {
+                let _ = writeln!(out, "  active on: no computer");
+            }
+            for on in &f.active {
+                let _ = writeln!(
+                    out,
+                    "  active on: {} at {}, since {}",
+                    on.host,
+                    on.local.display(),
+                    local_time(on.since)
+                );
+            }
+        }
+    }
+    if a.pending > 0 {
+        let _ = writeln!(
+            out,
+            "{} change{} to the account's list of sync folders wait{} for the server; retried until written{}",
+            a.pending,
+            if a.pending == 1 { "" } else { "s" },
+            if a.pending == 1 { "s" } else { "" },
+            a.error.as_deref().map(|e| format!(" (last try: {e})")).unwrap_or_default()
+        );
+    } else if let Some(e) = &a.error {
+        let _ = writeln!(
+            out,
+            "The account's list of sync folders could not be read ({e}){}",
+            a.read_at
+                .map(|t| format!("; as read {}", ago(now - t)))
+                .unwrap_or_default()
+        );
+    }
+    out
+}
+
 /// Local date and time, `YYYY-MM-DD HH:MM`.
 pub fn local_time(secs: i64) -> String {
     let tm = crate::localtime::local_or_utc(secs);
@@ -216,5 +328,47 @@ mod tests {
         assert!(s.contains("conflicts: 1"), "{s}");
         assert!(s.contains("a|b: the server refused the name"), "{s}");
         assert!(list(&[]).contains("cloudmount sync add"));
+    }
+
+    #[test]
+    fn inactive_folders_say_where_and_when_they_were_added() {
+        let mut a = AccountReport {
+            computer: "c".into(),
+            host: "desktop".into(),
+            folders: vec![RegisteredFolder {
+                id: "f".into(),
+                name: "Projects".into(),
+                remote: "Docs/Projects".into(),
+                mode: Mode::Bidirectional,
+                schedule: Schedule::Immediate,
+                added_by: "laptop".into(),
+                added_at: 1000,
+                active_here: false,
+                active: vec![ActiveOn {
+                    computer: "l".into(),
+                    host: "laptop".into(),
+                    local: "/home/u/Projects".into(),
+                    since: 1000,
+                }],
+            }],
+            pending: 0,
+            read_at: Some(1000),
+            error: None,
+        };
+        let s = inactive(&a, 1000 + 2 * 86_400 + 5);
+        assert!(s.contains("Projects"), "{s}");
+        assert!(s.contains("inactive (added on laptop, 2 days ago)"), "{s}");
+        assert!(s.contains("active on: laptop at /home/u/Projects"), "{s}");
+        a.folders[0].active_here = true;
+        a.pending = 2;
+        a.error = Some("offline".into());
+        let s = inactive(&a, 2000);
+        assert!(!s.contains("Projects"), "{s}");
+        assert!(
+            s.contains("2 changes to the account's list of sync folders wait for the server"),
+            "{s}"
+        );
+        assert_eq!(ago(59), "just now");
+        assert_eq!(ago(3600), "1 hour ago");
     }
 }

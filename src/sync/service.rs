@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::account::Account;
 use super::apply::Progress;
 use super::engine::{self, Env, Outcome};
 use super::exclude::Excludes;
@@ -34,6 +35,8 @@ use super::watch::Watcher;
 use crate::control::protocol::{SyncAdd, SyncSet};
 use crate::control::{ControlHandler, Request, Response};
 use crate::remote::Remote;
+
+mod account_ops;
 
 /// How a profile's sync folders run.
 #[derive(Debug, Clone)]
@@ -117,6 +120,10 @@ struct Inner {
     folders: Mutex<BTreeMap<FolderId, Arc<FolderTask>>>,
     /// Told when the daemon should stop (the `stop` request).
     stop: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    /// The account's registry of sync folders, when the daemon keeps one (see
+    /// [`Service::attach_account`]), and the task that exchanges it with the server.
+    account: std::sync::OnceLock<Arc<Account>>,
+    account_task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 /// The running sync folders of a profile.
@@ -143,6 +150,8 @@ impl Service {
                 trash,
                 folders: Mutex::new(BTreeMap::new()),
                 stop,
+                account: std::sync::OnceLock::new(),
+                account_task: Mutex::new(None),
             }),
         };
         for spec in folders {
@@ -177,6 +186,9 @@ impl Service {
     /// Stops every folder's task: the transfers in flight end (a cut transfer leaves only a
     /// temporary file, removed or ignored; the next run redoes it).
     pub async fn shutdown(&self) {
+        if let Some(a) = lock(&self.inner.account_task).take() {
+            a.abort();
+        }
         let tasks: Vec<Arc<FolderTask>> = lock(&self.inner.folders).values().cloned().collect();
         for t in &tasks {
             t.stopped.store(true, Ordering::SeqCst);
@@ -206,6 +218,27 @@ impl Service {
         for t in folders.values() {
             if normalize(&t.spec().local) == want {
                 return Ok(t.clone());
+            }
+        }
+        // Not a path: the folder's name in the account, or its server path.
+        let tasks: Vec<Arc<FolderTask>> = folders.values().cloned().collect();
+        drop(folders);
+        let named: Vec<Arc<FolderTask>> = tasks
+            .into_iter()
+            .filter(|t| self.named(&t.spec(), key))
+            .collect();
+        match named.as_slice() {
+            [one] => return Ok(one.clone()),
+            [] => {}
+            many => {
+                return Err(format!(
+                    "{key} names {} sync folders here ({}); give the local folder",
+                    many.len(),
+                    many.iter()
+                        .map(|t| t.spec().local.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
             }
         }
         Err(format!(
@@ -251,8 +284,10 @@ impl Service {
         out
     }
 
-    fn add(&self, req: SyncAdd) -> Result<String, String> {
-        let local = normalize(&req.local);
+    /// Checks a new sync folder's local path and creates the folder when missing; the path,
+    /// normalised.
+    fn prepare_local(local: &Path) -> Result<PathBuf, String> {
+        let local = normalize(local);
         if !local.is_absolute() {
             return Err(format!("{} is not an absolute path", local.display()));
         }
@@ -272,6 +307,19 @@ impl Service {
             }
             Err(e) => return Err(format!("{}: {e}", local.display())),
         }
+        Ok(local)
+    }
+
+    /// Records a new folder (its task is started by the caller, once the folder is registered
+    /// in the account: the first sync does not wait on, nor slow, the registry's requests).
+    fn add_spec(&self, spec: &FolderSpec) -> Result<(), String> {
+        lock(&self.inner.journal)
+            .add_folder(spec)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn add(&self, req: SyncAdd) -> Result<String, String> {
+        let local = Self::prepare_local(&req.local)?;
         let remote = match &req.remote {
             Some(r) => r.trim_matches('/').to_string(),
             None => {
@@ -303,12 +351,11 @@ impl Service {
             delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
             added_at: crate::localtime::unix_now(),
         };
-        lock(&self.inner.journal)
-            .add_folder(&spec)
-            .map_err(|e| e.to_string())?;
+        self.add_spec(&spec)?;
+        let registered = self.registered_added(&spec).await;
         self.spawn(spec.clone());
         Ok(format!(
-            "added {} ⇄ {} ({}, {}); the first sync has started",
+            "added {} ⇄ {} ({}, {}); the first sync has started{registered}",
             local.display(),
             remote,
             spec.mode.as_str(),
@@ -367,6 +414,18 @@ impl Service {
     }
 
     async fn remove(&self, key: &str) -> Result<String, String> {
+        let spec = self.stop_local(key).await?;
+        let registered = self.registered_removed(&spec).await;
+        Ok(format!(
+            "{} is no longer synced; nothing was deleted (its files stay there and on the server in {}){registered}",
+            spec.local.display(),
+            spec.remote
+        ))
+    }
+
+    /// Stops syncing a folder on this computer and forgets what the journal knew of it; no
+    /// file is touched. The folder's settings.
+    async fn stop_local(&self, key: &str) -> Result<FolderSpec, String> {
         let t = self.find(key)?;
         let spec = t.spec();
         t.stopped.store(true, Ordering::SeqCst);
@@ -392,11 +451,7 @@ impl Service {
                 tracing::debug!(error = %e, "cannot remove {}", marker.display());
             }
         }
-        Ok(format!(
-            "{} is no longer synced; nothing was deleted (its files stay there and on the server in {})",
-            spec.local.display(),
-            spec.remote
-        ))
+        Ok(spec)
     }
 
     fn conflicts(&self, key: Option<&str>) -> Result<Vec<ConflictReport>, String> {
@@ -507,7 +562,7 @@ impl ControlHandler for Service {
         };
         match request {
             Request::SyncList => Response::SyncFolders(self.list()),
-            Request::SyncAdd(a) => done(self.add(a)),
+            Request::SyncAdd(a) => done(self.add(a).await),
             Request::SyncSet(s) => done(self.set(s)),
             Request::SyncNow { folder, confirm } => {
                 let tasks = match folder {
@@ -539,6 +594,12 @@ impl ControlHandler for Service {
                     .map(|s| format!("{} resumed", s.local.display()))
             })),
             Request::SyncRemove { folder } => done(self.remove(&folder).await),
+            Request::SyncAccount => match self.account_report().await {
+                Ok(a) => Response::SyncAccount(Box::new(a)),
+                Err(e) => Response::error(e),
+            },
+            Request::SyncActivate { name, local } => done(self.activate(&name, local).await),
+            Request::SyncForget { name } => done(self.forget(&name).await),
             Request::SyncConflicts { folder } => match self.conflicts(folder.as_deref()) {
                 Ok(c) => Response::SyncConflicts(c),
                 Err(e) => Response::error(e),

@@ -1,0 +1,133 @@
+//! This computer, as the account's registry of sync folders knows it: a stable random id kept
+//! in the user's cloudmount data directory, shown with the host name.
+//!
+//! A computer is one data directory, not one machine: two users, or two `HOME`s, on one
+//! machine are two computers; a reinstalled system that keeps the home keeps its id.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file of the data directory that holds the id.
+pub const ID_FILE: &str = "computer-id";
+
+/// This computer: its id and its host name (for people; the id is what identifies it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Computer {
+    pub id: String,
+    pub host: String,
+}
+
+/// Why the id could not be read or made.
+#[derive(Debug, thiserror::Error)]
+pub enum ComputerError {
+    #[error("cannot read or create this computer's id in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a computer id (32 hex digits); remove it to make a new one")]
+    Damaged { path: PathBuf },
+}
+
+fn valid(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl Computer {
+    /// The computer of data directory `data` (`$XDG_DATA_HOME/cloudmount`): its id, created on
+    /// first use (two processes creating it at once agree on one), and `host`.
+    pub fn load_or_create(data: &Path, host: &str) -> Result<Computer, ComputerError> {
+        let path = data.join(ID_FILE);
+        let io = |source| ComputerError::Io {
+            path: path.clone(),
+            source,
+        };
+        let id = match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::instance::ensure_private_dir(data).map_err(io)?;
+                let id = super::FolderId::random().map_err(io)?.0;
+                // Written aside, then linked into place: a link never replaces an id another
+                // process made meanwhile, and nobody ever reads a half-written one.
+                let tmp = data.join(format!(
+                    ".{ID_FILE}.{}",
+                    super::FolderId::random().map_err(io)?
+                ));
+                let made = (|| {
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(format!("{id}\n").as_bytes())?;
+                    f.sync_all()?;
+                    match std::fs::hard_link(&tmp, &path) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                })();
+                let _ = std::fs::remove_file(&tmp);
+                made.map_err(io)?;
+                std::fs::read_to_string(&path)
+                    .map_err(io)?
+                    .trim()
+                    .to_string()
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if !valid(&id) {
+            return Err(ComputerError::Damaged { path });
+        }
+        Ok(Computer {
+            id,
+            host: host.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_id_is_made_once_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("cloudmount");
+        let a = Computer::load_or_create(&data, "laptop").unwrap();
+        assert!(valid(&a.id), "{}", a.id);
+        let b = Computer::load_or_create(&data, "laptop").unwrap();
+        assert_eq!(a, b);
+        // Another data directory (another HOME) is another computer.
+        let other = Computer::load_or_create(&d.path().join("other"), "laptop").unwrap();
+        assert_ne!(a.id, other.id);
+        assert!(std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() == ID_FILE));
+    }
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_id() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().to_path_buf();
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| Computer::load_or_create(&data, "h").unwrap().id))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    }
+
+    #[test]
+    fn a_damaged_id_is_reported_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(ID_FILE), "not an id").unwrap();
+        let e = Computer::load_or_create(d.path(), "h").unwrap_err();
+        assert!(matches!(e, ComputerError::Damaged { .. }), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(ID_FILE)).unwrap(),
+            "not an id"
+        );
+    }
+}

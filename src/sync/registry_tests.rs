@@ -1,0 +1,428 @@
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::remote::faulty::{FaultKind, FaultyRemote, Op};
+use crate::remote::mem::MemRemote;
+use crate::remote::{Entry as RemoteEntry, Listing, PutOutcome, Quota, ReadResponse};
+
+fn computer(n: u8) -> ComputerRef {
+    ComputerRef {
+        id: format!("{n:032x}"),
+        host: format!("host{n}"),
+    }
+}
+
+fn folder(id: &str, name: &str, remote: &str) -> FolderInfo {
+    FolderInfo {
+        id: FolderId(id.into()),
+        name: name.into(),
+        remote: remote.into(),
+        mode: Mode::Bidirectional,
+        schedule: Schedule::Immediate,
+    }
+}
+
+fn activate(id: &str, name: &str, c: u8, local: &str, at: i64) -> Change {
+    Change::Activate {
+        folder: folder(id, name, &format!("Docs/{name}")),
+        computer: computer(c),
+        local: PathBuf::from(local),
+        at,
+    }
+}
+
+fn stored(mem: &MemRemote) -> Registry {
+    serde_json::from_slice(&mem.file_bytes(REGISTRY_PATH).expect("the registry")).unwrap()
+}
+
+fn ids(r: &Registry) -> Vec<&str> {
+    r.folders.iter().map(|e| e.id.as_str()).collect()
+}
+
+#[test]
+fn changes_register_join_deactivate_and_forget() {
+    let mut r = Registry::default();
+    assert!(r.apply(&activate("a1", "Projects", 1, "/home/u/Projects", 10)));
+    // Idempotent.
+    assert!(!r.apply(&activate("a1", "Projects", 1, "/home/u/Projects", 20)));
+    // Another computer adding the same server folder under another id joins the entry.
+    assert!(r.apply(&activate("b2", "Projects", 2, "/home/v/P", 30)));
+    assert_eq!(ids(&r), ["a1"]);
+    let e = &r.folders[0];
+    assert_eq!(e.added_by, computer(1));
+    assert_eq!(
+        e.activation(&computer(2).id).unwrap().local,
+        Path::new("/home/v/P")
+    );
+    // Moving the folder on one computer replaces its activation.
+    assert!(r.apply(&activate("a1", "Projects", 2, "/data/P", 40)));
+    assert_eq!(r.folders[0].active.len(), 2);
+    // Remove on one computer: the others keep it.
+    let deact = Change::Deactivate {
+        id: FolderId("a1".into()),
+        remote: "Docs/Projects".into(),
+        computer: computer(1).id,
+    };
+    assert!(r.apply(&deact));
+    assert!(!r.apply(&deact));
+    assert_eq!(r.folders[0].active.len(), 1);
+    assert_eq!(r.folders[0].active[0].host, "host2");
+    // Forget: the entry goes, a tombstone stays; adding it again lifts the tombstone.
+    let forget = Change::Forget {
+        id: FolderId("a1".into()),
+        by: computer(3),
+        at: 50,
+    };
+    assert!(r.apply(&forget));
+    assert!(!r.apply(&forget));
+    assert!(r.folders.is_empty());
+    assert_eq!(
+        r.forgotten(&FolderId("zz".into()), "Docs/Projects")
+            .unwrap()
+            .at,
+        50
+    );
+    assert!(r.apply(&activate("c3", "Projects", 1, "/home/u/Projects", 60)));
+    assert!(r.forgotten.is_empty());
+    assert_eq!(ids(&r), ["c3"]);
+}
+
+#[test]
+fn fields_of_a_later_build_are_kept() {
+    let text = r#"{"format":1,"colour":"blue","folders":[{"id":"a","name":"A","remote":"A",
+        "mode":"upload-only","schedule":"weekly","added_by":{"id":"x","host":"h"},"added_at":1,
+        "icon":"star","active":[{"computer":"x","host":"h","local":"/a","since":1,"paused":true}]}]}"#;
+    let mut r: Registry = serde_json::from_str(text).unwrap();
+    r.apply(&activate("b", "B", 1, "/b", 2));
+    let back: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(back["colour"], "blue");
+    assert_eq!(back["folders"][0]["icon"], "star");
+    assert_eq!(back["folders"][0]["active"][0]["paused"], true);
+    assert_eq!(back["folders"][0]["mode"], "upload-only");
+}
+
+#[tokio::test]
+async fn the_first_update_creates_the_file_and_later_ones_keep_it() {
+    let mem = MemRemote::new();
+    let r = update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    assert_eq!(ids(&r), ["a"]);
+    assert!(mem.exists(REGISTRY_DIR));
+    update(&mem, &[activate("b", "B", 2, "/b", 2)])
+        .await
+        .unwrap();
+    let s = stored(&mem);
+    assert_eq!(s.format, FORMAT);
+    assert_eq!(ids(&s), ["a", "b"]);
+    // Nothing to change: nothing written.
+    let tag = mem.etag(REGISTRY_PATH);
+    update(&mem, &[activate("b", "B", 2, "/b", 3)])
+        .await
+        .unwrap();
+    assert_eq!(mem.etag(REGISTRY_PATH), tag);
+}
+
+/// A remote on which another computer's update lands just before our first PUT: the race
+/// the conditional write is for, made to happen every time.
+struct Intruder {
+    inner: Arc<MemRemote>,
+    theirs: Mutex<Option<Vec<Change>>>,
+    /// The next reads carry weak ETags (Apache's, for a file written within the second).
+    weak_reads: std::sync::atomic::AtomicU32,
+    /// Their update lands *after* our PUT, on the version both read: a server that checked
+    /// both `If-Match`es before either replaced the file.
+    clobber: bool,
+}
+
+impl Intruder {
+    fn new(inner: Arc<MemRemote>, theirs: Option<Vec<Change>>) -> Intruder {
+        Intruder {
+            inner,
+            theirs: Mutex::new(theirs),
+            weak_reads: Default::default(),
+            clobber: false,
+        }
+    }
+}
+
+#[async_trait]
+impl Remote for Intruder {
+    async fn stat(&self, p: &RemotePath) -> RemoteResult<RemoteEntry> {
+        self.inner.stat(p).await
+    }
+    async fn list(&self, p: &RemotePath) -> RemoteResult<Listing> {
+        self.inner.list(p).await
+    }
+    async fn read_range(
+        &self,
+        p: &RemotePath,
+        r: ByteRange,
+        e: Option<&ETag>,
+    ) -> RemoteResult<ReadResponse> {
+        use std::sync::atomic::Ordering;
+        let mut resp = self.inner.read_range(p, r, e).await?;
+        let weak = self
+            .weak_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if weak {
+            resp.etag = resp
+                .etag
+                .and_then(|t| ETag::parse(&format!("W/{}", t.header_value())));
+        }
+        Ok(resp)
+    }
+    async fn put(&self, p: &RemotePath, b: PutBody, c: PutCondition) -> RemoteResult<PutOutcome> {
+        let theirs = self.theirs.lock().unwrap().take();
+        match theirs {
+            Some(theirs) if self.clobber => {
+                let (mut old, _) = read(&*self.inner).await.unwrap().unwrap_or_default();
+                let ours = self.inner.put(p, b, c).await;
+                for t in &theirs {
+                    old.apply(t);
+                }
+                let body = serde_json::to_vec(&old).unwrap();
+                self.inner
+                    .put(p, PutBody::from(body), PutCondition::None)
+                    .await
+                    .unwrap();
+                ours
+            }
+            Some(theirs) => {
+                update(&*self.inner, &theirs).await.expect("their update");
+                self.inner.put(p, b, c).await
+            }
+            None => self.inner.put(p, b, c).await,
+        }
+    }
+    async fn mkdir(&self, p: &RemotePath) -> RemoteResult<()> {
+        self.inner.mkdir(p).await
+    }
+    async fn delete(&self, p: &RemotePath) -> RemoteResult<()> {
+        self.inner.delete(p).await
+    }
+    async fn rename(&self, f: &RemotePath, t: &RemotePath, o: bool) -> RemoteResult<()> {
+        self.inner.rename(f, t, o).await
+    }
+    async fn copy(&self, f: &RemotePath, t: &RemotePath, o: bool) -> RemoteResult<()> {
+        self.inner.copy(f, t, o).await
+    }
+    async fn quota(&self) -> RemoteResult<Quota> {
+        self.inner.quota().await
+    }
+}
+
+async fn race(existing: bool) {
+    let mem = Arc::new(MemRemote::new());
+    if existing {
+        update(&*mem, &[activate("old", "Old", 3, "/old", 1)])
+            .await
+            .unwrap();
+    }
+    let r = Intruder::new(
+        mem.clone(),
+        Some(vec![activate("theirs", "Theirs", 2, "/t", 5)]),
+    );
+    let ours = update(&r, &[activate("ours", "Ours", 1, "/o", 5)])
+        .await
+        .unwrap();
+    let mut want = if existing { vec!["old"] } else { vec![] };
+    want.extend(["theirs", "ours"]);
+    assert_eq!(ids(&ours), want);
+    assert_eq!(ids(&stored(&mem)), want, "both computers' folders survive");
+}
+
+#[tokio::test]
+async fn a_lost_race_on_an_existing_registry_is_retried_with_both_changes() {
+    race(true).await;
+}
+
+#[tokio::test]
+async fn a_lost_race_to_create_the_registry_is_retried_with_both_changes() {
+    race(false).await;
+}
+
+#[tokio::test]
+async fn a_remove_racing_an_add_keeps_both() {
+    let mem = Arc::new(MemRemote::new());
+    update(
+        &*mem,
+        &[
+            activate("a", "A", 1, "/a", 1),
+            activate("a", "A", 2, "/a2", 1),
+        ],
+    )
+    .await
+    .unwrap();
+    let r = Intruder::new(mem.clone(), Some(vec![activate("b", "B", 2, "/b", 2)]));
+    let deact = Change::Deactivate {
+        id: FolderId("a".into()),
+        remote: "Docs/A".into(),
+        computer: computer(1).id,
+    };
+    update(&r, &[deact]).await.unwrap();
+    let s = stored(&mem);
+    assert_eq!(ids(&s), ["a", "b"]);
+    assert_eq!(s.folders[0].active.len(), 1);
+    assert_eq!(s.folders[0].active[0].computer, computer(2).id);
+}
+
+#[tokio::test]
+async fn injected_precondition_failures_are_retried_and_other_errors_returned() {
+    let f = FaultyRemote::new(MemRemote::new());
+    update(&f, &[activate("a", "A", 1, "/a", 1)]).await.unwrap();
+    f.fail_next(Op::Put, 3, FaultKind::Status(412));
+    f.reset_counters();
+    update(&f, &[activate("b", "B", 2, "/b", 2)]).await.unwrap();
+    assert_eq!(f.calls(Op::Put), 4, "three lost rounds, then written");
+    assert_eq!(ids(&stored(f.inner())), ["a", "b"]);
+
+    // The server away: a transient error, nothing changed.
+    f.fail_next(Op::ReadRange, 1, FaultKind::Transient);
+    let e = update(&f, &[activate("c", "C", 3, "/c", 3)])
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    f.fail_next(Op::Put, 1, FaultKind::Status(503));
+    let e = update(&f, &[activate("c", "C", 3, "/c", 3)])
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert_eq!(ids(&stored(f.inner())), ["a", "b"]);
+    // Refused: not transient.
+    f.fail_next(Op::Put, 1, FaultKind::Status(403));
+    let e = update(&f, &[activate("c", "C", 3, "/c", 3)])
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+}
+
+#[tokio::test]
+async fn a_registry_that_never_settles_gives_up_as_transient() {
+    let f = FaultyRemote::new(MemRemote::new());
+    f.fail_next(Op::Put, u64::from(MAX_ROUNDS) + 5, FaultKind::Status(412));
+    let e = update(&f, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Contended), "{e}");
+    assert!(e.is_transient());
+}
+
+#[tokio::test]
+async fn a_damaged_or_newer_registry_is_not_written() {
+    let mem = MemRemote::new();
+    mem.insert_dir(REGISTRY_DIR);
+    mem.insert_file(REGISTRY_PATH, &b"{not json"[..]);
+    let e = update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Damaged(_)), "{e}");
+    assert!(!e.is_transient());
+    assert_eq!(mem.file_bytes(REGISTRY_PATH).unwrap(), b"{not json");
+    let newer = br#"{"format":2,"folders":[]}"#;
+    mem.insert_file(REGISTRY_PATH, &newer[..]);
+    let e = update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RegistryError::Newer(2)), "{e}");
+    assert_eq!(mem.file_bytes(REGISTRY_PATH).unwrap(), newer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_computers_adding_at_once_all_survive() {
+    let f = Arc::new(FaultyRemote::new(MemRemote::new()));
+    // A slow PUT widens every race window.
+    f.delay(Op::Put, Duration::from_millis(5));
+    let tasks: Vec<_> = (0..12u8)
+        .map(|n| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                let c = activate(&format!("f{n:02}"), &format!("F{n}"), n, "/x", 1);
+                update(&*f, &[c]).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut got: Vec<String> = stored(f.inner())
+        .folders
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    got.sort();
+    let want: Vec<String> = (0..12).map(|n| format!("f{n:02}")).collect();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn a_server_without_etags_is_written_and_read_back() {
+    let mem = MemRemote::new();
+    mem.set_etag_report(crate::remote::mem::ETagReport::Nowhere);
+    update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    update(&mem, &[activate("b", "B", 2, "/b", 1)])
+        .await
+        .unwrap();
+    assert_eq!(ids(&stored(&mem)), ["a", "b"]);
+}
+
+#[tokio::test]
+async fn a_weak_etag_is_read_again_until_if_match_can_name_the_version() {
+    let mem = Arc::new(MemRemote::new());
+    update(&*mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    // Two weak answers, then a strong one: the write is conditional, and a race is still seen.
+    let r = Intruder::new(mem.clone(), Some(vec![activate("t", "T", 2, "/t", 2)]));
+    r.weak_reads.store(2, std::sync::atomic::Ordering::SeqCst);
+    update(&r, &[activate("o", "O", 3, "/o", 3)]).await.unwrap();
+    assert_eq!(ids(&stored(&mem)), ["a", "t", "o"]);
+    // Weak for good: written without a version, read back and checked.
+    let r = Intruder::new(mem.clone(), None);
+    r.weak_reads
+        .store(1000, std::sync::atomic::Ordering::SeqCst);
+    update(&r, &[activate("w", "W", 4, "/w", 4)]).await.unwrap();
+    assert_eq!(ids(&stored(&mem)), ["a", "t", "o", "w"]);
+}
+
+#[tokio::test]
+async fn two_conditional_writes_both_accepted_by_the_server_keep_both_changes() {
+    let mem = Arc::new(MemRemote::new());
+    update(&*mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap();
+    let mut r = Intruder::new(mem.clone(), Some(vec![activate("t", "T", 2, "/t", 2)]));
+    r.clobber = true;
+    update(&r, &[activate("o", "O", 3, "/o", 3)]).await.unwrap();
+    let mut got = ids(&stored(&mem))
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(
+        got,
+        ["a", "o", "t"],
+        "our change, overwritten, was seen missing and written again"
+    );
+}
+
+#[tokio::test]
+async fn a_collection_in_the_registrys_place_is_an_error_not_a_loop() {
+    let mem = MemRemote::new();
+    mem.insert_dir(REGISTRY_DIR);
+    mem.insert_dir(REGISTRY_PATH);
+    let e = update(&mem, &[activate("a", "A", 1, "/a", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, RegistryError::Remote(RemoteError::IsADirectory { .. })),
+        "{e}"
+    );
+}

@@ -1,0 +1,191 @@
+//! Two computers' services on one in-memory account: the registry as the commands and the
+//! reconciling loop keep it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::super::{Service, ServiceConfig};
+use crate::control::protocol::SyncAdd;
+use crate::control::{ControlHandler, Request, Response};
+use crate::remote::mem::MemRemote;
+use crate::remote::Remote;
+use crate::sync::account::Account;
+use crate::sync::computer::Computer;
+use crate::sync::journal::Journal;
+use crate::sync::registry::{Registry, REGISTRY_PATH};
+use crate::sync::report::AccountReport;
+use crate::sync::trash::Trash;
+use crate::sync::{Mode, Schedule};
+
+struct Machine {
+    svc: Service,
+    home: PathBuf,
+    id: String,
+}
+
+fn machine(dir: &Path, n: u8, remote: Arc<MemRemote>) -> Machine {
+    let home = dir.join(format!("home{n}"));
+    std::fs::create_dir_all(&home).unwrap();
+    let journal = Journal::open(&home.join("sync.db")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cfg = ServiceConfig::new("t", "", Duration::from_millis(200));
+    let remote: Arc<dyn Remote> = remote;
+    let svc = Service::start(
+        cfg,
+        remote.clone(),
+        journal,
+        Trash::at(home.join("Trash")),
+        tx,
+    )
+    .unwrap();
+    let computer = Computer::load_or_create(&home.join("data"), &format!("host{n}")).unwrap();
+    let id = computer.id.clone();
+    let account = Account::open(remote, computer, home.join("registry.json")).unwrap();
+    svc.attach_account(Arc::new(account), Duration::from_millis(200));
+    Machine { svc, home, id }
+}
+
+async fn done(m: &Machine, r: Request) -> String {
+    match m.svc.handle(r).await {
+        Response::Done { message } => message,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn account(m: &Machine) -> AccountReport {
+    match m.svc.handle(Request::SyncAccount).await {
+        Response::SyncAccount(a) => *a,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn local_folders(m: &Machine) -> Vec<PathBuf> {
+    match m.svc.handle(Request::SyncList).await {
+        Response::SyncFolders(f) => f.into_iter().map(|f| f.local).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn stored(mem: &MemRemote) -> Registry {
+    serde_json::from_slice(&mem.file_bytes(REGISTRY_PATH).expect("the registry")).unwrap()
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let began = Instant::now();
+    while !cond() {
+        assert!(began.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_activate_remove_forget_and_reconcile_on_two_computers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let a = machine(dir.path(), 1, mem.clone());
+    let b = machine(dir.path(), 2, mem.clone());
+    let docs = a.home.join("Docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("x.txt"), "x").unwrap();
+    let add = |local: PathBuf| {
+        Request::SyncAdd(SyncAdd {
+            local,
+            remote: None,
+            mode: Mode::Bidirectional,
+            schedule: Schedule::Immediate,
+            keep_deleted: false,
+        })
+    };
+    let out = done(&a, add(docs.clone())).await;
+    assert!(
+        out.contains("registered in the account (the other"),
+        "{out}"
+    );
+
+    // b sees it inactive, activates it into its own folder.
+    let seen = account(&b).await;
+    assert_eq!(seen.folders.len(), 1);
+    assert!(!seen.folders[0].active_here);
+    assert_eq!(seen.folders[0].added_by, "host1");
+    let here = b.home.join("D");
+    let out = done(
+        &b,
+        Request::SyncActivate {
+            name: "docs".into(),
+            local: Some(here.clone()),
+        },
+    )
+    .await;
+    assert!(out.contains("activated Docs"), "{out}");
+    let reg = stored(&mem);
+    assert_eq!(reg.folders[0].active.len(), 2);
+    assert_eq!(
+        reg.folders[0].activation(&b.id).unwrap().local,
+        here.as_path()
+    );
+    wait_for("the file reaches b", || here.join("x.txt").exists()).await;
+
+    // The registry lost (deleted by hand): each computer registers its folder again.
+    mem.delete(&crate::remote::RemotePath::new(REGISTRY_PATH).unwrap())
+        .await
+        .unwrap();
+    wait_for("the folder registered again by both", || {
+        mem.file_bytes(REGISTRY_PATH).is_some()
+            && stored(&mem).folders.first().map_or(0, |e| e.active.len()) == 2
+    })
+    .await;
+
+    // remove on b (by the folder's name in the account): only b withdrawn.
+    let out = done(
+        &b,
+        Request::SyncRemove {
+            folder: "Docs".into(),
+        },
+    )
+    .await;
+    assert!(out.contains("keep syncing it"), "{out}");
+    let reg = stored(&mem);
+    assert_eq!(reg.folders.len(), 1);
+    let active: Vec<&str> = reg.folders[0]
+        .active
+        .iter()
+        .map(|x| x.computer.as_str())
+        .collect();
+    assert_eq!(active, [a.id.as_str()]);
+
+    // b activates it again, then a forgets it: b stops by itself, nothing deleted.
+    done(
+        &b,
+        Request::SyncActivate {
+            name: "Docs".into(),
+            local: Some(here.clone()),
+        },
+    )
+    .await;
+    let out = done(
+        &a,
+        Request::SyncForget {
+            name: "Docs".into(),
+        },
+    )
+    .await;
+    assert!(out.contains("host2 stops when it next reads"), "{out}");
+    assert!(local_folders(&a).await.is_empty());
+    let began = Instant::now();
+    while !local_folders(&b).await.is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "b still syncs it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored(&mem).folders.is_empty());
+    assert!(docs.join("x.txt").exists() && here.join("x.txt").exists());
+    assert!(mem.exists("Docs/x.txt"));
+    // Nobody registers it again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(stored(&mem).folders.is_empty());
+    a.svc.shutdown().await;
+    b.svc.shutdown().await;
+}
