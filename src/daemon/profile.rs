@@ -67,7 +67,7 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let service = Service::start(scfg, remote.clone(), journal, trash, tx)?;
     // The account's registry of sync folders: this computer is this user's data directory.
     let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
-    let computer = Computer::load_or_create(&dirs.data, &crate::vfs::conflict::device_name())
+    let computer = Computer::load_or_create(&dirs.data, &crate::transfer::conflict::device_name())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let account = Account::open(
         remote,
