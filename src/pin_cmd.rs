@@ -20,8 +20,13 @@ use cloudmount::vfs::status::{PinPhase, PinStatus};
 /// How long one request may take: a pin lists the whole tree first.
 const TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The cloudmount mount holding `path`, and `path` below its mount point (`/`-separated).
-pub(crate) fn locate(dirs: &Dirs, path: &Path) -> Result<(Instance, String), Failure> {
+/// What to do instead, when a pin is asked of a path outside any mount.
+const PIN_HINT: &str =
+    "pins are files and folders of a mount; a local folder is kept in the cloud with `cloudmount sync add`";
+
+/// The cloudmount mount holding `path`, and `path` below its mount point (`/`-separated);
+/// outside any mount, an error that ends with `hint`.
+pub(crate) fn locate(dirs: &Dirs, path: &Path, hint: &str) -> Result<(Instance, String), Failure> {
     let abs = std::fs::canonicalize(path)
         .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?;
     let mount = mounts::mounts()?
@@ -30,8 +35,7 @@ pub(crate) fn locate(dirs: &Dirs, path: &Path) -> Result<(Instance, String), Fai
         .max_by_key(|m| m.mount_point.as_os_str().len())
         .ok_or_else(|| {
             Failure::Message(format!(
-                "{}: not inside a cloudmount mount (pins are files and folders of a mount; \
-                 a local folder is kept in the cloud with `cloudmount sync add`)",
+                "{}: not inside a cloudmount mount ({hint})",
                 path.display()
             ))
         })?;
@@ -85,7 +89,7 @@ pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
     let mut waits = Vec::new();
     for_each(args.paths.iter(), |p| {
-        let (instance, rel) = locate(&dirs, p)?;
+        let (instance, rel) = locate(&dirs, p, PIN_HINT)?;
         let a = ask(
             rt,
             &instance,
@@ -124,7 +128,7 @@ pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
 pub fn unpin(args: PathsArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
     for_each(args.paths.iter(), |p| {
-        let (instance, rel) = locate(&dirs, p)?;
+        let (instance, rel) = locate(&dirs, p, PIN_HINT)?;
         ask(
             rt,
             &instance,
@@ -144,7 +148,7 @@ pub fn unpin(args: PathsArgs, rt: &Runtime) -> CmdResult {
 pub fn free(args: PathsArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
     for_each(args.paths.iter(), |p| {
-        let (instance, rel) = locate(&dirs, p)?;
+        let (instance, rel) = locate(&dirs, p, PIN_HINT)?;
         let a = ask(rt, &instance, &Request::Free { path: rel })?;
         let busy = if a.busy_files > 0 {
             format!(

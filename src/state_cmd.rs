@@ -11,7 +11,11 @@ use cloudmount::control::{self, FolderStates};
 
 pub fn state(args: StateArgs, rt: &Runtime) -> CmdResult {
     let dirs = Dirs::from_env()?;
-    let (instance, rel) = locate(&dirs, &args.path)?;
+    let (instance, rel) = locate(
+        &dirs,
+        &args.path,
+        "states are those of a mount's files; a sync folder's are in `cloudmount sync list`",
+    )?;
     let is_dir = std::fs::metadata(&args.path)
         .map_err(|e| Failure::Message(format!("{}: {e}", args.path.display())))?
         .is_dir();
