@@ -413,3 +413,7 @@ impl Service {
 #[cfg(test)]
 #[path = "account_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "account_model_tests.rs"]
+mod model_tests;
