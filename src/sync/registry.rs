@@ -167,6 +167,14 @@ pub enum Change {
         remote: String,
         computer: String,
     },
+    /// The folder's default mode and schedule (what a computer that activates it later
+    /// starts with) become these; its activations stay.
+    Defaults {
+        id: FolderId,
+        remote: String,
+        mode: Mode,
+        schedule: Schedule,
+    },
     /// The account no longer syncs the folder: its entry goes, a tombstone stays.
     Forget {
         id: FolderId,
@@ -248,6 +256,17 @@ impl Registry {
             } => {
                 if let Some(i) = self.index(id, remote) {
                     self.folders[i].active.retain(|a| a.computer != *computer);
+                }
+            }
+            Change::Defaults {
+                id,
+                remote,
+                mode,
+                schedule,
+            } => {
+                if let Some(i) = self.index(id, remote) {
+                    self.folders[i].mode = *mode;
+                    self.folders[i].schedule = *schedule;
                 }
             }
             Change::Forget { id, by, at } => {

@@ -92,6 +92,31 @@ fn changes_register_join_deactivate_and_forget() {
 }
 
 #[test]
+fn defaults_change_the_mode_and_schedule_and_keep_the_activations() {
+    let mut r = Registry::default();
+    r.apply(&activate("a1", "Music", 1, "/home/u/Music", 10));
+    r.apply(&activate("a1", "Music", 2, "/home/v/Music", 20));
+    let defaults = Change::Defaults {
+        id: FolderId("a1".into()),
+        remote: "Docs/Music".into(),
+        mode: Mode::UploadOnly,
+        schedule: Schedule::Weekly,
+    };
+    assert!(r.apply(&defaults));
+    assert!(!r.apply(&defaults), "idempotent");
+    let e = &r.folders[0];
+    assert_eq!((e.mode, e.schedule), (Mode::UploadOnly, Schedule::Weekly));
+    assert_eq!(e.active.len(), 2);
+    // Of a folder the account no longer has: nothing.
+    let mut empty = Registry::default();
+    assert!(!empty.apply(&defaults));
+    // It travels as the other changes do.
+    let json = serde_json::to_string(&defaults).unwrap();
+    assert!(json.contains("\"change\":\"defaults\""), "{json}");
+    assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), defaults);
+}
+
+#[test]
 fn fields_of_a_later_build_are_kept() {
     let text = r#"{"format":1,"colour":"blue","folders":[{"id":"a","name":"A","remote":"A",
         "mode":"upload-only","schedule":"weekly","added_by":{"id":"x","host":"h"},"added_at":1,

@@ -399,8 +399,13 @@ impl Service {
                 s.delete_limit_percent = p;
             }
         })?;
+        let account = if req.mode.is_some() || req.schedule.is_some() {
+            self.defaults_changed(&spec)
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "{}: {}, {}{}, pauses for confirmation beyond {}% deletes",
+            "{}: {}, {}{}, pauses for confirmation beyond {}% deletes{account}",
             spec.local.display(),
             spec.mode.as_str(),
             spec.schedule.as_str(),

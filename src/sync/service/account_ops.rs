@@ -108,6 +108,28 @@ impl Service {
         }
     }
 
+    /// After `sync set` of the mode or schedule: the folder's defaults in the account follow
+    /// (what a computer that activates it later starts with). Queued, written by the
+    /// registry's loop; the words that end the command's message.
+    pub(super) fn defaults_changed(&self, spec: &FolderSpec) -> String {
+        let Ok(account) = self.account() else {
+            return String::new();
+        };
+        let change = Change::Defaults {
+            id: spec.id.clone(),
+            remote: spec.remote.clone(),
+            mode: spec.mode,
+            schedule: spec.schedule,
+        };
+        match account.submit(change) {
+            Ok(_) => "; the account's defaults for this folder follow".to_string(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue a change of the account's registry");
+                format!("; the account's defaults could not be told ({e})")
+            }
+        }
+    }
+
     /// After `sync add`: the folder registered in the account, active here.
     pub(super) async fn registered_added(&self, spec: &FolderSpec) -> String {
         let Ok(account) = self.account() else {

@@ -189,3 +189,54 @@ async fn add_activate_remove_forget_and_reconcile_on_two_computers() {
     a.svc.shutdown().await;
     b.svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_set_changes_the_accounts_defaults_for_the_folder() {
+    use crate::control::protocol::SyncSet;
+    let dir = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    let a = machine(dir.path(), 1, mem.clone());
+    let music = a.home.join("Music");
+    std::fs::create_dir_all(&music).unwrap();
+    done(
+        &a,
+        Request::SyncAdd(SyncAdd {
+            local: music.clone(),
+            remote: None,
+            mode: Mode::Bidirectional,
+            schedule: Schedule::Immediate,
+            keep_deleted: false,
+        }),
+    )
+    .await;
+    let out = done(
+        &a,
+        Request::SyncSet(SyncSet {
+            folder: music.to_string_lossy().into_owned(),
+            mode: Some(Mode::UploadOnly),
+            schedule: Some(Schedule::Weekly),
+            keep_deleted: None,
+            delete_limit_percent: None,
+        }),
+    )
+    .await;
+    assert!(
+        out.contains("the account's defaults for this folder follow"),
+        "{out}"
+    );
+    wait_for("the registry has the new defaults", || {
+        mem.file_bytes(REGISTRY_PATH).is_some()
+            && stored(&mem)
+                .folders
+                .first()
+                .is_some_and(|e| (e.mode, e.schedule) == (Mode::UploadOnly, Schedule::Weekly))
+    })
+    .await;
+    // A second computer sees them.
+    let b = machine(dir.path(), 2, mem.clone());
+    let seen = account(&b).await;
+    assert_eq!(seen.folders[0].mode, Mode::UploadOnly);
+    assert_eq!(seen.folders[0].schedule, Schedule::Weekly);
+    a.svc.shutdown().await;
+    b.svc.shutdown().await;
+}
