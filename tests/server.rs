@@ -896,6 +896,55 @@ async fn conditional_put_and_overwrite_header() {
     assert_eq!(std::fs::read(srv.path("g")).unwrap(), b"two");
 }
 
+/// Conditional PUTs based on one version, sent at the same moment with slow bodies: exactly
+/// one is taken, the others get 412 (dav-server checks `If-Match` before the body; the server
+/// serves conditional requests to one path one at a time).
+#[tokio::test]
+async fn conditional_puts_of_one_version_in_flight_at_once_take_one() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    let r = c.put(&srv.url("reg.json"), b"v0".to_vec()).await;
+    let etag = r.headers().get("etag").unwrap().clone();
+    let mut puts = Vec::new();
+    for i in 0..4u8 {
+        let req = c
+            .req("PUT", &srv.url("reg.json"))
+            .header("If-Match", etag.clone())
+            .body(slow_body(vec![b'a' + i; 64 * 1024], 8 * 1024));
+        puts.push(tokio::spawn(
+            async move { req.send().await.unwrap().status() },
+        ));
+    }
+    let mut statuses = Vec::new();
+    for p in puts {
+        statuses.push(p.await.unwrap());
+    }
+    let taken = statuses.iter().filter(|s| s.is_success()).count();
+    assert_eq!(taken, 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.is_success() || *s == StatusCode::PRECONDITION_FAILED),
+        "{statuses:?}"
+    );
+    let body = std::fs::read(srv.path("reg.json")).unwrap();
+    assert_eq!(body.len(), 64 * 1024);
+    assert!(body.iter().all(|b| *b == body[0]), "one whole body");
+}
+
+/// A body that arrives in pieces of `piece` bytes, 20 ms apart (sent chunked).
+fn slow_body(content: Vec<u8>, piece: usize) -> reqwest::Body {
+    let chunks: Vec<Bytes> = content.chunks(piece).map(Bytes::copy_from_slice).collect();
+    use futures_util::StreamExt;
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks).then(|c| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(c)
+    }))
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut srv = Server::start(Opts {

@@ -8,7 +8,9 @@
 //!   with the PROPFIND `getetag` quoted to equal the `ETag` header (see the `etagfix` module);
 //!   a multi-range reply gets a random boundary of its own (see the `byteranges` module),
 //! - atomic PUTs: the body goes to a hidden temp file renamed over the target only when complete
-//!   (see the `fs` module),
+//!   (see the `fs` module); conditional requests (`If-Match`, `If-None-Match`) to one path are
+//!   served one at a time, so two PUTs based on one version cannot both succeed (see
+//!   `conditional`),
 //! - an optional quota ([`ServeConfig::quota`]): RFC 4331 `quota-used-bytes` /
 //!   `quota-available-bytes`, and 507 Insufficient Storage for a write that would exceed it,
 //!   leaving no partial file and the old content intact.
@@ -52,6 +54,7 @@
 mod auth;
 mod body;
 mod byteranges;
+mod conditional;
 mod confine;
 mod etagfix;
 mod fragment;
@@ -313,6 +316,7 @@ pub async fn start_with_limits(
         dav,
         root: root.clone(),
         locks,
+        conditional: Default::default(),
         auth,
         body_idle_timeout: limits.body_idle_timeout,
     });
@@ -359,6 +363,8 @@ struct State {
     /// own properties).
     root: PathBuf,
     locks: LockKeeper,
+    /// Conditional requests to one path, one at a time (see `conditional`).
+    conditional: conditional::ConditionalWrites,
     auth: Option<BasicAuth>,
     body_idle_timeout: Duration,
 }
@@ -529,6 +535,12 @@ async fn answer(
             None => plain(refusal.status, refusal.reason),
         };
     }
+    // A conditional request waits for the one before it to the same path: its check then sees
+    // the version the other made (dav-server checks before it takes the body).
+    let _one_at_a_time = match conditional::is_conditional(&parts.headers) {
+        true => Some(state.conditional.acquire(parts.uri.path()).await),
+        false => None,
+    };
     // PUT and PATCH bodies stream to a file; every other body is XML that dav-server parses
     // into a tree, recursively: it is read and checked here first.
     if parts.method == Method::PUT || parts.method.as_str() == "PATCH" {
