@@ -1022,6 +1022,7 @@ impl FakeControl {
             kept_aside: None,
             other_areas: Vec::new(),
             pins: Vec::new(),
+            notices: Vec::new(),
         };
         let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
         let q = queue.clone();

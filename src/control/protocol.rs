@@ -341,6 +341,7 @@ mod tests {
             kept_aside: None,
             other_areas: Vec::new(),
             pins: Vec::new(),
+            notices: Vec::new(),
         }
     }
 

@@ -50,6 +50,23 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
     if let Some(reason) = &q.paused {
         let _ = writeln!(out, "paused: {reason}");
     }
+    match q.namespace_ops {
+        0 => {}
+        1 => {
+            let _ = writeln!(
+                out,
+                "waiting: 1 folder or name change (mkdir, rmdir, rm, mv) made offline, sent when \
+                 the server is back"
+            );
+        }
+        n => {
+            let _ = writeln!(
+                out,
+                "waiting: {n} folder or name changes (mkdir, rmdir, rm, mv) made offline, sent \
+                 when the server is back"
+            );
+        }
+    }
 
     if !s.errors.is_empty() {
         let _ = writeln!(out, "errors:");
@@ -69,6 +86,13 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
             let _ = writeln!(out, "  {} -> {}", c.path, c.copy);
         }
         more(&mut out, s.conflicts.len());
+    }
+    if !s.notices.is_empty() {
+        let _ = writeln!(out, "changes made offline, as sent:");
+        for n in s.notices.iter().take(LIST_MAX) {
+            let _ = writeln!(out, "  {}: {}", n.path, n.what);
+        }
+        more(&mut out, s.notices.len());
     }
 
     if let Some(quota) = &s.quota {
@@ -292,6 +316,7 @@ mod tests {
             kept_aside: None,
             other_areas: Vec::new(),
             pins: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -315,6 +340,7 @@ mod tests {
                 in_flight_sent: 0,
                 paused: Some("server out of space (507 Insufficient Storage)".into()),
                 waiting_for_server: 0,
+                namespace_ops: 0,
             },
             errors: vec![FileProblem {
                 path: "Cloud Drive/a.txt".into(),
@@ -347,6 +373,7 @@ mod tests {
                 bytes: 2048,
             }],
             pins: Vec::new(),
+            notices: Vec::new(),
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),
