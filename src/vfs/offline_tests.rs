@@ -262,3 +262,30 @@ async fn a_request_failing_unreachable_online_is_queued_not_an_error() {
     settle(&vfs).await;
     assert!(mem.exists("late"));
 }
+
+#[tokio::test]
+async fn a_folder_made_offline_in_a_folder_deleted_on_the_server_is_made_again() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    mem.insert_dir("p");
+    let faulty = Arc::new(FaultyRemote::new(mem.clone()));
+    let vfs = open(faulty.clone(), cache.path());
+    let p = vfs.lookup(ROOT_INO, "p").await.unwrap().ino;
+    assert!(names(&vfs, p).await.is_empty());
+    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let q = vfs.mkdir(p, "q").await.unwrap().ino;
+    write_new(&vfs, q, "f", b"kept").await;
+    // Someone deletes p on the server meanwhile.
+    mem.delete(&RemotePath::new("p").unwrap()).await.unwrap();
+    faulty.clear();
+    settle(&vfs).await;
+    assert_eq!(tree(&mem), ["p/", "p/q/", "p/q/f"]);
+    assert_eq!(mem.file_bytes("p/q/f").unwrap(), b"kept");
+    let st = vfs.status();
+    assert!(
+        st.notices
+            .iter()
+            .any(|n| n.path == "p/q" && n.what.contains("made again")),
+        "{st:?}"
+    );
+}
