@@ -71,6 +71,8 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
     let mut m = Mounted::new(&url, &opts);
     assert_eq!(names(&m.dir), ["a.txt", "c.txt", "e", "keep.txt"]);
     assert!(names(&m.path("e")).is_empty());
+    // Read once, so it is cached: a file never read cannot be read offline (EIO).
+    assert_eq!(read(&m.path("a.txt")), a);
 
     proxy.set_mode(ProxyMode::Refuse);
     proxy.reset_all();
@@ -83,7 +85,11 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
     let local = ["b.txt", "d", "keep.txt"];
     assert_eq!(names(&m.dir), local);
     assert_eq!(names(&m.path("d")), ["f.bin"]);
-    assert_eq!(read(&m.path("b.txt")), a);
+    assert_eq!(
+        read(&m.path("b.txt")),
+        a,
+        "a cached file moved offline reads"
+    );
     let st = status_until(&m, "offline, the changes counted", |st| {
         st.connection == Connection::Offline && st.queue.namespace_ops == 4
     });
