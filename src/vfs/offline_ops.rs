@@ -34,6 +34,9 @@ use super::{conflict, meta_op, now, off_thread, FileKind, Vfs, VfsResult};
 use crate::meta::{AreaId, EntryRecord, NsOp, NsOpKind};
 use crate::remote::{self, version::Verdict, EntryKind, Remote, RemoteError, RemotePath};
 
+/// How many of the replay's notices `status` keeps (in memory: a restart forgets them).
+const NOTICES_KEPT: usize = 100;
+
 /// The waiting operations (a mirror of `ns_ops`) and what their replay decided.
 #[derive(Default)]
 pub(crate) struct OfflineOps {
@@ -183,12 +186,14 @@ impl OfflineOps {
         }
     }
 
+    /// Remembers what a replay decided, for `status` (the newest [`NOTICES_KEPT`]).
     fn notice(&self, area: AreaId, path: &RemotePath, what: String) {
         tracing::warn!(path = %path, "{what}");
-        self.notices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((area, path.clone(), what, SystemTime::now()));
+        let mut n = self.notices.lock().unwrap_or_else(|e| e.into_inner());
+        if n.len() >= NOTICES_KEPT {
+            n.remove(0);
+        }
+        n.push((area, path.clone(), what, SystemTime::now()));
     }
 
     /// The notices for `status`; `name` turns an (area, path) into a mount-relative path.
