@@ -425,6 +425,35 @@ mod tests {
     }
 
     #[test]
+    fn namespace_changes_made_offline_and_their_replay_are_said() {
+        use crate::vfs::status::Notice;
+        let mut s = idle();
+        s.connection = Connection::Offline;
+        s.queue.namespace_ops = 3;
+        s.notices = vec![Notice {
+            path: "c.txt".into(),
+            what: "not deleted: changed on the server".into(),
+            at: 0,
+        }];
+        let text = summary(Path::new("/m"), &s);
+        assert!(
+            text.contains("waiting: 3 folder or name changes (mkdir, rmdir, rm, mv) made offline"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "changes made offline, as sent:\n  c.txt: not deleted: changed on the server\n"
+            ),
+            "{text}"
+        );
+        s.queue.namespace_ops = 1;
+        assert!(summary(Path::new("/m"), &s).contains("waiting: 1 folder or name change "));
+        s.queue.namespace_ops = 0;
+        s.notices.clear();
+        assert!(!summary(Path::new("/m"), &s).contains("made offline"));
+    }
+
+    #[test]
     fn long_lists_are_cut() {
         let mut s = idle();
         s.errors = (0..25)
