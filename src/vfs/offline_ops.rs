@@ -288,9 +288,14 @@ impl Vfs {
         if let Some(t) = &op.target {
             dirs.push(parent_of(t));
         }
-        if op.kind == NsOpKind::Mkdir {
-            if let Some(ino) = self.find_ino(op.area, &op.path) {
-                if let Some(n) = self.tree().get_mut(ino) {
+        // A folder made here is on the server once no waiting operation still makes or
+        // moves it (a mkdir then a rename: at the rename's replay, under its new name).
+        for p in std::iter::once(&op.path).chain(op.target.as_ref()) {
+            if self.offline.local_only(op.area, p) {
+                continue;
+            }
+            if let Some(ino) = self.find_ino(op.area, p) {
+                if let Some(n) = self.tree().get_mut(ino).filter(|n| n.kind == FileKind::Dir) {
                     n.pending_create = false;
                 }
             }

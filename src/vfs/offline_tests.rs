@@ -289,3 +289,31 @@ async fn a_folder_made_offline_in_a_folder_deleted_on_the_server_is_made_again()
         "{st:?}"
     );
 }
+
+#[tokio::test]
+async fn a_folder_made_then_renamed_offline_reaches_the_server_under_its_last_name() {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    server(&mem);
+    let (faulty, vfs) = start(&mem, cache.path()).await;
+    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let d = vfs.mkdir(ROOT_INO, "d").await.unwrap().ino;
+    write_new(&vfs, d, "f", b"inside").await;
+    vfs.rename(ROOT_INO, "d", ROOT_INO, "n", RenameFlags::default())
+        .await
+        .unwrap();
+    vfs.rename(ROOT_INO, "c", d, "c", RenameFlags::default())
+        .await
+        .unwrap();
+    assert_eq!(names(&vfs, ROOT_INO).await, ["a", "e", "n"]);
+    assert_eq!(names(&vfs, d).await, ["c", "f"]);
+    faulty.clear();
+    settle(&vfs).await;
+    assert_eq!(tree(&mem), ["a", "e/", "n/", "n/c", "n/f"]);
+    assert_eq!(mem.file_bytes("n/f").unwrap(), b"inside");
+    assert_eq!(mem.file_bytes("n/c").unwrap(), b"file c");
+    assert!(
+        !vfs.tree().get(d).unwrap().pending_create,
+        "on the server now"
+    );
+}
