@@ -98,6 +98,10 @@ pub enum Command {
             - the upload queue: files changed on the mount and not yet on the server, their \
             size, how many are uploading now, and whether uploads are paused (the server is \
             out of space);\n  \
+            - folder and name changes (mkdir, rmdir, rm, mv) made while the server could not \
+            be reached, waiting to be sent to it (in order, before the uploads they concern), \
+            and what their replay had to decide so that nothing was lost (a file changed on \
+            the server is not deleted, a folder with new content is not removed);\n  \
             - files whose upload failed, with the reason and the attempts so far (they stay \
             queued and are retried);\n  \
             - conflicts: files changed both here and on the server; the server's version \
@@ -114,8 +118,10 @@ pub enum Command {
             in a few words; with --json, one array of {mountpoint, source, status} (or \
             {mountpoint, source, error} for a daemon that does not answer).",
         after_help = "JSON fields: connection (\"online\", \"offline\", \"unknown\"), \
-            last_error, queue {files, bytes, in_flight, in_flight_bytes, in_flight_sent, paused}, \
+            last_error, queue {files, bytes, in_flight, in_flight_bytes, in_flight_sent, paused, \
+            waiting_for_server, namespace_ops}, \
             errors [{path, reason, attempts}], conflicts [{path, copy, at}], \
+            notices [{path, what, at}], \
             quota {used, available} (either may be null when the server gives only one) or \
             null when the server has told nothing (yet: it is asked in the background), \
             cache {used_bytes, budget_bytes, dirty_bytes, pinned_bytes}, pins [{path, state \

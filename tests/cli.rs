@@ -1023,6 +1023,7 @@ impl FakeControl {
             other_areas: Vec::new(),
             pins: Vec::new(),
             bandwidth: Default::default(),
+            notices: Vec::new(),
         };
         let queue = std::sync::Arc::new(std::sync::Mutex::new((files, bytes)));
         let q = queue.clone();

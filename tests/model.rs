@@ -568,7 +568,7 @@ async fn apply_step(
             (Ok(None), Ok(None))
         }
         // Not drawn here (`Mix::pins` is false): pins are checked on real mounts.
-        Step::Pin { .. } => return None,
+        Step::Pin { .. } | Step::Offline(_) => return None,
     })
 }
 
@@ -648,7 +648,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 160, max_shrink_iters: 2000, .. ProptestConfig::default() })]
     #[test]
     fn vfs_behaves_like_a_local_directory(
-        steps in proptest::collection::vec(step_strategy(Mix { crashes: true, server_edits: false, pins: false }), 1..40)
+        steps in proptest::collection::vec(step_strategy(Mix { crashes: true, server_edits: false, pins: false, offline: false }), 1..40)
     ) {
         check_steps(&with_seed(steps), PLAIN);
     }
@@ -658,7 +658,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 2000, .. ProptestConfig::default() })]
     #[test]
     fn vfs_with_a_short_ttl_follows_edits_on_the_server(
-        steps in proptest::collection::vec(step_strategy(Mix { crashes: true, server_edits: true, pins: false }), 1..40)
+        steps in proptest::collection::vec(step_strategy(Mix { crashes: true, server_edits: true, pins: false, offline: false }), 1..40)
     ) {
         check_steps(&with_seed(steps), SHORT_TTL);
     }

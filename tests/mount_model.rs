@@ -17,7 +17,10 @@
 //! case as they do for a user. A sequence may also crash the daemon (`kill -9`) and mount again
 //! on the same cache directory: every operation that returned must survive. And it may pin,
 //! unpin or free a path (`cloudmount pin --wait`, `unpin`, `free`): the contents shown do not
-//! change, and the states below the path must follow (see `pin_step`). It runs over
+//! change, and the states below the path must follow (see `pin_step`). And it may run a few
+//! folder and name changes and whole-file writes with the server unreachable (an offline
+//! phase: a proxy refusing every connection); they must succeed as on the local directory and
+//! reach the server when it is back. It runs over
 //! Apache, over rclone serve webdav, and over Apache with uploads a second after each close
 //! (files stay local copies through most of a sequence, and the server-side edits race them;
 //! elsewhere the upload queue is drained before each edit); `CLOUDMOUNT_TEST_MODEL_CASES`
@@ -34,11 +37,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::mount::*;
 use common::ops::*;
+use common::proxy::{target_of, FaultProxy, ProxyMode};
 use proptest::test_runner::{Config, TestError, TestRunner};
 
 /// A server folder and the mount of it the sequences run on.
 struct Model {
     dav: Dav,
+    /// Between the mount and the server: refuses every connection in an offline phase.
+    proxy: FaultProxy,
     opts: MountOpts,
     /// Crashes wait for an idle upload queue. For rclone serve webdav (1.60): while files are
     /// PUT and MOVEd in a folder, its PROPFIND of that folder often omits entries that exist
@@ -63,8 +69,10 @@ impl Model {
         if let Some(d) = delay {
             opts = opts.write_back_delay(d);
         }
-        let mount = RefCell::new(Mounted::new(&dav.url, &opts));
+        let proxy = FaultProxy::start_blocking(target_of(&server.url));
+        let mount = RefCell::new(Mounted::new(&proxy.url_for(&dav.url), &opts));
         Model {
+            proxy,
             racing_edits: delay.is_some(),
             calm_crashes: server.name.contains("rclone"),
             dav,
@@ -86,7 +94,7 @@ impl Model {
         let kept_before = kept_aside_files(&m);
         m.kill9();
 
-        *m = Mounted::new(&self.dav.url, &self.opts);
+        *m = Mounted::new(&self.proxy.url_for(&self.dav.url), &self.opts);
         // Every file was closed before the crash: nothing to keep aside as "never closed".
         let st = m.status();
         assert_eq!(
@@ -178,6 +186,22 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
                     Err(why) => panic!("{}", fail(&why)),
                 }
                 continue;
+            }
+            Step::Offline(ops) => {
+                // Held descriptors closed first (a file deleted offline is not kept for them).
+                held = [None, None];
+                model.proxy.set_mode(ProxyMode::Refuse);
+                model.proxy.reset_all();
+                let root = model.mount.borrow().path(dir);
+                let got: Vec<_> = ops.iter().map(|op| apply_local(&root, op)).collect();
+                let want: Vec<_> = ops.iter().map(|op| apply_local(plain.path(), op)).collect();
+                model.proxy.set_mode(ProxyMode::Pass);
+                let what = format!("offline, the mount gave {got:?}, a local directory {want:?}");
+                assert!(got == want, "{}", fail(&what));
+                tally.offline += 1;
+                // Sent to the server, in order, once it answers.
+                model.mount.borrow().settle();
+                (Ok(None), Ok(None))
             }
             Step::Server(edit) => {
                 held = [None, None];
@@ -467,6 +491,8 @@ struct Tally {
     races: usize,
     /// Pin, unpin and free steps whose states were checked.
     pins: usize,
+    /// Offline phases run.
+    offline: usize,
 }
 
 /// An I/O result as the model compares it: the bytes read, or the errno.
@@ -554,6 +580,7 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
         crashes: true,
         server_edits: true,
         pins: true,
+        offline: true,
     };
     // Two steps more than the vfs model's: the pin steps take their share of the sequence.
     let strategy = proptest::collection::vec(step_strategy(mix), 1..42);
@@ -568,6 +595,7 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
         all.edits += t.edits;
         all.races += t.races;
         all.pins += t.pins;
+        all.offline += t.offline;
         Ok(())
     });
     match result {
@@ -595,6 +623,8 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
         cases < 10 || total.pins > 0,
         "no pin, unpin or free was checked: {total:?}"
     );
+    // And offline phases ran.
+    assert!(cases < 10 || total.offline > 0, "no offline: {total:?}");
     // Every case left its folder; all of them are on the server and through a fresh mount of
     // it with an empty cache (nothing the first mount holds only locally).
     let all = model.dav.tree();

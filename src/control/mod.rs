@@ -104,6 +104,7 @@ mod tests {
                 in_flight_sent: 0,
                 paused: Some("server out of space".into()),
                 waiting_for_server: 0,
+                namespace_ops: 0,
             },
             errors: vec![FileProblem {
                 path: "Cloud Drive/a.txt".into(),
@@ -122,6 +123,7 @@ mod tests {
             other_areas: Vec::new(),
             pins: Vec::new(),
             bandwidth: Default::default(),
+            notices: Vec::new(),
         }
     }
 

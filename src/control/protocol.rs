@@ -397,6 +397,7 @@ mod tests {
             other_areas: Vec::new(),
             pins: Vec::new(),
             bandwidth: Default::default(),
+            notices: Vec::new(),
         }
     }
 

@@ -50,6 +50,23 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
     if let Some(reason) = &q.paused {
         let _ = writeln!(out, "paused: {reason}");
     }
+    match q.namespace_ops {
+        0 => {}
+        1 => {
+            let _ = writeln!(
+                out,
+                "waiting: 1 folder or name change (mkdir, rmdir, rm, mv) made offline, sent when \
+                 the server is back"
+            );
+        }
+        n => {
+            let _ = writeln!(
+                out,
+                "waiting: {n} folder or name changes (mkdir, rmdir, rm, mv) made offline, sent \
+                 when the server is back"
+            );
+        }
+    }
 
     if !s.errors.is_empty() {
         let _ = writeln!(out, "errors:");
@@ -69,6 +86,13 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
             let _ = writeln!(out, "  {} -> {}", c.path, c.copy);
         }
         more(&mut out, s.conflicts.len());
+    }
+    if !s.notices.is_empty() {
+        let _ = writeln!(out, "changes made offline, as sent:");
+        for n in s.notices.iter().take(LIST_MAX) {
+            let _ = writeln!(out, "  {}: {}", n.path, n.what);
+        }
+        more(&mut out, s.notices.len());
     }
 
     if let Some(quota) = &s.quota {
@@ -312,6 +336,7 @@ mod tests {
             other_areas: Vec::new(),
             pins: Vec::new(),
             bandwidth: Default::default(),
+            notices: Vec::new(),
         }
     }
 
@@ -335,6 +360,7 @@ mod tests {
                 in_flight_sent: 0,
                 paused: Some("server out of space (507 Insufficient Storage)".into()),
                 waiting_for_server: 0,
+                namespace_ops: 0,
             },
             errors: vec![FileProblem {
                 path: "Cloud Drive/a.txt".into(),
@@ -368,6 +394,7 @@ mod tests {
             }],
             pins: Vec::new(),
             bandwidth: Default::default(),
+            notices: Vec::new(),
         };
         assert_eq!(
             summary(Path::new("/home/u/Cloud"), &s),
@@ -416,6 +443,35 @@ mod tests {
         assert!(!text.contains("paused"), "{text}");
         s.connection = Connection::Unknown;
         assert!(summary(Path::new("/m"), &s).contains("not contacted yet"));
+    }
+
+    #[test]
+    fn namespace_changes_made_offline_and_their_replay_are_said() {
+        use crate::vfs::status::Notice;
+        let mut s = idle();
+        s.connection = Connection::Offline;
+        s.queue.namespace_ops = 3;
+        s.notices = vec![Notice {
+            path: "c.txt".into(),
+            what: "not deleted: changed on the server".into(),
+            at: 0,
+        }];
+        let text = summary(Path::new("/m"), &s);
+        assert!(
+            text.contains("waiting: 3 folder or name changes (mkdir, rmdir, rm, mv) made offline"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "changes made offline, as sent:\n  c.txt: not deleted: changed on the server\n"
+            ),
+            "{text}"
+        );
+        s.queue.namespace_ops = 1;
+        assert!(summary(Path::new("/m"), &s).contains("waiting: 1 folder or name change "));
+        s.queue.namespace_ops = 0;
+        s.notices.clear();
+        assert!(!summary(Path::new("/m"), &s).contains("made offline"));
     }
 
     #[test]

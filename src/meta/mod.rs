@@ -8,6 +8,8 @@
 //! - **listings**: which directories were listed and when (for the listing TTL);
 //! - **local mtimes**: mtimes set by the user (`utimens`), which WebDAV cannot store;
 //! - **dirty**: files with local changes not yet uploaded (the upload queue's durable records);
+//! - **ns_ops**: folder and name changes (mkdir, rmdir, unlink, rename) done while the server
+//!   could not be reached, in order, waiting to be replayed on it (`ops.rs`);
 //! - **objects** and **pins**: the block cache's index (see [`crate::cache`]); this module owns
 //!   the schema and the SQL, the cache owns the policy.
 //!
@@ -48,7 +50,7 @@
 //! - Listings, entries, local mtimes and the cache index are committed with
 //!   `synchronous=NORMAL`: a power cut may lose the last transactions, never reorder them or
 //!   corrupt the file (WAL). Losing them costs a re-fetch, nothing else.
-//! - Dirty records are committed with `synchronous=FULL` (switched on for that one transaction
+//! - Dirty records and waiting namespace operations are committed with `synchronous=FULL` (switched on for that one transaction
 //!   and back off after): the commit returns only once the WAL is fsynced, so a `close()` that
 //!   returned survives a power cut. Because the WAL is sequential, that fsync also makes every
 //!   earlier transaction durable.
@@ -68,6 +70,7 @@ mod dirty;
 #[cfg(test)]
 mod migration_tests;
 pub(crate) mod objects;
+mod ops;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -84,6 +87,7 @@ use crate::remote::{ETag, EntryKind, RemotePath};
 
 pub use areas::{normalise_key, AreaKey, WaitingElsewhere};
 pub use dirty::{Conflict, DirtyRecord, DirtyRename, DirtyState};
+pub use ops::{NsOp, NsOpKind};
 pub use schema::SCHEMA_VERSION;
 
 /// The stable identity of an area (one remote root shown by the mount), given to its URL by

@@ -12,7 +12,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::MetaError;
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// `PRAGMA application_id` of a cloudmount metadata database ("ClMt").
 pub const APPLICATION_ID: i64 = 0x436c_4d74;
@@ -197,9 +197,37 @@ pub(super) const V9: &str = r#"
 ALTER TABLE pins ADD COLUMN keep INTEGER NOT NULL DEFAULT 1 CHECK (keep IN (0, 1));
 "#;
 
+/// Version 10: namespace operations (mkdir, rmdir, unlink, rename) done on the mount while the
+/// server could not be reached, waiting to be replayed on it, in `id` order (ids are never
+/// reused). `op`: 0 mkdir, 1 rmdir, 2 unlink, 3 rename (`path` → `target`). For an unlink or
+/// a rename, `is_dir`, `size`, `mtime_ns` and `etag` describe the source as this machine knew
+/// it (a rename's target shows it until the server lists it), and `base` is the version the
+/// operation was based on (an ETag header value, or a size+mtime stand-in; NULL for a
+/// folder): a delete is done only while the server still has that version. A rename that
+/// replaces a file the server has names its version in `target_base` (`replace` = 1); one
+/// replacing nothing (`replace` = 0) never overwrites what the server got meanwhile.
+pub(super) const V10: &str = r#"
+CREATE TABLE ns_ops (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    area         INTEGER NOT NULL,
+    op           INTEGER NOT NULL CHECK (op IN (0, 1, 2, 3)),
+    path         TEXT    NOT NULL,
+    target       TEXT,
+    is_dir       INTEGER NOT NULL CHECK (is_dir IN (0, 1)),
+    size         INTEGER NOT NULL DEFAULT 0 CHECK (size >= 0),
+    mtime_ns     INTEGER,
+    etag         TEXT,
+    base         TEXT,
+    replace      INTEGER NOT NULL DEFAULT 0 CHECK (replace IN (0, 1)),
+    target_base  TEXT,
+    at_ns        INTEGER NOT NULL,
+    CHECK ((op = 3) = (target IS NOT NULL))
+);
+"#;
+
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and
 /// brought up through every step, so new and migrated files are the same.
-pub(super) const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8, V9];
+pub(super) const MIGRATIONS: &[&str] = &[V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// Creates, migrates or checks the schema, in one exclusive transaction.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), MetaError> {

@@ -4,6 +4,9 @@
 //! answer, and the open directory handles (`opendir`, `readdir`).
 //!
 //! Only a positive 404 from the server removes an entry; an unreachable server never does.
+//! Namespace operations made offline and not yet replayed are overlaid on what the server
+//! lists, and folders the server does not have yet are listed from local knowledge only
+//! (`offline_ops.rs`).
 //! Nodes with local state are kept whatever the listing says. Temporary upload files are
 //! hidden from listings, and those no upload will move into place are deleted
 //! (`sweep_stray_uploads`).
@@ -119,6 +122,10 @@ impl Vfs {
                 n.dir.as_ref().is_some_and(|d| d.listed_at.is_some()),
             )
         };
+        if self.offline.local_only(area, &path) {
+            // Made or renamed here, not on the server yet: only this machine knows it.
+            return self.list_locally(dir, area, path, known).await;
+        }
         // Nothing in memory yet: a listing saved by an earlier run may still be fresh.
         let mut saved = None;
         if !known {
@@ -245,7 +252,10 @@ impl Vfs {
         let asked = SystemTime::now();
         match self.remote(area)?.list(&path).await {
             Ok(listing) => {
-                let records: Vec<EntryRecord> = listing.children.iter().map(record_of).collect();
+                let mut records: Vec<EntryRecord> =
+                    listing.children.iter().map(record_of).collect();
+                // What was changed here and waits for the server shows as done.
+                self.offline.overlay(area, &path, &mut records);
                 tracing::debug!(dir = %path, entries = records.len(), "listed");
                 {
                     let mut t = self.tree();

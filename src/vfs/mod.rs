@@ -10,7 +10,9 @@
 //! - `listing.rs`: directory listings, trusted for `dir_ttl`, saved in the metadata store,
 //!   served stale while the server does not answer; `opendir`/`readdir`.
 //! - `walk.rs`: reading ahead of a walk of the tree (sibling listings, small files).
-//! - `namespace.rs`: `mkdir`, `rmdir`, `unlink`, `rename`, `setattr` (truncation, mtime).
+//! - `namespace.rs`: `mkdir`, `rmdir`, `unlink`, `rename`, `setattr` (truncation, mtime);
+//!   `offline_ops.rs`: those done while the server cannot be reached, recorded in order and
+//!   replayed when it is back (uploads of the area wait for them).
 //! - `read.rs`: `open`, the handle table, `read`, `release`. A handle reads one version (the
 //!   ETag at open) through the block cache; a full local disk degrades reads to uncached
 //!   downloads, never to errors. `io_mode.rs`: how the kernel serves each open (its page
@@ -51,6 +53,7 @@
 //! | `WalkAhead::fetching` (`walk.rs`) | small files being fetched ahead | `tree` |
 //! | `handles` | open file handles | the async locks only (never `tree`) |
 //! | `inode_locks`, `dir_handles`, `quota`, `problems`, `sweeping`, `disk_full_warned`, `invalidate_rx`, `BlockClaims` (`download.rs`), `SetAside::ids` (`set_aside.rs`) | their own map or value | the async locks only |
+//! | `OfflineOps::ops`, `OfflineOps::notices` (`offline_ops.rs`) | the waiting namespace operations; the replay's notices | the queue's lock at most (never `tree`) |
 //! | `Pins::progress` (`pins.rs`) | each pin's progress | the async locks only (the cache's own lock is taken inside it) |
 //! | a handle's stream (async, `stream.rs`) | one read of a file read as a stream | nothing (held across its GET) |
 
@@ -59,6 +62,9 @@ pub mod error;
 mod io_mode;
 mod listing;
 mod namespace;
+mod offline_ops;
+#[cfg(test)]
+mod offline_tests;
 pub mod pins;
 pub mod queue;
 mod read;
@@ -181,6 +187,9 @@ pub struct Vfs {
     quota: Mutex<Option<(Instant, Quota)>>,
     /// The upload queue's schedule (its records are in `meta`).
     queue: Arc<queue::UploadQueue>,
+    /// Namespace operations made while the server could not be reached, waiting for it
+    /// (`offline_ops.rs`; their records are in `meta`).
+    offline: Arc<offline_ops::OfflineOps>,
     /// Whether the server answers: fed by every request (each area's remote is wrapped in
     /// `remote::watched::Watched`), read by listings, walks and `status`.
     health: Arc<Health>,
@@ -205,6 +214,7 @@ pub struct Vfs {
 impl Drop for Vfs {
     fn drop(&mut self) {
         self.queue.stop();
+        self.offline.stop();
         self.pins.stop();
     }
 }
@@ -331,6 +341,13 @@ impl Vfs {
                 q.retry_now();
             }
         });
+        let offline: Arc<offline_ops::OfflineOps> = Default::default();
+        let o = Arc::downgrade(&offline);
+        health.on_back_online(move || {
+            if let Some(o) = o.upgrade() {
+                o.wake();
+            }
+        });
         let temp_tag = meta.cache_id()?;
         let vfs = Arc::new_cyclic(|me| Vfs {
             me: me.clone(),
@@ -362,6 +379,7 @@ impl Vfs {
             passthrough: Default::default(),
             quota: Mutex::new(None),
             queue,
+            offline,
             health,
             area_roots,
             unplaced: Mutex::new(HashMap::new()),
@@ -373,7 +391,9 @@ impl Vfs {
             cached_names: Default::default(),
         });
         vfs.recover()?;
+        vfs.load_ns_ops()?;
         vfs.spawn_upload_workers();
+        vfs.spawn_ns_replayer();
         vfs.start_pin_keeper();
         Ok(vfs)
     }
@@ -520,9 +540,21 @@ impl Vfs {
         self.queue.len()
     }
 
-    /// Returns once the upload queue is empty (every closed file is on the server).
+    /// Returns once the upload queue is empty (every closed file is on the server) and no
+    /// namespace operation waits for the server.
     pub async fn wait_idle(&self) {
-        self.queue.wait_empty().await;
+        loop {
+            self.offline.wait_empty().await;
+            self.queue.wait_empty().await;
+            if self.offline.len() == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Namespace operations (mkdir, rmdir, unlink, rename) waiting for the server.
+    pub fn queued_ns_ops(&self) -> usize {
+        self.offline.len()
     }
 
     /// Waits until the downloaded bytes being stored in the background are in the cache (a
@@ -548,6 +580,7 @@ impl Vfs {
             );
         }
         self.queue.stop();
+        self.offline.stop();
         self.pins.stop();
         self.downloads.wait_for_stores().await;
         if let Err(e) = self.cache.flush() {

@@ -12,7 +12,7 @@ use super::{
     SetAttr, Vfs, VfsError, VfsResult,
 };
 use crate::cache::CacheObject;
-use crate::meta::{AreaId, EntryRecord};
+use crate::meta::{AreaId, EntryRecord, NsOp, NsOpKind};
 use crate::remote::{EntryKind, RemoteError, RemotePath};
 
 pub(super) fn check_name(name: &str) -> VfsResult<()> {
@@ -136,16 +136,28 @@ impl Vfs {
         }
         let (_, ppath) = self.node_path(parent)?;
         let path = ppath.join(name)?;
-        self.remote(area)?.mkdir(&path).await.map_err(|e| match e {
-            RemoteError::AlreadyExists { .. } => VfsError::Exists,
-            e => e.into(),
-        })?;
+        let mut queued = self.ns_queued(area);
+        if !queued {
+            match self.remote(area)?.mkdir(&path).await {
+                Ok(()) => {}
+                Err(RemoteError::AlreadyExists { .. }) => return Err(VfsError::Exists),
+                Err(e) if e.is_transient() => queued = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if queued {
+            self.record_op(self.new_op(area, NsOpKind::Mkdir, &path, EntryKind::Dir))
+                .await?;
+            self.save_new_dir(area, &path).await?;
+        }
         let ino = {
             let mut t = self.tree();
             let mut n = Node::new(parent, name, Some(area), FileKind::Dir);
             n.mtime = now();
             n.dir.as_mut().expect("dir").listed_at = Some(Instant::now());
             n.lookups = 1;
+            // Not on the server until its operation is replayed: listings keep it.
+            n.pending_create = queued;
             t.insert(n)
         };
         self.touch_dir(parent);
@@ -170,7 +182,13 @@ impl Vfs {
                 return Err(VfsError::NotDir);
             }
         }
-        self.ensure_listed(ino).await?;
+        if let Err(e) = self.ensure_listed(ino).await {
+            if !matches!(&e, VfsError::Remote(r) if r.is_transient()) {
+                return Err(e);
+            }
+            // Never listed, and the server cannot be asked: the removal waits for it, which
+            // removes the folder only if it is empty there (nothing is lost).
+        }
         let (_, path) = {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
@@ -183,9 +201,17 @@ impl Vfs {
             // Changed files below, not yet uploaded.
             return Err(VfsError::NotEmpty);
         }
-        match self.remote(area)?.delete(&path).await {
-            Ok(()) | Err(RemoteError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let mut queued = self.ns_queued(area);
+        if !queued {
+            match self.remote(area)?.delete(&path).await {
+                Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+                Err(e) if e.is_transient() => queued = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if queued {
+            self.record_op(self.new_op(area, NsOpKind::Rmdir, &path, EntryKind::Dir))
+                .await?;
         }
         self.tree().unlink(parent, name);
         self.touch_dir(parent);
@@ -269,7 +295,8 @@ impl Vfs {
             None
         };
         let pending = pending && self.tree().get(ino).is_some_and(|n| n.pending_create);
-        if !pending {
+        let mut queued = !pending && self.ns_queued(area);
+        if !pending && !queued {
             use super::set_aside::SetAsideOutcome as Aside;
             match self.set_aside_for_readers(area, ino, &path).await {
                 Aside::Moved | Aside::Gone => {}
@@ -279,10 +306,17 @@ impl Vfs {
                     }
                     match self.remote(area)?.delete(&path).await {
                         Ok(()) | Err(RemoteError::NotFound { .. }) => {}
+                        Err(e) if e.is_transient() => queued = true,
                         Err(e) => return Err(e.into()),
                     }
                 }
             }
+        }
+        if queued {
+            // Deleted on the server later, and only while it has the version deleted here.
+            let mut op = self.new_op(area, NsOpKind::Unlink, &path, EntryKind::File);
+            self.describe_source(&mut op, ino);
+            self.record_op(op).await?;
         }
         self.touch_dir(parent);
         {
@@ -409,6 +443,27 @@ impl Vfs {
                 }
             }
         }
+        // A folder made here and not on the server yet has its mkdir waiting: the rename
+        // waits behind it, like every operation of an area with operations waiting.
+        let src_pending = src_pending && src_kind == FileKind::File;
+        let mut queued = !src_pending && self.ns_queued(area);
+        if !src_pending && !queued {
+            match self.remote(area)?.rename(&from, &to, dst.is_some()).await {
+                Ok(()) => {}
+                Err(RemoteError::AlreadyExists { .. }) => return Err(VfsError::Exists),
+                Err(e) if e.is_transient() => queued = true,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if queued {
+            let mut op = self.new_op(area, NsOpKind::Rename, &from, Self::entry_kind(src_kind));
+            op.target = Some(to.clone());
+            // Over a folder made here (its mkdir replayed first), or a file the server has.
+            op.replace = dst.is_some();
+            op.target_base = dst_etag.clone().filter(|_| dst_on_server);
+            self.describe_source(&mut op, src);
+            self.record_op(op).await?;
+        }
         if src_pending {
             // Not on the server yet: a local rename; the upload goes to the new name, over
             // whatever the server has there.
@@ -425,14 +480,6 @@ impl Vfs {
                     n.pending_create = false;
                 }
             }
-        } else {
-            self.remote(area)?
-                .rename(&from, &to, dst.is_some())
-                .await
-                .map_err(|e| match e {
-                    RemoteError::AlreadyExists { .. } => VfsError::Exists,
-                    e => e.into(),
-                })?;
         }
         {
             let mut t = self.tree();
@@ -453,5 +500,44 @@ impl Vfs {
         let cache = self.cache.clone();
         off_thread(move || cache.rename_path(area, &from, &to)).await?;
         Ok(())
+    }
+
+    /// A namespace operation on `path` to record (see `offline_ops.rs`).
+    fn new_op(&self, area: AreaId, kind: NsOpKind, path: &RemotePath, what: EntryKind) -> NsOp {
+        NsOp {
+            id: 0,
+            area,
+            kind,
+            path: path.clone(),
+            target: None,
+            source_kind: what,
+            size: 0,
+            mtime: Some(now()),
+            etag: None,
+            base: None,
+            replace: false,
+            target_base: None,
+            at: now(),
+        }
+    }
+
+    /// Fills in what `op` knows of its source `ino`: the server's version it is based on (a
+    /// file's, from its staged copy's base when it has one), and how to show it meanwhile.
+    fn describe_source(&self, op: &mut NsOp, ino: Ino) {
+        let t = self.tree();
+        let Some(n) = t.get(ino) else {
+            return;
+        };
+        op.source_kind = Self::entry_kind(n.kind);
+        op.size = n.size;
+        op.mtime = Some(n.local_mtime.unwrap_or(n.mtime));
+        op.etag = n.etag.clone();
+        if n.kind == FileKind::File {
+            let staged_base = n.staged.as_ref().map(|st| st.state().base.clone());
+            op.base = match staged_base {
+                Some(base) => base,
+                None => Some(version_of(n)),
+            };
+        }
     }
 }

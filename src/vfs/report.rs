@@ -424,7 +424,9 @@ impl Vfs {
             })
             .filter(|q| q.used.is_some() || q.available.is_some());
         let usage = self.cache.usage();
-        let (queue, mut errors, conflicts) = self.queue.report(&|a, p| self.display_path(a, p));
+        let (mut queue, mut errors, conflicts) = self.queue.report(&|a, p| self.display_path(a, p));
+        let (ns_ops, notices) = self.ns_report();
+        queue.namespace_ops = ns_ops;
         let health = self.health.report();
         for (a, p, reason) in self
             .problems
@@ -456,6 +458,7 @@ impl Vfs {
             pins: self.pin_report(),
             // The daemon's, not the filesystem's: filled in by the daemon.
             bandwidth: Default::default(),
+            notices,
         }
     }
 

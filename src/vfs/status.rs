@@ -27,6 +27,20 @@ pub struct QueueStatus {
     /// [`VfsStatus::last_error`], not per file.
     #[serde(default)]
     pub waiting_for_server: u64,
+    /// Folder and name changes (mkdir, rmdir, rm, mv) made while the server could not be
+    /// reached, waiting to be sent to it; the uploads of their area wait for them.
+    #[serde(default)]
+    pub namespace_ops: u64,
+}
+
+/// What the replay of a change made offline had to decide so that nothing was lost (a file
+/// changed on the server was not deleted, a folder with new content was not removed, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub path: String,
+    pub what: String,
+    /// When, seconds since the Unix epoch.
+    pub at: i64,
 }
 
 /// A file whose last upload failed; it stays queued and is retried.
@@ -160,4 +174,7 @@ pub struct VfsStatus {
     /// The daemon's bandwidth limits in bytes per second (0: none), filled in by the daemon.
     #[serde(default)]
     pub bandwidth: crate::remote::throttle::Limits,
+    /// Decisions of the replay of changes made offline (see [`Notice`]).
+    #[serde(default)]
+    pub notices: Vec<Notice>,
 }

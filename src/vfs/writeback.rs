@@ -163,10 +163,14 @@ impl Vfs {
         holds.then_some(ino)
     }
 
-    /// Whether the upload of `rec` must wait (its file is open for writing).
+    /// Whether the upload of `rec` must wait: its file is open for writing, or namespace
+    /// operations made offline in its area are not replayed yet (its folder may not exist on
+    /// the server yet; see `offline_ops.rs`). The replay wakes the queue when done.
     fn upload_deferred(&self, rec: &DirtyRecord) -> bool {
-        self.find_staged(rec.area, &rec.path)
-            .is_some_and(|(_, st)| st.state().writers > 0)
+        self.offline.pending_in(rec.area)
+            || self
+                .find_staged(rec.area, &rec.path)
+                .is_some_and(|(_, st)| st.state().writers > 0)
     }
 
     /// Makes the staged content of `ino` durable and queues its upload: fsync, then the dirty
@@ -332,7 +336,11 @@ impl Vfs {
         Some(st)
     }
 
-    async fn make_parents(&self, area: AreaId, path: &RemotePath) -> Result<(), RemoteError> {
+    pub(super) async fn make_parents(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+    ) -> Result<(), RemoteError> {
         let Ok(remote) = self.remote(area).cloned() else {
             return Ok(());
         };

@@ -629,12 +629,13 @@ impl Mounted {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Waits until every closed file is on the server (the upload queue is empty).
+    /// Waits until every closed file is on the server (the upload queue is empty) and every
+    /// folder or name change made offline was sent.
     pub fn settle(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let st = self.status();
-            if st.queue.files == 0 {
+            if st.queue.files == 0 && st.queue.namespace_ops == 0 {
                 return;
             }
             assert!(

@@ -274,6 +274,10 @@ pub enum Step {
         path: Vec<u8>,
         how: PinHow,
     },
+    /// The server unreachable while these operations run (the mount model only): folder and
+    /// name changes and whole-file writes, which the mount does at once and sends when the
+    /// server is back (the step ends once it has).
+    Offline(Vec<Op>),
 }
 
 /// What a [`Step::Pin`] does.
@@ -306,6 +310,7 @@ impl std::fmt::Debug for Step {
             Step::Close { slot } => write!(f, "Close#{slot}"),
             Step::Server(e) => write!(f, "{e:?}"),
             Step::Pin { path, how } => write!(f, "{how:?}({:?})", names(path).join("/")),
+            Step::Offline(ops) => write!(f, "Offline{ops:?}"),
         }
     }
 }
@@ -317,6 +322,22 @@ pub struct Mix {
     pub server_edits: bool,
     /// Pin, unpin and free steps (a real mount only).
     pub pins: bool,
+    /// Offline phases (a real mount only).
+    pub offline: bool,
+}
+
+/// The operations of an offline phase: those that need nothing from the server but the
+/// listings already known (no read, no change inside a file that may not be cached).
+pub fn offline_op_strategy() -> impl Strategy<Value = Op> {
+    let data = proptest::collection::vec(any::<u8>(), 0..2000);
+    prop_oneof![
+        3 => (path_strategy(), data).prop_map(|(path, data)| Op::Write { path, data }),
+        3 => path_strategy().prop_map(|path| Op::Mkdir { path }),
+        1 => path_strategy().prop_map(|path| Op::Rmdir { path }),
+        2 => path_strategy().prop_map(|path| Op::Unlink { path }),
+        3 => (path_strategy(), path_strategy(), any::<bool>())
+            .prop_map(|(from, to, noreplace)| Op::Rename { from, to, noreplace }),
+    ]
 }
 
 pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
@@ -394,6 +415,14 @@ pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
     }
     if mix.server_edits {
         arms.push((2, server_edit_strategy(path).prop_map(Step::Server).boxed()));
+    }
+    if mix.offline {
+        arms.push((
+            1,
+            proptest::collection::vec(offline_op_strategy(), 1..6)
+                .prop_map(Step::Offline)
+                .boxed(),
+        ));
     }
     proptest::strategy::Union::new_weighted(arms)
 }
