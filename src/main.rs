@@ -236,7 +236,7 @@ async fn wait_for_uploads(runtime_dir: &Path, mountpoint: &Path) -> CmdResult {
         Ok(s) => s,
         Err(e) => return not_waiting(e),
     };
-    if status.queue.files == 0 {
+    if nothing_waits(&status) {
         return Ok(());
     }
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -270,12 +270,18 @@ async fn wait_for_uploads(runtime_dir: &Path, mountpoint: &Path) -> CmdResult {
             }
         }
         progress.update(&status);
-        if status.queue.files == 0 {
+        if nothing_waits(&status) {
             display.finish();
             return Ok(());
         }
         display.update(&progress, &status);
     }
+}
+
+/// Whether nothing waits to reach the server: no file to upload, and no folder made, file
+/// deleted or name moved offline still to replay.
+fn nothing_waits(s: &VfsStatus) -> bool {
+    s.queue.files == 0 && s.queue.namespace_ops == 0
 }
 
 /// When the queue cannot be read: unmount without waiting, warning if the daemon answered
@@ -302,9 +308,14 @@ enum WaitDisplay {
 impl WaitDisplay {
     fn new(s: &VfsStatus) -> Self {
         use std::io::IsTerminal;
+        let ops = match s.queue.namespace_ops {
+            0 => String::new(),
+            1 => ", and 1 change made offline (mkdir, rm, mv) to send".to_string(),
+            n => format!(", and {n} changes made offline (mkdir, rm, mv) to send"),
+        };
         eprintln!(
-            "cloudmount: waiting for {} ({}) to upload; --no-wait to leave them for the next \
-             mount, Ctrl-C to stop waiting{}",
+            "cloudmount: waiting for {} ({}) to upload{ops}; --no-wait to leave them for the \
+             next mount, Ctrl-C to stop waiting{}",
             report::files(s.queue.files),
             FormatSize(s.queue.bytes),
             blocker_suffix(s)

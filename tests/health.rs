@@ -1,7 +1,8 @@
 //! The server's health as `status` shows it: every request that cannot reach the server makes
-//! the mount offline at once, whatever asked (a mkdir here, not only an upload), with one
-//! connection error for the mount rather than one per waiting file; the first request that
-//! reaches it again makes it online and retries the waiting uploads at once.
+//! the mount offline at once, whatever asked (a mkdir here, kept to send later; not only an
+//! upload), with one connection error for the mount rather than one per waiting file; the
+//! first request that reaches it again makes it online and retries the waiting uploads at
+//! once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,9 +56,12 @@ async fn any_failed_request_makes_the_mount_offline_at_once_and_its_return_retri
     vfs.lookup(docs, "a.txt").await.unwrap();
     assert_eq!(vfs.status().connection, Connection::Online);
 
-    // The server goes away: the first request that finds it gone, a mkdir, says so at once.
+    // The server goes away: the first request that finds it gone, a mkdir, says so at once
+    // (the folder is made here, and on the server once it is back).
     faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
-    assert!(vfs.mkdir(docs, "new folder").await.is_err());
+    vfs.mkdir(docs, "new folder")
+        .await
+        .expect("a mkdir offline is kept to send later");
     let st = vfs.status();
     assert_eq!(st.connection, Connection::Offline, "{st:?}");
     let reason = st.last_error.clone().expect("the reason is shown");
@@ -100,6 +104,14 @@ async fn any_failed_request_makes_the_mount_offline_at_once_and_its_return_retri
             mem.file_bytes(&format!("docs/f{i}.txt")).unwrap(),
             b"queued"
         );
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !mem.paths().iter().any(|p| p == "docs/new folder/") {
+        assert!(
+            Instant::now() < deadline,
+            "the folder made offline never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

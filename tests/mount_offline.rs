@@ -162,3 +162,28 @@ fn a_file_changed_on_the_server_after_an_offline_rm_is_kept() {
     assert_eq!(read(&m.path("c.txt")), b"changed elsewhere, longer");
     m.unmount();
 }
+
+/// `unmount` right after the server is back waits for the changes made offline, as it waits
+/// for uploads: the server has them when it returns.
+#[test]
+fn unmount_waits_for_the_changes_made_offline() {
+    let s = Server::apache_basic();
+    let dav = Dav::fresh(&s, "offline-unmount");
+    dav.put("old.txt", b"to delete");
+    dav.put("name.txt", b"to rename");
+    let proxy = FaultProxy::start_blocking(target_of(&s.url));
+    let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(&s));
+    assert_eq!(names(&m.dir), ["name.txt", "old.txt"]);
+    proxy.set_mode(ProxyMode::Refuse);
+    proxy.reset_all();
+    fs::create_dir(m.path("made")).expect("mkdir offline");
+    fs::remove_file(m.path("old.txt")).expect("rm offline");
+    fs::rename(m.path("name.txt"), m.path("made/renamed.txt")).expect("mv offline");
+    assert_eq!(m.status().queue.namespace_ops, 3);
+    proxy.set_mode(ProxyMode::Pass);
+    m.unmount();
+    let mut want = Tree::new();
+    want.insert("made".into(), Node::Dir);
+    want.insert("made/renamed.txt".into(), file(b"to rename"));
+    assert_trees_equal("the server after unmount", &dav.tree(), &want);
+}

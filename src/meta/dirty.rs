@@ -379,6 +379,26 @@ impl MetaStore {
         self.durable(|tx| set_base_tx(tx, area, path, base_etag, on_server))
     }
 
+    /// The size of an upload of the file at `path` that may have reached the server without
+    /// this machine learning it (one under way, or one cut short by a crash before its record
+    /// was updated); `None` when no upload of it was ever begun.
+    pub fn upload_may_have_landed(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+    ) -> Result<Option<u64>, MetaError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT moving_size, prior_size FROM dirty WHERE area = ?1 AND path = ?2",
+        )?;
+        let mut rows = st.query(params![area, path.as_str()])?;
+        let Some(r) = rows.next()? else {
+            return Ok(None);
+        };
+        let size: Option<i64> = r.get::<_, Option<i64>>(0)?.or(r.get(1)?);
+        size.map(|s| u64_from_sql(s, "upload size")).transpose()
+    }
+
     /// An upload of record `id` starts: its content may reach the file's name from now on,
     /// through `temp` (`None`: a PUT in place), `size` bytes. Not fsynced: it guards against
     /// a crash of the daemon, and a power cut in that window costs a false conflict at worst.

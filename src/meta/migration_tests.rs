@@ -101,6 +101,7 @@ fn version_9_database_gets_an_empty_ns_ops_table_keeping_its_dirty_records() {
         base: None,
         replace: false,
         target_base: None,
+        ours: false,
         at: t(1),
     };
     let got = m.add_ns_op(&op).unwrap();

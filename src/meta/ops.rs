@@ -77,11 +77,15 @@ pub struct NsOp {
     /// (`None` for a folder, or a server without versions).
     pub replace: bool,
     pub target_base: Option<ETag>,
+    /// An unlink of a file this machine never saw on the server, but whose upload may have
+    /// landed there with its answer lost (cut off, or a crash): deleted on the server when the
+    /// file there has that upload's size (`size`), kept otherwise.
+    pub ours: bool,
     pub at: SystemTime,
 }
 
 const COLUMNS: &str =
-    "id, area, op, path, target, is_dir, size, mtime_ns, etag, base, replace, target_base, at_ns";
+    "id, area, op, path, target, is_dir, size, mtime_ns, etag, base, replace, target_base, at_ns, ours";
 
 fn op_from_row(r: &rusqlite::Row<'_>) -> Result<NsOp, MetaError> {
     let kind = NsOpKind::from_sql(r.get(2)?)?;
@@ -110,6 +114,7 @@ fn op_from_row(r: &rusqlite::Row<'_>) -> Result<NsOp, MetaError> {
         replace: r.get::<_, i64>(10)? != 0,
         target_base: etag_from_sql(r.get(11)?)?,
         at: ns_to_time(r.get(12)?),
+        ours: r.get::<_, i64>(13)? != 0,
     })
 }
 
@@ -148,8 +153,8 @@ impl MetaStore {
         let id = self.durable(|tx| {
             tx.prepare_cached(
                 "INSERT INTO ns_ops (area, op, path, target, is_dir, size, mtime_ns, etag, base,
-                                     replace, target_base, at_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                     replace, target_base, at_ns, ours)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 op.area,
@@ -164,6 +169,7 @@ impl MetaStore {
                 i64::from(op.replace),
                 op.target_base.as_ref().map(|e| e.header_value()),
                 time_to_ns(op.at),
+                i64::from(op.ours),
             ])?;
             Ok(tx.last_insert_rowid())
         })?;
@@ -229,6 +235,7 @@ mod tests {
             base: ETag::parse("\"e1\""),
             replace: false,
             target_base: None,
+            ours: false,
             at: t(9),
         }
     }

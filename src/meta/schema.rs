@@ -220,6 +220,7 @@ CREATE TABLE ns_ops (
     base         TEXT,
     replace      INTEGER NOT NULL DEFAULT 0 CHECK (replace IN (0, 1)),
     target_base  TEXT,
+    ours         INTEGER NOT NULL DEFAULT 0 CHECK (ours IN (0, 1)),
     at_ns        INTEGER NOT NULL,
     CHECK ((op = 3) = (target IS NOT NULL))
 );

@@ -317,6 +317,18 @@ impl Vfs {
             let mut op = self.new_op(area, NsOpKind::Unlink, &path, EntryKind::File);
             self.describe_source(&mut op, ino);
             self.record_op(op).await?;
+        } else if pending {
+            // Never seen on the server, but an upload of it may have landed there with its
+            // answer lost (cut off by going offline, or a crash): deleted there too, if the
+            // server's file is that upload (its size), by the replay.
+            let p = path.clone();
+            let landed = meta_op(&self.meta, move |m| m.upload_may_have_landed(area, &p)).await?;
+            if let Some(size) = landed {
+                let mut op = self.new_op(area, NsOpKind::Unlink, &path, EntryKind::File);
+                op.ours = true;
+                op.size = size;
+                self.record_op(op).await?;
+            }
         }
         self.touch_dir(parent);
         {
@@ -517,6 +529,7 @@ impl Vfs {
             base: None,
             replace: false,
             target_base: None,
+            ours: false,
             at: now(),
         }
     }

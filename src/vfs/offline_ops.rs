@@ -380,6 +380,17 @@ impl Vfs {
                     );
                     Replayed::Done
                 }
+                Ok(e) if op.ours => {
+                    if e.size == op.size {
+                        match remote.delete(&op.path).await {
+                            Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
+                            Err(e) => self.refused(op, e),
+                        }
+                    } else {
+                        self.offline.notice(op.area, &op.path, "not deleted: the server's file there is not this machine's upload; it is kept".into());
+                        Replayed::Done
+                    }
+                }
                 Ok(e) => match remote::version::check(op.base.as_ref(), &e) {
                     Verdict::Same => match remote.delete(&op.path).await {
                         Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
