@@ -87,7 +87,9 @@ fn cloudme(p: &mut Profile) -> Result<Vec<String>, String> {
     let mut used = Vec::new();
     if p.url.is_none() && p.areas.is_empty() {
         let url = cloudme_url(&user)?;
-        used.push(format!("url = {url} (preset cloudme; Digest authentication expected)"));
+        used.push(format!(
+            "url = {url} (preset cloudme; Digest authentication expected)"
+        ));
         p.url = Some(url);
     }
     if p.sync_root.is_none() {

@@ -148,7 +148,11 @@ pub fn resolve_profile_daemon(
     }
     let user_dirs = read_user_dirs(dirs);
     let default_folders = resolve_defaults(
-        loaded.profile.default_folders.as_deref().unwrap_or_default(),
+        loaded
+            .profile
+            .default_folders
+            .as_deref()
+            .unwrap_or_default(),
         dirs,
         env,
         user_dirs.as_deref(),

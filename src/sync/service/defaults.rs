@@ -40,7 +40,10 @@ fn write_applied(file: &Path, a: &Applied) -> std::io::Result<()> {
         crate::instance::ensure_private_dir(dir)?;
     }
     let tmp = file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(&tmp, file)
 }
 
@@ -111,8 +114,12 @@ impl Service {
             ));
         }
         let account = self.inner.account.get();
-        let entry: Option<Entry> =
-            account.and_then(|a| a.view().registry.find(&FolderId(String::new()), &d.remote).cloned());
+        let entry: Option<Entry> = account.and_then(|a| {
+            a.view()
+                .registry
+                .find(&FolderId(String::new()), &d.remote)
+                .cloned()
+        });
         let local = Self::prepare_local(&d.local)?;
         let spec = FolderSpec {
             id: match &entry {
@@ -133,7 +140,9 @@ impl Service {
             let change = Change::Activate {
                 folder: FolderInfo {
                     id: spec.id.clone(),
-                    name: entry.as_ref().map_or_else(|| d.name.clone(), |e| e.name.clone()),
+                    name: entry
+                        .as_ref()
+                        .map_or_else(|| d.name.clone(), |e| e.name.clone()),
                     remote: spec.remote.clone(),
                     mode: spec.mode,
                     schedule: spec.schedule,
