@@ -955,4 +955,6 @@ pub use profile_daemon::{
 };
 
 #[cfg(test)]
+mod defaults_tests;
+#[cfg(test)]
 mod tests;
