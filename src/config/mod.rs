@@ -17,6 +17,9 @@
 //! allow_non_empty = false                     # default false: see `--allow-non-empty`
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
+//! # preset = "cloudme"                       # a service's values under the profile's own (preset.rs)
+//! # [[profiles.work.default_folders]]         # set up on the first start (defaults.rs)
+//!
 //! [[profiles.cloudme.areas]]                  # or areas: each one a folder at the root
 //! name = "Cloud Drive"
 //! url = "https://webdav.cloudme.com/alice/xios/"
