@@ -207,7 +207,10 @@ pub enum Command {
             Without --foreground it returns once the daemon answers, which goes on in the \
             background and logs to ~/.local/state/cloudmount/PROFILE-daemon.log. The systemd \
             user unit runs `cloudmount start PROFILE --foreground`.\n\n\
-            PROFILE may be left out when the config file has one profile.",
+            PROFILE may be left out when the config file has one profile.\n\n\
+            A profile with `preset = \"cloudme\"` and `user` needs no `url`: the values \
+            the preset fills in (URL, sync_root, default folders) are printed at start. The \
+            first start of a profile on a computer sets up its default folders (see README).",
         after_help = "Examples:\n  \
             cloudmount start work\n  \
             cloudmount sync add ~/Documents/CloudMe\n  \

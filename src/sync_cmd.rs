@@ -91,6 +91,9 @@ pub fn start(args: StartArgs, rt: &Runtime) -> CmdResult {
             "the daemon of profile {name} is already running (stop it with: cloudmount stop {name})"
         )));
     }
+    for line in &cfg.preset_used {
+        note(&format!("cloudmount: {line}"));
+    }
     if args.foreground {
         return run_foreground(&cfg, rt);
     }

@@ -17,6 +17,9 @@
 //! allow_non_empty = false                     # default false: see `--allow-non-empty`
 //! mountpoint = "~/Cloud"                      # optional: `cloudmount mount work` alone
 //!
+//! # preset = "cloudme"                       # a service's values under the profile's own (preset.rs)
+//! # [[profiles.work.default_folders]]         # set up on the first start (defaults.rs)
+//!
 //! [[profiles.cloudme.areas]]                  # or areas: each one a folder at the root
 //! name = "Cloud Drive"
 //! url = "https://webdav.cloudme.com/alice/xios/"
@@ -337,6 +340,10 @@ pub struct Profile {
     pub sync_root: Option<String>,
     /// How often immediate sync folders look at the server (default 30 s).
     pub sync_poll_interval: Option<DurationValue>,
+    /// A service's known settings (`"cloudme"`), under the profile's own: see [`preset`].
+    pub preset: Option<String>,
+    /// Sync folders set up on the profile's first start on a computer: see [`defaults`].
+    pub default_folders: Option<Vec<defaults::DefaultFolderEntry>>,
 }
 
 impl fmt::Debug for Profile {
@@ -358,6 +365,8 @@ impl fmt::Debug for Profile {
             .field("mountpoint", &self.mountpoint)
             .field("sync_root", &self.sync_root)
             .field("sync_poll_interval", &self.sync_poll_interval)
+            .field("preset", &self.preset)
+            .field("default_folders", &self.default_folders)
             .finish()
     }
 }
@@ -728,6 +737,8 @@ pub(crate) struct LoadedProfile {
     pub(crate) name: String,
     pub(crate) profile: Profile,
     pub(crate) dir: PathBuf,
+    /// The values its preset filled in, one line each.
+    pub(crate) preset_used: Vec<String>,
 }
 
 /// Reads the config file for `req` when SOURCE is a profile name.
@@ -751,8 +762,12 @@ pub(crate) fn load_profile(
     }
     let mut file = ConfigFile::load(&path)?;
     match file.profiles.remove(&req.source) {
-        Some(profile) => Ok(Some(LoadedProfile {
+        Some(mut profile) => Ok(Some(LoadedProfile {
             name: req.source.clone(),
+            preset_used: preset::apply(&mut profile).map_err(|message| ConfigError::Profile {
+                profile: req.source.clone(),
+                message,
+            })?,
             profile,
             dir: path
                 .parent()
@@ -933,11 +948,16 @@ pub fn resolve(
     })
 }
 
+pub mod defaults;
+pub mod preset;
 mod profile_daemon;
 pub mod settings;
+pub use defaults::DefaultFolder;
 pub use profile_daemon::{
     pick_profile, resolve_profile_daemon, socket_of, ProfileDaemonConfig, DEFAULT_SYNC_POLL,
 };
 
+#[cfg(test)]
+mod defaults_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::defaults::{read_user_dirs, resolve_defaults, DefaultFolder};
 use super::{
     load_profile, resolve, sanitize_name, ConfigError, ConfigFile, Dirs, Login, MountConfig,
     MountRequest,
@@ -31,6 +32,10 @@ pub struct ProfileDaemonConfig {
     pub socket: PathBuf,
     /// The background daemon's log.
     pub log: PathBuf,
+    /// Sync folders set up on the profile's first start on this computer.
+    pub default_folders: Vec<DefaultFolder>,
+    /// The values the profile's preset filled in, one line each (`cloudmount start` says them).
+    pub preset_used: Vec<String>,
 }
 
 /// The control socket of profile `name`'s daemon.
@@ -141,8 +146,25 @@ pub fn resolve_profile_daemon(
             message: format!("sync_root: {e}"),
         })?;
     }
+    let user_dirs = read_user_dirs(dirs);
+    let default_folders = resolve_defaults(
+        loaded
+            .profile
+            .default_folders
+            .as_deref()
+            .unwrap_or_default(),
+        dirs,
+        env,
+        user_dirs.as_deref(),
+    )
+    .map_err(|message| ConfigError::Profile {
+        profile: name.to_string(),
+        message,
+    })?;
     let clean = sanitize_name(name);
     Ok(ProfileDaemonConfig {
+        default_folders,
+        preset_used: loaded.preset_used.clone(),
         name: name.to_string(),
         url,
         credentials: cfg.credentials.clone(),

@@ -69,6 +69,8 @@ pub fn profile_config(dirs: &Dirs, mount: MountConfig) -> ProfileDaemonConfig {
         socket: crate::config::socket_of(dirs, PROFILE),
         log: dirs.state.join("demo.log"),
         mount: Some(mount),
+        default_folders: Vec::new(),
+        preset_used: Vec::new(),
     }
 }
 

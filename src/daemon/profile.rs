@@ -52,6 +52,7 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let journal = Journal::open(&cfg.journal)?;
     let trash = Trash::from_env()?;
     let mut scfg = ServiceConfig::new(&cfg.name, &cfg.sync_root, cfg.poll_interval);
+    scfg.default_folders = cfg.default_folders.clone();
     if let Ok(ms) = std::env::var("CLOUDMOUNT_SYNC_QUIET_MS") {
         // For tests: how long a burst of local changes must settle.
         if let Ok(ms) = ms.parse::<u64>() {
@@ -76,6 +77,17 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     )?;
     let every = (cfg.poll_interval * 4).clamp(Duration::from_secs(2), Duration::from_secs(300));
     service.attach_account(Arc::new(account), every);
+    for line in &cfg.preset_used {
+        tracing::info!("{line}");
+    }
+    // The profile's default folders, the first time here: before the socket answers, so that
+    // `cloudmount start` returns with them in place.
+    for line in service
+        .apply_defaults(&cfg.journal.with_extension("defaults.json"))
+        .await
+    {
+        tracing::info!("{line}");
+    }
     let control = crate::control::serve(&cfg.socket, service.clone())?;
     tracing::info!(profile = %cfg.name, socket = %cfg.socket.display(), "profile daemon started");
     Ok(ProfileDaemon {

@@ -175,6 +175,14 @@ pub enum Change {
         mode: Mode,
         schedule: Schedule,
     },
+    /// The folder is registered, active nowhere, if the account has neither it (the same id or
+    /// server path) nor its tombstone (a folder the user forgot is not brought back): a
+    /// profile's inactive default folder.
+    Register {
+        folder: FolderInfo,
+        by: ComputerRef,
+        at: i64,
+    },
     /// The account no longer syncs the folder: its entry goes, a tombstone stays.
     Forget {
         id: FolderId,
@@ -267,6 +275,23 @@ impl Registry {
                 if let Some(i) = self.index(id, remote) {
                     self.folders[i].mode = *mode;
                     self.folders[i].schedule = *schedule;
+                }
+            }
+            Change::Register { folder, by, at } => {
+                let known = self.index(&folder.id, &folder.remote).is_some()
+                    || self.forgotten(&folder.id, &folder.remote).is_some();
+                if !known {
+                    self.folders.push(Entry {
+                        id: folder.id.clone(),
+                        name: folder.name.clone(),
+                        remote: folder.remote.clone(),
+                        mode: folder.mode,
+                        schedule: folder.schedule,
+                        added_by: by.clone(),
+                        added_at: *at,
+                        active: Vec::new(),
+                        other: Extra::new(),
+                    });
                 }
             }
             Change::Forget { id, by, at } => {

@@ -451,3 +451,33 @@ async fn a_collection_in_the_registrys_place_is_an_error_not_a_loop() {
         "{e}"
     );
 }
+
+#[test]
+fn register_adds_an_inactive_folder_once_and_never_brings_back_a_forgotten_one() {
+    let mut r = Registry::default();
+    let reg = |id: &str, name: &str, remote: &str| Change::Register {
+        folder: folder(id, name, remote),
+        by: computer(1),
+        at: 10,
+    };
+    assert!(r.apply(&reg("a", "Pictures", "Docs/Pictures")));
+    assert_eq!(ids(&r), ["a"]);
+    assert!(r.folders[0].active.is_empty(), "registered inactive");
+    assert_eq!(r.folders[0].added_by, computer(1));
+    // Again, or by another id for the same server folder: nothing changes.
+    assert!(!r.apply(&reg("a", "Pictures", "Docs/Pictures")));
+    assert!(!r.apply(&reg("b", "Pics", "Docs/Pictures")));
+    assert_eq!(ids(&r), ["a"]);
+    // An activation of the same server folder joins the registered entry.
+    assert!(r.apply(&activate("c", "Pictures", 2, "/home/u/Pictures", 11)));
+    assert_eq!(ids(&r), ["a"]);
+    assert_eq!(r.folders[0].active.len(), 1);
+    // Forgotten: a later registration does not bring it back.
+    assert!(r.apply(&Change::Forget {
+        id: FolderId("a".into()),
+        by: computer(2),
+        at: 12,
+    }));
+    assert!(!r.apply(&reg("d", "Pictures", "Docs/Pictures")));
+    assert!(r.folders.is_empty());
+}

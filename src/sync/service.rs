@@ -37,6 +37,7 @@ use crate::control::{ControlHandler, Request, Response};
 use crate::remote::Remote;
 
 mod account_ops;
+mod defaults;
 
 /// How a profile's sync folders run.
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct ServiceConfig {
     pub max_delay: Duration,
     /// This computer's name, for conflict copies.
     pub device: String,
+    /// The profile's default folders (see [`Service::apply_defaults`]).
+    pub default_folders: Vec<crate::config::DefaultFolder>,
 }
 
 impl ServiceConfig {
@@ -67,6 +70,7 @@ impl ServiceConfig {
             quiet: Duration::from_millis(400),
             max_delay: Duration::from_secs(5),
             device: crate::transfer::conflict::device_name(),
+            default_folders: Vec::new(),
         }
     }
 }

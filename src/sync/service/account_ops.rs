@@ -270,10 +270,7 @@ impl Service {
         }
         let local = match local {
             Some(l) => l,
-            None => crate::config::Dirs::from_env()
-                .map_err(|err| err.to_string())?
-                .home
-                .join(&e.name),
+            None => self.default_local(&e)?,
         };
         let local = Self::prepare_local(&local)?;
         let had_files = std::fs::read_dir(&local)
