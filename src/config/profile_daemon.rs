@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    load_profile, resolve, sanitize_name, ConfigError, ConfigFile, Dirs, Login, MountConfig,
+    load_profile, AreaConfig, resolve, sanitize_name, ConfigError, ConfigFile, Dirs, Login, MountConfig,
     MountRequest,
 };
 
@@ -25,6 +25,8 @@ pub struct ProfileDaemonConfig {
     pub poll_interval: Duration,
     /// The mount, when the profile has a `mountpoint`.
     pub mount: Option<MountConfig>,
+    /// The profile's areas, the main one (`url`) first: sync folders may be in any of them.
+    pub areas: Vec<AreaConfig>,
     /// The sync journal of the profile.
     pub journal: PathBuf,
     /// The daemon's control socket.
@@ -146,6 +148,7 @@ pub fn resolve_profile_daemon(
         name: name.to_string(),
         url,
         credentials: cfg.credentials.clone(),
+        areas: cfg.areas.clone(),
         sync_root,
         poll_interval,
         journal: dirs.data.join("sync").join(format!("{clean}.db")),

@@ -19,6 +19,7 @@ fn spec(id: &str, local: &str, remote: &str) -> FolderSpec {
         paused: false,
         delete_limit_percent: 50,
         added_at: 1_700_000_000,
+        area: String::new(),
     }
 }
 

@@ -87,7 +87,11 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
     let mut remote = inputs.remote.clone();
     // Row 18. Upload-only folders that keep deleted files keep the old name on the server too:
     // there a rename is an upload of the new name and a forget of the old one.
-    let moves = if rules.mode == Mode::Bidirectional || !rules.keep_deleted {
+    // Download-only folders never move anything on the server: the old name comes back, the
+    // new one stays local.
+    let moves = if rules.mode == Mode::Bidirectional
+        || (rules.mode == Mode::UploadOnly && !rules.keep_deleted)
+    {
         detect_renames(&inputs.local, &mut base, &mut remote)
     } else {
         Vec::new()
@@ -281,11 +285,17 @@ fn keep_unsafe_dirs(
         let (side_keys, replacement): (Vec<&String>, Action) = if action == Action::DeleteRemote {
             let keep = match mode {
                 Mode::Bidirectional => Action::MkdirLocal,
-                Mode::UploadOnly => Action::Forget,
+                Mode::UploadOnly | Mode::DownloadOnly => Action::Forget,
             };
             (below(remote, &dir).collect(), keep)
         } else {
-            (below(local, &dir).collect(), Action::MkdirRemote)
+            let keep = match mode {
+                // Download-only: the server deleted it, but something here stays: the
+                // directory stays too, untracked.
+                Mode::DownloadOnly => Action::Forget,
+                _ => Action::MkdirRemote,
+            };
+            (below(local, &dir).collect(), keep)
         };
         if side_keys.iter().any(|k| actions.get(*k) != Some(&action)) {
             actions.insert(dir, replacement);

@@ -50,6 +50,9 @@ pub struct FolderReport {
     pub id: String,
     pub local: PathBuf,
     pub remote: String,
+    /// The profile's area (empty: the main one).
+    #[serde(default)]
+    pub area: String,
     pub mode: Mode,
     pub schedule: Schedule,
     pub keep_deleted: bool,
@@ -71,6 +74,47 @@ pub struct FolderReport {
     /// Files that could not be synced, with the reason.
     pub problems: Vec<Problem>,
     pub conflicts: usize,
+}
+
+/// A top-level folder of a followed or shared area (`sync list --following`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedFolder {
+    /// The area's name.
+    pub area: String,
+    /// The folder's path below the area (its name).
+    pub remote: String,
+    /// The area is read-only: the folder syncs download-only.
+    pub read_only: bool,
+    /// Where it is synced on this computer.
+    pub synced_at: Option<PathBuf>,
+}
+
+/// The text of `sync list --following`.
+pub fn format_following(folders: &[FollowedFolder], error: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if folders.is_empty() {
+        out.push_str("no followed or shared folders (the profile has no other area, or they are empty)\n");
+    }
+    for f in folders {
+        let how = if f.read_only {
+            "read-only, syncs download-only"
+        } else {
+            "writable"
+        };
+        let here = match &f.synced_at {
+            Some(p) => format!("synced here at {}", p.display()),
+            None => format!(
+                "not synced (cloudmount sync add DIR --area '{}' --remote '{}')",
+                f.area, f.remote
+            ),
+        };
+        let _ = writeln!(out, "{}/{}   {how}   {here}", f.area, f.remote);
+    }
+    if let Some(e) = error {
+        let _ = writeln!(out, "warning: {e}");
+    }
+    out
 }
 
 /// A conflict kept as two versions.
@@ -243,7 +287,11 @@ pub fn list(folders: &[FolderReport]) -> String {
     let mut out = String::new();
     for f in folders {
         let _ = writeln!(out, "{}", f.local.display());
-        let _ = writeln!(out, "  server:    {}", f.remote);
+        if f.area.is_empty() {
+            let _ = writeln!(out, "  server:    {}", f.remote);
+        } else {
+            let _ = writeln!(out, "  server:    {} (area {})", f.remote, f.area);
+        }
         let mut mode = format!("{}, {}", f.mode.as_str(), f.schedule.as_str());
         if f.keep_deleted {
             mode.push_str(", keeps deleted files on the server");
@@ -295,6 +343,7 @@ mod tests {
             id: "ab".into(),
             local: "/home/u/Music".into(),
             remote: "CloudDrive/Documents/Music".into(),
+            area: String::new(),
             mode: Mode::UploadOnly,
             schedule: Schedule::Weekly,
             keep_deleted: true,

@@ -131,6 +131,9 @@ pub struct Context<'a> {
     /// This computer's name, for conflict copies.
     pub device: String,
     pub progress: &'a Progress,
+    /// A download-only folder: nothing is ever sent to the server (a step that would is
+    /// refused as a problem; the plan never gives one).
+    pub download_only: bool,
 }
 
 /// What a pass did.
@@ -282,6 +285,14 @@ async fn run_step(
     inputs: &Inputs,
     shared: &Shared,
 ) -> (String, StepResult<()>) {
+    if ctx.download_only && sends(step) {
+        let path = match step {
+            Step::MoveRemote { to, .. } => to,
+            Step::Do { path, .. } => path,
+        };
+        let why = "not sent: the folder is download-only (a read-only area)";
+        return (path.clone(), Err(StepError::Problem(why.into())));
+    }
     match step {
         Step::MoveRemote { from, to } => {
             (to.clone(), move_remote(ctx, from, to, inputs, shared).await)
@@ -317,6 +328,20 @@ async fn run_step(
             };
             (path.clone(), r)
         }
+    }
+}
+
+/// Whether a step changes the server.
+fn sends(step: &Step) -> bool {
+    match step {
+        Step::MoveRemote { .. } => true,
+        Step::Do { action, .. } => matches!(
+            action,
+            Action::Upload { .. }
+                | Action::MkdirRemote
+                | Action::DeleteRemote
+                | Action::KeepServerCopyThenUpload
+        ),
     }
 }
 

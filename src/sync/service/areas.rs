@@ -1,0 +1,118 @@
+//! The profile's areas as the sync folders see them: a remote per area (same credentials), the
+//! area a new folder goes in (a read-only area makes it download-only), and the folders of the
+//! followed and shared areas (`sync list --following`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{lock, Inner, Service};
+use crate::remote::{Remote, RemotePath};
+use crate::sync::folder::{FolderSpec, Mode};
+use crate::sync::report::FollowedFolder;
+
+/// One area of the profile, for the sync folders.
+#[derive(Clone)]
+pub struct AreaRemote {
+    /// The area's name, as the configuration gives it.
+    pub name: String,
+    pub remote: Arc<dyn Remote>,
+    /// The configuration says `read_only = true`: its folders sync download-only.
+    pub read_only: bool,
+}
+
+impl Inner {
+    /// The area `name` (`""`: the main one): its index in the list, where the first area is
+    /// the main one. `None` when the profile has no such area.
+    fn area_index(&self, name: &str) -> Option<usize> {
+        if name.is_empty() {
+            return Some(0);
+        }
+        self.areas.iter().position(|a| a.name == name)
+    }
+
+    /// The remote of a folder's area.
+    pub(super) fn remote_of(&self, spec: &FolderSpec) -> Result<Arc<dyn Remote>, String> {
+        if spec.area.is_empty() {
+            return Ok(self.remote.clone());
+        }
+        match self.area_index(&spec.area) {
+            Some(i) if i > 0 => Ok(self.areas[i].remote.clone()),
+            _ => Err(format!(
+                "the profile has no area {:?} any more (its configuration changed); nothing was \
+                 synced",
+                spec.area
+            )),
+        }
+    }
+}
+
+impl Service {
+    /// The area a new folder goes in, as stored (`""` for the main one), and the mode it
+    /// gets: a read-only area's folders are download-only whatever was asked.
+    pub(super) fn area_for_add(&self, area: Option<&str>, mode: Mode) -> Result<(String, Mode), String> {
+        let Some(name) = area.filter(|a| !a.is_empty()) else {
+            let ro = self.inner.areas.first().is_some_and(|a| a.read_only);
+            return Ok((String::new(), if ro { Mode::DownloadOnly } else { mode }));
+        };
+        let i = self.inner.area_index(name).ok_or_else(|| {
+            let known: Vec<String> = self
+                .inner
+                .areas
+                .iter()
+                .map(|a| format!("{:?}", a.name))
+                .collect();
+            format!(
+                "profile {} has no area {name:?} (its areas: {})",
+                self.inner.cfg.profile,
+                if known.is_empty() {
+                    "only its url".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        let a = &self.inner.areas[i];
+        let stored = if i == 0 { String::new() } else { a.name.clone() };
+        Ok((stored, if a.read_only { Mode::DownloadOnly } else { mode }))
+    }
+
+    /// The top-level folders of the profile's areas other than the main one, marked with
+    /// where each is synced here; and the first error met (an area that did not answer).
+    pub(super) async fn following(&self) -> (Vec<FollowedFolder>, Option<String>) {
+        let synced: Vec<FolderSpec> = lock(&self.inner.folders)
+            .values()
+            .map(|t| t.spec())
+            .collect();
+        let mut out = Vec::new();
+        let mut error = None;
+        for a in self.inner.areas.iter().skip(1) {
+            let listing = match a.remote.list(&RemotePath::root()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    error.get_or_insert(format!("area {}: {e}", a.name));
+                    continue;
+                }
+            };
+            let mut names: Vec<String> = listing
+                .children
+                .iter()
+                .filter(|e| e.is_dir())
+                .map(|e| e.path.name().to_string())
+                .collect();
+            names.sort();
+            for name in names {
+                let synced_at: Option<PathBuf> = synced
+                    .iter()
+                    .find(|s| s.area == a.name && s.remote == name)
+                    .map(|s| s.local.clone());
+                out.push(FollowedFolder {
+                    area: a.name.clone(),
+                    remote: name,
+                    read_only: a.read_only,
+                    synced_at,
+                });
+            }
+        }
+        (out, error)
+    }
+}
