@@ -431,6 +431,7 @@ mod tests {
                 mode: crate::sync::Mode::UploadOnly,
                 schedule: crate::sync::Schedule::Weekly,
                 keep_deleted: true,
+                area: Some("Following".into()),
             }),
             Request::SyncSet(SyncSet {
                 folder: "/home/u/Music".into(),

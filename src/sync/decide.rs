@@ -276,3 +276,7 @@ impl Sides<'_> {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_download_tests.rs"]
+mod download_tests;

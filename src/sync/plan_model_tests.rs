@@ -556,6 +556,13 @@ fn round(
                 }
             }
         }
+        // Download-only: the server is never changed (not run by the model yet; see
+        // decide_download_tests.rs).
+        Mode::DownloadOnly => {
+            if w.remote != before.remote {
+                return Err(format!("download-only changed the server{}", show()));
+            }
+        }
     }
     Ok(())
 }
