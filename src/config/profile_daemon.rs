@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    load_profile, AreaConfig, resolve, sanitize_name, ConfigError, ConfigFile, Dirs, Login, MountConfig,
-    MountRequest,
+    load_profile, resolve, sanitize_name, AreaConfig, ConfigError, ConfigFile, Dirs, Login,
+    MountConfig, MountRequest,
 };
 
 /// How often immediate sync folders look at the server, when the profile does not say.

@@ -94,17 +94,29 @@ fn download_only_rows() {
     assert_eq!(down(None, Some(ld()), Some(rf(1))), Action::Conflict);
     // Row 5: a local edit of an unchanged server file is kept as a local conflict copy and the
     // server's version comes back under the name (never an upload).
-    assert_eq!(down(Some(bf(1)), Some(lf(2)), Some(rf(1))), Action::Conflict);
+    assert_eq!(
+        down(Some(bf(1)), Some(lf(2)), Some(rf(1))),
+        Action::Conflict
+    );
     // A kind change here (file → directory) too.
     assert_eq!(down(Some(bf(1)), Some(ld()), Some(rf(1))), Action::Conflict);
     // A directory whose metadata changed here has nothing to send.
-    let touched = LocalMeta { mtime_ns: 9, ..ld() };
+    let touched = LocalMeta {
+        mtime_ns: 9,
+        ..ld()
+    };
     assert_eq!(down(Some(bd()), Some(touched), Some(rd())), Action::Nothing);
     // Row 6: a server change comes down.
     assert_eq!(down(Some(bf(1)), Some(lf(1)), Some(rf(2))), download());
-    assert_eq!(down(Some(bf(1)), Some(lf(1)), Some(rd())), Action::MkdirLocal);
+    assert_eq!(
+        down(Some(bf(1)), Some(lf(1)), Some(rd())),
+        Action::MkdirLocal
+    );
     // Row 7: both changed: ours aside, the server's under the name.
-    assert_eq!(down(Some(bf(1)), Some(lf(2)), Some(rf(3))), Action::Conflict);
+    assert_eq!(
+        down(Some(bf(1)), Some(lf(2)), Some(rf(3))),
+        Action::Conflict
+    );
     // Row 8: a local delete brings the server's file (or directory) back.
     assert_eq!(down(Some(bf(1)), None, Some(rf(1))), download());
     assert_eq!(down(Some(bd()), None, Some(rd())), Action::MkdirLocal);
@@ -189,7 +201,14 @@ fn synced(paths: &[&str]) -> Inputs {
     for (n, p) in paths.iter().enumerate() {
         let v = n as u64 + 1;
         let (path, l, r) = match p.strip_suffix('/') {
-            Some(dir) => (dir, LocalMeta { inode: 100 + v, ..ld() }, rd()),
+            Some(dir) => (
+                dir,
+                LocalMeta {
+                    inode: 100 + v,
+                    ..ld()
+                },
+                rd(),
+            ),
             None => (*p, LocalMeta { inode: v, ..lf(v) }, rf(v)),
         };
         let base = Base {
@@ -231,7 +250,10 @@ fn a_directory_deleted_on_the_server_keeps_what_is_only_here() {
     // d/x (known, unchanged) is trashed; d stays, untracked (never made on the server).
     assert_eq!(
         p.steps,
-        vec![do_step("d/x", Action::TrashLocal), do_step("d", Action::Forget)]
+        vec![
+            do_step("d/x", Action::TrashLocal),
+            do_step("d", Action::Forget)
+        ]
     );
     let everything: BTreeMap<&str, &Step> = p
         .steps

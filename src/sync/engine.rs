@@ -437,7 +437,8 @@ async fn run_inner(
         }
     }
     problems.extend(local_only.into_iter().map(|p| {
-        let why = "kept here only: the server folder is read-only (download-only), it is never uploaded";
+        let why =
+            "kept here only: the server folder is read-only (download-only), it is never uploaded";
         (p, why.to_string())
     }));
     {
@@ -536,10 +537,9 @@ fn local_only_paths(inputs: &Inputs) -> Vec<String> {
         if inputs.remote.contains_key(path) || inputs.base.contains_key(path) {
             continue;
         }
-        if out
-            .last()
-            .is_some_and(|d| path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/'))
-        {
+        if out.last().is_some_and(|d| {
+            path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
+        }) {
             continue;
         }
         out.push(path.clone());

@@ -680,7 +680,10 @@ fn a_version_1_journal_gets_the_area_column() {
     followed.mode = Mode::DownloadOnly;
     j.add_folder(&followed).unwrap();
     let again = spec("cc", "/home/u/Other", "Docs");
-    assert!(matches!(j.add_folder(&again), Err(JournalError::Refused(_))));
+    assert!(matches!(
+        j.add_folder(&again),
+        Err(JournalError::Refused(_))
+    ));
     drop(j);
     let j = Journal::open(&path).unwrap();
     let got = j.folder(&FolderId("bb".into())).unwrap().unwrap();

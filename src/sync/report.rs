@@ -94,7 +94,9 @@ pub fn format_following(folders: &[FollowedFolder], error: Option<&str>) -> Stri
     use std::fmt::Write;
     let mut out = String::new();
     if folders.is_empty() {
-        out.push_str("no followed or shared folders (the profile has no other area, or they are empty)\n");
+        out.push_str(
+            "no followed or shared folders (the profile has no other area, or they are empty)\n",
+        );
     }
     for f in folders {
         let how = if f.read_only {

@@ -49,7 +49,11 @@ impl Inner {
 impl Service {
     /// The area a new folder goes in, as stored (`""` for the main one), and the mode it
     /// gets: a read-only area's folders are download-only whatever was asked.
-    pub(super) fn area_for_add(&self, area: Option<&str>, mode: Mode) -> Result<(String, Mode), String> {
+    pub(super) fn area_for_add(
+        &self,
+        area: Option<&str>,
+        mode: Mode,
+    ) -> Result<(String, Mode), String> {
         let Some(name) = area.filter(|a| !a.is_empty()) else {
             let ro = self.inner.areas.first().is_some_and(|a| a.read_only);
             return Ok((String::new(), if ro { Mode::DownloadOnly } else { mode }));
@@ -72,8 +76,19 @@ impl Service {
             )
         })?;
         let a = &self.inner.areas[i];
-        let stored = if i == 0 { String::new() } else { a.name.clone() };
-        Ok((stored, if a.read_only { Mode::DownloadOnly } else { mode }))
+        let stored = if i == 0 {
+            String::new()
+        } else {
+            a.name.clone()
+        };
+        Ok((
+            stored,
+            if a.read_only {
+                Mode::DownloadOnly
+            } else {
+                mode
+            },
+        ))
     }
 
     /// The top-level folders of the profile's areas other than the main one, marked with

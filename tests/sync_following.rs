@@ -1,0 +1,261 @@
+//! Followed and shared folders synced from the profile's other areas, against Apache: a
+//! profile with a drive and a `Following` area configured `read_only = true` (a second test
+//! folder of the same server). Its folders sync download-only: nothing is ever sent; a local
+//! edit is kept here as a conflict copy and the server's version comes back, a local delete
+//! brings the file back, a local new file stays here, a server change comes down.
+
+mod common;
+
+use std::path::Path;
+
+use cloudmount::sync::report::FollowedFolder;
+use cloudmount::sync::Mode;
+use cloudmount::transfer::conflict::is_conflict_copy;
+use common::mount::{local_tree, Dav, Server, Tree};
+use common::sync::{text, write, SyncHome, PROFILE};
+
+/// The local tree without our marker file.
+fn local(dir: &Path) -> Tree {
+    let mut t = local_tree(dir);
+    t.remove(".cloudmount-sync");
+    t
+}
+
+fn names(t: &Tree) -> Vec<&str> {
+    t.keys().map(String::as_str).collect()
+}
+
+/// A home whose profile has two areas: `Drive` (the main one) and `Following`, read-only.
+fn home_with_areas(server: &Server, drive: &Dav, followed: &Dav) -> SyncHome {
+    let home = SyncHome::new(server, &drive.url);
+    let pw = home.path().join(".config/cloudmount/password");
+    let config = format!(
+        "[profiles.{PROFILE}]\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n\n\
+         [[profiles.{PROFILE}.areas]]\nname = \"Drive\"\nurl = \"{}\"\n\n\
+         [[profiles.{PROFILE}.areas]]\nname = \"Following\"\nurl = \"{}\"\nread_only = true\n",
+        server.user,
+        pw.display(),
+        drive.url,
+        followed.url
+    );
+    write(
+        &home.path().join(".config/cloudmount/config.toml"),
+        config.as_bytes(),
+    );
+    home
+}
+
+fn following(home: &SyncHome) -> Vec<FollowedFolder> {
+    let out = home.ok(&["sync", "list", "--following", "--json"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("sync list --following ({e}): {out}"))
+}
+
+/// `sync now DIR --wait`: a download-only folder that keeps local-only files ends with them
+/// reported (exit status 1), never uploaded. The output.
+fn sync_now_keeping(home: &SyncHome, dir: &Path) -> String {
+    let out = home.run(&["sync", "now", dir.to_str().unwrap(), "--wait"]);
+    text(&out)
+}
+
+#[test]
+fn a_read_only_followed_folder_syncs_download_only_on_apache() {
+    let server = Server::apache_basic();
+    let drive = Dav::fresh(&server, "fol-drive");
+    let bob = Dav::fresh(&server, "fol-following");
+    bob.mkdir("Bob");
+    bob.mkdir("Bob/Photos");
+    bob.mkdir("Bob/Photos/sub");
+    bob.mkdir("Carol");
+    bob.put("Bob/Photos/a.txt", b"from Bob");
+    bob.put("Bob/Photos/sub/b.txt", b"b, from Bob");
+    let server_before = bob.tree_at("Bob/Photos");
+    let mut home = home_with_areas(&server, &drive, &bob);
+    home.start();
+
+    // The followed area's folders, none synced yet.
+    let listed = following(&home);
+    let shown: Vec<(&str, &str, bool)> = listed
+        .iter()
+        .map(|f| (f.area.as_str(), f.remote.as_str(), f.read_only))
+        .collect();
+    assert_eq!(
+        shown,
+        [("Following", "Bob", true), ("Following", "Carol", true)]
+    );
+    assert!(listed.iter().all(|f| f.synced_at.is_none()));
+    let txt = home.ok(&["sync", "list", "--following"]);
+    assert!(
+        txt.contains("Following/Bob") && txt.contains("read-only"),
+        "{txt}"
+    );
+
+    // An unknown area is refused with the profile's areas named.
+    let dir = home.dir("BobPhotos");
+    let d = dir.to_str().unwrap();
+    let err = home.fails(&["sync", "add", d, "--area", "Nope", "--remote", "Bob/Photos"]);
+    assert!(
+        err.contains("no area \"Nope\"") && err.contains("Following"),
+        "{err}"
+    );
+
+    // Added from the read-only area: download-only, whatever mode was asked.
+    let out = home.ok(&[
+        "sync",
+        "add",
+        d,
+        "--area",
+        "Following",
+        "--remote",
+        "Bob/Photos",
+        "--mode",
+        "bidirectional",
+    ]);
+    assert!(
+        out.contains("download-only") && out.contains("area Following"),
+        "{out}"
+    );
+    home.sync_now(&dir);
+    let f = home.folder(&dir);
+    assert_eq!(f.mode, Mode::DownloadOnly);
+    assert_eq!(f.area, "Following");
+    assert_eq!(names(&local(&dir)), ["a.txt", "sub", "sub/b.txt"]);
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"from Bob");
+    let listed = following(&home);
+    let synced: Vec<_> = listed.iter().filter(|f| f.synced_at.is_some()).collect();
+    assert!(
+        synced.is_empty(),
+        "Bob/Photos is not a top-level folder: {listed:?}"
+    );
+    // The mode cannot be changed to one that sends.
+    let err = home.fails(&["sync", "set", d, "--mode", "bidirectional"]);
+    assert!(err.contains("read-only area"), "{err}");
+
+    // A local edit: kept here as a conflict copy, the server's version back under the name,
+    // the server unchanged.
+    write(&dir.join("a.txt"), b"my edit, never to be uploaded");
+    let out = sync_now_keeping(&home, &dir);
+    assert_eq!(
+        std::fs::read(dir.join("a.txt")).unwrap(),
+        b"from Bob",
+        "{out}"
+    );
+    let copies: Vec<String> = local(&dir)
+        .keys()
+        .filter(|k| is_conflict_copy(k))
+        .cloned()
+        .collect();
+    assert_eq!(copies.len(), 1, "one conflict copy here: {:?}", local(&dir));
+    assert_eq!(
+        std::fs::read(dir.join(&copies[0])).unwrap(),
+        b"my edit, never to be uploaded"
+    );
+    assert_eq!(
+        bob.tree_at("Bob/Photos"),
+        server_before,
+        "the server is unchanged"
+    );
+    assert!(home.folder(&dir).conflicts >= 1);
+    // The copy is reported as kept here only.
+    let f = home.folder(&dir);
+    assert!(
+        f.problems
+            .iter()
+            .any(|p| p.path == copies[0] && p.reason.contains("kept here only")),
+        "{:?}",
+        f.problems
+    );
+
+    // A local delete: the file comes back.
+    std::fs::remove_file(dir.join("sub/b.txt")).unwrap();
+    let out = sync_now_keeping(&home, &dir);
+    assert_eq!(
+        std::fs::read(dir.join("sub/b.txt")).unwrap(),
+        b"b, from Bob",
+        "{out}"
+    );
+    assert!(
+        home.trash().is_empty(),
+        "nothing trashed: {:?}",
+        home.trash()
+    );
+
+    // A local new file stays here, never uploaded.
+    write(&dir.join("mine.txt"), b"only here");
+    sync_now_keeping(&home, &dir);
+    assert_eq!(std::fs::read(dir.join("mine.txt")).unwrap(), b"only here");
+    assert!(bob.stat("Bob/Photos/mine.txt").is_none());
+    assert_eq!(
+        bob.tree_at("Bob/Photos"),
+        server_before,
+        "the server is unchanged"
+    );
+
+    // A change on the server comes down; a server delete is trashed here.
+    bob.put("Bob/Photos/a.txt", b"Bob's second version");
+    bob.put("Bob/Photos/c.txt", b"new from Bob");
+    bob.delete("Bob/Photos/sub/b.txt");
+    sync_now_keeping(&home, &dir);
+    assert_eq!(
+        std::fs::read(dir.join("a.txt")).unwrap(),
+        b"Bob's second version"
+    );
+    assert_eq!(std::fs::read(dir.join("c.txt")).unwrap(), b"new from Bob");
+    assert!(!dir.join("sub/b.txt").exists());
+    assert_eq!(home.trash(), ["b.txt"]);
+    // What only this computer has is still here.
+    assert!(dir.join("mine.txt").exists() && dir.join(&copies[0]).exists());
+    let server_names: Vec<String> = bob.tree_at("Bob/Photos").keys().cloned().collect();
+    assert_eq!(server_names, ["a.txt", "c.txt", "sub"]);
+
+    // A followed folder is not registered in the account's list of this profile.
+    let inactive = home.ok(&["sync", "list", "--inactive", "--json"]);
+    assert!(!inactive.contains("Bob/Photos"), "{inactive}");
+    home.stop();
+}
+
+/// A writable shared area syncs both ways, and the same server path in two areas is two
+/// folders.
+#[test]
+fn a_writable_shared_area_syncs_both_ways_on_apache() {
+    let server = Server::apache_basic();
+    let drive = Dav::fresh(&server, "fol-drive2");
+    let shared = Dav::fresh(&server, "fol-shared");
+    shared.mkdir("Team");
+    shared.put("Team/plan.txt", b"v1");
+    let mut home = SyncHome::new(&server, &drive.url);
+    let pw = home.path().join(".config/cloudmount/password");
+    let config = format!(
+        "[profiles.{PROFILE}]\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n\n\
+         [[profiles.{PROFILE}.areas]]\nname = \"Drive\"\nurl = \"{}\"\n\n\
+         [[profiles.{PROFILE}.areas]]\nname = \"Shared\"\nurl = \"{}\"\n",
+        server.user,
+        pw.display(),
+        drive.url,
+        shared.url
+    );
+    write(
+        &home.path().join(".config/cloudmount/config.toml"),
+        config.as_bytes(),
+    );
+    home.start();
+    let team = home.dir("Team");
+    let mine = home.dir("MyTeam");
+    home.add(&team, &["--area", "Shared"]);
+    home.add(&mine, &["--remote", "Team"]);
+    home.sync_now(&team);
+    home.sync_now(&mine);
+    assert_eq!(home.folder(&team).mode, Mode::Bidirectional);
+    assert_eq!(std::fs::read(team.join("plan.txt")).unwrap(), b"v1");
+    write(&team.join("plan.txt"), b"v2 from here");
+    write(&mine.join("drive.txt"), b"on the drive");
+    home.sync_now(&team);
+    home.sync_now(&mine);
+    assert_eq!(shared.get("Team/plan.txt"), b"v2 from here");
+    assert_eq!(drive.get("Team/drive.txt"), b"on the drive");
+    assert!(shared.stat("Team/drive.txt").is_none());
+    assert!(drive.stat("Team/plan.txt").is_none());
+    let listed = following(&home);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].synced_at.as_deref(), Some(team.as_path()));
+    home.stop();
+}
