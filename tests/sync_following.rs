@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use cloudmount::remote::Remote;
 use cloudmount::sync::report::FollowedFolder;
 use cloudmount::sync::Mode;
 use cloudmount::transfer::conflict::is_conflict_copy;
@@ -25,18 +26,24 @@ fn names(t: &Tree) -> Vec<&str> {
     t.keys().map(String::as_str).collect()
 }
 
-/// A home whose profile has two areas: `Drive` (the main one) and `Following`, read-only.
-fn home_with_areas(server: &Server, drive: &Dav, followed: &Dav) -> SyncHome {
+/// A home whose profile has the areas `Drive` (the main one, `drive`) and `name` at `url`
+/// (`read_only` as given).
+fn home_with_areas(
+    server: &Server,
+    drive: &Dav,
+    name: &str,
+    url: &str,
+    read_only: bool,
+) -> SyncHome {
     let home = SyncHome::new(server, &drive.url);
     let pw = home.path().join(".config/cloudmount/password");
     let config = format!(
         "[profiles.{PROFILE}]\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n\n\
          [[profiles.{PROFILE}.areas]]\nname = \"Drive\"\nurl = \"{}\"\n\n\
-         [[profiles.{PROFILE}.areas]]\nname = \"Following\"\nurl = \"{}\"\nread_only = true\n",
+         [[profiles.{PROFILE}.areas]]\nname = \"{name}\"\nurl = \"{url}\"\nread_only = {read_only}\n",
         server.user,
         pw.display(),
         drive.url,
-        followed.url
     );
     write(
         &home.path().join(".config/cloudmount/config.toml"),
@@ -69,7 +76,7 @@ fn a_read_only_followed_folder_syncs_download_only_on_apache() {
     bob.put("Bob/Photos/a.txt", b"from Bob");
     bob.put("Bob/Photos/sub/b.txt", b"b, from Bob");
     let server_before = bob.tree_at("Bob/Photos");
-    let mut home = home_with_areas(&server, &drive, &bob);
+    let mut home = home_with_areas(&server, &drive, "Following", &bob.url, true);
     home.start();
 
     // The followed area's folders, none synced yet.
@@ -222,21 +229,7 @@ fn a_writable_shared_area_syncs_both_ways_on_apache() {
     let shared = Dav::fresh(&server, "fol-shared");
     shared.mkdir("Team");
     shared.put("Team/plan.txt", b"v1");
-    let mut home = SyncHome::new(&server, &drive.url);
-    let pw = home.path().join(".config/cloudmount/password");
-    let config = format!(
-        "[profiles.{PROFILE}]\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n\n\
-         [[profiles.{PROFILE}.areas]]\nname = \"Drive\"\nurl = \"{}\"\n\n\
-         [[profiles.{PROFILE}.areas]]\nname = \"Shared\"\nurl = \"{}\"\n",
-        server.user,
-        pw.display(),
-        drive.url,
-        shared.url
-    );
-    write(
-        &home.path().join(".config/cloudmount/config.toml"),
-        config.as_bytes(),
-    );
+    let mut home = home_with_areas(&server, &drive, "Shared", &shared.url, false);
     home.start();
     let team = home.dir("Team");
     let mine = home.dir("MyTeam");
@@ -257,5 +250,72 @@ fn a_writable_shared_area_syncs_both_ways_on_apache() {
     let listed = following(&home);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].synced_at.as_deref(), Some(team.as_path()));
+    home.stop();
+}
+
+/// A followed folder of an area the configuration does not mark read-only, whose server
+/// refuses every change (Apache's `/dav-readonly/`, the same files as `/dav/` with writes
+/// answered 403): the first refused upload makes the folder download-only, and the edit is
+/// kept here as a conflict copy while the server's version comes back.
+#[test]
+fn a_folder_the_server_refuses_writes_to_becomes_download_only_on_apache() {
+    let server = Server::apache_basic();
+    let drive = Dav::fresh(&server, "fol-drive3");
+    let ann = Dav::fresh(&server, "fol-refused");
+    ann.mkdir("Ann");
+    ann.put("Ann/n.txt", b"from Ann");
+    let ro_url = ann.url.replace("/dav/", "/dav-readonly/");
+    assert_ne!(ro_url, ann.url);
+    // The premise: the server reads but refuses writes there.
+    let ro = common::webdav(&ro_url, &server.user, &server.password);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = cloudmount::remote::RemotePath::new("Ann").unwrap();
+    let listed = rt
+        .block_on(ro.list(&root))
+        .expect("the read-only location lists");
+    assert_eq!(listed.children.len(), 1);
+    let refused = rt.block_on(ro.mkdir(&root.join("x").unwrap()));
+    assert!(
+        matches!(
+            refused,
+            Err(cloudmount::remote::RemoteError::Forbidden { .. })
+        ),
+        "{refused:?}"
+    );
+
+    let mut home = home_with_areas(&server, &drive, "Shared", &ro_url, false);
+    home.start();
+    let dir = home.dir("Ann");
+    home.add(&dir, &["--area", "Shared", "--remote", "Ann"]);
+    home.sync_now(&dir);
+    assert_eq!(home.folder(&dir).mode, Mode::Bidirectional);
+    assert_eq!(std::fs::read(dir.join("n.txt")).unwrap(), b"from Ann");
+
+    write(&dir.join("n.txt"), b"my edit, refused by the server");
+    sync_now_keeping(&home, &dir);
+    home.wait_until(30, "download-only, the edit kept as a copy", || {
+        let copies = local(&dir).keys().filter(|k| is_conflict_copy(k)).count();
+        home.folder(&dir).mode == Mode::DownloadOnly
+            && std::fs::read(dir.join("n.txt")).is_ok_and(|b| b == b"from Ann")
+            && copies == 1
+    });
+    let copy = local(&dir)
+        .keys()
+        .find(|k| is_conflict_copy(k))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.join(copy)).unwrap(),
+        b"my edit, refused by the server"
+    );
+    assert_eq!(ann.get("Ann/n.txt"), b"from Ann");
+    assert_eq!(names(&ann.tree_at("Ann")), ["n.txt"]);
+    // It stays download-only across a restart.
+    home.stop();
+    home.start();
+    assert_eq!(home.folder(&dir).mode, Mode::DownloadOnly);
     home.stop();
 }

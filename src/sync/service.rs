@@ -876,6 +876,7 @@ async fn run_once(
     task.started.fetch_add(1, Ordering::SeqCst);
     task.set(FolderState::Syncing, None, None);
     let confirm = task.confirm.swap(false, Ordering::SeqCst);
+    task.progress.refused_writes.store(false, Ordering::Relaxed);
     let (outcome, seen) = match inner.remote_of(spec) {
         Ok(remote) => {
             let env = Env {
@@ -930,6 +931,9 @@ async fn run_once(
         Outcome::Failed(r) => (FolderState::Error, Some(r.clone())),
     };
     task.set(state, reason, None);
+    if task.progress.refused_writes.load(Ordering::Relaxed) {
+        inner.refused_writes(task, spec);
+    }
     task.runs.fetch_add(1, Ordering::SeqCst);
     if matches!(outcome, Outcome::Offline(_)) {
         // Back off a little before the next try; `sync now` cuts it short.

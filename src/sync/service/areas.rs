@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{lock, Inner, Service};
+use std::sync::atomic::Ordering;
+
+use super::{lock, FolderTask, Inner, Service};
 use crate::remote::{Remote, RemotePath};
 use crate::sync::folder::{FolderSpec, Mode};
 use crate::sync::report::FollowedFolder;
@@ -28,6 +30,31 @@ impl Inner {
             return Some(0);
         }
         self.areas.iter().position(|a| a.name == name)
+    }
+
+    /// The server refused (HTTP 403) to take a change of a folder of a followed or shared
+    /// area: the folder becomes download-only (kept in the journal) and runs again at once,
+    /// so the local edits it could not send are kept as conflict copies here and the server's
+    /// versions come back. The main area's folders are left as they are (a 403 there is a
+    /// problem of the path).
+    pub(super) fn refused_writes(&self, task: &FolderTask, spec: &FolderSpec) {
+        if spec.area.is_empty() || spec.mode == Mode::DownloadOnly {
+            return;
+        }
+        let mut now = task.spec();
+        now.mode = Mode::DownloadOnly;
+        if let Err(e) = lock(&self.journal).update_folder(&now) {
+            tracing::warn!(error = %e, "cannot make the folder download-only");
+            return;
+        }
+        tracing::warn!(
+            folder = %spec.local.display(),
+            area = %spec.area,
+            "the server refuses changes in this folder: it is download-only from now on"
+        );
+        *lock(&task.spec) = now;
+        task.now.store(true, Ordering::SeqCst);
+        task.wake.notify_one();
     }
 
     /// The remote of a folder's area.
