@@ -449,6 +449,7 @@ mod tests {
             Request::SyncRemove { folder: "a".into() },
             Request::SyncConflicts { folder: None },
             Request::SyncAccount,
+            Request::SyncFollowing,
             Request::SyncActivate {
                 name: "Projects".into(),
                 local: Some("/home/u/Projects".into()),
