@@ -207,7 +207,10 @@ impl Sides<'_> {
             // Row 2: kept here, never uploaded.
             (New, Absent) => Action::Nothing,
             // Rows 3, 6, 10: the server's version comes down; a local delete is undone.
-            (Absent, New) | (Same, Changed) | (Deleted, Same) | (Deleted, Changed) => self.fetch(),
+            (Absent, New) | (Deleted, Same) | (Deleted, Changed) => self.fetch(),
+            (Same, Changed) if self.kinds_equal() => self.fetch(),
+            // Row 13: the server changed the kind; ours moves aside here.
+            (Same, Changed) => Action::Conflict,
             // Rows 4, 5, 7, 13, 15: ours moves aside locally, the server's takes the name.
             (New, New) | (Changed, Changed) => self.merge_or(Action::Conflict),
             (Changed, Same)

@@ -110,7 +110,8 @@ fn download_only_rows() {
     assert_eq!(down(Some(bf(1)), Some(lf(1)), Some(rf(2))), download());
     assert_eq!(
         down(Some(bf(1)), Some(lf(1)), Some(rd())),
-        Action::MkdirLocal
+        Action::Conflict,
+        "row 13: the server replaced the file by a directory: ours moves aside here"
     );
     // Row 7: both changed: ours aside, the server's under the name.
     assert_eq!(

@@ -119,6 +119,9 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
     }
     keep_unsafe_dirs(&mut actions, rules.mode, local, &remote);
     drop_deletes_below_moved_aside(&mut actions, &remote);
+    if rules.mode == Mode::DownloadOnly {
+        drop_deletes_below_kept_aside(&mut actions, local, &remote);
+    }
 
     let total = inputs
         .base
@@ -321,6 +324,31 @@ fn drop_deletes_below_moved_aside(
         .collect();
     if !aside.is_empty() {
         actions.retain(|p, a| *a != Action::DeleteRemote || !has_ancestor_in(p, &aside));
+    }
+}
+
+/// Download-only, a local directory where the server holds a file: the directory moves aside
+/// here whole (to a conflict-copy name, with what is below it), so the local trashes and
+/// forgets below it are moot (the copy keeps all of it, untracked; the move forgets the
+/// records).
+fn drop_deletes_below_kept_aside(
+    actions: &mut BTreeMap<String, Action>,
+    local: &BTreeMap<String, LocalMeta>,
+    remote: &BTreeMap<String, RemoteMeta>,
+) {
+    let aside: BTreeSet<String> = actions
+        .iter()
+        .filter(|(p, a)| {
+            **a == Action::Conflict
+                && local.get(*p).map(|m| m.kind) == Some(Kind::Dir)
+                && remote.get(*p).map(|m| m.kind) == Some(Kind::File)
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !aside.is_empty() {
+        actions.retain(|p, a| {
+            !matches!(a, Action::TrashLocal | Action::Forget) || !has_ancestor_in(p, &aside)
+        });
     }
 }
 
