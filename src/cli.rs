@@ -626,7 +626,7 @@ pub enum SyncCommand {
             instead: {computer, host, folders [{id, name, remote, mode, schedule, added_by, \
             added_at, active_here, active [{computer, host, local, since}]}], pending, read_at, \
             error}; with --following, the followed and shared folders: [{area, remote, \
-            read_only, synced_at}]; times in seconds since the epoch."
+            read_only, synced [{remote, local}]}]; times in seconds since the epoch."
     )]
     List {
         #[arg(long)]

@@ -386,7 +386,7 @@ fn list_following(rt: &Runtime, name: &str, socket: &Path, json: bool) -> CmdRes
     if json {
         say(&serde_json::to_string(&f)?);
     } else {
-        say_raw(&report::format_following(&f, None));
+        say_raw(&report::format_following(&f));
     }
     Ok(())
 }

@@ -89,7 +89,7 @@ fn a_read_only_followed_folder_syncs_download_only_on_apache() {
         shown,
         [("Following", "Bob", true), ("Following", "Carol", true)]
     );
-    assert!(listed.iter().all(|f| f.synced_at.is_none()));
+    assert!(listed.iter().all(|f| f.synced.is_empty()));
     let txt = home.ok(&["sync", "list", "--following"]);
     assert!(
         txt.contains("Following/Bob") && txt.contains("read-only"),
@@ -127,12 +127,23 @@ fn a_read_only_followed_folder_syncs_download_only_on_apache() {
     assert_eq!(f.area, "Following");
     assert_eq!(names(&local(&dir)), ["a.txt", "sub", "sub/b.txt"]);
     assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"from Bob");
+    // Bob is marked: Bob/Photos is synced here.
     let listed = following(&home);
-    let synced: Vec<_> = listed.iter().filter(|f| f.synced_at.is_some()).collect();
-    assert!(
-        synced.is_empty(),
-        "Bob/Photos is not a top-level folder: {listed:?}"
-    );
+    let bob_synced: Vec<(&str, &Path)> = listed
+        .iter()
+        .filter(|f| f.remote == "Bob")
+        .flat_map(|f| {
+            f.synced
+                .iter()
+                .map(|s| (s.remote.as_str(), s.local.as_path()))
+        })
+        .collect();
+    assert_eq!(bob_synced, [("Bob/Photos", dir.as_path())]);
+    assert!(listed
+        .iter()
+        .any(|f| f.remote == "Carol" && f.synced.is_empty()));
+    let txt = home.ok(&["sync", "list", "--following"]);
+    assert!(txt.contains("Bob/Photos synced here at"), "{txt}");
     // The mode cannot be changed to one that sends.
     let err = home.fails(&["sync", "set", d, "--mode", "bidirectional"]);
     assert!(err.contains("read-only area"), "{err}");
@@ -249,7 +260,8 @@ fn a_writable_shared_area_syncs_both_ways_on_apache() {
     assert!(drive.stat("Team/plan.txt").is_none());
     let listed = following(&home);
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].synced_at.as_deref(), Some(team.as_path()));
+    assert_eq!(listed[0].synced.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].synced[0].local, team);
     home.stop();
 }
 

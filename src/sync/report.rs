@@ -83,38 +83,45 @@ pub struct FollowedFolder {
     pub area: String,
     /// The folder's path below the area (its name).
     pub remote: String,
-    /// The area is read-only: the folder syncs download-only.
+    /// The area is read-only: its folders sync download-only.
     pub read_only: bool,
-    /// Where it is synced on this computer.
-    pub synced_at: Option<PathBuf>,
+    /// The sync folders of this computer at or below it.
+    pub synced: Vec<SyncedHere>,
+}
+
+/// A sync folder of this computer in a followed or shared area.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedHere {
+    /// Its server path below the area.
+    pub remote: String,
+    pub local: PathBuf,
 }
 
 /// The text of `sync list --following`.
-pub fn format_following(folders: &[FollowedFolder], error: Option<&str>) -> String {
-    use std::fmt::Write;
+pub fn format_following(folders: &[FollowedFolder]) -> String {
     let mut out = String::new();
     if folders.is_empty() {
         out.push_str(
-            "no followed or shared folders (the profile has no other area, or they are empty)\n",
+            "No followed or shared folders (the profile has no other area, or they are empty).\n",
         );
     }
     for f in folders {
         let how = if f.read_only {
             "read-only, syncs download-only"
         } else {
-            "writable"
+            "writable, syncs both ways"
         };
-        let here = match &f.synced_at {
-            Some(p) => format!("synced here at {}", p.display()),
-            None => format!(
-                "not synced (cloudmount sync add DIR --area '{}' --remote '{}')",
+        let _ = writeln!(out, "{}/{}   {how}", f.area, f.remote);
+        if f.synced.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not synced here (cloudmount sync add DIR --area '{}' --remote '{}')",
                 f.area, f.remote
-            ),
-        };
-        let _ = writeln!(out, "{}/{}   {how}   {here}", f.area, f.remote);
-    }
-    if let Some(e) = error {
-        let _ = writeln!(out, "warning: {e}");
+            );
+        }
+        for s in &f.synced {
+            let _ = writeln!(out, "  {} synced here at {}", s.remote, s.local.display());
+        }
     }
     out
 }
@@ -421,5 +428,44 @@ mod tests {
         );
         assert_eq!(ago(59), "just now");
         assert_eq!(ago(3600), "1 hour ago");
+    }
+
+    #[test]
+    fn the_following_list_says_how_each_syncs_and_where() {
+        let f = vec![
+            FollowedFolder {
+                area: "Following".into(),
+                remote: "Bob".into(),
+                read_only: true,
+                synced: vec![SyncedHere {
+                    remote: "Bob/Photos".into(),
+                    local: "/home/u/Bob".into(),
+                }],
+            },
+            FollowedFolder {
+                area: "Shared".into(),
+                remote: "Team".into(),
+                read_only: false,
+                synced: vec![],
+            },
+        ];
+        let t = format_following(&f);
+        assert!(
+            t.contains("Following/Bob   read-only, syncs download-only\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  Bob/Photos synced here at /home/u/Bob\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Shared/Team   writable, syncs both ways\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("not synced here (cloudmount sync add DIR --area 'Shared' --remote 'Team')"),
+            "{t}"
+        );
+        assert!(format_following(&[]).starts_with("No followed or shared folders"));
     }
 }

@@ -2,7 +2,6 @@
 //! area a new folder goes in (a read-only area makes it download-only), and the folders of the
 //! followed and shared areas (`sync list --following`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use std::sync::atomic::Ordering;
@@ -10,7 +9,7 @@ use std::sync::atomic::Ordering;
 use super::{lock, FolderTask, Inner, Service};
 use crate::remote::{Remote, RemotePath};
 use crate::sync::folder::{FolderSpec, Mode};
-use crate::sync::report::FollowedFolder;
+use crate::sync::report::{FollowedFolder, SyncedHere};
 
 /// One area of the profile, for the sync folders.
 #[derive(Clone)]
@@ -143,15 +142,22 @@ impl Service {
                 .collect();
             names.sort();
             for name in names {
-                let synced_at: Option<PathBuf> = synced
+                let within = format!("{name}/");
+                let synced: Vec<SyncedHere> = synced
                     .iter()
-                    .find(|s| s.area == a.name && s.remote == name)
-                    .map(|s| s.local.clone());
+                    .filter(|s| {
+                        s.area == a.name && (s.remote == name || s.remote.starts_with(&within))
+                    })
+                    .map(|s| SyncedHere {
+                        remote: s.remote.clone(),
+                        local: s.local.clone(),
+                    })
+                    .collect();
                 out.push(FollowedFolder {
                     area: a.name.clone(),
                     remote: name,
                     read_only: a.read_only,
-                    synced_at,
+                    synced,
                 });
             }
         }
