@@ -202,6 +202,17 @@ fn a_read_only_followed_folder_syncs_download_only_on_apache() {
     sync_now_keeping(&home, &dir);
     assert_eq!(std::fs::read(dir.join("mine.txt")).unwrap(), b"only here");
     assert!(bob.stat("Bob/Photos/mine.txt").is_none());
+    // Reported: exactly what exists only here.
+    let mut reported: Vec<String> = home
+        .folder(&dir)
+        .problems
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    reported.sort();
+    let mut only_here = vec![copies[0].clone(), "mine.txt".to_string()];
+    only_here.sort();
+    assert_eq!(reported, only_here);
     assert_eq!(
         bob.tree_at("Bob/Photos"),
         server_before,

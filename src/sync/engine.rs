@@ -438,7 +438,7 @@ async fn run_inner(
     }
     problems.extend(local_only.into_iter().map(|p| {
         let why =
-            "kept here only: the server folder is read-only (download-only), it is never uploaded";
+            "kept here only: the folder is download-only (a read-only area), nothing is uploaded";
         (p, why.to_string())
     }));
     {
