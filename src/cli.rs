@@ -578,6 +578,9 @@ pub enum ModeArg {
     Bidirectional,
     /// A backup: the server follows the local folder; the local folder is never changed
     UploadOnly,
+    /// A mirror: the local folder follows the server, nothing is ever sent (the mode of every
+    /// folder of a read-only area)
+    DownloadOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -597,13 +600,22 @@ pub enum SyncCommand {
         after_help = "The server folder is, by default, one of the same name under the profile's \
             sync_root (a path below its URL); --remote PATH chooses another (below the URL). \
             A first sync of two folders that both hold files overwrites nothing: equal files \
-            are adopted, different ones kept as conflict copies."
+            are adopted, different ones kept as conflict copies.\n\n\
+            Followed and shared folders: --area NAME syncs a folder of another area of the \
+            profile (`sync list --following` lists them), e.g. \
+            `cloudmount sync add ~/Bob --area Following --remote 'Bob/Photos'`. A folder of a \
+            read-only area is download-only: nothing is ever sent; a local edit is kept as a \
+            conflict copy here and the server's version comes back under the name, a local \
+            delete brings the server's file back, a new local file stays here only (reported)."
     )]
     Add {
         dir: PathBuf,
-        /// Server folder, a path below the profile's URL
+        /// Server folder, a path below the profile's URL (or below the area's, with --area)
         #[arg(long, value_name = "PATH")]
         remote: Option<String>,
+        /// The profile's area the server folder is in (default: the main one)
+        #[arg(long, value_name = "NAME")]
+        area: Option<String>,
         #[arg(long, value_enum, default_value = "bidirectional")]
         mode: ModeArg,
         #[arg(long, value_enum, default_value = "immediate")]
@@ -622,7 +634,8 @@ pub enum SyncCommand {
             [{path, reason, attempts}], conflicts}; with --inactive, the account's folders \
             instead: {computer, host, folders [{id, name, remote, mode, schedule, added_by, \
             added_at, active_here, active [{computer, host, local, since}]}], pending, read_at, \
-            error}; times in seconds since the epoch."
+            error}; with --following, the followed and shared folders: [{area, remote, \
+            read_only, synced [{remote, local}]}]; times in seconds since the epoch."
     )]
     List {
         #[arg(long)]
@@ -630,6 +643,10 @@ pub enum SyncCommand {
         /// Only the account's folders that are inactive on this computer
         #[arg(long)]
         inactive: bool,
+        /// The folders of the profile's followed and shared areas (each area's top-level
+        /// folders), marking those synced here
+        #[arg(long, conflicts_with = "inactive")]
+        following: bool,
     },
     /// Start syncing here a folder of the account added on another computer
     #[command(

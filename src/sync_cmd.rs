@@ -29,6 +29,7 @@ fn mode(m: ModeArg) -> Mode {
     match m {
         ModeArg::Bidirectional => Mode::Bidirectional,
         ModeArg::UploadOnly => Mode::UploadOnly,
+        ModeArg::DownloadOnly => Mode::DownloadOnly,
     }
 }
 
@@ -220,6 +221,7 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
         SyncCommand::Add {
             dir,
             remote,
+            area,
             mode: m,
             schedule: s,
             keep_deleted,
@@ -240,10 +242,16 @@ pub fn sync(args: SyncArgs, rt: &Runtime) -> CmdResult {
                     mode: mode(m),
                     schedule: schedule(s),
                     keep_deleted,
+                    area,
                 }),
             )?)
         }
-        SyncCommand::List { json, inactive } => list(rt, &name, &socket, json, inactive),
+        SyncCommand::List {
+            json,
+            following: true,
+            ..
+        } => list_following(rt, &name, &socket, json),
+        SyncCommand::List { json, inactive, .. } => list(rt, &name, &socket, json, inactive),
         SyncCommand::Activate { name: folder, dir } => {
             let local = dir
                 .as_deref()
@@ -372,6 +380,20 @@ fn account(rt: &Runtime, name: &str, socket: &Path) -> Result<AccountReport, Fai
 }
 
 /// `sync list`: this computer's folders, then the account's folders inactive here.
+/// `sync list --following`.
+fn list_following(rt: &Runtime, name: &str, socket: &Path, json: bool) -> CmdResult {
+    let f = match ask(rt, name, socket, &Request::SyncFollowing)? {
+        Response::SyncFollowing(f) => f,
+        other => return Err(Failure::Message(format!("unexpected answer: {other:?}"))),
+    };
+    if json {
+        say(&serde_json::to_string(&f)?);
+    } else {
+        say_raw(&report::format_following(&f));
+    }
+    Ok(())
+}
+
 fn list(rt: &Runtime, name: &str, socket: &Path, json: bool, inactive: bool) -> CmdResult {
     if inactive {
         let mut a = account(rt, name, socket)?;

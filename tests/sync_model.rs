@@ -364,6 +364,7 @@ impl World {
                 paused: false,
                 delete_limit_percent: 100,
                 added_at: 0,
+                area: String::new(),
             };
             let journal = Journal::open(&home.join("journal.db")).expect("journal");
             journal.add_folder(&spec).expect("add folder");

@@ -166,7 +166,7 @@ pub fn resolve_defaults(
         let mode = match &e.mode {
             None => Mode::default(),
             Some(m) => Mode::parse(m).ok_or_else(|| {
-                format!("{what}: mode {m:?}: use \"bidirectional\" or \"upload-only\"")
+                format!("{what}: mode {m:?}: use \"bidirectional\", \"upload-only\" or \"download-only\"")
             })?,
         };
         let schedule = match &e.schedule {

@@ -200,10 +200,10 @@ fn default_folder_errors_are_clear() {
         assert!(msg.contains(want), "{msg:?} should say {want:?}");
     };
     let mut e = entry("A", "Docs/A", "~/A");
-    e.mode = Some("mirror".into());
+    e.mode = Some("sideways".into());
     bad(
         e,
-        "mode \"mirror\": use \"bidirectional\" or \"upload-only\"",
+        "mode \"sideways\": use \"bidirectional\", \"upload-only\" or \"download-only\"",
     );
     let mut e = entry("A", "Docs/A", "~/A");
     e.schedule = Some("hourly".into());

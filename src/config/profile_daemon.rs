@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::defaults::{read_user_dirs, resolve_defaults, DefaultFolder};
 use super::{
-    load_profile, resolve, sanitize_name, ConfigError, ConfigFile, Dirs, Login, MountConfig,
-    MountRequest,
+    load_profile, resolve, sanitize_name, AreaConfig, ConfigError, ConfigFile, Dirs, Login,
+    MountConfig, MountRequest,
 };
 
 /// How often immediate sync folders look at the server, when the profile does not say.
@@ -26,6 +26,8 @@ pub struct ProfileDaemonConfig {
     pub poll_interval: Duration,
     /// The mount, when the profile has a `mountpoint`.
     pub mount: Option<MountConfig>,
+    /// The profile's areas, the main one (`url`) first: sync folders may be in any of them.
+    pub areas: Vec<AreaConfig>,
     /// The sync journal of the profile.
     pub journal: PathBuf,
     /// The daemon's control socket.
@@ -168,6 +170,7 @@ pub fn resolve_profile_daemon(
         name: name.to_string(),
         url,
         credentials: cfg.credentials.clone(),
+        areas: cfg.areas.clone(),
         sync_root,
         poll_interval,
         journal: dirs.data.join("sync").join(format!("{clean}.db")),

@@ -188,6 +188,7 @@ fn unexpected(socket: &Path, response: &Response) -> ControlError {
         Response::SyncStarted(_) => "sync started",
         Response::SyncConflicts(_) => "sync conflicts",
         Response::SyncAccount(_) => "sync account",
+        Response::SyncFollowing(_) => "sync following",
         Response::Settings(_) => "settings",
         Response::Pinned(_) => "pinned",
         Response::States(_) => "states",

@@ -61,6 +61,9 @@ pub enum Request {
     },
     /// The account's sync folders, as its registry says (read anew when the server answers).
     SyncAccount,
+    /// The folders of the profile's other areas (followed and shared folders): the top-level
+    /// folders of each, marked when synced here.
+    SyncFollowing,
     /// Starts syncing a folder of the account here: `name` is its name, id or server path;
     /// `local` the local folder (absolute; default: the folder's name in the home).
     SyncActivate {
@@ -115,6 +118,10 @@ pub struct SyncAdd {
     pub schedule: crate::sync::Schedule,
     #[serde(default)]
     pub keep_deleted: bool,
+    /// The profile's area (by name; `None`: the main one). A read-only area's folder is
+    /// download-only whatever `mode` says.
+    #[serde(default)]
+    pub area: Option<String>,
 }
 
 /// Changes to a folder's settings; `None` keeps a setting as it is.
@@ -141,6 +148,7 @@ impl Request {
         "sync_remove",
         "sync_conflicts",
         "sync_account",
+        "sync_following",
         "sync_activate",
         "sync_forget",
         "settings",
@@ -164,6 +172,7 @@ impl Request {
             Request::SyncRemove { .. } => "sync_remove",
             Request::SyncConflicts { .. } => "sync_conflicts",
             Request::SyncAccount => "sync_account",
+            Request::SyncFollowing => "sync_following",
             Request::SyncActivate { .. } => "sync_activate",
             Request::SyncForget { .. } => "sync_forget",
             Request::Settings { .. } => "settings",
@@ -190,6 +199,8 @@ pub enum Response {
     SyncConflicts(Vec<crate::sync::report::ConflictReport>),
     /// The account's sync folders.
     SyncAccount(Box<crate::sync::report::AccountReport>),
+    /// The folders of the profile's followed and shared areas.
+    SyncFollowing(Vec<crate::sync::report::FollowedFolder>),
     /// The settings, by key.
     Settings(std::collections::BTreeMap<String, String>),
     /// What `pin` or `free` did.
@@ -421,6 +432,7 @@ mod tests {
                 mode: crate::sync::Mode::UploadOnly,
                 schedule: crate::sync::Schedule::Weekly,
                 keep_deleted: true,
+                area: Some("Following".into()),
             }),
             Request::SyncSet(SyncSet {
                 folder: "/home/u/Music".into(),
@@ -438,6 +450,7 @@ mod tests {
             Request::SyncRemove { folder: "a".into() },
             Request::SyncConflicts { folder: None },
             Request::SyncAccount,
+            Request::SyncFollowing,
             Request::SyncActivate {
                 name: "Projects".into(),
                 local: Some("/home/u/Projects".into()),

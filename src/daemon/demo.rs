@@ -63,6 +63,7 @@ pub fn profile_config(dirs: &Dirs, mount: MountConfig) -> ProfileDaemonConfig {
         name: PROFILE.into(),
         url: drive,
         credentials: mount.credentials.clone(),
+        areas: mount.areas.clone(),
         sync_root: String::new(),
         poll_interval: Duration::from_secs(5),
         journal: dirs.data.join("sync").join(format!("{PROFILE}.db")),
@@ -106,6 +107,7 @@ pub fn ensure_sync_folder(dirs: &Dirs, journal: &Path) -> io::Result<PathBuf> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
+        area: String::new(),
     };
     j.add_folder(&spec).map_err(io::Error::other)?;
     Ok(local)

@@ -13,7 +13,7 @@ use crate::remote::webdav::{WebDavConfig, WebDavRemote};
 use crate::sync::account::Account;
 use crate::sync::computer::Computer;
 use crate::sync::journal::Journal;
-use crate::sync::service::{Service, ServiceConfig};
+use crate::sync::service::{AreaRemote, Service, ServiceConfig};
 use crate::sync::trash::Trash;
 
 /// Why a profile's daemon could not start.
@@ -49,6 +49,22 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let mut wcfg = WebDavConfig::new(cfg.url.clone());
     wcfg.credentials = cfg.credentials.as_ref().map(credentials);
     let remote = Arc::new(WebDavRemote::new(wcfg)?);
+    // A remote per area (the same credentials), for sync folders in followed or shared areas.
+    let mut areas = Vec::new();
+    for (i, a) in cfg.areas.iter().enumerate() {
+        let area_remote: Arc<dyn crate::remote::Remote> = if i == 0 && a.url == cfg.url {
+            remote.clone()
+        } else {
+            let mut c = WebDavConfig::new(a.url.clone());
+            c.credentials = cfg.credentials.as_ref().map(credentials);
+            Arc::new(WebDavRemote::new(c)?)
+        };
+        areas.push(AreaRemote {
+            name: a.name.clone(),
+            remote: area_remote,
+            read_only: a.read_only,
+        });
+    }
     let journal = Journal::open(&cfg.journal)?;
     let trash = Trash::from_env()?;
     let mut scfg = ServiceConfig::new(&cfg.name, &cfg.sync_root, cfg.poll_interval);
@@ -65,7 +81,7 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
         Some(m) => Some(super::start(m, &WebDavFactory).await?),
         None => None,
     };
-    let service = Service::start(scfg, remote.clone(), journal, trash, tx)?;
+    let service = Service::start_with_areas(scfg, remote.clone(), areas, journal, trash, tx)?;
     // The account's registry of sync folders: this computer is this user's data directory.
     let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
     let computer = Computer::load_or_create(&dirs.data, &crate::transfer::conflict::device_name())

@@ -117,6 +117,7 @@ pub fn decide(
     let action = match mode {
         Mode::Bidirectional => sides.bidirectional(),
         Mode::UploadOnly => sides.upload_only(keep_deleted),
+        Mode::DownloadOnly => sides.download_only(),
     };
     let files =
         local.map(|m| m.kind) == Some(Kind::File) && remote.map(|m| m.kind) == Some(Kind::File);
@@ -194,6 +195,38 @@ impl Sides<'_> {
         }
     }
 
+    /// The mirror image of upload-only: the local folder follows the server, and nothing is
+    /// ever sent (no upload, no server mkdir, move or delete). What exists only here is kept:
+    /// a local edit becomes a local conflict copy (the server's version takes the name back),
+    /// a local new item stays local (the plan never uploads it; the engine reports it), a local
+    /// edit of a file the server deleted stays as a local-only file.
+    fn download_only(&self) -> Action {
+        use Change::*;
+        match (self.l, self.r) {
+            (Same, Same) | (Absent, Absent) => Action::Nothing,
+            // Row 2: kept here, never uploaded.
+            (New, Absent) => Action::Nothing,
+            // Rows 3, 6, 10: the server's version comes down; a local delete is undone.
+            (Absent, New) | (Deleted, Same) | (Deleted, Changed) => self.fetch(),
+            (Same, Changed) if self.kinds_equal() => self.fetch(),
+            // Row 13: the server changed the kind; ours moves aside here.
+            (Same, Changed) => Action::Conflict,
+            // Rows 4, 5, 7, 13, 15: ours moves aside locally, the server's takes the name.
+            (New, New) | (Changed, Changed) => self.merge_or(Action::Conflict),
+            (Changed, Same)
+                if self.kinds_equal() && self.local.map(|l| l.kind) == Some(Kind::Dir) =>
+            {
+                Action::Nothing
+            }
+            (Changed, Same) => Action::Conflict,
+            // Row 9.
+            (Same, Deleted) => Action::TrashLocal,
+            // Row 11: the only copy of the edit is here; it stays, untracked (local only).
+            (Changed, Deleted) | (Deleted, Deleted) => Action::Forget,
+            _ => Action::Nothing,
+        }
+    }
+
     fn kinds_equal(&self) -> bool {
         matches!((self.local, self.remote), (Some(l), Some(r)) if l.kind == r.kind)
     }
@@ -246,3 +279,7 @@ impl Sides<'_> {
 #[cfg(test)]
 #[path = "decide_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "decide_download_tests.rs"]
+mod download_tests;

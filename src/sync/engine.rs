@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use super::apply::{self, ApplyError, Context};
 use super::exclude::Excludes;
-use super::folder::{FolderId, FolderSpec};
+use super::folder::{FolderId, FolderSpec, Mode};
 use super::journal::{Journal, JournalError};
 use super::local;
 use super::plan::{self, Inputs, Rules, Stop};
@@ -259,11 +259,14 @@ async fn run_inner(
         trash: env.trash,
         device: env.device.clone(),
         progress: env.progress,
+        download_only: spec.mode == Mode::DownloadOnly,
     };
     let mut changes = 0;
     let mut conflicts = 0;
     let mut problems: Vec<(String, String)> = Vec::new();
     let mut full = None;
+    // Download-only: what exists only here (kept, never uploaded), as of the last pass.
+    let mut local_only: Vec<String> = Vec::new();
     for pass in 0..MAX_PASSES {
         // The server side.
         let ex = excludes.clone();
@@ -287,6 +290,13 @@ async fn run_inner(
                     }
                 }
                 s.entries
+            }
+            Err(e) if e.is_not_found() && bases.is_empty() && spec.mode == Mode::DownloadOnly => {
+                return Outcome::Stopped(format!(
+                    "the server folder {} does not exist (a download-only folder is never \
+                     created on the server)",
+                    spec.remote
+                ));
             }
             Err(e) if e.is_not_found() && bases.is_empty() => {
                 if let Err(e) = crate::transfer::probe::mkdir_p(env.remote, &root).await {
@@ -365,6 +375,9 @@ async fn run_inner(
             local,
             remote,
         };
+        if spec.mode == Mode::DownloadOnly {
+            local_only = local_only_paths(&inputs);
+        }
         let plan = plan::plan(&inputs, rules);
         if let Some(stop) = plan.stop {
             return Outcome::Stopped(stop_message(&stop, spec));
@@ -423,6 +436,11 @@ async fn run_inner(
             break;
         }
     }
+    problems.extend(local_only.into_iter().map(|p| {
+        let why =
+            "kept here only: the folder is download-only (a read-only area), nothing is uploaded";
+        (p, why.to_string())
+    }));
     {
         let j = lock(env.journal);
         let keep: Vec<String> = problems.iter().map(|(p, _)| p.clone()).collect();
@@ -509,4 +527,22 @@ fn shell_path(p: &Path) -> String {
 /// The local path of a folder's root, for messages.
 pub fn describe(spec: &FolderSpec) -> PathBuf {
     spec.local.clone()
+}
+
+/// Download-only: the local items the server and the base do not know (a directory stands
+/// for what is below it). They are kept and reported, never uploaded.
+fn local_only_paths(inputs: &Inputs) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in inputs.local.keys() {
+        if inputs.remote.contains_key(path) || inputs.base.contains_key(path) {
+            continue;
+        }
+        if out.last().is_some_and(|d| {
+            path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
+        }) {
+            continue;
+        }
+        out.push(path.clone());
+    }
+    out
 }

@@ -40,6 +40,11 @@ pub enum Mode {
     /// A backup: the server follows the local folder; nothing on the server ever changes the
     /// local folder.
     UploadOnly,
+    /// A mirror of a server folder this computer may not change (a read-only followed or
+    /// shared folder): nothing is ever sent. A local edit is kept as a local conflict copy and
+    /// the server's version comes back under the name; a local delete brings the server's file
+    /// back; a local new file stays here only.
+    DownloadOnly,
 }
 
 impl Mode {
@@ -47,6 +52,7 @@ impl Mode {
         match self {
             Mode::Bidirectional => "bidirectional",
             Mode::UploadOnly => "upload-only",
+            Mode::DownloadOnly => "download-only",
         }
     }
 
@@ -54,6 +60,7 @@ impl Mode {
         match s {
             "bidirectional" | "bi" | "both" => Some(Mode::Bidirectional),
             "upload-only" | "upload" | "backup" => Some(Mode::UploadOnly),
+            "download-only" | "download" | "mirror" => Some(Mode::DownloadOnly),
             _ => None,
         }
     }
@@ -100,8 +107,12 @@ pub struct FolderSpec {
     pub id: FolderId,
     /// Absolute local path.
     pub local: PathBuf,
-    /// Path on the server, below the profile's URL (`/`-separated, no leading slash).
+    /// Path on the server, below the area's URL (`/`-separated, no leading slash).
     pub remote: String,
+    /// The profile's area the folder is in, by its name (stable: never a position in the
+    /// list); empty for the profile's main area (its `url`, or its first area).
+    #[serde(default)]
+    pub area: String,
     pub mode: Mode,
     pub schedule: Schedule,
     /// Upload-only: a local delete does not delete the server copy.

@@ -36,7 +36,7 @@ use super::folder::FolderId;
 use super::state::{Base, Kind, LocalMeta, RemoteMeta};
 
 /// The journal format this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `PRAGMA application_id` of a cloudmount sync journal ("ClSy").
 pub const APPLICATION_ID: i64 = 0x436c_5379;
@@ -107,7 +107,11 @@ CREATE TABLE schedule (
 
 /// Steps from version N to N+1, indexed by N-1. A new file is created at version 1 and brought
 /// up through every step, so new and migrated files are the same.
-const MIGRATIONS: &[&str] = &[];
+const MIGRATIONS: &[&str] = &[
+    // 1 → 2: a folder's area of the profile, by name ('' = the main area, as every folder of
+    // version 1 was).
+    "ALTER TABLE folders ADD COLUMN area TEXT NOT NULL DEFAULT '';",
+];
 
 /// Errors of the journal.
 #[derive(Debug, thiserror::Error)]

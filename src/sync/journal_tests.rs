@@ -19,6 +19,7 @@ fn spec(id: &str, local: &str, remote: &str) -> FolderSpec {
         paused: false,
         delete_limit_percent: 50,
         added_at: 1_700_000_000,
+        area: String::new(),
     }
 }
 
@@ -642,4 +643,50 @@ fn time_and_weekday_parsing() {
     assert_eq!(parse_weekday("fri"), Ok(Weekday::Fri));
     assert_eq!(parse_weekday("Saturday"), Ok(Weekday::Sat));
     assert!(parse_weekday("fr").unwrap_err().contains("monday"));
+}
+
+/// A journal of format 1 (folders without an area) opens migrated: every folder is in the
+/// main area, and a folder of another area may then sync the same server path.
+#[test]
+fn a_version_1_journal_gets_the_area_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(V1).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute(
+            "INSERT INTO folders VALUES ('aa', '/home/u/Docs', 'Docs', 'bidirectional',
+                                         'immediate', 0, 0, 50, 1700000000)",
+            [],
+        )
+        .unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    let v: i64 = j
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+    let f = j.folders().unwrap();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].area, "");
+    assert_eq!(f[0].remote, "Docs");
+    // The same server path in another area is another folder; in the same area it is refused.
+    let mut followed = spec("bb", "/home/u/Bob", "Docs");
+    followed.area = "Following".into();
+    followed.mode = Mode::DownloadOnly;
+    j.add_folder(&followed).unwrap();
+    let again = spec("cc", "/home/u/Other", "Docs");
+    assert!(matches!(
+        j.add_folder(&again),
+        Err(JournalError::Refused(_))
+    ));
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    let got = j.folder(&FolderId("bb".into())).unwrap().unwrap();
+    assert_eq!(got.area, "Following");
+    assert_eq!(got.mode, Mode::DownloadOnly);
 }

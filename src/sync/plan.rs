@@ -87,7 +87,11 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
     let mut remote = inputs.remote.clone();
     // Row 18. Upload-only folders that keep deleted files keep the old name on the server too:
     // there a rename is an upload of the new name and a forget of the old one.
-    let moves = if rules.mode == Mode::Bidirectional || !rules.keep_deleted {
+    // Download-only folders never move anything on the server: the old name comes back, the
+    // new one stays local.
+    let moves = if rules.mode == Mode::Bidirectional
+        || (rules.mode == Mode::UploadOnly && !rules.keep_deleted)
+    {
         detect_renames(&inputs.local, &mut base, &mut remote)
     } else {
         Vec::new()
@@ -115,6 +119,9 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
     }
     keep_unsafe_dirs(&mut actions, rules.mode, local, &remote);
     drop_deletes_below_moved_aside(&mut actions, &remote);
+    if rules.mode == Mode::DownloadOnly {
+        drop_deletes_below_kept_aside(&mut actions, local, &remote);
+    }
 
     let total = inputs
         .base
@@ -281,11 +288,17 @@ fn keep_unsafe_dirs(
         let (side_keys, replacement): (Vec<&String>, Action) = if action == Action::DeleteRemote {
             let keep = match mode {
                 Mode::Bidirectional => Action::MkdirLocal,
-                Mode::UploadOnly => Action::Forget,
+                Mode::UploadOnly | Mode::DownloadOnly => Action::Forget,
             };
             (below(remote, &dir).collect(), keep)
         } else {
-            (below(local, &dir).collect(), Action::MkdirRemote)
+            let keep = match mode {
+                // Download-only: the server deleted it, but something here stays: the
+                // directory stays too, untracked.
+                Mode::DownloadOnly => Action::Forget,
+                _ => Action::MkdirRemote,
+            };
+            (below(local, &dir).collect(), keep)
         };
         if side_keys.iter().any(|k| actions.get(*k) != Some(&action)) {
             actions.insert(dir, replacement);
@@ -311,6 +324,31 @@ fn drop_deletes_below_moved_aside(
         .collect();
     if !aside.is_empty() {
         actions.retain(|p, a| *a != Action::DeleteRemote || !has_ancestor_in(p, &aside));
+    }
+}
+
+/// Download-only, a local directory where the server holds a file: the directory moves aside
+/// here whole (to a conflict-copy name, with what is below it), so the local trashes and
+/// forgets below it are moot (the copy keeps all of it, untracked; the move forgets the
+/// records).
+fn drop_deletes_below_kept_aside(
+    actions: &mut BTreeMap<String, Action>,
+    local: &BTreeMap<String, LocalMeta>,
+    remote: &BTreeMap<String, RemoteMeta>,
+) {
+    let aside: BTreeSet<String> = actions
+        .iter()
+        .filter(|(p, a)| {
+            **a == Action::Conflict
+                && local.get(*p).map(|m| m.kind) == Some(Kind::Dir)
+                && remote.get(*p).map(|m| m.kind) == Some(Kind::File)
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    if !aside.is_empty() {
+        actions.retain(|p, a| {
+            !matches!(a, Action::TrashLocal | Action::Forget) || !has_ancestor_in(p, &aside)
+        });
     }
 }
 

@@ -5,7 +5,9 @@
 //! 2. no version is lost that existed before the sync, unless the user removed it from one
 //!    side in this round (it survives under a name, as a conflict copy, or in the trash);
 //! 3. upload-only: the local side is never changed, and the server holds every local path
-//!    with the local content.
+//!    with the local content;
+//! 4. download-only: the server is never changed, and the local side holds every server path
+//!    with the server's content (what exists only here is kept beside).
 //!
 //! Contents are version numbers, unique per write.
 
@@ -39,6 +41,8 @@ struct World {
     /// Files removed by `DeleteRemote` and `TrashLocal` steps.
     deleted_remote: usize,
     trashed_local: usize,
+    /// The folder is download-only: a conflict keeps our version here only.
+    download_only: bool,
 }
 
 fn local_meta(e: &LocalEntry) -> LocalMeta {
@@ -411,6 +415,15 @@ impl World {
                     return Ok(()); // equal contents: recorded
                 }
                 let copy = self.copy_name(path);
+                if self.download_only {
+                    // Ours (with what is below it) moves aside here; the server's takes the
+                    // name. Nothing is sent.
+                    move_keys(&mut self.local, path, &copy);
+                    let inode = self.fresh();
+                    self.local
+                        .insert(path.into(), LocalEntry { item: r, inode });
+                    return Ok(());
+                }
                 match (l, r) {
                     (Item::File(lv), r) => {
                         // Ours becomes the copy (uploaded too); the server's keeps the name.
@@ -464,6 +477,7 @@ fn round(
     for &(side, op, a, b) in edits {
         w.edit(side, op, a, &pool[b % pool.len()], &pool);
     }
+    w.download_only = mode == Mode::DownloadOnly;
     let before = w.clone();
     let rules = Rules {
         mode,
@@ -556,6 +570,17 @@ fn round(
                 }
             }
         }
+        // 4. The server is the truth and is never touched.
+        Mode::DownloadOnly => {
+            if w.remote != before.remote {
+                return Err(format!("download-only changed the server{}", show()));
+            }
+            for (k, i) in &w.remote {
+                if w.local.get(k).map(|e| e.item) != Some(*i) {
+                    return Err(format!("{k} not mirrored here{}", show()));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -590,6 +615,15 @@ proptest! {
     }
 
     #[test]
+    fn download_only_mirrors_the_server_and_never_sends(
+        choices in proptest::collection::vec(0u8..3, 50),
+        edits in edits(),
+    ) {
+        let r = round(&choices, &edits, Mode::DownloadOnly, false);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
     fn upload_only_backs_up_and_never_touches_the_local_side(
         choices in proptest::collection::vec(0u8..3, 50),
         edits in edits(),
@@ -616,7 +650,7 @@ fn regression_moves_out_of_a_directory_moved_aside_come_first() {
         (false, 2, 0, 0),
         (true, 2, 10, 0),
     ];
-    for mode in [Mode::Bidirectional, Mode::UploadOnly] {
+    for mode in [Mode::Bidirectional, Mode::UploadOnly, Mode::DownloadOnly] {
         let r = round(&choices, &edits, mode, false);
         assert!(r.is_ok(), "{mode:?}: {}", r.unwrap_err());
     }

@@ -50,6 +50,9 @@ pub struct FolderReport {
     pub id: String,
     pub local: PathBuf,
     pub remote: String,
+    /// The profile's area (empty: the main one).
+    #[serde(default)]
+    pub area: String,
     pub mode: Mode,
     pub schedule: Schedule,
     pub keep_deleted: bool,
@@ -71,6 +74,56 @@ pub struct FolderReport {
     /// Files that could not be synced, with the reason.
     pub problems: Vec<Problem>,
     pub conflicts: usize,
+}
+
+/// A top-level folder of a followed or shared area (`sync list --following`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowedFolder {
+    /// The area's name.
+    pub area: String,
+    /// The folder's path below the area (its name).
+    pub remote: String,
+    /// The area is read-only: its folders sync download-only.
+    pub read_only: bool,
+    /// The sync folders of this computer at or below it.
+    pub synced: Vec<SyncedHere>,
+}
+
+/// A sync folder of this computer in a followed or shared area.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncedHere {
+    /// Its server path below the area.
+    pub remote: String,
+    pub local: PathBuf,
+}
+
+/// The text of `sync list --following`.
+pub fn format_following(folders: &[FollowedFolder]) -> String {
+    let mut out = String::new();
+    if folders.is_empty() {
+        out.push_str(
+            "No followed or shared folders (the profile has no other area, or they are empty).\n",
+        );
+    }
+    for f in folders {
+        let how = if f.read_only {
+            "read-only, syncs download-only"
+        } else {
+            "writable, syncs both ways"
+        };
+        let _ = writeln!(out, "{}/{}   {how}", f.area, f.remote);
+        if f.synced.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not synced here (cloudmount sync add DIR --area '{}' --remote '{}')",
+                f.area, f.remote
+            );
+        }
+        for s in &f.synced {
+            let _ = writeln!(out, "  {} synced here at {}", s.remote, s.local.display());
+        }
+    }
+    out
 }
 
 /// A conflict kept as two versions.
@@ -243,7 +296,11 @@ pub fn list(folders: &[FolderReport]) -> String {
     let mut out = String::new();
     for f in folders {
         let _ = writeln!(out, "{}", f.local.display());
-        let _ = writeln!(out, "  server:    {}", f.remote);
+        if f.area.is_empty() {
+            let _ = writeln!(out, "  server:    {}", f.remote);
+        } else {
+            let _ = writeln!(out, "  server:    {} (area {})", f.remote, f.area);
+        }
         let mut mode = format!("{}, {}", f.mode.as_str(), f.schedule.as_str());
         if f.keep_deleted {
             mode.push_str(", keeps deleted files on the server");
@@ -295,6 +352,7 @@ mod tests {
             id: "ab".into(),
             local: "/home/u/Music".into(),
             remote: "CloudDrive/Documents/Music".into(),
+            area: String::new(),
             mode: Mode::UploadOnly,
             schedule: Schedule::Weekly,
             keep_deleted: true,
@@ -370,5 +428,44 @@ mod tests {
         );
         assert_eq!(ago(59), "just now");
         assert_eq!(ago(3600), "1 hour ago");
+    }
+
+    #[test]
+    fn the_following_list_says_how_each_syncs_and_where() {
+        let f = vec![
+            FollowedFolder {
+                area: "Following".into(),
+                remote: "Bob".into(),
+                read_only: true,
+                synced: vec![SyncedHere {
+                    remote: "Bob/Photos".into(),
+                    local: "/home/u/Bob".into(),
+                }],
+            },
+            FollowedFolder {
+                area: "Shared".into(),
+                remote: "Team".into(),
+                read_only: false,
+                synced: vec![],
+            },
+        ];
+        let t = format_following(&f);
+        assert!(
+            t.contains("Following/Bob   read-only, syncs download-only\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  Bob/Photos synced here at /home/u/Bob\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Shared/Team   writable, syncs both ways\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("not synced here (cloudmount sync add DIR --area 'Shared' --remote 'Team')"),
+            "{t}"
+        );
+        assert!(format_following(&[]).starts_with("No followed or shared folders"));
     }
 }

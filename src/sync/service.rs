@@ -37,7 +37,10 @@ use crate::control::{ControlHandler, Request, Response};
 use crate::remote::Remote;
 
 mod account_ops;
+mod areas;
 mod defaults;
+
+pub use areas::AreaRemote;
 
 /// How a profile's sync folders run.
 #[derive(Debug, Clone)]
@@ -118,7 +121,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct Inner {
     cfg: ServiceConfig,
+    /// The main area's remote (folders whose `area` is empty).
     remote: Arc<dyn Remote>,
+    /// The profile's areas, the main one first (empty: only `remote`).
+    areas: Vec<AreaRemote>,
     journal: Arc<Mutex<Journal>>,
     trash: Trash,
     folders: Mutex<BTreeMap<FolderId, Arc<FolderTask>>>,
@@ -145,11 +151,25 @@ impl Service {
         trash: Trash,
         stop: tokio::sync::mpsc::UnboundedSender<&'static str>,
     ) -> Result<Service, super::journal::JournalError> {
+        Service::start_with_areas(cfg, remote, Vec::new(), journal, trash, stop)
+    }
+
+    /// [`Service::start`] for a profile with areas: `areas` lists them, the main one (whose
+    /// remote is `remote`) first; a folder's `area` names one.
+    pub fn start_with_areas(
+        cfg: ServiceConfig,
+        remote: Arc<dyn Remote>,
+        areas: Vec<AreaRemote>,
+        journal: Journal,
+        trash: Trash,
+        stop: tokio::sync::mpsc::UnboundedSender<&'static str>,
+    ) -> Result<Service, super::journal::JournalError> {
         let folders = journal.folders()?;
         let svc = Service {
             inner: Arc::new(Inner {
                 cfg,
                 remote,
+                areas,
                 journal: Arc::new(Mutex::new(journal)),
                 trash,
                 folders: Mutex::new(BTreeMap::new()),
@@ -262,6 +282,7 @@ impl Service {
             id: spec.id.to_string(),
             local: spec.local.clone(),
             remote: spec.remote.clone(),
+            area: spec.area.clone(),
             mode: spec.mode,
             schedule: spec.schedule,
             keep_deleted: spec.keep_deleted,
@@ -344,11 +365,13 @@ impl Service {
             }
         };
         crate::remote::RemotePath::new(&remote).map_err(|e| e.to_string())?;
+        let (area, mode) = self.area_for_add(req.area.as_deref(), req.mode)?;
         let spec = FolderSpec {
             id: FolderId::random().map_err(|e| e.to_string())?,
             local: local.clone(),
             remote: remote.clone(),
-            mode: req.mode,
+            area,
+            mode,
             schedule: req.schedule,
             keep_deleted: req.keep_deleted,
             paused: false,
@@ -356,12 +379,23 @@ impl Service {
             added_at: crate::localtime::unix_now(),
         };
         self.add_spec(&spec)?;
-        let registered = self.registered_added(&spec).await;
+        // The account's registry lists the main area's folders (a followed folder is
+        // another account's).
+        let registered = if spec.area.is_empty() {
+            self.registered_added(&spec).await
+        } else {
+            String::new()
+        };
         self.spawn(spec.clone());
+        let shown = if spec.area.is_empty() {
+            remote
+        } else {
+            format!("{remote} in area {}", spec.area)
+        };
         Ok(format!(
             "added {} ⇄ {} ({}, {}); the first sync has started{registered}",
             local.display(),
-            remote,
+            shown,
             spec.mode.as_str(),
             spec.schedule.as_str()
         ))
@@ -387,6 +421,17 @@ impl Service {
         if let Some(p) = req.delete_limit_percent {
             if p == 0 || p > 100 {
                 return Err("the delete limit is a percentage from 1 to 100".into());
+            }
+        }
+        if let Some(m) = req.mode {
+            let spec = t.spec();
+            let area = (!spec.area.is_empty()).then_some(spec.area.as_str());
+            let (_, allowed) = self.area_for_add(area, m)?;
+            if allowed != m {
+                return Err(format!(
+                    "{} is in a read-only area: it can only be download-only",
+                    spec.local.display()
+                ));
             }
         }
         let spec = self.update(&t, |s| {
@@ -603,6 +648,13 @@ impl ControlHandler for Service {
                     .map(|s| format!("{} resumed", s.local.display()))
             })),
             Request::SyncRemove { folder } => done(self.remove(&folder).await),
+            Request::SyncFollowing => {
+                let (folders, error) = self.following().await;
+                match (folders.is_empty(), error) {
+                    (true, Some(e)) => Response::error(e),
+                    _ => Response::SyncFollowing(folders),
+                }
+            }
             Request::SyncAccount => match self.account_report().await {
                 Ok(a) => Response::SyncAccount(Box::new(a)),
                 Err(e) => Response::error(e),
@@ -783,11 +835,14 @@ async fn server_changed(inner: &Inner, spec: &FolderSpec, polls: &mut PollState)
     let Ok(root) = engine::remote_root(spec) else {
         return true;
     };
+    let Ok(remote) = inner.remote_of(spec) else {
+        return true;
+    };
     let (ex, _) = Excludes::load(&spec.local);
     let started = std::time::Instant::now();
     let polled = polls
         .poll(
-            &*inner.remote,
+            &*remote,
             &root,
             &|p, d| ex.is_excluded(p, d),
             spec.mode,
@@ -830,14 +885,20 @@ async fn run_once(
     task.started.fetch_add(1, Ordering::SeqCst);
     task.set(FolderState::Syncing, None, None);
     let confirm = task.confirm.swap(false, Ordering::SeqCst);
-    let env = Env {
-        remote: &*inner.remote,
-        journal: &inner.journal,
-        trash: &inner.trash,
-        device: inner.cfg.device.clone(),
-        progress: &task.progress,
+    task.progress.refused_writes.store(false, Ordering::Relaxed);
+    let (outcome, seen) = match inner.remote_of(spec) {
+        Ok(remote) => {
+            let env = Env {
+                remote: &*remote,
+                journal: &inner.journal,
+                trash: &inner.trash,
+                device: inner.cfg.device.clone(),
+                progress: &task.progress,
+            };
+            engine::run_seen(&env, spec, confirm).await
+        }
+        Err(e) => (Outcome::Failed(e), None),
     };
-    let (outcome, seen) = engine::run_seen(&env, spec, confirm).await;
     // What the polls keep is copied out first: left where the run made it, among the memory
     // the run freed, it would keep those pages resident.
     let seen = seen.map(|s| {
@@ -879,6 +940,9 @@ async fn run_once(
         Outcome::Failed(r) => (FolderState::Error, Some(r.clone())),
     };
     task.set(state, reason, None);
+    if task.progress.refused_writes.load(Ordering::Relaxed) {
+        inner.refused_writes(task, spec);
+    }
     task.runs.fetch_add(1, Ordering::SeqCst);
     if matches!(outcome, Outcome::Offline(_)) {
         // Back off a little before the next try; `sync now` cuts it short.

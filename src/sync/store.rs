@@ -188,8 +188,8 @@ impl Journal {
         let (local, remote) = self.check_folder(spec)?;
         tx.prepare_cached(
             "INSERT INTO folders (id, local, remote, mode, schedule, keep_deleted, paused,
-                                  delete_limit, added_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  delete_limit, added_at, area)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -202,6 +202,7 @@ impl Journal {
                 spec.paused,
                 spec.delete_limit_percent,
                 spec.added_at,
+                spec.area,
             ])
         })
         .map_err(|e| self.err(e))?;
@@ -221,7 +222,7 @@ impl Journal {
         let (local, remote) = self.check_folder(spec)?;
         tx.prepare_cached(
             "UPDATE folders SET local = ?2, remote = ?3, mode = ?4, schedule = ?5,
-                    keep_deleted = ?6, paused = ?7, delete_limit = ?8
+                    keep_deleted = ?6, paused = ?7, delete_limit = ?8, area = ?9
              WHERE id = ?1",
         )
         .and_then(|mut st| {
@@ -234,6 +235,7 @@ impl Journal {
                 spec.keep_deleted,
                 spec.paused,
                 spec.delete_limit_percent,
+                spec.area,
             ])
         })
         .map_err(|e| self.err(e))?;
@@ -293,6 +295,10 @@ impl Journal {
             }
             if other.local.starts_with(&local) {
                 return Err(refuse(format!("{mine} contains the sync folder {theirs}")));
+            }
+            if other.area != spec.area {
+                // Another area is another server folder tree: its paths never overlap ours.
+                continue;
             }
             if other.remote == remote {
                 return Err(refuse(format!(
@@ -357,7 +363,7 @@ impl Journal {
 }
 
 const SELECT_FOLDER: &str = "SELECT id, local, remote, mode, schedule, keep_deleted, paused,
-                                    delete_limit, added_at FROM folders";
+                                    delete_limit, added_at, area FROM folders";
 
 /// A `folders` row as stored, before its values are checked.
 struct RawFolder {
@@ -370,6 +376,7 @@ struct RawFolder {
     paused: bool,
     delete_limit: i64,
     added_at: i64,
+    area: String,
 }
 
 impl RawFolder {
@@ -384,6 +391,7 @@ impl RawFolder {
             paused: r.get(6)?,
             delete_limit: r.get(7)?,
             added_at: r.get(8)?,
+            area: r.get(9)?,
         })
     }
 
@@ -403,6 +411,7 @@ impl RawFolder {
             keep_deleted: self.keep_deleted,
             paused: self.paused,
             added_at: self.added_at,
+            area: self.area,
             id: FolderId(self.id),
         })
     }

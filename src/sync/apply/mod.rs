@@ -68,6 +68,9 @@ pub enum ApplyError {
 enum StepError {
     Stop(ApplyError),
     Problem(String),
+    /// The server refused the request (HTTP 403): a problem of that path, and, for a step
+    /// that sends, a sign the folder is read-only there.
+    Refused(String),
     /// The server is out of space: no more uploads this run.
     Full(String),
 }
@@ -85,6 +88,7 @@ impl From<RemoteError> for StepError {
                 StepError::Stop(ApplyError::Server(e))
             }
             e @ RemoteError::InsufficientStorage { .. } => StepError::Full(e.to_string()),
+            e @ RemoteError::Forbidden { .. } => StepError::Refused(e.to_string()),
             e => StepError::Problem(e.to_string()),
         }
     }
@@ -105,6 +109,8 @@ pub struct Progress {
     pub files_done: AtomicU64,
     pub bytes_total: AtomicU64,
     pub bytes_done: AtomicU64,
+    /// The server refused (HTTP 403) a step that sends, since the owner last cleared it.
+    pub refused_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -131,6 +137,9 @@ pub struct Context<'a> {
     /// This computer's name, for conflict copies.
     pub device: String,
     pub progress: &'a Progress,
+    /// A download-only folder: nothing is ever sent to the server (a step that would is
+    /// refused as a problem; the plan never gives one).
+    pub download_only: bool,
 }
 
 /// What a pass did.
@@ -227,7 +236,7 @@ pub async fn apply(ctx: &Context<'_>, plan: &Plan, inputs: &Inputs) -> Result<Ap
                 Ok(())
             }
             Err(StepError::Stop(e)) => Err(e),
-            Err(StepError::Problem(reason)) => {
+            Err(StepError::Problem(reason)) | Err(StepError::Refused(reason)) => {
                 tracing::warn!(folder = %ctx.folder, path, %reason, "not synced");
                 ctx.journal().set_problem(&ctx.folder, path, &reason)?;
                 out.problems.push((path.to_string(), reason));
@@ -282,6 +291,27 @@ async fn run_step(
     inputs: &Inputs,
     shared: &Shared,
 ) -> (String, StepResult<()>) {
+    let (path, r) = run_one(ctx, step, inputs, shared).await;
+    if sends(step) && matches!(r, Err(StepError::Refused(_))) {
+        ctx.progress.refused_writes.store(true, Ordering::Relaxed);
+    }
+    (path, r)
+}
+
+async fn run_one(
+    ctx: &Context<'_>,
+    step: &Step,
+    inputs: &Inputs,
+    shared: &Shared,
+) -> (String, StepResult<()>) {
+    if ctx.download_only && sends(step) {
+        let path = match step {
+            Step::MoveRemote { to, .. } => to,
+            Step::Do { path, .. } => path,
+        };
+        let why = "not sent: the folder is download-only (a read-only area)";
+        return (path.clone(), Err(StepError::Problem(why.into())));
+    }
     match step {
         Step::MoveRemote { from, to } => {
             (to.clone(), move_remote(ctx, from, to, inputs, shared).await)
@@ -317,6 +347,20 @@ async fn run_step(
             };
             (path.clone(), r)
         }
+    }
+}
+
+/// Whether a step changes the server.
+fn sends(step: &Step) -> bool {
+    match step {
+        Step::MoveRemote { .. } => true,
+        Step::Do { action, .. } => matches!(
+            action,
+            Action::Upload { .. }
+                | Action::MkdirRemote
+                | Action::DeleteRemote
+                | Action::KeepServerCopyThenUpload
+        ),
     }
 }
 

@@ -224,6 +224,7 @@ async fn check(ops: &[Op]) {
                         mode: Mode::Bidirectional,
                         schedule: Schedule::Immediate,
                         keep_deleted: false,
+                        area: None,
                     }),
                 )
                 .await;

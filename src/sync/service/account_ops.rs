@@ -22,7 +22,7 @@ const LIST_WITHIN: Duration = Duration::from_secs(3);
 /// Whether a folder of this computer is the registry's entry (the same id, or the same server
 /// folder: two computers that added one server folder each share its entry).
 fn is(spec: &FolderSpec, e: &Entry) -> bool {
-    spec.id == e.id || spec.remote == e.remote
+    spec.area.is_empty() && (spec.id == e.id || spec.remote == e.remote)
 }
 
 fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
@@ -83,10 +83,14 @@ impl Service {
 
     /// This computer's folders, as the journal has them (a folder being added is there before
     /// its task starts).
+    /// The folders of the main area: those the account's registry lists (a followed or
+    /// shared folder is another account's, never registered in this one).
     fn specs(&self) -> Result<Vec<FolderSpec>, String> {
-        lock(&self.inner.journal)
+        let mut all = lock(&self.inner.journal)
             .folders()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        all.retain(|s| s.area.is_empty());
+        Ok(all)
     }
 
     /// Queues a change and gives it a few seconds to reach the server; the words that say how
@@ -154,6 +158,9 @@ impl Service {
         let Ok(account) = self.account() else {
             return String::new();
         };
+        if !spec.area.is_empty() {
+            return String::new();
+        }
         let change = Change::Deactivate {
             id: spec.id.clone(),
             remote: spec.remote.clone(),
@@ -286,6 +293,7 @@ impl Service {
             paused: false,
             delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
             added_at: crate::localtime::unix_now(),
+            area: String::new(),
         };
         self.add_spec(&spec)?;
         let account = self.account()?;

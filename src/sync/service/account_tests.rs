@@ -95,6 +95,7 @@ async fn add_activate_remove_forget_and_reconcile_on_two_computers() {
             mode: Mode::Bidirectional,
             schedule: Schedule::Immediate,
             keep_deleted: false,
+            area: None,
         })
     };
     let out = done(&a, add(docs.clone())).await;
@@ -206,6 +207,7 @@ async fn sync_set_changes_the_accounts_defaults_for_the_folder() {
             mode: Mode::Bidirectional,
             schedule: Schedule::Immediate,
             keep_deleted: false,
+            area: None,
         }),
     )
     .await;

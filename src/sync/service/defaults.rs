@@ -128,6 +128,8 @@ impl Service {
             },
             local: local.clone(),
             remote: d.remote.clone(),
+            // Default folders are the account's own: in the main area.
+            area: String::new(),
             mode: d.mode,
             schedule: d.schedule,
             keep_deleted: false,
