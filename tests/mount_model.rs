@@ -613,9 +613,11 @@ fn run_model_delayed(server: Server, default_cases: u32, delay: Option<&str>) {
     let total = total.into_inner().unwrap();
     eprintln!("{cases} sequences: {total:?}");
     // The sequences must do real work, not mostly fail alike on both sides (a random path
-    // often names nothing: then both sides must fail with the same errno, a check too).
+    // often names nothing: then both sides must fail with the same errno, a check too). The
+    // bytes read vary much from run to run since offline phases and pins joined the steps
+    // (3,000 in 20 sequences seen once): at least 100 a sequence.
     assert!(
-        total.ok * 3 > total.steps && total.bytes_read > 250 * cases as usize,
+        total.ok * 3 > total.steps && total.bytes_read > 100 * cases as usize,
         "too few operations succeeded: {total:?}"
     );
     // And other clients' edits must have been followed, not all left out.
