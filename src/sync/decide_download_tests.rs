@@ -4,61 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use super::tests::{bd, bf, ld, lf, rd, rf};
 use super::*;
 use crate::sync::plan::{plan, Inputs, Rules, Step};
-use crate::sync::state::Kind;
-
-fn lf(v: u64) -> LocalMeta {
-    LocalMeta {
-        kind: Kind::File,
-        size: v,
-        mtime_ns: v as i64,
-        inode: 7,
-        hash: None,
-    }
-}
-
-fn rf(v: u64) -> RemoteMeta {
-    RemoteMeta {
-        kind: Kind::File,
-        size: v,
-        etag: Some(format!("e{v}")),
-        mtime: None,
-    }
-}
-
-fn ld() -> LocalMeta {
-    LocalMeta {
-        kind: Kind::Dir,
-        size: 0,
-        mtime_ns: 1,
-        inode: 8,
-        hash: None,
-    }
-}
-
-fn rd() -> RemoteMeta {
-    RemoteMeta {
-        kind: Kind::Dir,
-        size: 0,
-        etag: None,
-        mtime: None,
-    }
-}
-
-fn bf(v: u64) -> Base {
-    Base {
-        local: lf(v),
-        remote: rf(v),
-    }
-}
-
-fn bd() -> Base {
-    Base {
-        local: ld(),
-        remote: rd(),
-    }
-}
 
 fn down(base: Option<Base>, local: Option<LocalMeta>, remote: Option<RemoteMeta>) -> Action {
     decide(

@@ -3,7 +3,7 @@
 use super::*;
 use crate::sync::state::Kind;
 
-fn lf(v: u64) -> LocalMeta {
+pub(super) fn lf(v: u64) -> LocalMeta {
     LocalMeta {
         kind: Kind::File,
         size: v,
@@ -13,7 +13,7 @@ fn lf(v: u64) -> LocalMeta {
     }
 }
 
-fn rf(v: u64) -> RemoteMeta {
+pub(super) fn rf(v: u64) -> RemoteMeta {
     RemoteMeta {
         kind: Kind::File,
         size: v,
@@ -22,7 +22,7 @@ fn rf(v: u64) -> RemoteMeta {
     }
 }
 
-fn ld() -> LocalMeta {
+pub(super) fn ld() -> LocalMeta {
     LocalMeta {
         kind: Kind::Dir,
         size: 0,
@@ -32,7 +32,7 @@ fn ld() -> LocalMeta {
     }
 }
 
-fn rd() -> RemoteMeta {
+pub(super) fn rd() -> RemoteMeta {
     RemoteMeta {
         kind: Kind::Dir,
         size: 0,
@@ -41,14 +41,14 @@ fn rd() -> RemoteMeta {
     }
 }
 
-fn bf(v: u64) -> Base {
+pub(super) fn bf(v: u64) -> Base {
     Base {
         local: lf(v),
         remote: rf(v),
     }
 }
 
-fn bd() -> Base {
+pub(super) fn bd() -> Base {
     Base {
         local: ld(),
         remote: rd(),

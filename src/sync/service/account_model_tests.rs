@@ -14,16 +14,11 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::super::{Service, ServiceConfig};
+use super::tests::{machine, Machine};
 use crate::control::protocol::SyncAdd;
 use crate::control::{ControlHandler, Request, Response};
 use crate::remote::mem::MemRemote;
-use crate::remote::Remote;
-use crate::sync::account::Account;
-use crate::sync::computer::Computer;
-use crate::sync::journal::Journal;
 use crate::sync::registry::{Registry, REGISTRY_PATH};
-use crate::sync::trash::Trash;
 use crate::sync::{Mode, Schedule};
 
 const COMPUTERS: usize = 3;
@@ -48,34 +43,6 @@ fn op() -> impl Strategy<Value = Op> {
         (c.clone(), f.clone()).prop_map(|(c, f)| Op::Forget { c, f }),
         (c, f, 0..3usize).prop_map(|(c, f, name)| Op::Write { c, f, name }),
     ]
-}
-
-struct Machine {
-    svc: Service,
-    home: PathBuf,
-    host: String,
-}
-
-fn machine(dir: &Path, n: usize, remote: Arc<MemRemote>) -> Machine {
-    let home = dir.join(format!("home{n}"));
-    std::fs::create_dir_all(&home).unwrap();
-    let journal = Journal::open(&home.join("sync.db")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let cfg = ServiceConfig::new("t", "", Duration::from_millis(200));
-    let remote: Arc<dyn Remote> = remote;
-    let svc = Service::start(
-        cfg,
-        remote.clone(),
-        journal,
-        Trash::at(home.join("Trash")),
-        tx,
-    )
-    .unwrap();
-    let host = format!("host{n}");
-    let computer = Computer::load_or_create(&home.join("data"), &host).unwrap();
-    let account = Account::open(remote, computer, home.join("registry.json")).unwrap();
-    svc.attach_account(Arc::new(account), Duration::from_millis(200));
-    Machine { svc, home, host }
 }
 
 /// Where computer `m` syncs folder `f` (the same place each time it adds or activates it).
@@ -198,7 +165,7 @@ async fn check(ops: &[Op]) {
     let dir = tempfile::tempdir().unwrap();
     let mem = Arc::new(MemRemote::new());
     let ms: Vec<Machine> = (0..COMPUTERS)
-        .map(|n| machine(dir.path(), n, mem.clone()))
+        .map(|n| machine(dir.path(), n as u8, mem.clone()))
         .collect();
     let mut model = Model::new();
     // Every content written: (folder, name, content).

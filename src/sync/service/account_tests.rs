@@ -18,13 +18,16 @@ use crate::sync::report::AccountReport;
 use crate::sync::trash::Trash;
 use crate::sync::{Mode, Schedule};
 
-struct Machine {
-    svc: Service,
-    home: PathBuf,
-    id: String,
+/// One computer: a sync service with its own journal, trash and computer id (host `hostN`),
+/// on an account shared by all (also used by the three-computer model).
+pub(super) struct Machine {
+    pub(super) svc: Service,
+    pub(super) home: PathBuf,
+    pub(super) id: String,
+    pub(super) host: String,
 }
 
-fn machine(dir: &Path, n: u8, remote: Arc<MemRemote>) -> Machine {
+pub(super) fn machine(dir: &Path, n: u8, remote: Arc<MemRemote>) -> Machine {
     let home = dir.join(format!("home{n}"));
     std::fs::create_dir_all(&home).unwrap();
     let journal = Journal::open(&home.join("sync.db")).unwrap();
@@ -39,11 +42,17 @@ fn machine(dir: &Path, n: u8, remote: Arc<MemRemote>) -> Machine {
         tx,
     )
     .unwrap();
-    let computer = Computer::load_or_create(&home.join("data"), &format!("host{n}")).unwrap();
+    let host = format!("host{n}");
+    let computer = Computer::load_or_create(&home.join("data"), &host).unwrap();
     let id = computer.id.clone();
     let account = Account::open(remote, computer, home.join("registry.json")).unwrap();
     svc.attach_account(Arc::new(account), Duration::from_millis(200));
-    Machine { svc, home, id }
+    Machine {
+        svc,
+        home,
+        id,
+        host,
+    }
 }
 
 async fn done(m: &Machine, r: Request) -> String {
