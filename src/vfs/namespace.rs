@@ -477,6 +477,16 @@ impl Vfs {
             self.record_op(op).await?;
         }
         if src_pending {
+            // An upload of it may have landed at the old name with its answer lost (cut off by
+            // going offline, or a crash): that copy goes too, if it is that upload (its size).
+            let p = from.clone();
+            let landed = meta_op(&self.meta, move |m| m.upload_may_have_landed(area, &p)).await?;
+            if let Some(size) = landed {
+                let mut op = self.new_op(area, NsOpKind::Unlink, &from, EntryKind::File);
+                op.ours = true;
+                op.size = size;
+                self.record_op(op).await?;
+            }
             // Not on the server yet: a local rename; the upload goes to the new name, over
             // whatever the server has there.
             if let Some(st) = self.tree().get(src).and_then(|n| n.staged.clone()) {

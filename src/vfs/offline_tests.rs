@@ -317,3 +317,41 @@ async fn a_folder_made_then_renamed_offline_reaches_the_server_under_its_last_na
         "on the server now"
     );
 }
+
+/// A new file whose upload landed on the server with its answer lost (the mount still takes it
+/// for never uploaded), then deleted or renamed offline: the landed copy does not stay behind
+/// under the old name.
+#[tokio::test]
+async fn an_upload_that_landed_with_its_answer_lost_is_undone_by_an_offline_rm_or_mv() {
+    for rename in [false, true] {
+        let cache = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemRemote::new());
+        server(&mem);
+        let (faulty, vfs) = start(&mem, cache.path()).await;
+        faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+        write_new(&vfs, ROOT_INO, "n", b"new file").await;
+        // Its upload reached the server, in place, and the answer never came back.
+        let area = vfs.area_ids().next().unwrap();
+        let path = RemotePath::new("n").unwrap();
+        let rec = vfs.meta.dirty_for(area, &path).unwrap().expect("queued");
+        vfs.meta.mark_moving(rec.id, None, 8).unwrap();
+        mem.insert_file("n", b"new file".to_vec());
+        if rename {
+            vfs.rename(ROOT_INO, "n", ROOT_INO, "m", RenameFlags::default())
+                .await
+                .unwrap();
+        } else {
+            vfs.unlink(ROOT_INO, "n").await.unwrap();
+        }
+        faulty.clear();
+        settle(&vfs).await;
+        if rename {
+            assert_eq!(tree(&mem), ["a", "c", "e/", "m"], "rename");
+            assert_eq!(mem.file_bytes("m").unwrap(), b"new file");
+        } else {
+            assert_eq!(tree(&mem), ["a", "c", "e/"], "rm");
+        }
+        let st = vfs.status();
+        assert!(st.notices.is_empty(), "{st:?}");
+    }
+}
