@@ -21,4 +21,4 @@ pub mod probe;
 pub mod temp;
 pub mod upload;
 
-pub use upload::{discard, upload, Expect, Placed, UploadJob, Via};
+pub use upload::{discard, upload, Expect, Placed, Unchanged, UploadJob, Via};

@@ -22,6 +22,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
+
 use super::body::{file_body, padded_body};
 use super::probe::{current, mkdir_p, placed};
 use crate::remote::version::{self, Verdict};
@@ -67,9 +69,13 @@ pub struct UploadJob<'a> {
     /// placed it carries none); a caller that lists the folder afterwards learns it there.
     pub learn_version: bool,
     /// Whether the local file is still the version being sent: checked once our copy is on
-    /// the server, before it is placed, and after a failed send.
-    pub unchanged: &'a (dyn Fn() -> bool + Send + Sync),
+    /// the server, before it is placed, and after a failed send (a future, so that a check
+    /// that reads the disk runs off the async threads).
+    pub unchanged: &'a Unchanged<'a>,
 }
+
+/// The job's check that the local file is still the version being sent.
+pub type Unchanged<'a> = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync + 'a;
 
 /// How an upload ended.
 #[derive(Debug)]
@@ -145,14 +151,14 @@ async fn via_temp(
         Err(e) => {
             // A broken PUT may leave a partial temporary file: not left if we can help it.
             discard(remote, temp).await;
-            if !(job.unchanged)() {
+            if !(job.unchanged)().await {
                 // The failure was reading a file that changed or went away meanwhile.
                 return Ok(Placed::SourceChanged);
             }
             return Err(e);
         }
     }
-    if !(job.unchanged)() {
+    if !(job.unchanged)().await {
         discard(remote, temp).await;
         return Ok(Placed::SourceChanged);
     }
@@ -261,7 +267,7 @@ async fn direct(remote: &dyn Remote, job: &UploadJob<'_>) -> RemoteResult<Placed
                 None => Err(e),
             }
         }
-        Err(e) if !(job.unchanged)() => {
+        Err(e) if !(job.unchanged)().await => {
             tracing::debug!(error = %e, path = %job.target, "the file changed while it was sent");
             Ok(Placed::SourceChanged)
         }

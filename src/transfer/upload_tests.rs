@@ -39,6 +39,9 @@ async fn send(
     via: Via,
     unchanged: &(dyn Fn() -> bool + Send + Sync),
 ) -> RemoteResult<Placed> {
+    let unchanged = || -> futures_util::future::BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(unchanged()))
+    };
     let job = UploadJob {
         target,
         file,
@@ -48,7 +51,7 @@ async fn send(
         make_parents: true,
         learn_version: true,
         sent: None,
-        unchanged,
+        unchanged: &unchanged,
     };
     upload(remote, &job).await
 }

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use futures_util::future::BoxFuture;
+
 use super::keep_both::conflict_both;
 use super::{local_now, mkdir_remote, same_file, Context, Shared, StepResult};
 use crate::remote::{version, Remote, RemoteError, RemotePath};
@@ -57,9 +59,19 @@ pub(super) async fn upload(
             Some(false) => return conflict_on_upload(ctx, rel, shared).await,
         },
     };
-    // Whether the file is still what the scan saw (a stat; the send is thrown away if not).
+    // Whether the file is still what the scan saw (a stat, on the blocking pool; the send is
+    // thrown away if not).
     let (root, rel_owned, scanned) = (ctx.local_root.clone(), rel.to_string(), l.clone());
-    let unchanged = move || matches!(local::stat(&root, &rel_owned), Ok(Some(now)) if same_file(&now, &scanned));
+    let unchanged = move || -> BoxFuture<'static, bool> {
+        let (root, rel, scanned) = (root.clone(), rel_owned.clone(), scanned.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                matches!(local::stat(&root, &rel), Ok(Some(now)) if same_file(&now, &scanned))
+            })
+            .await
+            .unwrap_or(false)
+        })
+    };
     let file = ctx.local_path(rel);
     let job = UploadJob {
         target: &rp,
