@@ -253,8 +253,9 @@ impl BlockCache {
         sh.meta.pins_delete_subtree(area, path)?;
         st.pins
             .retain(|(a, p), _| *a != area || !under(p, path.as_str()));
-        drop(st);
-        sh.recount_pinned()
+        // No recount: `forget` took the removed objects' bytes off the pinned count, and the
+        // marks that went decided only for paths at or below `path`, all removed.
+        Ok(())
     }
 
     /// *Free up space*: drops the cached objects at or below `path` that nobody holds open
@@ -407,6 +408,31 @@ impl BlockCache {
         // Bytes that were kept may count against the budget again.
         self.shared.recount_pinned()?;
         self.shared.request_evict();
+        Ok(())
+    }
+
+    /// Replaces the pin marks at or below `path` by one: all go, then `path` gets the mark
+    /// `keep` unless the nearest mark above already gives it that (pin: `true`, unpin:
+    /// `false`). The pinned bytes are counted once, at the end.
+    pub fn replace_pin_marks(
+        &self,
+        area: AreaId,
+        path: &RemotePath,
+        keep: bool,
+    ) -> Result<(), CacheError> {
+        let sh = &self.shared;
+        let mut st = sh.state();
+        sh.meta.pins_delete_subtree(area, path)?;
+        st.pins
+            .retain(|(a, p), _| *a != area || !under(p, path.as_str()));
+        if st.is_pinned(area, path.as_str()) != keep {
+            sh.meta.pin_set(area, path, Some(keep))?;
+            st.pins.insert((area, path.as_str().to_string()), keep);
+        }
+        drop(st);
+        // Bytes that were kept may count against the budget again.
+        sh.recount_pinned()?;
+        sh.request_evict();
         Ok(())
     }
 

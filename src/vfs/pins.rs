@@ -1,7 +1,7 @@
 //! Folders and files kept on this device ("pins"): pinning and unpinning, *free up space*, and
 //! the keeper that makes each pinned tree complete and keeps it so.
 //!
-//! - A pin is a mark in the block cache's index (`BlockCache::set_pin_mark`): a pinned path
+//! - A pin is a mark in the block cache's index (`BlockCache::replace_pin_marks`): a pinned path
 //!   covers everything below it, and an *exception* (unpinning a file or folder inside a pinned
 //!   folder) takes its part out again; the nearest mark decides. Pinned bytes are never
 //!   evicted and do not count against `--cache-size`.
@@ -217,17 +217,8 @@ impl Vfs {
         }
         let cache = self.cache.clone();
         let p = path.clone();
-        off_thread(move || {
-            // A pin covers everything below it: earlier marks there (pins and exceptions) go.
-            for (below, _) in cache.pin_marks_under(area, &p) {
-                cache.set_pin_mark(area, &below, None)?;
-            }
-            if !cache.is_pinned(area, &p) {
-                cache.set_pin_mark(area, &p, Some(true))?;
-            }
-            Ok::<_, crate::cache::CacheError>(())
-        })
-        .await?;
+        // A pin covers everything below it: earlier marks there (pins and exceptions) go.
+        off_thread(move || cache.replace_pin_marks(area, &p, true)).await?;
         // The pin that keeps it (itself, or a folder above it that was pinned already): its
         // progress is what `pin --wait` follows.
         let mut answer = answer;
@@ -247,16 +238,7 @@ impl Vfs {
         let (area, path) = self.pin_target(ino)?;
         let cache = self.cache.clone();
         let p = path.clone();
-        off_thread(move || {
-            for (below, _) in cache.pin_marks_under(area, &p) {
-                cache.set_pin_mark(area, &below, None)?;
-            }
-            if cache.is_pinned(area, &p) {
-                cache.set_pin_mark(area, &p, Some(false))?;
-            }
-            Ok::<_, crate::cache::CacheError>(())
-        })
-        .await?;
+        off_thread(move || cache.replace_pin_marks(area, &p, false)).await?;
         self.pins
             .progress()
             .retain(|(a, p), _| *a != area || !p.starts_with(&path));
