@@ -202,7 +202,8 @@ impl Vfs {
             ..Default::default()
         };
         if missing > 0 {
-            let (free, total) = crate::cache::disk_room(&self.staging_dir)?;
+            let dir = self.staging_dir.clone();
+            let (free, total) = off_thread(move || crate::cache::disk_room(&dir)).await?;
             let floor = crate::cache::disk_floor(total);
             if free < missing.saturating_add(floor) {
                 return Err(VfsError::NoSpace(format!(
