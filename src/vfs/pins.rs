@@ -465,12 +465,7 @@ impl Vfs {
             return Ok(0);
         };
         let size = obj.size();
-        let before = size
-            - obj
-                .missing(0, size)
-                .iter()
-                .map(|r| r.end - r.start)
-                .sum::<u64>();
+        let before = obj.present_bytes();
         self.ensure_blocks(ino, &obj, 0, size).await?;
         Ok(size - before)
     }
@@ -540,7 +535,7 @@ impl Vfs {
                 total += size;
                 let Some(key) = key else { continue };
                 missing += match cache.cached_object(&key)? {
-                    Some(o) => o.missing(0, o.size()).iter().map(|r| r.end - r.start).sum(),
+                    Some(o) => o.size() - o.present_bytes(),
                     None => size,
                 };
             }
