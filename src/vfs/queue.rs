@@ -90,7 +90,7 @@ struct Item {
     /// A newer record of the path was queued while this one was uploading: it only waits for
     /// its upload to end (so two uploads of one path never overlap).
     superseded: bool,
-    /// Bytes of the running attempt's body sent so far (see `upload::SENT`).
+    /// Bytes of the running attempt's body sent so far (see `UploadQueue::sent_counter`).
     sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -236,7 +236,6 @@ impl UploadQueue {
         }
     }
 
-    /// Whether record `id` is queued or being uploaded (a superseded one until it ends).
     /// The counter of bytes sent by the running upload of record `id` (reset by each attempt).
     pub fn sent_counter(&self, id: i64) -> Option<Arc<std::sync::atomic::AtomicU64>> {
         self.st().items.get(&id).map(|it| {
@@ -245,6 +244,7 @@ impl UploadQueue {
         })
     }
 
+    /// Whether record `id` is queued or being uploaded (a superseded one until it ends).
     pub fn has_id(&self, id: i64) -> bool {
         self.st().items.contains_key(&id)
     }

@@ -39,17 +39,19 @@ pub(crate) enum Sent {
     },
 }
 
-tokio::task_local! {
-    /// The bytes the running upload has sent, counted by its body as the HTTP client reads it
-    /// (set by the upload worker around one record's upload; see `UploadQueue::sent_counter`).
-    pub(super) static SENT: std::sync::Arc<std::sync::atomic::AtomicU64>;
+/// What the caller follows of one upload attempt.
+pub(crate) struct Watch<'a> {
+    /// Whether the file is still the version being sent (nothing wrote to it since the upload
+    /// began): checked once the temporary copy is on the server, before it is moved into place.
+    pub unchanged: &'a (dyn Fn() -> bool + Send + Sync),
+    /// Counts the bytes of the body as the HTTP client reads them (see
+    /// `UploadQueue::sent_counter`).
+    pub sent: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
-/// Uploads `file` (`size` bytes) as the content of `rec.path`. `unchanged` says whether the
-/// file is still the version being sent (nothing wrote to it since the upload began): checked
-/// once the temporary copy is on the server, before it is moved into place. `Ok(None)`: nothing
-/// was placed because the file changed meanwhile (its new content is committed, or will be at
-/// its close, and uploaded then).
+/// Uploads `file` (`size` bytes) as the content of `rec.path`. `Ok(None)`: nothing was placed
+/// because the file changed meanwhile (see [`Watch::unchanged`]; its new content is committed,
+/// or will be at its close, and uploaded then).
 pub(crate) async fn send(
     remote: &dyn Remote,
     rec: &DirtyRecord,
@@ -57,8 +59,9 @@ pub(crate) async fn send(
     size: u64,
     opts: &UploadOptions,
     temp_tag: &str,
-    unchanged: &(dyn Fn() -> bool + Send + Sync),
+    watch: Watch<'_>,
 ) -> RemoteResult<Option<Sent>> {
+    let Watch { unchanged, sent } = watch;
     let path = &rec.path;
     let is_copy = conflict::is_conflict_copy(path.name());
     // What the server must still hold when ours is placed.
@@ -126,7 +129,7 @@ pub(crate) async fn send(
         via,
         make_parents: false,
         learn_version: true,
-        sent: SENT.try_with(|c| c.clone()).ok(),
+        sent,
         unchanged: &unchanged,
     };
     match transfer::upload(remote, &job).await? {
@@ -255,9 +258,20 @@ mod tests {
         size: u64,
         opts: &UploadOptions,
     ) -> RemoteResult<Sent> {
-        send(remote, rec, file, size, opts, "0123456789abcdef", &|| true)
-            .await
-            .map(|s| s.expect("an unchanged file is placed"))
+        send(
+            remote,
+            rec,
+            file,
+            size,
+            opts,
+            "0123456789abcdef",
+            Watch {
+                unchanged: &|| true,
+                sent: None,
+            },
+        )
+        .await
+        .map(|s| s.expect("an unchanged file is placed"))
     }
 
     fn opts(via_temp: bool) -> UploadOptions {
@@ -309,7 +323,10 @@ mod tests {
             11,
             &opts(true),
             "00",
-            &|| false,
+            Watch {
+                unchanged: &|| false,
+                sent: None,
+            },
         )
         .await
         .unwrap();

@@ -216,6 +216,8 @@ impl Vfs {
 
     /// One upload attempt of `rec`.
     async fn upload_record(&self, rec: &DirtyRecord) -> Finish {
+        // The body counts what it sends, for `status` and `unmount`.
+        let sent = self.queue.sent_counter(rec.id);
         let found = match self.find_staged(rec.area, &rec.path) {
             Some(f) => f,
             None => match self.adopt_orphan(rec).await {
@@ -265,7 +267,10 @@ impl Vfs {
                 size,
                 &opts,
                 &self.temp_tag,
-                &unchanged,
+                upload::Watch {
+                    unchanged: &unchanged,
+                    sent: sent.clone(),
+                },
             )
         };
         let mut res = attempt().await;
@@ -933,11 +938,7 @@ async fn upload_worker(vfs: Weak<Vfs>, queue: Arc<UploadQueue>) {
             Next::Stop => return,
             Next::Run(rec) => {
                 let how = match vfs.upgrade() {
-                    Some(v) => match queue.sent_counter(rec.id) {
-                        // The body counts what it sends, for `status` and `unmount`.
-                        Some(sent) => super::upload::SENT.scope(sent, v.upload_record(&rec)).await,
-                        None => v.upload_record(&rec).await,
-                    },
+                    Some(v) => v.upload_record(&rec).await,
                     None => return,
                 };
                 queue.finish(&rec, how);
