@@ -440,25 +440,26 @@ impl Vfs {
         };
         // An upload that just ended may have put the source or the target on the server.
         let src_pending = src_pending && self.tree().get(src).is_some_and(|n| n.pending_create);
+        // A folder made here and not on the server yet has its mkdir waiting: the rename
+        // waits behind it, like every operation of an area with operations waiting.
+        let src_pending = src_pending && src_kind == FileKind::File;
+        let mut queued = !src_pending && self.ns_queued(area);
         if let Some(d) = dst {
             if let Some(n) = self.tree().get(d) {
                 dst_on_server = !n.pending_create;
                 dst_etag = Some(version_of(n));
             }
-            // The target is replaced: programs reading it keep their version (see `unlink`).
-            if dst_on_server && src_kind == FileKind::File {
-                let to_path = self.node_path(d)?.1;
-                if self.set_aside_for_readers(area, d, &to_path).await
+            // The target is replaced: programs reading it keep their version (see `unlink`;
+            // not when the rename waits, as its set-aside would reach the server first).
+            if dst_on_server
+                && src_kind == FileKind::File
+                && !queued
+                && self.set_aside_for_readers(area, d, &to).await
                     == super::set_aside::SetAsideOutcome::Failed
-                {
-                    self.complete_for_readers(d).await;
-                }
+            {
+                self.complete_for_readers(d).await;
             }
         }
-        // A folder made here and not on the server yet has its mkdir waiting: the rename
-        // waits behind it, like every operation of an area with operations waiting.
-        let src_pending = src_pending && src_kind == FileKind::File;
-        let mut queued = !src_pending && self.ns_queued(area);
         if !src_pending && !queued {
             match self.remote(area)?.rename(&from, &to, dst.is_some()).await {
                 Ok(()) => {}
