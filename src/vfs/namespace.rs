@@ -272,6 +272,22 @@ impl Vfs {
         }
     }
 
+    /// For a file never seen on the server that goes from `path` here (deleted, renamed): an
+    /// upload of it may have landed at `path` with its answer lost (cut off by going offline,
+    /// or a crash). Records an unlink of ours that the replay does only while the server's
+    /// file is that upload (its size).
+    async fn record_landed_unlink(&self, area: AreaId, path: &RemotePath) -> VfsResult<()> {
+        let p = path.clone();
+        let landed = meta_op(&self.meta, move |m| m.upload_may_have_landed(area, &p)).await?;
+        if let Some(size) = landed {
+            let mut op = self.new_op(area, NsOpKind::Unlink, path, EntryKind::File);
+            op.ours = true;
+            op.size = size;
+            self.record_op(op).await?;
+        }
+        Ok(())
+    }
+
     pub async fn unlink(&self, parent: Ino, name: &str) -> VfsResult<()> {
         let area = self.check_writable(parent)?;
         self.ensure_listed(parent).await?;
@@ -318,17 +334,8 @@ impl Vfs {
             self.describe_source(&mut op, ino);
             self.record_op(op).await?;
         } else if pending {
-            // Never seen on the server, but an upload of it may have landed there with its
-            // answer lost (cut off by going offline, or a crash): deleted there too, if the
-            // server's file is that upload (its size), by the replay.
-            let p = path.clone();
-            let landed = meta_op(&self.meta, move |m| m.upload_may_have_landed(area, &p)).await?;
-            if let Some(size) = landed {
-                let mut op = self.new_op(area, NsOpKind::Unlink, &path, EntryKind::File);
-                op.ours = true;
-                op.size = size;
-                self.record_op(op).await?;
-            }
+            // Never seen on the server, but an upload of it may have landed there.
+            self.record_landed_unlink(area, &path).await?;
         }
         self.touch_dir(parent);
         {
@@ -478,16 +485,8 @@ impl Vfs {
             self.record_op(op).await?;
         }
         if src_pending {
-            // An upload of it may have landed at the old name with its answer lost (cut off by
-            // going offline, or a crash): that copy goes too, if it is that upload (its size).
-            let p = from.clone();
-            let landed = meta_op(&self.meta, move |m| m.upload_may_have_landed(area, &p)).await?;
-            if let Some(size) = landed {
-                let mut op = self.new_op(area, NsOpKind::Unlink, &from, EntryKind::File);
-                op.ours = true;
-                op.size = size;
-                self.record_op(op).await?;
-            }
+            // An upload of it may have landed at the old name: that copy goes too.
+            self.record_landed_unlink(area, &from).await?;
             // Not on the server yet: a local rename; the upload goes to the new name, over
             // whatever the server has there.
             if let Some(st) = self.tree().get(src).and_then(|n| n.staged.clone()) {
