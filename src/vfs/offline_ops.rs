@@ -42,7 +42,8 @@ const NOTICES_KEPT: usize = 100;
 #[derive(Default)]
 pub(crate) struct OfflineOps {
     ops: Mutex<Vec<NsOp>>,
-    notices: Mutex<Vec<(AreaId, RemotePath, String, SystemTime)>>,
+    /// `(area, path, what, when)`, when in seconds since the epoch.
+    notices: Mutex<Vec<(AreaId, RemotePath, String, i64)>>,
     /// Wakes the replayer (a new operation, the server back, stop).
     wake: Notify,
     /// Wakes those waiting for the operations to be done.
@@ -194,7 +195,7 @@ impl OfflineOps {
         if n.len() >= NOTICES_KEPT {
             n.remove(0);
         }
-        n.push((area, path.clone(), what, SystemTime::now()));
+        n.push((area, path.clone(), what, crate::localtime::unix_now()));
     }
 
     /// The notices for `status`; `name` turns an (area, path) into a mount-relative path.
@@ -206,10 +207,7 @@ impl OfflineOps {
             .map(|(a, p, what, at)| Notice {
                 path: name(*a, p),
                 what: what.clone(),
-                at: at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
+                at: *at,
             })
             .collect()
     }
