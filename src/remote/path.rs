@@ -106,6 +106,25 @@ impl RemotePath {
         }
     }
 
+    /// The parent path; the root for the root.
+    pub fn parent_or_root(&self) -> RemotePath {
+        self.parent().unwrap_or_default()
+    }
+
+    /// This path moved along with `from` to `to`: the same place below `to` as it has below
+    /// `from` (`to` itself for `from`); `None` when it is not at or below `from`.
+    pub fn rebase(&self, from: &RemotePath, to: &RemotePath) -> Option<RemotePath> {
+        if !self.starts_with(from) {
+            return None;
+        }
+        let rest = self.0[from.0.len()..].trim_start_matches('/');
+        Some(match (to.0.is_empty(), rest.is_empty()) {
+            (_, true) => to.clone(),
+            (true, false) => RemotePath(rest.to_string()),
+            (false, false) => RemotePath(format!("{}/{rest}", to.0)),
+        })
+    }
+
     /// The decoded names, in order.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').filter(|s| !s.is_empty())
@@ -389,5 +408,22 @@ mod tests {
         assert!(!p.starts_with(&RemotePath::new("a/bc").unwrap()));
         assert!(RemotePath::new("a/../b").is_err());
         assert!(RemotePath::root().parent().is_none());
+        assert_eq!(p.parent_or_root().as_str(), "a/b");
+        assert!(RemotePath::new("a").unwrap().parent_or_root().is_root());
+        assert!(RemotePath::root().parent_or_root().is_root());
+    }
+
+    #[test]
+    fn rebase_moves_paths_at_or_below_only() {
+        let p = |s: &str| RemotePath::new(s).unwrap();
+        let r = |path: &str, from: &str, to: &str| {
+            p(path).rebase(&p(from), &p(to)).map(|x| x.as_str().to_string())
+        };
+        assert_eq!(r("a/b/c", "a/b", "x").as_deref(), Some("x/c"));
+        assert_eq!(r("a/b", "a/b", "x/y").as_deref(), Some("x/y"));
+        assert_eq!(r("a/b/c", "a", "").as_deref(), Some("b/c"));
+        assert_eq!(r("a/b", "", "x").as_deref(), Some("x/a/b"));
+        assert_eq!(r("a/bc", "a/b", "x"), None);
+        assert_eq!(r("a", "a/b", "x"), None);
     }
 }

@@ -51,23 +51,6 @@ pub(crate) struct OfflineOps {
     stopping: AtomicBool,
 }
 
-fn under(path: &RemotePath, top: &RemotePath) -> bool {
-    path.starts_with(top)
-}
-
-fn parent_of(p: &RemotePath) -> RemotePath {
-    p.parent().unwrap_or_else(RemotePath::root)
-}
-
-/// `path` moved from below `from` to the same place below `to`.
-fn moved(path: &RemotePath, from: &RemotePath, to: &RemotePath) -> Option<RemotePath> {
-    if !under(path, from) {
-        return None;
-    }
-    let rest = &path.as_str()[from.as_str().len()..];
-    RemotePath::new(&format!("{}{rest}", to.as_str())).ok()
-}
-
 impl OfflineOps {
     fn ops(&self) -> std::sync::MutexGuard<'_, Vec<NsOp>> {
         self.ops.lock().unwrap_or_else(|e| e.into_inner())
@@ -128,7 +111,7 @@ impl OfflineOps {
     pub fn overlay(&self, area: AreaId, dir: &RemotePath, records: &mut Vec<EntryRecord>) {
         let ops = self.ops();
         for op in ops.iter().filter(|o| o.area == area) {
-            let in_dir = |p: &RemotePath| !p.is_root() && parent_of(p) == *dir;
+            let in_dir = |p: &RemotePath| !p.is_root() && p.parent_or_root() == *dir;
             match op.kind {
                 NsOpKind::Mkdir if in_dir(&op.path) => {
                     records.retain(|r| r.name != op.path.name());
@@ -169,8 +152,8 @@ impl OfflineOps {
         self.ops().iter().any(|o| {
             o.area == area
                 && match o.kind {
-                    NsOpKind::Mkdir => under(dir, &o.path),
-                    NsOpKind::Rename => o.target.as_ref().is_some_and(|t| under(dir, t)),
+                    NsOpKind::Mkdir => dir.starts_with(&o.path),
+                    NsOpKind::Rename => o.target.as_ref().is_some_and(|t| dir.starts_with(t)),
                     _ => false,
                 }
         })
@@ -179,10 +162,10 @@ impl OfflineOps {
     /// Our `from` became `to`: the waiting operations follow (see `MetaStore::move_ns_ops`).
     fn relocate(&self, area: AreaId, from: &RemotePath, to: &RemotePath) {
         for o in self.ops().iter_mut().filter(|o| o.area == area) {
-            if let Some(p) = moved(&o.path, from, to) {
+            if let Some(p) = o.path.rebase(from, to) {
                 o.path = p;
             }
-            if let Some(p) = o.target.as_ref().and_then(|t| moved(t, from, to)) {
+            if let Some(p) = o.target.as_ref().and_then(|t| t.rebase(from, to)) {
                 o.target = Some(p);
             }
         }
@@ -283,9 +266,9 @@ impl Vfs {
     /// The server's listings of the folders `op` touched are asked again (they now hold the
     /// result, or what the server kept).
     fn after_replay(&self, op: &NsOp) {
-        let mut dirs = vec![parent_of(&op.path)];
+        let mut dirs = vec![op.path.parent_or_root()];
         if let Some(t) = &op.target {
-            dirs.push(parent_of(t));
+            dirs.push(t.parent_or_root());
         }
         // A folder made here is on the server once no waiting operation still makes or
         // moves it (a mkdir then a rename: at the rename's replay, under its new name).
@@ -525,7 +508,7 @@ impl Vfs {
         remote: &dyn Remote,
         path: &RemotePath,
     ) -> Result<RemotePath, RemoteError> {
-        let parent = parent_of(path);
+        let parent = path.parent_or_root();
         let stamp = conflict::timestamp(SystemTime::now());
         let device = &self.queue.options().device;
         for n in 1..=20 {
@@ -546,14 +529,14 @@ impl Vfs {
     /// the conflict is remembered for `status`.
     async fn relocate_local(&self, area: AreaId, from: &RemotePath, to: &RemotePath) {
         let ino = self.find_ino(area, from);
-        let parent = self.find_ino(area, &parent_of(to));
+        let parent = self.find_ino(area, &to.parent_or_root());
         {
             let mut t = self.tree();
             if let (Some(ino), Some(parent)) = (ino, parent) {
                 t.rename(ino, parent, to.name());
             }
         }
-        self.listing_stale(area, &parent_of(to));
+        self.listing_stale(area, &to.parent_or_root());
         self.offline.relocate(area, from, to);
         let (f, t) = (from.clone(), to.clone());
         let moved = meta_op(&self.meta, move |m| {

@@ -130,10 +130,6 @@ pub(crate) enum Finish {
     NoSpace(String),
 }
 
-fn under(path: &RemotePath, top: &RemotePath) -> bool {
-    path.starts_with(top)
-}
-
 /// The in-memory side of the upload queue, shared by the vfs and its upload workers.
 pub(crate) struct UploadQueue {
     opts: UploadOptions,
@@ -222,7 +218,7 @@ impl UploadQueue {
             .st()
             .items
             .values()
-            .filter(|it| it.rec.area == area && under(&it.rec.path, path))
+            .filter(|it| it.rec.area == area && it.rec.path.starts_with(path))
             .map(|it| it.rec.id)
             .collect();
         self.remove(ids);
@@ -254,7 +250,7 @@ impl UploadQueue {
         self.st()
             .items
             .values()
-            .any(|it| it.rec.area == area && under(&it.rec.path, path))
+            .any(|it| it.rec.area == area && it.rec.path.starts_with(path))
     }
 
     /// Picks the next record to upload and marks it running. `deferred` says whether a record
@@ -289,7 +285,7 @@ impl UploadQueue {
             if st
                 .blocked
                 .iter()
-                .any(|(a, p)| *a == it.rec.area && under(&it.rec.path, p))
+                .any(|(a, p)| *a == it.rec.area && it.rec.path.starts_with(p))
             {
                 continue;
             }
@@ -428,7 +424,7 @@ impl UploadQueue {
         let mut st = self.st();
         let before = st.conflicts.len();
         st.conflicts
-            .retain(|(a, _, c, _)| !(*a == area && under(c, copy)));
+            .retain(|(a, _, c, _)| !(*a == area && c.starts_with(copy)));
         st.conflicts.len() != before
     }
 
@@ -437,12 +433,12 @@ impl UploadQueue {
         let mut st = self.st();
         let mut moved = false;
         for (a, _, c, _) in st.conflicts.iter_mut() {
-            if *a == area && under(c, from) {
-                let rest = &c.as_str()[from.as_str().len()..];
-                if let Ok(p) = RemotePath::new(&format!("{}{rest}", to.as_str())) {
-                    *c = p;
-                    moved = true;
-                }
+            if *a != area {
+                continue;
+            }
+            if let Some(p) = c.rebase(from, to) {
+                *c = p;
+                moved = true;
             }
         }
         moved
@@ -477,7 +473,7 @@ impl UploadQueue {
             let busy = self.st().items.values().any(|it| {
                 it.running
                     && it.rec.area == area
-                    && guard.paths.iter().any(|p| under(&it.rec.path, p))
+                    && guard.paths.iter().any(|p| it.rec.path.starts_with(p))
             });
             if !busy {
                 return guard;

@@ -196,7 +196,7 @@ async fn to_conflict_copy(
     opts: &UploadOptions,
     temp: Option<&RemotePath>,
 ) -> RemoteResult<Sent> {
-    let parent = rec.path.parent().unwrap_or_else(RemotePath::root);
+    let parent = rec.path.parent_or_root();
     let stamp = conflict::timestamp(SystemTime::now());
     for n in 1..=20 {
         let name = conflict::conflict_name(rec.path.name(), &opts.device, &stamp, n);
@@ -465,7 +465,7 @@ mod tests {
     /// The base a file staged from a listing without ETags gets: a stand-in (size, mtime).
     async fn listed_base(m: &MemRemote, path: &str) -> Option<ETag> {
         let p = RemotePath::new(path).unwrap();
-        let parent = p.parent().unwrap_or_else(RemotePath::root);
+        let parent = p.parent_or_root();
         let l = m.list(&parent).await.unwrap();
         let e = l.children.iter().find(|e| e.path == p).unwrap();
         assert_eq!(e.etag, None, "the listing has no ETag");

@@ -535,7 +535,7 @@ impl Vfs {
                 }
                 let p = rec.path.clone();
                 let _ = meta_op(&self.meta, move |m| {
-                    m.invalidate_listing(area, &p.parent().unwrap_or_else(RemotePath::root))
+                    m.invalidate_listing(area, &p.parent_or_root())
                 })
                 .await;
                 self.settle_unplaced(area, &rec.path, st, copy_etag.map(|e| (copy, e)), size)
@@ -765,7 +765,7 @@ impl Vfs {
                 .keys()
                 .filter(|(a, p)| {
                     *a == area
-                        && p.parent().unwrap_or_else(RemotePath::root) == dir_path
+                        && p.parent_or_root() == dir_path
                         && !p.is_root()
                 })
                 .cloned()
@@ -857,11 +857,8 @@ impl Vfs {
             .collect();
         for k in moved {
             if let Some(st) = rec.remove(&k) {
-                if k.1.starts_with(from) {
-                    let rest = &k.1.as_str()[from.as_str().len()..];
-                    if let Ok(p) = RemotePath::new(&format!("{}{rest}", to.as_str())) {
-                        rec.insert((area, p), st);
-                    }
+                if let Some(p) = k.1.rebase(from, to) {
+                    rec.insert((area, p), st);
                 }
             }
         }
