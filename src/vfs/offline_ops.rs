@@ -345,10 +345,7 @@ impl Vfs {
                     );
                     Replayed::Done
                 }
-                Ok(_) => match remote.delete(&op.path).await {
-                    Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
-                    Err(e) => self.refused(op, e),
-                },
+                Ok(_) => self.replay_delete(remote, op).await,
                 Err(e) => self.refused(op, e),
             },
             NsOpKind::Unlink => match remote.stat(&op.path).await {
@@ -361,22 +358,13 @@ impl Vfs {
                     );
                     Replayed::Done
                 }
-                Ok(e) if op.ours => {
-                    if e.size == op.size {
-                        match remote.delete(&op.path).await {
-                            Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
-                            Err(e) => self.refused(op, e),
-                        }
-                    } else {
-                        self.offline.notice(op.area, &op.path, "not deleted: the server's file there is not this machine's upload; it is kept".into());
-                        Replayed::Done
-                    }
+                Ok(e) if op.ours && e.size == op.size => self.replay_delete(remote, op).await,
+                Ok(_) if op.ours => {
+                    self.offline.notice(op.area, &op.path, "not deleted: the server's file there is not this machine's upload; it is kept".into());
+                    Replayed::Done
                 }
                 Ok(e) => match remote::version::check(op.base.as_ref(), &e) {
-                    Verdict::Same => match remote.delete(&op.path).await {
-                        Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
-                        Err(e) => self.refused(op, e),
-                    },
+                    Verdict::Same => self.replay_delete(remote, op).await,
                     _ => {
                         self.offline.notice(op.area, &op.path, "not deleted: changed on the server after it was deleted here; the server's version is kept".into());
                         Replayed::Done
@@ -388,20 +376,48 @@ impl Vfs {
         }
     }
 
-    async fn replay_mkdir(&self, remote: &dyn Remote, op: &NsOp) -> Replayed {
-        let mut res = remote.mkdir(&op.path).await;
-        if let Err(RemoteError::MissingParent { .. }) = res {
-            // A folder above was deleted on the server meanwhile: what we made goes on.
-            if let Err(e) = self.make_parents(op.area, &op.path).await {
-                return self.refused(op, e);
-            }
-            self.offline.notice(
-                op.area,
-                &op.path,
-                "made again: a folder above it was deleted on the server meanwhile".into(),
-            );
-            res = remote.mkdir(&op.path).await;
+    /// Deletes `op`'s path on the server (gone already is as good).
+    async fn replay_delete(&self, remote: &dyn Remote, op: &NsOp) -> Replayed {
+        match remote.delete(&op.path).await {
+            Ok(()) | Err(RemoteError::NotFound { .. }) => Replayed::Done,
+            Err(e) => self.refused(op, e),
         }
+    }
+
+    /// Runs `attempt` (of `op`, placing something at `path`); when a folder above `path` was
+    /// deleted on the server meanwhile, makes the folders again (what we made goes on), notes
+    /// `what` for `path`, and runs it once more. `Err`: the folders could not be made, how the
+    /// replay ends.
+    async fn with_parents_made<Fut>(
+        &self,
+        op: &NsOp,
+        path: &RemotePath,
+        what: &str,
+        attempt: impl Fn() -> Fut,
+    ) -> Result<Result<(), RemoteError>, Replayed>
+    where
+        Fut: std::future::Future<Output = Result<(), RemoteError>>,
+    {
+        let res = attempt().await;
+        if !matches!(res, Err(RemoteError::MissingParent { .. })) {
+            return Ok(res);
+        }
+        if let Err(e) = self.make_parents(op.area, path).await {
+            return Err(self.refused(op, e));
+        }
+        self.offline.notice(op.area, path, what.into());
+        Ok(attempt().await)
+    }
+
+    async fn replay_mkdir(&self, remote: &dyn Remote, op: &NsOp) -> Replayed {
+        let made = "made again: a folder above it was deleted on the server meanwhile";
+        let res = match self
+            .with_parents_made(op, &op.path, made, || remote.mkdir(&op.path))
+            .await
+        {
+            Ok(res) => res,
+            Err(done) => return done,
+        };
         match res {
             Ok(()) => Replayed::Done,
             Err(RemoteError::AlreadyExists { .. }) => match remote.stat(&op.path).await {
@@ -468,18 +484,14 @@ impl Vfs {
                 Err(e) => return self.refused(op, e),
             }
         }
-        let mut res = remote.rename(&op.path, &to, overwrite).await;
-        if let Err(RemoteError::MissingParent { .. }) = res {
-            if let Err(e) = self.make_parents(op.area, &to).await {
-                return self.refused(op, e);
-            }
-            self.offline.notice(
-                op.area,
-                &to,
-                "its folder was made again: it was deleted on the server meanwhile".into(),
-            );
-            res = remote.rename(&op.path, &to, overwrite).await;
-        }
+        let made = "its folder was made again: it was deleted on the server meanwhile";
+        let res = match self
+            .with_parents_made(op, &to, made, || remote.rename(&op.path, &to, overwrite))
+            .await
+        {
+            Ok(res) => res,
+            Err(done) => return done,
+        };
         match res {
             Ok(()) => Replayed::Done,
             Err(RemoteError::AlreadyExists { .. })
