@@ -418,15 +418,7 @@ impl MetaStore {
             )?
             .execute(params![area, lo, hi, t, skip])?;
             for table in ["listings", "local_mtimes", "local_modes"] {
-                tx.prepare_cached(&format!(
-                    "UPDATE {table} SET path = ?3 WHERE area = ?1 AND path = ?2"
-                ))?
-                .execute(params![area, f, t])?;
-                tx.prepare_cached(&format!(
-                    "UPDATE {table} SET path = ?4 || substr(path, ?5)
-                     WHERE area = ?1 AND path >= ?2 AND path < ?3"
-                ))?
-                .execute(params![area, lo, hi, t, skip])?;
+                move_paths_tx(tx, table, "path", area, from, to)?;
             }
             Ok(())
         })
@@ -664,6 +656,34 @@ pub(crate) fn check_rename(from: &RemotePath, to: &RemotePath) -> Result<(), Met
 pub(crate) fn descendant_bounds(p: &str) -> (String, String) {
     debug_assert!(!p.is_empty());
     (format!("{p}/"), format!("{p}0"))
+}
+
+/// Rewrites the paths at or below `from` in `column` of `table` to the same place below `to`
+/// (in the caller's transaction); returns the rows changed.
+pub(super) fn move_paths_tx(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    area: AreaId,
+    from: &RemotePath,
+    to: &RemotePath,
+) -> Result<usize, MetaError> {
+    let (f, t) = (from.as_str(), to.as_str());
+    let (lo, hi) = descendant_bounds(f);
+    // SQLite's substr() counts characters in TEXT: skip the characters of `from`.
+    let skip = f.chars().count() as i64 + 1;
+    let mut n = tx
+        .prepare_cached(&format!(
+            "UPDATE {table} SET {column} = ?3 WHERE area = ?1 AND {column} = ?2"
+        ))?
+        .execute(params![area, f, t])?;
+    n += tx
+        .prepare_cached(&format!(
+            "UPDATE {table} SET {column} = ?4 || substr({column}, ?5)
+             WHERE area = ?1 AND {column} >= ?2 AND {column} < ?3"
+        ))?
+        .execute(params![area, lo, hi, t, skip])?;
+    Ok(n)
 }
 
 /// The bounds of every path below `dir` (all paths for the root), for a range statement.

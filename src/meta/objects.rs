@@ -4,7 +4,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{descendant_bounds, AreaId, MetaError, MetaStore};
+use super::{descendant_bounds, move_paths_tx, AreaId, MetaError, MetaStore};
 use crate::remote::RemotePath;
 
 /// An `objects` row as stored, unchecked.
@@ -249,21 +249,10 @@ impl MetaStore {
         from: &RemotePath,
         to: &RemotePath,
     ) -> Result<(), MetaError> {
-        let (f, t) = (from.as_str(), to.as_str());
-        let (lo, hi) = descendant_bounds(f);
-        let skip = f.chars().count() as i64 + 1;
         self.tx(|tx| {
-            delete_pins_subtree(tx, area, t)?;
+            delete_pins_subtree(tx, area, to.as_str())?;
             for table in ["objects", "pins"] {
-                tx.prepare_cached(&format!(
-                    "UPDATE {table} SET path = ?3 WHERE area = ?1 AND path = ?2"
-                ))?
-                .execute(params![area, f, t])?;
-                tx.prepare_cached(&format!(
-                    "UPDATE {table} SET path = ?4 || substr(path, ?5)
-                     WHERE area = ?1 AND path >= ?2 AND path < ?3"
-                ))?
-                .execute(params![area, lo, hi, t, skip])?;
+                move_paths_tx(tx, table, "path", area, from, to)?;
             }
             Ok(())
         })

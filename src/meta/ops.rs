@@ -8,11 +8,11 @@
 
 use std::time::SystemTime;
 
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 
 use super::{
-    descendant_bounds, etag_from_sql, ns_to_time, path_from_sql, time_to_ns, u64_from_sql,
-    u64_to_sql, AreaId, MetaError, MetaStore,
+    etag_from_sql, move_paths_tx, ns_to_time, path_from_sql, time_to_ns, u64_from_sql, u64_to_sql,
+    AreaId, MetaError, MetaStore,
 };
 use crate::remote::{ETag, EntryKind, RemotePath};
 
@@ -118,31 +118,6 @@ fn op_from_row(r: &rusqlite::Row<'_>) -> Result<NsOp, MetaError> {
     })
 }
 
-/// Rewrites the paths at or below `from` in one column to the same place below `to`.
-fn move_column(
-    tx: &Transaction<'_>,
-    area: AreaId,
-    column: &str,
-    from: &RemotePath,
-    to: &RemotePath,
-) -> Result<usize, MetaError> {
-    let (f, t) = (from.as_str(), to.as_str());
-    let (lo, hi) = descendant_bounds(f);
-    let skip = f.chars().count() as i64 + 1;
-    let mut n = tx
-        .prepare_cached(&format!(
-            "UPDATE ns_ops SET {column} = ?3 WHERE area = ?1 AND {column} = ?2"
-        ))?
-        .execute(params![area, f, t])?;
-    n += tx
-        .prepare_cached(&format!(
-            "UPDATE ns_ops SET {column} = ?4 || substr({column}, ?5)
-             WHERE area = ?1 AND {column} >= ?2 AND {column} < ?3"
-        ))?
-        .execute(params![area, lo, hi, t, skip])?;
-    Ok(n)
-}
-
 impl MetaStore {
     /// Records an operation after every one recorded before; returns it with its id. Durable
     /// when this returns.
@@ -210,8 +185,8 @@ impl MetaStore {
     ) -> Result<usize, MetaError> {
         super::check_rename(from, to)?;
         self.durable(|tx| {
-            Ok(move_column(tx, area, "path", from, to)?
-                + move_column(tx, area, "target", from, to)?)
+            Ok(move_paths_tx(tx, "ns_ops", "path", area, from, to)?
+                + move_paths_tx(tx, "ns_ops", "target", area, from, to)?)
         })
     }
 }

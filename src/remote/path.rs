@@ -417,7 +417,9 @@ mod tests {
     fn rebase_moves_paths_at_or_below_only() {
         let p = |s: &str| RemotePath::new(s).unwrap();
         let r = |path: &str, from: &str, to: &str| {
-            p(path).rebase(&p(from), &p(to)).map(|x| x.as_str().to_string())
+            p(path)
+                .rebase(&p(from), &p(to))
+                .map(|x| x.as_str().to_string())
         };
         assert_eq!(r("a/b/c", "a/b", "x").as_deref(), Some("x/c"));
         assert_eq!(r("a/b", "a/b", "x/y").as_deref(), Some("x/y"));

@@ -763,11 +763,7 @@ impl Vfs {
             }
             let keys: Vec<(AreaId, RemotePath)> = rec
                 .keys()
-                .filter(|(a, p)| {
-                    *a == area
-                        && p.parent_or_root() == dir_path
-                        && !p.is_root()
-                })
+                .filter(|(a, p)| *a == area && p.parent_or_root() == dir_path && !p.is_root())
                 .cloned()
                 .collect();
             keys.into_iter()
