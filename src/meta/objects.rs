@@ -4,7 +4,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{descendant_bounds, move_paths_tx, AreaId, MetaError, MetaStore};
+use super::{below_bounds, descendant_bounds, move_paths_tx, AreaId, MetaError, MetaStore};
 use crate::remote::RemotePath;
 
 /// An `objects` row as stored, unchecked.
@@ -222,23 +222,12 @@ impl MetaStore {
     ) -> Result<Vec<String>, MetaError> {
         let conn = self.lock();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut out = Vec::new();
-        if dir.is_root() {
-            let mut st =
-                conn.prepare_cached("SELECT path FROM objects WHERE area = ?1 LIMIT ?2")?;
-            for r in st.query_map(params![area, limit], |r| r.get::<_, String>(0))? {
-                out.push(r?);
-            }
-        } else {
-            let (lo, hi) = descendant_bounds(dir.as_str());
-            let mut st = conn.prepare_cached(
-                "SELECT path FROM objects WHERE area = ?1 AND path >= ?2 AND path < ?3 LIMIT ?4",
-            )?;
-            for r in st.query_map(params![area, lo, hi, limit], |r| r.get::<_, String>(0))? {
-                out.push(r?);
-            }
-        }
-        Ok(out)
+        let (lo, hi) = below_bounds(dir);
+        let mut st = conn.prepare_cached(
+            "SELECT path FROM objects WHERE area = ?1 AND path >= ?2 AND path < ?3 LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![area, lo, hi, limit], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Re-keys the objects and pins at or below `from` to `to` (whose own rows the caller has
