@@ -396,7 +396,7 @@ impl Vfs {
         // A file new or changed on the server: a pin covering it must fetch it.
         let mut changed = false;
         for e in entries {
-            if e.name.starts_with(crate::transfer::temp::TEMP_PREFIX) {
+            if crate::transfer::temp::is_temp(&e.name) {
                 // Our own upload in progress (or one a crash left behind).
                 continue;
             }
