@@ -332,14 +332,16 @@ impl Vfs {
             let t = self.tree();
             let n = t.get(ino).ok_or(VfsError::NotFound)?;
             if n.kind == FileKind::Dir {
-                return Ok(Known::State(match t.path(ino) {
-                    Some((a, p)) => match self.pin_state_of_dir(a, &p) {
+                let path = t.path(ino);
+                // The pins' progress is not taken while holding `tree` (see the lock order).
+                drop(t);
+                return Ok(Known::State(
+                    match path.and_then(|(a, p)| self.pin_state_of_dir(a, &p)) {
                         Some(true) => FileState::Pinned,
                         Some(false) => FileState::Pinning,
                         None => FileState::Online,
                     },
-                    None => FileState::Online,
-                }));
+                ));
             }
             let key = t.path(ino).map(|(a, p)| (a, p, version_of(n)));
             (n.staged.clone(), key)
