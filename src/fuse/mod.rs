@@ -457,7 +457,14 @@ impl Filesystem for FuseFs {
                     if exec {
                         vfs.opened_for_exec(o.fh);
                     }
-                    if !mode.write && reader::is_thumbnailer(pid) {
+                    // Who opened it is read from /proc (off the async threads), and only when
+                    // a thumbnailer's open would change how the handle reads.
+                    if !mode.write
+                        && vfs.could_preview(o.fh)
+                        && tokio::task::spawn_blocking(move || reader::is_thumbnailer(pid))
+                            .await
+                            .unwrap_or(false)
+                    {
                         vfs.opened_by_thumbnailer(o.fh);
                     }
                     reply_opened(&vfs, &backings, ino.0, reply, &o)

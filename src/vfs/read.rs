@@ -158,15 +158,22 @@ impl Vfs {
     /// stream, larger ones fail with EIO (no thumbnail until the file is on this device).
     pub fn opened_by_thumbnailer(&self, fh: u64) {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(h) = handles.get_mut(&fh) else {
+        let Some(h) = handles.get_mut(&fh).filter(|h| previews(h)) else {
             return;
         };
-        if h.write || h.object.as_ref().is_some_and(|(o, _)| o.is_complete()) {
-            return;
-        }
         h.object = None;
         h.stream = None;
         h.preview = true;
+    }
+
+    /// Whether [`Vfs::opened_by_thumbnailer`] would change handle `fh` (a read-only handle of
+    /// a file not complete in the cache): when not, who opened it need not be asked.
+    pub fn could_preview(&self, fh: u64) -> bool {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .is_some_and(previews)
     }
 
     /// The stream of a preview handle (see [`Vfs::opened_by_thumbnailer`]), made on its
@@ -640,4 +647,10 @@ impl Vfs {
             }
         }
     }
+}
+
+/// Whether a thumbnailer's open of `h` makes it a preview handle: read-only, of a file not
+/// complete in the cache.
+fn previews(h: &Handle) -> bool {
+    !h.write && !h.object.as_ref().is_some_and(|(o, _)| o.is_complete())
 }
