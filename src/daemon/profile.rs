@@ -45,7 +45,10 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let (tx, rx) = mpsc::unbounded_channel();
     forward_signals(tx.clone())?;
     crate::instance::ensure_private_dir(cfg.socket.parent().unwrap_or(std::path::Path::new("/")))?;
-    super::bandwidth::apply_at_start(None, None);
+    if cfg.mount.is_none() {
+        // A mount sets them when it starts (its own limits win over the settings file).
+        super::bandwidth::apply_at_start(None, None);
+    }
     let mut wcfg = WebDavConfig::new(cfg.url.clone());
     wcfg.credentials = cfg.credentials.as_ref().map(credentials);
     let remote = Arc::new(WebDavRemote::new(wcfg)?);
