@@ -49,18 +49,20 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
         // A mount sets them when it starts (its own limits win over the settings file).
         super::bandwidth::apply_at_start(None, None);
     }
-    let mut wcfg = WebDavConfig::new(cfg.url.clone());
-    wcfg.credentials = cfg.credentials.as_ref().map(credentials);
-    let remote = Arc::new(WebDavRemote::new(wcfg)?);
+    // A client of the profile's account at `url`.
+    let client = |url: &str| {
+        let mut c = WebDavConfig::new(url);
+        c.credentials = cfg.credentials.as_ref().map(credentials);
+        WebDavRemote::new(c)
+    };
+    let remote = Arc::new(client(&cfg.url)?);
     // A remote per area (the same credentials), for sync folders in followed or shared areas.
     let mut areas = Vec::new();
     for (i, a) in cfg.areas.iter().enumerate() {
         let area_remote: Arc<dyn crate::remote::Remote> = if i == 0 && a.url == cfg.url {
             remote.clone()
         } else {
-            let mut c = WebDavConfig::new(a.url.clone());
-            c.credentials = cfg.credentials.as_ref().map(credentials);
-            Arc::new(WebDavRemote::new(c)?)
+            Arc::new(client(&a.url)?)
         };
         areas.push(AreaRemote {
             name: a.name.clone(),
