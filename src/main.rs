@@ -310,8 +310,10 @@ impl WaitDisplay {
         use std::io::IsTerminal;
         let ops = match s.queue.namespace_ops {
             0 => String::new(),
-            1 => ", and 1 change made offline (mkdir, rm, mv) to send".to_string(),
-            n => format!(", and {n} changes made offline (mkdir, rm, mv) to send"),
+            n => format!(
+                ", and {} made offline (mkdir, rm, mv) to send",
+                report::count(n, "change", "changes")
+            ),
         };
         eprintln!(
             "cloudmount: waiting for {} ({}) to upload{ops}; --no-wait to leave them for the \

@@ -935,6 +935,58 @@ async fn conditional_puts_of_one_version_in_flight_at_once_take_one() {
     assert!(body.iter().all(|b| *b == body[0]), "one whole body");
 }
 
+/// MOVEs with `Overwrite: F` of different files to one destination, sent at the same moment,
+/// many times over: each time exactly one is taken, the others get 412, and the destination
+/// holds one whole file (dav-server checks the destination before it moves, and the rename
+/// replaces it: the server serves them one at a time).
+#[tokio::test]
+async fn moves_without_overwrite_to_one_destination_take_one() {
+    let srv = Server::start(Opts {
+        auth: false,
+        quota: None,
+    });
+    let c = srv.client();
+    const MOVERS: u8 = 8;
+    for round in 0..25 {
+        for i in 0..MOVERS {
+            let r = c
+                .put(&srv.url(&format!("src{round}-{i}")), vec![b'a' + i; 4096])
+                .await;
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+        let dest = srv.url(&format!("dest{round}"));
+        let mut moves = Vec::new();
+        for i in 0..MOVERS {
+            let req = c
+                .req("MOVE", &srv.url(&format!("src{round}-{i}")))
+                .header("Destination", dest.as_str())
+                .header("Overwrite", "F");
+            moves.push(tokio::spawn(
+                async move { req.send().await.unwrap().status() },
+            ));
+        }
+        let mut statuses = Vec::new();
+        for m in moves {
+            statuses.push(m.await.unwrap());
+        }
+        let taken = statuses.iter().filter(|s| s.is_success()).count();
+        assert_eq!(taken, 1, "round {round}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| s.is_success() || *s == StatusCode::PRECONDITION_FAILED),
+            "round {round}: {statuses:?}"
+        );
+        let body = std::fs::read(srv.path(&format!("dest{round}"))).unwrap();
+        assert_eq!(body.len(), 4096);
+        assert!(body.iter().all(|b| *b == body[0]), "one whole file");
+        let left = (0..MOVERS)
+            .filter(|i| srv.path(&format!("src{round}-{i}")).exists())
+            .count();
+        assert_eq!(left, usize::from(MOVERS) - 1, "round {round}");
+    }
+}
+
 /// A body that arrives in pieces of `piece` bytes, 20 ms apart (sent chunked).
 fn slow_body(content: Vec<u8>, piece: usize) -> reqwest::Body {
     let chunks: Vec<Bytes> = content.chunks(piece).map(Bytes::copy_from_slice).collect();

@@ -12,11 +12,12 @@ const LIST_MAX: usize = 10;
 
 /// `1 file`, `3 files`.
 pub fn files(n: u64) -> String {
-    if n == 1 {
-        "1 file".to_string()
-    } else {
-        format!("{n} files")
-    }
+    count(n, "file", "files")
+}
+
+/// `n` and the noun, `one` or `many`: `1 change`, `3 changes`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The human summary of `cloudmount status`, several lines, each ending with a newline.
@@ -50,22 +51,16 @@ pub fn summary(mountpoint: &Path, s: &VfsStatus) -> String {
     if let Some(reason) = &q.paused {
         let _ = writeln!(out, "paused: {reason}");
     }
-    match q.namespace_ops {
-        0 => {}
-        1 => {
-            let _ = writeln!(
-                out,
-                "waiting: 1 folder or name change (mkdir, rmdir, rm, mv) made offline, sent when \
-                 the server is back"
-            );
-        }
-        n => {
-            let _ = writeln!(
-                out,
-                "waiting: {n} folder or name changes (mkdir, rmdir, rm, mv) made offline, sent \
-                 when the server is back"
-            );
-        }
+    if q.namespace_ops > 0 {
+        let _ = writeln!(
+            out,
+            "waiting: {} (mkdir, rmdir, rm, mv) made offline, sent when the server is back",
+            count(
+                q.namespace_ops,
+                "folder or name change",
+                "folder or name changes"
+            )
+        );
     }
 
     if !s.errors.is_empty() {

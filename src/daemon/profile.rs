@@ -45,19 +45,24 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
     let (tx, rx) = mpsc::unbounded_channel();
     forward_signals(tx.clone())?;
     crate::instance::ensure_private_dir(cfg.socket.parent().unwrap_or(std::path::Path::new("/")))?;
-    super::bandwidth::apply_at_start(None, None);
-    let mut wcfg = WebDavConfig::new(cfg.url.clone());
-    wcfg.credentials = cfg.credentials.as_ref().map(credentials);
-    let remote = Arc::new(WebDavRemote::new(wcfg)?);
+    if cfg.mount.is_none() {
+        // A mount sets them when it starts (its own limits win over the settings file).
+        super::bandwidth::apply_at_start(None, None);
+    }
+    // A client of the profile's account at `url`.
+    let client = |url: &str| {
+        let mut c = WebDavConfig::new(url);
+        c.credentials = cfg.credentials.as_ref().map(credentials);
+        WebDavRemote::new(c)
+    };
+    let remote = Arc::new(client(&cfg.url)?);
     // A remote per area (the same credentials), for sync folders in followed or shared areas.
     let mut areas = Vec::new();
     for (i, a) in cfg.areas.iter().enumerate() {
         let area_remote: Arc<dyn crate::remote::Remote> = if i == 0 && a.url == cfg.url {
             remote.clone()
         } else {
-            let mut c = WebDavConfig::new(a.url.clone());
-            c.credentials = cfg.credentials.as_ref().map(credentials);
-            Arc::new(WebDavRemote::new(c)?)
+            Arc::new(client(&a.url)?)
         };
         areas.push(AreaRemote {
             name: a.name.clone(),

@@ -86,6 +86,16 @@ pub struct Listing {
 pub struct ListingDigest(pub [u8; 32]);
 
 impl ListingDigest {
+    /// The digest of a server's listing reply as it came from `url`.
+    pub fn of_reply(url: &str, reply: &[u8]) -> ListingDigest {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(url.as_bytes());
+        h.update([0]);
+        h.update(reply);
+        ListingDigest(h.finalize().into())
+    }
+
     /// The digest of a listing's entries (the collection's own included).
     pub fn of_listing(l: &Listing) -> ListingDigest {
         use sha2::{Digest, Sha256};

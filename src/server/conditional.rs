@@ -2,16 +2,20 @@
 //! arrives, before it takes the body, so two conditional PUTs of one file in flight at once
 //! could both pass the check (both based on the same version), and the second would overwrite
 //! the first — the lost update the conditions are there to prevent (the sync folders' registry
-//! saw it). Here every conditional request to a path waits for the one before it has finished:
-//! the next one's check then sees the version the first made.
+//! saw it). Likewise a COPY or MOVE with `Overwrite: F` ("the destination must not exist"):
+//! dav-server checks the destination before it copies or renames, and the rename replaces
+//! whatever is there by then, so two of them to one destination could both succeed. Here every
+//! conditional request to a path waits for the one before it has finished: the next one's
+//! check then sees what the first made.
 //!
-//! The locks are per request path (as sent, percent-encoding included), kept while a request
-//! holds or waits for them and forgotten after.
+//! The locks are per path (as sent, percent-encoding included: the request's path for
+//! `If-Match` / `If-None-Match`, the `Destination`'s path for `Overwrite: F`), kept while a
+//! request holds or waits for them and forgotten after.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use http::HeaderMap;
+use http::{HeaderMap, Method, Uri};
 use tokio::sync::OwnedMutexGuard;
 
 /// Past this many remembered paths, those no request holds are forgotten.
@@ -23,10 +27,36 @@ pub(super) struct ConditionalWrites {
     paths: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
-/// Whether the request carries a precondition on the target's version.
-pub(super) fn is_conditional(headers: &HeaderMap) -> bool {
-    headers.contains_key(http::header::IF_MATCH)
+/// The paths a request's preconditions are about, each once, in order (none: the request has
+/// none): its own path when it has `If-Match` / `If-None-Match`, the `Destination`'s path when
+/// it is a COPY or MOVE with `Overwrite: F`.
+pub(super) fn lock_paths(method: &Method, uri: &Uri, headers: &HeaderMap) -> Vec<String> {
+    let mut paths = Vec::new();
+    if headers.contains_key(http::header::IF_MATCH)
         || headers.contains_key(http::header::IF_NONE_MATCH)
+    {
+        paths.push(uri.path().to_string());
+    }
+    let copy_or_move = matches!(method.as_str(), "COPY" | "MOVE");
+    let no_overwrite = headers
+        .get("overwrite")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("F"));
+    if copy_or_move && no_overwrite {
+        // A Destination that does not parse is refused by dav-server: no lock needed.
+        if let Some(dest) = headers
+            .get("destination")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Uri>().ok())
+        {
+            paths.push(dest.path().to_string());
+        }
+    }
+    // Always taken in this order: two requests wanting the same two locks never wait for
+    // each other.
+    paths.sort();
+    paths.dedup();
+    paths
 }
 
 impl ConditionalWrites {
@@ -47,6 +77,15 @@ impl ConditionalWrites {
             }
         };
         lock.lock_owned().await
+    }
+
+    /// [`Self::acquire`] for each of `paths` (as [`lock_paths`] gives them: sorted).
+    pub(super) async fn acquire_all(&self, paths: &[String]) -> Vec<OwnedMutexGuard<()>> {
+        let mut held = Vec::with_capacity(paths.len());
+        for p in paths {
+            held.push(self.acquire(p).await);
+        }
+        held
     }
 
     #[cfg(test)]
@@ -88,14 +127,43 @@ mod tests {
         assert!(w.remembered() <= 11, "{}", w.remembered());
     }
 
+    fn paths(method: &str, uri: &str, headers: &[(&'static str, &str)]) -> Vec<String> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().unwrap());
+        }
+        lock_paths(&method.parse().unwrap(), &uri.parse().unwrap(), &h)
+    }
+
     #[test]
     fn conditions_are_if_match_and_if_none_match() {
-        let mut h = HeaderMap::new();
-        assert!(!is_conditional(&h));
-        h.insert(http::header::IF_NONE_MATCH, "*".parse().unwrap());
-        assert!(is_conditional(&h));
-        let mut h = HeaderMap::new();
-        h.insert(http::header::IF_MATCH, "\"x\"".parse().unwrap());
-        assert!(is_conditional(&h));
+        assert!(paths("PUT", "/f", &[]).is_empty());
+        assert_eq!(paths("PUT", "/f", &[("if-none-match", "*")]), ["/f"]);
+        assert_eq!(paths("PUT", "/f", &[("if-match", "\"x\"")]), ["/f"]);
+    }
+
+    #[test]
+    fn copy_or_move_without_overwrite_locks_its_destination() {
+        let dest = ("destination", "http://h:1/d/a%20b");
+        for m in ["MOVE", "COPY"] {
+            assert_eq!(paths(m, "/s", &[dest, ("overwrite", "F")]), ["/d/a%20b"]);
+            assert!(paths(m, "/s", &[dest, ("overwrite", "T")]).is_empty());
+            assert!(paths(m, "/s", &[dest]).is_empty());
+        }
+        assert_eq!(
+            paths("MOVE", "/s", &[("destination", "/d/x"), ("overwrite", "F")]),
+            ["/d/x"]
+        );
+        // With a precondition on the source too: both, in order.
+        assert_eq!(
+            paths(
+                "MOVE",
+                "/z",
+                &[dest, ("overwrite", "F"), ("if-match", "\"x\"")]
+            ),
+            ["/d/a%20b", "/z"]
+        );
+        // Not for other methods.
+        assert!(paths("PUT", "/s", &[dest, ("overwrite", "F")]).is_empty());
     }
 }

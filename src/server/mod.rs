@@ -536,11 +536,15 @@ async fn answer(
         };
     }
     // A conditional request waits for the one before it to the same path: its check then sees
-    // the version the other made (dav-server checks before it takes the body).
-    let _one_at_a_time = match conditional::is_conditional(&parts.headers) {
-        true => Some(state.conditional.acquire(parts.uri.path()).await),
-        false => None,
-    };
+    // what the other made (dav-server checks before it takes the body, or moves).
+    let _one_at_a_time = state
+        .conditional
+        .acquire_all(&conditional::lock_paths(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+        ))
+        .await;
     // PUT and PATCH bodies stream to a file; every other body is XML that dav-server parses
     // into a tree, recursively: it is read and checked here first.
     if parts.method == Method::PUT || parts.method.as_str() == "PATCH" {

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 
@@ -30,8 +31,12 @@ pub async fn placed(remote: &dyn Remote, path: &RemotePath) -> Option<Entry> {
     }
 }
 
+/// How many of the server's bytes are compared with the local file's at a time.
+const COMPARE_BLOCK: usize = 1 << 20;
+
 /// Whether the server's `path`, found as `server`, holds exactly the `size` bytes of `file`:
-/// sizes first, then the bytes, read as they come.
+/// sizes first, then the bytes, read as they come (the local file on the blocking pool, a
+/// block at a time: a compare may read gigabytes).
 pub async fn same_content(
     remote: &dyn Remote,
     path: &RemotePath,
@@ -45,26 +50,54 @@ pub async fn same_content(
     if size == 0 {
         return Ok(true);
     }
-    let f = std::fs::File::open(file).map_err(RemoteError::Io)?;
+    let file = file.to_path_buf();
+    let f = Arc::new(off_thread(move || std::fs::File::open(file)).await?);
     let resp = remote
         .read_range(path, ByteRange::from(0), server.etag.as_ref())
         .await?;
     let mut body = resp.body;
+    // `pos`: bytes compared so far; `pending`: the server's bytes after them.
     let mut pos = 0u64;
-    let mut local = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        if pos + chunk.len() as u64 > size {
-            return Ok(false);
+    let mut pending = Vec::with_capacity(COMPARE_BLOCK);
+    loop {
+        let chunk = body.next().await.transpose()?;
+        let end = chunk.is_none();
+        if let Some(chunk) = chunk {
+            if pos + (pending.len() + chunk.len()) as u64 > size {
+                return Ok(false);
+            }
+            pending.extend_from_slice(&chunk);
         }
-        local.resize(chunk.len(), 0);
-        f.read_exact_at(&mut local, pos).map_err(RemoteError::Io)?;
-        if local != chunk {
-            return Ok(false);
+        if pending.len() >= COMPARE_BLOCK || (end && !pending.is_empty()) {
+            let at = pos;
+            pos += pending.len() as u64;
+            let (f, server_bytes) = (f.clone(), std::mem::take(&mut pending));
+            let same = off_thread(move || {
+                let mut local = vec![0; server_bytes.len()];
+                f.read_exact_at(&mut local, at)?;
+                Ok((local == server_bytes, server_bytes))
+            })
+            .await?;
+            if !same.0 {
+                return Ok(false);
+            }
+            pending = same.1;
+            pending.clear();
         }
-        pos += chunk.len() as u64;
+        if end {
+            return Ok(pos == size);
+        }
     }
-    Ok(pos == size)
+}
+
+/// `read` (local disk work) run on the blocking pool.
+async fn off_thread<T: Send + 'static>(
+    read: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> RemoteResult<T> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| RemoteError::Io(std::io::Error::other(e)))?
+        .map_err(RemoteError::Io)
 }
 
 /// Creates `path` and its missing parents on the server (a folder already there is fine).

@@ -111,6 +111,20 @@ pub async fn discard(remote: &dyn Remote, temp: &RemotePath) {
     }
 }
 
+/// Whether a PUT failed for want of the target's parent folder: 409 on most servers (RFC 4918),
+/// 404 on some.
+fn parent_missing<T>(put: &RemoteResult<T>) -> bool {
+    matches!(
+        put,
+        Err(RemoteError::MissingParent { .. } | RemoteError::NotFound { .. })
+    )
+}
+
+/// Whether the server's entry is the version the change was based on: then ours replaces it.
+fn is_base(base: Option<&ETag>, server: &Entry) -> bool {
+    !server.is_dir() && version::check(base, server) == Verdict::Same
+}
+
 /// The placed file's entry, when the job asks for it.
 async fn learn(remote: &dyn Remote, job: &UploadJob<'_>) -> Option<Entry> {
     if job.learn_version {
@@ -127,12 +141,7 @@ async fn via_temp(
 ) -> RemoteResult<Placed> {
     let body = || padded_body(job.file, job.size, job.sent.clone());
     let mut put = remote.put_unversioned(temp, body()).await;
-    if job.make_parents
-        && matches!(
-            put,
-            Err(RemoteError::MissingParent { .. } | RemoteError::NotFound { .. })
-        )
-    {
+    if job.make_parents && parent_missing(&put) {
         if let Some(parent) = job.target.parent() {
             mkdir_p(remote, &parent).await?;
         }
@@ -167,9 +176,7 @@ async fn via_temp(
         Expect::Anything => true,
         Expect::Version(base) => match current(remote, job.target).await {
             Ok(None) => false,
-            Ok(Some(e)) if !e.is_dir() && version::check(base.as_ref(), &e) == Verdict::Same => {
-                true
-            }
+            Ok(Some(e)) if is_base(base.as_ref(), &e) => true,
             Ok(Some(server)) => {
                 return Ok(Placed::Refused {
                     server,
@@ -220,9 +227,7 @@ async fn condition(
         Expect::Version(Some(b)) if !b.is_stand_in() => PutCondition::IfMatch(b.clone()),
         Expect::Version(base) => match current(remote, job.target).await? {
             None => PutCondition::IfNoneMatch,
-            Some(e) if !e.is_dir() && version::check(base.as_ref(), &e) == Verdict::Same => {
-                PutCondition::None
-            }
+            Some(e) if is_base(base.as_ref(), &e) => PutCondition::None,
             Some(server) => return Ok(Err(server)),
         },
     }))
@@ -235,7 +240,7 @@ async fn direct(remote: &dyn Remote, job: &UploadJob<'_>) -> RemoteResult<Placed
     };
     let body = file_body(job.file, job.size, job.sent.clone());
     let mut put = remote.put(job.target, body.clone(), cond.clone()).await;
-    if job.make_parents && matches!(put, Err(RemoteError::MissingParent { .. })) {
+    if job.make_parents && parent_missing(&put) {
         if let Some(parent) = job.target.parent() {
             mkdir_p(remote, &parent).await?;
         }

@@ -33,10 +33,8 @@ impl Remote for WebDavRemote {
     }
 
     async fn list(&self, path: &RemotePath) -> RemoteResult<Listing> {
-        match self.list_unless(path, None).await? {
-            MaybeListing::Listed(l, _) => Ok(l),
-            MaybeListing::Unchanged => unreachable!("no digest was given"),
-        }
+        let (url, bytes) = self.listing_reply(path).await?;
+        self.listing_from(path, &url, bytes)
     }
 
     async fn list_unless(
@@ -44,80 +42,14 @@ impl Remote for WebDavRemote {
         path: &RemotePath,
         known: Option<&ListingDigest>,
     ) -> RemoteResult<MaybeListing> {
-        let res = self
-            .propfind_bytes(self.url(path, true), "1", PROPFIND_ENTRY_BODY)
-            .await;
-        let (url, bytes) = match res {
-            Err(
-                RemoteError::NotFound { url }
-                | RemoteError::Status {
-                    url, status: 400, ..
-                },
-            ) if !path.is_root() => {
-                // `file/` is 404 on most servers: tell "not a directory" from "missing".
-                return match self.stat(path).await {
-                    Ok(e) if !e.is_dir() => Err(RemoteError::NotADirectory { url }),
-                    Ok(_) | Err(RemoteError::NotFound { .. }) => Err(RemoteError::NotFound { url }),
-                    Err(e) => Err(e),
-                };
-            }
-            other => other?,
-        };
+        let (url, bytes) = self.listing_reply(path).await?;
         // The same reply from the same URL is the same listing: compared before it is parsed.
-        let digest = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            h.update(url.as_str().as_bytes());
-            h.update([0]);
-            h.update(&bytes);
-            ListingDigest(h.finalize().into())
-        };
+        let digest = ListingDigest::of_reply(url.as_str(), &bytes);
         if known == Some(&digest) {
             return Ok(MaybeListing::Unchanged);
         }
-        let raws = Self::parse_propfind(&url, &bytes)?;
-        drop(bytes);
-        let mut dir = None;
-        let mut children: Vec<Entry> = Vec::with_capacity(raws.len().saturating_sub(1));
-        let mut seen = std::collections::HashSet::with_capacity(raws.len());
-        for raw in &raws {
-            if raw.status.is_some_and(|s| !(200..300).contains(&s)) {
-                continue;
-            }
-            let e = self.entry_from(&url, raw)?;
-            if e.path == *path {
-                if !e.is_dir() {
-                    return Err(RemoteError::NotADirectory {
-                        url: url.to_string(),
-                    });
-                }
-                dir = Some(e);
-            } else if e.path.parent().as_ref() == Some(path) {
-                if seen.insert(e.path.name().to_string()) {
-                    children.push(e);
-                } else {
-                    tracing::warn!(url = %url, name = e.path.name(), "server listed a name twice; keeping the first");
-                }
-            } else {
-                return Err(self.bad(
-                    "PROPFIND",
-                    &url,
-                    format!(
-                        "listing of {path} names {}, which is not a direct child",
-                        e.path
-                    ),
-                ));
-            }
-        }
-        let dir = dir.unwrap_or_else(|| Entry {
-            path: path.clone(),
-            kind: EntryKind::Dir,
-            size: 0,
-            mtime: None,
-            etag: None,
-            content_type: None,
-        });
-        Ok(MaybeListing::Listed(Listing { dir, children }, digest))
+        let listing = self.listing_from(path, &url, bytes)?;
+        Ok(MaybeListing::Listed(listing, digest))
     }
 
     async fn read_range(
@@ -349,6 +281,74 @@ impl Remote for WebDavRemote {
 }
 
 impl WebDavRemote {
+    /// The reply to a listing's PROPFIND (depth 1), and the URL it came from. A file's path
+    /// or a missing one is told apart here (`file/` is 404 on most servers).
+    async fn listing_reply(&self, path: &RemotePath) -> RemoteResult<(Url, Vec<u8>)> {
+        let res = self
+            .propfind_bytes(self.url(path, true), "1", PROPFIND_ENTRY_BODY)
+            .await;
+        match res {
+            Err(
+                RemoteError::NotFound { url }
+                | RemoteError::Status {
+                    url, status: 400, ..
+                },
+            ) if !path.is_root() => match self.stat(path).await {
+                Ok(e) if !e.is_dir() => Err(RemoteError::NotADirectory { url }),
+                Ok(_) | Err(RemoteError::NotFound { .. }) => Err(RemoteError::NotFound { url }),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// The listing of `path` out of its PROPFIND reply from `url`.
+    fn listing_from(&self, path: &RemotePath, url: &Url, bytes: Vec<u8>) -> RemoteResult<Listing> {
+        let raws = Self::parse_propfind(url, &bytes)?;
+        drop(bytes);
+        let mut dir = None;
+        let mut children: Vec<Entry> = Vec::with_capacity(raws.len().saturating_sub(1));
+        let mut seen = std::collections::HashSet::with_capacity(raws.len());
+        for raw in &raws {
+            if raw.status.is_some_and(|s| !(200..300).contains(&s)) {
+                continue;
+            }
+            let e = self.entry_from(url, raw)?;
+            if e.path == *path {
+                if !e.is_dir() {
+                    return Err(RemoteError::NotADirectory {
+                        url: url.to_string(),
+                    });
+                }
+                dir = Some(e);
+            } else if e.path.parent().as_ref() == Some(path) {
+                if seen.insert(e.path.name().to_string()) {
+                    children.push(e);
+                } else {
+                    tracing::warn!(url = %url, name = e.path.name(), "server listed a name twice; keeping the first");
+                }
+            } else {
+                return Err(self.bad(
+                    "PROPFIND",
+                    url,
+                    format!(
+                        "listing of {path} names {}, which is not a direct child",
+                        e.path
+                    ),
+                ));
+            }
+        }
+        let dir = dir.unwrap_or_else(|| Entry {
+            path: path.clone(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mtime: None,
+            etag: None,
+            content_type: None,
+        });
+        Ok(Listing { dir, children })
+    }
+
     /// A PUT; with `learn`, the version is asked for when the answer has no ETag.
     async fn put_learning(
         &self,
