@@ -392,24 +392,6 @@ fn files_below(p: &Path) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// `user.cloudmount.state` of a file of the mount.
-fn state_of(p: &Path) -> Result<String, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = c"user.cloudmount.state";
-    let mut buf = [0u8; 64];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(format!(
-            "getxattr state of {}: {}",
-            p.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&buf[..r as usize]).into_owned())
-}
-
 /// Another client edits the server below the sequence's folder `dir`; once the upload queue
 /// has drained and the listings are refreshed, the mount must show the edit, and a change of
 /// ours the edit raced must be kept (see `adopt_server_edit`). Ok(None): an edit no client

@@ -57,23 +57,7 @@ fn ok(out: &Output, what: &str) -> String {
 }
 
 fn state(p: &Path) -> String {
-    let v = xattr_get(p, "user.cloudmount.state")
-        .unwrap_or_else(|e| panic!("getxattr state of {}: {e}", p.display()));
-    String::from_utf8(v).unwrap()
-}
-
-fn xattr_get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
+    state_of(p).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A tree of `files` (relative path → content) on the server, below `dir`.
@@ -438,8 +422,8 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
     // The cache itself keeps to the floor: with the disk filled by something else to below
     // 5 % free, a file read through the mount reads whole and exact, and nothing of it is kept.
     let free = || {
-        let st = nix_statvfs(small.path());
-        st.0 * st.1
+        let st = statvfs(small.path());
+        st.f_frsize as u64 * st.f_bavail as u64
     };
     let filler = small.path().join("filler");
     let room = free().saturating_sub(512 * 1024);
@@ -460,15 +444,6 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
         free()
     );
     m.unmount();
-}
-
-/// (block size, free blocks) of the filesystem holding `p`.
-fn nix_statvfs(p: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
-    (st.f_frsize as u64, st.f_bavail as u64)
 }
 
 /// A path outside any mount gets a clear error, and the command fails.

@@ -149,12 +149,6 @@ fn status_until(
     }
 }
 
-fn state_xattr(m: &Mounted, rel: &str) -> String {
-    let v = getxattr(&m.path(rel), "user.cloudmount.state")
-        .unwrap_or_else(|e| panic!("getxattr user.cloudmount.state of {rel:?}: errno {e}"));
-    String::from_utf8(v).unwrap()
-}
-
 /// Names people give files: unicode, spaces, `%`, `#` and friends.
 const ODD: &[&str] = &[
     "plain",
@@ -393,7 +387,7 @@ fn an_outage_keeps_the_mount_usable_and_the_queue_drains_when_the_server_is_back
     // The connection error once, not once per waiting file.
     assert!(st.last_error.is_some(), "{st:#?}");
     assert!(st.errors.is_empty(), "{st:#?}");
-    assert_eq!(state_xattr(&m, &queued[0]), "error");
+    assert_eq!(state_of(&m.path(&queued[0])).unwrap(), "error");
 
     // Back on the same port; nobody touches the mount: the queue drains by itself.
     apache.restart();
@@ -402,7 +396,7 @@ fn an_outage_keeps_the_mount_usable_and_the_queue_drains_when_the_server_is_back
     let st = m.status();
     assert_eq!(st.connection, Connection::Online, "{st:#?}");
     assert!(st.errors.is_empty(), "{st:#?}");
-    assert_eq!(state_xattr(&m, &queued[0]), "cached");
+    assert_eq!(state_of(&m.path(&queued[0])).unwrap(), "cached");
     m.unmount();
 }
 
@@ -618,7 +612,7 @@ fn a_change_elsewhere_during_the_delay_keeps_both_versions() {
         || (read(&m.path("doc.txt")) == theirs).then_some(()),
     );
     assert_eq!(read(&m.path(&copy)), ours);
-    assert_eq!(state_xattr(&m, &copy), "conflict");
+    assert_eq!(state_of(&m.path(&copy)).unwrap(), "conflict");
     let st = m.status();
     assert_eq!(st.conflicts.len(), 1, "{st:#?}");
     assert_eq!(st.conflicts[0].path, "doc.txt");

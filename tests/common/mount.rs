@@ -1001,6 +1001,18 @@ pub fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
     Ok(buf)
 }
 
+/// `user.cloudmount.state` of `path` on a mount (`pinned`, `cached`, `online`, ...).
+pub fn state_of(path: &Path) -> Result<String, String> {
+    let v = getxattr(path, "user.cloudmount.state").map_err(|e| {
+        format!(
+            "getxattr user.cloudmount.state of {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(e)
+        )
+    })?;
+    String::from_utf8(v).map_err(|e| format!("state of {}: {e}", path.display()))
+}
+
 /// `statvfs(2)` of `path`.
 pub fn statvfs(path: &Path) -> libc::statvfs {
     let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
