@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::mount::*;
@@ -45,17 +45,6 @@ pin_tests!(
     setfattr_pins_and_unpins,
 );
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn state(p: &Path) -> String {
     state_of(p).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -85,10 +74,8 @@ fn offline(proxy: &FaultProxy) {
 }
 
 fn pin_wait(m: &Mounted, rel: &str) -> String {
-    ok(
-        &m.cli(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]),
-        &format!("cloudmount pin {rel} --wait"),
-    )
+    let out = m.cli_ok(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the pin at `shown` reports complete.
@@ -230,8 +217,7 @@ fn an_exception_inside_a_pinned_folder_is_not_kept(s: &Server) {
     seed(&dav);
     let m = Mounted::new(&dav.url, &MountOpts::for_server(s));
     pin_wait(&m, "Proj");
-    let out = m.cli(&["unpin".as_ref(), m.path("Proj/sub/big.bin").as_os_str()]);
-    ok(&out, "cloudmount unpin Proj/sub/big.bin");
+    m.cli_ok(&["unpin".as_ref(), m.path("Proj/sub/big.bin").as_os_str()]);
     // Cached still, no longer kept; the rest of the folder stays pinned.
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "cached");
     assert_eq!(state(&m.path("Proj/sub/deeper/x")), "pinned");
@@ -240,10 +226,7 @@ fn an_exception_inside_a_pinned_folder_is_not_kept(s: &Server) {
     pin_wait(&m, "Proj");
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "pinned");
     // Unpinning the folder unpins everything in it.
-    ok(
-        &m.cli(&["unpin".as_ref(), m.path("Proj").as_os_str()]),
-        "cloudmount unpin Proj",
-    );
+    m.cli_ok(&["unpin".as_ref(), m.path("Proj").as_os_str()]);
     assert_eq!(state(&m.path("Proj/a.txt")), "cached");
     assert_eq!(state(&m.path("Proj")), "online");
     assert!(m.status().pins.is_empty());
@@ -264,10 +247,8 @@ fn free_drops_cached_copies_but_never_unsaved_changes(s: &Server) {
     pin_wait(&m, "Proj");
     let mine = pattern(12_345, 42);
     fs::write(m.path("Proj/sub/mine.txt"), &mine).unwrap();
-    let out = ok(
-        &m.cli(&["free".as_ref(), m.path("Proj").as_os_str()]),
-        "cloudmount free Proj",
-    );
+    let out = m.cli_ok(&["free".as_ref(), m.path("Proj").as_os_str()]);
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("freed"), "{out}");
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "online", "{}", s.name);
     assert_eq!(state(&m.path("Proj/a.txt")), "online");
@@ -410,14 +391,11 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
     assert!(m.status().pins.is_empty());
     assert_eq!(state(&m.path("big/f0")), "online");
     // Half of it fits.
-    ok(
-        &m.cli(&[
-            "pin".as_ref(),
-            m.path("big/f1").as_os_str(),
-            "--wait".as_ref(),
-        ]),
-        "pin one file",
-    );
+    m.cli_ok(&[
+        "pin".as_ref(),
+        m.path("big/f1").as_os_str(),
+        "--wait".as_ref(),
+    ]);
     assert_eq!(state(&m.path("big/f1")), "pinned");
     // The cache itself keeps to the floor: with the disk filled by something else to below
     // 5 % free, a file read through the mount reads whole and exact, and nothing of it is kept.

@@ -598,6 +598,20 @@ impl Mounted {
         run(cmd, "cloudmount")
     }
 
+    /// [`Mounted::cli`], asserting that the command succeeds.
+    pub fn cli_ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        let out = self.cli(args);
+        let shown: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        assert!(
+            out.status.success(),
+            "cloudmount {shown:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// `cloudmount status --json` of this mount.
     pub fn status(&self) -> cloudmount::vfs::status::VfsStatus {
         let mut cmd = self.command();
