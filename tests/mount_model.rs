@@ -195,8 +195,7 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
             Step::Offline(ops) => {
                 // Held descriptors closed first (a file deleted offline is not kept for them).
                 held = [None, None];
-                model.proxy.set_mode(ProxyMode::Refuse);
-                model.proxy.reset_all();
+                model.proxy.go_offline();
                 let root = model.mount.borrow().path(dir);
                 let got: Vec<_> = ops.iter().map(|op| apply_local(&root, op)).collect();
                 let want: Vec<_> = ops.iter().map(|op| apply_local(plain.path(), op)).collect();

@@ -74,8 +74,7 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
     // Read once, so it is cached: a file never read cannot be read offline (EIO).
     assert_eq!(read(&m.path("a.txt")), a);
 
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     let f = pattern(300_000, 4);
     fs::create_dir(m.path("d")).expect("mkdir offline");
     fs::write(m.path("d/f.bin"), &f).expect("write into a folder made offline");
@@ -137,8 +136,7 @@ fn a_file_changed_on_the_server_after_an_offline_rm_is_kept() {
         &MountOpts::for_server(&s).dir_cache_time("1s"),
     );
     assert_eq!(names(&m.dir), ["c.txt", "gone.txt"]);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     fs::remove_file(m.path("c.txt")).expect("rm offline");
     fs::remove_file(m.path("gone.txt")).expect("rm offline");
     assert!(names(&m.dir).is_empty());
@@ -174,8 +172,7 @@ fn unmount_waits_for_the_changes_made_offline() {
     let proxy = FaultProxy::start_blocking(target_of(&s.url));
     let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(&s));
     assert_eq!(names(&m.dir), ["name.txt", "old.txt"]);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     fs::create_dir(m.path("made")).expect("mkdir offline");
     fs::remove_file(m.path("old.txt")).expect("rm offline");
     fs::rename(m.path("name.txt"), m.path("made/renamed.txt")).expect("mv offline");

@@ -68,11 +68,6 @@ fn seed(dav: &Dav) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn offline(proxy: &FaultProxy) {
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
-}
-
 fn pin_wait(m: &Mounted, rel: &str) -> String {
     let out = m.cli_ok(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]);
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -114,7 +109,7 @@ fn a_pinned_tree_is_downloaded_and_reads_and_lists_offline(s: &Server) {
     assert!(text.contains("pins: 1 pinned item"), "{text}");
 
     // The server is gone: the whole pinned tree lists and reads; a file never read says so.
-    offline(&proxy);
+    proxy.go_offline();
     let tree = local_tree(&m.path("Proj"));
     let names: Vec<&String> = tree.keys().collect();
     assert_eq!(
@@ -160,7 +155,7 @@ fn files_new_or_changed_on_the_server_under_a_pin_are_fetched(s: &Server) {
             (a == "pinned" && b == "pinned").then_some(())
         },
     );
-    offline(&proxy);
+    proxy.go_offline();
     assert_eq!(read(&m.path("Proj/sub/deeper/new.bin")), new, "{}", s.name);
     assert_eq!(read(&m.path("Proj/sub/deeper/x")), changed, "{}", s.name);
     proxy.set_mode(ProxyMode::Pass);
@@ -204,7 +199,7 @@ fn pinned_bytes_are_outside_the_budget_and_never_evicted(s: &Server) {
     for i in 0..3 {
         assert_eq!(state(&m.path(&format!("keep/k{i}"))), "pinned");
     }
-    offline(&proxy);
+    proxy.go_offline();
     for (i, data) in kept.iter().enumerate() {
         assert_eq!(&read(&m.path(&format!("keep/k{i}"))), data, "{}", s.name);
     }
@@ -288,7 +283,7 @@ fn pins_survive_a_remount(s: &Server) {
     m.unmount();
 
     // And a mount that starts with the server unreachable reads them from its cache.
-    offline(&proxy);
+    proxy.go_offline();
     let m = Mounted::new(&url, &opts);
     for (p, data) in files.iter().filter(|(p, _)| p.starts_with("Proj/sub/")) {
         assert_eq!(

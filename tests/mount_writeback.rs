@@ -501,8 +501,7 @@ fn uploads_refused_for_a_while_land_once_connections_are_accepted() {
     // The folder was looked at while the server answered (a folder never listed cannot
     // be written offline: nothing is known about it).
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     for i in 0..20usize {
         let data = pattern(i * 15_001, i as u8);
         let rel = format!("refused {i:02} {}.txt", ODD[i % ODD.len()]);

@@ -276,8 +276,7 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
     a.add(&gone, &[]);
     assert!(registry(&dav).folders.iter().any(|e| e.name == "Gone"));
 
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     let dir = a.dir("Offline");
     write(&dir.join("o.txt"), b"o");
     let out = a.ok(&["sync", "add", dir.to_str().unwrap()]);
