@@ -31,26 +31,6 @@ fn file(data: &[u8]) -> Node {
     }
 }
 
-fn status_until(
-    m: &Mounted,
-    what: &str,
-    ok: impl Fn(&cloudmount::vfs::status::VfsStatus) -> bool,
-) -> cloudmount::vfs::status::VfsStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status();
-        if ok(&st) {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not the case; status: {st:#?}\ndaemon log:\n{}",
-            m.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// mkdir d; write d/f; mv a b; rm c; rmdir e — all with the server unreachable, the daemon
 /// killed and started again in between; then the server answers: it holds exactly the result.
 #[test]
@@ -89,9 +69,11 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
         a,
         "a cached file moved offline reads"
     );
-    let st = status_until(&m, "offline, the changes counted", |st| {
-        st.connection == Connection::Offline && st.queue.namespace_ops == 4
-    });
+    let st = m.status_until(
+        Duration::from_secs(20),
+        "offline, the changes counted",
+        |st| st.connection == Connection::Offline && st.queue.namespace_ops == 4,
+    );
     assert_eq!(st.queue.files, 1, "{st:#?}");
     assert!(
         m.status_text().contains("4 folder or name changes"),

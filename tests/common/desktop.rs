@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::mount::{run, Server};
+use super::mount::{eventually_with, run, Server};
 use super::sync::{text, user, user_bin, SyncHome};
 
 /// A command run as the test user in `home` (the environment [`SyncHome::command`] gives the
@@ -43,26 +43,14 @@ pub fn getfattr_state(home: &Path, path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Waits until `f` gives a value (asked every 250 ms), failing after `secs` with `what` and
-/// `context()`.
+/// Waits until `f` gives a value, failing after `secs` with `what` and `context()`.
 pub fn wait_for<T>(
     secs: u64,
     what: &str,
     context: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {secs} s\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually_with(Duration::from_secs(secs), what, context, f)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -630,6 +630,24 @@ impl Mounted {
         })
     }
 
+    /// Waits until `cloudmount status` satisfies `ok` (failing after `limit` with `what`, the
+    /// status and the daemon log), and returns that status.
+    pub fn status_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(&cloudmount::vfs::status::VfsStatus) -> bool,
+    ) -> cloudmount::vfs::status::VfsStatus {
+        let context = || {
+            format!(
+                "status: {:#?}\ndaemon log:\n{}",
+                self.status(),
+                self.daemon_log()
+            )
+        };
+        eventually_with(limit, what, context, || Some(self.status()).filter(&ok))
+    }
+
     /// `cloudmount status` of this mount, as a person reads it.
     pub fn status_text(&self) -> String {
         let mut cmd = self.command();
@@ -981,14 +999,24 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 // Small helpers
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
-pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_with(limit, what, String::new, f)
+}
+
+/// [`eventually`], the panic message followed by `context()` (a status, a daemon log).
+pub fn eventually_with<T>(
+    limit: Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() > deadline {
-            panic!("{what}: not the case after {limit:?}");
+            panic!("{what}: not the case after {limit:?}\n{}", context());
         }
         std::thread::sleep(Duration::from_millis(100));
     }

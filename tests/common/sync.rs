@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use cloudmount::sync::report::{FolderReport, FolderState};
 
-use super::mount::{run, Server, BIN};
+use super::mount::{eventually_with, run, Server, BIN};
 
 /// The normal user the tests run cloudmount as.
 #[derive(Debug, Clone, Copy)]
@@ -303,15 +303,10 @@ impl SyncHome {
 
     /// Waits until `cond` holds (checked every 100 ms), failing after `secs` with `what`.
     pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {secs} s\ndaemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log = || format!("daemon log:\n{}", self.log());
+        eventually_with(Duration::from_secs(secs), what, log, || {
+            cond().then_some(())
+        });
     }
 
     /// Waits until the folder has ended a run and is not syncing.
