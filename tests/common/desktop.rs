@@ -11,24 +11,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::mount::{eventually_with, run, Server};
-use super::sync::{text, user, user_bin, SyncHome};
+use super::sync::{text, user_bin, user_command_in, SyncHome};
 
 /// A command run as the test user in `home` (the environment [`SyncHome::command`] gives the
 /// binary), with the system's PATH.
 pub fn user_command(home: &Path, program: &str) -> Command {
-    let u = user();
-    let mut cmd = Command::new(program);
-    cmd.uid(u.uid)
-        .gid(u.gid)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .stdin(Stdio::null());
+    let mut cmd = user_command_in(home, program);
+    cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
     cmd
 }
 

@@ -8,6 +8,7 @@
 //! and everything the test makes in the home ([`write`], [`mkdir`], [`own`]) belongs to that
 //! user.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -113,6 +114,24 @@ pub fn user_bin() -> PathBuf {
     .clone()
 }
 
+/// `program` run as the test user in `home`: its HOME, the XDG directories under it (the
+/// defaults, and `run` for the runtime one), no stdin.
+pub(super) fn user_command_in(home: &Path, program: impl AsRef<OsStr>) -> Command {
+    let u = user();
+    let mut cmd = Command::new(program);
+    cmd.uid(u.uid)
+        .gid(u.gid)
+        .current_dir(home)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// The profile every test home has.
 pub const PROFILE: &str = "t";
 
@@ -163,22 +182,10 @@ impl SyncHome {
 
     /// The binary with this home's environment.
     pub fn command(&self) -> Command {
-        let h = self.home.path();
-        let u = user();
-        let mut cmd = Command::new(user_bin());
-        cmd.uid(u.uid)
-            .gid(u.gid)
-            .current_dir(h)
-            .env_remove("CLOUDMOUNT_PASSWORD")
-            .env("HOME", h)
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("XDG_CACHE_HOME")
-            .env("XDG_RUNTIME_DIR", h.join("run"))
+        let mut cmd = user_command_in(self.home.path(), user_bin());
+        cmd.env_remove("CLOUDMOUNT_PASSWORD")
             .env("CLOUDMOUNT_SYNC_QUIET_MS", "200")
-            .env("RUST_LOG", "info,cloudmount=debug")
-            .stdin(Stdio::null());
+            .env("RUST_LOG", "info,cloudmount=debug");
         cmd
     }
 
