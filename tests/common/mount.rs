@@ -754,26 +754,19 @@ impl Mounted {
         self.dir.join(rel)
     }
 
-    /// Runs `cloudmount unmount --no-wait` (queued uploads stay in the cache for the next
-    /// mount) and asserts that it succeeds and the mount is gone.
-    pub fn unmount_no_wait(mut self) {
-        let mut cmd = self.command();
-        cmd.arg("unmount").arg(&self.dir).arg("--no-wait");
-        let out = run(cmd, "cloudmount unmount --no-wait");
-        assert!(
-            out.status.success(),
-            "cloudmount unmount --no-wait {} failed ({}): {}",
-            self.dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(mount_info(&self.dir).is_none(), "still mounted");
-        self.mounted = false;
+    /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.
+    pub fn unmount(self) {
+        self.unmount_and_check(false);
     }
 
-    /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.
-    pub fn unmount(mut self) {
-        let out = self.run_unmount();
+    /// [`Mounted::unmount`] with `--no-wait`: queued uploads stay in the cache for the next
+    /// mount.
+    pub fn unmount_no_wait(self) {
+        self.unmount_and_check(true);
+    }
+
+    fn unmount_and_check(mut self, no_wait: bool) {
+        let out = self.run_unmount(no_wait);
         assert!(
             out.status.success(),
             "cloudmount unmount {} failed ({}): {}\ndaemon log:\n{}",
@@ -790,13 +783,13 @@ impl Mounted {
         self.mounted = false;
     }
 
-    fn run_unmount(&self) -> Output {
+    fn run_unmount(&self, no_wait: bool) -> Output {
         let mut cmd = self.command();
         cmd.arg("unmount").arg(&self.dir);
         // A failing test may leave uploads that will never finish (a server that is gone or
         // full): do not wait for them (a timeout here would panic inside the panic, and abort
         // every test of the binary).
-        if std::thread::panicking() {
+        if no_wait || std::thread::panicking() {
             cmd.arg("--no-wait");
         }
         run(cmd, "cloudmount unmount")
@@ -837,7 +830,7 @@ impl Drop for Mounted {
                 self.daemon_log()
             );
         }
-        let out = self.run_unmount();
+        let out = self.run_unmount(false);
         if out.status.success() && mount_info(&self.dir).is_none() {
             return;
         }
