@@ -4,22 +4,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cloudmount::sync::registry::{Registry, REGISTRY_PATH};
-use cloudmount::sync::report::AccountReport;
-use common::mount::{local_tree, Dav, Server, Tree};
+use common::mount::{Dav, Server};
 use common::proxy::{target_of, FaultProxy, ProxyMode};
-use common::sync::{text, write, SyncHome};
-
-/// The local tree without our marker file.
-fn local(dir: &Path) -> Tree {
-    let mut t = local_tree(dir);
-    t.remove(".cloudmount-sync");
-    t
-}
+use common::sync::{local, text, write, SyncHome};
 
 /// A computer of the account at `url`, its daemon running.
 fn computer(server: &Server, url: &str) -> SyncHome {
@@ -42,15 +33,8 @@ fn computer_id(h: &SyncHome) -> String {
         .to_string()
 }
 
-/// `sync list --inactive --json`.
-fn account(h: &SyncHome) -> AccountReport {
-    let out = h.ok(&["sync", "list", "--inactive", "--json"]);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("sync list --inactive --json ({e}): {out}"))
-}
-
 fn inactive_names(h: &SyncHome) -> Vec<String> {
-    let mut v: Vec<String> = account(h).folders.into_iter().map(|f| f.name).collect();
+    let mut v: Vec<String> = h.account().folders.into_iter().map(|f| f.name).collect();
     v.sort();
     v
 }
@@ -307,5 +291,5 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(account(&a).pending, 0);
+    assert_eq!(a.account().pending, 0);
 }

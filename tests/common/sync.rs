@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
-use cloudmount::sync::report::{FolderReport, FolderState};
+use cloudmount::sync::report::{AccountReport, FolderReport, FolderState};
 
-use super::mount::{eventually_with, run, Server, BIN};
+use super::mount::{eventually_with, local_tree, run, Server, Tree, BIN};
 
 /// The normal user the tests run cloudmount as.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +130,18 @@ pub(super) fn user_command_in(home: &Path, program: impl AsRef<OsStr>) -> Comman
         .env("XDG_RUNTIME_DIR", home.join("run"))
         .stdin(Stdio::null());
     cmd
+}
+
+/// The local tree of a sync folder, without our marker file.
+pub fn local(dir: &Path) -> Tree {
+    let mut t = local_tree(dir);
+    t.remove(".cloudmount-sync");
+    t
+}
+
+/// The paths of `t`, in order.
+pub fn names(t: &Tree) -> Vec<&str> {
+    t.keys().map(String::as_str).collect()
 }
 
 /// The profile every test home has.
@@ -298,6 +310,13 @@ impl SyncHome {
     pub fn list(&self) -> Vec<FolderReport> {
         let out = self.ok(&["sync", "list", "--json"]);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("sync list --json ({e}): {out}"))
+    }
+
+    /// `sync list --inactive --json`.
+    pub fn account(&self) -> AccountReport {
+        let out = self.ok(&["sync", "list", "--inactive", "--json"]);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("sync list --inactive --json ({e}): {out}"))
     }
 
     /// The report of the folder at `dir`.
