@@ -4,8 +4,9 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudmount::sync::registry::{Registry, REGISTRY_PATH};
 use common::mount::{Dav, Server};
@@ -17,6 +18,21 @@ fn computer(server: &Server, url: &str) -> SyncHome {
     let mut h = SyncHome::new(server, url);
     h.start();
     h
+}
+
+/// Computers a and b of the account, the folder `Docs` (x.txt) added on a, activated on b,
+/// both synced: (a, b, a's Docs, b's Docs).
+fn docs_on_two_computers(server: &Server, dav: &Dav) -> (SyncHome, SyncHome, PathBuf, PathBuf) {
+    let a = computer(server, &dav.url);
+    let b = computer(server, &dav.url);
+    let da = a.dir("Docs");
+    write(&da.join("x.txt"), b"x");
+    a.add(&da, &[]);
+    a.sync_now(&da);
+    b.ok(&["sync", "activate", "Docs"]);
+    let db = b.dir("Docs");
+    b.sync_now(&db);
+    (a, b, da, db)
 }
 
 /// The registry as the server holds it.
@@ -180,15 +196,7 @@ fn activating_into_an_empty_and_into_a_non_empty_folder() {
 fn remove_on_one_computer_leaves_the_others_syncing() {
     let server = Server::apache_basic();
     let dav = Dav::fresh(&server, "reg-remove");
-    let a = computer(&server, &dav.url);
-    let b = computer(&server, &dav.url);
-    let da = a.dir("Docs");
-    write(&da.join("x.txt"), b"x");
-    a.add(&da, &[]);
-    a.sync_now(&da);
-    b.ok(&["sync", "activate", "Docs"]);
-    let db = b.dir("Docs");
-    b.sync_now(&db);
+    let (a, b, da, db) = docs_on_two_computers(&server, &dav);
 
     let out = b.ok(&["sync", "remove", db.to_str().unwrap()]);
     assert!(
@@ -210,15 +218,7 @@ fn remove_on_one_computer_leaves_the_others_syncing() {
 fn forget_removes_the_folder_from_every_computer_and_deletes_nothing() {
     let server = Server::apache_basic();
     let dav = Dav::fresh(&server, "reg-forget");
-    let a = computer(&server, &dav.url);
-    let b = computer(&server, &dav.url);
-    let da = a.dir("Docs");
-    write(&da.join("x.txt"), b"x");
-    a.add(&da, &[]);
-    a.sync_now(&da);
-    b.ok(&["sync", "activate", "Docs"]);
-    let db = b.dir("Docs");
-    b.sync_now(&db);
+    let (a, b, da, db) = docs_on_two_computers(&server, &dav);
     let keep = a.dir("Keep");
     write(&keep.join("k.txt"), b"k");
     a.add(&keep, &[]);
@@ -277,19 +277,9 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
     assert_eq!(active_on(&reg, "Gone"), [computer_id(&a)]);
 
     proxy.set_mode(ProxyMode::Pass);
-    let began = Instant::now();
-    loop {
+    a.wait_until(60, "the registry updated once the server answered", || {
         let reg = registry(&dav);
-        let added = reg.folders.iter().any(|e| e.name == "Offline");
-        if added && active_on(&reg, "Gone").is_empty() {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "the registry was not updated once the server answered: {reg:?}\n{}",
-            a.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        reg.folders.iter().any(|e| e.name == "Offline") && active_on(&reg, "Gone").is_empty()
+    });
     assert_eq!(a.account().pending, 0);
 }
