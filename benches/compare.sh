@@ -91,8 +91,6 @@ WORK=$(mktemp -d /tmp/cloudmount-bench.XXXXXX)
 CM_MNT="$WORK/cm"; RC_MNT="$WORK/rc"
 mkdir -p "$CM_MNT" "$RC_MNT"
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 log_lines() { wc -l <"$LOG"; }
 # Bytes and requests the server sent since line $1 of the access log (status=$9, bytes=$10).
 log_since() { tail -n +"$(( $1 + 1 ))" "$LOG" | awk -v m="${2:-}" '

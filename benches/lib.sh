@@ -22,3 +22,7 @@ bench_prepare() {
     CM_BIN="$target_dir/release/cloudmount"
     cm_start_servers
 }
+
+# The time now (seconds, with nanoseconds), and the seconds from `now` $1 to `now` $2.
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }

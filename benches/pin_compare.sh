@@ -59,8 +59,6 @@ export HOME="$WORK/home" XDG_RUNTIME_DIR="$WORK/run"
 mkdir -p "$HOME" "$XDG_RUNTIME_DIR" "$WORK/mnt"
 chmod 0700 "$XDG_RUNTIME_DIR"
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 drop_caches() {
     sync; echo 3 >/proc/sys/vm/drop_caches

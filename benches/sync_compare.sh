@@ -98,8 +98,6 @@ LOG="$CLOUDMOUNT_TEST_APACHE_ACCESS_LOG"
 WORK=$(mktemp -d /tmp/cloudmount-syncbench.XXXXXX)
 CURL=(curl -s -K "$CM_TMP/curl-basic.conf")
 
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 log_lines() { wc -l <"$LOG"; }
 # Requests since line $1 of the access log: "42 (PROPFIND 21, PUT 20, MOVE 1)".
 requests_since() { sleep 0.3; tail -n +"$(( $1 + 1 ))" "$LOG" | awk '

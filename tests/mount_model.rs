@@ -195,8 +195,7 @@ fn check(model: &Model, dir: &str, steps: &[Step], idle_crashes: bool) -> Tally 
             Step::Offline(ops) => {
                 // Held descriptors closed first (a file deleted offline is not kept for them).
                 held = [None, None];
-                model.proxy.set_mode(ProxyMode::Refuse);
-                model.proxy.reset_all();
+                model.proxy.go_offline();
                 let root = model.mount.borrow().path(dir);
                 let got: Vec<_> = ops.iter().map(|op| apply_local(&root, op)).collect();
                 let want: Vec<_> = ops.iter().map(|op| apply_local(plain.path(), op)).collect();
@@ -390,24 +389,6 @@ fn files_below(p: &Path) -> Vec<std::path::PathBuf> {
         Ok(md) if md.is_file() => vec![p.to_path_buf()],
         _ => Vec::new(),
     }
-}
-
-/// `user.cloudmount.state` of a file of the mount.
-fn state_of(p: &Path) -> Result<String, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = c"user.cloudmount.state";
-    let mut buf = [0u8; 64];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(format!(
-            "getxattr state of {}: {}",
-            p.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&buf[..r as usize]).into_owned())
 }
 
 /// Another client edits the server below the sequence's folder `dir`; once the upload queue

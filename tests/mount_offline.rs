@@ -31,26 +31,6 @@ fn file(data: &[u8]) -> Node {
     }
 }
 
-fn status_until(
-    m: &Mounted,
-    what: &str,
-    ok: impl Fn(&cloudmount::vfs::status::VfsStatus) -> bool,
-) -> cloudmount::vfs::status::VfsStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = m.status();
-        if ok(&st) {
-            return st;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not the case; status: {st:#?}\ndaemon log:\n{}",
-            m.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// mkdir d; write d/f; mv a b; rm c; rmdir e — all with the server unreachable, the daemon
 /// killed and started again in between; then the server answers: it holds exactly the result.
 #[test]
@@ -74,8 +54,7 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
     // Read once, so it is cached: a file never read cannot be read offline (EIO).
     assert_eq!(read(&m.path("a.txt")), a);
 
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     let f = pattern(300_000, 4);
     fs::create_dir(m.path("d")).expect("mkdir offline");
     fs::write(m.path("d/f.bin"), &f).expect("write into a folder made offline");
@@ -90,9 +69,11 @@ fn offline_mkdir_write_mv_rm_rmdir_reach_the_server_in_order_after_a_restart() {
         a,
         "a cached file moved offline reads"
     );
-    let st = status_until(&m, "offline, the changes counted", |st| {
-        st.connection == Connection::Offline && st.queue.namespace_ops == 4
-    });
+    let st = m.status_until(
+        Duration::from_secs(20),
+        "offline, the changes counted",
+        |st| st.connection == Connection::Offline && st.queue.namespace_ops == 4,
+    );
     assert_eq!(st.queue.files, 1, "{st:#?}");
     assert!(
         m.status_text().contains("4 folder or name changes"),
@@ -137,8 +118,7 @@ fn a_file_changed_on_the_server_after_an_offline_rm_is_kept() {
         &MountOpts::for_server(&s).dir_cache_time("1s"),
     );
     assert_eq!(names(&m.dir), ["c.txt", "gone.txt"]);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     fs::remove_file(m.path("c.txt")).expect("rm offline");
     fs::remove_file(m.path("gone.txt")).expect("rm offline");
     assert!(names(&m.dir).is_empty());
@@ -174,8 +154,7 @@ fn unmount_waits_for_the_changes_made_offline() {
     let proxy = FaultProxy::start_blocking(target_of(&s.url));
     let m = Mounted::new(&proxy.url_for(&dav.url), &MountOpts::for_server(&s));
     assert_eq!(names(&m.dir), ["name.txt", "old.txt"]);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     fs::create_dir(m.path("made")).expect("mkdir offline");
     fs::remove_file(m.path("old.txt")).expect("rm offline");
     fs::rename(m.path("name.txt"), m.path("made/renamed.txt")).expect("mv offline");

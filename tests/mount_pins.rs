@@ -9,7 +9,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use common::mount::*;
@@ -45,35 +45,8 @@ pin_tests!(
     setfattr_pins_and_unpins,
 );
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn state(p: &Path) -> String {
-    let v = xattr_get(p, "user.cloudmount.state")
-        .unwrap_or_else(|e| panic!("getxattr state of {}: {e}", p.display()));
-    String::from_utf8(v).unwrap()
-}
-
-fn xattr_get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    // SAFETY: valid C strings and a buffer of the given length.
-    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
+    state_of(p).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A tree of `files` (relative path → content) on the server, below `dir`.
@@ -95,16 +68,9 @@ fn seed(dav: &Dav) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn offline(proxy: &FaultProxy) {
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
-}
-
 fn pin_wait(m: &Mounted, rel: &str) -> String {
-    ok(
-        &m.cli(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]),
-        &format!("cloudmount pin {rel} --wait"),
-    )
+    let out = m.cli_ok(&["pin".as_ref(), m.path(rel).as_os_str(), "--wait".as_ref()]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Waits until the pin at `shown` reports complete.
@@ -143,7 +109,7 @@ fn a_pinned_tree_is_downloaded_and_reads_and_lists_offline(s: &Server) {
     assert!(text.contains("pins: 1 pinned item"), "{text}");
 
     // The server is gone: the whole pinned tree lists and reads; a file never read says so.
-    offline(&proxy);
+    proxy.go_offline();
     let tree = local_tree(&m.path("Proj"));
     let names: Vec<&String> = tree.keys().collect();
     assert_eq!(
@@ -189,7 +155,7 @@ fn files_new_or_changed_on_the_server_under_a_pin_are_fetched(s: &Server) {
             (a == "pinned" && b == "pinned").then_some(())
         },
     );
-    offline(&proxy);
+    proxy.go_offline();
     assert_eq!(read(&m.path("Proj/sub/deeper/new.bin")), new, "{}", s.name);
     assert_eq!(read(&m.path("Proj/sub/deeper/x")), changed, "{}", s.name);
     proxy.set_mode(ProxyMode::Pass);
@@ -233,7 +199,7 @@ fn pinned_bytes_are_outside_the_budget_and_never_evicted(s: &Server) {
     for i in 0..3 {
         assert_eq!(state(&m.path(&format!("keep/k{i}"))), "pinned");
     }
-    offline(&proxy);
+    proxy.go_offline();
     for (i, data) in kept.iter().enumerate() {
         assert_eq!(&read(&m.path(&format!("keep/k{i}"))), data, "{}", s.name);
     }
@@ -246,8 +212,7 @@ fn an_exception_inside_a_pinned_folder_is_not_kept(s: &Server) {
     seed(&dav);
     let m = Mounted::new(&dav.url, &MountOpts::for_server(s));
     pin_wait(&m, "Proj");
-    let out = m.cli(&["unpin".as_ref(), m.path("Proj/sub/big.bin").as_os_str()]);
-    ok(&out, "cloudmount unpin Proj/sub/big.bin");
+    m.cli_ok(&["unpin".as_ref(), m.path("Proj/sub/big.bin").as_os_str()]);
     // Cached still, no longer kept; the rest of the folder stays pinned.
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "cached");
     assert_eq!(state(&m.path("Proj/sub/deeper/x")), "pinned");
@@ -256,10 +221,7 @@ fn an_exception_inside_a_pinned_folder_is_not_kept(s: &Server) {
     pin_wait(&m, "Proj");
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "pinned");
     // Unpinning the folder unpins everything in it.
-    ok(
-        &m.cli(&["unpin".as_ref(), m.path("Proj").as_os_str()]),
-        "cloudmount unpin Proj",
-    );
+    m.cli_ok(&["unpin".as_ref(), m.path("Proj").as_os_str()]);
     assert_eq!(state(&m.path("Proj/a.txt")), "cached");
     assert_eq!(state(&m.path("Proj")), "online");
     assert!(m.status().pins.is_empty());
@@ -280,10 +242,8 @@ fn free_drops_cached_copies_but_never_unsaved_changes(s: &Server) {
     pin_wait(&m, "Proj");
     let mine = pattern(12_345, 42);
     fs::write(m.path("Proj/sub/mine.txt"), &mine).unwrap();
-    let out = ok(
-        &m.cli(&["free".as_ref(), m.path("Proj").as_os_str()]),
-        "cloudmount free Proj",
-    );
+    let out = m.cli_ok(&["free".as_ref(), m.path("Proj").as_os_str()]);
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("freed"), "{out}");
     assert_eq!(state(&m.path("Proj/sub/big.bin")), "online", "{}", s.name);
     assert_eq!(state(&m.path("Proj/a.txt")), "online");
@@ -323,7 +283,7 @@ fn pins_survive_a_remount(s: &Server) {
     m.unmount();
 
     // And a mount that starts with the server unreachable reads them from its cache.
-    offline(&proxy);
+    proxy.go_offline();
     let m = Mounted::new(&url, &opts);
     for (p, data) in files.iter().filter(|(p, _)| p.starts_with("Proj/sub/")) {
         assert_eq!(
@@ -426,20 +386,17 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
     assert!(m.status().pins.is_empty());
     assert_eq!(state(&m.path("big/f0")), "online");
     // Half of it fits.
-    ok(
-        &m.cli(&[
-            "pin".as_ref(),
-            m.path("big/f1").as_os_str(),
-            "--wait".as_ref(),
-        ]),
-        "pin one file",
-    );
+    m.cli_ok(&[
+        "pin".as_ref(),
+        m.path("big/f1").as_os_str(),
+        "--wait".as_ref(),
+    ]);
     assert_eq!(state(&m.path("big/f1")), "pinned");
     // The cache itself keeps to the floor: with the disk filled by something else to below
     // 5 % free, a file read through the mount reads whole and exact, and nothing of it is kept.
     let free = || {
-        let st = nix_statvfs(small.path());
-        st.0 * st.1
+        let st = statvfs(small.path());
+        st.f_frsize as u64 * st.f_bavail as u64
     };
     let filler = small.path().join("filler");
     let room = free().saturating_sub(512 * 1024);
@@ -460,15 +417,6 @@ fn a_pin_that_would_not_fit_on_the_disk_is_refused() {
         free()
     );
     m.unmount();
-}
-
-/// (block size, free blocks) of the filesystem holding `p`.
-fn nix_statvfs(p: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
-    (st.f_frsize as u64, st.f_bavail as u64)
 }
 
 /// A path outside any mount gets a clear error, and the command fails.

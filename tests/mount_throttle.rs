@@ -16,20 +16,6 @@ use common::pattern;
 
 const MIB: usize = 1 << 20;
 
-fn cli_ok(m: &Mounted, args: &[&str]) -> String {
-    let out = m.cli(args);
-    assert!(
-        out.status.success(),
-        "cloudmount {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// Writes `data` to `rel` on the mount and closes it; the upload starts at once
 /// (write-back delay 0).
 fn write_file(m: &Mounted, rel: &str, data: &[u8]) {
@@ -95,8 +81,9 @@ fn upload_limit_holds_and_changes_live() {
     write_file(&m, "b.bin", &b);
     std::thread::sleep(Duration::from_millis(500));
     let before = sent_rate(&m, Duration::from_secs(1));
-    let out = cli_ok(&m, &["settings", "set", "upload_limit", "256K"]);
-    assert!(out.contains("applied now to 1 running daemon"), "{out}");
+    let out = m.cli_ok(&["settings", "set", "upload_limit", "256K"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("applied now to 1 running daemon"), "{said}");
     // Within a second the new rate holds.
     std::thread::sleep(Duration::from_millis(700));
     let after = sent_rate(&m, Duration::from_secs(2));
@@ -105,7 +92,7 @@ fn upload_limit_holds_and_changes_live() {
     assert!(after < 400_000.0, "at 256 KiB/s: {after:.0} B/s");
     assert_eq!(m.status().queue.files, 1, "b.bin is still going up");
     let lifted = Instant::now();
-    cli_ok(&m, &["settings", "set", "upload_limit", "0"]);
+    m.cli_ok(&["settings", "set", "upload_limit", "0"]);
     let rest = uploaded_within(&m, Duration::from_secs(60))
         .map(|_| lifted.elapsed())
         .unwrap_or_else(|| panic!("b.bin not uploaded in 60 s\n{}", m.daemon_log()));
@@ -187,14 +174,14 @@ fn download_limit_holds_and_changes_live() {
     let began = Instant::now();
     let reader = std::thread::spawn(move || read_timed(&path));
     std::thread::sleep(Duration::from_millis(1500));
-    cli_ok(&m, &["settings", "set", "download_limit", "256K"]);
+    m.cli_ok(&["settings", "set", "download_limit", "256K"]);
     std::thread::sleep(Duration::from_millis(7500).saturating_sub(began.elapsed()));
     assert!(
         !reader.is_finished(),
         "b.bin was read as fast as at 1 MiB/s: the lower limit did not hold"
     );
     let lifted = Instant::now();
-    cli_ok(&m, &["settings", "set", "download_limit", "0"]);
+    m.cli_ok(&["settings", "set", "download_limit", "0"]);
     let (got, marks) = reader.join().unwrap();
     assert!(got == b, "b.bin read back differs");
     let by_lift = bytes_by(&marks, lifted);

@@ -27,13 +27,12 @@ fn the_user() -> (u32, u32) {
         "the mount tests run as a normal user, not root: run them with tests/run.sh \
          (.config/nextest.toml runs this binary through tests/as-user.sh)"
     );
-    let name = common::env("CLOUDMOUNT_TEST_UNIX_USER");
-    let c = std::ffi::CString::new(name.clone()).unwrap();
-    // SAFETY: getpwnam returns NULL or a pointer to a static record, read at once.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    assert!(!pw.is_null(), "no user {name:?}");
-    // SAFETY: pw is non-null.
-    assert_eq!(unsafe { (*pw).pw_uid }, uid, "the test runs as {name}");
+    assert_eq!(
+        common::sync::user().uid,
+        uid,
+        "the test runs as {}",
+        common::env("CLOUDMOUNT_TEST_UNIX_USER")
+    );
     (uid, gid)
 }
 

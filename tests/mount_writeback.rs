@@ -18,7 +18,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use cloudmount::vfs::status::{Connection, VfsStatus};
+use cloudmount::vfs::status::Connection;
 use common::apache::PrivateApache;
 use common::mount::*;
 use common::proxy::{target_of, FaultProxy, ProxyMode};
@@ -125,34 +125,6 @@ fn assert_mount_reads(m: &Mounted, want: &Want) {
             &sha256(data)[..12]
         );
     }
-}
-
-/// Waits until `cloudmount status` satisfies `ok`, and returns that status.
-fn status_until(
-    m: &Mounted,
-    limit: Duration,
-    what: &str,
-    ok: impl Fn(&VfsStatus) -> bool,
-) -> VfsStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        let st = m.status();
-        if ok(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not the case after {limit:?}; status: {st:#?}\ndaemon log:\n{}",
-            m.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn state_xattr(m: &Mounted, rel: &str) -> String {
-    let v = getxattr(&m.path(rel), "user.cloudmount.state")
-        .unwrap_or_else(|e| panic!("getxattr user.cloudmount.state of {rel:?}: errno {e}"));
-    String::from_utf8(v).unwrap()
 }
 
 /// Names people give files: unicode, spaces, `%`, `#` and friends.
@@ -380,8 +352,7 @@ fn an_outage_keeps_the_mount_usable_and_the_queue_drains_when_the_server_is_back
     expected.sort();
     assert_eq!(listed, expected, "listing offline");
 
-    let st = status_until(
-        &m,
+    let st = m.status_until(
         Duration::from_secs(15),
         "status shows the outage and the failed uploads",
         |st| {
@@ -393,7 +364,7 @@ fn an_outage_keeps_the_mount_usable_and_the_queue_drains_when_the_server_is_back
     // The connection error once, not once per waiting file.
     assert!(st.last_error.is_some(), "{st:#?}");
     assert!(st.errors.is_empty(), "{st:#?}");
-    assert_eq!(state_xattr(&m, &queued[0]), "error");
+    assert_eq!(state_of(&m.path(&queued[0])).unwrap(), "error");
 
     // Back on the same port; nobody touches the mount: the queue drains by itself.
     apache.restart();
@@ -402,7 +373,7 @@ fn an_outage_keeps_the_mount_usable_and_the_queue_drains_when_the_server_is_back
     let st = m.status();
     assert_eq!(st.connection, Connection::Online, "{st:#?}");
     assert!(st.errors.is_empty(), "{st:#?}");
-    assert_eq!(state_xattr(&m, &queued[0]), "cached");
+    assert_eq!(state_of(&m.path(&queued[0])).unwrap(), "cached");
     m.unmount();
 }
 
@@ -477,7 +448,7 @@ fn uploads_stalled_for_seconds_finish_when_bytes_move_again() {
         want.file(&rel, data);
     }
     proxy.set_mode(ProxyMode::Stall);
-    status_until(&m, Duration::from_secs(10), "uploads under way", |st| {
+    m.status_until(Duration::from_secs(10), "uploads under way", |st| {
         st.queue.in_flight >= 1
     });
     let up = proxy.bytes_up();
@@ -507,16 +478,14 @@ fn uploads_refused_for_a_while_land_once_connections_are_accepted() {
     // The folder was looked at while the server answered (a folder never listed cannot
     // be written offline: nothing is known about it).
     assert_eq!(fs::read_dir(&m.dir).unwrap().count(), 0);
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     for i in 0..20usize {
         let data = pattern(i * 15_001, i as u8);
         let rel = format!("refused {i:02} {}.txt", ODD[i % ODD.len()]);
         fs::write(m.path(&rel), &data).unwrap_or_else(|e| panic!("write {rel:?}: {e}"));
         want.file(&rel, data);
     }
-    let st = status_until(
-        &m,
+    let st = m.status_until(
         Duration::from_secs(15),
         "offline, every file failed once",
         |st| st.connection == Connection::Offline && st.queue.waiting_for_server == 20,
@@ -618,7 +587,7 @@ fn a_change_elsewhere_during_the_delay_keeps_both_versions() {
         || (read(&m.path("doc.txt")) == theirs).then_some(()),
     );
     assert_eq!(read(&m.path(&copy)), ours);
-    assert_eq!(state_xattr(&m, &copy), "conflict");
+    assert_eq!(state_of(&m.path(&copy)).unwrap(), "conflict");
     let st = m.status();
     assert_eq!(st.conflicts.len(), 1, "{st:#?}");
     assert_eq!(st.conflicts[0].path, "doc.txt");
@@ -731,7 +700,7 @@ fn a_full_server_pauses_uploads_until_space_is_freed() {
     let big = pattern(MIB, 2);
     fs::write(m.path("big.bin"), &big).expect("close succeeds: the data is on local disk");
 
-    let st = status_until(&m, Duration::from_secs(15), "uploads paused", |st| {
+    let st = m.status_until(Duration::from_secs(15), "uploads paused", |st| {
         st.queue.paused.is_some()
     });
     let reason = st.queue.paused.clone().unwrap();
@@ -753,7 +722,7 @@ fn a_full_server_pauses_uploads_until_space_is_freed() {
     assert_eq!(read(&m.path("big.bin")), big, "intact on the mount");
 
     // Still full: the probes (every second) get 507 too, and the file stays queued.
-    let st = status_until(&m, Duration::from_secs(10), "probed again", |st| {
+    let st = m.status_until(Duration::from_secs(10), "probed again", |st| {
         st.errors
             .iter()
             .any(|e| e.path == "big.bin" && e.attempts >= 3)

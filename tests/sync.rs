@@ -6,19 +6,8 @@ mod common;
 use std::path::Path;
 
 use cloudmount::sync::report::FolderState;
-use common::mount::{local_tree, Dav, Node, Server, Tree};
-use common::sync::{write, SyncHome};
-
-/// The local tree without our marker file.
-fn local(dir: &Path) -> Tree {
-    let mut t = local_tree(dir);
-    t.remove(".cloudmount-sync");
-    t
-}
-
-fn names(t: &Tree) -> Vec<&str> {
-    t.keys().map(String::as_str).collect()
-}
+use common::mount::{Dav, Node, Server};
+use common::sync::{local, names, write, SyncHome};
 
 fn assert_same(what: &str, dav: &Dav, folder: &str, dir: &Path) {
     let server = dav.tree_at(folder);

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use cloudmount::sync::folder::{Mode, Schedule};
-use cloudmount::sync::report::{AccountReport, FolderState};
+use cloudmount::sync::report::FolderState;
 use common::mount::{Dav, Server};
 use common::sync::{write, SyncHome};
 
@@ -27,13 +27,6 @@ mode = "upload-only"
 schedule = "weekly"
 active = false
 "#;
-
-/// `sync list --inactive --json`.
-fn account(h: &SyncHome) -> AccountReport {
-    let out = h.ok(&["sync", "list", "--inactive", "--json"]);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("sync list --inactive --json ({e}): {out}"))
-}
 
 fn read(p: &Path) -> Option<Vec<u8>> {
     std::fs::read(p).ok()
@@ -74,7 +67,7 @@ fn default_folders_on_first_start(server: Server) {
     });
 
     // The inactive default is in the account, inactive here, upload-only and weekly.
-    let acc = account(&h);
+    let acc = h.account();
     let pics: Vec<_> = acc
         .folders
         .iter()
@@ -105,7 +98,7 @@ fn default_folders_on_first_start(server: Server) {
         h.list(),
         h.log()
     );
-    let acc = account(&h);
+    let acc = h.account();
     assert_eq!(
         acc.folders
             .iter()

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use cloudmount::remote::{ByteRange, Remote};
 use cloudmount::sync::report::FolderState;
 use common::apache::PrivateApache;
-use common::mount::{assert_trees_match, local_tree, Dav, Node, Server, Tree};
+use common::mount::{assert_trees_match, Dav, Node, Server, Tree};
 use common::proxy::{target_of, FaultProxy, ProxyMode};
-use common::sync::{write, SyncHome};
+use common::sync::{local, write, SyncHome};
 
 /// Prefix of the sync's temporary uploads on the server (the vfs's upload temporaries).
 const UPLOAD_TEMP: &str = ".cloudmount-upload-";
@@ -33,13 +33,6 @@ const CONFLICT: &str = " (conflicted copy ";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// The local tree without our marker file.
-fn local(dir: &Path) -> Tree {
-    let mut t = local_tree(dir);
-    t.remove(".cloudmount-sync");
-    t
-}
 
 fn base_name(rel: &str) -> &str {
     rel.rsplit('/').next().unwrap_or(rel)

@@ -12,19 +12,8 @@ use cloudmount::remote::Remote;
 use cloudmount::sync::report::FollowedFolder;
 use cloudmount::sync::Mode;
 use cloudmount::transfer::conflict::is_conflict_copy;
-use common::mount::{local_tree, Dav, Server, Tree};
-use common::sync::{text, write, SyncHome, PROFILE};
-
-/// The local tree without our marker file.
-fn local(dir: &Path) -> Tree {
-    let mut t = local_tree(dir);
-    t.remove(".cloudmount-sync");
-    t
-}
-
-fn names(t: &Tree) -> Vec<&str> {
-    t.keys().map(String::as_str).collect()
-}
+use common::mount::{Dav, Server};
+use common::sync::{local, names, text, write, SyncHome, PROFILE};
 
 /// A home whose profile has the areas `Drive` (the main one, `drive`) and `name` at `url`
 /// (`read_only` as given).

@@ -4,28 +4,35 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudmount::sync::registry::{Registry, REGISTRY_PATH};
-use cloudmount::sync::report::AccountReport;
-use common::mount::{local_tree, Dav, Server, Tree};
+use common::mount::{Dav, Server};
 use common::proxy::{target_of, FaultProxy, ProxyMode};
-use common::sync::{text, write, SyncHome};
-
-/// The local tree without our marker file.
-fn local(dir: &Path) -> Tree {
-    let mut t = local_tree(dir);
-    t.remove(".cloudmount-sync");
-    t
-}
+use common::sync::{local, text, write, SyncHome};
 
 /// A computer of the account at `url`, its daemon running.
 fn computer(server: &Server, url: &str) -> SyncHome {
     let mut h = SyncHome::new(server, url);
     h.start();
     h
+}
+
+/// Computers a and b of the account, the folder `Docs` (x.txt) added on a, activated on b,
+/// both synced: (a, b, a's Docs, b's Docs).
+fn docs_on_two_computers(server: &Server, dav: &Dav) -> (SyncHome, SyncHome, PathBuf, PathBuf) {
+    let a = computer(server, &dav.url);
+    let b = computer(server, &dav.url);
+    let da = a.dir("Docs");
+    write(&da.join("x.txt"), b"x");
+    a.add(&da, &[]);
+    a.sync_now(&da);
+    b.ok(&["sync", "activate", "Docs"]);
+    let db = b.dir("Docs");
+    b.sync_now(&db);
+    (a, b, da, db)
 }
 
 /// The registry as the server holds it.
@@ -42,15 +49,8 @@ fn computer_id(h: &SyncHome) -> String {
         .to_string()
 }
 
-/// `sync list --inactive --json`.
-fn account(h: &SyncHome) -> AccountReport {
-    let out = h.ok(&["sync", "list", "--inactive", "--json"]);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("sync list --inactive --json ({e}): {out}"))
-}
-
 fn inactive_names(h: &SyncHome) -> Vec<String> {
-    let mut v: Vec<String> = account(h).folders.into_iter().map(|f| f.name).collect();
+    let mut v: Vec<String> = h.account().folders.into_iter().map(|f| f.name).collect();
     v.sort();
     v
 }
@@ -196,15 +196,7 @@ fn activating_into_an_empty_and_into_a_non_empty_folder() {
 fn remove_on_one_computer_leaves_the_others_syncing() {
     let server = Server::apache_basic();
     let dav = Dav::fresh(&server, "reg-remove");
-    let a = computer(&server, &dav.url);
-    let b = computer(&server, &dav.url);
-    let da = a.dir("Docs");
-    write(&da.join("x.txt"), b"x");
-    a.add(&da, &[]);
-    a.sync_now(&da);
-    b.ok(&["sync", "activate", "Docs"]);
-    let db = b.dir("Docs");
-    b.sync_now(&db);
+    let (a, b, da, db) = docs_on_two_computers(&server, &dav);
 
     let out = b.ok(&["sync", "remove", db.to_str().unwrap()]);
     assert!(
@@ -226,15 +218,7 @@ fn remove_on_one_computer_leaves_the_others_syncing() {
 fn forget_removes_the_folder_from_every_computer_and_deletes_nothing() {
     let server = Server::apache_basic();
     let dav = Dav::fresh(&server, "reg-forget");
-    let a = computer(&server, &dav.url);
-    let b = computer(&server, &dav.url);
-    let da = a.dir("Docs");
-    write(&da.join("x.txt"), b"x");
-    a.add(&da, &[]);
-    a.sync_now(&da);
-    b.ok(&["sync", "activate", "Docs"]);
-    let db = b.dir("Docs");
-    b.sync_now(&db);
+    let (a, b, da, db) = docs_on_two_computers(&server, &dav);
     let keep = a.dir("Keep");
     write(&keep.join("k.txt"), b"k");
     a.add(&keep, &[]);
@@ -276,8 +260,7 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
     a.add(&gone, &[]);
     assert!(registry(&dav).folders.iter().any(|e| e.name == "Gone"));
 
-    proxy.set_mode(ProxyMode::Refuse);
-    proxy.reset_all();
+    proxy.go_offline();
     let dir = a.dir("Offline");
     write(&dir.join("o.txt"), b"o");
     let out = a.ok(&["sync", "add", dir.to_str().unwrap()]);
@@ -294,19 +277,9 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
     assert_eq!(active_on(&reg, "Gone"), [computer_id(&a)]);
 
     proxy.set_mode(ProxyMode::Pass);
-    let began = Instant::now();
-    loop {
+    a.wait_until(60, "the registry updated once the server answered", || {
         let reg = registry(&dav);
-        let added = reg.folders.iter().any(|e| e.name == "Offline");
-        if added && active_on(&reg, "Gone").is_empty() {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "the registry was not updated once the server answered: {reg:?}\n{}",
-            a.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(account(&a).pending, 0);
+        reg.folders.iter().any(|e| e.name == "Offline") && active_on(&reg, "Gone").is_empty()
+    });
+    assert_eq!(a.account().pending, 0);
 }

@@ -73,11 +73,10 @@ fn tree(mem: &MemRemote) -> Vec<String> {
     p
 }
 
+type Faulty = Arc<FaultyRemote<Arc<MemRemote>>>;
+
 /// a, c and e/ on the server, listed by the mount.
-async fn start(
-    mem: &Arc<MemRemote>,
-    cache: &Path,
-) -> (Arc<FaultyRemote<Arc<MemRemote>>>, Arc<Vfs>) {
+async fn start(mem: &Arc<MemRemote>, cache: &Path) -> (Faulty, Arc<Vfs>) {
     let faulty = Arc::new(FaultyRemote::new(mem.clone()));
     let vfs = open(faulty.clone(), cache);
     assert_eq!(names(&vfs, ROOT_INO).await, ["a", "c", "e"]);
@@ -88,6 +87,17 @@ fn server(mem: &MemRemote) {
     mem.insert_file("a", b"file a".to_vec());
     mem.insert_file("c", b"file c".to_vec());
     mem.insert_dir("e");
+}
+
+/// [`start`] on a new cache, then the server unreachable: (the cache, the server, its fault
+/// injector, the mount).
+async fn offline_start() -> (tempfile::TempDir, Arc<MemRemote>, Faulty, Arc<Vfs>) {
+    let cache = tempfile::tempdir().unwrap();
+    let mem = Arc::new(MemRemote::new());
+    server(&mem);
+    let (faulty, vfs) = start(&mem, cache.path()).await;
+    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    (cache, mem, faulty, vfs)
 }
 
 /// The offline sequence of the issue: mkdir d; write d/f; mv a b; rm c; rmdir e.
@@ -103,11 +113,7 @@ async fn offline_changes(vfs: &Vfs) {
 
 #[tokio::test]
 async fn offline_namespace_changes_show_at_once_and_are_replayed_in_order() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    let (faulty, vfs) = start(&mem, cache.path()).await;
-    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (_cache, mem, faulty, vfs) = offline_start().await;
     offline_changes(&vfs).await;
     assert_eq!(names(&vfs, ROOT_INO).await, ["b", "d"]);
     let d = vfs.lookup(ROOT_INO, "d").await.unwrap().ino;
@@ -130,15 +136,12 @@ async fn offline_namespace_changes_show_at_once_and_are_replayed_in_order() {
 
 #[tokio::test]
 async fn offline_namespace_changes_survive_a_restart_and_show_in_listings() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    {
-        let (faulty, vfs) = start(&mem, cache.path()).await;
-        faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (cache, mem) = {
+        let (cache, mem, _faulty, vfs) = offline_start().await;
         offline_changes(&vfs).await;
         vfs.shutdown().await;
-    }
+        (cache, mem)
+    };
     // Started again, still offline: the listing is the local result.
     let faulty = Arc::new(FaultyRemote::new(mem.clone()));
     faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
@@ -158,11 +161,7 @@ async fn offline_namespace_changes_survive_a_restart_and_show_in_listings() {
 
 #[tokio::test]
 async fn a_file_changed_on_the_server_is_not_deleted_by_an_offline_rm() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    let (faulty, vfs) = start(&mem, cache.path()).await;
-    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (_cache, mem, faulty, vfs) = offline_start().await;
     vfs.unlink(ROOT_INO, "c").await.unwrap();
     vfs.unlink(ROOT_INO, "a").await.unwrap();
     assert_eq!(names(&vfs, ROOT_INO).await, ["e"]);
@@ -188,11 +187,7 @@ async fn a_file_changed_on_the_server_is_not_deleted_by_an_offline_rm() {
 
 #[tokio::test]
 async fn a_name_taken_on_the_server_keeps_both_and_a_folder_with_new_content_stays() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    let (faulty, vfs) = start(&mem, cache.path()).await;
-    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (_cache, mem, faulty, vfs) = offline_start().await;
     let d = vfs.mkdir(ROOT_INO, "d").await.unwrap().ino;
     write_new(&vfs, d, "f", b"ours").await;
     vfs.rename(ROOT_INO, "a", ROOT_INO, "x", RenameFlags::default())
@@ -232,11 +227,7 @@ async fn a_name_taken_on_the_server_keeps_both_and_a_folder_with_new_content_sta
 
 #[tokio::test]
 async fn deleting_a_file_never_uploaded_cancels_its_upload_and_records_nothing() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    let (faulty, vfs) = start(&mem, cache.path()).await;
-    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (_cache, mem, faulty, vfs) = offline_start().await;
     write_new(&vfs, ROOT_INO, "tmp", b"scratch").await;
     vfs.rename(ROOT_INO, "tmp", ROOT_INO, "tmp2", RenameFlags::default())
         .await
@@ -292,11 +283,7 @@ async fn a_folder_made_offline_in_a_folder_deleted_on_the_server_is_made_again()
 
 #[tokio::test]
 async fn a_folder_made_then_renamed_offline_reaches_the_server_under_its_last_name() {
-    let cache = tempfile::tempdir().unwrap();
-    let mem = Arc::new(MemRemote::new());
-    server(&mem);
-    let (faulty, vfs) = start(&mem, cache.path()).await;
-    faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+    let (_cache, mem, faulty, vfs) = offline_start().await;
     let d = vfs.mkdir(ROOT_INO, "d").await.unwrap().ino;
     write_new(&vfs, d, "f", b"inside").await;
     vfs.rename(ROOT_INO, "d", ROOT_INO, "n", RenameFlags::default())
@@ -324,11 +311,7 @@ async fn a_folder_made_then_renamed_offline_reaches_the_server_under_its_last_na
 #[tokio::test]
 async fn an_upload_that_landed_with_its_answer_lost_is_undone_by_an_offline_rm_or_mv() {
     for rename in [false, true] {
-        let cache = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemRemote::new());
-        server(&mem);
-        let (faulty, vfs) = start(&mem, cache.path()).await;
-        faulty.fail_next(Op::Any, u64::MAX, FaultKind::Transient);
+        let (_cache, mem, faulty, vfs) = offline_start().await;
         write_new(&vfs, ROOT_INO, "n", b"new file").await;
         // Its upload reached the server, in place, and the answer never came back.
         let area = vfs.area_ids().next().unwrap();

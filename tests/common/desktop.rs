@@ -10,25 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::mount::{run, Server};
-use super::sync::{text, user, user_bin, SyncHome};
+use super::mount::{eventually_with, run, Server};
+use super::sync::{text, user_bin, user_command_in, SyncHome};
 
 /// A command run as the test user in `home` (the environment [`SyncHome::command`] gives the
 /// binary), with the system's PATH.
 pub fn user_command(home: &Path, program: &str) -> Command {
-    let u = user();
-    let mut cmd = Command::new(program);
-    cmd.uid(u.uid)
-        .gid(u.gid)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env_remove("XDG_CONFIG_HOME")
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_STATE_HOME")
-        .env_remove("XDG_CACHE_HOME")
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .stdin(Stdio::null());
+    let mut cmd = user_command_in(home, program);
+    cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
     cmd
 }
 
@@ -43,26 +32,14 @@ pub fn getfattr_state(home: &Path, path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Waits until `f` gives a value (asked every 250 ms), failing after `secs` with `what` and
-/// `context()`.
+/// Waits until `f` gives a value, failing after `secs` with `what` and `context()`.
 pub fn wait_for<T>(
     secs: u64,
     what: &str,
     context: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {secs} s\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually_with(Duration::from_secs(secs), what, context, f)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -598,6 +598,20 @@ impl Mounted {
         run(cmd, "cloudmount")
     }
 
+    /// [`Mounted::cli`], asserting that the command succeeds.
+    pub fn cli_ok<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Output {
+        let out = self.cli(args);
+        let shown: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        assert!(
+            out.status.success(),
+            "cloudmount {shown:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     /// `cloudmount status --json` of this mount.
     pub fn status(&self) -> cloudmount::vfs::status::VfsStatus {
         let mut cmd = self.command();
@@ -614,6 +628,24 @@ impl Mounted {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
+    }
+
+    /// Waits until `cloudmount status` satisfies `ok` (failing after `limit` with `what`, the
+    /// status and the daemon log), and returns that status.
+    pub fn status_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(&cloudmount::vfs::status::VfsStatus) -> bool,
+    ) -> cloudmount::vfs::status::VfsStatus {
+        let context = || {
+            format!(
+                "status: {:#?}\ndaemon log:\n{}",
+                self.status(),
+                self.daemon_log()
+            )
+        };
+        eventually_with(limit, what, context, || Some(self.status()).filter(&ok))
     }
 
     /// `cloudmount status` of this mount, as a person reads it.
@@ -722,26 +754,19 @@ impl Mounted {
         self.dir.join(rel)
     }
 
-    /// Runs `cloudmount unmount --no-wait` (queued uploads stay in the cache for the next
-    /// mount) and asserts that it succeeds and the mount is gone.
-    pub fn unmount_no_wait(mut self) {
-        let mut cmd = self.command();
-        cmd.arg("unmount").arg(&self.dir).arg("--no-wait");
-        let out = run(cmd, "cloudmount unmount --no-wait");
-        assert!(
-            out.status.success(),
-            "cloudmount unmount --no-wait {} failed ({}): {}",
-            self.dir.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(mount_info(&self.dir).is_none(), "still mounted");
-        self.mounted = false;
+    /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.
+    pub fn unmount(self) {
+        self.unmount_and_check(false);
     }
 
-    /// Runs `cloudmount unmount` and asserts that it succeeds and the mount is gone.
-    pub fn unmount(mut self) {
-        let out = self.run_unmount();
+    /// [`Mounted::unmount`] with `--no-wait`: queued uploads stay in the cache for the next
+    /// mount.
+    pub fn unmount_no_wait(self) {
+        self.unmount_and_check(true);
+    }
+
+    fn unmount_and_check(mut self, no_wait: bool) {
+        let out = self.run_unmount(no_wait);
         assert!(
             out.status.success(),
             "cloudmount unmount {} failed ({}): {}\ndaemon log:\n{}",
@@ -758,13 +783,13 @@ impl Mounted {
         self.mounted = false;
     }
 
-    fn run_unmount(&self) -> Output {
+    fn run_unmount(&self, no_wait: bool) -> Output {
         let mut cmd = self.command();
         cmd.arg("unmount").arg(&self.dir);
         // A failing test may leave uploads that will never finish (a server that is gone or
         // full): do not wait for them (a timeout here would panic inside the panic, and abort
         // every test of the binary).
-        if std::thread::panicking() {
+        if no_wait || std::thread::panicking() {
             cmd.arg("--no-wait");
         }
         run(cmd, "cloudmount unmount")
@@ -805,7 +830,7 @@ impl Drop for Mounted {
                 self.daemon_log()
             );
         }
-        let out = self.run_unmount();
+        let out = self.run_unmount(false);
         if out.status.success() && mount_info(&self.dir).is_none() {
             return;
         }
@@ -967,14 +992,24 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 // Small helpers
 
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what` after `limit`.
-pub fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_with(limit, what, String::new, f)
+}
+
+/// [`eventually`], the panic message followed by `context()` (a status, a daemon log).
+pub fn eventually_with<T>(
+    limit: Duration,
+    what: &str,
+    context: impl FnOnce() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
         if Instant::now() > deadline {
-            panic!("{what}: not the case after {limit:?}");
+            panic!("{what}: not the case after {limit:?}\n{}", context());
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -999,6 +1034,18 @@ pub fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
     }
     buf.truncate(r as usize);
     Ok(buf)
+}
+
+/// `user.cloudmount.state` of `path` on a mount (`pinned`, `cached`, `online`, ...).
+pub fn state_of(path: &Path) -> Result<String, String> {
+    let v = getxattr(path, "user.cloudmount.state").map_err(|e| {
+        format!(
+            "getxattr user.cloudmount.state of {}: {}",
+            path.display(),
+            std::io::Error::from_raw_os_error(e)
+        )
+    })?;
+    String::from_utf8(v).map_err(|e| format!("state of {}: {e}", path.display()))
 }
 
 /// `statvfs(2)` of `path`.

@@ -223,6 +223,12 @@ impl FaultProxy {
         *epoch = self.shared.shutdown.child_token();
     }
 
+    /// The server unreachable from now on: new connections refused, open ones reset.
+    pub fn go_offline(&self) {
+        self.set_mode(ProxyMode::Refuse);
+        self.reset_all();
+    }
+
     /// The next connection to send client→server data is reset once it has forwarded `n` such
     /// bytes (counted from its first chunk after this call). One-shot.
     pub fn reset_after_bytes(&self, n: u64) {

@@ -8,6 +8,7 @@
 //! and everything the test makes in the home ([`write`], [`mkdir`], [`own`]) belongs to that
 //! user.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::OnceLock;
 
-use cloudmount::sync::report::{FolderReport, FolderState};
+use cloudmount::sync::report::{AccountReport, FolderReport, FolderState};
 
-use super::mount::{run, Server, BIN};
+use super::mount::{eventually_with, local_tree, run, Server, Tree, BIN};
 
 /// The normal user the tests run cloudmount as.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +114,36 @@ pub fn user_bin() -> PathBuf {
     .clone()
 }
 
+/// `program` run as the test user in `home`: its HOME, the XDG directories under it (the
+/// defaults, and `run` for the runtime one), no stdin.
+pub(super) fn user_command_in(home: &Path, program: impl AsRef<OsStr>) -> Command {
+    let u = user();
+    let mut cmd = Command::new(program);
+    cmd.uid(u.uid)
+        .gid(u.gid)
+        .current_dir(home)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("XDG_CACHE_HOME")
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The local tree of a sync folder, without our marker file.
+pub fn local(dir: &Path) -> Tree {
+    let mut t = local_tree(dir);
+    t.remove(".cloudmount-sync");
+    t
+}
+
+/// The paths of `t`, in order.
+pub fn names(t: &Tree) -> Vec<&str> {
+    t.keys().map(String::as_str).collect()
+}
+
 /// The profile every test home has.
 pub const PROFILE: &str = "t";
 
@@ -163,22 +194,10 @@ impl SyncHome {
 
     /// The binary with this home's environment.
     pub fn command(&self) -> Command {
-        let h = self.home.path();
-        let u = user();
-        let mut cmd = Command::new(user_bin());
-        cmd.uid(u.uid)
-            .gid(u.gid)
-            .current_dir(h)
-            .env_remove("CLOUDMOUNT_PASSWORD")
-            .env("HOME", h)
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("XDG_STATE_HOME")
-            .env_remove("XDG_CACHE_HOME")
-            .env("XDG_RUNTIME_DIR", h.join("run"))
+        let mut cmd = user_command_in(self.home.path(), user_bin());
+        cmd.env_remove("CLOUDMOUNT_PASSWORD")
             .env("CLOUDMOUNT_SYNC_QUIET_MS", "200")
-            .env("RUST_LOG", "info,cloudmount=debug")
-            .stdin(Stdio::null());
+            .env("RUST_LOG", "info,cloudmount=debug");
         cmd
     }
 
@@ -293,6 +312,13 @@ impl SyncHome {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("sync list --json ({e}): {out}"))
     }
 
+    /// `sync list --inactive --json`.
+    pub fn account(&self) -> AccountReport {
+        let out = self.ok(&["sync", "list", "--inactive", "--json"]);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("sync list --inactive --json ({e}): {out}"))
+    }
+
     /// The report of the folder at `dir`.
     pub fn folder(&self, dir: &Path) -> FolderReport {
         self.list()
@@ -303,15 +329,10 @@ impl SyncHome {
 
     /// Waits until `cond` holds (checked every 100 ms), failing after `secs` with `what`.
     pub fn wait_until(&self, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !cond() {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within {secs} s\ndaemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log = || format!("daemon log:\n{}", self.log());
+        eventually_with(Duration::from_secs(secs), what, log, || {
+            cond().then_some(())
+        });
     }
 
     /// Waits until the folder has ended a run and is not syncing.
