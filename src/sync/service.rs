@@ -136,6 +136,24 @@ struct Inner {
     account_task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
+impl Inner {
+    /// Changes a folder's settings: in the journal, then for its task, which is woken.
+    fn update(
+        &self,
+        t: &FolderTask,
+        f: impl FnOnce(&mut FolderSpec),
+    ) -> Result<FolderSpec, String> {
+        let mut spec = t.spec();
+        f(&mut spec);
+        lock(&self.journal)
+            .update_folder(&spec)
+            .map_err(|e| e.to_string())?;
+        *lock(&t.spec) = spec.clone();
+        t.wake.notify_one();
+        Ok(spec)
+    }
+}
+
 /// The running sync folders of a profile.
 #[derive(Clone)]
 pub struct Service {
@@ -401,21 +419,6 @@ impl Service {
         ))
     }
 
-    fn update(
-        &self,
-        t: &FolderTask,
-        f: impl FnOnce(&mut FolderSpec),
-    ) -> Result<FolderSpec, String> {
-        let mut spec = t.spec();
-        f(&mut spec);
-        lock(&self.inner.journal)
-            .update_folder(&spec)
-            .map_err(|e| e.to_string())?;
-        *lock(&t.spec) = spec.clone();
-        t.wake.notify_one();
-        Ok(spec)
-    }
-
     fn set(&self, req: SyncSet) -> Result<String, String> {
         let t = self.find(&req.folder)?;
         if let Some(p) = req.delete_limit_percent {
@@ -434,7 +437,7 @@ impl Service {
                 ));
             }
         }
-        let spec = self.update(&t, |s| {
+        let spec = self.inner.update(&t, |s| {
             if let Some(m) = req.mode {
                 s.mode = m;
             }
@@ -640,11 +643,11 @@ impl ControlHandler for Service {
                 Response::SyncStarted(tickets)
             }
             Request::SyncPause { folder } => done(self.find(&folder).and_then(|t| {
-                self.update(&t, |s| s.paused = true)
+                self.inner.update(&t, |s| s.paused = true)
                     .map(|s| format!("{} paused", s.local.display()))
             })),
             Request::SyncResume { folder } => done(self.find(&folder).and_then(|t| {
-                self.update(&t, |s| s.paused = false)
+                self.inner.update(&t, |s| s.paused = false)
                     .map(|s| format!("{} resumed", s.local.display()))
             })),
             Request::SyncRemove { folder } => done(self.remove(&folder).await),

@@ -40,9 +40,7 @@ impl Inner {
         if spec.area.is_empty() || spec.mode == Mode::DownloadOnly {
             return;
         }
-        let mut now = task.spec();
-        now.mode = Mode::DownloadOnly;
-        if let Err(e) = lock(&self.journal).update_folder(&now) {
+        if let Err(e) = self.update(task, |s| s.mode = Mode::DownloadOnly) {
             tracing::warn!(error = %e, "cannot make the folder download-only");
             return;
         }
@@ -51,7 +49,6 @@ impl Inner {
             area = %spec.area,
             "the server refuses changes in this folder: it is download-only from now on"
         );
-        *lock(&task.spec) = now;
         task.now.store(true, Ordering::SeqCst);
         task.wake.notify_one();
     }
