@@ -77,10 +77,7 @@ impl Service {
         area: Option<&str>,
         mode: Mode,
     ) -> Result<(String, Mode), String> {
-        let Some(name) = area.filter(|a| !a.is_empty()) else {
-            let ro = self.inner.areas.first().is_some_and(|a| a.read_only);
-            return Ok((String::new(), if ro { Mode::DownloadOnly } else { mode }));
-        };
+        let name = area.unwrap_or("");
         let i = self.inner.area_index(name).ok_or_else(|| {
             let known: Vec<String> = self
                 .inner
@@ -98,20 +95,14 @@ impl Service {
                 }
             )
         })?;
-        let a = &self.inner.areas[i];
-        let stored = if i == 0 {
-            String::new()
-        } else {
-            a.name.clone()
+        // The main area is stored as `""`; a profile without areas has only it.
+        let a = self.inner.areas.get(i);
+        let stored = match a {
+            Some(a) if i > 0 => a.name.clone(),
+            _ => String::new(),
         };
-        Ok((
-            stored,
-            if a.read_only {
-                Mode::DownloadOnly
-            } else {
-                mode
-            },
-        ))
+        let read_only = a.is_some_and(|a| a.read_only);
+        Ok((stored, if read_only { Mode::DownloadOnly } else { mode }))
     }
 
     /// The top-level folders of the profile's areas other than the main one, marked with
