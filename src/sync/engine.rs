@@ -537,9 +537,8 @@ fn local_only_paths(inputs: &Inputs) -> Vec<String> {
         if inputs.remote.contains_key(path) || inputs.base.contains_key(path) {
             continue;
         }
-        if out.last().is_some_and(|d| {
-            path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
-        }) {
+        // `path` is never `d` itself (the paths are a map's keys).
+        if out.last().is_some_and(|d| plan::at_or_below(path, d)) {
             continue;
         }
         out.push(path.clone());

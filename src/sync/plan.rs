@@ -169,7 +169,7 @@ fn below<'a, V>(map: &'a BTreeMap<String, V>, dir: &str) -> impl Iterator<Item =
 }
 
 /// Whether `path` is `dir` or below it.
-fn at_or_below(path: &str, dir: &str) -> bool {
+pub(super) fn at_or_below(path: &str, dir: &str) -> bool {
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 

@@ -10,6 +10,7 @@ use super::{lock, FolderTask, Inner, Service};
 use crate::remote::{Remote, RemotePath};
 use crate::sync::folder::{FolderSpec, Mode};
 use crate::sync::report::{FollowedFolder, SyncedHere};
+use crate::sync::store::remote_within;
 
 /// One area of the profile, for the sync folders.
 #[derive(Clone)]
@@ -130,12 +131,9 @@ impl Service {
                 .collect();
             names.sort();
             for name in names {
-                let within = format!("{name}/");
                 let synced: Vec<SyncedHere> = synced
                     .iter()
-                    .filter(|s| {
-                        s.area == a.name && (s.remote == name || s.remote.starts_with(&within))
-                    })
+                    .filter(|s| s.area == a.name && remote_within(&s.remote, &name))
                     .map(|s| SyncedHere {
                         remote: s.remote.clone(),
                         local: s.local.clone(),
