@@ -81,9 +81,8 @@ impl Service {
         })
     }
 
-    /// This computer's folders, as the journal has them (a folder being added is there before
-    /// its task starts).
-    /// The folders of the main area: those the account's registry lists (a followed or
+    /// This computer's folders of the main area, as the journal has them (a folder being added
+    /// is there before its task starts): those the account's registry lists (a followed or
     /// shared folder is another account's, never registered in this one).
     fn specs(&self) -> Result<Vec<FolderSpec>, String> {
         let mut all = lock(&self.inner.journal)
