@@ -25,7 +25,7 @@ use super::account::Account;
 use super::apply::Progress;
 use super::engine::{self, Env, Outcome};
 use super::exclude::Excludes;
-use super::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
+use super::folder::{FolderId, FolderSpec};
 use super::journal::{Journal, RunRecord};
 use super::poll::PollState;
 use super::report::{ConflictReport, FolderReport, FolderState};
@@ -384,17 +384,11 @@ impl Service {
         };
         crate::remote::RemotePath::new(&remote).map_err(|e| e.to_string())?;
         let (area, mode) = self.area_for_add(req.area.as_deref(), req.mode)?;
+        let id = FolderId::random().map_err(|e| e.to_string())?;
         let spec = FolderSpec {
-            id: FolderId::random().map_err(|e| e.to_string())?,
-            local: local.clone(),
-            remote: remote.clone(),
             area,
-            mode,
-            schedule: req.schedule,
             keep_deleted: req.keep_deleted,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
+            ..FolderSpec::new(id, local.clone(), remote.clone(), mode, req.schedule)
         };
         self.add_spec(&spec)?;
         // The account's registry lists the main area's folders (a followed folder is

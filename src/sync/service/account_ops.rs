@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::{lock, FolderSpec, Service};
 use crate::sync::account::Account;
-use crate::sync::folder::DEFAULT_DELETE_LIMIT_PERCENT;
 use crate::sync::registry::{Change, ComputerRef, Entry, FolderInfo, Registry};
 use crate::sync::report::{AccountReport, ActiveOn, RegisteredFolder};
 use crate::sync::store::normalise_remote;
@@ -25,7 +24,7 @@ fn is(spec: &FolderSpec, e: &Entry) -> bool {
     spec.area.is_empty() && (spec.id == e.id || spec.remote == e.remote)
 }
 
-fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
+pub(super) fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
     FolderInfo {
         id: spec.id.clone(),
         name: name.to_string(),
@@ -282,18 +281,13 @@ impl Service {
         let had_files = std::fs::read_dir(&local)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
-        let spec = FolderSpec {
-            id: e.id.clone(),
-            local: local.clone(),
-            remote: e.remote.clone(),
-            mode: e.mode,
-            schedule: e.schedule,
-            keep_deleted: false,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
-            area: String::new(),
-        };
+        let spec = FolderSpec::new(
+            e.id.clone(),
+            local.clone(),
+            e.remote.clone(),
+            e.mode,
+            e.schedule,
+        );
         self.add_spec(&spec)?;
         let account = self.account()?;
         let change = Change::Activate {

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::account_ops::info;
 use super::{lock, Service};
 use crate::config::DefaultFolder;
-use crate::sync::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
+use crate::sync::folder::{FolderId, FolderSpec};
 use crate::sync::registry::{Change, ComputerRef, Entry, FolderInfo};
 
 /// How long the first start waits for the account's registry, read and then written.
@@ -121,34 +122,16 @@ impl Service {
                 .cloned()
         });
         let local = Self::prepare_local(&d.local)?;
-        let spec = FolderSpec {
-            id: match &entry {
-                Some(e) => e.id.clone(),
-                None => FolderId::random().map_err(|e| e.to_string())?,
-            },
-            local: local.clone(),
-            remote: d.remote.clone(),
-            // Default folders are the account's own: in the main area.
-            area: String::new(),
-            mode: d.mode,
-            schedule: d.schedule,
-            keep_deleted: false,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
+        let id = match &entry {
+            Some(e) => e.id.clone(),
+            None => FolderId::random().map_err(|e| e.to_string())?,
         };
+        // Default folders are the account's own: in the main area.
+        let spec = FolderSpec::new(id, local.clone(), d.remote.clone(), d.mode, d.schedule);
         self.add_spec(&spec)?;
         if let Some(a) = account {
             let change = Change::Activate {
-                folder: FolderInfo {
-                    id: spec.id.clone(),
-                    name: entry
-                        .as_ref()
-                        .map_or_else(|| d.name.clone(), |e| e.name.clone()),
-                    remote: spec.remote.clone(),
-                    mode: spec.mode,
-                    schedule: spec.schedule,
-                },
+                folder: info(&spec, entry.as_ref().map_or(&d.name, |e| &e.name)),
                 computer: ComputerRef::from(a.computer()),
                 local: local.clone(),
                 at: spec.added_at,
