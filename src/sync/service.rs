@@ -265,9 +265,11 @@ impl Service {
         // Not a path: the folder's name in the account, or its server path.
         let tasks: Vec<Arc<FolderTask>> = folders.values().cloned().collect();
         drop(folders);
+        // The account's registry as this computer sees it, taken once for all the folders.
+        let registry = self.inner.account.get().map(|a| a.view().registry);
         let named: Vec<Arc<FolderTask>> = tasks
             .into_iter()
-            .filter(|t| self.named(&t.spec(), key))
+            .filter(|t| account_ops::named(&t.spec(), key, registry.as_ref()))
             .collect();
         match named.as_slice() {
             [one] => return Ok(one.clone()),

@@ -34,6 +34,22 @@ pub(super) fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
     }
 }
 
+/// Whether `key` names folder `spec` other than by its local path or id: its server path,
+/// or its name in the account's `registry` (else its local folder's name).
+pub(super) fn named(spec: &FolderSpec, key: &str, registry: Option<&Registry>) -> bool {
+    if key.starts_with('/') {
+        return false;
+    }
+    if normalise_remote(key).is_ok_and(|r| !r.is_empty() && r == spec.remote) {
+        return true;
+    }
+    let entry_name = registry.and_then(|r| r.folders.iter().find(|e| is(spec, e)));
+    match entry_name {
+        Some(e) => e.name == key,
+        None => local_name(spec) == key,
+    }
+}
+
 fn local_name(spec: &FolderSpec) -> String {
     spec.local
         .file_name()
@@ -52,26 +68,6 @@ impl Service {
         let svc = self.clone();
         let task = tokio::spawn(account.run(every, move |reg| svc.reconcile(reg)));
         *lock(&self.inner.account_task) = Some(task.abort_handle());
-    }
-
-    /// Whether `key` names folder `spec` other than by its local path or id: its server path,
-    /// or its name in the account (else its local folder's name).
-    pub(super) fn named(&self, spec: &FolderSpec, key: &str) -> bool {
-        if key.starts_with('/') {
-            return false;
-        }
-        if normalise_remote(key).is_ok_and(|r| !r.is_empty() && r == spec.remote) {
-            return true;
-        }
-        let entry_name = self.inner.account.get().and_then(|a| {
-            a.view()
-                .registry
-                .folders
-                .iter()
-                .find(|e| is(spec, e))
-                .map(|e| e.name.clone())
-        });
-        entry_name.unwrap_or_else(|| local_name(spec)) == key
     }
 
     fn account(&self) -> Result<&Arc<Account>, String> {
