@@ -105,14 +105,13 @@ impl UserSettings {
             });
         }
         let limit = |key: &str, v: Option<SizeValue>| -> Result<u64, SettingsError> {
-            let rate = match v {
-                None => return Ok(0),
-                Some(SizeValue::Bytes(n)) => n,
-                Some(SizeValue::Text(s)) => {
-                    parse_size(&s).map_err(|e| parse_err(format!("{key}: {e}")))?
-                }
-            };
-            check_limit(rate).map_err(|e| parse_err(format!("{key}: {e}")))
+            match v {
+                None => Ok(0),
+                Some(SizeValue::Bytes(n)) => check_limit(n),
+                // A size as the command line takes it (one parser for both).
+                Some(SizeValue::Text(s)) => parse_limit(&s),
+            }
+            .map_err(|e| parse_err(format!("{key}: {e}")))
         };
         Ok(UserSettings {
             limits: Limits {
