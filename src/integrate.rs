@@ -374,11 +374,7 @@ struct Manifest {
 
 impl Manifest {
     fn read(path: &Path) -> Result<Manifest, IntegrateError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err(path)(e)),
-        };
+        let text = read_or_empty(path)?.unwrap_or_default();
         let entries = text
             .lines()
             .filter(|l| !l.starts_with('#'))
