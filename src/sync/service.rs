@@ -415,7 +415,7 @@ impl Service {
         ))
     }
 
-    fn set(&self, req: SyncSet) -> Result<String, String> {
+    async fn set(&self, req: SyncSet) -> Result<String, String> {
         let t = self.find(&req.folder)?;
         if let Some(p) = req.delete_limit_percent {
             if p == 0 || p > 100 {
@@ -448,7 +448,7 @@ impl Service {
             }
         })?;
         let account = if req.mode.is_some() || req.schedule.is_some() {
-            self.defaults_changed(&spec)
+            self.defaults_changed(&spec).await
         } else {
             String::new()
         };
@@ -616,7 +616,7 @@ impl ControlHandler for Service {
         match request {
             Request::SyncList => Response::SyncFolders(self.list()),
             Request::SyncAdd(a) => done(self.add(a).await),
-            Request::SyncSet(s) => done(self.set(s)),
+            Request::SyncSet(s) => done(self.set(s).await),
             Request::SyncNow { folder, confirm } => {
                 let tasks = match folder {
                     Some(f) => match self.find(&f) {

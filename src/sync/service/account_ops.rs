@@ -94,7 +94,7 @@ impl Service {
         let Ok(account) = self.account() else {
             return String::new();
         };
-        if let Err(e) = account.submit(change) {
+        if let Err(e) = account.submit(change).await {
             tracing::warn!(error = %e, "cannot queue a change of the account's registry");
             return format!("; the account's list of sync folders could not be told ({e})");
         }
@@ -109,7 +109,7 @@ impl Service {
     /// After `sync set` of the mode or schedule: the folder's defaults in the account follow
     /// (what a computer that activates it later starts with). Queued, written by the
     /// registry's loop; the words that end the command's message.
-    pub(super) fn defaults_changed(&self, spec: &FolderSpec) -> String {
+    pub(super) async fn defaults_changed(&self, spec: &FolderSpec) -> String {
         let Ok(account) = self.account() else {
             return String::new();
         };
@@ -119,7 +119,7 @@ impl Service {
             mode: spec.mode,
             schedule: spec.schedule,
         };
-        match account.submit(change) {
+        match account.submit(change).await {
             Ok(_) => "; the account's defaults for this folder follow".to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot queue a change of the account's registry");
@@ -364,16 +364,19 @@ impl Service {
     /// - a folder synced here that was forgotten (`sync forget` elsewhere) after it was added
     ///   here stops here (its files stay);
     /// - an activation of this computer for a folder no longer synced here is withdrawn.
-    fn reconcile(&self, _read: &Registry) {
+    ///
+    /// The changes to queue (the registry's loop queues them).
+    fn reconcile(&self, _read: &Registry) -> Vec<Change> {
+        let mut out = Vec::new();
         let Ok(account) = self.account() else {
-            return;
+            return out;
         };
         // The view first: a folder added meanwhile is registered twice (harmless), never a
         // folder removed meanwhile registered again.
         let view = account.view().registry;
         let me = account.computer().clone();
         let Ok(specs) = self.specs() else {
-            return;
+            return out;
         };
         let now = crate::localtime::unix_now();
         for spec in &specs {
@@ -399,30 +402,25 @@ impl Service {
             };
             if let Some(folder) = change {
                 tracing::info!(folder = %spec.local.display(), "registering in the account");
-                let c = Change::Activate {
+                out.push(Change::Activate {
                     folder,
                     computer: ComputerRef::from(&me),
                     local: spec.local.clone(),
                     at: now,
-                };
-                if let Err(e) = account.submit(c) {
-                    tracing::warn!(error = %e, "cannot queue a change of the account's registry");
-                }
+                });
             }
         }
         for e in &view.folders {
             if e.activation(&me.id).is_some() && !specs.iter().any(|s| is(s, e)) {
                 tracing::info!(folder = %e.name, "not synced here any more: withdrawn from the account's list");
-                let c = Change::Deactivate {
+                out.push(Change::Deactivate {
                     id: e.id.clone(),
                     remote: e.remote.clone(),
                     computer: me.id.clone(),
-                };
-                if let Err(err) = account.submit(c) {
-                    tracing::warn!(error = %err, "cannot queue a change of the account's registry");
-                }
+                });
             }
         }
+        out
     }
 }
 
