@@ -305,11 +305,8 @@ fn write_file(path: &Path, text: &str, executable: bool) -> Result<(), Integrate
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    let tmp = path.with_extension("cloudmount-tmp");
-    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
     let mode = if executable { 0o755 } else { 0o644 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::atomic_file::write(path, text.as_bytes(), Some(mode)).map_err(io_err(path))
 }
 
 /// Whether `path` is a file `integrate` wrote (its first line has the marker).
@@ -374,11 +371,7 @@ struct Manifest {
 
 impl Manifest {
     fn read(path: &Path) -> Result<Manifest, IntegrateError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_err(path)(e)),
-        };
+        let text = read_or_empty(path)?.unwrap_or_default();
         let entries = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -491,10 +484,7 @@ fn write_plain(path: &Path, text: &str) -> Result<(), IntegrateError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
     let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    let tmp = path.with_extension("cloudmount-tmp");
-    std::fs::write(&tmp, text).map_err(io_err(&tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::atomic_file::write(path, text.as_bytes(), Some(mode)).map_err(io_err(path))
 }
 
 fn xml_escape(s: &str) -> String {

@@ -16,10 +16,7 @@ pub fn integrate(args: IntegrateArgs) -> CmdResult {
         tell(&changes);
         return Ok(());
     }
-    let config_path = match &args.config {
-        Some(p) => std::env::current_dir()?.join(p),
-        None => dirs.config_file(),
-    };
+    let config_path = dirs.config_file_given(args.config.as_deref(), &std::env::current_dir()?);
     let config = if config_path.exists() {
         match ConfigFile::load(&config_path) {
             Ok(c) => Some(c),

@@ -21,6 +21,7 @@
 //!   names: one upload path for the vfs's write-back and the sync folders;
 //! - `integrate` — the file managers' extensions, menus and bookmarks (`cloudmount integrate`).
 
+pub mod atomic_file;
 pub mod cache;
 pub mod config;
 pub mod control;

@@ -379,8 +379,7 @@ fn account(rt: &Runtime, name: &str, socket: &Path) -> Result<AccountReport, Fai
     }
 }
 
-/// `sync list`: this computer's folders, then the account's folders inactive here.
-/// `sync list --following`.
+/// `sync list --following`: the folders of the profile's followed and shared areas.
 fn list_following(rt: &Runtime, name: &str, socket: &Path, json: bool) -> CmdResult {
     let f = match ask(rt, name, socket, &Request::SyncFollowing)? {
         Response::SyncFollowing(f) => f,
@@ -394,6 +393,7 @@ fn list_following(rt: &Runtime, name: &str, socket: &Path, json: bool) -> CmdRes
     Ok(())
 }
 
+/// `sync list`: this computer's folders, then the account's folders inactive here.
 fn list(rt: &Runtime, name: &str, socket: &Path, json: bool, inactive: bool) -> CmdResult {
     if inactive {
         let mut a = account(rt, name, socket)?;

@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use super::Dirs;
 use crate::sync::folder::{Mode, Schedule};
+use crate::sync::store::remote_within;
 
 /// A default sync folder as written in the config file.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -176,7 +177,7 @@ pub fn resolve_defaults(
             })?,
         };
         for o in &out {
-            if within(&remote, &o.remote) || within(&o.remote, &remote) {
+            if remote_within(&remote, &o.remote) || remote_within(&o.remote, &remote) {
                 return Err(format!(
                     "default folders {:?} and {:?}: server folders {} and {} overlap",
                     o.name, e.name, o.remote, remote
@@ -207,10 +208,6 @@ pub fn resolve_defaults(
         }
     }
     Ok(out)
-}
-
-fn within(a: &str, b: &str) -> bool {
-    a == b || a.starts_with(&format!("{b}/"))
 }
 
 /// `~`, `~/…`, an absolute path or `xdg:KIND`, as an absolute path without `.` or `..`.

@@ -229,6 +229,15 @@ impl Dirs {
         self.config.join("config.toml")
     }
 
+    /// The config file `given` by `--config` (`~` expanded, relative to `cwd`), else the
+    /// default one.
+    pub fn config_file_given(&self, given: Option<&Path>, cwd: &Path) -> PathBuf {
+        match given {
+            Some(p) => cwd.join(self.expand(p)),
+            None => self.config_file(),
+        }
+    }
+
     /// `~` and `~/…` expanded; other paths unchanged.
     pub fn expand(&self, p: &Path) -> PathBuf {
         match p.strip_prefix("~") {
@@ -750,10 +759,7 @@ pub(crate) fn load_profile(
     if is_url(&req.source) {
         return Ok(None);
     }
-    let path = match &req.config {
-        Some(p) => cwd.join(dirs.expand(p)),
-        None => dirs.config_file(),
-    };
+    let path = dirs.config_file_given(req.config.as_deref(), cwd);
     if !path.exists() {
         return Err(ConfigError::NoConfigFile {
             name: req.source.clone(),

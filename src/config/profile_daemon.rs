@@ -56,10 +56,7 @@ pub fn pick_profile(
     if let Some(n) = name {
         return Ok(n.to_string());
     }
-    let path = match config {
-        Some(p) => cwd.join(dirs.expand(p)),
-        None => dirs.config_file(),
-    };
+    let path = dirs.config_file_given(config, cwd);
     if !path.exists() {
         // `cloudmount demo` runs a daemon without a config file.
         if socket_of(dirs, "demo").exists() {

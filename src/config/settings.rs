@@ -7,7 +7,6 @@
 //! `version`; a file of a newer version is refused rather than misread. A missing file is the
 //! defaults. A person may edit it: limits are numbers of bytes per second or sizes (`"2M"`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -105,14 +104,13 @@ impl UserSettings {
             });
         }
         let limit = |key: &str, v: Option<SizeValue>| -> Result<u64, SettingsError> {
-            let rate = match v {
-                None => return Ok(0),
-                Some(SizeValue::Bytes(n)) => n,
-                Some(SizeValue::Text(s)) => {
-                    parse_size(&s).map_err(|e| parse_err(format!("{key}: {e}")))?
-                }
-            };
-            check_limit(rate).map_err(|e| parse_err(format!("{key}: {e}")))
+            match v {
+                None => Ok(0),
+                Some(SizeValue::Bytes(n)) => check_limit(n),
+                // A size as the command line takes it (one parser for both).
+                Some(SizeValue::Text(s)) => parse_limit(&s),
+            }
+            .map_err(|e| parse_err(format!("{key}: {e}")))
         };
         Ok(UserSettings {
             limits: Limits {
@@ -165,19 +163,7 @@ impl UserSettings {
         };
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
-        let tmp = path.with_extension(format!("toml.tmp{}", std::process::id()));
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.to_text().as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            // The rename itself, on disk.
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written.map_err(err)
+        crate::atomic_file::write(path, self.to_text().as_bytes(), None).map_err(err)
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Account {
     state: Mutex<State>,
     /// One update or read at a time.
     busy: tokio::sync::Mutex<()>,
+    /// One write of `file` at a time, each of the state as it is when it begins.
+    writing: Arc<tokio::sync::Mutex<()>>,
     wake: Notify,
 }
 
@@ -93,6 +95,7 @@ impl Account {
             file,
             state: Mutex::new(State { saved, error: None }),
             busy: tokio::sync::Mutex::new(()),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
             wake: Notify::new(),
         })
     }
@@ -102,14 +105,35 @@ impl Account {
     }
 
     /// Queues a change for the server (kept on disk first) and wakes the loop.
-    pub fn submit(&self, change: Change) -> std::io::Result<()> {
-        {
-            let mut s = lock(&self.state);
-            s.saved.pending.push(change);
-            save(&self.file, &s.saved)?;
+    pub async fn submit(&self, change: Change) -> std::io::Result<()> {
+        self.submit_all(vec![change]).await
+    }
+
+    /// Queues changes for the server (kept on disk first) and wakes the loop.
+    pub async fn submit_all(&self, changes: Vec<Change>) -> std::io::Result<()> {
+        if changes.is_empty() {
+            return Ok(());
         }
+        lock(&self.state).saved.pending.extend(changes);
+        self.save().await?;
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Writes the state to `file`, on the blocking pool.
+    async fn save(&self) -> std::io::Result<()> {
+        // Held until the write ends, even when the caller stops waiting.
+        let writing = self.writing.clone().lock_owned().await;
+        // Taken once the previous write is done: a later write never puts back an older state.
+        let body =
+            serde_json::to_vec_pretty(&lock(&self.state).saved).map_err(std::io::Error::other)?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let _writing = writing;
+            save(&file, &body)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 
     /// The number of changes waiting.
@@ -144,21 +168,23 @@ impl Account {
         } else {
             registry::update(&*self.remote, &pending).await
         };
-        let mut s = lock(&self.state);
         match &result {
             Ok(reg) => {
-                // Changes submitted during the update stay for the next one.
-                s.saved.pending.drain(..pending.len());
-                s.saved.last = Some(reg.clone());
-                s.saved.read_at = Some(crate::localtime::unix_now());
-                s.error = None;
-                if let Err(e) = save(&self.file, &s.saved) {
+                {
+                    let mut s = lock(&self.state);
+                    // Changes submitted during the update stay for the next one.
+                    s.saved.pending.drain(..pending.len());
+                    s.saved.last = Some(reg.clone());
+                    s.saved.read_at = Some(crate::localtime::unix_now());
+                    s.error = None;
+                }
+                if let Err(e) = self.save().await {
                     tracing::warn!(error = %e, "cannot save the registry's local state");
                 }
             }
             Err(e) => {
                 tracing::info!(error = %e, pending = pending.len(), "the account's list of sync folders: not read or written; tried again later");
-                s.error = Some(e.to_string());
+                lock(&self.state).error = Some(e.to_string());
             }
         }
         result
@@ -175,14 +201,20 @@ impl Account {
 
     /// Runs until the process ends: writes waiting changes at once, reads the registry every
     /// `every`, and after a failure tries again sooner (2 s, doubling up to `every`). `seen`
-    /// is told every registry read or written.
-    pub async fn run(self: Arc<Self>, every: Duration, seen: impl Fn(&Registry) + Send) {
+    /// is told every registry read or written, and answers the changes to queue then.
+    pub async fn run(
+        self: Arc<Self>,
+        every: Duration,
+        seen: impl Fn(&Registry) -> Vec<Change> + Send,
+    ) {
         let mut retry = Duration::from_secs(2);
         loop {
             let wait = match self.sync().await {
                 Ok(reg) => {
                     retry = Duration::from_secs(2);
-                    seen(&reg);
+                    if let Err(e) = self.submit_all(seen(&reg)).await {
+                        tracing::warn!(error = %e, "cannot queue a change of the account's registry");
+                    }
                     if self.pending() > 0 {
                         continue;
                     }
@@ -207,16 +239,12 @@ impl Account {
     }
 }
 
-/// Writes the state beside its final name, then renames it into place.
-fn save(file: &Path, saved: &Saved) -> std::io::Result<()> {
+/// Writes the state whole into `file` (blocking).
+fn save(file: &Path, body: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         crate::instance::ensure_private_dir(dir)?;
     }
-    let tmp = file.with_extension("json.tmp");
-    let body = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, file)
+    crate::atomic_file::write(file, body, None)
 }
 
 #[cfg(test)]
@@ -256,8 +284,8 @@ mod tests {
         let f = Arc::new(FaultyRemote::new(MemRemote::new()));
         f.fail_next(Op::Any, 1000, FaultKind::Transient);
         let a = Account::open(f.clone(), me(), file.clone()).unwrap();
-        a.submit(add("a")).unwrap();
-        a.submit(add("b")).unwrap();
+        a.submit(add("a")).await.unwrap();
+        a.submit(add("b")).await.unwrap();
         let e = a.sync().await.unwrap_err();
         assert!(e.is_transient());
         let v = a.view();
@@ -297,7 +325,7 @@ mod tests {
         let f = Arc::new(FaultyRemote::new(MemRemote::new()));
         let a = Account::open(f.clone(), me(), d.path().join("s.json")).unwrap();
         f.fail_next(Op::Put, 1, FaultKind::Status(403));
-        a.submit(add("a")).unwrap();
+        a.submit(add("a")).await.unwrap();
         assert!(a.sync().await.is_err());
         assert_eq!(a.pending(), 1);
         a.sync().await.unwrap();
@@ -312,7 +340,7 @@ mod tests {
         let a = Account::open(Arc::new(MemRemote::new()), me(), file.clone()).unwrap();
         assert_eq!(a.pending(), 0);
         assert!(d.path().join("s.json.damaged").exists());
-        a.submit(add("a")).unwrap();
+        a.submit(add("a")).await.unwrap();
         assert!(file.exists());
     }
 }

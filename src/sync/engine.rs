@@ -21,7 +21,7 @@ use super::folder::{FolderId, FolderSpec, Mode};
 use super::journal::{Journal, JournalError};
 use super::local;
 use super::plan::{self, Inputs, Rules, Stop};
-use super::poll::{self, Seen};
+use super::poll::Seen;
 use super::remote_scan;
 use crate::remote::{RemoteError, RemotePath};
 
@@ -383,10 +383,7 @@ async fn run_inner(
             return Outcome::Stopped(stop_message(&stop, spec));
         }
         if plan.steps.is_empty() {
-            *seen = snapshot.map(|snapshot| Seen {
-                in_sync: !poll::differs(&inputs.base, &inputs.remote, None, spec.mode),
-                snapshot,
-            });
+            *seen = snapshot.map(|s| Seen::new(s, &inputs.base, &inputs.remote, spec.mode));
             break;
         }
         tracing::info!(folder = %spec.local.display(), pass, steps = plan.steps.len(), "syncing");
@@ -406,10 +403,7 @@ async fn run_inner(
         // This pass's listing, against the bases the pass left: the server may have changed
         // since (our uploads, deletes), but a poll compares again whatever lists otherwise
         // than this listing did. After downloads only, it is in sync.
-        *seen = snapshot.map(|snapshot| Seen {
-            in_sync: !poll::differs(&bases, &inputs.remote, None, spec.mode),
-            snapshot,
-        });
+        *seen = snapshot.map(|s| Seen::new(s, &bases, &inputs.remote, spec.mode));
         if applied.uploaded {
             // Learn the versions of what we placed, at once (a later listing might already
             // show another client's change, which would then be taken for ours).
@@ -426,10 +420,7 @@ async fn run_inner(
                     bases.insert(p, b);
                 }
                 drop(j);
-                *seen = Some(Seen {
-                    in_sync: !poll::differs(&bases, &w.scan.entries, None, spec.mode),
-                    snapshot: w.snapshot,
-                });
+                *seen = Some(Seen::new(w.snapshot, &bases, &w.scan.entries, spec.mode));
             }
         }
         if !applied.again {
@@ -537,9 +528,8 @@ fn local_only_paths(inputs: &Inputs) -> Vec<String> {
         if inputs.remote.contains_key(path) || inputs.base.contains_key(path) {
             continue;
         }
-        if out.last().is_some_and(|d| {
-            path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
-        }) {
+        // `path` is never `d` itself (the paths are a map's keys).
+        if out.last().is_some_and(|d| plan::at_or_below(path, d)) {
             continue;
         }
         out.push(path.clone());

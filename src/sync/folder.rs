@@ -125,3 +125,28 @@ pub struct FolderSpec {
     /// Seconds since the Unix epoch when the folder was added.
     pub added_at: i64,
 }
+
+impl FolderSpec {
+    /// A new folder of the main area, added now: running, deletes kept in step, the default
+    /// delete limit.
+    pub fn new(
+        id: FolderId,
+        local: PathBuf,
+        remote: String,
+        mode: Mode,
+        schedule: Schedule,
+    ) -> Self {
+        FolderSpec {
+            id,
+            local,
+            remote,
+            area: String::new(),
+            mode,
+            schedule,
+            keep_deleted: false,
+            paused: false,
+            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
+            added_at: crate::localtime::unix_now(),
+        }
+    }
+}

@@ -118,9 +118,32 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
         }
     }
     keep_unsafe_dirs(&mut actions, rules.mode, local, &remote);
-    drop_deletes_below_moved_aside(&mut actions, &remote);
+    // Upload-only, a local file where the server holds a directory: the directory moves
+    // aside whole (to a conflict-copy name), so the server deletes below it are moot (nothing
+    // is left there to delete, and the moved copy keeps it). Their records go at the next
+    // sync, when both sides no longer hold them.
+    drop_below(
+        &mut actions,
+        |p, a| {
+            *a == Action::KeepServerCopyThenUpload
+                && remote.get(p).map(|m| m.kind) == Some(Kind::Dir)
+        },
+        |a| *a == Action::DeleteRemote,
+    );
     if rules.mode == Mode::DownloadOnly {
-        drop_deletes_below_kept_aside(&mut actions, local, &remote);
+        // Download-only, a local directory where the server holds a file: the directory
+        // moves aside here whole (to a conflict-copy name, with what is below it), so the
+        // local trashes and forgets below it are moot (the copy keeps all of it, untracked;
+        // the move forgets the records).
+        drop_below(
+            &mut actions,
+            |p, a| {
+                *a == Action::Conflict
+                    && local.get(p).map(|m| m.kind) == Some(Kind::Dir)
+                    && remote.get(p).map(|m| m.kind) == Some(Kind::File)
+            },
+            |a| matches!(a, Action::TrashLocal | Action::Forget),
+        );
     }
 
     let total = inputs
@@ -169,7 +192,7 @@ fn below<'a, V>(map: &'a BTreeMap<String, V>, dir: &str) -> impl Iterator<Item =
 }
 
 /// Whether `path` is `dir` or below it.
-fn at_or_below(path: &str, dir: &str) -> bool {
+pub(super) fn at_or_below(path: &str, dir: &str) -> bool {
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
@@ -306,49 +329,20 @@ fn keep_unsafe_dirs(
     }
 }
 
-/// Upload-only, a local file where the server holds a directory: the directory moves aside
-/// whole (to a conflict-copy name), so the server deletes below it are moot (nothing is left
-/// there to delete, and the moved copy keeps it). Their records go at the next sync, when
-/// both sides no longer hold them.
-fn drop_deletes_below_moved_aside(
+/// Drops the actions `dropped` below the paths whose action `is_aside` moves them aside
+/// whole (the moved copy keeps what is below).
+fn drop_below(
     actions: &mut BTreeMap<String, Action>,
-    remote: &BTreeMap<String, RemoteMeta>,
+    is_aside: impl Fn(&str, &Action) -> bool,
+    dropped: impl Fn(&Action) -> bool,
 ) {
     let aside: BTreeSet<String> = actions
         .iter()
-        .filter(|(p, a)| {
-            **a == Action::KeepServerCopyThenUpload
-                && remote.get(*p).map(|m| m.kind) == Some(Kind::Dir)
-        })
+        .filter(|(p, a)| is_aside(p, a))
         .map(|(p, _)| p.clone())
         .collect();
     if !aside.is_empty() {
-        actions.retain(|p, a| *a != Action::DeleteRemote || !has_ancestor_in(p, &aside));
-    }
-}
-
-/// Download-only, a local directory where the server holds a file: the directory moves aside
-/// here whole (to a conflict-copy name, with what is below it), so the local trashes and
-/// forgets below it are moot (the copy keeps all of it, untracked; the move forgets the
-/// records).
-fn drop_deletes_below_kept_aside(
-    actions: &mut BTreeMap<String, Action>,
-    local: &BTreeMap<String, LocalMeta>,
-    remote: &BTreeMap<String, RemoteMeta>,
-) {
-    let aside: BTreeSet<String> = actions
-        .iter()
-        .filter(|(p, a)| {
-            **a == Action::Conflict
-                && local.get(*p).map(|m| m.kind) == Some(Kind::Dir)
-                && remote.get(*p).map(|m| m.kind) == Some(Kind::File)
-        })
-        .map(|(p, _)| p.clone())
-        .collect();
-    if !aside.is_empty() {
-        actions.retain(|p, a| {
-            !matches!(a, Action::TrashLocal | Action::Forget) || !has_ancestor_in(p, &aside)
-        });
+        actions.retain(|p, a| !dropped(a) || !has_ancestor_in(p, &aside));
     }
 }
 

@@ -55,6 +55,21 @@ pub struct Seen {
     pub in_sync: bool,
 }
 
+impl Seen {
+    /// A run's last listing, `listed` of `snapshot`, against the bases `bases` it left.
+    pub fn new(
+        snapshot: Snapshot,
+        bases: &BTreeMap<String, Base>,
+        listed: &BTreeMap<String, RemoteMeta>,
+        mode: Mode,
+    ) -> Seen {
+        Seen {
+            in_sync: !differs(bases, listed, None, mode),
+            snapshot,
+        }
+    }
+}
+
 /// How a poll went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Polled {

@@ -107,6 +107,21 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Folder `folder`, added by `by` at `at`, active nowhere yet.
+    pub fn new(folder: &FolderInfo, by: &ComputerRef, at: i64) -> Entry {
+        Entry {
+            id: folder.id.clone(),
+            name: folder.name.clone(),
+            remote: folder.remote.clone(),
+            mode: folder.mode,
+            schedule: folder.schedule,
+            added_by: by.clone(),
+            added_at: at,
+            active: Vec::new(),
+            other: Extra::new(),
+        }
+    }
+
     /// This computer's activation, if it is active here.
     pub fn activation(&self, computer: &str) -> Option<&Activation> {
         self.active.iter().find(|a| a.computer == computer)
@@ -227,17 +242,7 @@ impl Registry {
                 let i = match self.index(&folder.id, &folder.remote) {
                     Some(i) => i,
                     None => {
-                        self.folders.push(Entry {
-                            id: folder.id.clone(),
-                            name: folder.name.clone(),
-                            remote: folder.remote.clone(),
-                            mode: folder.mode,
-                            schedule: folder.schedule,
-                            added_by: computer.clone(),
-                            added_at: *at,
-                            active: Vec::new(),
-                            other: Extra::new(),
-                        });
+                        self.folders.push(Entry::new(folder, computer, *at));
                         self.folders.len() - 1
                     }
                 };
@@ -281,17 +286,7 @@ impl Registry {
                 let known = self.index(&folder.id, &folder.remote).is_some()
                     || self.forgotten(&folder.id, &folder.remote).is_some();
                 if !known {
-                    self.folders.push(Entry {
-                        id: folder.id.clone(),
-                        name: folder.name.clone(),
-                        remote: folder.remote.clone(),
-                        mode: folder.mode,
-                        schedule: folder.schedule,
-                        added_by: by.clone(),
-                        added_at: *at,
-                        active: Vec::new(),
-                        other: Extra::new(),
-                    });
+                    self.folders.push(Entry::new(folder, by, *at));
                 }
             }
             Change::Forget { id, by, at } => {
@@ -454,6 +449,15 @@ fn backoff(round: u32) -> Duration {
     Duration::from_millis((step * u64::from(round + 1)).min(50 * step) + jitter)
 }
 
+/// Makes the registry's folder; there already is fine.
+async fn make_registry_dir(remote: &dyn Remote) -> RemoteResult<()> {
+    let dir = RemotePath::new(REGISTRY_DIR).expect("a valid constant path");
+    match remote.mkdir(&dir).await {
+        Ok(()) | Err(RemoteError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes the file; its folder is made when missing (before a creation: a server may answer a
 /// conditional PUT into a missing folder with 412, as the embedded one does, not 409).
 async fn put(
@@ -463,22 +467,14 @@ async fn put(
     cond: PutCondition,
 ) -> RemoteResult<()> {
     if cond == PutCondition::IfNoneMatch {
-        let dir = RemotePath::new(REGISTRY_DIR).expect("a valid constant path");
-        match remote.mkdir(&dir).await {
-            Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        make_registry_dir(remote).await?;
     }
     match remote
         .put(file, PutBody::from(body.clone()), cond.clone())
         .await
     {
         Err(RemoteError::MissingParent { .. } | RemoteError::NotFound { .. }) => {
-            let dir = RemotePath::new(REGISTRY_DIR).expect("a valid constant path");
-            match remote.mkdir(&dir).await {
-                Ok(()) | Err(RemoteError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            make_registry_dir(remote).await?;
             remote
                 .put(file, PutBody::from(body), cond)
                 .await

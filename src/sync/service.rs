@@ -25,7 +25,7 @@ use super::account::Account;
 use super::apply::Progress;
 use super::engine::{self, Env, Outcome};
 use super::exclude::Excludes;
-use super::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
+use super::folder::{FolderId, FolderSpec};
 use super::journal::{Journal, RunRecord};
 use super::poll::PollState;
 use super::report::{ConflictReport, FolderReport, FolderState};
@@ -134,6 +134,24 @@ struct Inner {
     /// [`Service::attach_account`]), and the task that exchanges it with the server.
     account: std::sync::OnceLock<Arc<Account>>,
     account_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Inner {
+    /// Changes a folder's settings: in the journal, then for its task, which is woken.
+    fn update(
+        &self,
+        t: &FolderTask,
+        f: impl FnOnce(&mut FolderSpec),
+    ) -> Result<FolderSpec, String> {
+        let mut spec = t.spec();
+        f(&mut spec);
+        lock(&self.journal)
+            .update_folder(&spec)
+            .map_err(|e| e.to_string())?;
+        *lock(&t.spec) = spec.clone();
+        t.wake.notify_one();
+        Ok(spec)
+    }
 }
 
 /// The running sync folders of a profile.
@@ -247,9 +265,11 @@ impl Service {
         // Not a path: the folder's name in the account, or its server path.
         let tasks: Vec<Arc<FolderTask>> = folders.values().cloned().collect();
         drop(folders);
+        // The account's registry as this computer sees it, taken once for all the folders.
+        let registry = self.inner.account.get().map(|a| a.view().registry);
         let named: Vec<Arc<FolderTask>> = tasks
             .into_iter()
-            .filter(|t| self.named(&t.spec(), key))
+            .filter(|t| account_ops::named(&t.spec(), key, registry.as_ref()))
             .collect();
         match named.as_slice() {
             [one] => return Ok(one.clone()),
@@ -366,17 +386,11 @@ impl Service {
         };
         crate::remote::RemotePath::new(&remote).map_err(|e| e.to_string())?;
         let (area, mode) = self.area_for_add(req.area.as_deref(), req.mode)?;
+        let id = FolderId::random().map_err(|e| e.to_string())?;
         let spec = FolderSpec {
-            id: FolderId::random().map_err(|e| e.to_string())?,
-            local: local.clone(),
-            remote: remote.clone(),
             area,
-            mode,
-            schedule: req.schedule,
             keep_deleted: req.keep_deleted,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
+            ..FolderSpec::new(id, local.clone(), remote.clone(), mode, req.schedule)
         };
         self.add_spec(&spec)?;
         // The account's registry lists the main area's folders (a followed folder is
@@ -401,22 +415,7 @@ impl Service {
         ))
     }
 
-    fn update(
-        &self,
-        t: &FolderTask,
-        f: impl FnOnce(&mut FolderSpec),
-    ) -> Result<FolderSpec, String> {
-        let mut spec = t.spec();
-        f(&mut spec);
-        lock(&self.inner.journal)
-            .update_folder(&spec)
-            .map_err(|e| e.to_string())?;
-        *lock(&t.spec) = spec.clone();
-        t.wake.notify_one();
-        Ok(spec)
-    }
-
-    fn set(&self, req: SyncSet) -> Result<String, String> {
+    async fn set(&self, req: SyncSet) -> Result<String, String> {
         let t = self.find(&req.folder)?;
         if let Some(p) = req.delete_limit_percent {
             if p == 0 || p > 100 {
@@ -434,7 +433,7 @@ impl Service {
                 ));
             }
         }
-        let spec = self.update(&t, |s| {
+        let spec = self.inner.update(&t, |s| {
             if let Some(m) = req.mode {
                 s.mode = m;
             }
@@ -449,7 +448,7 @@ impl Service {
             }
         })?;
         let account = if req.mode.is_some() || req.schedule.is_some() {
-            self.defaults_changed(&spec)
+            self.defaults_changed(&spec).await
         } else {
             String::new()
         };
@@ -617,7 +616,7 @@ impl ControlHandler for Service {
         match request {
             Request::SyncList => Response::SyncFolders(self.list()),
             Request::SyncAdd(a) => done(self.add(a).await),
-            Request::SyncSet(s) => done(self.set(s)),
+            Request::SyncSet(s) => done(self.set(s).await),
             Request::SyncNow { folder, confirm } => {
                 let tasks = match folder {
                     Some(f) => match self.find(&f) {
@@ -640,11 +639,11 @@ impl ControlHandler for Service {
                 Response::SyncStarted(tickets)
             }
             Request::SyncPause { folder } => done(self.find(&folder).and_then(|t| {
-                self.update(&t, |s| s.paused = true)
+                self.inner.update(&t, |s| s.paused = true)
                     .map(|s| format!("{} paused", s.local.display()))
             })),
             Request::SyncResume { folder } => done(self.find(&folder).and_then(|t| {
-                self.update(&t, |s| s.paused = false)
+                self.inner.update(&t, |s| s.paused = false)
                     .map(|s| format!("{} resumed", s.local.display()))
             })),
             Request::SyncRemove { folder } => done(self.remove(&folder).await),

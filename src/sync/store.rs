@@ -122,7 +122,7 @@ pub fn normalise_remote(p: &str) -> Result<String, String> {
 }
 
 /// Whether server path `a` is `b` or inside it (both normalised).
-fn remote_within(a: &str, b: &str) -> bool {
+pub(crate) fn remote_within(a: &str, b: &str) -> bool {
     b.is_empty() || a == b || a.starts_with(&format!("{b}/"))
 }
 

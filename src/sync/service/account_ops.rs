@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::{lock, FolderSpec, Service};
 use crate::sync::account::Account;
-use crate::sync::folder::DEFAULT_DELETE_LIMIT_PERCENT;
 use crate::sync::registry::{Change, ComputerRef, Entry, FolderInfo, Registry};
 use crate::sync::report::{AccountReport, ActiveOn, RegisteredFolder};
 use crate::sync::store::normalise_remote;
@@ -25,13 +24,29 @@ fn is(spec: &FolderSpec, e: &Entry) -> bool {
     spec.area.is_empty() && (spec.id == e.id || spec.remote == e.remote)
 }
 
-fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
+pub(super) fn info(spec: &FolderSpec, name: &str) -> FolderInfo {
     FolderInfo {
         id: spec.id.clone(),
         name: name.to_string(),
         remote: spec.remote.clone(),
         mode: spec.mode,
         schedule: spec.schedule,
+    }
+}
+
+/// Whether `key` names folder `spec` other than by its local path or id: its server path,
+/// or its name in the account's `registry` (else its local folder's name).
+pub(super) fn named(spec: &FolderSpec, key: &str, registry: Option<&Registry>) -> bool {
+    if key.starts_with('/') {
+        return false;
+    }
+    if normalise_remote(key).is_ok_and(|r| !r.is_empty() && r == spec.remote) {
+        return true;
+    }
+    let entry_name = registry.and_then(|r| r.folders.iter().find(|e| is(spec, e)));
+    match entry_name {
+        Some(e) => e.name == key,
+        None => local_name(spec) == key,
     }
 }
 
@@ -55,35 +70,14 @@ impl Service {
         *lock(&self.inner.account_task) = Some(task.abort_handle());
     }
 
-    /// Whether `key` names folder `spec` other than by its local path or id: its server path,
-    /// or its name in the account (else its local folder's name).
-    pub(super) fn named(&self, spec: &FolderSpec, key: &str) -> bool {
-        if key.starts_with('/') {
-            return false;
-        }
-        if normalise_remote(key).is_ok_and(|r| !r.is_empty() && r == spec.remote) {
-            return true;
-        }
-        let entry_name = self.inner.account.get().and_then(|a| {
-            a.view()
-                .registry
-                .folders
-                .iter()
-                .find(|e| is(spec, e))
-                .map(|e| e.name.clone())
-        });
-        entry_name.unwrap_or_else(|| local_name(spec)) == key
-    }
-
     fn account(&self) -> Result<&Arc<Account>, String> {
         self.inner.account.get().ok_or_else(|| {
             "this daemon keeps no registry of the account's sync folders".to_string()
         })
     }
 
-    /// This computer's folders, as the journal has them (a folder being added is there before
-    /// its task starts).
-    /// The folders of the main area: those the account's registry lists (a followed or
+    /// This computer's folders of the main area, as the journal has them (a folder being added
+    /// is there before its task starts): those the account's registry lists (a followed or
     /// shared folder is another account's, never registered in this one).
     fn specs(&self) -> Result<Vec<FolderSpec>, String> {
         let mut all = lock(&self.inner.journal)
@@ -100,7 +94,7 @@ impl Service {
         let Ok(account) = self.account() else {
             return String::new();
         };
-        if let Err(e) = account.submit(change) {
+        if let Err(e) = account.submit(change).await {
             tracing::warn!(error = %e, "cannot queue a change of the account's registry");
             return format!("; the account's list of sync folders could not be told ({e})");
         }
@@ -115,7 +109,7 @@ impl Service {
     /// After `sync set` of the mode or schedule: the folder's defaults in the account follow
     /// (what a computer that activates it later starts with). Queued, written by the
     /// registry's loop; the words that end the command's message.
-    pub(super) fn defaults_changed(&self, spec: &FolderSpec) -> String {
+    pub(super) async fn defaults_changed(&self, spec: &FolderSpec) -> String {
         let Ok(account) = self.account() else {
             return String::new();
         };
@@ -125,7 +119,7 @@ impl Service {
             mode: spec.mode,
             schedule: spec.schedule,
         };
-        match account.submit(change) {
+        match account.submit(change).await {
             Ok(_) => "; the account's defaults for this folder follow".to_string(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot queue a change of the account's registry");
@@ -283,18 +277,13 @@ impl Service {
         let had_files = std::fs::read_dir(&local)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
-        let spec = FolderSpec {
-            id: e.id.clone(),
-            local: local.clone(),
-            remote: e.remote.clone(),
-            mode: e.mode,
-            schedule: e.schedule,
-            keep_deleted: false,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
-            area: String::new(),
-        };
+        let spec = FolderSpec::new(
+            e.id.clone(),
+            local.clone(),
+            e.remote.clone(),
+            e.mode,
+            e.schedule,
+        );
         self.add_spec(&spec)?;
         let account = self.account()?;
         let change = Change::Activate {
@@ -375,16 +364,19 @@ impl Service {
     /// - a folder synced here that was forgotten (`sync forget` elsewhere) after it was added
     ///   here stops here (its files stay);
     /// - an activation of this computer for a folder no longer synced here is withdrawn.
-    fn reconcile(&self, _read: &Registry) {
+    ///
+    /// The changes to queue (the registry's loop queues them).
+    fn reconcile(&self, _read: &Registry) -> Vec<Change> {
+        let mut out = Vec::new();
         let Ok(account) = self.account() else {
-            return;
+            return out;
         };
         // The view first: a folder added meanwhile is registered twice (harmless), never a
         // folder removed meanwhile registered again.
         let view = account.view().registry;
         let me = account.computer().clone();
         let Ok(specs) = self.specs() else {
-            return;
+            return out;
         };
         let now = crate::localtime::unix_now();
         for spec in &specs {
@@ -410,30 +402,25 @@ impl Service {
             };
             if let Some(folder) = change {
                 tracing::info!(folder = %spec.local.display(), "registering in the account");
-                let c = Change::Activate {
+                out.push(Change::Activate {
                     folder,
                     computer: ComputerRef::from(&me),
                     local: spec.local.clone(),
                     at: now,
-                };
-                if let Err(e) = account.submit(c) {
-                    tracing::warn!(error = %e, "cannot queue a change of the account's registry");
-                }
+                });
             }
         }
         for e in &view.folders {
             if e.activation(&me.id).is_some() && !specs.iter().any(|s| is(s, e)) {
                 tracing::info!(folder = %e.name, "not synced here any more: withdrawn from the account's list");
-                let c = Change::Deactivate {
+                out.push(Change::Deactivate {
                     id: e.id.clone(),
                     remote: e.remote.clone(),
                     computer: me.id.clone(),
-                };
-                if let Err(err) = account.submit(c) {
-                    tracing::warn!(error = %err, "cannot queue a change of the account's registry");
-                }
+                });
             }
         }
+        out
     }
 }
 

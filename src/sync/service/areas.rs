@@ -10,6 +10,7 @@ use super::{lock, FolderTask, Inner, Service};
 use crate::remote::{Remote, RemotePath};
 use crate::sync::folder::{FolderSpec, Mode};
 use crate::sync::report::{FollowedFolder, SyncedHere};
+use crate::sync::store::remote_within;
 
 /// One area of the profile, for the sync folders.
 #[derive(Clone)]
@@ -40,9 +41,7 @@ impl Inner {
         if spec.area.is_empty() || spec.mode == Mode::DownloadOnly {
             return;
         }
-        let mut now = task.spec();
-        now.mode = Mode::DownloadOnly;
-        if let Err(e) = lock(&self.journal).update_folder(&now) {
+        if let Err(e) = self.update(task, |s| s.mode = Mode::DownloadOnly) {
             tracing::warn!(error = %e, "cannot make the folder download-only");
             return;
         }
@@ -51,7 +50,6 @@ impl Inner {
             area = %spec.area,
             "the server refuses changes in this folder: it is download-only from now on"
         );
-        *lock(&task.spec) = now;
         task.now.store(true, Ordering::SeqCst);
         task.wake.notify_one();
     }
@@ -80,10 +78,7 @@ impl Service {
         area: Option<&str>,
         mode: Mode,
     ) -> Result<(String, Mode), String> {
-        let Some(name) = area.filter(|a| !a.is_empty()) else {
-            let ro = self.inner.areas.first().is_some_and(|a| a.read_only);
-            return Ok((String::new(), if ro { Mode::DownloadOnly } else { mode }));
-        };
+        let name = area.unwrap_or("");
         let i = self.inner.area_index(name).ok_or_else(|| {
             let known: Vec<String> = self
                 .inner
@@ -101,20 +96,14 @@ impl Service {
                 }
             )
         })?;
-        let a = &self.inner.areas[i];
-        let stored = if i == 0 {
-            String::new()
-        } else {
-            a.name.clone()
+        // The main area is stored as `""`; a profile without areas has only it.
+        let a = self.inner.areas.get(i);
+        let stored = match a {
+            Some(a) if i > 0 => a.name.clone(),
+            _ => String::new(),
         };
-        Ok((
-            stored,
-            if a.read_only {
-                Mode::DownloadOnly
-            } else {
-                mode
-            },
-        ))
+        let read_only = a.is_some_and(|a| a.read_only);
+        Ok((stored, if read_only { Mode::DownloadOnly } else { mode }))
     }
 
     /// The top-level folders of the profile's areas other than the main one, marked with
@@ -142,12 +131,9 @@ impl Service {
                 .collect();
             names.sort();
             for name in names {
-                let within = format!("{name}/");
                 let synced: Vec<SyncedHere> = synced
                     .iter()
-                    .filter(|s| {
-                        s.area == a.name && (s.remote == name || s.remote.starts_with(&within))
-                    })
+                    .filter(|s| s.area == a.name && remote_within(&s.remote, &name))
                     .map(|s| SyncedHere {
                         remote: s.remote.clone(),
                         local: s.local.clone(),

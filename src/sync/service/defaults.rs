@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::account_ops::info;
 use super::{lock, Service};
 use crate::config::DefaultFolder;
-use crate::sync::folder::{FolderId, FolderSpec, DEFAULT_DELETE_LIMIT_PERCENT};
+use crate::sync::folder::{FolderId, FolderSpec};
 use crate::sync::registry::{Change, ComputerRef, Entry, FolderInfo};
 
 /// How long the first start waits for the account's registry, read and then written.
@@ -39,12 +40,8 @@ fn write_applied(file: &Path, a: &Applied) -> std::io::Result<()> {
     if let Some(dir) = file.parent() {
         crate::instance::ensure_private_dir(dir)?;
     }
-    let tmp = file.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, file)
+    let body = serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?;
+    crate::atomic_file::write(file, &body, None)
 }
 
 impl Service {
@@ -72,9 +69,9 @@ impl Service {
         let mut said = Vec::new();
         for d in todo {
             let r = if d.active {
-                self.default_active(d)
+                self.default_active(d).await
             } else {
-                self.default_inactive(d)
+                self.default_inactive(d).await
             };
             match r {
                 Ok(line) => {
@@ -85,7 +82,11 @@ impl Service {
                 Err(e) => said.push(format!("default folder {}: not set up: {e}", d.name)),
             }
         }
-        if let Err(e) = write_applied(record, &applied) {
+        let file = record.to_path_buf();
+        let written = tokio::task::spawn_blocking(move || write_applied(&file, &applied))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
             said.push(format!(
                 "cannot record the default folders set up in {}: {e}",
                 record.display()
@@ -102,7 +103,7 @@ impl Service {
     }
 
     /// An active default: synced here from now on.
-    fn default_active(&self, d: &DefaultFolder) -> Result<String, String> {
+    async fn default_active(&self, d: &DefaultFolder) -> Result<String, String> {
         let specs = lock(&self.inner.journal)
             .folders()
             .map_err(|e| e.to_string())?;
@@ -121,39 +122,21 @@ impl Service {
                 .cloned()
         });
         let local = Self::prepare_local(&d.local)?;
-        let spec = FolderSpec {
-            id: match &entry {
-                Some(e) => e.id.clone(),
-                None => FolderId::random().map_err(|e| e.to_string())?,
-            },
-            local: local.clone(),
-            remote: d.remote.clone(),
-            // Default folders are the account's own: in the main area.
-            area: String::new(),
-            mode: d.mode,
-            schedule: d.schedule,
-            keep_deleted: false,
-            paused: false,
-            delete_limit_percent: DEFAULT_DELETE_LIMIT_PERCENT,
-            added_at: crate::localtime::unix_now(),
+        let id = match &entry {
+            Some(e) => e.id.clone(),
+            None => FolderId::random().map_err(|e| e.to_string())?,
         };
+        // Default folders are the account's own: in the main area.
+        let spec = FolderSpec::new(id, local.clone(), d.remote.clone(), d.mode, d.schedule);
         self.add_spec(&spec)?;
         if let Some(a) = account {
             let change = Change::Activate {
-                folder: FolderInfo {
-                    id: spec.id.clone(),
-                    name: entry
-                        .as_ref()
-                        .map_or_else(|| d.name.clone(), |e| e.name.clone()),
-                    remote: spec.remote.clone(),
-                    mode: spec.mode,
-                    schedule: spec.schedule,
-                },
+                folder: info(&spec, entry.as_ref().map_or(&d.name, |e| &e.name)),
                 computer: ComputerRef::from(a.computer()),
                 local: local.clone(),
                 at: spec.added_at,
             };
-            if let Err(e) = a.submit(change) {
+            if let Err(e) = a.submit(change).await {
                 tracing::warn!(error = %e, "cannot queue a change of the account's registry");
             }
         }
@@ -169,7 +152,7 @@ impl Service {
     }
 
     /// An inactive default: registered in the account, for `sync activate NAME`.
-    fn default_inactive(&self, d: &DefaultFolder) -> Result<String, String> {
+    async fn default_inactive(&self, d: &DefaultFolder) -> Result<String, String> {
         let a = self
             .inner
             .account
@@ -200,7 +183,7 @@ impl Service {
             by: ComputerRef::from(a.computer()),
             at: crate::localtime::unix_now(),
         };
-        a.submit(change).map_err(|e| e.to_string())?;
+        a.submit(change).await.map_err(|e| e.to_string())?;
         Ok(format!(
             "default folder {}: registered in the account, inactive ({} ⇄ {}, {}, {}; cloudmount sync activate {})",
             d.name,
