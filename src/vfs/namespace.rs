@@ -475,6 +475,13 @@ impl Vfs {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The replaced file was never seen on the server, but its upload may have landed there
+        // with its answer lost: that copy goes first, so that the rename (waiting) or the
+        // source's upload (a local rename) does not find it in the way and keep both.
+        if dst.is_some() && !dst_on_server && src_kind == FileKind::File && (queued || src_pending)
+        {
+            self.record_landed_unlink(area, &to).await?;
+        }
         if queued {
             let mut op = self.new_op(area, NsOpKind::Rename, &from, Self::entry_kind(src_kind));
             op.target = Some(to.clone());

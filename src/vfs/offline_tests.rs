@@ -338,3 +338,28 @@ async fn an_upload_that_landed_with_its_answer_lost_is_undone_by_an_offline_rm_o
         assert!(st.notices.is_empty(), "{st:?}");
     }
 }
+
+/// The same lost answer, and then another file renamed offline over it: the landed copy is
+/// not taken for a file someone else put there (no conflict copy); the rename replaces it.
+#[tokio::test]
+async fn a_rename_offline_over_a_file_whose_upload_landed_replaces_it() {
+    let (_cache, mem, faulty, vfs) = offline_start().await;
+    write_new(&vfs, ROOT_INO, "n", b"new file").await;
+    let area = vfs.area_ids().next().unwrap();
+    let rec = vfs
+        .meta
+        .dirty_for(area, &RemotePath::new("n").unwrap())
+        .unwrap()
+        .expect("queued");
+    vfs.meta.mark_moving(rec.id, None, 8).unwrap();
+    mem.insert_file("n", b"new file".to_vec());
+    vfs.rename(ROOT_INO, "a", ROOT_INO, "n", RenameFlags::default())
+        .await
+        .unwrap();
+    faulty.clear();
+    settle(&vfs).await;
+    assert_eq!(tree(&mem), ["c", "e/", "n"]);
+    assert_eq!(mem.file_bytes("n").unwrap(), b"file a");
+    let st = vfs.status();
+    assert!(st.notices.is_empty() && st.conflicts.is_empty(), "{st:?}");
+}
