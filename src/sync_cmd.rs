@@ -30,6 +30,7 @@ fn mode(m: ModeArg) -> Mode {
         ModeArg::Bidirectional => Mode::Bidirectional,
         ModeArg::UploadOnly => Mode::UploadOnly,
         ModeArg::DownloadOnly => Mode::DownloadOnly,
+        ModeArg::NewFilesOnly => Mode::NewFilesOnly,
     }
 }
 

@@ -365,6 +365,7 @@ impl World {
                 delete_limit_percent: 100,
                 added_at: 0,
                 area: String::new(),
+                mode_reason: String::new(),
             };
             let journal = Journal::open(&home.join("journal.db")).expect("journal");
             journal.add_folder(&spec).expect("add folder");

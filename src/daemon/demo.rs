@@ -108,6 +108,7 @@ pub fn ensure_sync_folder(dirs: &Dirs, journal: &Path) -> io::Result<PathBuf> {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
         area: String::new(),
+        mode_reason: String::new(),
     };
     j.add_folder(&spec).map_err(io::Error::other)?;
     Ok(local)

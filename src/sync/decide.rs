@@ -12,6 +12,11 @@
 //!   conflict name, the directory keeps the name: row 14 applied to row 13 too, so the replaced
 //!   side is never deleted on a guess), an upload-only folder gets
 //!   [`Action::KeepServerCopyThenUpload`] (the server's item moves aside, the local one goes up).
+//! - Download-only and new-files-only folders never change what the server has: no
+//!   [`Action::DeleteRemote`], [`Action::KeepServerCopyThenUpload`] or upload over a version.
+//!   New-files-only sends only what is new there (`Upload { expect: Absent }`,
+//!   [`Action::MkdirRemote`]); its [`Action::Conflict`] moves ours aside locally, and that copy,
+//!   new, is uploaded by the next pass.
 //! - Only a conflict between two files becomes a download over a trashed conflict copy: a
 //!   directory is never trashed in place of a conflict (its children have their own decisions).
 
@@ -118,6 +123,7 @@ pub fn decide(
         Mode::Bidirectional => sides.bidirectional(),
         Mode::UploadOnly => sides.upload_only(keep_deleted),
         Mode::DownloadOnly => sides.download_only(),
+        Mode::NewFilesOnly => sides.new_files_only(),
     };
     let files =
         local.map(|m| m.kind) == Some(Kind::File) && remote.map(|m| m.kind) == Some(Kind::File);
@@ -227,6 +233,41 @@ impl Sides<'_> {
         }
     }
 
+    /// Between bidirectional and download-only: what is new here goes up as a new file (the
+    /// server accepts new names), what the server has is never changed — a local edit moves
+    /// aside here as a conflict copy (uploaded by the next pass as the new file it is) and the
+    /// server's version takes the name back; a local delete brings the server's item back.
+    /// Server changes come down as in bidirectional.
+    fn new_files_only(&self) -> Action {
+        use Change::*;
+        match (self.l, self.r) {
+            (Same, Same) | (Absent, Absent) => Action::Nothing,
+            // Row 2: new here, absent there: a new file (or folder) for the server.
+            (New, Absent) => self.send(Expect::Absent),
+            // Rows 3, 6, 10; row 8: a local delete is undone.
+            (Absent, New) | (Deleted, Same) | (Deleted, Changed) => self.fetch(),
+            (Same, Changed) if self.kinds_equal() => self.fetch(),
+            // Row 13: the server changed the kind; ours moves aside here.
+            (Same, Changed) => Action::Conflict,
+            // Rows 4, 7, 15: ours moves aside here (and goes up as a new file).
+            (New, New) | (Changed, Changed) => self.merge_or(Action::Conflict),
+            // Row 5: never sent over the server's file; a directory has no content to send.
+            (Changed, Same)
+                if self.kinds_equal() && self.local.map(|l| l.kind) == Some(Kind::Dir) =>
+            {
+                Action::Nothing
+            }
+            (Changed, Same) => Action::Conflict,
+            // Row 9.
+            (Same, Deleted) => Action::TrashLocal,
+            // Row 11: the name is free on the server now: the edit goes up as a new file.
+            (Changed, Deleted) => self.send(Expect::Absent),
+            // Row 12.
+            (Deleted, Deleted) => Action::Forget,
+            _ => Action::Nothing,
+        }
+    }
+
     fn kinds_equal(&self) -> bool {
         matches!((self.local, self.remote), (Some(l), Some(r)) if l.kind == r.kind)
     }
@@ -283,3 +324,7 @@ mod tests;
 #[cfg(test)]
 #[path = "decide_download_tests.rs"]
 mod download_tests;
+
+#[cfg(test)]
+#[path = "decide_newfiles_tests.rs"]
+mod newfiles_tests;

@@ -259,7 +259,7 @@ async fn run_inner(
         trash: env.trash,
         device: env.device.clone(),
         progress: env.progress,
-        download_only: spec.mode == Mode::DownloadOnly,
+        mode: spec.mode,
     };
     let mut changes = 0;
     let mut conflicts = 0;

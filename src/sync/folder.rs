@@ -45,6 +45,13 @@ pub enum Mode {
     /// the server's version comes back under the name; a local delete brings the server's file
     /// back; a local new file stays here only.
     DownloadOnly,
+    /// A folder the server lets us add to but not change (CloudMe's WebShare+, a drop box):
+    /// only new names are ever sent. A new local file or folder is uploaded; a local edit of
+    /// a file the server has is kept as a conflict copy (a new file: uploaded, so the edit
+    /// reaches the server under that name) and the server's version comes back under the
+    /// name; a local delete or rename brings the server's file back (a renamed file's new
+    /// name is new: uploaded). Server changes come down as in [`Mode::Bidirectional`].
+    NewFilesOnly,
 }
 
 impl Mode {
@@ -53,6 +60,7 @@ impl Mode {
             Mode::Bidirectional => "bidirectional",
             Mode::UploadOnly => "upload-only",
             Mode::DownloadOnly => "download-only",
+            Mode::NewFilesOnly => "new-files-only",
         }
     }
 
@@ -61,6 +69,7 @@ impl Mode {
             "bidirectional" | "bi" | "both" => Some(Mode::Bidirectional),
             "upload-only" | "upload" | "backup" => Some(Mode::UploadOnly),
             "download-only" | "download" | "mirror" => Some(Mode::DownloadOnly),
+            "new-files-only" | "new-files" | "dropbox" => Some(Mode::NewFilesOnly),
             _ => None,
         }
     }
@@ -114,6 +123,10 @@ pub struct FolderSpec {
     #[serde(default)]
     pub area: String,
     pub mode: Mode,
+    /// Why the folder has its mode when cloudmount chose it (the server refused a change
+    /// there), for `sync list`; empty when the user chose it.
+    #[serde(default)]
+    pub mode_reason: String,
     pub schedule: Schedule,
     /// Upload-only: a local delete does not delete the server copy.
     pub keep_deleted: bool,
@@ -142,6 +155,7 @@ impl FolderSpec {
             remote,
             area: String::new(),
             mode,
+            mode_reason: String::new(),
             schedule,
             keep_deleted: false,
             paused: false,

@@ -36,7 +36,7 @@ use super::folder::FolderId;
 use super::state::{Base, Kind, LocalMeta, RemoteMeta};
 
 /// The journal format this build reads and writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA application_id` of a cloudmount sync journal ("ClSy").
 pub const APPLICATION_ID: i64 = 0x436c_5379;
@@ -111,6 +111,10 @@ const MIGRATIONS: &[&str] = &[
     // 1 → 2: a folder's area of the profile, by name ('' = the main area, as every folder of
     // version 1 was).
     "ALTER TABLE folders ADD COLUMN area TEXT NOT NULL DEFAULT '';",
+    // 2 → 3: why cloudmount chose a folder's mode ('' = the user chose it); and the mode
+    // 'new-files-only', which a reader of version 2 does not know: the version says so, so
+    // that an older cloudmount refuses the file as newer instead of calling it damaged.
+    "ALTER TABLE folders ADD COLUMN mode_reason TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Errors of the journal.

@@ -20,6 +20,7 @@ fn spec(id: &str, local: &str, remote: &str) -> FolderSpec {
         delete_limit_percent: 50,
         added_at: 1_700_000_000,
         area: String::new(),
+        mode_reason: String::new(),
     }
 }
 
@@ -689,4 +690,50 @@ fn a_version_1_journal_gets_the_area_column() {
     let got = j.folder(&FolderId("bb".into())).unwrap().unwrap();
     assert_eq!(got.area, "Following");
     assert_eq!(got.mode, Mode::DownloadOnly);
+}
+
+/// A journal of format 2 opens migrated to 3 (a folder's mode chosen by the user: no reason);
+/// the mode `new-files-only` and its reason round-trip. A reader of format 2 would refuse the
+/// file as newer (the version is what says a new mode value may be there).
+#[test]
+fn a_version_2_journal_gets_the_mode_reason_and_keeps_new_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(V1).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 2).unwrap();
+        c.execute(
+            "INSERT INTO folders VALUES ('aa', '/home/u/Drop', 'Drop', 'download-only',
+                                         'immediate', 0, 0, 50, 1700000000, 'Shared')",
+            [],
+        )
+        .unwrap();
+    }
+    assert_eq!(SCHEMA_VERSION, 3);
+    let j = Journal::open(&path).unwrap();
+    let v: i64 = j
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 3);
+    let mut f = j.folder(&FolderId("aa".into())).unwrap().unwrap();
+    assert_eq!(f.mode, Mode::DownloadOnly);
+    assert_eq!(f.mode_reason, "");
+    f.mode = Mode::NewFilesOnly;
+    f.mode_reason = "the server refused a change".into();
+    j.update_folder(&f).unwrap();
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    let got = j.folder(&FolderId("aa".into())).unwrap().unwrap();
+    assert_eq!(got.mode, Mode::NewFilesOnly);
+    assert_eq!(got.mode_reason, "the server refused a change");
+    let stored: String = j
+        .conn
+        .query_row("SELECT mode FROM folders WHERE id = 'aa'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, "new-files-only");
 }

@@ -88,7 +88,8 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
     // Row 18. Upload-only folders that keep deleted files keep the old name on the server too:
     // there a rename is an upload of the new name and a forget of the old one.
     // Download-only folders never move anything on the server: the old name comes back, the
-    // new one stays local.
+    // new one stays local. New-files-only folders neither: the old name comes back, the new
+    // one is uploaded as a new file.
     let moves = if rules.mode == Mode::Bidirectional
         || (rules.mode == Mode::UploadOnly && !rules.keep_deleted)
     {
@@ -130,11 +131,12 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
         },
         |a| *a == Action::DeleteRemote,
     );
-    if rules.mode == Mode::DownloadOnly {
-        // Download-only, a local directory where the server holds a file: the directory
-        // moves aside here whole (to a conflict-copy name, with what is below it), so the
-        // local trashes and forgets below it are moot (the copy keeps all of it, untracked;
-        // the move forgets the records).
+    if matches!(rules.mode, Mode::DownloadOnly | Mode::NewFilesOnly) {
+        // Download-only and new-files-only, a local directory where the server holds a file:
+        // the directory moves aside here whole (to a conflict-copy name, with what is below
+        // it), so every step below it is moot: the trashes and forgets (the copy keeps all of
+        // it, untracked; the move forgets the records) and, new-files-only, the uploads and
+        // server folders (the copy, new, goes up whole by the next pass).
         drop_below(
             &mut actions,
             |p, a| {
@@ -142,7 +144,7 @@ pub fn plan(inputs: &Inputs, rules: Rules) -> Plan {
                     && local.get(p).map(|m| m.kind) == Some(Kind::Dir)
                     && remote.get(p).map(|m| m.kind) == Some(Kind::File)
             },
-            |a| matches!(a, Action::TrashLocal | Action::Forget),
+            |_| true,
         );
     }
 
@@ -311,7 +313,8 @@ fn keep_unsafe_dirs(
         let (side_keys, replacement): (Vec<&String>, Action) = if action == Action::DeleteRemote {
             let keep = match mode {
                 Mode::Bidirectional => Action::MkdirLocal,
-                Mode::UploadOnly | Mode::DownloadOnly => Action::Forget,
+                // (Download-only and new-files-only never delete on the server.)
+                Mode::UploadOnly | Mode::DownloadOnly | Mode::NewFilesOnly => Action::Forget,
             };
             (below(remote, &dir).collect(), keep)
         } else {
@@ -319,6 +322,7 @@ fn keep_unsafe_dirs(
                 // Download-only: the server deleted it, but something here stays: the
                 // directory stays too, untracked.
                 Mode::DownloadOnly => Action::Forget,
+                // New-files-only too makes it again: a new folder for the server.
                 _ => Action::MkdirRemote,
             };
             (below(local, &dir).collect(), keep)

@@ -43,6 +43,9 @@ struct World {
     trashed_local: usize,
     /// The folder is download-only: a conflict keeps our version here only.
     download_only: bool,
+    /// The folder is new-files-only: a conflict moves ours aside here, and the copy goes up
+    /// as a new file (by the next pass, done here at once).
+    new_files_only: bool,
 }
 
 fn local_meta(e: &LocalEntry) -> LocalMeta {
@@ -424,6 +427,22 @@ impl World {
                         .insert(path.into(), LocalEntry { item: r, inode });
                     return Ok(());
                 }
+                if self.new_files_only {
+                    // Ours (with what is below it) moves aside here, the server's takes the
+                    // name; the copy, new, goes up (the executor's next pass).
+                    move_keys(&mut self.local, path, &copy);
+                    let inode = self.fresh();
+                    self.local
+                        .insert(path.into(), LocalEntry { item: r, inode });
+                    let below: Vec<(String, Item)> = self
+                        .local
+                        .iter()
+                        .filter(|(k, _)| at_or_below(k, &copy))
+                        .map(|(k, e)| (k.clone(), e.item))
+                        .collect();
+                    self.remote.extend(below);
+                    return Ok(());
+                }
                 match (l, r) {
                     (Item::File(lv), r) => {
                         // Ours becomes the copy (uploaded too); the server's keeps the name.
@@ -478,6 +497,7 @@ fn round(
         w.edit(side, op, a, &pool[b % pool.len()], &pool);
     }
     w.download_only = mode == Mode::DownloadOnly;
+    w.new_files_only = mode == Mode::NewFilesOnly;
     let before = w.clone();
     let rules = Rules {
         mode,
@@ -581,6 +601,20 @@ fn round(
                 }
             }
         }
+        // 5. What the server has is never changed, moved or deleted; new things are added,
+        // and both sides end the same (conflict copies included).
+        Mode::NewFilesOnly => {
+            for (k, i) in &before.remote {
+                if w.remote.get(k) != Some(i) {
+                    return Err(format!("new-files-only changed the server's {k}{}", show()));
+                }
+            }
+            let l: BTreeMap<&String, Item> = w.local.iter().map(|(k, e)| (k, e.item)).collect();
+            let r: BTreeMap<&String, Item> = w.remote.iter().map(|(k, i)| (k, *i)).collect();
+            if l != r {
+                return Err(format!("sides differ{}", show()));
+            }
+        }
     }
     Ok(())
 }
@@ -624,6 +658,15 @@ proptest! {
     }
 
     #[test]
+    fn new_files_only_never_changes_the_server_and_converges(
+        choices in proptest::collection::vec(0u8..3, 50),
+        edits in edits(),
+    ) {
+        let r = round(&choices, &edits, Mode::NewFilesOnly, false);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
     fn upload_only_backs_up_and_never_touches_the_local_side(
         choices in proptest::collection::vec(0u8..3, 50),
         edits in edits(),
@@ -650,7 +693,12 @@ fn regression_moves_out_of_a_directory_moved_aside_come_first() {
         (false, 2, 0, 0),
         (true, 2, 10, 0),
     ];
-    for mode in [Mode::Bidirectional, Mode::UploadOnly, Mode::DownloadOnly] {
+    for mode in [
+        Mode::Bidirectional,
+        Mode::UploadOnly,
+        Mode::DownloadOnly,
+        Mode::NewFilesOnly,
+    ] {
         let r = round(&choices, &edits, mode, false);
         assert!(r.is_ok(), "{mode:?}: {}", r.unwrap_err());
     }

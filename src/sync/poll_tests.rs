@@ -379,6 +379,7 @@ async fn a_run_hands_its_listing_over_in_sync_after_uploads_and_after_downloads(
         delete_limit_percent: 100,
         added_at: 0,
         area: String::new(),
+        mode_reason: String::new(),
     };
     let journal = Journal::open(&tmp.path().join("journal.db")).unwrap();
     journal.add_folder(&spec).unwrap();

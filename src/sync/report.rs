@@ -54,6 +54,9 @@ pub struct FolderReport {
     #[serde(default)]
     pub area: String,
     pub mode: Mode,
+    /// Why the folder has its mode when cloudmount chose it (empty: the user did).
+    #[serde(default)]
+    pub mode_reason: String,
     pub schedule: Schedule,
     pub keep_deleted: bool,
     pub delete_limit_percent: u8,
@@ -306,6 +309,9 @@ pub fn list(folders: &[FolderReport]) -> String {
             mode.push_str(", keeps deleted files on the server");
         }
         let _ = writeln!(out, "  mode:      {mode}");
+        if !f.mode_reason.is_empty() {
+            let _ = writeln!(out, "             ({})", f.mode_reason);
+        }
         let _ = writeln!(out, "  state:     {}", state_line(f));
         match (f.last_sync, &f.last_outcome) {
             (Some(at), Some(o)) => {
@@ -354,6 +360,7 @@ mod tests {
             remote: "CloudDrive/Documents/Music".into(),
             area: String::new(),
             mode: Mode::UploadOnly,
+            mode_reason: String::new(),
             schedule: Schedule::Weekly,
             keep_deleted: true,
             delete_limit_percent: 50,
@@ -386,6 +393,22 @@ mod tests {
         assert!(s.contains("conflicts: 1"), "{s}");
         assert!(s.contains("a|b: the server refused the name"), "{s}");
         assert!(list(&[]).contains("cloudmount sync add"));
+    }
+
+    #[test]
+    fn the_list_says_why_cloudmount_chose_a_mode() {
+        let mut f = folder();
+        f.mode = Mode::NewFilesOnly;
+        f.keep_deleted = false;
+        f.mode_reason = "the server refused a change but took new files".into();
+        let s = list(&[f]);
+        assert!(
+            s.contains(
+                "  mode:      new-files-only, weekly\n             (the server refused a change \
+                 but took new files)\n"
+            ),
+            "{s}"
+        );
     }
 
     #[test]

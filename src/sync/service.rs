@@ -304,6 +304,7 @@ impl Service {
             remote: spec.remote.clone(),
             area: spec.area.clone(),
             mode: spec.mode,
+            mode_reason: spec.mode_reason.clone(),
             schedule: spec.schedule,
             keep_deleted: spec.keep_deleted,
             delete_limit_percent: spec.delete_limit_percent,
@@ -436,6 +437,7 @@ impl Service {
         let spec = self.inner.update(&t, |s| {
             if let Some(m) = req.mode {
                 s.mode = m;
+                s.mode_reason.clear();
             }
             if let Some(sch) = req.schedule {
                 s.schedule = sch;

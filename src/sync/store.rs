@@ -188,8 +188,8 @@ impl Journal {
         let (local, remote) = self.check_folder(spec)?;
         tx.prepare_cached(
             "INSERT INTO folders (id, local, remote, mode, schedule, keep_deleted, paused,
-                                  delete_limit, added_at, area)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                  delete_limit, added_at, area, mode_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut st| {
             st.execute(params![
@@ -203,6 +203,7 @@ impl Journal {
                 spec.delete_limit_percent,
                 spec.added_at,
                 spec.area,
+                spec.mode_reason,
             ])
         })
         .map_err(|e| self.err(e))?;
@@ -222,7 +223,8 @@ impl Journal {
         let (local, remote) = self.check_folder(spec)?;
         tx.prepare_cached(
             "UPDATE folders SET local = ?2, remote = ?3, mode = ?4, schedule = ?5,
-                    keep_deleted = ?6, paused = ?7, delete_limit = ?8, area = ?9
+                    keep_deleted = ?6, paused = ?7, delete_limit = ?8, area = ?9,
+                    mode_reason = ?10
              WHERE id = ?1",
         )
         .and_then(|mut st| {
@@ -236,6 +238,7 @@ impl Journal {
                 spec.paused,
                 spec.delete_limit_percent,
                 spec.area,
+                spec.mode_reason,
             ])
         })
         .map_err(|e| self.err(e))?;
@@ -363,7 +366,8 @@ impl Journal {
 }
 
 const SELECT_FOLDER: &str = "SELECT id, local, remote, mode, schedule, keep_deleted, paused,
-                                    delete_limit, added_at, area FROM folders";
+                                    delete_limit, added_at, area, mode_reason
+                            FROM folders";
 
 /// A `folders` row as stored, before its values are checked.
 struct RawFolder {
@@ -377,6 +381,7 @@ struct RawFolder {
     delete_limit: i64,
     added_at: i64,
     area: String,
+    mode_reason: String,
 }
 
 impl RawFolder {
@@ -392,6 +397,7 @@ impl RawFolder {
             delete_limit: r.get(7)?,
             added_at: r.get(8)?,
             area: r.get(9)?,
+            mode_reason: r.get(10)?,
         })
     }
 
@@ -412,6 +418,7 @@ impl RawFolder {
             paused: self.paused,
             added_at: self.added_at,
             area: self.area,
+            mode_reason: self.mode_reason,
             id: FolderId(self.id),
         })
     }

@@ -50,8 +50,8 @@ pub(super) fn mtime_of(l: &LocalMeta) -> SystemTime {
 }
 
 /// Both sides changed: equal contents are recorded; else the server's version keeps the name
-/// and ours is renamed to a conflict copy (uploaded by the next pass; download-only: kept
-/// here only).
+/// and ours is renamed to a conflict copy (uploaded by the next pass, new-files-only too as
+/// the new file it is; download-only: kept here only).
 pub(super) async fn conflict_both(
     ctx: &Context<'_>,
     rel: &str,
@@ -65,11 +65,11 @@ pub(super) async fn conflict_both(
     if local.kind == Kind::Dir && server.kind == Kind::Dir {
         return record_both(ctx, rel, inputs).await;
     }
-    if local.kind == Kind::Dir && !ctx.download_only {
+    if local.kind == Kind::Dir && !ctx.keeps_server_items() {
         // A directory here, a file on the server: the directory keeps the name (its content
         // has paths of its own); the server's file moves aside to a conflict copy there, and
-        // the next pass brings each to the other side. (Download-only: the server is not
-        // changed; our directory moves aside here, below.)
+        // the next pass brings each to the other side. (Download-only and new-files-only: the
+        // server is not changed; our directory moves aside here, below.)
         move_server_copy_aside(ctx, rel, server, inputs, shared).await?;
         shared.again.store(true, Ordering::Relaxed);
         return Ok(());

@@ -18,6 +18,16 @@
 //! - **Conflicts**: the contents are compared first (equal is no conflict); else the server's
 //!   version keeps the name and ours becomes `name (conflicted copy HOST DATE).ext`, uploaded
 //!   too. Upload-only folders move the server's version aside instead, on the server.
+//! - **New-files-only** folders send only new names: a new file is one direct PUT with
+//!   `If-None-Match: *` (such a server refuses the MOVE and DELETE a temporary name needs), a
+//!   new folder a MKCOL; a step that would change or remove what the server has is refused
+//!   here as a problem (the plan never gives one).
+//! - **A server that takes new files but refuses changes** is told apart by what it answers:
+//!   [`Progress`] keeps whether a new file was refused (HTTP 403) in this run and whether one
+//!   was accepted since the folder started; the owner picks the folder's mode from them. A
+//!   new file whose upload through a temporary name is refused is sent once more directly
+//!   (the MOVE of the temporary copy may be what the server refused; the temporary copy may
+//!   then stay on the server, hidden, if it refuses its DELETE too).
 //!
 //! Errors: a server that does not answer (or refuses the credentials) stops the whole run —
 //! nothing is read as deleted. Anything else is a problem of that one path, recorded with its
@@ -32,7 +42,7 @@ use std::sync::Mutex;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::decide::Action;
-use super::folder::FolderId;
+use super::folder::{FolderId, Mode};
 use super::journal::{Journal, JournalError};
 use super::local;
 use super::plan::{Inputs, Plan, Step};
@@ -111,6 +121,10 @@ pub struct Progress {
     pub bytes_done: AtomicU64,
     /// The server refused (HTTP 403) a step that sends, since the owner last cleared it.
     pub refused_writes: std::sync::atomic::AtomicBool,
+    /// The server refused (HTTP 403) a new file or folder, since the owner last cleared it.
+    pub refused_new: std::sync::atomic::AtomicBool,
+    /// The server accepted a new file or folder of ours (never cleared: "it takes new files").
+    pub accepted_new: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -137,9 +151,10 @@ pub struct Context<'a> {
     /// This computer's name, for conflict copies.
     pub device: String,
     pub progress: &'a Progress,
-    /// A download-only folder: nothing is ever sent to the server (a step that would is
-    /// refused as a problem; the plan never gives one).
-    pub download_only: bool,
+    /// The folder's mode. Download-only: nothing is ever sent to the server; new-files-only:
+    /// only new names (a step that would send otherwise is refused as a problem; the plan
+    /// never gives one).
+    pub mode: Mode,
 }
 
 /// What a pass did.
@@ -168,6 +183,17 @@ struct Shared {
 }
 
 impl Context<'_> {
+    /// Nothing is ever sent.
+    fn download_only(&self) -> bool {
+        self.mode == Mode::DownloadOnly
+    }
+
+    /// What the server has is never changed, moved or deleted (download-only,
+    /// new-files-only): a conflict moves ours aside here.
+    fn keeps_server_items(&self) -> bool {
+        matches!(self.mode, Mode::DownloadOnly | Mode::NewFilesOnly)
+    }
+
     fn local_path(&self, rel: &str) -> PathBuf {
         self.local_root.join(rel)
     }
@@ -298,18 +324,36 @@ async fn run_step(
     (path, r)
 }
 
+/// What the server answered to a new file or folder of ours: `true` it took it, `false` it
+/// refused it (HTTP 403). Noted in [`Progress`], so the owner can tell a server that takes
+/// nothing from one that takes new files only.
+fn note_new(ctx: &Context<'_>, accepted: bool) {
+    if accepted {
+        ctx.progress.accepted_new.store(true, Ordering::Relaxed);
+    } else {
+        ctx.progress.refused_new.store(true, Ordering::Relaxed);
+        ctx.progress.refused_writes.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn run_one(
     ctx: &Context<'_>,
     step: &Step,
     inputs: &Inputs,
     shared: &Shared,
 ) -> (String, StepResult<()>) {
-    if ctx.download_only && sends(step) {
+    let why = if ctx.download_only() && sends(step) {
+        Some("not sent: the folder is download-only (a read-only area)")
+    } else if ctx.mode == Mode::NewFilesOnly && changes_server(step) {
+        Some("not sent: the folder takes only new files (the server refuses changes there)")
+    } else {
+        None
+    };
+    if let Some(why) = why {
         let path = match step {
             Step::MoveRemote { to, .. } => to,
             Step::Do { path, .. } => path,
         };
-        let why = "not sent: the folder is download-only (a read-only area)";
         return (path.clone(), Err(StepError::Problem(why.into())));
     }
     match step {
@@ -347,6 +391,21 @@ async fn run_one(
             };
             (path.clone(), r)
         }
+    }
+}
+
+/// Whether a step changes, moves or deletes something the server has (not only adds a new
+/// name).
+fn changes_server(step: &Step) -> bool {
+    match step {
+        Step::MoveRemote { .. } => true,
+        Step::Do { action, .. } => matches!(
+            action,
+            Action::Upload {
+                expect: super::decide::Expect::Version(_)
+            } | Action::DeleteRemote
+                | Action::KeepServerCopyThenUpload
+        ),
     }
 }
 
@@ -420,7 +479,11 @@ async fn record_both(ctx: &Context<'_>, rel: &str, inputs: &Inputs) -> StepResul
 async fn mkdir_remote(ctx: &Context<'_>, rel: &str) -> StepResult<()> {
     let rp = ctx.remote_path(rel)?;
     match ctx.remote.mkdir(&rp).await {
-        Ok(()) => {}
+        Ok(()) => note_new(ctx, true),
+        Err(e @ RemoteError::Forbidden { .. }) => {
+            note_new(ctx, false);
+            return Err(e.into());
+        }
         Err(RemoteError::AlreadyExists { .. }) | Err(RemoteError::Status { status: 405, .. }) => {
             let e = ctx.remote.stat(&rp).await?;
             if !e.is_dir() {

@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering;
 use futures_util::future::BoxFuture;
 
 use super::keep_both::conflict_both;
-use super::{local_now, mkdir_remote, same_file, Context, Shared, StepResult};
+use super::{local_now, mkdir_remote, note_new, same_file, Context, Shared, StepResult};
 use crate::remote::{version, Remote, RemoteError, RemotePath};
 use crate::sync::decide::Expect;
+use crate::sync::folder::Mode;
 use crate::sync::local;
 use crate::sync::plan::Inputs;
 use crate::sync::remote_scan::{etag_of, meta_of};
@@ -73,18 +74,51 @@ pub(super) async fn upload(
         })
     };
     let file = ctx.local_path(rel);
-    let job = UploadJob {
+    let new = job_expect == transfer::Expect::Absent;
+    // New-files-only: one direct PUT (`If-None-Match: *`), as such a server refuses the MOVE
+    // and the DELETE of a temporary copy.
+    let direct = new && ctx.mode == Mode::NewFilesOnly;
+    let mut job = UploadJob {
         target: &rp,
         file: &file,
         size: l.size,
         expect: job_expect,
-        via: Via::Temp(transfer::temp::for_sync(&rp, ctx.folder.as_str())?),
+        via: if direct {
+            Via::Direct
+        } else {
+            Via::Temp(transfer::temp::for_sync(&rp, ctx.folder.as_str())?)
+        },
         make_parents: true,
         learn_version: false,
         sent: None,
         unchanged: &unchanged,
     };
-    match transfer::upload(ctx.remote, &job).await? {
+    let mut placed = transfer::upload(ctx.remote, &job).await;
+    if new && matches!(placed, Err(RemoteError::Forbidden { .. })) {
+        if exists(ctx.remote, &rp).await? {
+            // A file of that name appeared meanwhile (a server that takes new files only
+            // answers 403, not 412, to a PUT over it): both are kept.
+            return conflict_on_upload(ctx, rel, shared).await;
+        }
+        if !direct {
+            // The server may take a new file but refuse the MOVE of its temporary copy (a
+            // folder that accepts new files only): once more, directly.
+            tracing::info!(
+                path = rel,
+                "the server refused the new file through a temporary name; sending it directly"
+            );
+            job.via = Via::Direct;
+            placed = transfer::upload(ctx.remote, &job).await;
+        }
+    }
+    if new {
+        match &placed {
+            Ok(Placed::Done(_)) => note_new(ctx, true),
+            Err(RemoteError::Forbidden { .. }) => note_new(ctx, false),
+            _ => {}
+        }
+    }
+    match placed? {
         Placed::Done(_) => {}
         Placed::SourceChanged => {
             // The file changed, or went away, while it was sent (a rename or delete here, or
@@ -116,6 +150,15 @@ pub(super) async fn upload(
         },
     )?;
     Ok(())
+}
+
+/// Whether the server has something at `rp`.
+async fn exists(remote: &dyn Remote, rp: &RemotePath) -> Result<bool, RemoteError> {
+    match remote.stat(rp).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// An upload found another version on the server: handled as a conflict of the current state.

@@ -32,23 +32,54 @@ impl Inner {
         self.areas.iter().position(|a| a.name == name)
     }
 
-    /// The server refused (HTTP 403) to take a change of a folder of a followed or shared
-    /// area: the folder becomes download-only (kept in the journal) and runs again at once,
-    /// so the local edits it could not send are kept as conflict copies here and the server's
-    /// versions come back. The main area's folders are left as they are (a 403 there is a
-    /// problem of the path).
+    /// The server refused (HTTP 403) something a folder of a followed or shared area sent.
+    /// What it refused and what it took decide the folder's new mode, kept in the journal with
+    /// the reason (`sync list` shows it), and the folder runs again at once:
+    ///
+    /// - a change (an upload over a file, a delete, a move) was refused, and the server took a
+    ///   new file or folder of ours (in this run or earlier since the folder started) and
+    ///   refused none in this run: **new-files-only** (CloudMe's WebShare+, a drop box) — the
+    ///   edits it could not send go up as conflict copies, deletes are undone;
+    /// - a new file was refused too, or none was ever sent: **download-only**, as for a
+    ///   read-only folder — the edits are kept here as conflict copies.
+    ///
+    /// A new-files-only folder whose new file is refused becomes download-only. The main
+    /// area's folders are left as they are (a 403 there is a problem of the path).
     pub(super) fn refused_writes(&self, task: &FolderTask, spec: &FolderSpec) {
+        let refused_new = task.progress.refused_new.swap(false, Ordering::SeqCst);
+        let accepted_new = task.progress.accepted_new.load(Ordering::SeqCst);
         if spec.area.is_empty() || spec.mode == Mode::DownloadOnly {
             return;
         }
-        if let Err(e) = self.update(task, |s| s.mode = Mode::DownloadOnly) {
-            tracing::warn!(error = %e, "cannot make the folder download-only");
+        let (mode, reason) = if accepted_new && !refused_new {
+            (
+                Mode::NewFilesOnly,
+                "the server took new files here but refused a change (HTTP 403): only new \
+                 files are sent",
+            )
+        } else {
+            (
+                Mode::DownloadOnly,
+                "the server refused what this computer sent here (HTTP 403): nothing is sent",
+            )
+        };
+        if mode == spec.mode {
+            return;
+        }
+        let since = crate::localtime::unix_now();
+        let reason = format!("{reason}; since {}", crate::sync::report::local_time(since));
+        if let Err(e) = self.update(task, |s| {
+            s.mode = mode;
+            s.mode_reason = reason.clone();
+        }) {
+            tracing::warn!(error = %e, mode = mode.as_str(), "cannot change the folder's mode");
             return;
         }
         tracing::warn!(
             folder = %spec.local.display(),
             area = %spec.area,
-            "the server refuses changes in this folder: it is download-only from now on"
+            mode = mode.as_str(),
+            "{reason}"
         );
         task.now.store(true, Ordering::SeqCst);
         task.wake.notify_one();
