@@ -331,3 +331,241 @@ fn a_folder_the_server_refuses_writes_to_becomes_download_only_on_apache() {
     assert_eq!(home.folder(&dir).mode, Mode::DownloadOnly);
     home.stop();
 }
+
+/// The drop-box URL of a test folder (Apache's `/dav-dropbox/`: new files and folders are
+/// taken, a PUT over a file, DELETE and MOVE are answered 403); checks that premise.
+fn drop_box_url(server: &Server, dav: &Dav, top: &str) -> String {
+    use cloudmount::remote::{PutBody, PutCondition, RemoteError, RemotePath};
+    let url = dav.url.replace("/dav/", "/dav-dropbox/");
+    assert_ne!(url, dav.url);
+    let drop = common::webdav(&url, &server.user, &server.password);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let probe = RemotePath::new(&format!("{top}/probe.txt")).unwrap();
+    let body = || PutBody::from(b"probe".to_vec());
+    rt.block_on(drop.put(&probe, body(), PutCondition::IfNoneMatch))
+        .expect("the drop box takes a new file");
+    let again = rt.block_on(drop.put(&probe, body(), PutCondition::None));
+    assert!(
+        matches!(again, Err(RemoteError::Forbidden { .. })),
+        "a PUT over a file is refused: {again:?}"
+    );
+    let moved = rt.block_on(drop.rename(
+        &probe,
+        &RemotePath::new(&format!("{top}/m")).unwrap(),
+        false,
+    ));
+    assert!(
+        matches!(moved, Err(RemoteError::Forbidden { .. })),
+        "a MOVE is refused: {moved:?}"
+    );
+    let deleted = rt.block_on(drop.delete(&probe));
+    assert!(
+        matches!(deleted, Err(RemoteError::Forbidden { .. })),
+        "a DELETE is refused: {deleted:?}"
+    );
+    dav.delete(&format!("{top}/probe.txt"));
+    url
+}
+
+/// The server's tree below `top`, without hidden names (a refused temporary upload may stay
+/// there, hidden, when the server refuses its DELETE too).
+fn visible(dav: &Dav, top: &str) -> common::mount::Tree {
+    let mut t = dav.tree_at(top);
+    t.retain(|k, _| !k.split('/').any(|s| s.starts_with('.')));
+    t
+}
+
+/// A folder of a drop box (CloudMe's WebShare+: new files are taken, changes refused) synced
+/// `--mode new-files-only`: a new local file and folder reach the server; a local edit of a
+/// file the server has ends as a conflict copy on both sides while the server's version stays
+/// and comes back under the name; a local delete and a local rename are undone (the renamed
+/// file's new name goes up as a new file); a server change comes down. Nothing is lost, and
+/// no upload leaves a temporary copy (new files are PUT directly).
+#[test]
+fn a_drop_box_folder_syncs_new_files_only_on_apache() {
+    let server = Server::apache_basic();
+    let drive = Dav::fresh(&server, "fol-drive4");
+    let boxed = Dav::fresh(&server, "fol-dropbox");
+    boxed.mkdir("Box");
+    boxed.mkdir("Box/sub");
+    boxed.put("Box/a.txt", b"from the owner");
+    boxed.put("Box/sub/b.txt", b"b, from the owner");
+    let url = drop_box_url(&server, &boxed, "Box");
+    let mut home = home_with_areas(&server, &drive, "Shared", &url, false);
+    home.start();
+    let dir = home.dir("Box");
+    home.add(
+        &dir,
+        &[
+            "--area",
+            "Shared",
+            "--remote",
+            "Box",
+            "--mode",
+            "new-files-only",
+        ],
+    );
+    home.sync_now(&dir);
+    let f = home.folder(&dir);
+    assert_eq!(f.mode, Mode::NewFilesOnly);
+    assert_eq!(f.mode_reason, "", "chosen by the user: no reason shown");
+    assert_eq!(names(&local(&dir)), ["a.txt", "sub", "sub/b.txt"]);
+    let txt = home.ok(&["sync", "list"]);
+    assert!(txt.contains("new-files-only"), "{txt}");
+
+    // A new file and a new folder with a file go up.
+    write(&dir.join("mine.txt"), b"mine, new");
+    std::fs::create_dir(dir.join("new")).unwrap();
+    write(&dir.join("new/n.txt"), b"in a new folder");
+    home.sync_now(&dir);
+    assert_eq!(boxed.get("Box/mine.txt"), b"mine, new");
+    assert_eq!(boxed.get("Box/new/n.txt"), b"in a new folder");
+
+    // A local edit of the server's file: kept as a conflict copy, which goes up as a new
+    // file; the server's version stays and comes back under the name.
+    write(&dir.join("a.txt"), b"my edit");
+    home.sync_now(&dir);
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"from the owner");
+    assert_eq!(boxed.get("Box/a.txt"), b"from the owner");
+    let copies: Vec<String> = local(&dir)
+        .keys()
+        .filter(|k| is_conflict_copy(k))
+        .cloned()
+        .collect();
+    assert_eq!(copies.len(), 1, "{:?}", local(&dir));
+    assert_eq!(std::fs::read(dir.join(&copies[0])).unwrap(), b"my edit");
+    assert_eq!(boxed.get(&format!("Box/{}", copies[0])), b"my edit");
+    assert!(home.folder(&dir).conflicts >= 1);
+
+    // A local delete is undone; nothing goes to the trash.
+    std::fs::remove_file(dir.join("sub/b.txt")).unwrap();
+    home.sync_now(&dir);
+    assert_eq!(
+        std::fs::read(dir.join("sub/b.txt")).unwrap(),
+        b"b, from the owner"
+    );
+    assert_eq!(boxed.get("Box/sub/b.txt"), b"b, from the owner");
+    // A local rename: the old name comes back, the new one goes up as a new file.
+    std::fs::rename(dir.join("mine.txt"), dir.join("renamed.txt")).unwrap();
+    home.sync_now(&dir);
+    assert_eq!(std::fs::read(dir.join("mine.txt")).unwrap(), b"mine, new");
+    assert_eq!(boxed.get("Box/mine.txt"), b"mine, new");
+    assert_eq!(boxed.get("Box/renamed.txt"), b"mine, new");
+    assert!(home.trash().is_empty(), "{:?}", home.trash());
+
+    // A server change comes down.
+    boxed.put("Box/a.txt", b"the owner's second version");
+    home.sync_now(&dir);
+    assert_eq!(
+        std::fs::read(dir.join("a.txt")).unwrap(),
+        b"the owner's second version"
+    );
+
+    // Nothing lost, both sides the same, nothing hidden left on the server, nothing refused.
+    let server_tree = boxed.tree_at("Box");
+    assert_eq!(visible(&boxed, "Box"), server_tree, "no temporary copies");
+    assert_eq!(local(&dir), server_tree);
+    let mut want = vec![
+        "a.txt".to_string(),
+        copies[0].clone(),
+        "mine.txt".into(),
+        "new".into(),
+        "new/n.txt".into(),
+        "renamed.txt".into(),
+        "sub".into(),
+        "sub/b.txt".into(),
+    ];
+    want.sort();
+    assert_eq!(names(&server_tree), want);
+    let f = home.folder(&dir);
+    assert!(f.problems.is_empty(), "{:?}", f.problems);
+    assert_eq!(f.mode, Mode::NewFilesOnly);
+    // It stays new-files-only across a restart.
+    home.stop();
+    home.start();
+    assert_eq!(home.folder(&dir).mode, Mode::NewFilesOnly);
+    home.stop();
+}
+
+/// A bidirectional folder of a shared area whose server turns out to be a drop box: the run
+/// that sends a new file (taken) and an edit (refused with 403) makes the folder
+/// new-files-only, says why in `sync list`, and runs again: the edit ends as a conflict copy
+/// on both sides, the server's version is unchanged and back under the name.
+#[test]
+fn a_folder_the_server_takes_only_new_files_in_becomes_new_files_only_on_apache() {
+    let server = Server::apache_basic();
+    let drive = Dav::fresh(&server, "fol-drive5");
+    let boxed = Dav::fresh(&server, "fol-dropbox2");
+    boxed.mkdir("Inbox");
+    boxed.put("Inbox/n.txt", b"from the owner");
+    let url = drop_box_url(&server, &boxed, "Inbox");
+    let mut home = home_with_areas(&server, &drive, "Shared", &url, false);
+    home.start();
+    let dir = home.dir("Inbox");
+    home.add(&dir, &["--area", "Shared", "--remote", "Inbox"]);
+    home.sync_now(&dir);
+    assert_eq!(home.folder(&dir).mode, Mode::Bidirectional);
+    assert_eq!(std::fs::read(dir.join("n.txt")).unwrap(), b"from the owner");
+
+    write(&dir.join("new.txt"), b"a new file");
+    write(&dir.join("n.txt"), b"my edit, refused as a change");
+    sync_now_keeping(&home, &dir);
+    home.wait_until(
+        30,
+        "new-files-only, the edit kept as a copy on both sides",
+        || {
+            let copies: Vec<String> = local(&dir)
+                .keys()
+                .filter(|k| is_conflict_copy(k))
+                .cloned()
+                .collect();
+            home.folder(&dir).mode == Mode::NewFilesOnly
+                && std::fs::read(dir.join("n.txt")).is_ok_and(|b| b == b"from the owner")
+                && copies.len() == 1
+                && boxed.stat(&format!("Inbox/{}", copies[0])).is_some()
+        },
+    );
+    let copy = local(&dir)
+        .keys()
+        .find(|k| is_conflict_copy(k))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.join(&copy)).unwrap(),
+        b"my edit, refused as a change"
+    );
+    assert_eq!(
+        boxed.get(&format!("Inbox/{copy}")),
+        b"my edit, refused as a change"
+    );
+    assert!(
+        home.log().contains("only new files are sent"),
+        "the log says so"
+    );
+    assert_eq!(boxed.get("Inbox/n.txt"), b"from the owner");
+    assert_eq!(boxed.get("Inbox/new.txt"), b"a new file");
+    // Nothing lost: the visible server tree is the local one.
+    home.sync_now(&dir);
+    assert_eq!(local(&dir), visible(&boxed, "Inbox"));
+    let f = home.folder(&dir);
+    assert!(
+        f.mode_reason.contains("refused a change") && f.mode_reason.contains("new files"),
+        "{:?}",
+        f.mode_reason
+    );
+    let txt = home.ok(&["sync", "list"]);
+    assert!(
+        txt.contains("new-files-only") && txt.contains("refused a change"),
+        "{txt}"
+    );
+    // Kept across a restart; setting a mode by hand clears the reason.
+    home.stop();
+    home.start();
+    assert_eq!(home.folder(&dir).mode, Mode::NewFilesOnly);
+    home.ok(&["sync", "set", dir.to_str().unwrap(), "--mode", "new-files"]);
+    assert_eq!(home.folder(&dir).mode_reason, "");
+    home.stop();
+}
