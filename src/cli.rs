@@ -581,8 +581,9 @@ pub enum ModeArg {
     /// A mirror: the local folder follows the server, nothing is ever sent (the mode of every
     /// folder of a read-only area)
     DownloadOnly,
-    /// A drop box (CloudMe's WebShare+): only new files and folders are sent; a local edit
-    /// goes up as a conflict copy, a local delete is undone; server changes come down
+    /// A drop box of a followed or shared area (CloudMe's WebShare+): only new files and
+    /// folders are sent; a local edit goes up as a conflict copy, a local delete is undone;
+    /// server changes come down
     #[value(alias = "new-files")]
     NewFilesOnly,
 }

@@ -396,6 +396,16 @@ fn a_drop_box_folder_syncs_new_files_only_on_apache() {
     let url = drop_box_url(&server, &boxed, "Box");
     let mut home = home_with_areas(&server, &drive, "Shared", &url, false);
     home.start();
+    // Not in the drive (the main area): it takes changes.
+    let mine = home.dir("Mine");
+    let err = home.fails(&[
+        "sync",
+        "add",
+        mine.to_str().unwrap(),
+        "--mode",
+        "new-files-only",
+    ]);
+    assert!(err.contains("followed or shared area"), "{err}");
     let dir = home.dir("Box");
     home.add(
         &dir,

@@ -166,7 +166,8 @@ pub fn resolve_defaults(
             .map_err(|why| format!("{what}: local: {why}"))?;
         let mode = match &e.mode {
             None => Mode::default(),
-            Some(m) => Mode::parse(m).ok_or_else(|| {
+            // Default folders are the drive's: new-files-only is for followed folders.
+            Some(m) => Mode::parse(m).filter(|m| *m != Mode::NewFilesOnly).ok_or_else(|| {
                 format!("{what}: mode {m:?}: use \"bidirectional\", \"upload-only\" or \"download-only\"")
             })?,
         };

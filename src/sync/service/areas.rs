@@ -103,7 +103,10 @@ impl Inner {
 
 impl Service {
     /// The area a new folder goes in, as stored (`""` for the main one), and the mode it
-    /// gets: a read-only area's folders are download-only whatever was asked.
+    /// gets: a read-only area's folders are download-only whatever was asked. New-files-only
+    /// is refused in the main area: the drive takes changes, and the account's registry
+    /// records the modes of the drive's folders for every computer (a cloudmount from before
+    /// that mode could not read it).
     pub(super) fn area_for_add(
         &self,
         area: Option<&str>,
@@ -134,6 +137,13 @@ impl Service {
             _ => String::new(),
         };
         let read_only = a.is_some_and(|a| a.read_only);
+        if stored.is_empty() && mode == Mode::NewFilesOnly && !read_only {
+            return Err(
+                "new-files-only is for folders of a followed or shared area (--area NAME): \
+                 the drive takes changes"
+                    .to_string(),
+            );
+        }
         Ok((stored, if read_only { Mode::DownloadOnly } else { mode }))
     }
 
