@@ -48,24 +48,12 @@ impl Inner {
     pub(super) fn refused_writes(&self, task: &FolderTask, spec: &FolderSpec) {
         let refused_new = task.progress.refused_new.swap(false, Ordering::SeqCst);
         let accepted_new = task.progress.accepted_new.load(Ordering::SeqCst);
-        if spec.area.is_empty() || spec.mode == Mode::DownloadOnly {
+        if spec.area.is_empty() {
             return;
         }
-        let (mode, reason) = if accepted_new && !refused_new {
-            (
-                Mode::NewFilesOnly,
-                "the server took new files here but refused a change (HTTP 403): only new \
-                 files are sent",
-            )
-        } else {
-            (
-                Mode::DownloadOnly,
-                "the server refused what this computer sent here (HTTP 403): nothing is sent",
-            )
+        let Some((mode, reason)) = mode_after_refusal(spec.mode, accepted_new, refused_new) else {
+            return;
         };
-        if mode == spec.mode {
-            return;
-        }
         let since = crate::localtime::unix_now();
         let reason = format!("{reason}; since {}", crate::sync::report::local_time(since));
         if let Err(e) = self.update(task, |s| {
@@ -98,6 +86,31 @@ impl Inner {
                 spec.area
             )),
         }
+    }
+}
+
+/// The mode a folder of a followed or shared area takes after the server refused (HTTP 403)
+/// something it sent, with the reason (`None`: it keeps its mode). `accepted_new`: the server
+/// took a new file or folder of it (this run or earlier); `refused_new`: it refused one in
+/// this run. See [`Inner::refused_writes`].
+pub(super) fn mode_after_refusal(
+    mode: Mode,
+    accepted_new: bool,
+    refused_new: bool,
+) -> Option<(Mode, &'static str)> {
+    match mode {
+        Mode::DownloadOnly => None,
+        // It sends nothing but new names: only a refused new one says more.
+        Mode::NewFilesOnly if !refused_new => None,
+        Mode::Bidirectional | Mode::UploadOnly if accepted_new && !refused_new => Some((
+            Mode::NewFilesOnly,
+            "the server took new files here but refused a change (HTTP 403): only new files \
+             are sent",
+        )),
+        _ => Some((
+            Mode::DownloadOnly,
+            "the server refused what this computer sent here (HTTP 403): nothing is sent",
+        )),
     }
 }
 
@@ -191,3 +204,7 @@ impl Service {
         (out, error)
     }
 }
+
+#[cfg(test)]
+#[path = "areas_tests.rs"]
+mod tests;
