@@ -267,8 +267,9 @@ fn a_writable_shared_area_syncs_both_ways_on_apache() {
 
 /// A followed folder of an area the configuration does not mark read-only, whose server
 /// refuses every change (Apache's `/dav-readonly/`, the same files as `/dav/` with writes
-/// answered 403): the first refused upload makes the folder download-only, and the edit is
-/// kept here as a conflict copy while the server's version comes back.
+/// answered 403): the first refused upload (an edit, and a new file refused too) makes the
+/// folder download-only, and the edit is kept here as a conflict copy while the server's
+/// version comes back.
 #[test]
 fn a_folder_the_server_refuses_writes_to_becomes_download_only_on_apache() {
     let server = Server::apache_basic();
@@ -307,6 +308,9 @@ fn a_folder_the_server_refuses_writes_to_becomes_download_only_on_apache() {
     assert_eq!(std::fs::read(dir.join("n.txt")).unwrap(), b"from Ann");
 
     write(&dir.join("n.txt"), b"my edit, refused by the server");
+    // A new file in the same run is refused too (through a temporary name and directly):
+    // download-only, not new-files-only.
+    write(&dir.join("new.txt"), b"new, refused too");
     sync_now_keeping(&home, &dir);
     home.wait_until(30, "download-only, the edit kept as a copy", || {
         let copies = local(&dir).keys().filter(|k| is_conflict_copy(k)).count();
@@ -325,6 +329,13 @@ fn a_folder_the_server_refuses_writes_to_becomes_download_only_on_apache() {
     );
     assert_eq!(ann.get("Ann/n.txt"), b"from Ann");
     assert_eq!(names(&ann.tree_at("Ann")), ["n.txt"]);
+    assert_eq!(
+        std::fs::read(dir.join("new.txt")).unwrap(),
+        b"new, refused too",
+        "kept here"
+    );
+    let reason = home.folder(&dir).mode_reason;
+    assert!(reason.contains("refused"), "{reason:?}");
     // It stays download-only across a restart.
     home.stop();
     home.start();
