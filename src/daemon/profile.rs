@@ -80,10 +80,18 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
             scfg.quiet = std::time::Duration::from_millis(ms);
         }
     }
+    // The account's room on the server: a full server pauses the uploads of every sync folder
+    // and of the mount at once, and one probe per interval finds out when space is freed.
+    let retry = cfg.mount.as_ref().and_then(|m| m.space_retry).unwrap_or(
+        cfg.poll_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+    );
+    let space = Arc::new(crate::transfer::space::Space::new(retry));
+    scfg.space = space.clone();
     // The mount first: `cloudmount start` returns once the socket answers, and by then the
     // mount must be live.
     let mount = match &cfg.mount {
-        Some(m) => Some(super::start(m, &WebDavFactory).await?),
+        Some(m) => Some(super::start_sharing(m, &WebDavFactory, Some(space)).await?),
         None => None,
     };
     let service = Service::start_with_areas(scfg, remote.clone(), areas, journal, trash, tx)?;

@@ -27,6 +27,9 @@ pub enum FolderState {
     Stopped,
     /// The last run failed: see `reason`.
     Error,
+    /// The account is out of space on the server: uploads wait (downloads go on) until space
+    /// is freed; see `reason`.
+    NoSpace,
 }
 
 impl FolderState {
@@ -40,6 +43,7 @@ impl FolderState {
             FolderState::Offline => "offline",
             FolderState::Stopped => "stopped",
             FolderState::Error => "error",
+            FolderState::NoSpace => "uploads paused",
         }
     }
 }

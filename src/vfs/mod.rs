@@ -56,6 +56,7 @@
 //! | `OfflineOps::ops`, `OfflineOps::notices` (`offline_ops.rs`) | the waiting namespace operations; the replay's notices | the queue's lock at most (never `tree`) |
 //! | `Pins::progress` (`pins.rs`) | each pin's progress | the async locks only (the cache's own lock is taken inside it) |
 //! | a handle's stream (async, `stream.rs`) | one read of a file read as a stream | nothing (held across its GET) |
+//! | `Space::st` (`transfer/space.rs`, the account's pause, shared with the sync folders) | whether the account's uploads are paused, and the next probe | the queue's lock at most (never held while calling anything) |
 
 pub mod download;
 pub mod error;

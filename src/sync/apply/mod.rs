@@ -140,6 +140,9 @@ pub struct Context<'a> {
     /// A download-only folder: nothing is ever sent to the server (a step that would is
     /// refused as a problem; the plan never gives one).
     pub download_only: bool,
+    /// The account's uploads are paused (the server is out of space, see
+    /// [`crate::transfer::space`]): uploads wait from the start, with this reason.
+    pub uploads_paused: Option<String>,
 }
 
 /// What a pass did.
@@ -188,7 +191,7 @@ impl Context<'_> {
 /// Carries out `plan`, made from `inputs`.
 pub async fn apply(ctx: &Context<'_>, plan: &Plan, inputs: &Inputs) -> Result<Applied, ApplyError> {
     let shared = Shared {
-        full: Mutex::new(None),
+        full: Mutex::new(ctx.uploads_paused.clone()),
         again: AtomicBool::new(false),
         uploaded: AtomicBool::new(false),
         conflicts: AtomicU64::new(0),
