@@ -244,10 +244,10 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
     } else if let Some(e) = &a.error {
         let _ = writeln!(
             out,
-            "The account's list of sync folders could not be read ({e}){}",
+            "The account's list of sync folders could not be read now ({e}); {}",
             a.read_at
-                .map(|t| format!("; as read {}", ago(now - t)))
-                .unwrap_or_default()
+                .map(|t| format!("shown as last read, {}", ago(now - t)))
+                .unwrap_or_else(|| "it has never been read here".into())
         );
     }
     out
@@ -428,6 +428,12 @@ mod tests {
         assert!(!s.contains("Projects"), "{s}");
         assert!(
             s.contains("2 changes to the account's list of sync folders wait for the server"),
+            "{s}"
+        );
+        a.pending = 0;
+        let s = inactive(&a, 1000 + 7200);
+        assert!(
+            s.contains("could not be read now (offline); shown as last read, 2 hours ago"),
             "{s}"
         );
         assert_eq!(ago(59), "just now");
