@@ -686,7 +686,10 @@ impl ControlHandler for Service {
             Request::States { .. } => Response::error(
                 "this is the daemon of a profile's sync folders; the states of a folder's files are asked of a mount (cloudmount state DIR)",
             ),
-            Request::Status | Request::Pin { .. } | Request::Free { .. } => Response::error(
+            Request::Status
+            | Request::Pin { .. }
+            | Request::Free { .. }
+            | Request::SendNow => Response::error(
                 "this is the daemon of a profile's sync folders; status, pin and free are asked of a mount (cloudmount status MOUNTPOINT)",
             ),
         }

@@ -544,6 +544,8 @@ impl Vfs {
     /// Returns once the upload queue is empty (every closed file is on the server) and no
     /// namespace operation waits for the server.
     pub async fn wait_idle(&self) {
+        // Whoever waits for the queue wants it sent: the write-back delay is not waited out.
+        self.send_now();
         loop {
             self.offline.wait_empty().await;
             self.queue.wait_empty().await;
@@ -551,6 +553,11 @@ impl Vfs {
                 return;
             }
         }
+    }
+
+    /// Starts the uploads that wait for the write-back delay now.
+    pub fn send_now(&self) {
+        self.queue.hurry();
     }
 
     /// Namespace operations (mkdir, rmdir, unlink, rename) waiting for the server.

@@ -443,6 +443,19 @@ impl UploadQueue {
         self.changed();
     }
 
+    /// Every record that waits for the write-back delay is ready now (the unmount waits for
+    /// them; a retry after a failure keeps its back-off).
+    pub fn hurry(&self) {
+        {
+            let mut st = self.st();
+            let now = Instant::now();
+            for it in st.items.values_mut().filter(|it| it.attempts == 0) {
+                it.ready_at = it.ready_at.min(now);
+            }
+        }
+        self.changed();
+    }
+
     /// Whether uploads to `area` are paused for lack of space, and why.
     pub fn paused(&self, area: AreaId) -> Option<String> {
         if let Some(space) = &self.opts.space {
