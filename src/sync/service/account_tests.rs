@@ -24,7 +24,6 @@ pub(super) struct Machine {
     pub(super) svc: Service,
     pub(super) home: PathBuf,
     pub(super) id: String,
-    pub(super) host: String,
     /// The participant of the registry it is.
     pub(super) who: ComputerRef,
 }
@@ -68,13 +67,7 @@ pub(super) fn machine_in(
     let who = ComputerRef::from(&computer);
     let account = Account::open(remote, computer, home.join("registry.json")).unwrap();
     svc.attach_account(Arc::new(account), Duration::from_millis(200));
-    Machine {
-        svc,
-        home,
-        id,
-        host,
-        who,
-    }
+    Machine { svc, home, id, who }
 }
 
 async fn done(m: &Machine, r: Request) -> String {
