@@ -95,10 +95,13 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
         None => None,
     };
     let service = Service::start_with_areas(scfg, remote.clone(), areas, journal, trash, tx)?;
-    // The account's registry of sync folders: this computer is this user's data directory.
+    // The account's registry of sync folders: this computer is this user's data directory, and
+    // this profile of it one participant.
     let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
     let computer = Computer::load_or_create(&dirs.data, &crate::transfer::conflict::device_name())
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_user(crate::sync::computer::user_name())
+        .for_profile(&cfg.name);
     let account = Account::open(
         remote,
         computer,

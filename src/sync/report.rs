@@ -147,6 +147,10 @@ pub struct AccountReport {
     /// This computer's id and host name.
     pub computer: String,
     pub host: String,
+    /// How this computer (this profile of it) is shown to people: `user@host`, told apart from
+    /// the registry's other computers (see `registry::names`).
+    #[serde(default)]
+    pub shown: String,
     pub folders: Vec<RegisteredFolder>,
     /// Changes of this computer that wait for the server (retried).
     pub pending: usize,
@@ -164,6 +168,7 @@ pub struct RegisteredFolder {
     pub remote: String,
     pub mode: Mode,
     pub schedule: Schedule,
+    /// Who added it, as shown (like [`ActiveOn::shown`]).
     pub added_by: String,
     pub added_at: i64,
     /// Whether it is active on this computer.
@@ -175,9 +180,27 @@ pub struct RegisteredFolder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveOn {
     pub computer: String,
+    /// The profile there; `None`: recorded before profiles were told apart.
+    #[serde(default)]
+    pub profile: Option<String>,
     pub host: String,
+    /// How it is shown to people: `user@host`, with a short id or the profile when the
+    /// registry has others that would look the same.
+    #[serde(default)]
+    pub shown: String,
     pub local: PathBuf,
     pub since: i64,
+}
+
+impl ActiveOn {
+    /// How it is shown (its host, from a daemon that did not say).
+    pub fn name(&self) -> &str {
+        if self.shown.is_empty() {
+            &self.host
+        } else {
+            &self.shown
+        }
+    }
 }
 
 /// "5 minutes ago", "2 days ago".
@@ -198,10 +221,11 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
     let mut out = String::new();
     let others: Vec<&RegisteredFolder> = a.folders.iter().filter(|f| !f.active_here).collect();
     if !others.is_empty() {
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
             "Inactive on this computer ({}; start one with: cloudmount sync activate NAME [DIR])",
-            a.host
+            if a.shown.is_empty() { &a.host } else { &a.shown }
         );
         for f in others {
             let _ = writeln!(out, "{}", f.name);
@@ -225,7 +249,7 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
                 let _ = writeln!(
                     out,
                     "  active on: {} at {}, since {}",
-                    on.host,
+                    on.name(),
                     on.local.display(),
                     local_time(on.since)
                 );
@@ -396,22 +420,35 @@ mod tests {
     fn inactive_folders_say_where_and_when_they_were_added() {
         let mut a = AccountReport {
             computer: "c".into(),
-            host: "desktop".into(),
+            host: "vm".into(),
+            shown: "cmuser@vm #c0de (profile home)".into(),
             folders: vec![RegisteredFolder {
                 id: "f".into(),
                 name: "Projects".into(),
                 remote: "Docs/Projects".into(),
                 mode: Mode::Bidirectional,
                 schedule: Schedule::Immediate,
-                added_by: "laptop".into(),
+                added_by: "cmuser@vm #c0de (profile work)".into(),
                 added_at: 1000,
                 active_here: false,
-                active: vec![ActiveOn {
-                    computer: "l".into(),
-                    host: "laptop".into(),
-                    local: "/home/u/Projects".into(),
-                    since: 1000,
-                }],
+                active: vec![
+                    ActiveOn {
+                        computer: "c0de".into(),
+                        profile: Some("work".into()),
+                        host: "vm".into(),
+                        shown: "cmuser@vm #c0de (profile work)".into(),
+                        local: "/home/u/Projects".into(),
+                        since: 1000,
+                    },
+                    ActiveOn {
+                        computer: "l".into(),
+                        profile: None,
+                        host: "laptop".into(),
+                        shown: String::new(),
+                        local: "/home/l/P".into(),
+                        since: 1000,
+                    },
+                ],
             }],
             pending: 0,
             read_at: Some(1000),
@@ -419,8 +456,19 @@ mod tests {
         };
         let s = inactive(&a, 1000 + 2 * 86_400 + 5);
         assert!(s.contains("Projects"), "{s}");
-        assert!(s.contains("inactive (added on laptop, 2 days ago)"), "{s}");
-        assert!(s.contains("active on: laptop at /home/u/Projects"), "{s}");
+        assert!(
+            s.contains("Inactive on this computer (cmuser@vm #c0de (profile home); "),
+            "{s}"
+        );
+        assert!(
+            s.contains("inactive (added on cmuser@vm #c0de (profile work), 2 days ago)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("active on: cmuser@vm #c0de (profile work) at /home/u/Projects"),
+            "{s}"
+        );
+        assert!(s.contains("active on: laptop at /home/l/P"), "{s}");
         a.folders[0].active_here = true;
         a.pending = 2;
         a.error = Some("offline".into());
