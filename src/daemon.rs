@@ -376,6 +376,16 @@ impl std::fmt::Debug for Running {
 
 /// Checks everything, opens the filesystem and mounts it; returns once the mount is live.
 pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Running, DaemonError> {
+    start_sharing(cfg, factory, None).await
+}
+
+/// [`start`], with uploads that pause and resume with the rest of the account's (a profile's
+/// daemon shares `space` with its sync folders; see [`crate::transfer::space`]).
+pub async fn start_sharing(
+    cfg: &MountConfig,
+    factory: &dyn RemoteFactory,
+    space: Option<Arc<crate::transfer::space::Space>>,
+) -> Result<Running, DaemonError> {
     let mut warnings = Vec::new();
     let mountpoint = check_mountpoint(&cfg.mountpoint, &mut warnings)?;
     bandwidth::apply_at_start(cfg.upload_limit, cfg.download_limit);
@@ -425,6 +435,7 @@ pub async fn start(cfg: &MountConfig, factory: &dyn RemoteFactory) -> Result<Run
                 if let Some(d) = cfg.space_retry {
                     u.space_retry = d;
                 }
+                u.space = space;
                 u
             },
         },

@@ -181,6 +181,10 @@ fn unmount(args: UnmountArgs, rt: &Runtime) -> CmdResult {
             .ok()
     } else {
         if !args.no_wait {
+            // What waits for the write-back delay is sent now, not after it.
+            if let Err(e) = rt.block_on(control::send_now(&dirs.runtime, &args.mountpoint)) {
+                tracing::debug!(error = %e, "the daemon did not take send_now (an older one?)");
+            }
             rt.block_on(wait_for_uploads(&dirs.runtime, &args.mountpoint))?;
         }
         None

@@ -99,9 +99,9 @@ pub fn pin(args: PinArgs, rt: &Runtime) -> CmdResult {
             },
         )?;
         say(&format!(
-            "pinned {}: {} files, {}{}",
+            "pinned {}: {}, {}{}",
             p.display(),
-            a.files,
+            cloudmount::control::report::files(a.files),
             FormatSize(a.bytes),
             if a.missing_bytes > 0 {
                 format!(", {} to download", FormatSize(a.missing_bytes))

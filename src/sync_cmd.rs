@@ -453,7 +453,7 @@ fn confirm_forget(rt: &Runtime, name: &str, socket: &Path, folder: &str) -> CmdR
         .map(|f| {
             f.active
                 .iter()
-                .map(|o| format!("{} ({})", o.host, o.local.display()))
+                .map(|o| format!("{} ({})", o.name(), o.local.display()))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();

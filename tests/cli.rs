@@ -853,17 +853,22 @@ fn demo_mounts_three_areas_and_ctrl_c_unmounts() {
 
 /// Mounts the test server at `mp` in the background with a 64 MiB cache budget.
 fn mount_bg(sb: &Sandbox, srv: &TestServer, mp: &Path) {
-    let o = run(sb
-        .cmd(&[
-            "mount",
-            &srv.url(),
-            mp.to_str().unwrap(),
-            "--user",
-            USER,
-            "--cache-size",
-            "64M",
-        ])
-        .env("CLOUDMOUNT_PASSWORD", PASSWORD));
+    mount_bg_with(sb, srv, mp, &[]);
+}
+
+fn mount_bg_with(sb: &Sandbox, srv: &TestServer, mp: &Path, extra: &[&str]) {
+    let url = srv.url();
+    let mut args = vec![
+        "mount",
+        &url,
+        mp.to_str().unwrap(),
+        "--user",
+        USER,
+        "--cache-size",
+        "64M",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(sb.cmd(&args).env("CLOUDMOUNT_PASSWORD", PASSWORD));
     assert!(
         o.status.success(),
         "mount failed: {}\n{}",
@@ -1239,6 +1244,32 @@ fn unmount_waits_for_a_real_queued_upload() {
     assert_eq!(
         std::fs::read(srv.root.path().join("late.txt")).unwrap(),
         b"uploaded after all"
+    );
+}
+
+/// A long write-back delay is not waited out by `unmount`: what waits for it is sent at once.
+#[test]
+fn unmount_sends_what_waits_for_the_write_back_delay_at_once() {
+    let srv = TestServer::start();
+    let sb = Sandbox::new();
+    let mp = sb.mkdir("mnt");
+    let _guard = MountGuard(mp.clone());
+    mount_bg_with(&sb, &srv, &mp, &["--write-back-delay", "1h"]);
+    std::fs::write(mp.join("saved.txt"), b"sent at unmount").unwrap();
+    let o = run(&mut sb.cmd(&["status", mp.to_str().unwrap(), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&o)).unwrap();
+    assert_eq!(v["queue"]["files"], 1, "queued, waiting for its delay: {v}");
+    assert!(!srv.root.path().join("saved.txt").exists());
+    let (mut child, rx, reader) = spawn_unmount(&sb, &mp);
+    // Limit far below the hour the delay would take.
+    let status = wait_status(&mut child, Duration::from_secs(90));
+    reader.join().unwrap();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{rest:?}\n{}", sb.logs());
+    assert!(!is_mounted(&mp));
+    assert_eq!(
+        std::fs::read(srv.root.path().join("saved.txt")).unwrap(),
+        b"sent at unmount"
     );
 }
 

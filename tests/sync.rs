@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use cloudmount::sync::report::FolderState;
@@ -529,6 +530,74 @@ fn a_full_server_pauses_uploads_with_the_reason() {
 }
 
 #[test]
+fn a_full_account_pauses_every_folder_and_resumes_by_itself_once_space_is_freed() {
+    let s = common::embedded_server(Some("1M"));
+    let server = Server::embedded(&s);
+    let (dav, home) = setup(&server, "sync-507-all");
+    // Another client's file takes most of the account.
+    dav.put("filler.bin", &common::pattern(700 << 10, 9));
+    let a = home.dir("A");
+    write(&a.join("first.txt"), b"fits");
+    home.add(&a, &[]);
+    home.sync_now(&a);
+    assert_eq!(dav.get("A/first.txt"), b"fits");
+
+    // Folder B's file does not fit: the server refuses it, and the account's uploads pause.
+    let b = home.dir("B");
+    write(&b.join("big.bin"), &common::pattern(600 << 10, 2));
+    home.add(&b, &[]);
+    let out = home.fails(&["sync", "now", b.to_str().unwrap(), "--wait"]);
+    assert!(out.contains("out of space"), "{out}");
+    // Folder A's new file would fit, but it waits with the rest of the account (the server
+    // said it is full; one probe per interval finds out when that changes).
+    write(&a.join("second.txt"), b"small");
+    home.wait_until(20, "folder A says its uploads wait for space", || {
+        let f = home.folder(&a);
+        f.state == FolderState::NoSpace && f.problems.iter().any(|p| p.path == "second.txt")
+    });
+    let f = home.folder(&b);
+    assert_eq!(f.state, FolderState::NoSpace, "{f:?}");
+    let reason = f.reason.unwrap_or_default();
+    assert!(
+        reason.contains("out of space") && reason.contains("sent by themselves"),
+        "{reason}"
+    );
+    let text = home.ok(&["sync", "list"]);
+    assert!(text.contains("uploads paused"), "{text}");
+    assert!(
+        dav.stat("B/big.bin").is_none(),
+        "nothing partial under the real name"
+    );
+    assert!(dav.stat("A/second.txt").is_none());
+    // Downloads go on meanwhile.
+    dav.put("A/from-server.txt", b"down");
+    home.wait_until(20, "a download during the pause", || {
+        std::fs::read(a.join("from-server.txt")).ok().as_deref() == Some(b"down".as_slice())
+    });
+
+    // Space is freed on the server by someone else: everything that waited is sent, with no
+    // command from the user.
+    dav.delete("filler.bin");
+    home.wait_until(30, "both folders' uploads land by themselves", || {
+        dav.stat("B/big.bin").is_some() && dav.stat("A/second.txt").is_some()
+    });
+    assert_eq!(dav.get("B/big.bin"), common::pattern(600 << 10, 2));
+    assert_eq!(dav.get("A/second.txt"), b"small");
+    home.wait_until(20, "both folders up to date again", || {
+        [&a, &b].iter().all(|d| {
+            let f = home.folder(d);
+            f.state == FolderState::UpToDate && f.problems.is_empty()
+        })
+    });
+    // Nothing was lost or changed locally.
+    assert_eq!(
+        std::fs::read(b.join("big.bin")).unwrap(),
+        common::pattern(600 << 10, 2)
+    );
+    assert_eq!(std::fs::read(a.join("first.txt")).unwrap(), b"fits");
+}
+
+#[test]
 fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders() {
     let server = Server::apache_basic();
     let dav = Dav::fresh(&server, "sync-mount");
@@ -581,6 +650,81 @@ fn a_profile_with_a_mountpoint_is_mounted_by_its_daemon_beside_its_sync_folders(
         .contains(mp.to_str().unwrap());
     assert!(!mounted, "stop unmounts the profile's mount");
     drop(cleanup);
+}
+
+#[test]
+fn a_full_account_pauses_the_mounts_uploads_with_the_sync_folders() {
+    let s = common::embedded_server(Some("1M"));
+    let server = Server::embedded(&s);
+    let dav = Dav::fresh(&server, "sync-507-mount");
+    dav.put("filler.bin", &common::pattern(700 << 10, 9));
+    let mnt = tempfile::tempdir().unwrap();
+    common::sync::own(mnt.path());
+    let mp = mnt.path().join("Cloud");
+    common::sync::mkdir(&mp);
+    let mut home = SyncHome::with_profile_extra(
+        &server,
+        &dav.url,
+        &format!("mountpoint = \"{}\"\nsync_root = \"Synced\"", mp.display()),
+    );
+    home.start();
+    let _cleanup = scopeguard(|| {
+        let _ = std::process::Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&mp)
+            .status();
+    });
+    // A sync folder finds the server full.
+    let b = home.dir("B");
+    write(&b.join("big.bin"), &common::pattern(600 << 10, 2));
+    home.add(&b, &[]);
+    let out = home.fails(&["sync", "now", b.to_str().unwrap(), "--wait"]);
+    assert!(out.contains("out of space"), "{out}");
+    // The pause is the mount's too: a write that grows a file gets ENOSPC (refused now
+    // rather than lost later), and the mount's status says why.
+    let u = common::sync::user();
+    let src = mnt.path().join("m-source.txt");
+    write(&src, b"small");
+    let save = || {
+        std::process::Command::new("cp")
+            .arg(&src)
+            .arg(mp.join("m.txt"))
+            .uid(u.uid)
+            .gid(u.gid)
+            .output()
+            .unwrap()
+    };
+    let out = save();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("No space left on device"), "{err}");
+    let mps = mp.to_str().unwrap();
+    let out = home.ok(&["status", mps, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let q = match v.get("status") {
+        Some(s) => &s["queue"],
+        None => &v["queue"],
+    };
+    assert!(
+        q["paused"]
+            .as_str()
+            .is_some_and(|r| r.contains("out of space")),
+        "{out}"
+    );
+    assert!(dav.stat("m.txt").is_none());
+    // Space is freed: the folder's file lands by itself, and the mount takes writes again.
+    dav.delete("filler.bin");
+    home.wait_until(30, "the folder's upload lands by itself", || {
+        dav.stat("Synced/B/big.bin").is_some()
+    });
+    home.wait_until(10, "the mount takes the write again", || {
+        save().status.success()
+    });
+    home.wait_until(30, "the mount's upload lands", || {
+        dav.stat("m.txt").is_some_and(|e| e.size == 5)
+    });
+    assert_eq!(dav.get("m.txt"), b"small");
+    home.ok(&["stop"]);
 }
 
 /// Runs `f` when dropped (cleans up after a failed assertion too).

@@ -228,6 +228,8 @@ struct Computer {
     trash: Trash,
     device: String,
     progress: Progress,
+    /// The computer's account room (its daemon's).
+    space: cloudmount::transfer::space::Space,
 }
 
 /// A file tree: path → `None` for a directory, `Some(content)` for a file.
@@ -375,6 +377,7 @@ impl World {
                 trash: Trash::at(home.join("Trash")),
                 device: device.to_string(),
                 progress: Progress::default(),
+                space: Default::default(),
             }
         };
         let pcs = [computer("A", "alpha"), computer("B", "beta")];
@@ -627,6 +630,7 @@ impl World {
             trash: &pc.trash,
             device: pc.device.clone(),
             progress: &pc.progress,
+            space: &pc.space,
         }
     }
 

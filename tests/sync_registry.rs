@@ -1,6 +1,7 @@
 //! Sync folders registered in the account, against real servers: two or three "computers"
 //! (homes with their own XDG directories, hence their own computer ids and daemons) on one
-//! account (the same test folder of one server), driven with the `cloudmount` commands.
+//! account (the same test folder of one server), driven with the `cloudmount` commands; and
+//! two profiles of one account in one home (one computer, two participants).
 
 mod common;
 
@@ -72,6 +73,56 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// Who has `name` active: (computer id, profile), sorted.
+fn participants(reg: &Registry, name: &str) -> Vec<(String, Option<String>)> {
+    let e = reg
+        .folders
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("{name} is not registered: {reg:?}"));
+    let mut v: Vec<_> = e
+        .active
+        .iter()
+        .map(|a| (a.computer.clone(), a.profile.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// How two homes of one user on this host show each other: `user@host #id…`, each with a
+/// prefix of its own id, never the same.
+fn homes_are_told_apart(a: &SyncHome, b: &SyncHome) {
+    let user = common::env("CLOUDMOUNT_TEST_UNIX_USER");
+    let host = cloudmount::transfer::conflict::device_name();
+    let (ra, rb) = (a.account(), b.account());
+    let me = format!("{user}@{host} #{}", &computer_id(a)[..4]);
+    let them = format!("{user}@{host} #{}", &computer_id(b)[..4]);
+    assert!(ra.shown.starts_with(&me), "{} vs {me}", ra.shown);
+    assert!(rb.shown.starts_with(&them), "{} vs {them}", rb.shown);
+    assert_ne!(ra.shown, rb.shown);
+    // Each shows the other as the other shows itself.
+    for (r, other) in [(&ra, &rb), (&rb, &ra)] {
+        for f in &r.folders {
+            assert_eq!(f.added_by, other.shown, "{r:?}");
+            assert_eq!(f.active.len(), 1, "{r:?}");
+            assert_eq!(f.active[0].shown, other.shown, "{r:?}");
+        }
+    }
+    let list = a.ok(&["sync", "list"]);
+    assert!(
+        list.contains(&format!("Inactive on this computer ({};", ra.shown)),
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!("inactive (added on {}, ", rb.shown)),
+        "{list}"
+    );
+    assert!(
+        list.contains(&format!("active on: {} at ", rb.shown)),
+        "{list}"
+    );
+}
+
 fn registration_race(server: Server) {
     let dav = Dav::fresh(&server, "reg-race");
     let a = computer(&server, &dav.url);
@@ -120,6 +171,7 @@ fn registration_race(server: Server) {
         computer_id(&b),
         "two homes are two computers"
     );
+    homes_are_told_apart(&a, &b);
 }
 
 #[test]
@@ -282,4 +334,80 @@ fn adds_and_removes_made_offline_reach_the_registry_later() {
         reg.folders.iter().any(|e| e.name == "Offline") && active_on(&reg, "Gone").is_empty()
     });
     assert_eq!(a.account().pending, 0);
+}
+
+#[test]
+fn two_profiles_of_one_account_in_one_home_are_two_participants() {
+    let server = Server::apache_basic();
+    let dav = Dav::fresh(&server, "reg-profiles");
+    let mut work = SyncHome::new(&server, &dav.url);
+    let mut other = work.add_profile(&server, &dav.url, "home");
+    work.start();
+    other.start();
+    let id = computer_id(&work);
+    let t = (id.clone(), Some(work.profile().to_string()));
+    let h = (id, Some("home".to_string()));
+
+    let p = work.dir("Projects");
+    write(&p.join("x.txt"), b"x");
+    work.add(&p, &[]);
+    work.sync_now(&p);
+    assert_eq!(
+        participants(&registry(&dav), "Projects"),
+        std::slice::from_ref(&t)
+    );
+
+    // The other profile lists it inactive, active on the first profile of this computer.
+    assert_eq!(inactive_names(&other), ["Projects"]);
+    let seen = other.account();
+    assert!(seen.shown.ends_with(" (profile home)"), "{seen:?}");
+    let on = &seen.folders[0].active[0];
+    assert!(
+        on.shown
+            .ends_with(&format!(" (profile {})", work.profile())),
+        "{seen:?}"
+    );
+    assert!(
+        other.ok(&["sync", "list"]).contains(&format!(
+            "active on: {} at {}",
+            on.shown,
+            p.display()
+        )),
+        "{seen:?}"
+    );
+    // Its loop (a read every 4 s) does not take that activation for its own.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        participants(&registry(&dav), "Projects"),
+        std::slice::from_ref(&t)
+    );
+
+    // Activated in the other profile too (into its own folder of the same home).
+    let q = other.dir("Projects-home");
+    let out = other.ok(&["sync", "activate", "Projects", q.to_str().unwrap()]);
+    assert!(out.contains("activated Projects"), "{out}");
+    other.sync_now(&q);
+    assert_eq!(local(&q), local(&p));
+    assert_eq!(participants(&registry(&dav), "Projects"), [h, t.clone()]);
+    assert!(inactive_names(&work).is_empty() && inactive_names(&other).is_empty());
+
+    // Removed there: the first profile keeps syncing it, now and after the other's loop ran.
+    let out = other.ok(&["sync", "remove", q.to_str().unwrap()]);
+    assert!(out.contains("keep syncing it"), "{out}");
+    assert_eq!(
+        participants(&registry(&dav), "Projects"),
+        std::slice::from_ref(&t)
+    );
+    write(&p.join("y.txt"), b"y");
+    work.sync_now(&p);
+    assert_eq!(dav.get("Projects/y.txt"), b"y");
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(participants(&registry(&dav), "Projects"), [t]);
+    assert_eq!(work.folder(&p).remote, "Projects");
+    assert!(other.list().is_empty());
+    assert_eq!(inactive_names(&other), ["Projects"]);
+    assert!(
+        !q.join("y.txt").exists(),
+        "the other profile no longer syncs it"
+    );
 }

@@ -38,6 +38,20 @@ pub async fn query(instance: &Instance) -> Result<StatusAnswer, ControlError> {
     .await
 }
 
+/// Asks the daemon of the cloudmount mount at `path` to start now the uploads that wait for the
+/// write-back delay ([`Request::SendNow`]).
+pub async fn send_now(runtime_dir: &Path, path: &Path) -> Result<(), ControlError> {
+    let instance = Instance::find(runtime_dir, path)?;
+    call(
+        instance.socket(),
+        Some(instance.mountpoint().to_path_buf()),
+        &Request::SendNow,
+        IO_TIMEOUT,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Asks the daemon of the cloudmount mount at `path` for its status.
 pub async fn query_status(runtime_dir: &Path, path: &Path) -> Result<VfsStatus, ControlError> {
     let instance = Instance::find(runtime_dir, path)?;

@@ -23,7 +23,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use client::{call, folder_states, query, query_status, request_status, Answer, StatusAnswer};
+pub use client::{
+    call, folder_states, query, query_status, request_status, send_now, Answer, StatusAnswer,
+};
 pub use protocol::{FolderStates, Request, Response, PROTOCOL_VERSION};
 pub use server::{serve, ControlHandler, ControlServer};
 

@@ -80,6 +80,9 @@ pub enum Request {
     },
     /// Stops the daemon after the transfers in flight.
     Stop,
+    /// Starts now the uploads that wait for the write-back delay (`unmount` asks it before it
+    /// waits for the queue). Answered by a mount's daemon, with [`Response::Done`].
+    SendNow,
     /// Keeps a file or folder of the mount on this device (`keep`), or stops keeping it.
     /// `path` is below the mount point, `/`-separated.
     Pin {
@@ -177,6 +180,7 @@ impl Request {
             Request::SyncForget { .. } => "sync_forget",
             Request::Settings { .. } => "settings",
             Request::Stop => "stop",
+            Request::SendNow => "send_now",
             Request::Pin { .. } => "pin",
             Request::Free { .. } => "free",
             Request::States { .. } => "states",
@@ -462,6 +466,7 @@ mod tests {
                 set: Some(("schedule.time".into(), "03:00".into())),
             },
             Request::Stop,
+            Request::SendNow,
             Request::Pin {
                 path: "Cloud Drive/Projects".into(),
                 keep: true,

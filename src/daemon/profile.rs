@@ -80,17 +80,28 @@ pub async fn start(cfg: &ProfileDaemonConfig) -> Result<ProfileDaemon, ProfileEr
             scfg.quiet = std::time::Duration::from_millis(ms);
         }
     }
+    // The account's room on the server: a full server pauses the uploads of every sync folder
+    // and of the mount at once, and one probe per interval finds out when space is freed.
+    let retry = cfg.mount.as_ref().and_then(|m| m.space_retry).unwrap_or(
+        cfg.poll_interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+    );
+    let space = Arc::new(crate::transfer::space::Space::new(retry));
+    scfg.space = space.clone();
     // The mount first: `cloudmount start` returns once the socket answers, and by then the
     // mount must be live.
     let mount = match &cfg.mount {
-        Some(m) => Some(super::start(m, &WebDavFactory).await?),
+        Some(m) => Some(super::start_sharing(m, &WebDavFactory, Some(space)).await?),
         None => None,
     };
     let service = Service::start_with_areas(scfg, remote.clone(), areas, journal, trash, tx)?;
-    // The account's registry of sync folders: this computer is this user's data directory.
+    // The account's registry of sync folders: this computer is this user's data directory, and
+    // this profile of it one participant.
     let dirs = crate::config::Dirs::from_env().map_err(|e| std::io::Error::other(e.to_string()))?;
     let computer = Computer::load_or_create(&dirs.data, &crate::transfer::conflict::device_name())
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_user(crate::sync::computer::user_name())
+        .for_profile(&cfg.name);
     let account = Account::open(
         remote,
         computer,

@@ -47,6 +47,12 @@ impl ControlHandler for Requests {
                 };
                 pinned(&path, answer)
             }
+            Request::SendNow => {
+                self.vfs.send_now();
+                Response::Done {
+                    message: format!("{} queued, sent now", crate::control::report::files(self.vfs.queued_files() as u64)),
+                }
+            }
             Request::Free { path } => {
                 let vfs = &self.vfs;
                 let answer = match vfs.resolve(&path).await {

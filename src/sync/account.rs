@@ -259,6 +259,8 @@ mod tests {
         Computer {
             id: "1".repeat(32),
             host: "laptop".into(),
+            user: Some("u".into()),
+            profile: Some("t".into()),
         }
     }
 

@@ -1,8 +1,13 @@
 //! This computer, as the account's registry of sync folders knows it: a stable random id kept
-//! in the user's cloudmount data directory, shown with the host name.
+//! in the user's cloudmount data directory, shown as `user@host`.
 //!
 //! A computer is one data directory, not one machine: two users, or two `HOME`s, on one
 //! machine are two computers; a reinstalled system that keeps the home keeps its id.
+//!
+//! Each profile of a data directory (two profiles of one account in one `HOME`) is its own
+//! participant in the registry: the computer's id and the profile's name (the user's name for
+//! it, from the config file — never its position there). How participants are shown, told apart
+//! when they would look the same, is [`super::registry::names`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,11 +17,20 @@ use serde::{Deserialize, Serialize};
 /// The file of the data directory that holds the id.
 pub const ID_FILE: &str = "computer-id";
 
-/// This computer: its id and its host name (for people; the id is what identifies it).
+/// This computer: its id and its host name (for people; the id is what identifies it), the
+/// user whose data directory it is, and the profile a daemon runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Computer {
     pub id: String,
     pub host: String,
+    /// The user's login name, for people (`user@host`); `None`: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The profile of the config file: with the id, what identifies this participant of the
+    /// registry. `None` only for a registry client without profiles (and in records made
+    /// before profiles were told apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// Why the id could not be read or made.
@@ -81,8 +95,64 @@ impl Computer {
         Ok(Computer {
             id,
             host: host.to_string(),
+            user: None,
+            profile: None,
         })
     }
+
+    /// The same computer, shown with user `user`.
+    pub fn with_user(mut self, user: Option<String>) -> Computer {
+        self.user = user;
+        self
+    }
+
+    /// The same computer as profile `profile` runs it: its own participant in the registry.
+    pub fn for_profile(mut self, profile: &str) -> Computer {
+        self.profile = Some(profile.to_string());
+        self
+    }
+}
+
+/// The login name of the user this process runs as (the passwd entry of its effective uid,
+/// else `$USER`), made printable; `None` when there is none.
+pub fn user_name() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    passwd_name(uid)
+        .or_else(|| std::env::var("USER").ok())
+        .map(|n| printable(&n))
+        .filter(|n| !n.is_empty())
+}
+
+/// At most 64 characters of `s`, without control characters and spaces.
+fn printable(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && !c.is_whitespace())
+        .take(64)
+        .collect()
+}
+
+fn passwd_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd`'s fields.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into `buf`, NUL-terminated, as getpwuid_r guarantees.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]
@@ -117,6 +187,28 @@ mod tests {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+    }
+
+    #[test]
+    fn profiles_of_one_data_directory_share_its_id_and_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let work = Computer::load_or_create(d.path(), "vm")
+            .unwrap()
+            .for_profile("work");
+        let home = Computer::load_or_create(d.path(), "vm")
+            .unwrap()
+            .for_profile("home");
+        assert_eq!(work.id, home.id);
+        assert_ne!(work, home);
+        assert_eq!(work.profile.as_deref(), Some("work"));
+    }
+
+    #[test]
+    fn the_user_name_is_this_process_user_and_printable() {
+        let n = user_name().expect("a user name");
+        assert!(!n.is_empty() && n.chars().all(|c| !c.is_control() && c != ' '));
+        assert_eq!(printable("a b\u{7}c"), "abc");
+        assert_eq!(printable(&"x".repeat(100)).len(), 64);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::plan::{self, Inputs, Rules, Stop};
 use super::poll::Seen;
 use super::remote_scan;
 use crate::remote::{RemoteError, RemotePath};
+use crate::transfer::space::Check;
 
 /// Name of the marker file at the root of every local sync folder.
 pub const MARKER: &str = ".cloudmount-sync";
@@ -176,6 +177,8 @@ pub struct Env<'a> {
     pub trash: &'a super::trash::Trash,
     pub device: String,
     pub progress: &'a apply::Progress,
+    /// The account's room on the server, shared by every folder (and the mount) of the daemon.
+    pub space: &'a crate::transfer::space::Space,
 }
 
 fn journal_err(e: JournalError) -> Outcome {
@@ -250,7 +253,7 @@ async fn run_inner(
         delete_limit_percent: spec.delete_limit_percent,
         deletes_confirmed: confirm,
     };
-    let ctx = Context {
+    let mut ctx = Context {
         remote: env.remote,
         remote_root: root.clone(),
         local_root: spec.local.clone(),
@@ -260,6 +263,7 @@ async fn run_inner(
         device: env.device.clone(),
         progress: env.progress,
         mode: spec.mode,
+        uploads_paused: None,
     };
     let mut changes = 0;
     let mut conflicts = 0;
@@ -387,11 +391,22 @@ async fn run_inner(
             break;
         }
         tracing::info!(folder = %spec.local.display(), pass, steps = plan.steps.len(), "syncing");
+        // While the account is out of space, one run per retry interval probes with its
+        // uploads; the others keep theirs for later.
+        ctx.uploads_paused = match env.space.check() {
+            Check::Paused(p) => Some(p.reason),
+            Check::Open | Check::Probe => None,
+        };
         let applied = match apply::apply(&ctx, &plan, &inputs).await {
             Ok(a) => a,
             Err(ApplyError::Server(e)) => return remote_outcome(e),
             Err(ApplyError::Journal(e)) => return journal_err(e),
         };
+        match (&applied.full, ctx.uploads_paused.is_some()) {
+            (Some(_), false) => env.space.full(crate::transfer::space::OUT_OF_SPACE),
+            (None, false) if applied.uploaded => env.space.landed(),
+            _ => {}
+        }
         changes += applied.done;
         conflicts += applied.conflicts;
         problems.extend(applied.problems);

@@ -393,6 +393,7 @@ async fn a_run_hands_its_listing_over_in_sync_after_uploads_and_after_downloads(
         trash: &trash,
         device: "test".into(),
         progress: &progress,
+        space: &Default::default(),
     };
     let bases = || journal.lock().unwrap().bases(&spec.id);
     let mut st = PollState::default();

@@ -15,6 +15,17 @@
 //!
 //! Format: `{"format": 1, "folders": [...], "forgotten": [...]}`. Fields this build does not
 //! know are kept as they are; a file of a newer format is read but never written.
+//!
+//! Who is active where: an activation names a *participant*, a computer's id and the profile
+//! of that computer's config file that syncs the folder (optional `profile`, with the optional
+//! `user` shown as `user@host`) — two profiles of one account in one `HOME` are two
+//! participants of one computer. Both fields are optional additions to format 1: a reader that
+//! does not know them keeps them (an activation's unknown fields are kept) and identifies by
+//! the computer's id alone, which is right for every computer but its own. An activation without
+//! a profile was recorded before profiles were told apart: it belongs to whichever profile of
+//! that computer syncs the folder (has it in its journal), which takes it over — replaces it by
+//! its own — when it next records itself ([`Change::Activate`], [`Change::Deactivate`]); a
+//! profile that does not sync the folder leaves it alone.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,11 +80,18 @@ impl Default for Registry {
     }
 }
 
-/// A computer, as the registry names it.
+/// A participant (a profile of a computer), as the registry names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComputerRef {
+    /// The computer's id.
     pub id: String,
     pub host: String,
+    /// The user's login name, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The profile; `None`: recorded before profiles were told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 impl From<&Computer> for ComputerRef {
@@ -81,6 +99,8 @@ impl From<&Computer> for ComputerRef {
         ComputerRef {
             id: c.id.clone(),
             host: c.host.clone(),
+            user: c.user.clone(),
+            profile: c.profile.clone(),
         }
     }
 }
@@ -122,24 +142,64 @@ impl Entry {
         }
     }
 
-    /// This computer's activation, if it is active here.
-    pub fn activation(&self, computer: &str) -> Option<&Activation> {
-        self.active.iter().find(|a| a.computer == computer)
+    /// The activation of participant `who`, if the folder is active there.
+    pub fn activation(&self, who: &ComputerRef) -> Option<&Activation> {
+        self.active.iter().find(|a| a.of(who))
+    }
+
+    /// Whether an activation of `who`'s computer recorded before profiles were told apart is
+    /// there (the profile that syncs the folder takes it over).
+    pub fn has_unclaimed(&self, who: &ComputerRef) -> bool {
+        who.profile.is_some() && self.active.iter().any(|a| a.unclaimed_of(who))
     }
 }
 
-/// A folder active on one computer.
+/// A folder active on one participant (a profile of a computer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activation {
     /// The computer's id.
     pub computer: String,
+    /// The profile there; `None`: recorded before profiles were told apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub host: String,
+    /// The user's login name there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// The local folder there.
     pub local: PathBuf,
     /// Seconds since the Unix epoch.
     pub since: i64,
     #[serde(flatten)]
     pub other: Extra,
+}
+
+impl Activation {
+    /// Whether this is participant `who`'s activation.
+    pub fn of(&self, who: &ComputerRef) -> bool {
+        self.computer == who.id && self.profile == who.profile
+    }
+
+    /// Whether this is an activation of `who`'s computer recorded without a profile.
+    fn unclaimed_of(&self, who: &ComputerRef) -> bool {
+        self.computer == who.id && self.profile.is_none()
+    }
+
+    /// Whether `who` replaces or withdraws this activation when it records itself: its own, or
+    /// its computer's recorded without a profile.
+    fn replaced_by(&self, who: &ComputerRef) -> bool {
+        self.of(who) || self.unclaimed_of(who)
+    }
+
+    /// The participant, as the registry names it.
+    pub fn who(&self) -> ComputerRef {
+        ComputerRef {
+            id: self.computer.clone(),
+            host: self.host.clone(),
+            user: self.user.clone(),
+            profile: self.profile.clone(),
+        }
+    }
 }
 
 /// A folder removed from the account (`sync forget`).
@@ -167,20 +227,28 @@ pub struct FolderInfo {
 pub enum Change {
     /// `computer` syncs the folder at `local`: the folder is registered if the account does
     /// not have it yet (the same id, or the same server path: two computers that add the same
-    /// server folder share one entry), and the computer's activation is recorded (replacing
-    /// an older one of the same computer). A tombstone of the folder is lifted.
+    /// server folder share one entry), and the participant's activation is recorded (replacing
+    /// an older one of the same participant, and one of its computer recorded without a
+    /// profile; `since` is kept when the local folder is the same). A tombstone of the folder
+    /// is lifted.
     Activate {
         folder: FolderInfo,
         computer: ComputerRef,
         local: PathBuf,
         at: i64,
     },
-    /// `computer` no longer syncs the folder (by id, else by server path); the folder stays
-    /// registered, active wherever else it is.
+    /// Participant `computer`/`profile` no longer syncs the folder (by id, else by server
+    /// path); the folder stays registered, active wherever else it is. With `unclaimed`, an
+    /// activation of the computer recorded without a profile goes too (the profile had the
+    /// folder: that activation was its own).
     Deactivate {
         id: FolderId,
         remote: String,
         computer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unclaimed: bool,
     },
     /// The folder's default mode and schedule (what a computer that activates it later
     /// starts with) become these; its activations stay.
@@ -247,28 +315,38 @@ impl Registry {
                     }
                 };
                 let e = &mut self.folders[i];
-                let keep = e
-                    .activation(&computer.id)
-                    .filter(|a| a.local == *local && a.host == computer.host)
-                    .is_some();
-                if !keep {
-                    e.active.retain(|a| a.computer != computer.id);
-                    e.active.push(Activation {
-                        computer: computer.id.clone(),
-                        host: computer.host.clone(),
-                        local: local.clone(),
-                        since: *at,
-                        other: Extra::new(),
-                    });
+                let old = e.activation(computer).filter(|a| a.local == *local);
+                let new = Activation {
+                    computer: computer.id.clone(),
+                    profile: computer.profile.clone(),
+                    host: computer.host.clone(),
+                    user: computer.user.clone(),
+                    local: local.clone(),
+                    since: old.map_or(*at, |a| a.since),
+                    other: old.map(|a| a.other.clone()).unwrap_or_default(),
+                };
+                let mine: Vec<&Activation> = e
+                    .active
+                    .iter()
+                    .filter(|a| a.replaced_by(computer))
+                    .collect();
+                if mine != [&new] {
+                    e.active.retain(|a| !a.replaced_by(computer));
+                    e.active.push(new);
                 }
             }
             Change::Deactivate {
                 id,
                 remote,
                 computer,
+                profile,
+                unclaimed,
             } => {
                 if let Some(i) = self.index(id, remote) {
-                    self.folders[i].active.retain(|a| a.computer != *computer);
+                    self.folders[i].active.retain(|a| {
+                        a.computer != *computer
+                            || (a.profile != *profile && !(*unclaimed && a.profile.is_none()))
+                    });
                 }
             }
             Change::Defaults {
@@ -483,6 +561,9 @@ async fn put(
         other => other.map(|_| ()),
     }
 }
+
+#[path = "registry_names.rs"]
+pub mod names;
 
 #[cfg(test)]
 #[path = "registry_tests.rs"]

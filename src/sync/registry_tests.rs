@@ -13,7 +13,48 @@ fn computer(n: u8) -> ComputerRef {
     ComputerRef {
         id: format!("{n:032x}"),
         host: format!("host{n}"),
+        user: None,
+        profile: None,
     }
+}
+
+/// Profile `profile` of computer `n` (user `u`).
+fn profile(n: u8, profile: &str) -> ComputerRef {
+    ComputerRef {
+        user: Some("u".into()),
+        profile: Some(profile.into()),
+        ..computer(n)
+    }
+}
+
+fn activate_as(id: &str, name: &str, who: &ComputerRef, local: &str, at: i64) -> Change {
+    Change::Activate {
+        folder: folder(id, name, &format!("Docs/{name}")),
+        computer: who.clone(),
+        local: PathBuf::from(local),
+        at,
+    }
+}
+
+fn deactivate_as(id: &str, name: &str, who: &ComputerRef, unclaimed: bool) -> Change {
+    Change::Deactivate {
+        id: FolderId(id.into()),
+        remote: format!("Docs/{name}"),
+        computer: who.id.clone(),
+        profile: who.profile.clone(),
+        unclaimed,
+    }
+}
+
+/// Who is active on the first folder: (computer id, profile).
+fn participants(r: &Registry) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<_> = r.folders[0]
+        .active
+        .iter()
+        .map(|a| (a.computer.clone(), a.profile.clone()))
+        .collect();
+    v.sort();
+    v
 }
 
 fn folder(id: &str, name: &str, remote: &str) -> FolderInfo {
@@ -55,18 +96,14 @@ fn changes_register_join_deactivate_and_forget() {
     let e = &r.folders[0];
     assert_eq!(e.added_by, computer(1));
     assert_eq!(
-        e.activation(&computer(2).id).unwrap().local,
+        e.activation(&computer(2)).unwrap().local,
         Path::new("/home/v/P")
     );
     // Moving the folder on one computer replaces its activation.
     assert!(r.apply(&activate("a1", "Projects", 2, "/data/P", 40)));
     assert_eq!(r.folders[0].active.len(), 2);
     // Remove on one computer: the others keep it.
-    let deact = Change::Deactivate {
-        id: FolderId("a1".into()),
-        remote: "Docs/Projects".into(),
-        computer: computer(1).id,
-    };
+    let deact = deactivate_as("a1", "Projects", &computer(1), false);
     assert!(r.apply(&deact));
     assert!(!r.apply(&deact));
     assert_eq!(r.folders[0].active.len(), 1);
@@ -285,11 +322,7 @@ async fn a_remove_racing_an_add_keeps_both() {
     .await
     .unwrap();
     let r = Intruder::new(mem.clone(), Some(vec![activate("b", "B", 2, "/b", 2)]));
-    let deact = Change::Deactivate {
-        id: FolderId("a".into()),
-        remote: "Docs/A".into(),
-        computer: computer(1).id,
-    };
+    let deact = deactivate_as("a", "A", &computer(1), false);
     update(&r, &[deact]).await.unwrap();
     let s = stored(&mem);
     assert_eq!(ids(&s), ["a", "b"]);
@@ -480,4 +513,109 @@ fn register_adds_an_inactive_folder_once_and_never_brings_back_a_forgotten_one()
     }));
     assert!(!r.apply(&reg("d", "Pictures", "Docs/Pictures")));
     assert!(r.folders.is_empty());
+}
+
+#[test]
+fn two_profiles_of_one_computer_are_two_participants() {
+    let (work, home) = (profile(1, "work"), profile(1, "home"));
+    let mut r = Registry::default();
+    assert!(r.apply(&activate_as("p", "Projects", &work, "/h/Projects", 10)));
+    assert!(
+        r.folders[0].activation(&home).is_none(),
+        "not active for home"
+    );
+    assert!(r.apply(&activate_as("p", "Projects", &home, "/h/P2", 20)));
+    let id = computer(1).id;
+    assert_eq!(
+        participants(&r),
+        [
+            (id.clone(), Some("home".to_string())),
+            (id.clone(), Some("work".to_string()))
+        ]
+    );
+    // Again as it is: nothing changes, `since` stays.
+    assert!(!r.apply(&activate_as("p", "Projects", &work, "/h/Projects", 30)));
+    assert_eq!(r.folders[0].activation(&work).unwrap().since, 10);
+    // Remove in one profile: the other stays.
+    assert!(r.apply(&deactivate_as("p", "Projects", &home, true)));
+    assert_eq!(participants(&r), [(id, Some("work".to_string()))]);
+    assert_eq!(
+        r.folders[0].activation(&work).unwrap().local,
+        Path::new("/h/Projects")
+    );
+}
+
+#[test]
+fn an_activation_without_a_profile_is_taken_over_by_the_profile_that_syncs_the_folder() {
+    // Recorded by a cloudmount that did not tell profiles apart (and another computer's).
+    let old = computer(1);
+    let mut r = Registry::default();
+    r.apply(&activate("p", "Projects", 1, "/h/Projects", 10));
+    r.apply(&activate("p", "Projects", 2, "/v/Projects", 10));
+    let work = profile(1, "work");
+    assert!(r.folders[0].has_unclaimed(&work));
+    assert!(!r.folders[0].has_unclaimed(&profile(3, "work")));
+    // A withdrawal of a profile that never had it leaves it alone.
+    assert!(!r.apply(&deactivate_as("p", "Projects", &profile(1, "home"), false)));
+    // The profile that has it records itself: the old record is replaced, `since` kept
+    // only for its own record, the other computer's stays.
+    assert!(r.apply(&activate_as("p", "Projects", &work, "/h/Projects", 30)));
+    assert_eq!(
+        participants(&r),
+        [
+            (old.id.clone(), Some("work".to_string())),
+            (computer(2).id, None)
+        ]
+    );
+    let a = r.folders[0].activation(&work).unwrap();
+    assert_eq!((a.user.as_deref(), a.since), (Some("u"), 30));
+    assert!(!r.folders[0].has_unclaimed(&work));
+    // `sync remove` in a profile that had the folder also drops an old record of its computer.
+    r.apply(&activate("p", "Projects", 1, "/h/Projects", 40));
+    assert!(r.apply(&deactivate_as("p", "Projects", &work, true)));
+    assert_eq!(participants(&r), [(computer(2).id, None)]);
+    // An old change waiting in an outbox (no profile) still means that old record.
+    r.apply(&activate("p", "Projects", 1, "/h/Projects", 50));
+    let queued: Change = serde_json::from_str(
+        r#"{"change": "deactivate", "id": "p", "remote": "Docs/Projects", "computer": "00000000000000000000000000000001"}"#,
+    )
+    .unwrap();
+    assert_eq!(queued, deactivate_as("p", "Projects", &old, false));
+    assert!(r.apply(&queued));
+    assert_eq!(participants(&r), [(computer(2).id, None)]);
+}
+
+#[test]
+fn the_new_fields_are_optional_and_an_older_reader_keeps_them() {
+    let mut r = Registry::default();
+    r.apply(&activate_as(
+        "p",
+        "Projects",
+        &profile(1, "work"),
+        "/h/P",
+        10,
+    ));
+    r.apply(&activate("q", "Q", 2, "/v/Q", 10));
+    let text = serde_json::to_string(&r).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format"], 1, "no new format: the fields are optional");
+    let a = &v["folders"][0]["active"][0];
+    assert_eq!((&a["profile"], &a["user"]), (&"work".into(), &"u".into()));
+    // Records without them (as format 1 has always been) have no such keys.
+    let b = &v["folders"][1]["active"][0];
+    assert!(b.get("profile").is_none() && b.get("user").is_none(), "{b}");
+    assert!(v["folders"][1]["added_by"].get("profile").is_none());
+    // A reader of format 1 that knows neither keeps them in an activation.
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct OldActivation {
+        computer: String,
+        host: String,
+        local: PathBuf,
+        since: i64,
+        #[serde(flatten)]
+        other: BTreeMap<String, serde_json::Value>,
+    }
+    let old: OldActivation = serde_json::from_value(a.clone()).unwrap();
+    let back: Activation = serde_json::from_value(serde_json::to_value(&old).unwrap()).unwrap();
+    assert_eq!(back, r.folders[0].active[0]);
 }

@@ -27,6 +27,9 @@ pub enum FolderState {
     Stopped,
     /// The last run failed: see `reason`.
     Error,
+    /// The account is out of space on the server: uploads wait (downloads go on) until space
+    /// is freed; see `reason`.
+    NoSpace,
 }
 
 impl FolderState {
@@ -40,6 +43,7 @@ impl FolderState {
             FolderState::Offline => "offline",
             FolderState::Stopped => "stopped",
             FolderState::Error => "error",
+            FolderState::NoSpace => "uploads paused",
         }
     }
 }
@@ -146,6 +150,10 @@ pub struct AccountReport {
     /// This computer's id and host name.
     pub computer: String,
     pub host: String,
+    /// How this computer (this profile of it) is shown to people: `user@host`, told apart from
+    /// the registry's other computers (see `registry::names`).
+    #[serde(default)]
+    pub shown: String,
     pub folders: Vec<RegisteredFolder>,
     /// Changes of this computer that wait for the server (retried).
     pub pending: usize,
@@ -163,6 +171,7 @@ pub struct RegisteredFolder {
     pub remote: String,
     pub mode: Mode,
     pub schedule: Schedule,
+    /// Who added it, as shown (like [`ActiveOn::shown`]).
     pub added_by: String,
     pub added_at: i64,
     /// Whether it is active on this computer.
@@ -174,9 +183,27 @@ pub struct RegisteredFolder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveOn {
     pub computer: String,
+    /// The profile there; `None`: recorded before profiles were told apart.
+    #[serde(default)]
+    pub profile: Option<String>,
     pub host: String,
+    /// How it is shown to people: `user@host`, with a short id or the profile when the
+    /// registry has others that would look the same.
+    #[serde(default)]
+    pub shown: String,
     pub local: PathBuf,
     pub since: i64,
+}
+
+impl ActiveOn {
+    /// How it is shown (its host, from a daemon that did not say).
+    pub fn name(&self) -> &str {
+        if self.shown.is_empty() {
+            &self.host
+        } else {
+            &self.shown
+        }
+    }
 }
 
 /// "5 minutes ago", "2 days ago".
@@ -197,10 +224,11 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
     let mut out = String::new();
     let others: Vec<&RegisteredFolder> = a.folders.iter().filter(|f| !f.active_here).collect();
     if !others.is_empty() {
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
             "Inactive on this computer ({}; start one with: cloudmount sync activate NAME [DIR])",
-            a.host
+            if a.shown.is_empty() { &a.host } else { &a.shown }
         );
         for f in others {
             let _ = writeln!(out, "{}", f.name);
@@ -224,7 +252,7 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
                 let _ = writeln!(
                     out,
                     "  active on: {} at {}, since {}",
-                    on.host,
+                    on.name(),
                     on.local.display(),
                     local_time(on.since)
                 );
@@ -243,10 +271,10 @@ pub fn inactive(a: &AccountReport, now: i64) -> String {
     } else if let Some(e) = &a.error {
         let _ = writeln!(
             out,
-            "The account's list of sync folders could not be read ({e}){}",
+            "The account's list of sync folders could not be read now ({e}); {}",
             a.read_at
-                .map(|t| format!("; as read {}", ago(now - t)))
-                .unwrap_or_default()
+                .map(|t| format!("shown as last read, {}", ago(now - t)))
+                .unwrap_or_else(|| "it has never been read here".into())
         );
     }
     out
@@ -415,22 +443,35 @@ mod tests {
     fn inactive_folders_say_where_and_when_they_were_added() {
         let mut a = AccountReport {
             computer: "c".into(),
-            host: "desktop".into(),
+            host: "vm".into(),
+            shown: "cmuser@vm #c0de (profile home)".into(),
             folders: vec![RegisteredFolder {
                 id: "f".into(),
                 name: "Projects".into(),
                 remote: "Docs/Projects".into(),
                 mode: Mode::Bidirectional,
                 schedule: Schedule::Immediate,
-                added_by: "laptop".into(),
+                added_by: "cmuser@vm #c0de (profile work)".into(),
                 added_at: 1000,
                 active_here: false,
-                active: vec![ActiveOn {
-                    computer: "l".into(),
-                    host: "laptop".into(),
-                    local: "/home/u/Projects".into(),
-                    since: 1000,
-                }],
+                active: vec![
+                    ActiveOn {
+                        computer: "c0de".into(),
+                        profile: Some("work".into()),
+                        host: "vm".into(),
+                        shown: "cmuser@vm #c0de (profile work)".into(),
+                        local: "/home/u/Projects".into(),
+                        since: 1000,
+                    },
+                    ActiveOn {
+                        computer: "l".into(),
+                        profile: None,
+                        host: "laptop".into(),
+                        shown: String::new(),
+                        local: "/home/l/P".into(),
+                        since: 1000,
+                    },
+                ],
             }],
             pending: 0,
             read_at: Some(1000),
@@ -438,8 +479,19 @@ mod tests {
         };
         let s = inactive(&a, 1000 + 2 * 86_400 + 5);
         assert!(s.contains("Projects"), "{s}");
-        assert!(s.contains("inactive (added on laptop, 2 days ago)"), "{s}");
-        assert!(s.contains("active on: laptop at /home/u/Projects"), "{s}");
+        assert!(
+            s.contains("Inactive on this computer (cmuser@vm #c0de (profile home); "),
+            "{s}"
+        );
+        assert!(
+            s.contains("inactive (added on cmuser@vm #c0de (profile work), 2 days ago)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("active on: cmuser@vm #c0de (profile work) at /home/u/Projects"),
+            "{s}"
+        );
+        assert!(s.contains("active on: laptop at /home/l/P"), "{s}");
         a.folders[0].active_here = true;
         a.pending = 2;
         a.error = Some("offline".into());
@@ -447,6 +499,12 @@ mod tests {
         assert!(!s.contains("Projects"), "{s}");
         assert!(
             s.contains("2 changes to the account's list of sync folders wait for the server"),
+            "{s}"
+        );
+        a.pending = 0;
+        let s = inactive(&a, 1000 + 7200);
+        assert!(
+            s.contains("could not be read now (offline); shown as last read, 2 hours ago"),
             "{s}"
         );
         assert_eq!(ago(59), "just now");

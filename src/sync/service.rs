@@ -35,6 +35,7 @@ use super::watch::Watcher;
 use crate::control::protocol::{SyncAdd, SyncSet};
 use crate::control::{ControlHandler, Request, Response};
 use crate::remote::Remote;
+use crate::transfer::space::Space;
 
 mod account_ops;
 mod areas;
@@ -61,6 +62,8 @@ pub struct ServiceConfig {
     pub device: String,
     /// The profile's default folders (see [`Service::apply_defaults`]).
     pub default_folders: Vec<crate::config::DefaultFolder>,
+    /// The account's room on the server, shared by every folder (and the daemon's mount).
+    pub space: Arc<Space>,
 }
 
 impl ServiceConfig {
@@ -74,6 +77,9 @@ impl ServiceConfig {
             max_delay: Duration::from_secs(5),
             device: crate::transfer::conflict::device_name(),
             default_folders: Vec::new(),
+            space: Arc::new(Space::new(
+                poll_interval.clamp(Duration::from_millis(100), Duration::from_secs(60)),
+            )),
         }
     }
 }
@@ -682,7 +688,10 @@ impl ControlHandler for Service {
             Request::States { .. } => Response::error(
                 "this is the daemon of a profile's sync folders; the states of a folder's files are asked of a mount (cloudmount state DIR)",
             ),
-            Request::Status | Request::Pin { .. } | Request::Free { .. } => Response::error(
+            Request::Status
+            | Request::Pin { .. }
+            | Request::Free { .. }
+            | Request::SendNow => Response::error(
                 "this is the daemon of a profile's sync folders; status, pin and free are asked of a mount (cloudmount status MOUNTPOINT)",
             ),
         }
@@ -695,6 +704,32 @@ enum Wake {
     LocalChange,
     Poll,
     Rescan,
+    /// The account's uploads resumed, or it is time to probe whether they can.
+    Space,
+}
+
+/// Waits until a folder whose uploads wait for space should run again: the account's pause
+/// ended, or its next probe is due. Never, when nothing of the folder waits for space.
+async fn space_wake(space: &Space, waiting: bool) {
+    if !waiting {
+        return std::future::pending().await;
+    }
+    loop {
+        let Some(at) = space.next_probe() else {
+            return;
+        };
+        tokio::select! {
+            _ = space.resumed() => return,
+            _ = tokio::time::sleep_until(at.into()) => {}
+        }
+        // Another folder may have taken this probe: then wait for the next one.
+        if space
+            .next_probe()
+            .is_none_or(|t| t <= std::time::Instant::now())
+        {
+            return;
+        }
+    }
 }
 
 async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
@@ -708,6 +743,10 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
     let mut last_attempt: Option<tokio::time::Instant> = None;
     // What the polls know of the server folder between runs.
     let mut polls = PollState::default();
+    // The last run left uploads waiting for space on the server (see `space_wake`).
+    let mut waiting_space = false;
+    // A scheduled folder runs outside its schedule to send what waited for space.
+    let mut space_now = false;
     loop {
         if task.stopped.load(Ordering::SeqCst) {
             return;
@@ -737,17 +776,18 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                     if let Some(w) = watcher.as_mut() {
                         w.discard_pending();
                     }
-                    let (synced, seen) = run_once(&inner, &task, &spec).await;
-                    last_synced = synced;
-                    polls.after_run(seen);
+                    let ran = run_once(&inner, &task, &spec).await;
+                    (last_synced, waiting_space) = (ran.synced, ran.waiting_space);
+                    polls.after_run(ran.seen);
                     last_full = tokio::time::Instant::now();
                     first = false;
                     need_run = false;
                     continue;
                 }
-                let wake = wait_immediate(&inner, &task, &mut watcher, last_full).await;
+                let wake =
+                    wait_immediate(&inner, &task, &mut watcher, last_full, waiting_space).await;
                 match wake {
-                    Wake::Asked | Wake::LocalChange | Wake::Rescan => need_run = true,
+                    Wake::Asked | Wake::LocalChange | Wake::Rescan | Wake::Space => need_run = true,
                     Wake::Poll => {
                         // After a run that did not sync (the server was away), local changes
                         // made meanwhile were seen and dropped: run whatever the server says.
@@ -778,10 +818,12 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 // Never run here yet: the first sync happens at once, then the schedule.
                 let due = last.is_none() || next.is_some_and(|n| n <= now);
                 let retry_ok = last_attempt.is_none_or(|t| t.elapsed() >= inner.cfg.poll_interval);
-                if asked || (due && retry_ok) {
+                if asked || space_now || (due && retry_ok) {
                     last_attempt = Some(tokio::time::Instant::now());
-                    let (_, seen) = run_once(&inner, &task, &spec).await;
-                    polls.after_run(seen);
+                    space_now = false;
+                    let ran = run_once(&inner, &task, &spec).await;
+                    waiting_space = ran.waiting_space;
+                    polls.after_run(ran.seen);
                     continue;
                 }
                 // What the last run found (a stop, files not synced) stays visible.
@@ -797,6 +839,7 @@ async fn folder_loop(inner: Arc<Inner>, task: Arc<FolderTask>) {
                 tokio::select! {
                     _ = task.wake.notified() => {}
                     _ = tokio::time::sleep(sleep) => {}
+                    _ = space_wake(&inner.cfg.space, waiting_space) => space_now = true,
                 }
             }
         }
@@ -808,6 +851,7 @@ async fn wait_immediate(
     task: &FolderTask,
     watcher: &mut Option<Watcher>,
     last_full: tokio::time::Instant,
+    waiting_space: bool,
 ) -> Wake {
     let poll = tokio::time::sleep(inner.cfg.poll_interval);
     let rescan = tokio::time::sleep_until(last_full + inner.cfg.rescan_interval);
@@ -826,6 +870,7 @@ async fn wait_immediate(
         w = local => w,
         _ = poll => Wake::Poll,
         _ = rescan => Wake::Rescan,
+        _ = space_wake(&inner.cfg.space, waiting_space) => Wake::Space,
     }
 }
 
@@ -877,12 +922,49 @@ fn release_freed_memory() {
     }
 }
 
-/// Runs one sync; returns whether it ended in sync, and what it saw of the server at its end.
-async fn run_once(
-    inner: &Inner,
-    task: &FolderTask,
-    spec: &FolderSpec,
-) -> (bool, Option<super::poll::Seen>) {
+/// What a folder whose uploads wait for space says: since when, what the run did, and that
+/// nothing needs doing.
+fn no_space_reason(space: &Space, outcome: &Outcome) -> String {
+    let since = space
+        .paused()
+        .and_then(|p| p.since.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| format!(" since {}", super::report::local_time(d.as_secs() as i64)))
+        .unwrap_or_default();
+    let done = match outcome {
+        Outcome::Synced {
+            changes,
+            conflicts,
+            problems,
+            ..
+        } => Outcome::Synced {
+            changes: *changes,
+            conflicts: *conflicts,
+            problems: *problems,
+            full: None,
+        }
+        .message(),
+        o => o.message(),
+    };
+    format!(
+        "{}{since}; edits stay here and are sent by themselves once space is freed \
+         (checked every {}s); this run: {done}",
+        crate::transfer::space::OUT_OF_SPACE,
+        space.retry().as_secs().max(1)
+    )
+}
+
+/// How a run of [`run_once`] ended, for the folder's loop.
+struct Ran {
+    /// It ended in sync (uploads waiting for space aside).
+    synced: bool,
+    /// What it saw of the server at its end.
+    seen: Option<super::poll::Seen>,
+    /// Uploads wait for space on the server.
+    waiting_space: bool,
+}
+
+/// Runs one sync.
+async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> Ran {
     task.started.fetch_add(1, Ordering::SeqCst);
     task.set(FolderState::Syncing, None, None);
     let confirm = task.confirm.swap(false, Ordering::SeqCst);
@@ -895,6 +977,7 @@ async fn run_once(
                 trash: &inner.trash,
                 device: inner.cfg.device.clone(),
                 progress: &task.progress,
+                space: &inner.cfg.space,
             };
             engine::run_seen(&env, spec, confirm).await
         }
@@ -935,6 +1018,10 @@ async fn run_once(
             full: None,
             ..
         } => (FolderState::UpToDate, None),
+        Outcome::Synced { full: Some(_), .. } => (
+            FolderState::NoSpace,
+            Some(no_space_reason(&inner.cfg.space, &outcome)),
+        ),
         Outcome::Synced { .. } => (FolderState::UpToDate, Some(outcome.message())),
         Outcome::Stopped(r) => (FolderState::Stopped, Some(r.clone())),
         Outcome::Offline(r) => (FolderState::Offline, Some(r.clone())),
@@ -952,5 +1039,9 @@ async fn run_once(
             _ = tokio::time::sleep(inner.cfg.poll_interval.min(Duration::from_secs(30))) => {}
         }
     }
-    (matches!(outcome, Outcome::Synced { .. }), seen)
+    Ran {
+        synced: matches!(outcome, Outcome::Synced { .. }),
+        seen,
+        waiting_space: matches!(outcome, Outcome::Synced { full: Some(_), .. }),
+    }
 }

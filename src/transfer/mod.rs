@@ -10,7 +10,9 @@
 //! - [`body`]: request bodies that count what they send;
 //! - [`probe`]: what the server holds now, whether it is exactly our bytes, and folders made
 //!   with their parents;
-//! - [`conflict`]: the names of conflict copies, for both.
+//! - [`conflict`]: the names of conflict copies, for both;
+//! - [`space`]: one pause of the whole account's uploads while the server is full, probed and
+//!   resumed by itself.
 //!
 //! Retries and back-off stay with the callers, which know what waits: the write-back queue
 //! retries a record with back-off kept in `meta.db`, a sync run is retried by its schedule.
@@ -18,6 +20,7 @@
 pub mod body;
 pub mod conflict;
 pub mod probe;
+pub mod space;
 pub mod temp;
 pub mod upload;
 

@@ -56,6 +56,7 @@
 //! | `OfflineOps::ops`, `OfflineOps::notices` (`offline_ops.rs`) | the waiting namespace operations; the replay's notices | the queue's lock at most (never `tree`) |
 //! | `Pins::progress` (`pins.rs`) | each pin's progress | the async locks only (the cache's own lock is taken inside it) |
 //! | a handle's stream (async, `stream.rs`) | one read of a file read as a stream | nothing (held across its GET) |
+//! | `Space::st` (`transfer/space.rs`, the account's pause, shared with the sync folders) | whether the account's uploads are paused, and the next probe | the queue's lock at most (never held while calling anything) |
 
 pub mod download;
 pub mod error;
@@ -543,6 +544,8 @@ impl Vfs {
     /// Returns once the upload queue is empty (every closed file is on the server) and no
     /// namespace operation waits for the server.
     pub async fn wait_idle(&self) {
+        // Whoever waits for the queue wants it sent: the write-back delay is not waited out.
+        self.send_now();
         loop {
             self.offline.wait_empty().await;
             self.queue.wait_empty().await;
@@ -550,6 +553,11 @@ impl Vfs {
                 return;
             }
         }
+    }
+
+    /// Starts the uploads that wait for the write-back delay now.
+    pub fn send_now(&self) {
+        self.queue.hurry();
     }
 
     /// Namespace operations (mkdir, rmdir, unlink, rename) waiting for the server.

@@ -12,7 +12,8 @@
 //! - a failure retries after `retry_min · 2^(attempts-1)`, capped at `retry_max`; when the server
 //!   answers again after being unreachable, every waiting record is ready at once;
 //! - a 507 (server out of space) pauses the whole area; one record probes every `space_retry`
-//!   and a success resumes the rest;
+//!   and a success resumes the rest; with an account-wide [`Space`] (a profile's daemon, which
+//!   also syncs folders of the same account), a pause or resume there is one here too;
 //! - at most one upload per path runs, and none below a path that a rename or unlink has
 //!   blocked (`UploadQueue::block`) until that operation is done.
 //!
@@ -30,6 +31,7 @@ use tokio::sync::Notify;
 use super::status::{ConflictInfo, FileProblem, QueueStatus};
 use crate::meta::{AreaId, DirtyRecord};
 use crate::remote::RemotePath;
+use crate::transfer::space::Space;
 
 /// Settings of the upload queue.
 #[derive(Debug, Clone)]
@@ -49,6 +51,9 @@ pub struct UploadOptions {
     pub via_temp: bool,
     /// The name of this machine in conflict copies.
     pub device: String,
+    /// The account's room on the server, shared with the sync folders of the same daemon
+    /// (see [`crate::transfer::space`]); `None`: this queue's own pauses only.
+    pub space: Option<Arc<Space>>,
 }
 
 impl UploadOptions {
@@ -74,6 +79,7 @@ impl Default for UploadOptions {
             space_retry: Duration::from_secs(30),
             via_temp: true,
             device: crate::transfer::conflict::device_name(),
+            space: None,
         }
     }
 }
@@ -120,8 +126,10 @@ pub(crate) enum Next {
 
 /// How an upload attempt ended.
 pub(crate) enum Finish {
-    /// Uploaded, or no longer needed (removed from the store by the caller).
+    /// No longer needed (removed from the store by the caller).
     Done,
+    /// Uploaded (removed from the store by the caller): the server had room.
+    Landed,
     /// Could not start now (the file is open for writing); a release wakes the queue.
     Deferred,
     /// Failed; retried later. `offline` when the server could not be reached.
@@ -261,6 +269,7 @@ impl UploadQueue {
         if st.stopping {
             return Next::Stop;
         }
+        self.follow_space(&mut st, now);
         let mut wait: Option<Instant> = None;
         let mut earliest = |t: Instant| {
             wait = Some(wait.map_or(t, |w| w.min(t)));
@@ -334,8 +343,36 @@ impl UploadQueue {
         }
     }
 
+    /// Follows the account's pause (see [`UploadOptions::space`]): paused there, every area
+    /// with records waits too (probed by the account); resumed there, this queue's pauses end.
+    fn follow_space(&self, st: &mut QueueState, now: Instant) {
+        let Some(space) = &self.opts.space else {
+            return;
+        };
+        match space.paused() {
+            Some(p) => {
+                let probe_at = space.next_probe().unwrap_or(now);
+                let areas: Vec<AreaId> = st.items.values().map(|it| it.rec.area).collect();
+                for area in areas {
+                    st.paused.entry(area).or_insert_with(|| Paused {
+                        reason: p.reason.clone(),
+                        probe_at,
+                    });
+                }
+            }
+            None => st.paused.clear(),
+        }
+    }
+
     /// Records how the upload of `rec` ended.
     pub fn finish(&self, rec: &DirtyRecord, how: Finish) {
+        if let Some(space) = &self.opts.space {
+            match &how {
+                Finish::NoSpace(reason) => space.full(reason.clone()),
+                Finish::Landed => space.landed(),
+                _ => {}
+            }
+        }
         {
             let mut st = self.st();
             if st.items.get(&rec.id).is_some_and(|it| it.superseded) {
@@ -349,7 +386,7 @@ impl UploadQueue {
                 return;
             }
             match how {
-                Finish::Done => {
+                Finish::Done | Finish::Landed => {
                     if let Some(it) = st.items.remove(&rec.id) {
                         let key = (it.rec.area, it.rec.path.clone());
                         if st.by_path.get(&key) == Some(&rec.id) {
@@ -406,8 +443,25 @@ impl UploadQueue {
         self.changed();
     }
 
+    /// Every record that waits for the write-back delay is ready now (the unmount waits for
+    /// them; a retry after a failure keeps its back-off).
+    pub fn hurry(&self) {
+        {
+            let mut st = self.st();
+            let now = Instant::now();
+            for it in st.items.values_mut().filter(|it| it.attempts == 0) {
+                it.ready_at = it.ready_at.min(now);
+            }
+        }
+        self.changed();
+    }
+
     /// Whether uploads to `area` are paused for lack of space, and why.
     pub fn paused(&self, area: AreaId) -> Option<String> {
+        if let Some(space) = &self.opts.space {
+            // The account's pause is this queue's too (its own refusals are reported there).
+            return space.paused().map(|p| p.reason);
+        }
         self.st().paused.get(&area).map(|p| p.reason.clone())
     }
 
@@ -537,7 +591,20 @@ impl UploadQueue {
                 });
             }
         }
-        q.paused = st.paused.values().next().map(|p| p.reason.clone());
+        q.paused = st
+            .paused
+            .values()
+            .next()
+            .map(|p| p.reason.clone())
+            .or_else(|| {
+                // The account's pause (a sync folder found the server full) holds this mount's
+                // uploads too, queued or not yet.
+                self.opts
+                    .space
+                    .as_ref()
+                    .and_then(|s| s.paused())
+                    .map(|p| p.reason)
+            });
         let conflicts = st
             .conflicts
             .iter()
@@ -608,6 +675,7 @@ mod tests {
             space_retry: Duration::from_secs(60),
             via_temp: true,
             device: "t".into(),
+            space: None,
         }
     }
 
@@ -696,10 +764,59 @@ mod tests {
         assert_eq!(run(&q), None, "only one probe at a time");
         q.finish(
             &rec(probe, if probe == 1 { "a" } else { "b" }),
-            Finish::Done,
+            Finish::Landed,
         );
         assert!(q.paused(0).is_none());
         assert!(run(&q).is_some(), "resumed");
+    }
+
+    #[test]
+    fn an_account_pause_holds_the_queue_and_its_resume_frees_it() {
+        let space = Arc::new(Space::new(Duration::from_secs(3600)));
+        let q = UploadQueue::new(UploadOptions {
+            space: Some(space.clone()),
+            ..opts()
+        });
+        q.push(rec(1, "a"), Duration::ZERO);
+        // A sync folder of the same account found the server full.
+        space.full("the server is out of space (HTTP 507)");
+        assert_eq!(run(&q), None, "the mount's uploads wait too");
+        assert!(
+            q.report(&|_, p| p.to_string()).0.paused.is_some(),
+            "and status says why"
+        );
+        // Space was freed: a sync folder's upload landed.
+        space.landed();
+        assert_eq!(run(&q), Some(1), "resumed without waiting for a probe");
+    }
+
+    #[test]
+    fn the_queue_pauses_and_resumes_the_account() {
+        let space = Arc::new(Space::new(Duration::from_secs(3600)));
+        let q = UploadQueue::new(UploadOptions {
+            space: Some(space.clone()),
+            ..opts()
+        });
+        q.push(rec(1, "a"), Duration::ZERO);
+        assert_eq!(run(&q), Some(1));
+        q.finish(&rec(1, "a"), Finish::NoSpace("full".into()));
+        assert!(space.paused().is_some(), "the sync folders pause too");
+        q.st().paused.get_mut(&0).unwrap().probe_at = Instant::now();
+        assert_eq!(run(&q), Some(1), "probe");
+        q.finish(&rec(1, "a"), Finish::Done);
+        assert!(
+            space.paused().is_some(),
+            "a record no longer needed proves nothing"
+        );
+        q.push(rec(2, "b"), Duration::ZERO);
+        assert_eq!(run(&q), None, "still paused by the account");
+        q.st().paused.get_mut(&0).unwrap().probe_at = Instant::now();
+        assert_eq!(run(&q), Some(2));
+        q.finish(&rec(2, "b"), Finish::Landed);
+        assert!(
+            space.paused().is_none(),
+            "an upload that landed resumes the account"
+        );
     }
 
     #[test]

@@ -283,6 +283,7 @@ mod tests {
             space_retry: Duration::from_millis(10),
             via_temp,
             device: "box".into(),
+            space: None,
         }
     }
 

@@ -126,6 +126,18 @@ impl Vfs {
         for _ in 0..self.queue.options().workers.max(1) {
             rt.spawn(upload_worker(Arc::downgrade(self), self.queue.clone()));
         }
+        if let Some(space) = &self.queue.options().space {
+            // A pause or resume of the account (a sync folder's upload) reaches the workers.
+            let (mut rx, queue) = (space.changed(), Arc::downgrade(&self.queue));
+            rt.spawn(async move {
+                while rx.changed().await.is_ok() {
+                    match queue.upgrade() {
+                        Some(q) => q.wake.notify_waiters(),
+                        None => return,
+                    }
+                }
+            });
+        }
     }
 
     /// The inode of `path`, if it is in the tree.
@@ -289,7 +301,7 @@ impl Vfs {
                 Finish::Deferred
             }
             Ok(Some(sent)) => match self.uploaded(rec, ino, &st, version, size, sent).await {
-                Ok(()) => Finish::Done,
+                Ok(()) => Finish::Landed,
                 Err(e) => Finish::Failed {
                     reason: format!("recording the upload failed: {e}"),
                     offline: false,
@@ -307,7 +319,7 @@ impl Vfs {
                 st.state().error = Some(e.to_string());
                 match e {
                     RemoteError::InsufficientStorage { .. } => {
-                        Finish::NoSpace("the server is out of space (HTTP 507)".into())
+                        Finish::NoSpace(crate::transfer::space::OUT_OF_SPACE.into())
                     }
                     e if e.is_transient() => Finish::Failed {
                         reason: e.to_string(),

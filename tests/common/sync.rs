@@ -148,8 +148,12 @@ pub fn names(t: &Tree) -> Vec<&str> {
 pub const PROFILE: &str = "t";
 
 pub struct SyncHome {
-    pub home: tempfile::TempDir,
+    /// Shared by the profiles of one home ([`SyncHome::add_profile`]).
+    pub home: std::sync::Arc<tempfile::TempDir>,
     daemon: Option<Child>,
+    /// The profile this handle runs: `None`, the home's only one ([`PROFILE`], named by no
+    /// option); else its name, given to every command (the config file has several).
+    profile: Option<String>,
 }
 
 impl SyncHome {
@@ -180,7 +184,53 @@ impl SyncHome {
             pw.display()
         );
         write(&h.join(".config/cloudmount/config.toml"), config.as_bytes());
-        SyncHome { home, daemon: None }
+        SyncHome {
+            home: std::sync::Arc::new(home),
+            daemon: None,
+            profile: None,
+        }
+    }
+
+    /// Adds profile `name` to this home's config file (URL `url` of `server`, the same
+    /// password file): another profile of the same HOME, so of the same computer (one data
+    /// directory). Returns its handle (its own daemon; the home stays until both are gone);
+    /// from now on both handles name their profile in every command.
+    pub fn add_profile(&mut self, server: &Server, url: &str, name: &str) -> SyncHome {
+        assert!(
+            self.daemon.is_none(),
+            "add the profile before starting the daemon"
+        );
+        let h = self.home.path();
+        let config = h.join(".config/cloudmount/config.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!(
+            "\n[profiles.{name}]\nurl = \"{url}\"\nuser = \"{}\"\npassword_file = \"{}\"\nsync_poll_interval = \"1s\"\n",
+            server.user,
+            h.join(".config/cloudmount/password").display()
+        ));
+        write(&config, text.as_bytes());
+        self.profile = Some(PROFILE.to_string());
+        SyncHome {
+            home: self.home.clone(),
+            daemon: None,
+            profile: Some(name.to_string()),
+        }
+    }
+
+    /// The profile this handle runs.
+    pub fn profile(&self) -> &str {
+        self.profile.as_deref().unwrap_or(PROFILE)
+    }
+
+    /// `args` naming this handle's profile when the home has several (`sync -p NAME …`).
+    fn with_profile<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = args.to_vec();
+        if let Some(p) = &self.profile {
+            if matches!(v.first(), Some(&"sync") | Some(&"settings")) {
+                v.splice(1..1, ["--profile", p.as_str()]);
+            }
+        }
+        v
     }
 
     pub fn path(&self) -> &Path {
@@ -211,7 +261,7 @@ impl SyncHome {
             .unwrap();
         own(&self.log_path());
         let mut cmd = self.command();
-        cmd.args(["start", PROFILE, "--foreground"])
+        cmd.args(["start", self.profile(), "--foreground"])
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         self.daemon = Some(cmd.spawn().expect("spawn cloudmount start"));
@@ -243,7 +293,7 @@ impl SyncHome {
 
     /// `cloudmount stop`, and waits for the daemon to exit.
     pub fn stop(&mut self) {
-        let out = self.run(&["stop", PROFILE]);
+        let out = self.run(&["stop", self.profile()]);
         assert!(out.status.success(), "cloudmount stop: {}", text(&out));
         if let Some(mut c) = self.daemon.take() {
             let _ = c.wait();
@@ -251,7 +301,10 @@ impl SyncHome {
     }
 
     fn log_path(&self) -> PathBuf {
-        self.home.path().join("daemon.log")
+        match &self.profile {
+            Some(p) if p != PROFILE => self.home.path().join(format!("daemon-{p}.log")),
+            _ => self.home.path().join("daemon.log"),
+        }
     }
 
     /// The daemon's log (last 300 lines).
@@ -263,8 +316,9 @@ impl SyncHome {
 
     /// Runs the binary with `args`.
     pub fn run(&self, args: &[&str]) -> Output {
+        let args = self.with_profile(args);
         let mut cmd = self.command();
-        cmd.args(args);
+        cmd.args(&args);
         run(cmd, &format!("cloudmount {}", args.join(" ")))
     }
 

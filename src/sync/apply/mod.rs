@@ -155,6 +155,9 @@ pub struct Context<'a> {
     /// only new names (a step that would send otherwise is refused as a problem; the plan
     /// never gives one).
     pub mode: Mode,
+    /// The account's uploads are paused (the server is out of space, see
+    /// [`crate::transfer::space`]): uploads wait from the start, with this reason.
+    pub uploads_paused: Option<String>,
 }
 
 /// What a pass did.
@@ -214,7 +217,7 @@ impl Context<'_> {
 /// Carries out `plan`, made from `inputs`.
 pub async fn apply(ctx: &Context<'_>, plan: &Plan, inputs: &Inputs) -> Result<Applied, ApplyError> {
     let shared = Shared {
-        full: Mutex::new(None),
+        full: Mutex::new(ctx.uploads_paused.clone()),
         again: AtomicBool::new(false),
         uploaded: AtomicBool::new(false),
         conflicts: AtomicU64::new(0),

@@ -6,6 +6,9 @@
 //! and the reconciling loop alone. At the end every computer that syncs a folder holds the
 //! server's tree of it, and no file anyone wrote is lost (removing and forgetting delete
 //! nothing). Shrunk failures are kept below as named regressions.
+//!
+//! Computers 1 and 2 are two profiles of one data directory (one computer id, one host): each
+//! must act as a computer of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
-use super::tests::{machine, Machine};
+use super::tests::{machine, machine_in, Machine};
 use crate::control::protocol::SyncAdd;
 use crate::control::{ControlHandler, Request, Response};
 use crate::remote::mem::MemRemote;
@@ -64,8 +67,8 @@ async fn folders_here(m: &Machine) -> BTreeSet<PathBuf> {
     }
 }
 
-/// What the registry on the server says: folder name → hosts where it is active.
-fn registry_view(mem: &MemRemote, hosts: &[String]) -> BTreeMap<String, BTreeSet<usize>> {
+/// What the registry on the server says: folder name → the machines where it is active.
+fn registry_view(mem: &MemRemote, ms: &[Machine]) -> BTreeMap<String, BTreeSet<usize>> {
     let Some(bytes) = mem.file_bytes(REGISTRY_PATH) else {
         return BTreeMap::new();
     };
@@ -77,10 +80,9 @@ fn registry_view(mem: &MemRemote, hosts: &[String]) -> BTreeMap<String, BTreeSet
                 .active
                 .iter()
                 .map(|a| {
-                    hosts
-                        .iter()
-                        .position(|h| *h == a.host)
-                        .expect("a known host")
+                    ms.iter()
+                        .position(|m| a.of(&m.who))
+                        .unwrap_or_else(|| panic!("an unknown participant: {a:?}"))
                 })
                 .collect();
             (e.name.clone(), active)
@@ -90,14 +92,13 @@ fn registry_view(mem: &MemRemote, hosts: &[String]) -> BTreeMap<String, BTreeSet
 
 /// Waits until the registry and every computer's folders agree with `model`.
 async fn settle(mem: &MemRemote, ms: &[Machine], model: &Model, step: &str) {
-    let hosts: Vec<String> = ms.iter().map(|m| m.host.clone()).collect();
     let want_reg: BTreeMap<String, BTreeSet<usize>> = model
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
     let began = Instant::now();
     loop {
-        let reg = registry_view(mem, &hosts);
+        let reg = registry_view(mem, ms);
         let mut here = Vec::new();
         for m in ms {
             here.push(folders_here(m).await);
@@ -164,9 +165,22 @@ fn run(ops: &[Op]) {
 async fn check(ops: &[Op]) {
     let dir = tempfile::tempdir().unwrap();
     let mem = Arc::new(MemRemote::new());
+    // 0 alone; 1 and 2 two profiles of one computer.
+    let shared = dir.path().join("home1").join("data");
     let ms: Vec<Machine> = (0..COMPUTERS)
-        .map(|n| machine(dir.path(), n as u8, mem.clone()))
+        .map(|n| match n {
+            0 => machine(dir.path(), 0, mem.clone()),
+            n => machine_in(
+                dir.path(),
+                n as u8,
+                mem.clone(),
+                &shared,
+                "host1",
+                Some(&format!("p{n}")),
+            ),
+        })
         .collect();
+    assert_eq!(ms[1].id, ms[2].id);
     let mut model = Model::new();
     // Every content written: (folder, name, content).
     let mut written: Vec<(usize, String, Vec<u8>)> = Vec::new();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::{lock, FolderSpec, Service};
 use crate::sync::account::Account;
+use crate::sync::registry::names::Names;
 use crate::sync::registry::{Change, ComputerRef, Entry, FolderInfo, Registry};
 use crate::sync::report::{AccountReport, ActiveOn, RegisteredFolder};
 use crate::sync::store::normalise_remote;
@@ -155,10 +156,14 @@ impl Service {
         if !spec.area.is_empty() {
             return String::new();
         }
+        // An activation of this computer recorded before profiles were told apart was this
+        // profile's: it had the folder (another profile that has it too records itself again).
         let change = Change::Deactivate {
             id: spec.id.clone(),
             remote: spec.remote.clone(),
             computer: account.computer().id.clone(),
+            profile: account.computer().profile.clone(),
+            unclaimed: true,
         };
         self.register(
             change,
@@ -174,7 +179,8 @@ impl Service {
         // A list should not hang on a server that does not answer: the last copy serves.
         let _ = account.sync_within(LIST_WITHIN).await;
         let view = account.view();
-        let me = account.computer();
+        let me = ComputerRef::from(account.computer());
+        let names = Names::of(&view.registry, &me);
         let specs = self.specs().unwrap_or_default();
         let folders = view
             .registry
@@ -186,7 +192,7 @@ impl Service {
                 remote: e.remote.clone(),
                 mode: e.mode,
                 schedule: e.schedule,
-                added_by: e.added_by.host.clone(),
+                added_by: names.name(&e.added_by),
                 added_at: e.added_at,
                 active_here: specs.iter().any(|s| is(s, e)),
                 active: e
@@ -194,7 +200,9 @@ impl Service {
                     .iter()
                     .map(|a| ActiveOn {
                         computer: a.computer.clone(),
+                        profile: a.profile.clone(),
                         host: a.host.clone(),
+                        shown: names.name(&a.who()),
                         local: a.local.clone(),
                         since: a.since,
                     })
@@ -202,8 +210,9 @@ impl Service {
             })
             .collect();
         Ok(AccountReport {
-            computer: me.id.clone(),
-            host: me.host.clone(),
+            shown: names.name(&me),
+            computer: me.id,
+            host: me.host,
             folders,
             pending: view.pending,
             read_at: view.read_at,
@@ -324,9 +333,11 @@ impl Service {
             self.stop_local(s.id.as_str()).await?;
         }
         let account = self.account()?;
+        let me = ComputerRef::from(account.computer());
+        let names = Names::of(&account.view().registry, &me);
         let change = Change::Forget {
             id: e.id.clone(),
-            by: ComputerRef::from(account.computer()),
+            by: me.clone(),
             at: crate::localtime::unix_now(),
         };
         let registered = self
@@ -336,11 +347,16 @@ impl Service {
                 "removed from the account's list",
             )
             .await;
-        let others: Vec<&str> = e
+        // The others: not this profile (nor this computer's activation recorded before profiles
+        // were told apart, when this profile had the folder: it was this profile's).
+        let others: Vec<String> = e
             .active
             .iter()
-            .filter(|a| a.computer != account.computer().id)
-            .map(|a| a.host.as_str())
+            .filter(|a| {
+                let was_ours = here.is_some() && a.computer == me.id && a.profile.is_none();
+                !a.of(&me) && !was_ours
+            })
+            .map(|a| names.name(&a.who()))
             .collect();
         Ok(format!(
             "{} (server folder {}) is no longer a sync folder of the account{}{}; no file was deleted, anywhere{registered}",
@@ -374,15 +390,25 @@ impl Service {
         // The view first: a folder added meanwhile is registered twice (harmless), never a
         // folder removed meanwhile registered again.
         let view = account.view().registry;
-        let me = account.computer().clone();
+        let me = ComputerRef::from(account.computer());
         let Ok(specs) = self.specs() else {
             return out;
         };
         let now = crate::localtime::unix_now();
         for spec in &specs {
             let change = match view.find(&spec.id, &spec.remote) {
-                Some(e) => match e.activation(&me.id) {
-                    Some(a) if a.local == spec.local && a.host == me.host => None,
+                // Recorded as this profile is now; an activation of this computer recorded
+                // before profiles were told apart is taken over (it is this profile's: it has
+                // the folder).
+                Some(e) => match e.activation(&me) {
+                    Some(a)
+                        if a.local == spec.local
+                            && a.host == me.host
+                            && a.user == me.user
+                            && !e.has_unclaimed(&me) =>
+                    {
+                        None
+                    }
                     _ => Some(info(spec, &e.name)),
                 },
                 None => match view.forgotten(&spec.id, &spec.remote) {
@@ -404,19 +430,23 @@ impl Service {
                 tracing::info!(folder = %spec.local.display(), "registering in the account");
                 out.push(Change::Activate {
                     folder,
-                    computer: ComputerRef::from(&me),
+                    computer: me.clone(),
                     local: spec.local.clone(),
                     at: now,
                 });
             }
         }
+        // Only this profile's own: an activation of this computer without a profile may be
+        // another profile's (the one that has the folder takes it over).
         for e in &view.folders {
-            if e.activation(&me.id).is_some() && !specs.iter().any(|s| is(s, e)) {
+            if e.activation(&me).is_some() && !specs.iter().any(|s| is(s, e)) {
                 tracing::info!(folder = %e.name, "not synced here any more: withdrawn from the account's list");
                 out.push(Change::Deactivate {
                     id: e.id.clone(),
                     remote: e.remote.clone(),
                     computer: me.id.clone(),
+                    profile: me.profile.clone(),
+                    unclaimed: false,
                 });
             }
         }
