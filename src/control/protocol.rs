@@ -156,6 +156,7 @@ impl Request {
         "sync_forget",
         "settings",
         "stop",
+        "send_now",
         "pin",
         "free",
         "states",
