@@ -611,7 +611,12 @@ pub enum SyncCommand {
             `cloudmount sync add ~/Bob --area Following --remote 'Bob/Photos'`. A folder of a \
             read-only area is download-only: nothing is ever sent; a local edit is kept as a \
             conflict copy here and the server's version comes back under the name, a local \
-            delete brings the server's file back, a new local file stays here only (reported)."
+            delete brings the server's file back, a new local file stays here only (reported). \
+            A drop box that takes new files but no changes (CloudMe's WebShare+) syncs with \
+            --mode new-files-only: new files and folders go up, a local edit goes up as a \
+            conflict copy while the server's version comes back, a local delete is undone; a \
+            followed folder whose server refuses a change but took a new file switches to it \
+            by itself (to download-only when it takes nothing)."
     )]
     Add {
         dir: PathBuf,
