@@ -362,7 +362,11 @@ mod tests {
             }
             .unwrap_or_else(|| panic!("{text}"));
             assert!(msg.contains("longer than"), "{msg}");
-            assert!(text.len() < 300, "{}", text.len());
+            assert!(
+                text.len() < 512,
+                "the answer does not echo the request: {}",
+                text.len()
+            );
         }
         // The server still answers afterwards.
         assert_eq!(request_status(&path).await.unwrap().queue.files, 0);
