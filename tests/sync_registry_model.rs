@@ -35,9 +35,11 @@
 //!    where it was (a write reads what it replaces). Removing and forgetting delete nothing.
 //!
 //! Runs against Apache mod_dav (Basic) and the embedded server (`cloudmount serve`), three
-//! sequences of 18 to 27 steps drawn each, to keep within CI's time (measured alone on the
-//! 2-core machine: about 20 s a sequence on Apache, 15 s on the embedded server;
-//! `CLOUDMOUNT_TEST_REGISTRY_MODEL_CASES` sets how many);
+//! sequences of 18 to 27 steps drawn each, to keep within CI's time (`tests/run.sh -E
+//! 'binary(sync_registry_model)'` on the 2-core machine: 48 s on Apache, 34 s on the embedded
+//! server, 15 s the hand-written sequence, all three at once; 16 to 28 s a sequence on Apache
+//! alone, 6 to 17 s on the embedded server; `CLOUDMOUNT_TEST_REGISTRY_MODEL_CASES` sets how
+//! many);
 //! a hand-written sequence through every kind of step runs on Apache with Digest. A failure
 //! is shrunk (a few minutes at most) and printed: keep it below as a named regression test.
 
