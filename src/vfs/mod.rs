@@ -78,6 +78,8 @@ pub mod types;
 mod upload;
 mod walk;
 mod write;
+#[cfg(test)]
+mod write_tests;
 mod writeback;
 
 use std::collections::HashMap;

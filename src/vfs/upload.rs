@@ -154,7 +154,20 @@ async fn keep_both(
     server: Entry,
     temp: Option<&RemotePath>,
 ) -> RemoteResult<Sent> {
-    if same_content(remote, &rec.path, &server, file, size).await? {
+    let same = match same_content(remote, &rec.path, &server, file, size).await {
+        Ok(same) => same,
+        Err(e) => {
+            // Not left behind (e.g. the local file was cut while it was compared): a next
+            // version's upload takes our temporary copy still there for the proof that this
+            // upload's MOVE never happened (`ours_before`), and our own earlier upload on the
+            // server for someone else's: a false conflict copy.
+            if let Some(t) = temp {
+                transfer::discard(remote, t).await;
+            }
+            return Err(e);
+        }
+    };
+    if same {
         if let Some(t) = temp {
             transfer::discard(remote, t).await;
         }
@@ -444,6 +457,25 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RemoteError::InsufficientStorage { .. }));
         assert_eq!(m.file_bytes("big").unwrap(), vec![2u8; 700]);
+    }
+
+    /// Found by the vfs model (seed 754caa62, after its EIO was fixed): the server already had
+    /// the file (our own upload, landed just before a crash), the restart's upload of it was
+    /// refused and compared with it while a truncate cut the local file, and the failed compare
+    /// left the temporary copy on the server. The truncated version's upload then took that
+    /// copy for proof that the earlier upload had not landed, and made a false conflict copy.
+    #[tokio::test]
+    async fn a_compare_that_fails_leaves_no_temporary_copy() {
+        let m = MemRemote::new();
+        m.insert_file("a", vec![7u8; 3000]);
+        // Sent as 3000 bytes; cut to 1000 once on the server (after the check before the MOVE).
+        let (_d, f) = local(&[7u8; 1000]);
+        let err = send_now(&m, &rec("a", None, false), &f, 3000, &opts(true))
+            .await
+            .expect_err("the compare cannot read 3000 bytes");
+        assert!(matches!(err, RemoteError::Io(_)), "{err:?}");
+        assert_eq!(m.paths(), vec!["a".to_string()], "no temporary copy left");
+        assert_eq!(m.file_bytes("a").unwrap(), vec![7u8; 3000]);
     }
 
     #[tokio::test]

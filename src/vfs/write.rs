@@ -29,7 +29,7 @@ use super::{
     namespace, now, off_thread, read, version_of, Attr, FileKind, Ino, OpenIo, OpenMode, Opened,
     Vfs, VfsError, VfsResult,
 };
-use crate::cache::ObjectKey;
+use crate::cache::{CacheObject, ObjectKey};
 use crate::remote::ETag;
 
 /// What is known about a staged file.
@@ -135,6 +135,30 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| std::io::Error::other(format!("blocking task failed: {e}")))?
 }
 
+/// Copies the complete object `obj` (`size` bytes) to a new file `dst`, through the object's
+/// open descriptor rather than its path: the cache may drop the object meanwhile (an upload's
+/// end moving the same version in from staging, a newer version asked for), which unlinks its
+/// file while its holders keep reading it through their descriptors.
+fn copy_object(obj: &CacheObject, dst: &std::path::Path, size: u64) -> VfsResult<()> {
+    const CHUNK: u64 = 1 << 20;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dst)?;
+    let mut at = 0;
+    while at < size {
+        let data = obj.read_bytes(at, CHUNK.min(size - at) as usize)?;
+        if data.is_empty() {
+            break;
+        }
+        out.write_all_at(&data, at)?;
+        at += data.len() as u64;
+    }
+    out.set_len(size)?;
+    Ok(())
+}
+
 pub(crate) async fn pwrite(st: Arc<Staged>, offset: u64, data: Vec<u8>) -> std::io::Result<()> {
     blocking(move || st.file.write_all_at(&data, offset)).await
 }
@@ -209,14 +233,8 @@ impl Vfs {
             // The whole current version, through the cache.
             let (obj, _guard) = self.object_for(ino).await?.ok_or(VfsError::NotFound)?;
             self.ensure_blocks(ino, &obj, 0, size).await?;
-            let (src, dst) = (obj.file_path().to_path_buf(), path.clone());
-            blocking(move || {
-                std::fs::copy(&src, &dst)?;
-                let f = std::fs::OpenOptions::new().write(true).open(&dst)?;
-                f.set_len(size)?;
-                Ok(())
-            })
-            .await?;
+            let dst = path.clone();
+            off_thread(move || copy_object(&obj, &dst, size)).await?;
         }
         let p2 = path.clone();
         let file = blocking(move || {

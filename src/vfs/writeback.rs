@@ -567,6 +567,13 @@ impl Vfs {
         keep: Option<(RemotePath, ETag)>,
         size: u64,
     ) {
+        // Shown before it leaves the unplaced files: a listing merged in between either puts
+        // the staged file on this node (handled below) or finds the node, so the file is in
+        // its folder all along (removed first, a listing merged before it was shown left it
+        // out: a `readdir` then missed it).
+        if let Some((p, etag)) = &keep {
+            self.show_uploaded(area, p, etag, size);
+        }
         {
             let mut rec = self.unplaced.lock().unwrap_or_else(|e| e.into_inner());
             if rec
@@ -603,9 +610,6 @@ impl Vfs {
                     }
                 }
             }
-        }
-        if let Some((p, etag)) = &keep {
-            self.show_uploaded(area, p, etag, size);
         }
         if let Some((p, etag)) = keep {
             let key = ObjectKey {
