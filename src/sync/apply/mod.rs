@@ -97,7 +97,10 @@ impl From<RemoteError> for StepError {
             e @ (RemoteError::Transient { .. } | RemoteError::Auth { .. }) => {
                 StepError::Stop(ApplyError::Server(e))
             }
-            e @ RemoteError::InsufficientStorage { .. } => StepError::Full(e.to_string()),
+            // The same words for every file (the request's URL names a temporary upload).
+            RemoteError::InsufficientStorage { .. } => {
+                StepError::Full(crate::transfer::space::OUT_OF_SPACE.into())
+            }
             e @ RemoteError::Forbidden { .. } => StepError::Refused(e.to_string()),
             e => StepError::Problem(e.to_string()),
         }

@@ -241,9 +241,9 @@ fn release_freed_memory() {
     }
 }
 
-/// What a folder whose uploads wait for space says: since when, what the run did, and that
-/// nothing needs doing.
-fn no_space_reason(space: &Space, outcome: &Outcome) -> String {
+/// What a folder whose uploads wait for space says: since when, and that nothing needs doing
+/// (what the run did is its `last sync` line).
+fn no_space_reason(space: &Space) -> String {
     let since = space
         .paused()
         .and_then(|p| p.since.duration_since(std::time::UNIX_EPOCH).ok())
@@ -254,24 +254,9 @@ fn no_space_reason(space: &Space, outcome: &Outcome) -> String {
             )
         })
         .unwrap_or_default();
-    let done = match outcome {
-        Outcome::Synced {
-            changes,
-            conflicts,
-            problems,
-            ..
-        } => Outcome::Synced {
-            changes: *changes,
-            conflicts: *conflicts,
-            problems: *problems,
-            full: None,
-        }
-        .message(),
-        o => o.message(),
-    };
     format!(
         "{}{since}; edits stay here and are sent by themselves once space is freed \
-         (checked every {}s); this run: {done}",
+         (checked every {}s)",
         crate::transfer::space::OUT_OF_SPACE,
         space.retry().as_secs().max(1)
     )
@@ -344,7 +329,7 @@ async fn run_once(inner: &Inner, task: &FolderTask, spec: &FolderSpec) -> Ran {
         } => (FolderState::UpToDate, None),
         Outcome::Synced { full: Some(_), .. } => (
             FolderState::NoSpace,
-            Some(no_space_reason(&inner.cfg.space, &outcome)),
+            Some(no_space_reason(&inner.cfg.space)),
         ),
         Outcome::Synced { .. } => (FolderState::UpToDate, Some(outcome.message())),
         Outcome::Stopped(r) => (FolderState::Stopped, Some(r.clone())),
