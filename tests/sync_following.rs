@@ -46,8 +46,8 @@ fn following(home: &SyncHome) -> Vec<FollowedFolder> {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("sync list --following ({e}): {out}"))
 }
 
-/// `sync now DIR --wait`: a download-only folder that keeps local-only files ends with them
-/// reported (exit status 1), never uploaded. The output.
+/// `sync now DIR --wait`, whatever its exit status (a run that switches a folder's mode, or
+/// one a refused upload left files in, exits 1). The output.
 fn sync_now_keeping(home: &SyncHome, dir: &Path) -> String {
     let out = home.run(&["sync", "now", dir.to_str().unwrap(), "--wait"]);
     text(&out)
@@ -141,6 +141,10 @@ fn a_read_only_followed_folder_syncs_download_only_on_apache() {
     // the server unchanged.
     write(&dir.join("a.txt"), b"my edit, never to be uploaded");
     let out = sync_now_keeping(&home, &dir);
+    // Once the copy is made, the folder is in sync: keeping it here is what download-only
+    // does, not a failure (`sync now --wait` exits 0), and it is listed as kept here only.
+    let again = home.sync_now(&dir);
+    assert!(again.contains("kept here only"), "{again}");
     assert_eq!(
         std::fs::read(dir.join("a.txt")).unwrap(),
         b"from Bob",

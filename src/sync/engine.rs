@@ -40,6 +40,9 @@ pub enum Outcome {
         changes: usize,
         conflicts: usize,
         problems: usize,
+        /// Files a download-only folder keeps here only, as it should (listed with the
+        /// problems, but not one: the run still ends in sync).
+        kept_here: usize,
         /// The server is out of space: some uploads wait.
         full: Option<String>,
     },
@@ -74,6 +77,7 @@ impl Outcome {
                 changes,
                 conflicts,
                 problems,
+                kept_here,
                 full,
             } => {
                 let n = |count: usize, one: &str, many: &str| {
@@ -92,6 +96,12 @@ impl Outcome {
                 }
                 if *problems > 0 {
                     s.push_str(&format!(", {} not synced", n(*problems, "file", "files")));
+                }
+                if *kept_here > 0 {
+                    s.push_str(&format!(
+                        ", {} kept here only (download-only)",
+                        n(*kept_here, "file", "files")
+                    ));
                 }
                 if let Some(f) = full {
                     s.push_str(&format!("; uploads wait: {f}"));
@@ -442,6 +452,7 @@ async fn run_inner(
             break;
         }
     }
+    let kept_here = local_only.len();
     problems.extend(local_only.into_iter().map(|p| {
         let why =
             "kept here only: the folder is download-only (a read-only area), nothing is uploaded";
@@ -462,7 +473,8 @@ async fn run_inner(
     Outcome::Synced {
         changes,
         conflicts,
-        problems: problems.len(),
+        problems: problems.len() - kept_here,
+        kept_here,
         full,
     }
 }
