@@ -248,6 +248,18 @@ impl Dirs {
 }
 
 fn home_from_passwd(uid: u32) -> Option<OsString> {
+    let dir = passwd_entry(uid)?.dir;
+    Path::new(&dir).is_absolute().then_some(dir)
+}
+
+/// A user's entry in the password database (what `getpwuid_r` says).
+pub(crate) struct PasswdEntry {
+    pub name: OsString,
+    pub dir: OsString,
+}
+
+/// The password database's entry of `uid`, if it has one.
+pub(crate) fn passwd_entry(uid: u32) -> Option<PasswdEntry> {
     use std::os::unix::ffi::OsStrExt;
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill.
@@ -263,13 +275,21 @@ fn home_from_passwd(uid: u32) -> Option<OsString> {
             &mut result,
         )
     };
-    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() || pwd.pw_dir.is_null() {
         return None;
     }
-    // SAFETY: pw_dir points into `buf`, NUL-terminated, as getpwuid_r guarantees.
-    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-    let dir = std::ffi::OsStr::from_bytes(dir.to_bytes()).to_os_string();
-    Path::new(&dir).is_absolute().then_some(dir)
+    // SAFETY: pw_name and pw_dir point into `buf`, NUL-terminated, as getpwuid_r guarantees.
+    let (name, dir) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(pwd.pw_name),
+            std::ffi::CStr::from_ptr(pwd.pw_dir),
+        )
+    };
+    let os = |c: &std::ffi::CStr| std::ffi::OsStr::from_bytes(c.to_bytes()).to_os_string();
+    Some(PasswdEntry {
+        name: os(name),
+        dir: os(dir),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
