@@ -416,11 +416,15 @@ pub fn step_strategy(mix: Mix) -> impl Strategy<Value = Step> {
         ));
     }
     if mix.server_edits {
-        arms.push((2, server_edit_strategy(path).prop_map(Step::Server).boxed()));
+        // Weight 3: an edit often names nothing and is left out; at weight 2 a run of 20
+        // sequences made 2 to 11, close enough to none for the model's coverage guard.
+        arms.push((3, server_edit_strategy(path).prop_map(Step::Server).boxed()));
     }
     if mix.offline {
+        // Weight 2: at 1, a run of 20 sequences went offline as few as twice, close enough
+        // to none for the model's coverage guard.
         arms.push((
-            1,
+            2,
             proptest::collection::vec(offline_op_strategy(), 1..6)
                 .prop_map(Step::Offline)
                 .boxed(),
