@@ -241,30 +241,14 @@ impl Sides<'_> {
     fn new_files_only(&self) -> Action {
         use Change::*;
         match (self.l, self.r) {
-            (Same, Same) | (Absent, Absent) => Action::Nothing,
             // Row 2: new here, absent there: a new file (or folder) for the server.
             (New, Absent) => self.send(Expect::Absent),
-            // Rows 3, 6, 10; row 8: a local delete is undone.
-            (Absent, New) | (Deleted, Same) | (Deleted, Changed) => self.fetch(),
-            (Same, Changed) if self.kinds_equal() => self.fetch(),
-            // Row 13: the server changed the kind; ours moves aside here.
-            (Same, Changed) => Action::Conflict,
-            // Rows 4, 7, 15: ours moves aside here (and goes up as a new file).
-            (New, New) | (Changed, Changed) => self.merge_or(Action::Conflict),
-            // Row 5: never sent over the server's file; a directory has no content to send.
-            (Changed, Same)
-                if self.kinds_equal() && self.local.map(|l| l.kind) == Some(Kind::Dir) =>
-            {
-                Action::Nothing
-            }
-            (Changed, Same) => Action::Conflict,
-            // Row 9.
-            (Same, Deleted) => Action::TrashLocal,
             // Row 11: the name is free on the server now: the edit goes up as a new file.
             (Changed, Deleted) => self.send(Expect::Absent),
-            // Row 12.
-            (Deleted, Deleted) => Action::Forget,
-            _ => Action::Nothing,
+            // Every other row as download-only: the server's items are never changed, a local
+            // edit moves aside here (and goes up as a new file at the next pass), a local
+            // delete is undone, server changes come down.
+            _ => self.download_only(),
         }
     }
 

@@ -154,23 +154,17 @@ async fn keep_both(
     server: Entry,
     temp: Option<&RemotePath>,
 ) -> RemoteResult<Sent> {
-    let same = match same_content(remote, &rec.path, &server, file, size).await {
-        Ok(same) => same,
-        Err(e) => {
-            // Not left behind (e.g. the local file was cut while it was compared): a next
-            // version's upload takes our temporary copy still there for the proof that this
-            // upload's MOVE never happened (`ours_before`), and our own earlier upload on the
-            // server for someone else's: a false conflict copy.
-            if let Some(t) = temp {
-                transfer::discard(remote, t).await;
-            }
-            return Err(e);
-        }
-    };
-    if same {
+    let same = same_content(remote, &rec.path, &server, file, size).await;
+    if !matches!(same, Ok(false)) {
+        // Our temporary copy is not needed (equal bytes), or must not be left behind (the
+        // compare failed, e.g. the local file was cut meanwhile: a next version's upload would
+        // take it for the proof that this upload's MOVE never happened (`ours_before`), and our
+        // own earlier upload on the server for someone else's: a false conflict copy).
         if let Some(t) = temp {
             transfer::discard(remote, t).await;
         }
+    }
+    if same? {
         return Ok(Sent::Uploaded(Some(server)));
     }
     to_conflict_copy(remote, rec, file, size, opts, temp).await

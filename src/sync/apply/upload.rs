@@ -95,7 +95,7 @@ pub(super) async fn upload(
     };
     let mut placed = transfer::upload(ctx.remote, &job).await;
     if new && matches!(placed, Err(RemoteError::Forbidden { .. })) {
-        if exists(ctx.remote, &rp).await? {
+        if transfer::probe::current(ctx.remote, &rp).await?.is_some() {
             // A file of that name appeared meanwhile (a server that takes new files only
             // answers 403, not 412, to a PUT over it): both are kept.
             return conflict_on_upload(ctx, rel, shared).await;
@@ -150,15 +150,6 @@ pub(super) async fn upload(
         },
     )?;
     Ok(())
-}
-
-/// Whether the server has something at `rp`.
-async fn exists(remote: &dyn Remote, rp: &RemotePath) -> Result<bool, RemoteError> {
-    match remote.stat(rp).await {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 /// An upload found another version on the server: handled as a conflict of the current state.
